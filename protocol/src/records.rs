@@ -1,0 +1,209 @@
+//! The client-protocol records of zookeeper.jute, field for field.
+
+use bytes::{BufMut, BytesMut};
+
+use crate::jute::{DecodeError, Reader, Record};
+use crate::jute_record;
+
+jute_record! {
+    /// An identity: a scheme (world, auth, digest, ip, ...) and an id within it.
+    Id { scheme: String, id: String }
+}
+
+jute_record! {
+    /// One ACL entry: permission bits granted to an identity.
+    Acl { perms: i32, id: Id }
+}
+
+jute_record! {
+    /// A znode's metadata as clients see it.
+    Stat {
+        czxid: i64,
+        mzxid: i64,
+        ctime: i64,
+        mtime: i64,
+        version: i32,
+        cversion: i32,
+        aversion: i32,
+        ephemeral_owner: i64,
+        data_length: i32,
+        num_children: i32,
+        pzxid: i64,
+    }
+}
+
+jute_record! {
+    /// One authenticated identity of a session, as whoAmI reports it.
+    ClientInfo { auth_scheme: String, user: String }
+}
+
+jute_record! {
+    /// Re-arms a reconnecting client's watches; `relative_zxid` is the last zxid it saw.
+    SetWatches {
+        relative_zxid: i64,
+        data_watches: Vec<String>,
+        exist_watches: Vec<String>,
+        child_watches: Vec<String>,
+    }
+}
+
+jute_record! {
+    /// SetWatches plus persistent and persistent-recursive watches (3.6+).
+    SetWatches2 {
+        relative_zxid: i64,
+        data_watches: Vec<String>,
+        exist_watches: Vec<String>,
+        child_watches: Vec<String>,
+        persistent_watches: Vec<String>,
+        persistent_recursive_watches: Vec<String>,
+    }
+}
+
+jute_record! {
+    /// Precedes every request after the handshake.
+    RequestHeader { xid: i32, op_type: i32 }
+}
+
+jute_record! {
+    /// Precedes every operation and result inside a multi.
+    MultiHeader { op_type: i32, done: bool, err: i32 }
+}
+
+jute_record! {
+    /// addAuth: `auth` is scheme-specific (for digest, `user:password`).
+    AuthPacket { auth_type: i32, scheme: String, auth: Vec<u8> }
+}
+
+jute_record! {
+    /// Precedes every reply and notification.
+    ReplyHeader { xid: i32, zxid: i64, err: i32 }
+}
+
+jute_record! { GetDataRequest { path: String, watch: bool } }
+jute_record! { SetDataRequest { path: String, data: Vec<u8>, version: i32 } }
+jute_record! {
+    ReconfigRequest {
+        joining_servers: String,
+        leaving_servers: String,
+        new_members: String,
+        cur_config_id: i64,
+    }
+}
+jute_record! { SetDataResponse { stat: Stat } }
+jute_record! { GetSaslRequest { token: Vec<u8> } }
+jute_record! { SetSaslRequest { token: Vec<u8> } }
+jute_record! { SetSaslResponse { token: Vec<u8> } }
+jute_record! { CreateRequest { path: String, data: Vec<u8>, acl: Vec<Acl>, flags: i32 } }
+jute_record! { CreateTtlRequest { path: String, data: Vec<u8>, acl: Vec<Acl>, flags: i32, ttl: i64 } }
+jute_record! { DeleteRequest { path: String, version: i32 } }
+jute_record! { GetChildrenRequest { path: String, watch: bool } }
+jute_record! { GetAllChildrenNumberRequest { path: String } }
+jute_record! { GetChildren2Request { path: String, watch: bool } }
+jute_record! { CheckVersionRequest { path: String, version: i32 } }
+jute_record! { SyncRequest { path: String } }
+jute_record! { SyncResponse { path: String } }
+jute_record! { GetAclRequest { path: String } }
+jute_record! { SetAclRequest { path: String, acl: Vec<Acl>, version: i32 } }
+jute_record! { SetAclResponse { stat: Stat } }
+jute_record! { AddWatchRequest { path: String, mode: i32 } }
+jute_record! {
+    /// A watch notification, sent with xid -1.
+    WatcherEvent { event_type: i32, state: i32, path: String }
+}
+jute_record! { ErrorResponse { err: i32 } }
+jute_record! { CreateResponse { path: String } }
+jute_record! { Create2Response { path: String, stat: Stat } }
+jute_record! { ExistsRequest { path: String, watch: bool } }
+jute_record! { ExistsResponse { stat: Stat } }
+jute_record! { GetDataResponse { data: Vec<u8>, stat: Stat } }
+jute_record! { GetChildrenResponse { children: Vec<String> } }
+jute_record! { GetAllChildrenNumberResponse { total_number: i32 } }
+jute_record! { GetChildren2Response { children: Vec<String>, stat: Stat } }
+jute_record! { GetAclResponse { acl: Vec<Acl>, stat: Stat } }
+jute_record! { CheckWatchesRequest { path: String, watcher_type: i32 } }
+jute_record! { RemoveWatchesRequest { path: String, watcher_type: i32 } }
+jute_record! { GetEphemeralsRequest { prefix_path: String } }
+jute_record! { GetEphemeralsResponse { ephemerals: Vec<String> } }
+jute_record! { WhoAmIResponse { client_info: Vec<ClientInfo> } }
+
+/// The first packet a client sends; it has no RequestHeader.
+///
+/// `read_only` is a trailing byte that clients since 3.4 send, but older ones do not:
+/// `None` records that it was absent, so the response can mirror the request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectRequest {
+    pub protocol_version: i32,
+    pub last_zxid_seen: i64,
+    pub time_out: i32,
+    pub session_id: i64,
+    pub passwd: Vec<u8>,
+    pub read_only: Option<bool>,
+}
+
+impl Record for ConnectRequest {
+    const MIN_SIZE: usize = 4 + 8 + 4 + 8 + 4;
+
+    fn write(&self, out: &mut BytesMut) {
+        out.put_i32(self.protocol_version);
+        out.put_i64(self.last_zxid_seen);
+        out.put_i32(self.time_out);
+        out.put_i64(self.session_id);
+        self.passwd.write(out);
+        if let Some(read_only) = self.read_only {
+            read_only.write(out);
+        }
+    }
+
+    fn read(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ConnectRequest {
+            protocol_version: input.read_i32()?,
+            last_zxid_seen: input.read_i64()?,
+            time_out: input.read_i32()?,
+            session_id: input.read_i64()?,
+            passwd: input.read_buffer()?,
+            read_only: if input.is_empty() {
+                None
+            } else {
+                Some(input.read_bool()?)
+            },
+        })
+    }
+}
+
+/// The server's answer to a ConnectRequest; `read_only` is written only if the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ConnectResponse {
+    pub protocol_version: i32,
+    pub time_out: i32,
+    pub session_id: i64,
+    pub passwd: Vec<u8>,
+    pub read_only: Option<bool>,
+}
+
+impl Record for ConnectResponse {
+    const MIN_SIZE: usize = 4 + 4 + 8 + 4;
+
+    fn write(&self, out: &mut BytesMut) {
+        out.put_i32(self.protocol_version);
+        out.put_i32(self.time_out);
+        out.put_i64(self.session_id);
+        self.passwd.write(out);
+        if let Some(read_only) = self.read_only {
+            read_only.write(out);
+        }
+    }
+
+    fn read(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(ConnectResponse {
+            protocol_version: input.read_i32()?,
+            time_out: input.read_i32()?,
+            session_id: input.read_i64()?,
+            passwd: input.read_buffer()?,
+            read_only: if input.is_empty() {
+                None
+            } else {
+                Some(input.read_bool()?)
+            },
+        })
+    }
+}

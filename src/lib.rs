@@ -1,0 +1,3 @@
+//! rookery: a ZooKeeper-compatible coordination service.
+
+pub mod watch;

@@ -1,0 +1,748 @@
+//! The Raft log in LMDB (via heed), implementing [`raft::Storage`].
+//!
+//! Layout of the environment (`data_dir/raft/`):
+//!
+//! * database `entries`: key = log index as big-endian u64 (so LMDB's byte order is log order and
+//!   appends can use `MDB_APPEND`), value = protobuf `eraftpb::Entry`.
+//! * database `state`, fixed keys, protobuf values:
+//!   * `hard_state`: term, vote, commit.
+//!   * `conf_state`: membership as of the last applied conf change.
+//!   * `initial_conf_state`: membership the group was bootstrapped with; the starting point for
+//!     a replay from index 1 when no snapshot exists.
+//!   * `snapshot_meta`: the compaction point (index, term, conf state): every entry `<= index`
+//!     is gone, and `term(index)` is answered from here.
+//!
+//! All mutations for one `Ready` go through one write transaction ([`LmdbStorage::write_ready`]),
+//! whose commit is the fsync that makes the Ready durable (group commit).
+//!
+//! Everything read from disk is decoded fallibly; a damaged record becomes a [`LogError`], never
+//! a panic. (raft-rs itself may still panic on a Storage error: that is its documented contract,
+//! "the raft instance will become inoperable".)
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use heed::byteorder::BigEndian;
+use heed::types::{Bytes, Str, U64};
+use heed::{Database, Env, EnvOpenOptions, MdbError, PutFlags, RwTxn, WithoutTls};
+use protobuf::Message as _;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+
+use super::snapshot::SnapshotDir;
+
+/// Virtual address space reserved for the map; LMDB only uses disk for pages actually written.
+const INITIAL_MAP_SIZE: usize = 64 << 30;
+const KEY_HARD_STATE: &str = "hard_state";
+const KEY_CONF_STATE: &str = "conf_state";
+const KEY_INITIAL_CONF_STATE: &str = "initial_conf_state";
+const KEY_SNAPSHOT_META: &str = "snapshot_meta";
+
+/// Errors from the LMDB-backed log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("lmdb: {0}")]
+    Lmdb(#[from] heed::Error),
+    #[error("cannot create raft log directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("corrupt {what} in raft log (index {index}): {source}")]
+    Decode {
+        what: &'static str,
+        index: u64,
+        #[source]
+        source: protobuf::ProtobufError,
+    },
+    #[error("cannot encode raft record: {0}")]
+    Encode(#[from] protobuf::ProtobufError),
+    #[error("append at index {first} would overwrite the compacted log (compacted through {compacted})")]
+    OverwriteCompacted { first: u64, compacted: u64 },
+    #[error("append at index {first} leaves a gap after last index {last}")]
+    Gap { first: u64, last: u64 },
+    #[error("cannot compact through {index}: log only reaches {last}")]
+    CompactBeyondLog { index: u64, last: u64 },
+    #[error("raft log is inconsistent: {0}")]
+    Inconsistent(String),
+}
+
+impl LogError {
+    fn is_map_full(&self) -> bool {
+        matches!(self, LogError::Lmdb(heed::Error::Mdb(MdbError::MapFull)))
+    }
+}
+
+impl From<LogError> for raft::Error {
+    fn from(e: LogError) -> Self {
+        raft::Error::Store(StorageError::Other(Box::new(e)))
+    }
+}
+
+/// Counters shared with [`crate::raft::RaftHandle`] for tests and metrics.
+#[derive(Debug, Default)]
+pub struct StorageStats {
+    /// Committed LMDB write transactions (each one is an fsync); compared with
+    /// `entries_appended` it shows how well proposals are group-committed.
+    pub write_txns: AtomicU64,
+    /// Log entries written, including ones later truncated by a new leader.
+    pub entries_appended: AtomicU64,
+}
+
+/// The two LMDB databases; `Copy` so a write closure can take them without borrowing `self`.
+#[derive(Clone, Copy)]
+struct Dbs {
+    /// Log entries keyed by big-endian index.
+    entries: Database<U64<BigEndian>, Bytes>,
+    /// Small fixed-key records (hard state, conf states, compaction point).
+    state: Database<Str, Bytes>,
+}
+
+/// LMDB-backed `raft::Storage`. Owned by the raft thread (inside the `RawNode`).
+pub struct LmdbStorage {
+    /// The environment; read transactions are opened per call and dropped at once, because a
+    /// long-lived reader pins pages and makes the file grow.
+    env: Env<WithoutTls>,
+    /// Handles of the `entries` and `state` databases.
+    dbs: Dbs,
+    /// Cached copy of what is on disk, plus a commit index that may be ahead of disk
+    /// (see `hard_state_dirty`). Raft reads it through `initial_state` only at startup.
+    hard_state: HardState,
+    /// The commit index advanced in memory (LightReady) but was not written yet. Writing it
+    /// eagerly would cost a second fsync per Ready; it rides along with the next write
+    /// transaction instead. Losing it in a crash is safe: a lower commit index on disk only
+    /// means Raft re-learns the commit point (every entry up to the real one is durable).
+    hard_state_dirty: bool,
+    /// Membership Raft starts from (`initial_state`) and the one a new snapshot records.
+    conf_state: ConfState,
+    /// Membership at bootstrap, for replaying the log from index 1 when no snapshot exists.
+    initial_conf_state: ConfState,
+    /// The compaction point; `term(snapshot.index)` must keep answering after compaction.
+    snapshot_meta: SnapshotMetadata,
+    /// Cached highest index on disk (or the compaction point when the log is empty); saves a
+    /// read transaction on each of Raft's frequent `last_index` calls.
+    last_index: u64,
+    /// Cached term of `last_index`, the most frequently requested term.
+    last_term: u64,
+    /// Where snapshot files live, so `Storage::snapshot` can hand the newest to a lagging
+    /// follower. `None` in unit tests that exercise only the log.
+    snapshot_dir: Option<SnapshotDir>,
+    /// Shared counters (write transactions, entries).
+    stats: Arc<StorageStats>,
+}
+
+fn decode<M: protobuf::Message + Default>(
+    what: &'static str,
+    index: u64,
+    bytes: &[u8],
+) -> Result<M, LogError> {
+    let mut m = M::default();
+    m.merge_from_bytes(bytes).map_err(|source| LogError::Decode {
+        what,
+        index,
+        source,
+    })?;
+    Ok(m)
+}
+
+impl LmdbStorage {
+    /// Opens (creating if needed) the LMDB environment in `dir`.
+    pub fn open(dir: &Path, snapshot_dir: Option<SnapshotDir>) -> Result<Self, LogError> {
+        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+        opts.map_size(INITIAL_MAP_SIZE).max_dbs(4);
+        // SAFETY: the environment is opened once per process per directory (heed refuses a
+        // second open with EnvAlreadyOpened), only this process writes it, and the files are
+        // not modified behind LMDB's back.
+        let env = unsafe { opts.open(dir)? };
+        let mut wtxn = env.write_txn()?;
+        let dbs = Dbs {
+            entries: env.create_database(&mut wtxn, Some("entries"))?,
+            state: env.create_database(&mut wtxn, Some("state"))?,
+        };
+        wtxn.commit()?;
+
+        let rtxn = env.read_txn()?;
+        let get_state = |key: &'static str| -> Result<Option<Vec<u8>>, LogError> {
+            Ok(dbs.state.get(&rtxn, key)?.map(<[u8]>::to_vec))
+        };
+        let hard_state: HardState = match get_state(KEY_HARD_STATE)? {
+            Some(b) => decode("hard state", 0, &b)?,
+            None => HardState::default(),
+        };
+        let conf_state: ConfState = match get_state(KEY_CONF_STATE)? {
+            Some(b) => decode("conf state", 0, &b)?,
+            None => ConfState::default(),
+        };
+        let initial_conf_state: ConfState = match get_state(KEY_INITIAL_CONF_STATE)? {
+            Some(b) => decode("initial conf state", 0, &b)?,
+            None => ConfState::default(),
+        };
+        let snapshot_meta: SnapshotMetadata = match get_state(KEY_SNAPSHOT_META)? {
+            Some(b) => decode("snapshot metadata", 0, &b)?,
+            None => SnapshotMetadata::default(),
+        };
+        let first = dbs.entries.first(&rtxn)?.map(|(k, _)| k);
+        let last = match dbs.entries.last(&rtxn)? {
+            Some((k, v)) => Some((k, decode::<Entry>("entry", k, v)?)),
+            None => None,
+        };
+        drop(rtxn);
+
+        let (last_index, last_term) = match (&first, last) {
+            (Some(first), Some((k, e))) => {
+                if *first != snapshot_meta.index + 1 {
+                    return Err(LogError::Inconsistent(format!(
+                        "first entry is {first} but the log was compacted through {}",
+                        snapshot_meta.index
+                    )));
+                }
+                if e.index != k {
+                    return Err(LogError::Inconsistent(format!(
+                        "entry stored under key {k} claims index {}",
+                        e.index
+                    )));
+                }
+                (k, e.term)
+            }
+            _ => (snapshot_meta.index, snapshot_meta.term),
+        };
+        tracing::debug!(
+            dir = %dir.display(),
+            first_index = snapshot_meta.index + 1,
+            last_index,
+            commit = hard_state.commit,
+            term = hard_state.term,
+            "opened raft log"
+        );
+        Ok(LmdbStorage {
+            env,
+            dbs,
+            hard_state,
+            hard_state_dirty: false,
+            conf_state,
+            initial_conf_state,
+            snapshot_meta,
+            last_index,
+            last_term,
+            snapshot_dir,
+            stats: Arc::new(StorageStats::default()),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<StorageStats> {
+        self.stats.clone()
+    }
+
+    /// True when nothing was ever written: no membership, no entries, no compaction.
+    pub fn is_fresh(&self) -> bool {
+        self.initial_conf_state == ConfState::default()
+            && self.conf_state == ConfState::default()
+            && self.last_index == 0
+            && self.snapshot_meta.index == 0
+    }
+
+    /// Records the bootstrap membership of a brand-new group.
+    pub fn bootstrap(&mut self, conf_state: ConfState) -> Result<(), LogError> {
+        let bytes = conf_state.write_to_bytes()?;
+        self.write(|txn, dbs| {
+            dbs.state.put(txn, KEY_INITIAL_CONF_STATE, &bytes)?;
+            dbs.state.put(txn, KEY_CONF_STATE, &bytes)?;
+            Ok(())
+        })?;
+        self.initial_conf_state = conf_state.clone();
+        self.conf_state = conf_state;
+        Ok(())
+    }
+
+    /// Bootstrap membership (what a replay from index 1 starts with).
+    pub fn initial_conf_state(&self) -> &ConfState {
+        &self.initial_conf_state
+    }
+
+    /// Membership as of the last applied conf change.
+    pub fn conf_state(&self) -> &ConfState {
+        &self.conf_state
+    }
+
+    /// Sets the membership Raft starts from, in memory only. On restart the state machine is
+    /// rebuilt from a snapshot (or from nothing) and conf changes after that point are replayed,
+    /// so Raft must start from the membership *at the restore point*, not the latest one.
+    pub fn set_replay_conf_state(&mut self, cs: ConfState) {
+        self.conf_state = cs;
+    }
+
+    pub fn hard_state(&self) -> &HardState {
+        &self.hard_state
+    }
+
+    /// The compaction point (index 0 if never compacted).
+    pub fn snapshot_metadata(&self) -> &SnapshotMetadata {
+        &self.snapshot_meta
+    }
+
+    pub fn first_index_cached(&self) -> u64 {
+        self.snapshot_meta.index + 1
+    }
+
+    pub fn last_index_cached(&self) -> u64 {
+        self.last_index
+    }
+
+    /// Runs `f` in one write transaction and commits it (the commit fsyncs). If the map is
+    /// full it is doubled once and `f` re-run, since LMDB cannot resize with a txn open.
+    fn write<F>(&self, mut f: F) -> Result<(), LogError>
+    where
+        F: FnMut(&mut RwTxn<'_>, Dbs) -> Result<(), LogError>,
+    {
+        let dbs = self.dbs;
+        let attempt = |f: &mut F| -> Result<(), LogError> {
+            let mut txn = self.env.write_txn()?;
+            f(&mut txn, dbs)?;
+            txn.commit()?;
+            Ok(())
+        };
+        let res = match attempt(&mut f) {
+            Err(e) if e.is_map_full() => {
+                let new_size = self.env.info().map_size.saturating_mul(2);
+                tracing::warn!(new_size, "LMDB map full; growing");
+                // SAFETY: no transaction is open on this environment: the failed one was
+                // dropped (aborted) above and all access happens on this thread.
+                unsafe { self.env.resize(new_size)? };
+                attempt(&mut f)
+            }
+            other => other,
+        };
+        if res.is_ok() {
+            self.stats.write_txns.fetch_add(1, Ordering::Relaxed);
+        }
+        res
+    }
+
+    /// Persists one Ready in a single transaction: an incoming snapshot's metadata (which
+    /// discards the whole log), new entries (truncating any conflicting tail first), and the
+    /// hard state. Caches are updated only after the commit succeeded.
+    pub fn write_ready(
+        &mut self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        snapshot: Option<&SnapshotMetadata>,
+    ) -> Result<(), LogError> {
+        let mut new_hs = self.hard_state.clone();
+        let mut new_snap = None;
+        let mut new_cs = None;
+        let (mut last_index, mut last_term) = (self.last_index, self.last_term);
+        let mut compacted = self.snapshot_meta.index;
+        if let Some(meta) = snapshot {
+            if meta.index < self.snapshot_meta.index {
+                return Err(LogError::Inconsistent(format!(
+                    "incoming snapshot at {} is older than the compaction point {}",
+                    meta.index, self.snapshot_meta.index
+                )));
+            }
+            new_hs.commit = new_hs.commit.max(meta.index);
+            new_hs.term = new_hs.term.max(meta.term);
+            (last_index, last_term) = (meta.index, meta.term);
+            compacted = meta.index;
+            new_cs = Some(meta.get_conf_state().clone());
+            new_snap = Some(meta.clone());
+        }
+        if let Some(h) = hs {
+            let commit = new_hs.commit.max(h.commit);
+            new_hs = h.clone();
+            new_hs.commit = commit;
+        }
+        let truncate_from = match entries.first() {
+            Some(e) if e.index <= compacted => {
+                return Err(LogError::OverwriteCompacted {
+                    first: e.index,
+                    compacted,
+                })
+            }
+            Some(e) if e.index > last_index + 1 => {
+                return Err(LogError::Gap {
+                    first: e.index,
+                    last: last_index,
+                })
+            }
+            Some(e) if e.index <= last_index => Some(e.index),
+            _ => None,
+        };
+        let encoded = entries
+            .iter()
+            .map(|e| Ok((e.index, e.write_to_bytes()?)))
+            .collect::<Result<Vec<_>, LogError>>()?;
+        if let Some(e) = entries.last() {
+            (last_index, last_term) = (e.index, e.term);
+        }
+        let hs_changed = hs.is_some() || snapshot.is_some() || self.hard_state_dirty;
+        let hs_bytes = hs_changed.then(|| new_hs.write_to_bytes()).transpose()?;
+        let snap_bytes = new_snap
+            .as_ref()
+            .map(|m| m.write_to_bytes())
+            .transpose()?;
+        let cs_bytes = new_cs.as_ref().map(|c| c.write_to_bytes()).transpose()?;
+        if encoded.is_empty() && hs_bytes.is_none() && snap_bytes.is_none() {
+            return Ok(());
+        }
+
+        self.write(|txn, dbs| {
+            if let Some(b) = &snap_bytes {
+                dbs.entries.clear(txn)?;
+                dbs.state.put(txn, KEY_SNAPSHOT_META, b)?;
+            }
+            if let Some(b) = &cs_bytes {
+                dbs.state.put(txn, KEY_CONF_STATE, b)?;
+            }
+            if let (Some(from), None) = (truncate_from, &snap_bytes) {
+                dbs.entries.delete_range(txn, &(from..))?;
+            }
+            for (index, bytes) in &encoded {
+                dbs.entries
+                    .put_with_flags(txn, PutFlags::APPEND, index, bytes)?;
+            }
+            if let Some(b) = &hs_bytes {
+                dbs.state.put(txn, KEY_HARD_STATE, b)?;
+            }
+            Ok(())
+        })?;
+
+        if let Some(from) = truncate_from {
+            tracing::debug!(index = from, "truncated conflicting log tail");
+        }
+        self.stats
+            .entries_appended
+            .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+        self.hard_state = new_hs;
+        self.hard_state_dirty = false;
+        if let Some(m) = new_snap {
+            self.snapshot_meta = m;
+        }
+        if let Some(c) = new_cs {
+            self.conf_state = c;
+        }
+        (self.last_index, self.last_term) = (last_index, last_term);
+        Ok(())
+    }
+
+    /// Raises the commit index in memory; written with the next transaction (see
+    /// `hard_state_dirty`).
+    pub fn set_commit(&mut self, commit: u64) {
+        if commit > self.hard_state.commit {
+            self.hard_state.commit = commit;
+            self.hard_state_dirty = true;
+        }
+    }
+
+    /// Raises the commit index and writes it now. Used at startup when a snapshot file is
+    /// newer than the commit index on disk (crash between snapshot write and the next txn):
+    /// Raft requires `applied <= commit`.
+    pub fn ensure_commit(&mut self, commit: u64) -> Result<(), LogError> {
+        self.set_commit(commit);
+        self.flush()
+    }
+
+    /// Writes a pending commit-index update, if any.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        if !self.hard_state_dirty {
+            return Ok(());
+        }
+        self.write_ready(&[], None, None)
+    }
+
+    /// Persists the membership after a conf change was applied.
+    pub fn set_conf_state(&mut self, cs: ConfState) -> Result<(), LogError> {
+        let bytes = cs.write_to_bytes()?;
+        let hs_bytes = self
+            .hard_state_dirty
+            .then(|| self.hard_state.write_to_bytes())
+            .transpose()?;
+        self.write(|txn, dbs| {
+            dbs.state.put(txn, KEY_CONF_STATE, &bytes)?;
+            if let Some(b) = &hs_bytes {
+                dbs.state.put(txn, KEY_HARD_STATE, b)?;
+            }
+            Ok(())
+        })?;
+        self.hard_state_dirty = false;
+        self.conf_state = cs;
+        Ok(())
+    }
+
+    /// Deletes every entry `<= meta.index` and records `meta` as the compaction point. The
+    /// caller guarantees a durable snapshot covering `meta.index` exists.
+    pub fn compact(&mut self, meta: &SnapshotMetadata) -> Result<(), LogError> {
+        let index = meta.index;
+        if index <= self.snapshot_meta.index {
+            return Ok(());
+        }
+        if index > self.last_index {
+            return Err(LogError::CompactBeyondLog {
+                index,
+                last: self.last_index,
+            });
+        }
+        let stored_term = self.term_of(index)?;
+        if stored_term != meta.term {
+            return Err(LogError::Inconsistent(format!(
+                "compaction point {index} has term {stored_term} in the log but {} in the snapshot",
+                meta.term
+            )));
+        }
+        let mut new_hs = self.hard_state.clone();
+        new_hs.commit = new_hs.commit.max(index);
+        let hs_bytes = new_hs.write_to_bytes()?;
+        let meta_bytes = meta.write_to_bytes()?;
+        self.write(|txn, dbs| {
+            dbs.entries.delete_range(txn, &(..=index))?;
+            dbs.state.put(txn, KEY_SNAPSHOT_META, &meta_bytes)?;
+            dbs.state.put(txn, KEY_HARD_STATE, &hs_bytes)?;
+            Ok(())
+        })?;
+        self.hard_state = new_hs;
+        self.hard_state_dirty = false;
+        self.snapshot_meta = meta.clone();
+        tracing::info!(index, term = meta.term, "compacted raft log");
+        Ok(())
+    }
+
+    /// Number of entries physically present (test/diagnostics; scans nothing, uses LMDB stats).
+    pub fn stored_entry_count(&self) -> Result<u64, LogError> {
+        let rtxn = self.env.read_txn()?;
+        Ok(self.dbs.entries.len(&rtxn)?)
+    }
+
+    fn term_of(&self, idx: u64) -> Result<u64, LogError> {
+        let rtxn = self.env.read_txn()?;
+        match self.dbs.entries.get(&rtxn, &idx)? {
+            Some(bytes) => Ok(decode::<Entry>("entry", idx, bytes)?.term),
+            None => Err(LogError::Inconsistent(format!(
+                "entry {idx} missing inside the log range"
+            ))),
+        }
+    }
+}
+
+impl Storage for LmdbStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        Ok(RaftState::new(
+            self.hard_state.clone(),
+            self.conf_state.clone(),
+        ))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.snapshot_meta.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if high > self.last_index + 1 {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let max_size = max_size.into().unwrap_or(u64::MAX);
+        let rtxn = self.env.read_txn().map_err(LogError::from)?;
+        let iter = self
+            .dbs
+            .entries
+            .range(&rtxn, &(low..high))
+            .map_err(LogError::from)?;
+        let mut out = Vec::with_capacity((high - low).min(1024) as usize);
+        let mut size = 0u64;
+        let mut expected = low;
+        for item in iter {
+            let (idx, bytes) = item.map_err(LogError::from)?;
+            if idx != expected {
+                return Err(LogError::Inconsistent(format!(
+                    "hole in log: expected entry {expected}, found {idx}"
+                ))
+                .into());
+            }
+            size += bytes.len() as u64;
+            // Like raft::util::limit_size: always return at least one entry.
+            if !out.is_empty() && size > max_size {
+                break;
+            }
+            out.push(decode::<Entry>("entry", idx, bytes)?);
+            expected += 1;
+        }
+        if out.is_empty() {
+            return Err(LogError::Inconsistent(format!("entries [{low}, {high}) missing")).into());
+        }
+        Ok(out)
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        if idx == self.snapshot_meta.index {
+            return Ok(self.snapshot_meta.term);
+        }
+        if idx < self.snapshot_meta.index {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        if idx > self.last_index {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if idx == self.last_index {
+            return Ok(self.last_term);
+        }
+        Ok(self.term_of(idx)?)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.snapshot_meta.index + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.last_index)
+    }
+
+    /// The newest snapshot file, for a follower that needs entries we compacted away.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
+        let Some(dir) = &self.snapshot_dir else {
+            return Err(unavailable());
+        };
+        let newest = dir.load_newest_valid().map_err(|e| {
+            tracing::warn!(error = %e, to, "cannot read snapshot for follower");
+            unavailable()
+        })?;
+        match newest {
+            Some(f) if f.index >= request_index => {
+                let mut s = Snapshot::default();
+                s.data = f.data.into();
+                let meta = s.mut_metadata();
+                meta.index = f.index;
+                meta.term = f.term;
+                meta.set_conf_state(f.conf_state);
+                tracing::info!(index = f.index, term = f.term, to, "sending snapshot");
+                Ok(s)
+            }
+            _ => Err(unavailable()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ent(index: u64, term: u64) -> Entry {
+        let mut e = Entry::default();
+        e.index = index;
+        e.term = term;
+        e.data = format!("e{index}").into_bytes().into();
+        e
+    }
+
+    fn hs(term: u64, commit: u64) -> HardState {
+        let mut h = HardState::default();
+        h.term = term;
+        h.commit = commit;
+        h
+    }
+
+    fn ctx() -> GetEntriesContext {
+        GetEntriesContext::empty(false)
+    }
+
+    #[test]
+    fn append_truncate_compact_and_reopen() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        {
+            let mut s = LmdbStorage::open(&dir, None).unwrap();
+            assert!(s.is_fresh());
+            s.bootstrap(ConfState {
+                voters: vec![1],
+                ..Default::default()
+            })
+            .unwrap();
+            let ents: Vec<_> = (1..=10).map(|i| ent(i, 1)).collect();
+            s.write_ready(&ents, Some(&hs(1, 0)), None).unwrap();
+            assert_eq!(s.stats().write_txns.load(Ordering::Relaxed), 2);
+            assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (1, 10));
+            // A new leader overwrites 8..: the old tail must disappear.
+            s.write_ready(&[ent(8, 2), ent(9, 2)], Some(&hs(2, 7)), None)
+                .unwrap();
+            assert_eq!(s.last_index().unwrap(), 9);
+            assert_eq!(s.term(9).unwrap(), 2);
+            assert_eq!(s.term(7).unwrap(), 1);
+            assert_eq!(s.entries(1, 10, None, ctx()).unwrap().len(), 9);
+            // Size limit returns at least one entry.
+            assert_eq!(s.entries(1, 10, 0, ctx()).unwrap().len(), 1);
+            assert!(s.entries(1, 11, None, ctx()).is_err());
+            // Gap and overwrite-compacted are errors, not panics.
+            assert!(matches!(
+                s.write_ready(&[ent(11, 2)], None, None),
+                Err(LogError::Gap { .. })
+            ));
+
+            s.set_commit(9);
+            let mut meta = SnapshotMetadata::default();
+            meta.index = 5;
+            meta.term = 1;
+            s.compact(&meta).unwrap();
+            assert_eq!(s.first_index().unwrap(), 6);
+            assert_eq!(s.term(5).unwrap(), 1, "term(first-1) after compaction");
+            assert_eq!(
+                s.term(4),
+                Err(raft::Error::Store(StorageError::Compacted))
+            );
+            assert_eq!(
+                s.entries(5, 7, None, ctx()),
+                Err(raft::Error::Store(StorageError::Compacted))
+            );
+            assert_eq!(s.stored_entry_count().unwrap(), 4);
+            assert!(matches!(
+                s.write_ready(&[ent(5, 3)], None, None),
+                Err(LogError::OverwriteCompacted { .. })
+            ));
+        }
+        let s = LmdbStorage::open(&dir, None).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 9));
+        assert_eq!(s.term(5).unwrap(), 1);
+        assert_eq!(s.term(9).unwrap(), 2);
+        assert_eq!(s.hard_state().commit, 9);
+        assert_eq!(s.initial_conf_state().voters, vec![1]);
+        let e = s.entries(6, 10, None, ctx()).unwrap();
+        assert_eq!(
+            e.iter().map(|e| (e.index, e.term)).collect::<Vec<_>>(),
+            vec![(6, 1), (7, 1), (8, 2), (9, 2)]
+        );
+    }
+
+    #[test]
+    fn incoming_snapshot_replaces_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        let mut s = LmdbStorage::open(&dir, None).unwrap();
+        let ents: Vec<_> = (1..=3).map(|i| ent(i, 1)).collect();
+        s.write_ready(&ents, Some(&hs(1, 3)), None).unwrap();
+        let mut meta = SnapshotMetadata::default();
+        meta.index = 20;
+        meta.term = 4;
+        meta.mut_conf_state().voters = vec![1, 2, 3];
+        s.write_ready(&[], Some(&hs(4, 20)), Some(&meta)).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (21, 20));
+        assert_eq!(s.term(20).unwrap(), 4);
+        assert_eq!(s.stored_entry_count().unwrap(), 0);
+        s.write_ready(&[ent(21, 4)], None, None).unwrap();
+        drop(s);
+        let s = LmdbStorage::open(&dir, None).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (21, 21));
+        assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
+        assert_eq!(s.hard_state().commit, 20);
+    }
+}

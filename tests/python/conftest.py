@@ -1,0 +1,302 @@
+"""Fixtures for rookery's Python test suite.
+
+Servers:
+  zookeeper  - Apache ZooKeeper 3.8 (Debian package), standalone, session-scoped.
+  rookery    - target/debug/rookery (or $ROOKERY_BIN), session-scoped.
+  server     - parametrised over $ROOKERY_TESTS_TARGETS (default "zk,rookery"),
+               ids "zk" and "rookery".
+
+A missing ZooKeeper install or rookery binary is an error, never a skip.
+"""
+
+import itertools
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+REPO = Path(__file__).resolve().parents[2]
+ZK_JAR = "/usr/share/java/zookeeper.jar"
+ZK_LOG_JARS = ["/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar"]
+TARGET_FIXTURES = {"zk": "zookeeper", "rookery": "rookery"}
+
+SERVER_START_TIMEOUT = 60.0
+CLIENT_TIMEOUT = 15.0
+
+
+def targets():
+    raw = os.environ.get("ROOKERY_TESTS_TARGETS", "zk,rookery")
+    names = [t.strip() for t in raw.split(",") if t.strip()]
+    bad = [t for t in names if t not in TARGET_FIXTURES]
+    if bad or not names:
+        raise pytest.UsageError(
+            f"ROOKERY_TESTS_TARGETS={raw!r}: expected a comma-separated subset of "
+            f"{sorted(TARGET_FIXTURES)}"
+        )
+    return names
+
+
+def pytest_configure(config):
+    targets()  # validate early
+
+
+def pytest_report_header(config):
+    return f"rookery test targets: {','.join(targets())}"
+
+
+def pytest_generate_tests(metafunc):
+    if "server" in metafunc.fixturenames:
+        names = targets()
+        metafunc.parametrize("server", names, indirect=True, ids=names)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def four_letter(port, word, timeout=2.0):
+    """Send a four-letter word; return the reply (str) or None on connection failure."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(word.encode())
+            chunks = []
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                b = s.recv(65536)
+                if not b:
+                    break
+                chunks.append(b)
+            return b"".join(chunks).decode(errors="replace")
+    except OSError:
+        return None
+
+
+def _tail(path, n=60):
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"<cannot read {path}: {e}>"
+    return "\n".join(lines[-n:])
+
+
+class ServerProcess:
+    """A server started by us; stopped by its PID only."""
+
+    def __init__(self, kind, port, proc, log_path, data_dir):
+        self.kind = kind  # "zk" or "rookery"
+        self.port = port
+        self.proc = proc
+        self.log_path = log_path
+        self.data_dir = data_dir
+
+    @property
+    def hosts(self):
+        return f"127.0.0.1:{self.port}"
+
+    def __repr__(self):
+        return f"<{self.kind} pid={self.proc.pid} port={self.port}>"
+
+    def wait_ready(self, predicate, what, timeout=SERVER_START_TIMEOUT):
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.kind} exited with status {self.proc.returncode} before "
+                    f"becoming ready; log tail:\n{_tail(self.log_path)}"
+                )
+            last = four_letter(self.port, what)
+            if last is not None and predicate(last):
+                return
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(
+            f"{self.kind} not ready after {timeout}s (last {what!r} reply: {last!r}); "
+            f"log tail:\n{_tail(self.log_path)}"
+        )
+
+    def stop(self, grace=5.0):
+        if self.proc.poll() is not None:
+            return
+        try:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def start_zookeeper(workdir: Path) -> ServerProcess:
+    java = shutil.which("java")
+    if not os.path.exists(ZK_JAR) or java is None:
+        raise RuntimeError(
+            f"Apache ZooKeeper not installed ({ZK_JAR} or java missing): "
+            "apt-get install -y zookeeper zookeeper-bin netcat-openbsd"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    port = free_port()
+    cfg = workdir / "zoo.cfg"
+    cfg.write_text(
+        "\n".join(
+            [
+                "tickTime=2000",
+                "initLimit=10",
+                "syncLimit=5",
+                f"dataDir={data}",
+                f"clientPort={port}",
+                "clientPortAddress=127.0.0.1",
+                "4lw.commands.whitelist=*",
+                "maxClientCnxns=0",
+                "admin.enableServer=false",
+                "extendedTypesEnabled=true",
+                "",
+            ]
+        )
+    )
+    log4j = workdir / "log4j.properties"
+    log4j.write_text(
+        "log4j.rootLogger=INFO, F\n"
+        "log4j.appender.F=org.apache.log4j.FileAppender\n"
+        f"log4j.appender.F.File={workdir / 'zookeeper.log'}\n"
+        "log4j.appender.F.layout=org.apache.log4j.PatternLayout\n"
+        "log4j.appender.F.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1} - %m%n\n"
+    )
+    classpath = ":".join([ZK_JAR] + [j for j in ZK_LOG_JARS if os.path.exists(j)])
+    cmd = [
+        java,
+        "-Xmx512m",
+        "-XX:+UseSerialGC",
+        "-XX:TieredStopAtLevel=1",
+        "-Dzookeeper.admin.enableServer=false",
+        "-Dzookeeper.extendedTypesEnabled=true",
+        "-Dznode.container.checkIntervalMs=1000",
+        "-Dzookeeper.4lw.commands.whitelist=*",
+        "-Dzookeeper.forceSync=no",
+        f"-Dlog4j.configuration=file:{log4j}",
+        "-cp",
+        classpath,
+        "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+        str(cfg),
+    ]
+    out = workdir / "stdout.log"
+    with open(out, "wb") as f:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir
+        )
+    srv = ServerProcess("zk", port, proc, workdir / "zookeeper.log", data)
+    srv.wait_ready(lambda r: "Mode: standalone" in r, "srvr")
+    return srv
+
+
+def rookery_binary():
+    return Path(os.environ.get("ROOKERY_BIN", REPO / "target" / "debug" / "rookery"))
+
+
+def start_rookery(workdir: Path) -> ServerProcess:
+    binary = rookery_binary()
+    if not binary.is_file() or not os.access(binary, os.X_OK):
+        raise RuntimeError(
+            f"rookery binary {binary} missing: run `cargo build` (or set ROOKERY_BIN), "
+            "or set ROOKERY_TESTS_TARGETS=zk to test ZooKeeper only"
+        )
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = workdir / "data"
+    data.mkdir(exist_ok=True)
+    port = free_port()
+    cmd = [
+        str(binary),
+        "--port", str(port),
+        "--data-dir", str(data),
+        "--address", "127.0.0.1",
+        "--4lw-whitelist", "*",
+        "--container-check-interval-ms", "1000",
+    ]
+    log = workdir / "rookery.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir
+        )
+    srv = ServerProcess("rookery", port, proc, log, data)
+    srv.wait_ready(lambda r: r.strip() == "imok", "ruok", timeout=30.0)
+    return srv
+
+
+@pytest.fixture(scope="session")
+def zookeeper(tmp_path_factory):
+    srv = start_zookeeper(tmp_path_factory.mktemp("zookeeper"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def zookeeper2(tmp_path_factory):
+    """A second, independent ZooKeeper (differential harness self-check)."""
+    srv = start_zookeeper(tmp_path_factory.mktemp("zookeeper2"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def rookery(tmp_path_factory):
+    srv = start_rookery(tmp_path_factory.mktemp("rookery"))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def server(request):
+    return request.getfixturevalue(TARGET_FIXTURES[request.param])
+
+
+_unique = itertools.count()
+
+
+@pytest.fixture
+def base(request):
+    """A fresh znode path prefix, unique per test (not yet created)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", request.node.name)[:80]
+    return f"/t/{name}-{os.getpid()}-{next(_unique)}"
+
+
+class ClientFactory:
+    def __init__(self, server):
+        self.server = server
+        self.clients = []
+
+    def __call__(self, timeout=CLIENT_TIMEOUT, **kw):
+        c = KazooClient(hosts=self.server.hosts, timeout=timeout, **kw)
+        c.start(timeout=timeout)
+        self.clients.append(c)
+        return c
+
+    def close_all(self):
+        for c in self.clients:
+            try:
+                c.stop()
+                c.close()
+            except Exception:
+                pass
+
+
+@pytest.fixture
+def make_client(server):
+    """Factory: make_client() -> a started KazooClient on `server`; all stopped at teardown."""
+    f = ClientFactory(server)
+    yield f
+    f.close_all()
+
+
+@pytest.fixture
+def client(make_client):
+    return make_client()
