@@ -59,7 +59,9 @@ pub enum LogError {
     },
     #[error("cannot encode raft record: {0}")]
     Encode(#[from] protobuf::ProtobufError),
-    #[error("append at index {first} would overwrite the compacted log (compacted through {compacted})")]
+    #[error(
+        "append at index {first} would overwrite the compacted log (compacted through {compacted})"
+    )]
     OverwriteCompacted { first: u64, compacted: u64 },
     #[error("append at index {first} leaves a gap after last index {last}")]
     Gap { first: u64, last: u64 },
@@ -139,11 +141,12 @@ fn decode<M: protobuf::Message + Default>(
     bytes: &[u8],
 ) -> Result<M, LogError> {
     let mut m = M::default();
-    m.merge_from_bytes(bytes).map_err(|source| LogError::Decode {
-        what,
-        index,
-        source,
-    })?;
+    m.merge_from_bytes(bytes)
+        .map_err(|source| LogError::Decode {
+            what,
+            index,
+            source,
+        })?;
     Ok(m)
 }
 
@@ -237,6 +240,12 @@ impl LmdbStorage {
 
     pub fn stats(&self) -> Arc<StorageStats> {
         self.stats.clone()
+    }
+
+    /// Counts into `stats` from now on (lets a handle created before the log was opened see
+    /// the counters).
+    pub fn use_stats(&mut self, stats: Arc<StorageStats>) {
+        self.stats = stats;
     }
 
     /// True when nothing was ever written: no membership, no entries, no compaction.
@@ -382,10 +391,7 @@ impl LmdbStorage {
         }
         let hs_changed = hs.is_some() || snapshot.is_some() || self.hard_state_dirty;
         let hs_bytes = hs_changed.then(|| new_hs.write_to_bytes()).transpose()?;
-        let snap_bytes = new_snap
-            .as_ref()
-            .map(|m| m.write_to_bytes())
-            .transpose()?;
+        let snap_bytes = new_snap.as_ref().map(|m| m.write_to_bytes()).transpose()?;
         let cs_bytes = new_cs.as_ref().map(|c| c.write_to_bytes()).transpose()?;
         if encoded.is_empty() && hs_bytes.is_none() && snap_bytes.is_none() {
             return Ok(());
@@ -561,8 +567,7 @@ impl Storage for LmdbStorage {
             .map_err(LogError::from)?;
         let mut out = Vec::with_capacity((high - low).min(1024) as usize);
         let mut size = 0u64;
-        let mut expected = low;
-        for item in iter {
+        for (expected, item) in (low..).zip(iter) {
             let (idx, bytes) = item.map_err(LogError::from)?;
             if idx != expected {
                 return Err(LogError::Inconsistent(format!(
@@ -576,7 +581,6 @@ impl Storage for LmdbStorage {
                 break;
             }
             out.push(decode::<Entry>("entry", idx, bytes)?);
-            expected += 1;
         }
         if out.is_empty() {
             return Err(LogError::Inconsistent(format!("entries [{low}, {high}) missing")).into());
@@ -620,8 +624,10 @@ impl Storage for LmdbStorage {
         })?;
         match newest {
             Some(f) if f.index >= request_index => {
-                let mut s = Snapshot::default();
-                s.data = f.data.into();
+                let mut s = Snapshot {
+                    data: f.data.into(),
+                    ..Default::default()
+                };
                 let meta = s.mut_metadata();
                 meta.index = f.index;
                 meta.term = f.term;
@@ -639,18 +645,20 @@ mod tests {
     use super::*;
 
     fn ent(index: u64, term: u64) -> Entry {
-        let mut e = Entry::default();
-        e.index = index;
-        e.term = term;
-        e.data = format!("e{index}").into_bytes().into();
-        e
+        Entry {
+            index,
+            term,
+            data: format!("e{index}").into_bytes().into(),
+            ..Default::default()
+        }
     }
 
     fn hs(term: u64, commit: u64) -> HardState {
-        let mut h = HardState::default();
-        h.term = term;
-        h.commit = commit;
-        h
+        HardState {
+            term,
+            commit,
+            ..Default::default()
+        }
     }
 
     fn ctx() -> GetEntriesContext {
@@ -690,16 +698,15 @@ mod tests {
             ));
 
             s.set_commit(9);
-            let mut meta = SnapshotMetadata::default();
-            meta.index = 5;
-            meta.term = 1;
+            let meta = SnapshotMetadata {
+                index: 5,
+                term: 1,
+                ..Default::default()
+            };
             s.compact(&meta).unwrap();
             assert_eq!(s.first_index().unwrap(), 6);
             assert_eq!(s.term(5).unwrap(), 1, "term(first-1) after compaction");
-            assert_eq!(
-                s.term(4),
-                Err(raft::Error::Store(StorageError::Compacted))
-            );
+            assert_eq!(s.term(4), Err(raft::Error::Store(StorageError::Compacted)));
             assert_eq!(
                 s.entries(5, 7, None, ctx()),
                 Err(raft::Error::Store(StorageError::Compacted))
@@ -730,18 +737,26 @@ mod tests {
         let mut s = LmdbStorage::open(&dir, None).unwrap();
         let ents: Vec<_> = (1..=3).map(|i| ent(i, 1)).collect();
         s.write_ready(&ents, Some(&hs(1, 3)), None).unwrap();
-        let mut meta = SnapshotMetadata::default();
-        meta.index = 20;
-        meta.term = 4;
+        let mut meta = SnapshotMetadata {
+            index: 20,
+            term: 4,
+            ..Default::default()
+        };
         meta.mut_conf_state().voters = vec![1, 2, 3];
         s.write_ready(&[], Some(&hs(4, 20)), Some(&meta)).unwrap();
-        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (21, 20));
+        assert_eq!(
+            (s.first_index().unwrap(), s.last_index().unwrap()),
+            (21, 20)
+        );
         assert_eq!(s.term(20).unwrap(), 4);
         assert_eq!(s.stored_entry_count().unwrap(), 0);
         s.write_ready(&[ent(21, 4)], None, None).unwrap();
         drop(s);
         let s = LmdbStorage::open(&dir, None).unwrap();
-        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (21, 21));
+        assert_eq!(
+            (s.first_index().unwrap(), s.last_index().unwrap()),
+            (21, 21)
+        );
         assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
         assert_eq!(s.hard_state().commit, 20);
     }

@@ -126,7 +126,9 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<SnapshotFile, SnapshotError> 
     let term = r.u64().ok_or_else(|| corrupt("truncated header".into()))?;
     let cs_len = r.u32().ok_or_else(|| corrupt("truncated header".into()))?;
     if cs_len > MAX_CONF_STATE_LEN {
-        return Err(corrupt(format!("conf state length {cs_len} is implausible")));
+        return Err(corrupt(format!(
+            "conf state length {cs_len} is implausible"
+        )));
     }
     let cs_bytes = r
         .take(cs_len as usize)
@@ -270,7 +272,7 @@ impl SnapshotDir {
                 out.push((index, entry.path()));
             }
         }
-        out.sort_by(|a, b| b.0.cmp(&a.0));
+        out.sort_by_key(|e| std::cmp::Reverse(e.0));
         Ok(out)
     }
 
@@ -359,7 +361,10 @@ mod tests {
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
             b[i] ^= 0x01;
-            assert!(decode(Path::new("x"), &b).is_err(), "flip at {i} not detected");
+            assert!(
+                decode(Path::new("x"), &b).is_err(),
+                "flip at {i} not detected"
+            );
         }
         for len in 0..bytes.len() {
             assert!(decode(Path::new("x"), &bytes[..len]).is_err());
@@ -372,7 +377,11 @@ mod tests {
         let dir = SnapshotDir::open(tmp.path().join("snaps")).unwrap();
         dir.write(5, 1, &cs(&[1]), b"five").unwrap();
         let p10 = dir.write(10, 2, &cs(&[1]), b"ten").unwrap();
-        std::fs::write(dir.path().join("snap-00000000000000000011.bin.tmp"), b"junk").unwrap();
+        std::fs::write(
+            dir.path().join("snap-00000000000000000011.bin.tmp"),
+            b"junk",
+        )
+        .unwrap();
         assert_eq!(
             dir.list().unwrap().iter().map(|x| x.0).collect::<Vec<_>>(),
             vec![10, 5]

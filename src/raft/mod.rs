@@ -1,0 +1,335 @@
+//! Replication: every mutation goes through a Raft log (raft-rs) before it reaches the tree.
+//!
+//! A dedicated OS thread owns the `RawNode`, the LMDB log and the [`StateMachine`]; everything
+//! else talks to it through a cloneable [`RaftHandle`] (a channel plus a few atomics). LMDB calls
+//! block and fsync, so they must never run on a tokio worker.
+//!
+//! On disk (`RaftOptions::data_dir`):
+//! * `raft/`: LMDB environment with the log, hard state and conf state
+//!   ([`crate::storage::raft_log`]).
+//! * `snapshots/snap-<index:020>.bin`: state-machine snapshots ([`crate::storage::snapshot`]).
+//!
+//! Snapshot/compaction policy: a snapshot is taken every `snapshot_every` applied entries; the
+//! log is then compacted only up to the *previous* snapshot, and the two newest snapshot files
+//! are kept. So if the newest file turns out corrupt at restart, the older one plus the log
+//! still rebuild the exact state. If no usable snapshot covers the compaction point (both files
+//! damaged or deleted), [`RaftHandle::start`] fails with [`RaftError::MissingHistory`] rather
+//! than start with silently missing data.
+
+mod logger;
+mod node;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use raft::eraftpb::Message;
+pub use raft::SnapshotStatus;
+
+use crate::storage::{LogError, SnapshotError, StorageStats};
+
+/// Configuration of the local Raft node.
+#[derive(Debug, Clone)]
+pub struct RaftOptions {
+    /// This node's Raft id (never 0); 1 for a standalone server.
+    pub node_id: u64,
+    /// Bootstrap membership, used only the first time `data_dir` is initialized; afterwards
+    /// membership comes from disk (snapshots and applied conf changes).
+    pub voters: Vec<u64>,
+    /// Root of this node's durable state (`raft/` LMDB env and `snapshots/`).
+    pub data_dir: PathBuf,
+    /// Raft logical clock period; elections and heartbeats are multiples of it.
+    pub tick_interval: Duration,
+    /// Applied entries between automatic snapshots (like ZooKeeper's snapCount); bounds both
+    /// log size and restart replay time.
+    pub snapshot_every: u64,
+    /// Upper bound on commands drained from the queue per loop turn, i.e. on proposals folded
+    /// into one Ready / one LMDB write transaction; keeps latency bounded under heavy load.
+    pub max_batch: usize,
+}
+
+impl RaftOptions {
+    /// Standalone defaults: node 1, sole voter, 100 ms tick, snapshot every 100 000 entries.
+    pub fn standalone(data_dir: impl Into<PathBuf>) -> Self {
+        RaftOptions {
+            node_id: 1,
+            voters: vec![1],
+            data_dir: data_dir.into(),
+            tick_interval: Duration::from_millis(100),
+            snapshot_every: 100_000,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// The replicated state machine. Lives on the raft thread; all calls come from it.
+pub trait StateMachine: Send + 'static {
+    /// Apply one committed normal entry with non-empty data, strictly in log order.
+    fn apply(&mut self, index: u64, term: u64, data: &[u8]);
+    /// After a run of apply() calls for one Ready (lets the server batch wakeups). Default no-op.
+    fn applied_batch(&mut self, _last_index: u64) {}
+    /// Serialize the whole state as of the last applied index.
+    fn snapshot(&self) -> Vec<u8>;
+    /// Replace the whole state with a snapshot taken at `index`.
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+    /// Raft could not accept a proposal (e.g. not leader); the server fails the waiting client
+    /// with ConnectionLoss.
+    fn proposal_dropped(&mut self, data: &[u8]);
+    /// Leadership changed. Default no-op.
+    fn on_role_change(&mut self, _is_leader: bool, _term: u64) {}
+    /// A [`RaftHandle::read_index`] request with context `ctx` is safe to serve once
+    /// `applied_index() >= index`. Default no-op. Requests can be dropped silently (no leader,
+    /// or a new leader that has not committed in its term yet), so callers need a timeout.
+    fn on_read_index(&mut self, _ctx: &[u8], _index: u64) {}
+}
+
+/// Outbound Raft messages to peers. Called on the raft thread; must not block for long.
+pub trait Transport: Send + 'static {
+    fn send(&self, msgs: Vec<Message>);
+}
+
+/// Transport for a one-voter group: there is nobody to talk to.
+pub struct NoopTransport;
+
+impl Transport for NoopTransport {
+    fn send(&self, msgs: Vec<Message>) {
+        if !msgs.is_empty() {
+            tracing::trace!(count = msgs.len(), "dropping raft messages (no transport)");
+        }
+    }
+}
+
+#[derive(thiserror::Error, Debug)]
+pub enum RaftError {
+    #[error("invalid raft options: {0}")]
+    InvalidOptions(String),
+    #[error("raft log: {0}")]
+    Log(#[from] LogError),
+    #[error("snapshot store: {0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("state machine rejected the snapshot at index {index}: {reason}")]
+    Restore { index: u64, reason: String },
+    #[error(
+        "raft log is compacted through index {compacted_to} but no readable snapshot covers it \
+         (newest valid snapshot: {newest_valid:?}); refusing to start with missing history. \
+         Restore a snapshot file for index >= {compacted_to} into the snapshots directory, or \
+         rebuild this node from a peer"
+    )]
+    MissingHistory {
+        compacted_to: u64,
+        newest_valid: Option<u64>,
+    },
+    #[error("corrupt conf change entry at index {index}: {source}")]
+    BadConfChange {
+        index: u64,
+        #[source]
+        source: protobuf::ProtobufError,
+    },
+    #[error("cannot spawn raft thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("raft thread died during startup")]
+    StartupPanicked,
+    #[error("raft thread has stopped")]
+    Stopped,
+}
+
+/// Requests from handles to the raft thread.
+enum Command {
+    Propose(Vec<u8>),
+    Step(Box<Message>),
+    ReadIndex(Vec<u8>),
+    Snapshot,
+    ReportUnreachable(u64),
+    ReportSnapshot(u64, SnapshotStatus),
+    Shutdown,
+}
+
+/// State published by the raft thread for lock-free reads from any thread.
+#[derive(Default)]
+struct Shared {
+    /// Whether this node currently leads (servers only accept writes on the leader).
+    is_leader: AtomicBool,
+    /// Known leader id, 0 if none; lets a follower redirect or forward.
+    leader_id: AtomicU64,
+    /// Current term, for diagnostics and for fencing stale leaders.
+    term: AtomicU64,
+    /// Highest index handed to the state machine; `sync` waits on it.
+    applied: AtomicU64,
+    /// Index of the newest durable snapshot file (0 if none).
+    snapshot_index: AtomicU64,
+    /// Number of snapshots written by this process.
+    snapshots_taken: AtomicU64,
+    /// LMDB counters (write transactions, entries) for group-commit metrics.
+    storage: Arc<StorageStats>,
+}
+
+/// Counters for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RaftStats {
+    /// LMDB write transactions committed (each one fsyncs).
+    pub write_txns: u64,
+    /// Log entries written (proposals, leader no-ops, conf changes).
+    pub entries_appended: u64,
+    /// Snapshots written since start.
+    pub snapshots_taken: u64,
+}
+
+/// Cloneable, thread-safe handle to the raft thread.
+#[derive(Clone)]
+pub struct RaftHandle {
+    /// Command queue into the raft thread; unbounded so `propose` never blocks a tokio task.
+    tx: Sender<Command>,
+    /// Published state (role, applied index, counters).
+    shared: Arc<Shared>,
+}
+
+impl RaftHandle {
+    /// Opens/creates the LMDB log + snapshot dir, restores the latest valid snapshot into `sm`,
+    /// builds the RawNode with `Config.applied` = snapshot index, and spawns the raft thread.
+    /// All of that runs on the new thread; this call waits for it to finish starting.
+    pub fn start(
+        opts: RaftOptions,
+        sm: Box<dyn StateMachine>,
+    ) -> Result<(RaftHandle, JoinHandle<()>), RaftError> {
+        Self::start_with_transport(opts, sm, Box::new(NoopTransport))
+    }
+
+    /// Like [`RaftHandle::start`], with a transport for a multi-node group.
+    pub fn start_with_transport(
+        opts: RaftOptions,
+        sm: Box<dyn StateMachine>,
+        transport: Box<dyn Transport>,
+    ) -> Result<(RaftHandle, JoinHandle<()>), RaftError> {
+        opts.validate()?;
+        let (tx, rx) = mpsc::channel();
+        let shared = Arc::new(Shared::default());
+        let (init_tx, init_rx) = mpsc::sync_channel(1);
+        let thread_shared = shared.clone();
+        let join = std::thread::Builder::new()
+            .name(format!("raft-{}", opts.node_id))
+            .spawn(
+                move || match node::Node::init(opts, sm, transport, thread_shared) {
+                    Ok(node) => {
+                        let _ = init_tx.send(Ok(()));
+                        node.run(rx);
+                    }
+                    Err(e) => {
+                        let _ = init_tx.send(Err(e));
+                    }
+                },
+            )
+            .map_err(RaftError::Spawn)?;
+        match init_rx.recv() {
+            Ok(Ok(())) => Ok((RaftHandle { tx, shared }, join)),
+            Ok(Err(e)) => {
+                let _ = join.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = join.join();
+                Err(RaftError::StartupPanicked)
+            }
+        }
+    }
+
+    fn send(&self, cmd: Command) -> Result<(), RaftError> {
+        self.tx.send(cmd).map_err(|_| RaftError::Stopped)
+    }
+
+    /// Non-blocking enqueue of a proposal (callable from tokio tasks). Err only if the raft
+    /// thread is gone. A proposal Raft refuses comes back via `StateMachine::proposal_dropped`.
+    pub fn propose(&self, data: Vec<u8>) -> Result<(), RaftError> {
+        self.send(Command::Propose(data))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.shared.is_leader.load(Ordering::Acquire)
+    }
+
+    /// Current leader's id, 0 if unknown.
+    pub fn leader_id(&self) -> u64 {
+        self.shared.leader_id.load(Ordering::Acquire)
+    }
+
+    pub fn term(&self) -> u64 {
+        self.shared.term.load(Ordering::Acquire)
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.shared.applied.load(Ordering::Acquire)
+    }
+
+    /// Index of the newest durable snapshot (0 if none).
+    pub fn snapshot_index(&self) -> u64 {
+        self.shared.snapshot_index.load(Ordering::Acquire)
+    }
+
+    pub fn stats(&self) -> RaftStats {
+        RaftStats {
+            write_txns: self.shared.storage.write_txns.load(Ordering::Relaxed),
+            entries_appended: self.shared.storage.entries_appended.load(Ordering::Relaxed),
+            snapshots_taken: self.shared.snapshots_taken.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Asks the raft thread to take a snapshot now (if anything was applied since the last).
+    pub fn request_snapshot(&self) -> Result<(), RaftError> {
+        self.send(Command::Snapshot)
+    }
+
+    /// Stop the thread after finishing the current Ready; join via the JoinHandle.
+    pub fn shutdown(&self) {
+        let _ = self.tx.send(Command::Shutdown);
+    }
+
+    /// Feeds an inbound message from a peer.
+    pub fn step(&self, msg: Message) -> Result<(), RaftError> {
+        self.send(Command::Step(Box::new(msg)))
+    }
+
+    /// Starts a linearizable read barrier; the answer arrives as
+    /// `StateMachine::on_read_index(ctx, index)`. `ctx` must be unique per request.
+    pub fn read_index(&self, ctx: Vec<u8>) -> Result<(), RaftError> {
+        self.send(Command::ReadIndex(ctx))
+    }
+
+    /// Transport feedback: a message to `peer` could not be delivered.
+    pub fn report_unreachable(&self, peer: u64) -> Result<(), RaftError> {
+        self.send(Command::ReportUnreachable(peer))
+    }
+
+    /// Transport feedback after sending a snapshot (Raft pauses the peer until this arrives).
+    pub fn report_snapshot(&self, peer: u64, status: SnapshotStatus) -> Result<(), RaftError> {
+        self.send(Command::ReportSnapshot(peer, status))
+    }
+}
+
+impl RaftOptions {
+    fn validate(&self) -> Result<(), RaftError> {
+        let bad = |m: &str| Err(RaftError::InvalidOptions(m.to_string()));
+        if self.node_id == 0 {
+            return bad("node_id must not be 0");
+        }
+        if self.voters.is_empty() || self.voters.contains(&0) {
+            return bad("voters must be non-empty and must not contain 0");
+        }
+        if self.tick_interval.is_zero() {
+            return bad("tick_interval must be > 0");
+        }
+        if self.snapshot_every == 0 {
+            return bad("snapshot_every must be > 0");
+        }
+        if self.max_batch == 0 {
+            return bad("max_batch must be > 0");
+        }
+        Ok(())
+    }
+}

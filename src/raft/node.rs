@@ -1,0 +1,440 @@
+//! The raft thread: owns the `RawNode`, the LMDB log, the snapshot directory and the state
+//! machine, and runs the tick / propose / Ready loop.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use protobuf::Message as _;
+use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, SnapshotMetadata};
+use raft::{Config, RawNode, StateRole, Storage as _};
+
+use super::{Command, RaftError, RaftOptions, Shared, StateMachine, Transport};
+use crate::storage::{LmdbStorage, SnapshotDir};
+
+/// Everything the raft thread owns.
+pub(super) struct Node {
+    /// raft-rs state machine over our LMDB storage.
+    raw: RawNode<LmdbStorage>,
+    /// The replicated application state (the tree, in the server).
+    sm: Box<dyn StateMachine>,
+    /// Snapshot files; written here, read back at startup and for lagging followers.
+    snaps: SnapshotDir,
+    /// Outbound messages to peers (no-op when standalone).
+    transport: Box<dyn Transport>,
+    /// State published to handles.
+    shared: Arc<Shared>,
+    /// Raft clock period.
+    tick_interval: Duration,
+    /// Applied entries between automatic snapshots.
+    snapshot_every: u64,
+    /// Max commands drained per loop turn (bounds one Ready's size).
+    max_batch: usize,
+    /// Highest index given to the state machine (or restored from a snapshot).
+    applied: u64,
+    /// Metadata of the newest durable snapshot; the log is compacted to it when the *next*
+    /// snapshot is written, so the previous snapshot + log remain a fallback.
+    newest_snapshot: Option<SnapshotMetadata>,
+    /// Applied index at which writing a snapshot last failed; avoids retrying (and logging) on
+    /// every loop turn while the disk is full, without giving up for good.
+    snapshot_failed_at: Option<u64>,
+    /// Last leadership state reported to the state machine.
+    was_leader: bool,
+}
+
+fn meta(index: u64, term: u64, conf_state: ConfState) -> SnapshotMetadata {
+    let mut m = SnapshotMetadata {
+        index,
+        term,
+        ..Default::default()
+    };
+    m.set_conf_state(conf_state);
+    m
+}
+
+impl Node {
+    pub(super) fn init(
+        opts: RaftOptions,
+        mut sm: Box<dyn StateMachine>,
+        transport: Box<dyn Transport>,
+        shared: Arc<Shared>,
+    ) -> Result<Node, RaftError> {
+        let snaps = SnapshotDir::open(opts.data_dir.join("snapshots"))?;
+        let mut storage = LmdbStorage::open(&opts.data_dir.join("raft"), Some(snaps.clone()))?;
+        storage.use_stats(shared.storage.clone());
+
+        if storage.is_fresh() {
+            let cs = ConfState {
+                voters: opts.voters.clone(),
+                ..Default::default()
+            };
+            storage.bootstrap(cs)?;
+            tracing::info!(node_id = opts.node_id, voters = ?opts.voters, "bootstrapped new raft group");
+        } else if storage.initial_conf_state().voters != opts.voters {
+            tracing::warn!(
+                configured = ?opts.voters,
+                on_disk = ?storage.initial_conf_state().voters,
+                "configured voters differ from the bootstrapped group; using membership from disk"
+            );
+        }
+
+        let compacted_to = storage.snapshot_metadata().index;
+        let restored = match snaps.load_newest_valid()? {
+            None if compacted_to == 0 => None,
+            None => {
+                return Err(RaftError::MissingHistory {
+                    compacted_to,
+                    newest_valid: None,
+                })
+            }
+            Some(s) if s.index < compacted_to => {
+                return Err(RaftError::MissingHistory {
+                    compacted_to,
+                    newest_valid: Some(s.index),
+                })
+            }
+            Some(s) => Some(s),
+        };
+
+        let mut newest_snapshot = None;
+        let applied = match restored {
+            Some(snap) => {
+                let m = meta(snap.index, snap.term, snap.conf_state.clone());
+                match storage.term(snap.index) {
+                    Ok(t) if t == snap.term => {
+                        // Raft requires applied <= commit; the on-disk commit can lag (it is
+                        // written lazily), but everything in a snapshot was committed.
+                        if snap.index > storage.hard_state().commit {
+                            storage.ensure_commit(snap.index)?;
+                        }
+                    }
+                    _ => {
+                        // The snapshot is beyond or disagrees with our log: a snapshot received
+                        // from a leader whose LMDB transaction did not commit before a crash.
+                        // The snapshot is authoritative; the log restarts after it.
+                        tracing::warn!(
+                            index = snap.index,
+                            term = snap.term,
+                            last_index = storage.last_index_cached(),
+                            "snapshot is not covered by the local log; discarding the log"
+                        );
+                        storage.write_ready(&[], None, Some(&m))?;
+                    }
+                }
+                storage.set_replay_conf_state(snap.conf_state.clone());
+                sm.restore(snap.index, &snap.data)
+                    .map_err(|reason| RaftError::Restore {
+                        index: snap.index,
+                        reason,
+                    })?;
+                tracing::info!(index = snap.index, term = snap.term, path = %snap.path.display(), "restored snapshot");
+                newest_snapshot = Some(m);
+                snap.index
+            }
+            None => {
+                let cs = storage.initial_conf_state().clone();
+                storage.set_replay_conf_state(cs);
+                0
+            }
+        };
+        let start_cs = storage.conf_state().clone();
+        tracing::info!(
+            index = applied,
+            term = storage.hard_state().term,
+            commit = storage.hard_state().commit,
+            last_index = storage.last_index_cached(),
+            "raft log opened; committed entries after the snapshot will be replayed"
+        );
+
+        let cfg = Config {
+            id: opts.node_id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            applied,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 256,
+            pre_vote: true,
+            check_quorum: true,
+            ..Default::default()
+        };
+        cfg.validate()?;
+        let mut raw = RawNode::new(&cfg, storage, &super::logger::logger(opts.node_id))?;
+        let sole_voter = start_cs.voters == [opts.node_id]
+            && start_cs.voters_outgoing.is_empty()
+            && start_cs.learners.is_empty();
+        if sole_voter {
+            // No peer can outvote us; skip the randomized election timeout.
+            raw.campaign()?;
+        }
+
+        shared.applied.store(applied, Ordering::Release);
+        shared.snapshot_index.store(applied, Ordering::Release);
+        Ok(Node {
+            raw,
+            sm,
+            snaps,
+            transport,
+            shared,
+            tick_interval: opts.tick_interval,
+            snapshot_every: opts.snapshot_every,
+            max_batch: opts.max_batch,
+            applied,
+            newest_snapshot,
+            snapshot_failed_at: None,
+            was_leader: false,
+        })
+    }
+
+    pub(super) fn run(mut self, rx: Receiver<Command>) {
+        let mut next_tick = Instant::now() + self.tick_interval;
+        let mut stopping = false;
+        loop {
+            let mut snapshot_requested = false;
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(cmd) => {
+                    self.handle(cmd, &mut stopping, &mut snapshot_requested);
+                    // Drain what queued up meanwhile (e.g. during the last fsync) so it is all
+                    // persisted by the next Ready's single write transaction.
+                    for _ in 1..self.max_batch {
+                        match rx.try_recv() {
+                            Ok(cmd) => self.handle(cmd, &mut stopping, &mut snapshot_requested),
+                            Err(TryRecvError::Empty) => break,
+                            Err(TryRecvError::Disconnected) => {
+                                stopping = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stopping = true,
+            }
+            if Instant::now() >= next_tick {
+                self.raw.tick();
+                next_tick = Instant::now() + self.tick_interval;
+            }
+            if let Err(e) = self.on_ready() {
+                // Without durable persistence we may not acknowledge anything further.
+                tracing::error!(error = %e, index = self.applied, "raft thread stopping on storage error");
+                break;
+            }
+            if let Err(e) = self.maybe_snapshot(snapshot_requested) {
+                tracing::error!(error = %e, index = self.applied, "snapshot failed; will retry later");
+                self.snapshot_failed_at = Some(self.applied);
+            }
+            if stopping {
+                break;
+            }
+        }
+        self.stop(rx);
+    }
+
+    fn handle(&mut self, cmd: Command, stopping: &mut bool, snapshot_requested: &mut bool) {
+        match cmd {
+            Command::Propose(data) => {
+                // raft-rs consumes the data even on failure; the copy lets the state machine
+                // identify which waiting request to fail.
+                if let Err(e) = self.raw.propose(Vec::new(), data.clone()) {
+                    tracing::debug!(error = %e, "proposal dropped");
+                    self.sm.proposal_dropped(&data);
+                }
+            }
+            Command::Step(msg) => {
+                if let Err(e) = self.raw.step(*msg) {
+                    tracing::debug!(error = %e, "ignored raft message");
+                }
+            }
+            Command::ReadIndex(ctx) => self.raw.read_index(ctx),
+            Command::Snapshot => *snapshot_requested = true,
+            Command::ReportUnreachable(id) => self.raw.report_unreachable(id),
+            Command::ReportSnapshot(id, status) => self.raw.report_snapshot(id, status),
+            Command::Shutdown => *stopping = true,
+        }
+    }
+
+    fn on_ready(&mut self) -> Result<(), RaftError> {
+        if !self.raw.has_ready() {
+            return Ok(());
+        }
+        let mut rd = self.raw.ready();
+
+        // Only a leader gets messages here (a follower's wait for persistence); sending
+        // before our own fsync lets followers write in parallel (Raft thesis 10.2.1).
+        if !rd.messages().is_empty() {
+            self.transport.send(rd.take_messages());
+        }
+        if let Some(ss) = rd.ss() {
+            self.shared.leader_id.store(ss.leader_id, Ordering::Release);
+            let is_leader = ss.raft_state == StateRole::Leader;
+            if is_leader != self.was_leader {
+                self.was_leader = is_leader;
+                self.shared.is_leader.store(is_leader, Ordering::Release);
+                let term = self.raw.raft.term;
+                tracing::info!(term, is_leader, "raft role changed");
+                self.sm.on_role_change(is_leader, term);
+            }
+        }
+        if let Some(hs) = rd.hs() {
+            self.shared.term.store(hs.term, Ordering::Release);
+        }
+
+        let incoming = if rd.snapshot().is_empty() {
+            None
+        } else {
+            let snap = rd.snapshot();
+            let m = snap.get_metadata().clone();
+            // File first: once LMDB forgets the log, the file is the only copy of that prefix.
+            self.snaps
+                .write(m.index, m.term, m.get_conf_state(), &snap.data)?;
+            self.sm
+                .restore(m.index, &snap.data)
+                .map_err(|reason| RaftError::Restore {
+                    index: m.index,
+                    reason,
+                })?;
+            tracing::info!(
+                index = m.index,
+                term = m.term,
+                "installed snapshot from leader"
+            );
+            Some(m)
+        };
+
+        // Group commit: the Ready's entries, hard state (and snapshot metadata) in one fsync.
+        self.raw
+            .mut_store()
+            .write_ready(rd.entries(), rd.hs(), incoming.as_ref())?;
+
+        if let Some(m) = incoming {
+            self.applied = m.index;
+            self.shared.applied.store(m.index, Ordering::Release);
+            self.shared.snapshot_index.store(m.index, Ordering::Release);
+            // The log now starts after this snapshot: older files can never be replayed.
+            self.snaps.remove_older_than(m.index)?;
+            self.newest_snapshot = Some(m);
+        }
+
+        for rs in rd.take_read_states() {
+            self.sm.on_read_index(&rs.request_ctx, rs.index);
+        }
+        if !rd.persisted_messages().is_empty() {
+            self.transport.send(rd.take_persisted_messages());
+        }
+
+        let before = self.applied;
+        self.apply_entries(rd.take_committed_entries())?;
+        let mut light = self.raw.advance(rd);
+        if let Some(commit) = light.commit_index() {
+            self.raw.mut_store().set_commit(commit);
+        }
+        if !light.messages().is_empty() {
+            self.transport.send(light.take_messages());
+        }
+        self.apply_entries(light.take_committed_entries())?;
+        self.raw.advance_apply();
+
+        if self.applied > before {
+            self.shared.applied.store(self.applied, Ordering::Release);
+            self.sm.applied_batch(self.applied);
+        }
+        Ok(())
+    }
+
+    fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        for e in entries {
+            match e.get_entry_type() {
+                // Empty normal entries are the no-ops new leaders append.
+                EntryType::EntryNormal if e.data.is_empty() => {}
+                EntryType::EntryNormal => self.sm.apply(e.index, e.term, &e.data),
+                // Conf changes are checked before any emptiness test: with auto_leave the
+                // leader appends an empty-data ConfChangeV2 meaning "leave joint".
+                EntryType::EntryConfChange => {
+                    let mut cc = ConfChange::default();
+                    cc.merge_from_bytes(&e.data)
+                        .map_err(|source| RaftError::BadConfChange {
+                            index: e.index,
+                            source,
+                        })?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    tracing::info!(index = e.index, term = e.term, voters = ?cs.voters, "applied conf change");
+                    self.raw.mut_store().set_conf_state(cs)?;
+                }
+                EntryType::EntryConfChangeV2 => {
+                    let mut cc = ConfChangeV2::default();
+                    cc.merge_from_bytes(&e.data)
+                        .map_err(|source| RaftError::BadConfChange {
+                            index: e.index,
+                            source,
+                        })?;
+                    let cs = self.raw.apply_conf_change(&cc)?;
+                    tracing::info!(index = e.index, term = e.term, voters = ?cs.voters, "applied conf change v2");
+                    self.raw.mut_store().set_conf_state(cs)?;
+                }
+            }
+            self.applied = e.index;
+        }
+        Ok(())
+    }
+
+    fn maybe_snapshot(&mut self, requested: bool) -> Result<(), RaftError> {
+        let last = self.newest_snapshot.as_ref().map_or(0, |m| m.index);
+        if self.applied <= last {
+            return Ok(());
+        }
+        let since = self.snapshot_failed_at.unwrap_or(last);
+        if !requested && self.applied.saturating_sub(since) < self.snapshot_every {
+            return Ok(());
+        }
+        let index = self.applied;
+        let store = self.raw.store();
+        let term = store.term(index)?;
+        // Conf changes are persisted as they are applied, so this is membership at `index`.
+        let cs = store.conf_state().clone();
+        let started = Instant::now();
+        let data = self.sm.snapshot();
+        let path = self.snaps.write(index, term, &cs, &data)?;
+        let new_meta = meta(index, term, cs);
+        if let Some(prev) = self.newest_snapshot.replace(new_meta) {
+            // Compact only to the previous snapshot: if the file just written is ever found
+            // corrupt, `prev` + the log from there still reproduce the state exactly.
+            self.raw.mut_store().compact(&prev)?;
+            self.snaps.remove_older_than(prev.index)?;
+        }
+        self.snapshot_failed_at = None;
+        self.shared.snapshot_index.store(index, Ordering::Release);
+        self.shared.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            index,
+            term,
+            bytes = data.len(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            path = %path.display(),
+            "wrote snapshot"
+        );
+        Ok(())
+    }
+
+    fn stop(mut self, rx: Receiver<Command>) {
+        if let Err(e) = self.raw.mut_store().flush() {
+            tracing::warn!(error = %e, "could not persist final commit index");
+        }
+        self.shared.is_leader.store(false, Ordering::Release);
+        if self.was_leader {
+            self.sm.on_role_change(false, self.raw.raft.term);
+        }
+        // Fail whatever is still queued so clients do not wait for a timeout. Commands may
+        // still arrive from live handles afterwards; those fail at send() once `rx` is dropped.
+        while let Ok(cmd) = rx.try_recv() {
+            if let Command::Propose(data) = cmd {
+                self.sm.proposal_dropped(&data);
+            }
+        }
+        tracing::info!(
+            index = self.applied,
+            term = self.raw.raft.term,
+            "raft thread stopped"
+        );
+    }
+}

@@ -1,0 +1,479 @@
+//! End-to-end tests of the raft thread with real LMDB files in a temp dir.
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use ::raft::{GetEntriesContext, Storage as _, StorageError};
+
+use super::*;
+use crate::storage::{LmdbStorage, SnapshotDir};
+
+/// What the test state machine observed; shared with the test body.
+#[derive(Default, Clone, Debug)]
+struct Observed {
+    /// Every applied (index, data), in apply order; restored snapshots replace it.
+    entries: Vec<(u64, Vec<u8>)>,
+    /// Index of the snapshot the machine was restored from, if any.
+    restored_from: Option<u64>,
+    /// Data of proposals Raft refused.
+    dropped: Vec<Vec<u8>>,
+    /// Answers to read_index: (ctx, index).
+    reads: Vec<(Vec<u8>, u64)>,
+    /// Leadership notifications.
+    roles: Vec<bool>,
+}
+
+/// Blocks `apply` of an entry whose data is `b"gate"` until opened (group-commit test).
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.cv.notify_all();
+    }
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.cv.wait(open).unwrap();
+        }
+    }
+}
+
+struct TestSm {
+    obs: Arc<Mutex<Observed>>,
+    gate: Option<Arc<Gate>>,
+}
+
+impl TestSm {
+    fn new() -> (Box<TestSm>, Arc<Mutex<Observed>>) {
+        let obs = Arc::new(Mutex::new(Observed::default()));
+        (
+            Box::new(TestSm {
+                obs: obs.clone(),
+                gate: None,
+            }),
+            obs,
+        )
+    }
+}
+
+impl StateMachine for TestSm {
+    fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
+        if data == b"gate" {
+            if let Some(g) = &self.gate {
+                g.wait();
+            }
+        }
+        let mut o = self.obs.lock().unwrap();
+        if let Some((last, _)) = o.entries.last() {
+            assert!(index > *last, "apply out of order: {index} after {last}");
+        }
+        o.entries.push((index, data.to_vec()));
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let o = self.obs.lock().unwrap();
+        let mut out = Vec::new();
+        for (i, d) in &o.entries {
+            out.extend_from_slice(&i.to_be_bytes());
+            out.extend_from_slice(&(d.len() as u32).to_be_bytes());
+            out.extend_from_slice(d);
+        }
+        out
+    }
+
+    fn restore(&mut self, index: u64, mut data: &[u8]) -> Result<(), String> {
+        let mut entries = Vec::new();
+        while !data.is_empty() {
+            if data.len() < 12 {
+                return Err("truncated".into());
+            }
+            let i = u64::from_be_bytes(data[..8].try_into().unwrap());
+            let n = u32::from_be_bytes(data[8..12].try_into().unwrap()) as usize;
+            entries.push((i, data[12..12 + n].to_vec()));
+            data = &data[12 + n..];
+        }
+        let mut o = self.obs.lock().unwrap();
+        o.entries = entries;
+        o.restored_from = Some(index);
+        Ok(())
+    }
+
+    fn proposal_dropped(&mut self, data: &[u8]) {
+        self.obs.lock().unwrap().dropped.push(data.to_vec());
+    }
+
+    fn on_role_change(&mut self, is_leader: bool, _term: u64) {
+        self.obs.lock().unwrap().roles.push(is_leader);
+    }
+
+    fn on_read_index(&mut self, ctx: &[u8], index: u64) {
+        self.obs.lock().unwrap().reads.push((ctx.to_vec(), index));
+    }
+}
+
+fn opts(dir: &Path, snapshot_every: u64) -> RaftOptions {
+    RaftOptions {
+        tick_interval: Duration::from_millis(10),
+        snapshot_every,
+        max_batch: 256,
+        ..RaftOptions::standalone(dir)
+    }
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn applied_count(obs: &Arc<Mutex<Observed>>) -> usize {
+    obs.lock().unwrap().entries.len()
+}
+
+fn propose_n(h: &RaftHandle, prefix: &str, n: usize) {
+    for i in 0..n {
+        h.propose(format!("{prefix}-{i}").into_bytes()).unwrap();
+    }
+}
+
+fn stop(h: RaftHandle, j: thread::JoinHandle<()>) {
+    h.shutdown();
+    j.join().unwrap();
+}
+
+/// Restarts on `dir` and waits until the replay reproduced `expect_len` entries.
+fn restart(
+    dir: &Path,
+    every: u64,
+    expect_len: usize,
+) -> (RaftHandle, thread::JoinHandle<()>, Arc<Mutex<Observed>>) {
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(dir, every), sm).unwrap();
+    wait_until("replay", || applied_count(&obs) >= expect_len);
+    // Give a wrongly re-delivered entry a chance to show up.
+    thread::sleep(Duration::from_millis(50));
+    (h, j, obs)
+}
+
+#[test]
+fn concurrent_proposals_apply_exactly_once_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    wait_until("leadership", || h.is_leader());
+
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let h = h.clone();
+            thread::spawn(move || propose_n(&h, &format!("t{t}"), 250))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_until("all applied", || applied_count(&obs) == 1000);
+
+    let o = obs.lock().unwrap().clone();
+    assert!(o.entries.windows(2).all(|w| w[0].0 < w[1].0));
+    let mut seen = std::collections::HashSet::new();
+    for (_, d) in &o.entries {
+        assert!(seen.insert(d.clone()), "applied twice: {d:?}");
+    }
+    // Each thread's proposals keep their relative order (one FIFO queue, one log).
+    for t in 0..4 {
+        let mine: Vec<_> = o
+            .entries
+            .iter()
+            .filter_map(|(_, d)| String::from_utf8(d.clone()).ok())
+            .filter(|s| s.starts_with(&format!("t{t}-")))
+            .collect();
+        let expect: Vec<_> = (0..250).map(|i| format!("t{t}-{i}")).collect();
+        assert_eq!(mine, expect);
+    }
+    assert_eq!(h.applied_index(), o.entries.last().unwrap().0);
+    assert!(o.dropped.is_empty());
+    assert_eq!(o.roles, vec![true]);
+    stop(h, j);
+}
+
+#[test]
+fn restart_replays_exactly_the_committed_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    propose_n(&h, "a", 300);
+    wait_until("applied", || applied_count(&obs) == 300);
+    let before = obs.lock().unwrap().entries.clone();
+    stop(h, j);
+
+    let (h, j, obs2) = restart(tmp.path(), 1_000_000, 300);
+    assert_eq!(obs2.lock().unwrap().entries, before);
+    assert_eq!(obs2.lock().unwrap().restored_from, None);
+    // New writes continue after the old log.
+    propose_n(&h, "b", 10);
+    wait_until("more applied", || applied_count(&obs2) == 310);
+    let after = obs2.lock().unwrap().entries.clone();
+    assert!(after.windows(2).all(|w| w[0].0 < w[1].0));
+    assert_eq!(&after[..300], &before[..]);
+    stop(h, j);
+
+    // And once more, to cover a restart after a restart.
+    let (h, j, obs3) = restart(tmp.path(), 1_000_000, 310);
+    assert_eq!(obs3.lock().unwrap().entries, after);
+    stop(h, j);
+}
+
+#[test]
+fn snapshots_compact_the_log_and_restart_from_snapshot_plus_tail() {
+    let tmp = tempfile::tempdir().unwrap();
+    let every = 50;
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), every), sm).unwrap();
+    // Sequential waves so several snapshots happen at distinct points.
+    for wave in 0..5 {
+        propose_n(&h, &format!("w{wave}"), 40);
+        wait_until("wave applied", || applied_count(&obs) == 40 * (wave + 1));
+    }
+    wait_until("two snapshots", || h.stats().snapshots_taken >= 2);
+    let before = obs.lock().unwrap().entries.clone();
+    let newest = h.snapshot_index();
+    stop(h, j);
+
+    let snaps = SnapshotDir::open(tmp.path().join("snapshots")).unwrap();
+    let files = snaps.list().unwrap();
+    assert_eq!(files.len(), 2, "keep the newest two: {files:?}");
+    assert_eq!(files[0].0, newest);
+    let older = files[1].0;
+    assert!(older > 0 && newest >= older + every);
+    {
+        // The log is compacted to the older snapshot: entries <= older are gone,
+        // term(first - 1) still answers.
+        let log = LmdbStorage::open(&tmp.path().join("raft"), None).unwrap();
+        assert_eq!(log.first_index().unwrap(), older + 1);
+        assert!(log.term(older).is_ok());
+        assert_eq!(
+            log.entries(older, older + 1, None, GetEntriesContext::empty(false)),
+            Err(::raft::Error::Store(StorageError::Compacted))
+        );
+        let last = log.last_index().unwrap();
+        assert_eq!(log.stored_entry_count().unwrap(), last - older);
+    }
+
+    let (h, j, obs2) = restart(tmp.path(), every, before.len());
+    {
+        let o = obs2.lock().unwrap();
+        assert_eq!(o.restored_from, Some(newest));
+        assert_eq!(o.entries, before);
+    }
+    stop(h, j);
+}
+
+#[test]
+fn request_snapshot_is_honoured() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    propose_n(&h, "x", 20);
+    wait_until("applied", || applied_count(&obs) == 20);
+    h.request_snapshot().unwrap();
+    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
+    let path = SnapshotDir::open(tmp.path().join("snapshots"))
+        .unwrap()
+        .file_path(h.snapshot_index());
+    assert!(path.exists());
+    // Nothing new applied: a second request must not write another file.
+    h.request_snapshot().unwrap();
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(h.stats().snapshots_taken, 1);
+    stop(h, j);
+}
+
+/// Builds snapshots S1 < S2 with log entries after S2, returns (S1, S2, applied state).
+fn two_snapshots(dir: &Path) -> (u64, u64, Vec<(u64, Vec<u8>)>) {
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(dir, 1_000_000), sm).unwrap();
+    let mut snaps = Vec::new();
+    for wave in 0..2 {
+        propose_n(&h, &format!("s{wave}"), 30);
+        wait_until("applied", || applied_count(&obs) == 30 * (wave + 1));
+        h.request_snapshot().unwrap();
+        wait_until("snapshot", || h.snapshot_index() == h.applied_index());
+        snaps.push(h.snapshot_index());
+    }
+    propose_n(&h, "tail", 30);
+    wait_until("applied", || applied_count(&obs) == 90);
+    let state = obs.lock().unwrap().entries.clone();
+    stop(h, j);
+    (snaps[0], snaps[1], state)
+}
+
+fn flip_byte(path: &Path) {
+    let mut b = std::fs::read(path).unwrap();
+    let i = b.len() - 3;
+    b[i] ^= 0x55;
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn corrupt_newest_snapshot_falls_back_to_older_plus_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s1, s2, before) = two_snapshots(tmp.path());
+    let snaps = SnapshotDir::open(tmp.path().join("snapshots")).unwrap();
+    flip_byte(&snaps.file_path(s2));
+
+    let (h, j, obs) = restart(tmp.path(), 1_000_000, before.len());
+    {
+        let o = obs.lock().unwrap();
+        assert_eq!(o.restored_from, Some(s1));
+        assert_eq!(o.entries, before);
+    }
+    assert!(!snaps.file_path(s2).exists(), "corrupt file set aside");
+    stop(h, j);
+}
+
+#[test]
+fn corrupt_only_snapshot_without_compaction_replays_full_log() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    propose_n(&h, "x", 40);
+    wait_until("applied", || applied_count(&obs) == 40);
+    h.request_snapshot().unwrap();
+    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
+    let s = h.snapshot_index();
+    let before = obs.lock().unwrap().entries.clone();
+    stop(h, j);
+    flip_byte(
+        &SnapshotDir::open(tmp.path().join("snapshots"))
+            .unwrap()
+            .file_path(s),
+    );
+
+    let (h, j, obs) = restart(tmp.path(), 1_000_000, before.len());
+    assert_eq!(obs.lock().unwrap().restored_from, None);
+    assert_eq!(obs.lock().unwrap().entries, before);
+    stop(h, j);
+}
+
+#[test]
+fn missing_history_is_a_clear_startup_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s1, s2, _) = two_snapshots(tmp.path());
+    let snaps = SnapshotDir::open(tmp.path().join("snapshots")).unwrap();
+    flip_byte(&snaps.file_path(s1));
+    flip_byte(&snaps.file_path(s2));
+    let (sm, obs) = TestSm::new();
+    match RaftHandle::start(opts(tmp.path(), 1_000_000), sm) {
+        Err(RaftError::MissingHistory {
+            compacted_to,
+            newest_valid,
+        }) => {
+            assert_eq!((compacted_to, newest_valid), (s1, None));
+        }
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("started despite missing history"),
+    }
+    assert!(obs.lock().unwrap().entries.is_empty());
+}
+
+#[test]
+fn group_commit_batches_queued_proposals() {
+    let tmp = tempfile::tempdir().unwrap();
+    let obs = Arc::new(Mutex::new(Observed::default()));
+    let gate = Arc::new(Gate::default());
+    let sm = Box::new(TestSm {
+        obs: obs.clone(),
+        gate: Some(gate.clone()),
+    });
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    wait_until("leadership", || h.is_leader());
+    // The gate entry parks the raft thread inside apply while 1000 proposals queue up.
+    h.propose(b"gate".to_vec()).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let before = h.stats();
+    propose_n(&h, "g", 1000);
+    gate.open();
+    wait_until("applied", || applied_count(&obs) == 1001);
+    let after = h.stats();
+    let txns = after.write_txns - before.write_txns;
+    let entries = after.entries_appended - before.entries_appended;
+    assert_eq!(entries, 1000);
+    // max_batch = 256 commands per Ready: ~4 transactions, far fewer than 1000.
+    assert!(
+        txns <= 10,
+        "{txns} write transactions for {entries} entries"
+    );
+    assert!(txns >= 1000 / 256);
+    stop(h, j);
+}
+
+#[test]
+fn proposals_without_a_leader_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    // Three voters, no transport: this node can never win an election.
+    let o = RaftOptions {
+        voters: vec![1, 2, 3],
+        ..opts(tmp.path(), 1_000_000)
+    };
+    let (h, j) = RaftHandle::start(o, sm).unwrap();
+    h.propose(b"nope".to_vec()).unwrap();
+    wait_until("dropped", || !obs.lock().unwrap().dropped.is_empty());
+    assert!(!h.is_leader());
+    assert_eq!(obs.lock().unwrap().dropped, vec![b"nope".to_vec()]);
+    stop(h, j);
+}
+
+#[test]
+fn read_index_answers_on_a_single_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    propose_n(&h, "r", 5);
+    wait_until("applied", || applied_count(&obs) == 5);
+    h.read_index(b"ctx-1".to_vec()).unwrap();
+    wait_until("read state", || !obs.lock().unwrap().reads.is_empty());
+    let (ctx, index) = obs.lock().unwrap().reads[0].clone();
+    assert_eq!(ctx, b"ctx-1");
+    assert!(index >= obs.lock().unwrap().entries.last().unwrap().0);
+    stop(h, j);
+}
+
+#[test]
+fn handle_is_clone_send_sync_and_fails_after_stop() {
+    fn assert_traits<T: Clone + Send + Sync>() {}
+    assert_traits::<RaftHandle>();
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, _obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    let h2 = h.clone();
+    stop(h, j);
+    assert!(matches!(
+        h2.propose(b"late".to_vec()),
+        Err(RaftError::Stopped)
+    ));
+    assert!(!h2.is_leader());
+}
+
+#[test]
+fn invalid_options_are_rejected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, _) = TestSm::new();
+    let o = RaftOptions {
+        node_id: 0,
+        ..opts(tmp.path(), 10)
+    };
+    assert!(matches!(
+        RaftHandle::start(o, sm),
+        Err(RaftError::InvalidOptions(_))
+    ));
+}
