@@ -57,6 +57,16 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("server", names, indirect=True, ids=names)
 
 
+def _die_with_parent():
+    """preexec_fn: the server gets SIGKILL if pytest dies without tearing down."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+
 def free_port():
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -192,7 +202,8 @@ def start_zookeeper(workdir: Path) -> ServerProcess:
     out = workdir / "stdout.log"
     with open(out, "wb") as f:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir
+            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir,
+            preexec_fn=_die_with_parent,
         )
     srv = ServerProcess("zk", port, proc, workdir / "zookeeper.log", data)
     srv.wait_ready(lambda r: "Mode: standalone" in r, "srvr")
@@ -225,7 +236,8 @@ def start_rookery(workdir: Path) -> ServerProcess:
     log = workdir / "rookery.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir
+            cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir,
+            preexec_fn=_die_with_parent,
         )
     srv = ServerProcess("rookery", port, proc, log, data)
     srv.wait_ready(lambda r: r.strip() == "imok", "ruok", timeout=30.0)

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# rookery's test command: bash tests/run-all.sh
+#   1. installs Apache ZooKeeper (the reference server) + netcat if missing
+#   2. makes .venv with tests/python/requirements.txt
+#   3. cargo build --workspace --all-targets; cargo test --workspace
+#   4. pytest -q tests/python (against ZooKeeper and rookery; see tests/python/conftest.py)
+# Environment: ROOKERY_TESTS_TARGETS=zk|rookery|zk,rookery (default both), ROOKERY_BIN.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/rookery-tests.XXXXXX")
+START=$(date +%s)
+step() { printf '\n=== %s (+%ss)\n' "$*" "$(( $(date +%s) - START ))"; }
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+step "system packages"
+missing=()
+for p in zookeeper zookeeper-bin netcat-openbsd; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >"$LOGDIR/apt.log" 2>&1 || { tail -n 30 "$LOGDIR/apt.log"; exit 1; }
+fi
+test -f /usr/share/java/zookeeper.jar || { echo "FAIL: /usr/share/java/zookeeper.jar missing after install"; exit 1; }
+
+step "python venv (.venv)"
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys' 2>/dev/null; then
+  rm -rf .venv
+  if ! python3 -m venv .venv 2>"$LOGDIR/venv.log"; then
+    # Debian's python3 needs python3-venv for ensurepip
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv >/dev/null
+    rm -rf .venv && python3 -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+
+step "cargo build --workspace --all-targets"
+cargo build --workspace --all-targets
+
+failed=()
+step "cargo test --workspace"
+set +e
+cargo test --workspace 2>&1 | tee "$LOGDIR/cargo-test.log"
+cargo_rc=${PIPESTATUS[0]}
+set -e
+[ "$cargo_rc" -eq 0 ] || failed+=("cargo test (exit $cargo_rc)")
+
+step "pytest -q tests/python"
+set +e
+timeout -k 10 900 .venv/bin/python -m pytest -q tests/python 2>&1 | tee "$LOGDIR/pytest.log"
+py_rc=${PIPESTATUS[0]}
+set -e
+case "$py_rc" in
+  0) ;;
+  5) failed+=("pytest collected no tests (exit 5): tests/python is empty or everything was deselected") ;;
+  124|137) failed+=("pytest timed out after 900 s") ;;
+  *) failed+=("pytest (exit $py_rc)") ;;
+esac
+
+step "summary"
+echo "cargo test:"
+grep -E '^test result:|^error(\[|:)' "$LOGDIR/cargo-test.log" | sed 's/^/  /' || echo "  (no test result lines)"
+echo "pytest:"
+tail -n 1 "$LOGDIR/pytest.log" | sed 's/^/  /'
+echo "total time: $(( $(date +%s) - START ))s; logs in $LOGDIR"
+if [ "${#failed[@]}" -gt 0 ]; then
+  printf 'FAILED: %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "ALL PASSED"
