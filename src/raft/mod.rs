@@ -150,6 +150,10 @@ enum Command {
     ReportUnreachable(u64),
     ReportSnapshot(u64, SnapshotStatus),
     Shutdown,
+    /// Exit without the orderly shutdown steps (lazy commit index not flushed), to test
+    /// recovery from a crash.
+    #[cfg(test)]
+    Crash,
 }
 
 /// State published by the raft thread for lock-free reads from any thread.
@@ -288,6 +292,12 @@ impl RaftHandle {
     /// Stop the thread after finishing the current Ready; join via the JoinHandle.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Command::Shutdown);
+    }
+
+    /// Simulates a crash: the thread exits without flushing anything still held in memory.
+    #[cfg(test)]
+    fn crash_for_test(&self) {
+        let _ = self.tx.send(Command::Crash);
     }
 
     /// Feeds an inbound message from a peer.

@@ -28,7 +28,9 @@ struct Observed {
 /// Blocks `apply` of an entry whose data is `b"gate"` until opened (group-commit test).
 #[derive(Default)]
 struct Gate {
+    /// Whether `apply` may proceed past the gate entry.
     open: Mutex<bool>,
+    /// Wakes the parked raft thread when the gate opens.
     cv: Condvar,
 }
 
@@ -46,7 +48,9 @@ impl Gate {
 }
 
 struct TestSm {
+    /// Shared with the test body, which asserts on it.
     obs: Arc<Mutex<Observed>>,
+    /// Optional gate to park the raft thread (group-commit test only).
     gate: Option<Arc<Gate>>,
 }
 
@@ -383,6 +387,61 @@ fn missing_history_is_a_clear_startup_error() {
         Ok(_) => panic!("started despite missing history"),
     }
     assert!(obs.lock().unwrap().entries.is_empty());
+}
+
+#[test]
+fn crash_with_lagging_commit_index_recovers_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    propose_n(&h, "c", 60);
+    wait_until("applied", || applied_count(&obs) == 60);
+    h.request_snapshot().unwrap();
+    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
+    let snap = h.snapshot_index();
+    propose_n(&h, "d", 20);
+    wait_until("applied", || applied_count(&obs) == 80);
+    let before = obs.lock().unwrap().entries.clone();
+    h.crash_for_test();
+    j.join().unwrap();
+    {
+        // The commit index on disk trails the applied index (it is written lazily)...
+        let log = LmdbStorage::open(&tmp.path().join("raft"), None).unwrap();
+        assert!(log.hard_state().commit < before.last().unwrap().0);
+        assert_eq!(log.last_index().unwrap(), before.last().unwrap().0);
+    }
+    // ...yet every durable entry comes back, once.
+    let (h, j, obs2) = restart(tmp.path(), 1_000_000, before.len());
+    assert_eq!(obs2.lock().unwrap().restored_from, Some(snap));
+    assert_eq!(obs2.lock().unwrap().entries, before);
+    stop(h, j);
+}
+
+#[test]
+fn crash_right_after_snapshot_above_disk_commit_recovers() {
+    // Raft needs applied <= commit at startup; a snapshot written just before a crash can be
+    // ahead of the (lazily written) commit index on disk, and recovery must arrange that.
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    propose_n(&h, "e", 25);
+    wait_until("applied", || applied_count(&obs) == 25);
+    h.request_snapshot().unwrap();
+    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
+    let snap = h.snapshot_index();
+    let before = obs.lock().unwrap().entries.clone();
+    h.crash_for_test();
+    j.join().unwrap();
+    {
+        let log = LmdbStorage::open(&tmp.path().join("raft"), None).unwrap();
+        assert!(log.hard_state().commit < snap);
+    }
+    let (h, j, obs2) = restart(tmp.path(), 1_000_000, before.len());
+    assert_eq!(obs2.lock().unwrap().restored_from, Some(snap));
+    assert_eq!(obs2.lock().unwrap().entries, before);
+    propose_n(&h, "f", 5);
+    wait_until("applied", || applied_count(&obs2) == 30);
+    stop(h, j);
 }
 
 #[test]

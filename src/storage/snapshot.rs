@@ -166,7 +166,9 @@ pub fn decode(path: &Path, bytes: &[u8]) -> Result<SnapshotFile, SnapshotError> 
 
 /// Minimal bounds-checked cursor so a truncated file yields an error, never a panic.
 struct Reader<'a> {
+    /// The whole file image.
     buf: &'a [u8],
+    /// Next unread byte.
     pos: usize,
 }
 
