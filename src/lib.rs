@@ -1,5 +1,12 @@
 //! rookery: a ZooKeeper-compatible coordination service.
+//!
+//! The modules follow the data path: `server` (accept, frame, session handshake, requests) →
+//! `txn` (the log entry) → `raft` + `storage` (the replicated, durable log) → `state` (apply) →
+//! `tree` (the znodes) → `watch` (who hears about a change).
 
-pub mod watch;
+pub mod config;
 pub mod raft;
+pub mod session;
 pub mod storage;
+pub mod txn;
+pub mod watch;

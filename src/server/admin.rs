@@ -1,0 +1,267 @@
+//! Four-letter words: plain-text admin commands, gated by `4lw.commands.whitelist`.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use rookery_protocol::FourLetterWord;
+
+use crate::state::Shared;
+
+/// The version string clients and tools parse; ZooKeeper-shaped so they recognise it.
+pub const VERSION: &str = concat!("3.8.4-rookery-", env!("CARGO_PKG_VERSION"));
+
+/// The text a four-letter word answers.
+pub fn four_letter_word(shared: &Shared, word: FourLetterWord) -> String {
+    if !shared.config.four_letter_allowed(word.as_str()) {
+        return format!("{word} is not executed because it is not in the whitelist.\n");
+    }
+    match word {
+        FourLetterWord::Ruok => "imok".to_string(),
+        FourLetterWord::Srvr => server_summary(shared, false),
+        FourLetterWord::Stat => server_summary(shared, true),
+        FourLetterWord::Mntr => monitor(shared),
+        FourLetterWord::Conf => configuration(shared),
+        FourLetterWord::Cons => connections(shared),
+        FourLetterWord::Envi => environment(shared),
+        FourLetterWord::Wchs => {
+            let summary = shared.watches.lock().summary();
+            format!(
+                "{} connections watching {} paths\nTotal watches:{}\n",
+                summary.connections, summary.paths, summary.total_watches
+            )
+        }
+        FourLetterWord::Wchc => {
+            let mut out = String::new();
+            for (watcher, paths) in shared.watches.lock().by_watcher() {
+                let session = session_of(shared, watcher);
+                let _ = writeln!(out, "{session:#x}");
+                for path in paths {
+                    let _ = writeln!(out, "\t{path}");
+                }
+            }
+            out
+        }
+        FourLetterWord::Wchp => {
+            let by_path = shared.watches.lock().by_path();
+            let mut out = String::new();
+            for (path, watchers) in by_path {
+                let _ = writeln!(out, "{path}");
+                for watcher in watchers {
+                    let _ = writeln!(out, "\t{:#x}", session_of(shared, watcher));
+                }
+            }
+            out
+        }
+        FourLetterWord::Dirs => {
+            let size = dir_size(&shared.config.data_dir);
+            format!("datadir_size: {size}\nlogdir_size: {size}\n")
+        }
+        FourLetterWord::Isro => "rw".to_string(),
+        FourLetterWord::Dump => dump(shared),
+        FourLetterWord::Srst => {
+            shared.stats.reset();
+            "Server stats reset.\n".to_string()
+        }
+        FourLetterWord::Crst => {
+            shared.stats.reset();
+            "Connection stats reset.\n".to_string()
+        }
+        FourLetterWord::Gtmk | FourLetterWord::Stmk => "0\n".to_string(),
+        FourLetterWord::Hash => "No digest history.\n".to_string(),
+    }
+}
+
+fn session_of(shared: &Shared, conn_id: u64) -> i64 {
+    shared
+        .conns
+        .lock()
+        .by_id
+        .get(&conn_id)
+        .map(|c| c.session_id)
+        .unwrap_or(0)
+}
+
+fn latency(shared: &Shared) -> (f64, f64, f64) {
+    let stats = &shared.stats;
+    let count = stats.latency_count.load(Ordering::Relaxed);
+    let sum = stats.latency_sum_us.load(Ordering::Relaxed);
+    let avg = if count == 0 {
+        0.0
+    } else {
+        sum as f64 / count as f64 / 1000.0
+    };
+    (
+        stats.latency_min_us.load(Ordering::Relaxed) as f64 / 1000.0,
+        avg,
+        stats.latency_max_us.load(Ordering::Relaxed) as f64 / 1000.0,
+    )
+}
+
+fn server_summary(shared: &Shared, with_clients: bool) -> String {
+    let mut out = format!("Zookeeper version: {VERSION}, built by rookery\n");
+    if with_clients {
+        out.push_str("Clients:\n");
+        out.push_str(&connections(shared));
+        out.push('\n');
+    }
+    let (min, avg, max) = latency(shared);
+    let stats = &shared.stats;
+    let node_count = shared.state.read().tree.node_count();
+    let _ = write!(
+        out,
+        "Latency min/avg/max: {min:.0}/{avg:.4}/{max:.0}\nReceived: {}\nSent: {}\nConnections: {}\n\
+         Outstanding: {}\nZxid: {:#x}\nMode: standalone\nNode count: {}\n",
+        stats.packets_received.load(Ordering::Relaxed),
+        stats.packets_sent.load(Ordering::Relaxed),
+        shared.conns.lock().by_id.len(),
+        stats.outstanding.load(Ordering::Relaxed).max(0),
+        shared.last_zxid.load(Ordering::Acquire),
+        node_count,
+    );
+    out
+}
+
+fn monitor(shared: &Shared) -> String {
+    let (min, avg, max) = latency(shared);
+    let stats = &shared.stats;
+    let (node_count, data_size, ephemerals) = {
+        let state = shared.state.read();
+        let ephemerals: usize = state
+            .tree
+            .session_ids_with_ephemerals()
+            .into_iter()
+            .map(|id| state.tree.ephemerals_of(id).len())
+            .sum();
+        (
+            state.tree.node_count(),
+            state.tree.approximate_data_size(),
+            ephemerals,
+        )
+    };
+    let watch_count = shared.watches.lock().summary().total_watches;
+    let rows: Vec<(&str, String)> = vec![
+        ("zk_version", VERSION.to_string()),
+        ("zk_server_state", "standalone".to_string()),
+        ("zk_avg_latency", format!("{avg:.4}")),
+        ("zk_max_latency", format!("{max:.0}")),
+        ("zk_min_latency", format!("{min:.0}")),
+        (
+            "zk_packets_received",
+            stats.packets_received.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zk_packets_sent",
+            stats.packets_sent.load(Ordering::Relaxed).to_string(),
+        ),
+        (
+            "zk_num_alive_connections",
+            shared.conns.lock().by_id.len().to_string(),
+        ),
+        (
+            "zk_outstanding_requests",
+            stats.outstanding.load(Ordering::Relaxed).max(0).to_string(),
+        ),
+        ("zk_znode_count", node_count.to_string()),
+        ("zk_watch_count", watch_count.to_string()),
+        ("zk_ephemerals_count", ephemerals.to_string()),
+        ("zk_approximate_data_size", data_size.to_string()),
+        ("zk_global_sessions", shared.tracker.len().to_string()),
+        (
+            "zk_last_zxid",
+            shared.last_zxid.load(Ordering::Acquire).to_string(),
+        ),
+        ("zk_uptime", shared.started.elapsed().as_millis().to_string()),
+    ];
+    rows.into_iter()
+        .map(|(key, value)| format!("{key}\t{value}\n"))
+        .collect()
+}
+
+fn configuration(shared: &Shared) -> String {
+    let config = &shared.config;
+    format!(
+        "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\ntickTime={}\n\
+         maxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\n\
+         jute.maxbuffer={}\nextendedTypesEnabled={}\nsnapCount={}\n\
+         znode.container.checkIntervalMs={}\n4lw.commands.whitelist={}\n",
+        config.client_port,
+        config.client_address,
+        config.data_dir.display(),
+        config.data_dir.display(),
+        config.tick_time.as_millis(),
+        config.max_client_cnxns,
+        config.min_session_timeout.as_millis(),
+        config.max_session_timeout.as_millis(),
+        config.server_id,
+        config.jute_maxbuffer,
+        config.ttl_enabled,
+        config.snap_count,
+        config.container_check_interval.as_millis(),
+        config.four_letter_whitelist.join(","),
+    )
+}
+
+fn connections(shared: &Shared) -> String {
+    let conns = shared.conns.lock();
+    let mut lines: Vec<String> = conns
+        .by_id
+        .values()
+        .map(|conn| {
+            format!(
+                " /{}[1](queued=0,sid={:#x})\n",
+                conn.peer, conn.session_id
+            )
+        })
+        .collect();
+    lines.sort();
+    lines.concat()
+}
+
+fn environment(shared: &Shared) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    let cwd = std::env::current_dir()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
+    format!(
+        "Environment:\nzookeeper.version={VERSION}\nhost.name={host}\nos.name={}\nos.arch={}\n\
+         user.dir={cwd}\nrookery.data.dir={}\n",
+        std::env::consts::OS,
+        std::env::consts::ARCH,
+        shared.config.data_dir.display(),
+    )
+}
+
+fn dump(shared: &Shared) -> String {
+    let state = shared.state.read();
+    let mut out = format!(
+        "SessionTracker dump:\nGlobal Sessions({}):\n",
+        state.sessions.len()
+    );
+    for (id, info) in state.sessions.iter() {
+        let _ = writeln!(out, "{id:#x}\t{}ms", info.timeout_ms);
+    }
+    out.push_str("ephemeral nodes dump:\n");
+    for session in state.tree.session_ids_with_ephemerals() {
+        let _ = writeln!(out, "Sessions with Ephemerals ({session:#x}):");
+        for path in state.tree.ephemerals_of(session) {
+            let _ = writeln!(out, "\t{path}");
+        }
+    }
+    out
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => dir_size(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,245 @@
+//! Accepts client connections, enforces the per-IP limit, runs the leader's housekeeping and
+//! shuts everything down in order on request.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use rookery_protocol::{Request, SyncRequest};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::config::Config;
+use crate::raft::{RaftError, RaftHandle, RaftOptions};
+use crate::server::connection::{now_ms, Connection};
+use crate::state::{Applier, Shared};
+use crate::txn::{Origin, Txn, TxnBody};
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        address: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(#[from] RaftError),
+    #[error("raft did not elect this server leader within {0:?}")]
+    NoLeader(Duration),
+}
+
+/// A running server: what `run` needs to stop it.
+pub struct Server {
+    pub shared: Arc<Shared>,
+    pub raft: RaftHandle,
+    raft_thread: Option<std::thread::JoinHandle<()>>,
+    listener: TcpListener,
+    /// Flipped to true to make every task stop.
+    shutdown_tx: watch::Sender<bool>,
+}
+
+/// Counts connections per client IP, for maxClientCnxns.
+#[derive(Debug, Default)]
+struct PerIp {
+    /// Open connections by client address.
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Decrements the per-IP count when a connection task ends, however it ends.
+struct PerIpGuard {
+    per_ip: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for PerIpGuard {
+    fn drop(&mut self) {
+        let mut counts = self.per_ip.counts.lock();
+        if let Some(count) = counts.get_mut(&self.ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Opens the log, restores state and binds the client port. Blocking work (LMDB, snapshot
+    /// restore) runs off the async workers.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let shared = Shared::new(config.clone());
+        let options = RaftOptions {
+            node_id: config.server_id,
+            voters: vec![config.server_id],
+            data_dir: config.data_dir.clone(),
+            tick_interval: Duration::from_millis(100),
+            snapshot_every: config.snap_count,
+            max_batch: 4096,
+        };
+        let applier = Applier::new(Arc::clone(&shared));
+        let (raft, raft_thread) =
+            tokio::task::spawn_blocking(move || RaftHandle::start(options, Box::new(applier)))
+                .await
+                .map_err(|_| ServerError::Raft(RaftError::StartupPanicked))??;
+        // A one-voter group elects itself at once; wait for it so the first handshake succeeds.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !raft.is_leader() {
+            if Instant::now() > deadline {
+                raft.shutdown();
+                return Err(ServerError::NoLeader(Duration::from_secs(10)));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let address = SocketAddr::new(config.client_address, config.client_port);
+        let listener = TcpListener::bind(address)
+            .await
+            .map_err(|source| ServerError::Bind { address, source })?;
+        let (shutdown_tx, _) = watch::channel(false);
+        Ok(Server {
+            shared,
+            raft,
+            raft_thread: Some(raft_thread),
+            listener,
+            shutdown_tx,
+        })
+    }
+
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `stop` resolves, then closes connections and stops Raft.
+    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+        let per_ip = Arc::new(PerIp::default());
+        let housekeeping = tokio::spawn(housekeeping(
+            Arc::clone(&self.shared),
+            self.raft.clone(),
+            self.shutdown_tx.subscribe(),
+        ));
+        let mut tasks = tokio::task::JoinSet::new();
+        tokio::pin!(stop);
+        info!(address = ?self.local_addr(), "serving clients");
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                accepted = self.listener.accept() => {
+                    let (stream, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of file descriptors and the like: back off, don't spin.
+                            warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let limit = self.shared.config.max_client_cnxns;
+                    {
+                        let mut counts = per_ip.counts.lock();
+                        let count = counts.entry(peer.ip()).or_insert(0);
+                        if limit != 0 && *count >= limit {
+                            warn!(%peer, limit, "too many connections from this address; closing");
+                            continue;
+                        }
+                        *count += 1;
+                    }
+                    let guard = PerIpGuard { per_ip: Arc::clone(&per_ip), ip: peer.ip() };
+                    self.shared.stats.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let connection = Connection::new(
+                        stream,
+                        peer,
+                        Arc::clone(&self.shared),
+                        self.raft.clone(),
+                        self.shutdown_tx.subscribe(),
+                    );
+                    tasks.spawn(async move {
+                        connection.run().await;
+                        drop(guard);
+                    });
+                }
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+        info!("shutting down");
+        let _ = self.shutdown_tx.send(true);
+        let drained = tokio::time::timeout(Duration::from_secs(5), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            warn!("connections did not close in time; aborting them");
+            tasks.abort_all();
+        }
+        housekeeping.abort();
+        self.raft.shutdown();
+        if let Some(thread) = self.raft_thread.take() {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        info!("stopped");
+    }
+}
+
+/// The leader's periodic duties: expire silent sessions and reap empty containers and expired
+/// TTL nodes, each as a log entry so every replica applies the same deletions.
+async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
+    let expiry_period = (shared.config.tick_time / 2).max(Duration::from_millis(10));
+    let reap_period = shared.config.container_check_interval;
+    let mut expiry = tokio::time::interval(expiry_period);
+    let mut reap = tokio::time::interval(reap_period);
+    expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    reap.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = expiry.tick() => {
+                if !raft.is_leader() {
+                    continue;
+                }
+                for session_id in shared.tracker.take_expired(Instant::now()) {
+                    info!(session = format_args!("{session_id:#x}"), "session expired");
+                    let txn = Txn {
+                        origin: Origin { server_id: shared.config.server_id, conn_id: 0, xid: 0 },
+                        session_id,
+                        time_ms: now_ms(),
+                        auth: Vec::new(),
+                        body: TxnBody::CloseSession { session_id },
+                    };
+                    if let Err(err) = raft.propose(txn.encode()) {
+                        error!(%err, "cannot propose session expiry");
+                    }
+                }
+            }
+            _ = reap.tick() => {
+                if !raft.is_leader() {
+                    continue;
+                }
+                let now = now_ms();
+                let paths = shared.state.read().tree.reapable_nodes(now);
+                for path in paths {
+                    let txn = Txn {
+                        origin: Origin { server_id: shared.config.server_id, conn_id: 0, xid: 0 },
+                        session_id: 0,
+                        time_ms: now,
+                        auth: Vec::new(),
+                        body: TxnBody::Request(Request::DeleteContainer(SyncRequest { path })),
+                    };
+                    if let Err(err) = raft.propose(txn.encode()) {
+                        error!(%err, "cannot propose container removal");
+                    }
+                }
+            }
+        }
+    }
+}

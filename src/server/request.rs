@@ -1,0 +1,240 @@
+//! Request classification and the requests a server answers locally: reads against the tree,
+//! pings, authentication and watch management. Writes go through Raft instead.
+
+use std::sync::atomic::Ordering;
+
+use rookery_protocol::{
+    AddWatchMode, ClientInfo, ErrorCode, Id, Request, Response, SetWatches2, SyncResponse,
+    WatcherEvent, WatcherType, WhoAmIResponse,
+};
+
+use crate::state::Shared;
+use crate::tree::{digest_id, validate_path, OpContext};
+use crate::watch::WatchKind;
+
+/// Whether a request changes replicated state and so must go through the log.
+pub fn is_write(request: &Request) -> bool {
+    matches!(
+        request,
+        Request::Create { .. }
+            | Request::CreateTtl(_)
+            | Request::Delete(_)
+            | Request::DeleteContainer(_)
+            | Request::SetData(_)
+            | Request::SetAcl(_)
+            | Request::Check(_)
+            | Request::Multi(_)
+            | Request::CloseSession
+    )
+}
+
+/// What a locally answered request needs from its connection.
+pub struct LocalContext<'a> {
+    pub shared: &'a Shared,
+    /// Also the watcher id of the connection's watches.
+    pub conn_id: u64,
+    pub session_id: i64,
+    /// The connection's authenticated ids; addauth appends to them.
+    pub auth: &'a mut Vec<Id>,
+    /// Events to send before the reply (SetWatches may fire some at once).
+    pub events: Vec<WatcherEvent>,
+}
+
+/// The answer to a local request.
+pub struct LocalOutcome {
+    pub result: Result<Response, ErrorCode>,
+    /// The reply header's zxid: the last applied zxid when the request ran.
+    pub zxid: i64,
+    /// Close the connection after the reply (ZooKeeper does so after an auth failure).
+    pub close: bool,
+}
+
+impl LocalOutcome {
+    fn new(result: Result<Response, ErrorCode>, zxid: i64) -> Self {
+        LocalOutcome {
+            result,
+            zxid,
+            close: false,
+        }
+    }
+}
+
+pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
+    let last_zxid = || ctx.shared.last_zxid.load(Ordering::Acquire);
+    match request {
+        Request::Ping => LocalOutcome::new(Ok(Response::Empty), last_zxid()),
+        Request::Auth(packet) => authenticate(ctx, &packet.scheme, &packet.auth),
+        Request::Sync(sync) => LocalOutcome::new(
+            Ok(Response::Sync(SyncResponse {
+                path: sync.path.clone(),
+            })),
+            last_zxid(),
+        ),
+        Request::SetWatches(sw) => {
+            let sw2 = SetWatches2 {
+                relative_zxid: sw.relative_zxid,
+                data_watches: sw.data_watches.clone(),
+                exist_watches: sw.exist_watches.clone(),
+                child_watches: sw.child_watches.clone(),
+                persistent_watches: Vec::new(),
+                persistent_recursive_watches: Vec::new(),
+            };
+            set_watches(ctx, &sw2)
+        }
+        Request::SetWatches2(sw2) => set_watches(ctx, sw2),
+        Request::AddWatch(add) => {
+            let kind = match AddWatchMode::from_wire(add.mode) {
+                Some(AddWatchMode::Persistent) => WatchKind::Persistent,
+                Some(AddWatchMode::PersistentRecursive) => WatchKind::PersistentRecursive,
+                None => return LocalOutcome::new(Err(ErrorCode::BadArguments), last_zxid()),
+            };
+            if let Err(code) = validate_path(&add.path, false) {
+                return LocalOutcome::new(Err(code), last_zxid());
+            }
+            let state = ctx.shared.state.read();
+            ctx.shared.watches.lock().add(ctx.conn_id, &add.path, kind);
+            LocalOutcome::new(Ok(Response::Empty), state.last_zxid)
+        }
+        Request::CheckWatches(check) => {
+            watch_query(ctx, &check.path, check.watcher_type, false, last_zxid())
+        }
+        Request::RemoveWatches(remove) => {
+            watch_query(ctx, &remove.path, remove.watcher_type, true, last_zxid())
+        }
+        Request::WhoAmI => {
+            let client_info = ctx
+                .auth
+                .iter()
+                .map(|id| ClientInfo {
+                    auth_scheme: id.scheme.clone(),
+                    user: id.id.clone(),
+                })
+                .collect();
+            LocalOutcome::new(
+                Ok(Response::WhoAmI(WhoAmIResponse { client_info })),
+                last_zxid(),
+            )
+        }
+        // SASL is not configured: a clean error instead of a dropped connection.
+        Request::Sasl(_) => LocalOutcome::new(Err(ErrorCode::AuthFailed), last_zxid()),
+        // A standalone server with reconfig disabled, like ZooKeeper's default.
+        Request::Reconfig(_) => LocalOutcome::new(Err(ErrorCode::ReconfigDisabled), last_zxid()),
+        Request::Exists(_)
+        | Request::GetData(_)
+        | Request::GetChildren(_)
+        | Request::GetChildren2(_)
+        | Request::GetAcl(_)
+        | Request::MultiRead(_)
+        | Request::GetEphemerals(_)
+        | Request::GetAllChildrenNumber(_) => read(ctx, request),
+        // Writes never reach here; answer defensively rather than panic.
+        _ => LocalOutcome::new(Err(ErrorCode::Unimplemented), last_zxid()),
+    }
+}
+
+fn read(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
+    let state = ctx.shared.state.read();
+    let op_ctx = OpContext {
+        zxid: state.last_zxid,
+        time_ms: crate::server::connection::now_ms(),
+        session_id: ctx.session_id,
+        auth: ctx.auth,
+        ttl_enabled: ctx.shared.config.ttl_enabled,
+    };
+    let result = state.tree.read(&op_ctx, request);
+    // Arm the watch while still holding the read lock, so no write slips in between the read
+    // and the registration.
+    let watch = match (request, &result) {
+        (Request::Exists(r), Ok(_)) if r.watch => Some((&r.path, WatchKind::Data)),
+        (Request::Exists(r), Err(ErrorCode::NoNode)) if r.watch => {
+            Some((&r.path, WatchKind::Exist))
+        }
+        (Request::GetData(r), Ok(_)) if r.watch => Some((&r.path, WatchKind::Data)),
+        (Request::GetChildren(r), Ok(_)) if r.watch => Some((&r.path, WatchKind::Child)),
+        (Request::GetChildren2(r), Ok(_)) if r.watch => Some((&r.path, WatchKind::Child)),
+        _ => None,
+    };
+    if let Some((path, kind)) = watch {
+        ctx.shared.watches.lock().add(ctx.conn_id, path, kind);
+    }
+    LocalOutcome::new(result, state.last_zxid)
+}
+
+fn set_watches(ctx: &mut LocalContext<'_>, request: &SetWatches2) -> LocalOutcome {
+    let state = ctx.shared.state.read();
+    let tree = &state.tree;
+    let events = ctx.shared.watches.lock().set_watches(
+        ctx.conn_id,
+        request.relative_zxid,
+        request,
+        |path: &str| tree.stat(path).map(|stat| (stat.mzxid, stat.pzxid)),
+    );
+    ctx.events.extend(events);
+    LocalOutcome::new(Ok(Response::Empty), state.last_zxid)
+}
+
+fn watch_query(
+    ctx: &mut LocalContext<'_>,
+    path: &str,
+    watcher_type: i32,
+    remove: bool,
+    zxid: i64,
+) -> LocalOutcome {
+    let Some(wtype) = WatcherType::from_wire(watcher_type) else {
+        return LocalOutcome::new(Err(ErrorCode::BadArguments), zxid);
+    };
+    if let Err(code) = validate_path(path, false) {
+        return LocalOutcome::new(Err(code), zxid);
+    }
+    let mut watches = ctx.shared.watches.lock();
+    let found = if remove {
+        watches.remove(ctx.conn_id, path, wtype)
+    } else {
+        watches.has_watch(ctx.conn_id, path, wtype)
+    };
+    let result = if found {
+        Ok(Response::Empty)
+    } else {
+        Err(ErrorCode::NoWatcher)
+    };
+    LocalOutcome::new(result, zxid)
+}
+
+/// addauth. ZooKeeper answers an unknown scheme or a bad credential with AuthFailed and closes.
+fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalOutcome {
+    let failed = LocalOutcome {
+        result: Err(ErrorCode::AuthFailed),
+        zxid: 0,
+        close: true,
+    };
+    let mut add = |id: Id| {
+        if !ctx.auth.contains(&id) {
+            ctx.auth.push(id);
+        }
+    };
+    match scheme {
+        "digest" => {
+            let Ok(credential) = std::str::from_utf8(auth) else {
+                return failed;
+            };
+            if !credential.contains(':') {
+                return failed;
+            }
+            let digest = digest_id(credential);
+            if ctx.shared.config.super_digest.as_deref() == Some(digest.as_str()) {
+                add(Id {
+                    scheme: "super".to_string(),
+                    id: String::new(),
+                });
+            }
+            add(Id {
+                scheme: "digest".to_string(),
+                id: digest,
+            });
+        }
+        // The client's address is already an id of every connection.
+        "ip" => {}
+        _ => return failed,
+    }
+    LocalOutcome::new(Ok(Response::Empty), 0)
+}

@@ -1,0 +1,233 @@
+//! Sessions: the replicated table of live sessions (part of the state machine) and the
+//! leader's expiry tracker (in memory only: touches are too frequent to replicate).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, BytesMut};
+use parking_lot::Mutex;
+use rookery_protocol::{DecodeError, Reader, Record};
+
+/// A live session as every replica knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// The timeout negotiated at creation, in ms; a resuming client may renegotiate.
+    pub timeout_ms: i32,
+    /// The secret a client must present to resume the session.
+    pub passwd: Vec<u8>,
+}
+
+/// The replicated session table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionTable {
+    /// Live sessions by id; ordered so snapshots are deterministic.
+    sessions: BTreeMap<i64, SessionInfo>,
+    /// The next id to hand out; seeded from the first CreateSession entry's time, like
+    /// ZooKeeper seeds it from the clock, so ids differ across data-dir wipes.
+    next_session_id: i64,
+}
+
+impl SessionTable {
+    /// Creates a session at apply time; the id comes from replicated state only.
+    pub fn create(&mut self, server_id: u64, time_ms: i64, info: SessionInfo) -> i64 {
+        if self.next_session_id == 0 {
+            // ZooKeeper: ((time << 24) >>> 8) | (serverId << 56).
+            let base = ((time_ms as u64) << 24) >> 8;
+            self.next_session_id = (base | ((server_id & 0x7f) << 56)) as i64;
+            if self.next_session_id == 0 {
+                self.next_session_id = 1;
+            }
+        }
+        let id = self.next_session_id;
+        self.next_session_id = self.next_session_id.wrapping_add(1);
+        self.sessions.insert(id, info);
+        id
+    }
+
+    pub fn remove(&mut self, session_id: i64) -> bool {
+        self.sessions.remove(&session_id).is_some()
+    }
+
+    pub fn get(&self, session_id: i64) -> Option<&SessionInfo> {
+        self.sessions.get(&session_id)
+    }
+
+    pub fn contains(&self, session_id: i64) -> bool {
+        self.sessions.contains_key(&session_id)
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&i64, &SessionInfo)> {
+        self.sessions.iter()
+    }
+
+    pub fn serialize(&self, out: &mut BytesMut) {
+        out.put_i64(self.next_session_id);
+        out.put_u32(self.sessions.len() as u32);
+        for (id, info) in &self.sessions {
+            out.put_i64(*id);
+            out.put_i32(info.timeout_ms);
+            info.passwd.write(out);
+        }
+    }
+
+    pub fn deserialize(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let next_session_id = input.read_i64()?;
+        let count = input.read_i32()?;
+        if count < 0 || count as usize > input.remaining() / 16 {
+            return Err(DecodeError::InvalidLength(count));
+        }
+        let mut sessions = BTreeMap::new();
+        for _ in 0..count {
+            let id = input.read_i64()?;
+            let timeout_ms = input.read_i32()?;
+            let passwd = input.read_buffer()?;
+            sessions.insert(id, SessionInfo { timeout_ms, passwd });
+        }
+        Ok(SessionTable {
+            sessions,
+            next_session_id,
+        })
+    }
+}
+
+/// One session's liveness, as the expiry tracker sees it.
+#[derive(Debug, Clone, Copy)]
+struct Liveness {
+    /// The session expires if nothing is heard from it before this instant.
+    deadline: Instant,
+    /// How far each touch pushes the deadline.
+    timeout: Duration,
+    /// A CloseSession was proposed; don't propose another.
+    closing: bool,
+}
+
+/// Decides when sessions expire. Every server tracks; only the leader acts on it.
+#[derive(Debug, Default)]
+pub struct SessionTracker {
+    /// Liveness by session id.
+    sessions: Mutex<HashMap<i64, Liveness>>,
+}
+
+impl SessionTracker {
+    /// A session became known (created, or restored after a restart): it gets a full timeout
+    /// from now, so a restart or an election never causes an expiry storm.
+    pub fn add(&self, session_id: i64, timeout: Duration) {
+        self.sessions.lock().insert(
+            session_id,
+            Liveness {
+                deadline: Instant::now() + timeout,
+                timeout,
+                closing: false,
+            },
+        );
+    }
+
+    /// The client was heard from. Returns false if the session is unknown (expired).
+    pub fn touch(&self, session_id: i64) -> bool {
+        match self.sessions.lock().get_mut(&session_id) {
+            Some(live) => {
+                live.deadline = Instant::now() + live.timeout;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A resuming client negotiated a new timeout.
+    pub fn set_timeout(&self, session_id: i64, timeout: Duration) {
+        if let Some(live) = self.sessions.lock().get_mut(&session_id) {
+            live.timeout = timeout;
+            live.deadline = Instant::now() + timeout;
+        }
+    }
+
+    pub fn remove(&self, session_id: i64) {
+        self.sessions.lock().remove(&session_id);
+    }
+
+    /// Sessions past their deadline that are not already closing; marks them closing.
+    pub fn take_expired(&self, now: Instant) -> Vec<i64> {
+        let mut expired = Vec::new();
+        for (id, live) in self.sessions.lock().iter_mut() {
+            if !live.closing && live.deadline <= now {
+                live.closing = true;
+                expired.push(*id);
+            }
+        }
+        expired.sort_unstable();
+        expired
+    }
+
+    /// Leadership changed or a proposal was lost: let closing sessions be proposed again.
+    pub fn reset_closing(&self) {
+        for live in self.sessions.lock().values_mut() {
+            live.closing = false;
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_deterministic_and_unique() {
+        let info = SessionInfo {
+            timeout_ms: 4000,
+            passwd: vec![7; 16],
+        };
+        let mut a = SessionTable::default();
+        let mut b = SessionTable::default();
+        let ids_a: Vec<i64> = (0..3).map(|_| a.create(1, 1000, info.clone())).collect();
+        let ids_b: Vec<i64> = (0..3).map(|_| b.create(1, 1000, info.clone())).collect();
+        assert_eq!(ids_a, ids_b);
+        assert_eq!(ids_a[1], ids_a[0] + 1);
+        assert!(ids_a.iter().all(|id| *id > 0));
+    }
+
+    #[test]
+    fn table_round_trips() {
+        let mut table = SessionTable::default();
+        table.create(
+            1,
+            99,
+            SessionInfo {
+                timeout_ms: 5,
+                passwd: vec![1, 2],
+            },
+        );
+        let mut out = BytesMut::new();
+        table.serialize(&mut out);
+        let back = SessionTable::deserialize(&mut Reader::new(&out)).unwrap();
+        assert_eq!(back, table);
+        assert!(SessionTable::deserialize(&mut Reader::new(&out[..5])).is_err());
+    }
+
+    #[test]
+    fn tracker_expires_once() {
+        let tracker = SessionTracker::default();
+        tracker.add(1, Duration::from_millis(0));
+        tracker.add(2, Duration::from_secs(60));
+        let now = Instant::now() + Duration::from_millis(1);
+        assert_eq!(tracker.take_expired(now), vec![1]);
+        assert!(tracker.take_expired(now).is_empty());
+        assert!(tracker.touch(2));
+        assert!(!tracker.touch(3));
+    }
+}

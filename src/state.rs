@@ -1,0 +1,359 @@
+//! The replicated state machine: applies committed log entries to the tree and the session
+//! table, fires watches, and hands each result to the connection that asked for it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use parking_lot::{Mutex, RwLock};
+use rookery_protocol::{ErrorCode, Reader, Record, Response, WatcherEvent};
+use tokio::sync::mpsc::UnboundedSender;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::raft::StateMachine;
+use crate::session::{SessionInfo, SessionTable, SessionTracker};
+use crate::tree::{DataTree, OpContext};
+use crate::txn::{Txn, TxnBody};
+use crate::watch::{WatchManager, WatchTrigger, WatcherId};
+
+/// What the state machine and other connections send to a connection.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A watch fired. `zxid` is the change's zxid, or -1 for events raised by SetWatches.
+    Event { zxid: i64, event: WatcherEvent },
+    /// The result of a write this connection proposed.
+    Reply {
+        xid: i32,
+        zxid: i64,
+        result: Result<Response, ErrorCode>,
+    },
+    /// The CreateSession this connection proposed was applied.
+    SessionCreated {
+        session_id: i64,
+        passwd: Vec<u8>,
+        timeout_ms: i32,
+    },
+    /// Close the connection: its session ended elsewhere, moved, or the server is stopping.
+    Close,
+}
+
+/// The state covered by the Raft log: everything here changes only by applying entries.
+#[derive(Debug, Default)]
+pub struct ReplicatedState {
+    pub tree: DataTree,
+    pub sessions: SessionTable,
+    /// The zxid of the last applied entry: reply headers of reads carry it, and a client that
+    /// has seen a later one is refused.
+    pub last_zxid: i64,
+}
+
+/// A connection as the rest of the server reaches it.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// Where replies and events for this connection go.
+    pub tx: UnboundedSender<Outbound>,
+    /// The session the connection carries (0 until the handshake ends).
+    pub session_id: i64,
+    /// For the `cons` four-letter word.
+    pub peer: std::net::SocketAddr,
+}
+
+/// Live connections, by id and by session.
+#[derive(Debug, Default)]
+pub struct ConnRegistry {
+    /// Connection id → handle.
+    pub by_id: HashMap<u64, ConnHandle>,
+    /// Session id → the connection currently carrying it (a session moves on reconnect).
+    pub by_session: HashMap<i64, u64>,
+}
+
+impl ConnRegistry {
+    pub fn send(&self, conn_id: u64, message: Outbound) {
+        if let Some(conn) = self.by_id.get(&conn_id) {
+            // A closed receiver means the connection is going away; nothing to do.
+            let _ = conn.tx.send(message);
+        }
+    }
+}
+
+/// Counters for the `srvr`/`stat`/`mntr` four-letter words.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub packets_received: AtomicU64,
+    pub packets_sent: AtomicU64,
+    /// Request latency in µs: sum, count and max, for avg/max reporting.
+    pub latency_sum_us: AtomicU64,
+    pub latency_count: AtomicU64,
+    pub latency_max_us: AtomicU64,
+    pub latency_min_us: AtomicU64,
+    pub outstanding: AtomicI64,
+    pub connections_total: AtomicU64,
+}
+
+impl Stats {
+    pub fn record_latency(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
+        self.latency_count.fetch_add(1, Ordering::Relaxed);
+        self.latency_max_us.fetch_max(us, Ordering::Relaxed);
+        let min = self.latency_min_us.load(Ordering::Relaxed);
+        if min == 0 || us < min {
+            self.latency_min_us.store(us.max(1), Ordering::Relaxed);
+        }
+    }
+
+    pub fn reset(&self) {
+        self.packets_received.store(0, Ordering::Relaxed);
+        self.packets_sent.store(0, Ordering::Relaxed);
+        self.latency_sum_us.store(0, Ordering::Relaxed);
+        self.latency_count.store(0, Ordering::Relaxed);
+        self.latency_max_us.store(0, Ordering::Relaxed);
+        self.latency_min_us.store(0, Ordering::Relaxed);
+    }
+}
+
+/// State shared by the apply thread, the connections and the housekeeping tasks.
+#[derive(Debug)]
+pub struct Shared {
+    pub config: Config,
+    /// The tree and sessions. The apply thread takes it for writing; reads take it for reading,
+    /// so a read sees whole entries only, and events sent under the write lock are queued
+    /// before any read that could observe their change.
+    pub state: RwLock<ReplicatedState>,
+    /// Watches are per server and per connection, never replicated.
+    pub watches: Mutex<WatchManager>,
+    pub conns: Mutex<ConnRegistry>,
+    /// Expiry clocks of live sessions.
+    pub tracker: SessionTracker,
+    pub stats: Stats,
+    /// A copy of `state.last_zxid` readable without the lock (four-letter words, handshakes).
+    pub last_zxid: AtomicI64,
+    pub started: Instant,
+    /// Connection ids start from a per-boot base so that entries replayed from an earlier run
+    /// never match a connection of this run.
+    next_conn_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Arc<Shared> {
+        let boot = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(1);
+        Arc::new(Shared {
+            config,
+            state: RwLock::new(ReplicatedState::default()),
+            watches: Mutex::new(WatchManager::default()),
+            conns: Mutex::new(ConnRegistry::default()),
+            tracker: SessionTracker::default(),
+            stats: Stats::default(),
+            last_zxid: AtomicI64::new(0),
+            started: Instant::now(),
+            next_conn_id: AtomicU64::new(boot << 20),
+        })
+    }
+
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Routes watch deliveries to their connections.
+    pub fn deliver_events(&self, zxid: i64, deliveries: Vec<(WatcherId, WatcherEvent)>) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let conns = self.conns.lock();
+        for (watcher, event) in deliveries {
+            conns.send(watcher, Outbound::Event { zxid, event });
+        }
+    }
+}
+
+/// Magic and version at the start of a state-machine snapshot.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RKSTATE1";
+
+/// The Raft state machine of one server.
+pub struct Applier {
+    shared: Arc<Shared>,
+}
+
+impl Applier {
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Applier { shared }
+    }
+
+    fn fire(&self, zxid: i64, triggers: &[WatchTrigger]) {
+        if triggers.is_empty() {
+            return;
+        }
+        let mut deliveries = Vec::new();
+        {
+            let mut watches = self.shared.watches.lock();
+            for trigger in triggers {
+                deliveries.extend(watches.trigger(trigger));
+            }
+        }
+        self.shared.deliver_events(zxid, deliveries);
+    }
+
+    fn reply(&self, txn: &Txn, message: Outbound) {
+        if txn.origin.server_id == self.shared.config.server_id && txn.origin.conn_id != 0 {
+            self.shared.conns.lock().send(txn.origin.conn_id, message);
+        }
+    }
+}
+
+impl StateMachine for Applier {
+    fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
+        let zxid = index as i64;
+        let txn = match Txn::decode(data) {
+            Ok(txn) => txn,
+            Err(error) => {
+                // Every replica sees the same bytes, so skipping is deterministic.
+                warn!(zxid, %error, "skipping undecodable log entry");
+                return;
+            }
+        };
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.state.write();
+        state.last_zxid = zxid;
+        shared.last_zxid.store(zxid, Ordering::Release);
+        match &txn.body {
+            TxnBody::CreateSession { timeout_ms, passwd } => {
+                let session_id = state.sessions.create(
+                    txn.origin.server_id,
+                    txn.time_ms,
+                    SessionInfo {
+                        timeout_ms: *timeout_ms,
+                        passwd: passwd.clone(),
+                    },
+                );
+                shared.tracker.add(
+                    session_id,
+                    Duration::from_millis(u64::try_from(*timeout_ms).unwrap_or(0)),
+                );
+                debug!(zxid, session_id = format_args!("{session_id:#x}"), "session created");
+                self.reply(
+                    &txn,
+                    Outbound::SessionCreated {
+                        session_id,
+                        passwd: passwd.clone(),
+                        timeout_ms: *timeout_ms,
+                    },
+                );
+            }
+            TxnBody::CloseSession { session_id } => {
+                let session_id = *session_id;
+                let existed = state.sessions.remove(session_id);
+                shared.tracker.remove(session_id);
+                if existed {
+                    let triggers = state.tree.close_session(zxid, txn.time_ms, session_id);
+                    self.fire(zxid, &triggers);
+                    info!(zxid, session_id = format_args!("{session_id:#x}"), "session closed");
+                }
+                self.reply(
+                    &txn,
+                    Outbound::Reply {
+                        xid: txn.origin.xid,
+                        zxid,
+                        result: Ok(Response::Empty),
+                    },
+                );
+                // Expiry (or a close through another connection): drop the session's connection.
+                let conns = shared.conns.lock();
+                if let Some(conn_id) = conns.by_session.get(&session_id).copied() {
+                    if conn_id != txn.origin.conn_id
+                        || txn.origin.server_id != shared.config.server_id
+                    {
+                        conns.send(conn_id, Outbound::Close);
+                    }
+                }
+            }
+            TxnBody::Request(request) => {
+                // Housekeeping entries (session 0) act as the server itself.
+                let result = if txn.session_id != 0 && !state.sessions.contains(txn.session_id) {
+                    (Err(ErrorCode::SessionExpired), Vec::new())
+                } else {
+                    let ctx = OpContext {
+                        zxid,
+                        time_ms: txn.time_ms,
+                        session_id: txn.session_id,
+                        auth: &txn.auth,
+                        ttl_enabled: shared.config.ttl_enabled,
+                    };
+                    state.tree.apply_write(&ctx, request)
+                };
+                let (result, triggers) = result;
+                self.fire(zxid, &triggers);
+                self.reply(
+                    &txn,
+                    Outbound::Reply {
+                        xid: txn.origin.xid,
+                        zxid,
+                        result,
+                    },
+                );
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let state = self.shared.state.read();
+        let mut out = BytesMut::new();
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        state.last_zxid.write(&mut out);
+        state.sessions.serialize(&mut out);
+        let mut tree = Vec::new();
+        state.tree.serialize(&mut tree);
+        out.extend_from_slice(&tree);
+        out.to_vec()
+    }
+
+    fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
+        let body = data
+            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
+            .ok_or("state snapshot has a bad magic")?;
+        let mut input = Reader::new(body);
+        let last_zxid = i64::read(&mut input).map_err(|e| e.to_string())?;
+        let sessions = SessionTable::deserialize(&mut input).map_err(|e| e.to_string())?;
+        let consumed = body.len() - input.remaining();
+        let tree = DataTree::deserialize(&body[consumed..]).map_err(|e| e.to_string())?;
+        for (id, info) in sessions.iter() {
+            self.shared.tracker.add(
+                *id,
+                Duration::from_millis(u64::try_from(info.timeout_ms).unwrap_or(0)),
+            );
+        }
+        let mut state = self.shared.state.write();
+        state.tree = tree;
+        state.sessions = sessions;
+        state.last_zxid = last_zxid.max(index as i64);
+        self.shared
+            .last_zxid
+            .store(state.last_zxid, Ordering::Release);
+        info!(index, sessions = state.sessions.len(), "state restored from snapshot");
+        Ok(())
+    }
+
+    fn proposal_dropped(&mut self, data: &[u8]) {
+        if let Ok(txn) = Txn::decode(data) {
+            warn!(conn = txn.origin.conn_id, "proposal dropped; closing the connection");
+            if txn.origin.conn_id != 0 {
+                self.shared
+                    .conns
+                    .lock()
+                    .send(txn.origin.conn_id, Outbound::Close);
+            }
+        }
+    }
+
+    fn on_role_change(&mut self, is_leader: bool, term: u64) {
+        info!(is_leader, term, "raft role changed");
+        if is_leader {
+            self.shared.tracker.reset_closing();
+        }
+    }
+}
