@@ -1,0 +1,1 @@
+//! Async ZooKeeper-protocol client (work in progress).
