@@ -266,9 +266,22 @@ def rookery(tmp_path_factory):
     srv.stop()
 
 
+def check_alive(srv):
+    """Fail at once (with the server's log) if a session-scoped server has died."""
+    if srv.proc.poll() is not None:
+        pytest.fail(
+            f"{srv.kind} (pid {srv.proc.pid}) has exited with status {srv.proc.returncode}; "
+            f"log tail:\n{_tail(srv.log_path)}",
+            pytrace=False,
+        )
+    return srv
+
+
 @pytest.fixture
 def server(request):
-    return request.getfixturevalue(TARGET_FIXTURES[request.param])
+    srv = check_alive(request.getfixturevalue(TARGET_FIXTURES[request.param]))
+    yield srv
+    check_alive(srv)
 
 
 _unique = itertools.count()

@@ -21,7 +21,7 @@ from kazoo.protocol.serialization import Create2, Watch
 from kazoo.protocol.states import Callback, KazooState, ZnodeStat
 from kazoo.security import ACL, ANYONE_ID_UNSAFE, OPEN_ACL_UNSAFE, Permissions
 
-from conftest import targets
+from conftest import check_alive, targets
 
 SEEDS = [int(s) for s in os.environ.get("ROOKERY_DIFF_SEEDS", "101,202,303").split(",")]
 N_OPS = int(os.environ.get("ROOKERY_DIFF_OPS", "400"))
@@ -57,7 +57,9 @@ def pytest_generate_tests(metafunc):
 @pytest.fixture
 def pair(request, peer, zookeeper):
     other = request.getfixturevalue("rookery" if peer == "rookery" else "zookeeper2")
-    return zookeeper, other
+    yield check_alive(zookeeper), check_alive(other)
+    check_alive(zookeeper)
+    check_alive(other)
 
 
 class CreateContainer(Create2):
@@ -354,7 +356,7 @@ def test_differential(pair, peer, seed):
             recent = "\n".join(f"  #{j}: {o!r} -> {r!r}" for j, o, r in history[-8:])
             pytest.fail(
                 f"seed={seed} op #{i} {op!r}: {what} differ\n"
-                f"  zk:    {a!r}\n  {peer}: {b!r}\nprevious ops:\n{recent}",
+                f"  zookeeper:    {a!r}\n  peer ({peer}): {b!r}\nprevious ops:\n{recent}",
                 pytrace=False,
             )
 
