@@ -40,7 +40,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
 
 step "cargo build --workspace --all-targets"
-cargo build --workspace --all-targets
+cargo build --workspace --all-targets || { echo "FAILED: cargo build --workspace --all-targets"; exit 1; }
 
 failed=()
 step "cargo test --workspace"
@@ -65,6 +65,8 @@ esac
 step "summary"
 echo "cargo test:"
 grep -E '^test result:|^error(\[|:)' "$LOGDIR/cargo-test.log" | sed 's/^/  /' || echo "  (no test result lines)"
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
+     END { printf "  cargo total: %d passed, %d failed\n", p, f }' "$LOGDIR/cargo-test.log"
 echo "pytest:"
 tail -n 1 "$LOGDIR/pytest.log" | sed 's/^/  /'
 echo "total time: $(( $(date +%s) - START ))s; logs in $LOGDIR"
