@@ -10,7 +10,7 @@ pub mod jute;
 pub mod message;
 pub mod records;
 
-pub use codec::{Frame, FrameCodec, DEFAULT_MAX_FRAME};
+pub use codec::{write_frame, Frame, FrameCodec, DEFAULT_MAX_FRAME};
 pub use consts::*;
 pub use fourlw::FourLetterWord;
 pub use jute::{DecodeError, Reader, Record};

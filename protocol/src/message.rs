@@ -10,7 +10,10 @@ use crate::records::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MultiOp {
     /// create (1), create2 (15) or createContainer (19); `op` says which result shape to return.
-    Create { op: OpCode, req: CreateRequest },
+    Create {
+        op: OpCode,
+        req: CreateRequest,
+    },
     CreateTtl(CreateTtlRequest),
     Delete(DeleteRequest),
     SetData(SetDataRequest),
@@ -352,8 +355,8 @@ impl MultiResult {
     }
 
     fn read(header: &MultiHeader, input: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let op = OpCode::from_wire(header.op_type)
-            .ok_or(DecodeError::UnknownOpCode(header.op_type))?;
+        let op =
+            OpCode::from_wire(header.op_type).ok_or(DecodeError::UnknownOpCode(header.op_type))?;
         Ok(match op {
             OpCode::Create => MultiResult::Create(String::read(input)?),
             OpCode::Create2 | OpCode::CreateContainer | OpCode::CreateTtl => {
@@ -366,12 +369,10 @@ impl MultiResult {
             OpCode::GetData => MultiResult::GetData(Vec::<u8>::read(input)?, Stat::read(input)?),
             OpCode::Error => {
                 let code = i32::read(input)?;
-                MultiResult::Error(ErrorCode::from_wire(code).ok_or(
-                    DecodeError::InvalidValue {
-                        field: "multi error",
-                        value: i64::from(code),
-                    },
-                )?)
+                MultiResult::Error(ErrorCode::from_wire(code).ok_or(DecodeError::InvalidValue {
+                    field: "multi error",
+                    value: i64::from(code),
+                })?)
             }
             _ => return Err(DecodeError::UnknownOpCode(header.op_type)),
         })
@@ -381,9 +382,13 @@ impl MultiResult {
 /// A reply body; its shape depends on the request's opcode.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// delete, ping, check, auth, setWatches, checkWatches, removeWatches, addWatch, closeSession:
+    /// delete, ping, check, auth, setWatches, checkWatches, removeWatches, closeSession:
     /// a ReplyHeader alone.
     Empty,
+    /// A bare ErrorResponse body. ZooKeeper answers addWatch with `ErrorResponse{err: 0}`
+    /// (FinalRequestProcessor), and the Java client deserializes it: a ReplyHeader alone makes
+    /// it hit EOF and drop the connection. See [`Response::ADD_WATCH_OK`].
+    Error(ErrorResponse),
     Create(CreateResponse),
     Create2(Create2Response),
     /// exists, setData, setACL: a Stat alone.
@@ -401,9 +406,13 @@ pub enum Response {
 }
 
 impl Response {
+    /// The body of a successful addWatch reply: `ErrorResponse{err: 0}`.
+    pub const ADD_WATCH_OK: Response = Response::Error(ErrorResponse { err: 0 });
+
     pub fn write(&self, out: &mut BytesMut) {
         match self {
             Response::Empty => {}
+            Response::Error(r) => r.write(out),
             Response::Create(r) => r.write(out),
             Response::Create2(r) => r.write(out),
             Response::Stat(r) => r.write(out),
@@ -455,6 +464,9 @@ impl Response {
             }
             OpCode::WhoAmI => Response::WhoAmI(WhoAmIResponse::read(input)?),
             OpCode::Sasl => Response::Sasl(SetSaslResponse::read(input)?),
+            // Tolerates a server that sends a ReplyHeader alone.
+            OpCode::AddWatch if input.is_empty() => Response::Empty,
+            OpCode::AddWatch => Response::Error(ErrorResponse::read(input)?),
             _ => Response::Empty,
         })
     }

@@ -59,6 +59,21 @@ jute_record! {
     }
 }
 
+impl From<SetWatches> for SetWatches2 {
+    /// ZooKeeper handles SetWatches (101) as SetWatches2 (105) without persistent watches
+    /// (FinalRequestProcessor).
+    fn from(w: SetWatches) -> Self {
+        SetWatches2 {
+            relative_zxid: w.relative_zxid,
+            data_watches: w.data_watches,
+            exist_watches: w.exist_watches,
+            child_watches: w.child_watches,
+            persistent_watches: Vec::new(),
+            persistent_recursive_watches: Vec::new(),
+        }
+    }
+}
+
 jute_record! {
     /// Precedes every request after the handshake.
     RequestHeader { xid: i32, op_type: i32 }
