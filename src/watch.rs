@@ -15,6 +15,15 @@
 //! (`DataTree.addWatch`, `setWatches`, `removeWatch`), and triggers never clear it, so a single
 //! bit represents both copies faithfully.
 //!
+//! ZooKeeper 3.8 differs, and we deliberately follow 3.9: 3.8 keeps one mode per (watcher, path)
+//! (a later getData replaces a persistent watch's mode), its removeWatches Data/Children also
+//! drop persistent watches on the path, and WatcherType 4/5 (Persistent, PersistentRecursive)
+//! do not exist there. Event delivery for the common cases is the same in both.
+//!
+//! Notifications carry no zxid in the WatcherEvent record; since 3.9 ZooKeeper puts the
+//! triggering write's zxid in the notification's ReplyHeader (3.8 sends -1). That is the
+//! server's business: it knows which write produced the trigger.
+//!
 //! Nothing here does I/O: the server holds a `WatchManager` under a mutex, applies a write to
 //! the tree, feeds the resulting [`WatchTrigger`]s to [`WatchManager::trigger`] (or
 //! [`WatchManager::fire`]) and sends the events to the connections it is told about.
