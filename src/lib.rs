@@ -6,7 +6,10 @@
 
 pub mod config;
 pub mod raft;
+pub mod server;
 pub mod session;
+pub mod state;
 pub mod storage;
+pub mod tree;
 pub mod txn;
 pub mod watch;

@@ -93,7 +93,8 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
             }
             let state = ctx.shared.state.read();
             ctx.shared.watches.lock().add(ctx.conn_id, &add.path, kind);
-            LocalOutcome::new(Ok(Response::Empty), state.last_zxid)
+            // ZooKeeper answers addWatch with an ErrorResponse(0) body; Java clients read it.
+            LocalOutcome::new(Ok(Response::ADD_WATCH_OK), state.last_zxid)
         }
         Request::CheckWatches(check) => {
             watch_query(ctx, &check.path, check.watcher_type, false, last_zxid())
