@@ -8,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("ROOKERY_LOG").unwrap_or_else(|_| EnvFilter::new("info,raft=warn")),
+            EnvFilter::try_from_env("ROOKERY_LOG")
+                .unwrap_or_else(|_| EnvFilter::new("info,raft=warn")),
         )
         .with_writer(std::io::stderr)
         .init();

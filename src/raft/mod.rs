@@ -169,6 +169,9 @@ struct Shared {
     applied: AtomicU64,
     /// Index of the newest durable snapshot file (0 if none).
     snapshot_index: AtomicU64,
+    /// Set once this node, as leader, has applied an entry of its own term: everything
+    /// committed before it is applied too, so reads and handshakes see the whole history.
+    caught_up: AtomicBool,
     /// Number of snapshots written by this process.
     snapshots_taken: AtomicU64,
     /// LMDB counters (write transactions, entries) for group-commit metrics.
@@ -265,6 +268,12 @@ impl RaftHandle {
 
     pub fn term(&self) -> u64 {
         self.shared.term.load(Ordering::Acquire)
+    }
+
+    /// True when this node leads and has applied every entry committed before its term.
+    pub fn is_caught_up_leader(&self) -> bool {
+        self.shared.is_leader.load(Ordering::Acquire)
+            && self.shared.caught_up.load(Ordering::Acquire)
     }
 
     pub fn applied_index(&self) -> u64 {

@@ -363,6 +363,10 @@ impl Node {
         self.apply_entries(light.take_committed_entries())?;
         self.raw.advance_apply();
 
+        let caught_up = self.raw.raft.state == StateRole::Leader
+            && self.raw.raft.commit_to_current_term()
+            && self.applied >= self.raw.raft.raft_log.committed;
+        self.shared.caught_up.store(caught_up, Ordering::Release);
         if self.applied > before {
             self.shared.applied.store(self.applied, Ordering::Release);
             self.sm.applied_batch(self.applied);

@@ -170,7 +170,10 @@ fn monitor(shared: &Shared) -> String {
             "zk_last_zxid",
             shared.last_zxid.load(Ordering::Acquire).to_string(),
         ),
-        ("zk_uptime", shared.started.elapsed().as_millis().to_string()),
+        (
+            "zk_uptime",
+            shared.started.elapsed().as_millis().to_string(),
+        ),
     ];
     rows.into_iter()
         .map(|(key, value)| format!("{key}\t{value}\n"))
@@ -206,12 +209,7 @@ fn connections(shared: &Shared) -> String {
     let mut lines: Vec<String> = conns
         .by_id
         .values()
-        .map(|conn| {
-            format!(
-                " /{}[1](queued=0,sid={:#x})\n",
-                conn.peer, conn.session_id
-            )
-        })
+        .map(|conn| format!(" /{}[1](queued=0,sid={:#x})\n", conn.peer, conn.session_id))
         .collect();
     lines.sort();
     lines.concat()

@@ -17,9 +17,8 @@ use futures::{FutureExt, StreamExt};
 use rand::RngCore;
 use rookery_protocol::codec::write_frame;
 use rookery_protocol::{
-    encode_reply, xids, ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Frame,
-    FrameCodec, Id, OpCode, Reader, Record, ReplyHeader, Request, RequestHeader, Response,
-    WatcherEvent,
+    encode_reply, xids, ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Frame, FrameCodec,
+    Id, OpCode, Reader, Record, ReplyHeader, Request, RequestHeader, Response, WatcherEvent,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -210,10 +209,9 @@ impl Connection {
                     .await?;
                 return Ok(false);
             }
-            self.shared.tracker.set_timeout(
-                request.session_id,
-                Duration::from_millis(timeout_ms as u64),
-            );
+            self.shared
+                .tracker
+                .set_timeout(request.session_id, Duration::from_millis(timeout_ms as u64));
             (request.session_id, request.passwd.clone())
         };
         self.session_id = session_id;
@@ -236,10 +234,7 @@ impl Connection {
             session_id: 0,
             time_ms: now_ms(),
             auth: Vec::new(),
-            body: TxnBody::CreateSession {
-                timeout_ms,
-                passwd,
-            },
+            body: TxnBody::CreateSession { timeout_ms, passwd },
         };
         if self.raft.propose(txn.encode()).is_err() {
             return Err(ConnectionError::Refused("raft is not running".into()));
@@ -510,7 +505,10 @@ impl Connection {
                         auth: self.auth.clone(),
                         body,
                     };
-                    self.shared.stats.outstanding.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .outstanding
+                        .fetch_add(1, Ordering::Relaxed);
                     if self.raft.propose(txn.encode()).is_err() {
                         warn!("raft is not running; dropping the connection");
                         let _ = self.tx.send(Outbound::Close);
@@ -535,16 +533,25 @@ impl Connection {
                     ..
                 }) = self.queue.front()
                 else {
-                    warn!(xid, "reply for a write that is not pending; dropping the connection");
+                    warn!(
+                        xid,
+                        "reply for a write that is not pending; dropping the connection"
+                    );
                     return Next::CloseAfterFlush;
                 };
                 if *expected != xid {
-                    warn!(xid, expected, "write replies out of order; dropping the connection");
+                    warn!(
+                        xid,
+                        expected, "write replies out of order; dropping the connection"
+                    );
                     return Next::CloseAfterFlush;
                 }
                 let received = *received;
                 self.queue.pop_front();
-                self.shared.stats.outstanding.fetch_sub(1, Ordering::Relaxed);
+                self.shared
+                    .stats
+                    .outstanding
+                    .fetch_sub(1, Ordering::Relaxed);
                 self.write_reply(xid, zxid, &result, received);
                 let next = self.pump();
                 if self.closing && self.queue.is_empty() {
@@ -610,7 +617,10 @@ impl Connection {
             header.write(out);
             event.write(out);
         });
-        self.shared.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .packets_sent
+            .fetch_add(1, Ordering::Relaxed);
     }
 
     fn write_reply(
@@ -626,7 +636,10 @@ impl Connection {
         };
         let header = ReplyHeader { xid, zxid, err };
         write_frame(&mut self.out, |out| encode_reply(&header, body, out));
-        self.shared.stats.packets_sent.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .stats
+            .packets_sent
+            .fetch_add(1, Ordering::Relaxed);
         self.shared.stats.record_latency(received.elapsed());
     }
 }

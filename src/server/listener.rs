@@ -33,7 +33,7 @@ pub enum ServerError {
     },
     #[error("raft: {0}")]
     Raft(#[from] RaftError),
-    #[error("raft did not elect this server leader within {0:?}")]
+    #[error("raft did not elect this server leader and replay its log within {0:?}")]
     NoLeader(Duration),
 }
 
@@ -94,12 +94,14 @@ impl Server {
             tokio::task::spawn_blocking(move || RaftHandle::start(options, Box::new(applier)))
                 .await
                 .map_err(|_| ServerError::Raft(RaftError::StartupPanicked))??;
-        // A one-voter group elects itself at once; wait for it so the first handshake succeeds.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !raft.is_leader() {
+        // A one-voter group elects itself at once. Wait for that, and for the replay of the
+        // log tail, so the first client sees the whole acknowledged history.
+        let wait = Duration::from_secs(120);
+        let deadline = Instant::now() + wait;
+        while !raft.is_caught_up_leader() {
             if Instant::now() > deadline {
                 raft.shutdown();
-                return Err(ServerError::NoLeader(Duration::from_secs(10)));
+                return Err(ServerError::NoLeader(wait));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
