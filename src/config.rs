@@ -30,7 +30,11 @@ pub enum ConfigError {
 /// Command-line flags. Every flag is optional: a flag overrides the config file, which
 /// overrides the built-in default.
 #[derive(Debug, Default, Parser)]
-#[command(name = "rookery", version, about = "A ZooKeeper-compatible coordination service")]
+#[command(
+    name = "rookery",
+    version,
+    about = "A ZooKeeper-compatible coordination service"
+)]
 pub struct Flags {
     /// A zoo.cfg-compatible configuration file.
     #[arg(long, value_name = "FILE")]
@@ -242,7 +246,10 @@ impl Config {
                     self.super_digest = Some(parse_super_digest(value).map_err(|r| bad(&r))?)
                 }
                 other if KNOWN_KEYS.contains(&other) => {
-                    tracing::info!(key = other, "config key accepted and ignored in standalone mode")
+                    tracing::info!(
+                        key = other,
+                        "config key accepted and ignored in standalone mode"
+                    )
                 }
                 other => tracing::warn!(key = other, file = %origin, "unknown config key ignored"),
             }
@@ -315,8 +322,7 @@ impl Config {
         }
         if let Some(digest) = &flags.super_digest {
             self.super_digest = Some(
-                parse_super_digest(digest)
-                    .map_err(|r| flag_error("--super-digest", digest, &r))?,
+                parse_super_digest(digest).map_err(|r| flag_error("--super-digest", digest, &r))?,
             );
         }
         if flags.config.is_none() {
@@ -327,7 +333,9 @@ impl Config {
 
     fn check(&self) -> Result<(), ConfigError> {
         if self.tick_time.is_zero() {
-            return Err(ConfigError::Inconsistent("tickTime must be positive".into()));
+            return Err(ConfigError::Inconsistent(
+                "tickTime must be positive".into(),
+            ));
         }
         if self.min_session_timeout > self.max_session_timeout {
             return Err(ConfigError::Inconsistent(format!(
@@ -355,7 +363,9 @@ impl Config {
     pub fn negotiate_timeout(&self, requested_ms: i32) -> i32 {
         let min = self.min_session_timeout.as_millis() as i64;
         let max = self.max_session_timeout.as_millis() as i64;
-        i64::from(requested_ms).clamp(min, max).min(i64::from(i32::MAX)) as i32
+        i64::from(requested_ms)
+            .clamp(min, max)
+            .min(i64::from(i32::MAX)) as i32
     }
 }
 

@@ -235,7 +235,11 @@ impl StateMachine for Applier {
                     session_id,
                     Duration::from_millis(u64::try_from(*timeout_ms).unwrap_or(0)),
                 );
-                debug!(zxid, session_id = format_args!("{session_id:#x}"), "session created");
+                debug!(
+                    zxid,
+                    session_id = format_args!("{session_id:#x}"),
+                    "session created"
+                );
                 self.reply(
                     &txn,
                     Outbound::SessionCreated {
@@ -252,7 +256,11 @@ impl StateMachine for Applier {
                 if existed {
                     let triggers = state.tree.close_session(zxid, txn.time_ms, session_id);
                     self.fire(zxid, &triggers);
-                    info!(zxid, session_id = format_args!("{session_id:#x}"), "session closed");
+                    info!(
+                        zxid,
+                        session_id = format_args!("{session_id:#x}"),
+                        "session closed"
+                    );
                 }
                 self.reply(
                     &txn,
@@ -334,13 +342,20 @@ impl StateMachine for Applier {
         self.shared
             .last_zxid
             .store(state.last_zxid, Ordering::Release);
-        info!(index, sessions = state.sessions.len(), "state restored from snapshot");
+        info!(
+            index,
+            sessions = state.sessions.len(),
+            "state restored from snapshot"
+        );
         Ok(())
     }
 
     fn proposal_dropped(&mut self, data: &[u8]) {
         if let Ok(txn) = Txn::decode(data) {
-            warn!(conn = txn.origin.conn_id, "proposal dropped; closing the connection");
+            warn!(
+                conn = txn.origin.conn_id,
+                "proposal dropped; closing the connection"
+            );
             if txn.origin.conn_id != 0 {
                 self.shared
                     .conns
