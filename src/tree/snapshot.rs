@@ -1,0 +1,392 @@
+//! Snapshot encoding of the tree: compact, canonical (the same tree always gives the same
+//! bytes, whatever its history or memory layout) and checked on decode.
+//!
+//! ```text
+//! magic "RKTREE\0\0" | version u32 | acl_count u32 | acl lists | node_count u64 | nodes | crc32 u32
+//! acl list: n u32, then n × (perms i32, scheme bytes, id bytes)
+//! node (pre-order, children sorted by name): name bytes, num_children u32,
+//!      czxid, mzxid, ctime, mtime, pzxid, ephemeral_owner (i64), version, cversion,
+//!      aversion (i32), acl u32, data bytes
+//! bytes: u32 length + content; integers big-endian; crc32 covers everything before it.
+//! ```
+//! ACL lists are numbered in order of first use by the nodes, and every list is used once
+//! at least, so that decoding then encoding reproduces the input byte for byte.
+
+use std::collections::{BTreeSet, HashMap};
+
+use rookery_protocol::{ephemeral_owner, Acl, Id};
+
+use super::acl::AclCache;
+use super::node::{NewNode, NodeId, NodeStore, PersistedStat, ROOT};
+use super::path::is_valid_path;
+use super::{java_len, DataTree};
+
+const MAGIC: &[u8; 8] = b"RKTREE\0\0";
+const VERSION: u32 = 1;
+/// Smallest encoded node: empty name and data.
+const MIN_NODE_BYTES: usize = 4 + 4 + 6 * 8 + 3 * 4 + 4 + 4;
+/// Smallest encoded ACL entry.
+const MIN_ACL_BYTES: usize = 4 + 4 + 4;
+/// Longest path accepted on decode (far beyond what a client request can carry).
+const MAX_PATH: usize = 1 << 24;
+
+/// Why bytes are not a tree snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TreeError {
+    /// The input ends early.
+    #[error("tree snapshot truncated")]
+    Truncated,
+    /// The input does not start with the tree magic.
+    #[error("not a tree snapshot (bad magic)")]
+    BadMagic,
+    /// Written by a newer format.
+    #[error("unsupported tree snapshot version {0}")]
+    UnsupportedVersion(u32),
+    /// The checksum does not match: the bytes were damaged.
+    #[error("tree snapshot checksum mismatch")]
+    Checksum,
+    /// Well-formed bytes that do not describe a valid tree.
+    #[error("invalid tree snapshot: {0}")]
+    Invalid(&'static str),
+    /// Bytes left after the last node.
+    #[error("{0} trailing bytes in tree snapshot")]
+    TrailingBytes(usize),
+}
+
+fn put_u32(out: &mut Vec<u8>, v: u32) {
+    out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    // Lengths come from in-memory strings and buffers, far below 4 GiB.
+    put_u32(out, u32::try_from(b.len()).unwrap_or(u32::MAX));
+    out.extend_from_slice(b);
+}
+
+/// A bounds-checked reader.
+struct Cursor<'a> {
+    /// Unread input.
+    buf: &'a [u8],
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], TreeError> {
+        if self.buf.len() < n {
+            return Err(TreeError::Truncated);
+        }
+        let (head, tail) = self.buf.split_at(n);
+        self.buf = tail;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], TreeError> {
+        let mut a = [0u8; N];
+        a.copy_from_slice(self.take(N)?);
+        Ok(a)
+    }
+
+    fn u32(&mut self) -> Result<u32, TreeError> {
+        Ok(u32::from_be_bytes(self.array()?))
+    }
+
+    fn i32(&mut self) -> Result<i32, TreeError> {
+        Ok(i32::from_be_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, TreeError> {
+        Ok(i64::from_be_bytes(self.array()?))
+    }
+
+    fn u64(&mut self) -> Result<u64, TreeError> {
+        Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], TreeError> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+
+    fn string(&mut self) -> Result<&'a str, TreeError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| TreeError::Invalid("string is not UTF-8"))
+    }
+}
+
+/// One decoded node: name, child count, stat, ACL cache index, data.
+type NodeRecord<'a> = (&'a str, u32, PersistedStat, u32, &'a [u8]);
+
+/// Reads one node; `next_acl` enforces first-use numbering of the ACL table.
+fn read_node<'a>(
+    c: &mut Cursor<'a>,
+    table: &[u32],
+    next_acl: &mut usize,
+) -> Result<NodeRecord<'a>, TreeError> {
+    let name = c.string()?;
+    let num_children = c.u32()?;
+    let stat = PersistedStat {
+        czxid: c.i64()?,
+        mzxid: c.i64()?,
+        ctime: c.i64()?,
+        mtime: c.i64()?,
+        pzxid: c.i64()?,
+        ephemeral_owner: c.i64()?,
+        version: c.i32()?,
+        cversion: c.i32()?,
+        aversion: c.i32()?,
+    };
+    let acl = c.u32()? as usize;
+    if acl > *next_acl || acl >= table.len() {
+        return Err(TreeError::Invalid("ACL index out of order or range"));
+    }
+    if acl == *next_acl {
+        *next_acl += 1;
+    }
+    let data = c.bytes()?;
+    Ok((name, num_children, stat, table[acl], data))
+}
+
+impl DataTree {
+    /// Node ids in canonical order: pre-order, children sorted by name.
+    fn canonical_order(&self) -> Vec<NodeId> {
+        let mut order = Vec::with_capacity(self.nodes.len());
+        let mut stack = vec![ROOT];
+        while let Some(id) = stack.pop() {
+            let Some(node) = self.nodes.get(id) else {
+                continue;
+            };
+            order.push(id);
+            let mut children = node.children().to_vec();
+            children.sort_unstable_by(|a, b| {
+                let name = |id: &NodeId| self.nodes.get(*id).map(|n| n.name_bytes());
+                name(b).cmp(&name(a))
+            });
+            stack.extend(children);
+        }
+        order
+    }
+
+    /// Appends the snapshot encoding of the whole tree to `out`.
+    pub fn serialize(&self, out: &mut Vec<u8>) {
+        let start = out.len();
+        out.extend_from_slice(MAGIC);
+        put_u32(out, VERSION);
+        let order = self.canonical_order();
+        let mut numbering: HashMap<u32, u32> = HashMap::new();
+        let mut table = Vec::new();
+        for &id in &order {
+            if let Some(node) = self.nodes.get(id) {
+                numbering.entry(node.acl).or_insert_with(|| {
+                    table.push(node.acl);
+                    (table.len() - 1) as u32
+                });
+            }
+        }
+        put_u32(out, table.len() as u32);
+        for &index in &table {
+            let acl = self.acls.get(index);
+            put_u32(out, acl.len() as u32);
+            for entry in acl {
+                out.extend_from_slice(&entry.perms.to_be_bytes());
+                put_bytes(out, entry.id.scheme.as_bytes());
+                put_bytes(out, entry.id.id.as_bytes());
+            }
+        }
+        out.extend_from_slice(&(order.len() as u64).to_be_bytes());
+        for &id in &order {
+            let Some(node) = self.nodes.get(id) else {
+                continue;
+            };
+            put_bytes(out, node.name_bytes());
+            put_u32(out, node.num_children() as u32);
+            for v in [
+                node.czxid,
+                node.mzxid,
+                node.ctime,
+                node.mtime,
+                node.pzxid,
+                node.ephemeral_owner,
+            ] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            for v in [node.version, node.cversion, node.aversion] {
+                out.extend_from_slice(&v.to_be_bytes());
+            }
+            put_u32(out, numbering.get(&node.acl).copied().unwrap_or(0));
+            put_bytes(out, node.data());
+        }
+        let crc = crc32fast::hash(&out[start..]);
+        put_u32(out, crc);
+    }
+
+    /// Decodes a snapshot made by [`DataTree::serialize`]. Rejects damaged or non-canonical
+    /// input with an error; never panics.
+    pub fn deserialize(bytes: &[u8]) -> Result<Self, TreeError> {
+        if bytes.len() < MAGIC.len() + 4 + 4 {
+            return Err(TreeError::Truncated);
+        }
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        let mut c = Cursor { buf: body };
+        if c.take(MAGIC.len())? != MAGIC {
+            return Err(TreeError::BadMagic);
+        }
+        let version = c.u32()?;
+        if version != VERSION {
+            return Err(TreeError::UnsupportedVersion(version));
+        }
+        let mut crc_bytes = [0u8; 4];
+        crc_bytes.copy_from_slice(crc);
+        if crc32fast::hash(body) != u32::from_be_bytes(crc_bytes) {
+            return Err(TreeError::Checksum);
+        }
+
+        // ACL table.
+        let acl_count = c.u32()? as usize;
+        if acl_count > c.buf.len() / 4 {
+            return Err(TreeError::Truncated);
+        }
+        let mut acls = AclCache::default();
+        let mut table: Vec<u32> = Vec::with_capacity(acl_count);
+        for _ in 0..acl_count {
+            let n = c.u32()? as usize;
+            if n > c.buf.len() / MIN_ACL_BYTES {
+                return Err(TreeError::Truncated);
+            }
+            let mut list = Vec::with_capacity(n);
+            for _ in 0..n {
+                let perms = c.i32()?;
+                let scheme = c.string()?.to_string();
+                let id = c.string()?.to_string();
+                list.push(Acl {
+                    perms,
+                    id: Id { scheme, id },
+                });
+            }
+            let index = acls
+                .intern(&list)
+                .ok_or(TreeError::Invalid("too many ACL lists"))?;
+            if table.contains(&index) {
+                return Err(TreeError::Invalid("duplicate ACL list"));
+            }
+            table.push(index);
+        }
+
+        // Nodes.
+        let count = c.u64()?;
+        if count == 0 {
+            return Err(TreeError::Invalid("no root"));
+        }
+        if count > (c.buf.len() / MIN_NODE_BYTES) as u64 {
+            return Err(TreeError::Truncated);
+        }
+        let mut next_acl = 0usize;
+
+        let (name, root_children, root_stat, root_acl, root_data) =
+            read_node(&mut c, &table, &mut next_acl)?;
+        if !name.is_empty() {
+            return Err(TreeError::Invalid("root has a name"));
+        }
+        if root_stat.ephemeral_owner != 0 {
+            return Err(TreeError::Invalid("root is not persistent"));
+        }
+        acls.retain(root_acl);
+        let nodes = NodeStore::new(NewNode {
+            name: "",
+            data: root_data,
+            acl: root_acl,
+            stat: root_stat,
+        })
+        .ok_or(TreeError::Invalid("root"))?;
+        let mut tree = DataTree {
+            nodes,
+            acls,
+            ephemerals: HashMap::new(),
+            containers: BTreeSet::new(),
+            ttls: BTreeSet::new(),
+            data_size: java_len("/") + root_data.len() as u64,
+        };
+
+        /// A node whose children are still being read.
+        struct Frame {
+            /// The node.
+            id: NodeId,
+            /// Children not read yet.
+            remaining: u32,
+            /// Length of `path` up to this node (the root's is 0).
+            path_len: usize,
+            /// The last child read, to check the sort order.
+            last_child: Option<NodeId>,
+        }
+        let mut path = String::new();
+        let mut stack = Vec::new();
+        if root_children > 0 {
+            stack.push(Frame {
+                id: ROOT,
+                remaining: root_children,
+                path_len: 0,
+                last_child: None,
+            });
+        }
+        for _ in 1..count {
+            let (name, num_children, stat, acl, data) = read_node(&mut c, &table, &mut next_acl)?;
+            while stack.last().is_some_and(|f| f.remaining == 0) {
+                stack.pop();
+            }
+            let Some(frame) = stack.last_mut() else {
+                return Err(TreeError::Invalid("more nodes than the tree holds"));
+            };
+            frame.remaining -= 1;
+            let parent = frame.id;
+            if let Some(last) = frame.last_child {
+                let last = tree
+                    .nodes
+                    .get(last)
+                    .map(|n| n.name_bytes())
+                    .unwrap_or_default();
+                if last >= name.as_bytes() {
+                    return Err(TreeError::Invalid("children not sorted"));
+                }
+            }
+            path.truncate(frame.path_len);
+            path.push('/');
+            path.push_str(name);
+            if name.is_empty() || name.contains('/') || path.len() > MAX_PATH {
+                return Err(TreeError::Invalid("bad node name"));
+            }
+            if !is_valid_path(&path) {
+                return Err(TreeError::Invalid("invalid path"));
+            }
+            let parent_owner = tree.nodes.get(parent).map_or(0, |n| n.ephemeral_owner);
+            if ephemeral_owner::is_session(parent_owner) {
+                return Err(TreeError::Invalid("ephemeral node with children"));
+            }
+            tree.acls.retain(acl);
+            let id = tree
+                .attach(parent, &path, name, data, acl, stat)
+                .ok_or(TreeError::Invalid("too many nodes"))?;
+            if let Some(frame) = stack.last_mut() {
+                frame.last_child = Some(id);
+            }
+            if num_children > 0 {
+                stack.push(Frame {
+                    id,
+                    remaining: num_children,
+                    path_len: path.len(),
+                    last_child: None,
+                });
+            }
+        }
+        if stack.iter().any(|f| f.remaining > 0) {
+            return Err(TreeError::Invalid("fewer nodes than the tree holds"));
+        }
+        if next_acl != table.len() {
+            return Err(TreeError::Invalid("unused ACL list"));
+        }
+        if !c.buf.is_empty() {
+            return Err(TreeError::TrailingBytes(c.buf.len()));
+        }
+        // Drop the table's own references: the nodes now hold theirs.
+        for index in table {
+            tree.acls.release(index);
+        }
+        Ok(tree)
+    }
+}
