@@ -7,9 +7,9 @@ use bytes::BytesMut;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rookery_protocol::codec::write_frame;
 use rookery_protocol::{
-    encode_reply, perms, Acl, CheckVersionRequest, CreateRequest, DeleteRequest, Frame,
-    FrameCodec, GetDataResponse, Id, MultiOp, OpCode, Reader, Record, ReplyHeader, Request,
-    Response, SetDataRequest, Stat, DEFAULT_MAX_FRAME,
+    encode_reply, perms, Acl, CheckVersionRequest, CreateRequest, DeleteRequest, Frame, FrameCodec,
+    GetDataResponse, Id, MultiOp, OpCode, Reader, Record, ReplyHeader, Request, Response,
+    SetDataRequest, Stat, DEFAULT_MAX_FRAME,
 };
 use tokio_util::codec::Decoder;
 
@@ -94,7 +94,11 @@ fn records(c: &mut Criterion) {
         b.iter(|| Request::decode_packet(black_box(&packet)).unwrap())
     });
 
-    let header = ReplyHeader { xid: 7, zxid: 0x1_0000_0a2f, err: 0 };
+    let header = ReplyHeader {
+        xid: 7,
+        zxid: 0x1_0000_0a2f,
+        err: 0,
+    };
     let get = Response::GetData(GetDataResponse {
         data: vec![b'x'; 100],
         stat: stat(),
@@ -150,14 +154,27 @@ fn records(c: &mut Criterion) {
 fn frames(c: &mut Criterion) {
     // 1,000 getData replies back to back, as a client reads them off a pipelined session.
     const N: usize = 1000;
-    let header = ReplyHeader { xid: 0, zxid: 1, err: 0 };
+    let header = ReplyHeader {
+        xid: 0,
+        zxid: 1,
+        err: 0,
+    };
     let get = Response::GetData(GetDataResponse {
         data: vec![b'x'; 100],
         stat: stat(),
     });
     let mut stream = BytesMut::new();
     for xid in 0..N as i32 {
-        write_frame(&mut stream, |out| encode_reply(&ReplyHeader { xid, ..header.clone() }, &get, out));
+        write_frame(&mut stream, |out| {
+            encode_reply(
+                &ReplyHeader {
+                    xid,
+                    ..header.clone()
+                },
+                &get,
+                out,
+            )
+        });
     }
     let mut g = c.benchmark_group("frame_codec");
     g.throughput(Throughput::Elements(N as u64));

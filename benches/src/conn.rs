@@ -39,9 +39,7 @@ impl Reply {
     pub fn decode(&self, op: OpCode) -> Result<Response, String> {
         let mut input = Reader::new(&self.body);
         let resp = Response::read(op, &mut input).map_err(|e| format!("{op:?} reply: {e}"))?;
-        input
-            .finish()
-            .map_err(|e| format!("{op:?} reply: {e}"))?;
+        input.finish().map_err(|e| format!("{op:?} reply: {e}"))?;
         Ok(resp)
     }
 }
@@ -55,10 +53,13 @@ pub struct Conn {
 
 impl Conn {
     pub async fn connect(addr: &str, session_timeout_ms: i32) -> io::Result<Conn> {
-        tokio::time::timeout(CONNECT_TIMEOUT, Self::connect_inner(addr, session_timeout_ms))
-            .await
-            .map_err(|_| other(format!("connect to {addr}: timed out")))?
-            .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))
+        tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            Self::connect_inner(addr, session_timeout_ms),
+        )
+        .await
+        .map_err(|_| other(format!("connect to {addr}: timed out")))?
+        .map_err(|e| io::Error::new(e.kind(), format!("connect to {addr}: {e}")))
     }
 
     async fn connect_inner(addr: &str, session_timeout_ms: i32) -> io::Result<Conn> {

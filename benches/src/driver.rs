@@ -166,8 +166,12 @@ impl Gen {
         Some(match self.kind {
             Kind::Create => {
                 let dir = format!("{}/c{}-{}", self.prefix, self.session, seq / BUCKET);
-                let node = create(format!("{dir}/n{seq}"), self.value.clone(), CreateMode::Persistent);
-                if seq % BUCKET == 0 {
+                let node = create(
+                    format!("{dir}/n{seq}"),
+                    self.value.clone(),
+                    CreateMode::Persistent,
+                );
+                if seq.is_multiple_of(BUCKET) {
                     // Pipelined in order behind the directory's create: FIFO per session.
                     self.pending = Some(node);
                     create(dir, Vec::new(), CreateMode::Persistent)
@@ -208,7 +212,7 @@ impl Gen {
             }),
             Kind::Churn => {
                 let path = format!("{}/e/s{}-{}", self.prefix, self.session, seq / 2);
-                if seq % 2 == 0 {
+                if seq.is_multiple_of(2) {
                     create(path, self.value.clone(), CreateMode::Ephemeral)
                 } else {
                     delete(path)
@@ -219,7 +223,11 @@ impl Gen {
                 if i >= self.count {
                     return None;
                 }
-                create(populate_path(&self.prefix, i), self.value.clone(), CreateMode::Persistent)
+                create(
+                    populate_path(&self.prefix, i),
+                    self.value.clone(),
+                    CreateMode::Persistent,
+                )
             }
         })
     }
@@ -324,7 +332,12 @@ pub fn delete_tree<'a>(
         }
         let children = match resp {
             Some(Response::GetChildren(r)) => r.children,
-            _ => return Err(crate::conn::other(format!("getChildren {path}: {}", describe_err(err)))),
+            _ => {
+                return Err(crate::conn::other(format!(
+                    "getChildren {path}: {}",
+                    describe_err(err)
+                )))
+            }
         };
         let mut deleted = 0;
         let reqs = children.iter().map(|c| delete(format!("{path}/{c}")));
@@ -342,7 +355,10 @@ pub fn delete_tree<'a>(
         if err == 0 {
             deleted += 1;
         } else if err != ErrorCode::NoNode.wire() {
-            return Err(crate::conn::other(format!("delete {path}: {}", describe_err(err))));
+            return Err(crate::conn::other(format!(
+                "delete {path}: {}",
+                describe_err(err)
+            )));
         }
         Ok(deleted)
     })

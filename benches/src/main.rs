@@ -156,7 +156,9 @@ fn main() -> ExitCode {
         _ => args.warmup + args.duration + 120.0,
     });
     let rt = if args.threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(args.threads)
@@ -164,9 +166,8 @@ fn main() -> ExitCode {
             .build()
     }
     .expect("tokio runtime");
-    let result = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs_f64(limit), run(&args)).await
-    });
+    let result = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs_f64(limit), run(&args)).await });
     rt.shutdown_timeout(Duration::from_secs(1));
     match result {
         Err(_) => {
@@ -196,27 +197,44 @@ async fn run(args: &Args) -> io::Result<ExitCode> {
     let mut setup = Conn::connect(first, args.session_timeout_ms).await?;
     let exists = &[ErrorCode::NodeExists];
     setup
-        .batch([create(prefix.to_string(), Vec::new(), CreateMode::Persistent)], 1, exists)
+        .batch(
+            [create(
+                prefix.to_string(),
+                Vec::new(),
+                CreateMode::Persistent,
+            )],
+            1,
+            exists,
+        )
         .await?;
-    let persistent = |path: String, data: &[u8]| create(path, data.to_vec(), CreateMode::Persistent);
+    let persistent =
+        |path: String, data: &[u8]| create(path, data.to_vec(), CreateMode::Persistent);
     match args.workload {
         Workload::Set | Workload::Get | Workload::Exists | Workload::Mixed => {
             let dir = format!("{prefix}/k");
             let keys = (0..args.keys).map(|k| persistent(format!("{dir}/k{k}"), &value));
-            setup.batch([persistent(dir.clone(), &[])], 1, exists).await?;
+            setup
+                .batch([persistent(dir.clone(), &[])], 1, exists)
+                .await?;
             setup.batch(keys, 256, exists).await?;
         }
         Workload::Children => {
             let dir = format!("{prefix}/w");
-            setup.batch([persistent(dir.clone(), &[])], 1, exists).await?;
+            setup
+                .batch([persistent(dir.clone(), &[])], 1, exists)
+                .await?;
             let kids = (0..args.width).map(|k| persistent(format!("{dir}/w{k}"), &[]));
             setup.batch(kids, 256, exists).await?;
         }
         Workload::Churn => {
-            setup.batch([persistent(format!("{prefix}/e"), &[])], 1, exists).await?;
+            setup
+                .batch([persistent(format!("{prefix}/e"), &[])], 1, exists)
+                .await?;
         }
         Workload::Watch => {
-            setup.batch([persistent(format!("{prefix}/watch"), &value)], 1, exists).await?;
+            setup
+                .batch([persistent(format!("{prefix}/watch"), &value)], 1, exists)
+                .await?;
         }
         Workload::Populate => {
             let dirs = args.count.div_ceil(BUCKET);
@@ -239,7 +257,10 @@ async fn run(args: &Args) -> io::Result<ExitCode> {
         let deleted = driver::delete_tree(&mut conn, prefix.to_string()).await?;
         conn.close().await;
         if !args.quiet {
-            println!("cleanup: deleted {deleted} nodes in {:.1} s", t.elapsed().as_secs_f64());
+            println!(
+                "cleanup: deleted {deleted} nodes in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(code)
@@ -256,7 +277,8 @@ async fn connect_all(args: &Args, n: usize, prefix: &str) -> io::Result<Vec<Conn
         async move {
             let mut conn = Conn::connect(&addr, timeout).await?;
             if sync {
-                conn.call(&Request::Sync(SyncRequest { path: prefix })).await?;
+                conn.call(&Request::Sync(SyncRequest { path: prefix }))
+                    .await?;
             }
             Ok::<_, io::Error>(conn)
         }
@@ -283,15 +305,25 @@ async fn run_load(args: &Args, prefix: &Arc<str>, value: Vec<u8>) -> io::Result<
     let start = Instant::now();
     let window = if populate {
         let far = start + Duration::from_secs(365 * 86_400);
-        Window { measure_start: start, end: far, hard: far }
+        Window {
+            measure_start: start,
+            end: far,
+            hard: far,
+        }
     } else {
         let measure_start = start + Duration::from_secs_f64(args.warmup);
         let end = measure_start + Duration::from_secs_f64(args.duration);
-        Window { measure_start, end, hard: end + Duration::from_secs(30) }
+        Window {
+            measure_start,
+            end,
+            hard: end + Duration::from_secs(30),
+        }
     };
     let mut tasks = Vec::new();
     for (i, conn) in conns.into_iter().enumerate() {
-        let rng = rand::rngs::StdRng::seed_from_u64(args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64));
+        let rng = rand::rngs::StdRng::seed_from_u64(
+            args.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+        );
         let gen = Gen::new(
             kind,
             i,
@@ -303,7 +335,12 @@ async fn run_load(args: &Args, prefix: &Arc<str>, value: Vec<u8>) -> io::Result<
             counter.clone(),
             args.count,
         );
-        tasks.push(tokio::spawn(driver::drive(conn, gen, args.inflight, window)));
+        tasks.push(tokio::spawn(driver::drive(
+            conn,
+            gen,
+            args.inflight,
+            window,
+        )));
     }
     let mut stats = Stats::new();
     let mut failure = None;
@@ -329,7 +366,11 @@ async fn run_load(args: &Args, prefix: &Arc<str>, value: Vec<u8>) -> io::Result<
     } else {
         args.duration
     };
-    Ok(Outcome { stats, seconds, extra })
+    Ok(Outcome {
+        stats,
+        seconds,
+        extra,
+    })
 }
 
 async fn run_watch(args: &Args, prefix: &Arc<str>, value: Vec<u8>) -> io::Result<Outcome> {
@@ -339,29 +380,43 @@ async fn run_watch(args: &Args, prefix: &Arc<str>, value: Vec<u8>) -> io::Result
     let start = Instant::now();
     let measure_start = start + Duration::from_secs_f64(args.warmup);
     let end = measure_start + Duration::from_secs_f64(args.duration);
-    let window = Window { measure_start, end, hard: end + Duration::from_secs(30) };
+    let window = Window {
+        measure_start,
+        end,
+        hard: end + Duration::from_secs(30),
+    };
     let (stats, events) = watch::run(setter, conns, path, value, args.watch_mode, window).await?;
     let extra = vec![
-        ("watch_mode", Value::from(format!("{:?}", args.watch_mode).to_lowercase())),
-        ("events_per_sec", Value::from(round1(events as f64 / args.duration))),
+        (
+            "watch_mode",
+            Value::from(format!("{:?}", args.watch_mode).to_lowercase()),
+        ),
+        (
+            "events_per_sec",
+            Value::from(round1(events as f64 / args.duration)),
+        ),
     ];
-    Ok(Outcome { stats, seconds: args.duration, extra })
+    Ok(Outcome {
+        stats,
+        seconds: args.duration,
+        extra,
+    })
 }
 
+/// Restart timing: starts a fresh connect + getData attempt every 20 ms (at most 64 pending,
+/// each given 10 s), so a server that accepts connections before it can answer does not hide
+/// the moment it starts answering behind one attempt's timeout.
 async fn probe(args: &Args) -> io::Result<ExitCode> {
     let Some(path) = args.path.clone() else {
         return Err(other("probe needs --path"));
     };
     let start = Instant::now();
     let limit = Duration::from_secs_f64(args.timeout.unwrap_or(600.0));
-    let mut attempts = 0u64;
-    let mut last_error = String::new();
-    while start.elapsed() < limit {
-        attempts += 1;
-        let attempt = async {
-            let mut conn = Conn::connect(&args.servers[0], args.session_timeout_ms).await?;
+    let attempt = |addr: String, path: String, session_timeout: i32| async move {
+        let run = async {
+            let mut conn = Conn::connect(&addr, session_timeout).await?;
             let (err, _) = conn
-                .call(&Request::GetData(GetDataRequest { path: path.clone(), watch: false }))
+                .call(&Request::GetData(GetDataRequest { path, watch: false }))
                 .await?;
             conn.close().await;
             if err != 0 {
@@ -369,30 +424,56 @@ async fn probe(args: &Args) -> io::Result<ExitCode> {
             }
             Ok(())
         };
-        match tokio::time::timeout(Duration::from_secs(5), attempt).await {
-            Ok(Ok(())) => {
-                let ms = start.elapsed().as_secs_f64() * 1000.0;
-                if !args.quiet {
-                    println!("probe: getData {path} succeeded after {ms:.0} ms ({attempts} attempts)");
-                }
-                println!(
-                    "{}",
-                    json_line(&[
-                        ("workload", Value::from("probe")),
-                        ("label", args.label.clone().map(Value::from).unwrap_or(Value::Null)),
-                        ("path", Value::from(path)),
-                        ("elapsed_ms", Value::from(round1(ms))),
-                        ("attempts", Value::from(attempts)),
-                    ])
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            Ok(Err(e)) => last_error = e.to_string(),
-            Err(_) => last_error = "attempt timed out".into(),
+        match tokio::time::timeout(Duration::from_secs(10), run).await {
+            Ok(r) => r,
+            Err(_) => Err(other("attempt timed out")),
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut pending = futures::stream::FuturesUnordered::new();
+    let mut attempts = 0u64;
+    let mut last_error = String::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        if start.elapsed() >= limit {
+            return Err(other(format!(
+                "probe: no successful getData {path} within {limit:?}: {last_error}"
+            )));
+        }
+        tokio::select! {
+            _ = tick.tick(), if pending.len() < 64 => {
+                attempts += 1;
+                pending.push(attempt(args.servers[0].clone(), path.clone(), args.session_timeout_ms));
+            }
+            Some(result) = futures::StreamExt::next(&mut pending) => match result {
+                Ok(()) => break,
+                Err(e) => {
+                    if !args.quiet && e.to_string() != last_error {
+                        eprintln!("probe: at {} ms: {e}", start.elapsed().as_millis());
+                    }
+                    last_error = e.to_string();
+                }
+            },
+        }
     }
-    Err(other(format!("probe: no successful getData {path} within {limit:?}: {last_error}")))
+    let ms = start.elapsed().as_secs_f64() * 1000.0;
+    if !args.quiet {
+        println!("probe: getData {path} succeeded after {ms:.0} ms ({attempts} attempts)");
+    }
+    println!(
+        "{}",
+        json_line(&[
+            ("workload", Value::from("probe")),
+            (
+                "label",
+                args.label.clone().map(Value::from).unwrap_or(Value::Null)
+            ),
+            ("path", Value::from(path)),
+            ("elapsed_ms", Value::from(round1(ms))),
+            ("attempts", Value::from(attempts)),
+        ])
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn round1(x: f64) -> f64 {
@@ -415,11 +496,28 @@ fn json_line(fields: &[(&str, Value)]) -> String {
 fn report(args: &Args, prefix: &str, o: Outcome) -> ExitCode {
     let h = &o.stats.hist;
     let ops_per_sec = o.stats.ops as f64 / o.seconds;
-    let port = args.servers[0].rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
-    let pid = args.server_pid.or_else(|| port.and_then(procfs::pid_listening_on));
+    let port = args.servers[0]
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok());
+    let pid = args
+        .server_pid
+        .or_else(|| port.and_then(procfs::pid_listening_on));
     let rss = pid.and_then(procfs::rss_kib);
-    let q = |p: f64| if h.is_empty() { 0 } else { h.value_at_quantile(p) };
-    let (p50, p90, p99, p999, max) = (q(0.5), q(0.9), q(0.99), q(0.999), if h.is_empty() { 0 } else { h.max() });
+    let q = |p: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(p)
+        }
+    };
+    let (p50, p90, p99, p999, max) = (
+        q(0.5),
+        q(0.9),
+        q(0.99),
+        q(0.999),
+        if h.is_empty() { 0 } else { h.max() },
+    );
     let mean = if h.is_empty() { 0.0 } else { h.mean() };
 
     if !args.quiet {
@@ -448,7 +546,9 @@ fn report(args: &Args, prefix: &str, o: Outcome) -> ExitCode {
                 rss as f64 / 1024.0,
                 hwm as f64 / 1024.0
             ),
-            _ => println!("  server RSS: unknown (no --server-pid, and no process found on the port)"),
+            _ => println!(
+                "  server RSS: unknown (no --server-pid, and no process found on the port)"
+            ),
         }
         if let Some(e) = &o.stats.first_error {
             println!("  first error: {e}");
@@ -456,7 +556,10 @@ fn report(args: &Args, prefix: &str, o: Outcome) -> ExitCode {
     }
     let mut fields: Vec<(&str, Value)> = vec![
         ("workload", Value::from(args.workload.name())),
-        ("label", args.label.clone().map(Value::from).unwrap_or(Value::Null)),
+        (
+            "label",
+            args.label.clone().map(Value::from).unwrap_or(Value::Null),
+        ),
         ("servers", Value::from(args.servers.join(","))),
         ("sessions", Value::from(args.sessions)),
         ("inflight", Value::from(args.inflight)),
@@ -472,8 +575,14 @@ fn report(args: &Args, prefix: &str, o: Outcome) -> ExitCode {
         ("max_us", Value::from(max)),
         ("mean_us", Value::from(round1(mean))),
         ("server_pid", pid.map(Value::from).unwrap_or(Value::Null)),
-        ("server_rss_kb", rss.map(|r| Value::from(r.0)).unwrap_or(Value::Null)),
-        ("server_hwm_kb", rss.map(|r| Value::from(r.1)).unwrap_or(Value::Null)),
+        (
+            "server_rss_kb",
+            rss.map(|r| Value::from(r.0)).unwrap_or(Value::Null),
+        ),
+        (
+            "server_hwm_kb",
+            rss.map(|r| Value::from(r.1)).unwrap_or(Value::Null),
+        ),
         ("prefix", Value::from(prefix)),
     ];
     if let Some(e) = &o.stats.first_error {

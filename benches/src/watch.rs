@@ -75,7 +75,10 @@ async fn watcher(
         } else if Some(xid) == armed_xid {
             armed_xid = None;
             if reply.header.err != 0 {
-                return Err(other(format!("arming the watch: {}", describe_err(reply.header.err))));
+                return Err(other(format!(
+                    "arming the watch: {}",
+                    describe_err(reply.header.err)
+                )));
             }
             reply.decode(arm.op_code()).map_err(other)?;
             let _ = tx.send(Msg::Armed);
@@ -99,7 +102,13 @@ pub async fn run(
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = Vec::new();
     for conn in watchers {
-        tasks.push(tokio::spawn(watcher(conn, path.clone(), mode, tx.clone(), stop_rx.clone())));
+        tasks.push(tokio::spawn(watcher(
+            conn,
+            path.clone(),
+            mode,
+            tx.clone(),
+            stop_rx.clone(),
+        )));
     }
     drop(tx);
     let result = rounds(setter, &mut rx, n, &path, value, w).await;
