@@ -5,13 +5,14 @@ use std::sync::atomic::Ordering;
 
 use rookery_protocol::FourLetterWord;
 
+use crate::raft::RaftHandle;
 use crate::state::Shared;
 
 /// The version string clients and tools parse; ZooKeeper-shaped so they recognise it.
 pub const VERSION: &str = concat!("3.8.4-rookery-", env!("CARGO_PKG_VERSION"));
 
 /// The text a four-letter word answers.
-pub fn four_letter_word(shared: &Shared, word: FourLetterWord) -> String {
+pub fn four_letter_word(shared: &Shared, raft: &RaftHandle, word: FourLetterWord) -> String {
     if !shared.config.four_letter_allowed(word.as_str()) {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
@@ -19,7 +20,7 @@ pub fn four_letter_word(shared: &Shared, word: FourLetterWord) -> String {
         FourLetterWord::Ruok => "imok".to_string(),
         FourLetterWord::Srvr => server_summary(shared, false),
         FourLetterWord::Stat => server_summary(shared, true),
-        FourLetterWord::Mntr => monitor(shared),
+        FourLetterWord::Mntr => monitor(shared, raft),
         FourLetterWord::Conf => configuration(shared),
         FourLetterWord::Cons => connections(shared),
         FourLetterWord::Envi => environment(shared),
@@ -121,7 +122,8 @@ fn server_summary(shared: &Shared, with_clients: bool) -> String {
     out
 }
 
-fn monitor(shared: &Shared) -> String {
+fn monitor(shared: &Shared, raft: &RaftHandle) -> String {
+    let raft_stats = raft.stats();
     let (min, avg, max) = latency(shared);
     let stats = &shared.stats;
     let (node_count, data_size, ephemerals) = {
@@ -173,6 +175,19 @@ fn monitor(shared: &Shared) -> String {
         (
             "zk_uptime",
             shared.started.elapsed().as_millis().to_string(),
+        ),
+        ("rookery_raft_write_txns", raft_stats.write_txns.to_string()),
+        (
+            "rookery_raft_entries",
+            raft_stats.entries_appended.to_string(),
+        ),
+        (
+            "rookery_raft_snapshots",
+            raft_stats.snapshots_taken.to_string(),
+        ),
+        (
+            "rookery_raft_applied_index",
+            raft.applied_index().to_string(),
         ),
     ];
     rows.into_iter()

@@ -154,7 +154,7 @@ impl Connection {
         };
         let packet = match first {
             Frame::FourLetterWord(word) => {
-                let text = admin::four_letter_word(&self.shared, word);
+                let text = admin::four_letter_word(&self.shared, &self.raft, word);
                 self.writer.write_all(text.as_bytes()).await?;
                 return Ok(());
             }
