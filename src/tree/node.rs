@@ -3,11 +3,10 @@
 //! Memory is the design constraint (a million znodes must fit in a few hundred MB), so:
 //! a node keeps its own name (not its full path) and its data in one allocation, refers to
 //! its parent and ACL by `u32`, and lists its children as `u32` ids; the path index maps a
-//! 64-bit hash of the full path to the node id and confirms a hit by walking the parents.
+//! 32-bit hash of the full path to node ids and confirms a hit by walking the parents.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 
 use rookery_protocol::ephemeral_owner;
 
@@ -21,10 +20,8 @@ pub(crate) const ROOT: NodeId = 0;
 /// child creations (what sequential names use); clients see `2 * cversion - numChildren`.
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
-    /// The node's name (last path component) followed by its data, in one allocation.
+    /// One allocation: the name's length (LEB128), the name (last path component), the data.
     buf: Box<[u8]>,
-    /// Length of the name prefix of `buf`.
-    name_len: u32,
     /// The parent's id (the root is its own parent).
     pub(crate) parent: NodeId,
     /// Where this node sits in its parent's child list, for O(1) removal.
@@ -107,15 +104,41 @@ impl PersistedStat {
     }
 }
 
+/// Builds a node buffer: LEB128 name length, name, data.
+fn pack(name: &[u8], data: &[u8]) -> Option<Box<[u8]>> {
+    let mut len = u32::try_from(name.len()).ok()?;
+    let mut buf = Vec::with_capacity(5 + name.len() + data.len());
+    loop {
+        let byte = (len & 0x7f) as u8;
+        len >>= 7;
+        if len == 0 {
+            buf.push(byte);
+            break;
+        }
+        buf.push(byte | 0x80);
+    }
+    buf.extend_from_slice(name);
+    buf.extend_from_slice(data);
+    Some(buf.into_boxed_slice())
+}
+
+/// Reads the LEB128 name length `pack` wrote: (length, bytes it took).
+fn read_len(buf: &[u8]) -> (usize, usize) {
+    let mut len = 0usize;
+    for (i, &b) in buf.iter().enumerate().take(5) {
+        len |= usize::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return (len, i + 1);
+        }
+    }
+    (0, buf.len())
+}
+
 impl Node {
     fn new(new: &NewNode<'_>, parent: NodeId) -> Option<Node> {
-        let mut buf = Vec::with_capacity(new.name.len() + new.data.len());
-        buf.extend_from_slice(new.name.as_bytes());
-        buf.extend_from_slice(new.data);
         let s = new.stat;
         Some(Node {
-            buf: buf.into_boxed_slice(),
-            name_len: u32::try_from(new.name.len()).ok()?,
+            buf: pack(new.name.as_bytes(), new.data)?,
             parent,
             pos_in_parent: 0,
             acl: new.acl,
@@ -132,9 +155,16 @@ impl Node {
         })
     }
 
+    /// Name and data.
+    fn parts(&self) -> (&[u8], &[u8]) {
+        let (len, skip) = read_len(&self.buf);
+        let rest = self.buf.get(skip..).unwrap_or_default();
+        rest.split_at(len.min(rest.len()))
+    }
+
     /// The name as bytes (always UTF-8: it came from a `&str`).
     pub(crate) fn name_bytes(&self) -> &[u8] {
-        &self.buf[..self.name_len as usize]
+        self.parts().0
     }
 
     /// The name (last path component); "" for the root.
@@ -144,16 +174,16 @@ impl Node {
 
     /// The node's data.
     pub(crate) fn data(&self) -> &[u8] {
-        &self.buf[self.name_len as usize..]
+        self.parts().1
     }
 
     /// Replaces the data, returning the old one.
     pub(crate) fn replace_data(&mut self, data: &[u8]) -> Vec<u8> {
-        let old = self.data().to_vec();
-        let mut buf = Vec::with_capacity(self.name_len as usize + data.len());
-        buf.extend_from_slice(self.name_bytes());
-        buf.extend_from_slice(data);
-        self.buf = buf.into_boxed_slice();
+        let (name, old) = self.parts();
+        let old = old.to_vec();
+        if let Some(buf) = pack(name, data) {
+            self.buf = buf;
+        }
         old
     }
 
@@ -206,23 +236,95 @@ impl Node {
     }
 }
 
-/// A `Hasher` for keys that are already hashes.
-#[derive(Default)]
-pub(crate) struct IdentityHasher(u64);
+/// An open-addressing table (linear probing, backward-shift deletion) of node ids keyed
+/// by a 32-bit hash of their full path: 8 bytes a slot, about half of what a std `HashMap`
+/// of (hash, id) pairs costs. Equal hashes are fine: a hit is confirmed by the caller.
+#[derive(Debug, Clone)]
+struct PathIndex {
+    /// (node id, path hash); `EMPTY` ids mark free slots. The length is a power of two.
+    slots: Vec<(NodeId, u32)>,
+    /// Occupied slots.
+    len: usize,
+}
 
-impl Hasher for IdentityHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
+/// The id of a free slot (never a real node: the slab cannot grow that far).
+const EMPTY: NodeId = NodeId::MAX;
 
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+impl PathIndex {
+    fn new() -> Self {
+        PathIndex {
+            slots: vec![(EMPTY, 0); 16],
+            len: 0,
         }
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// The first id with this hash that `is` accepts.
+    fn find(&self, hash: u32, mut is: impl FnMut(NodeId) -> bool) -> Option<NodeId> {
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        loop {
+            let (id, h) = self.slots[i];
+            if id == EMPTY {
+                return None;
+            }
+            if h == hash && is(id) {
+                return Some(id);
+            }
+            i = (i + 1) & mask;
+        }
+    }
+
+    fn insert(&mut self, hash: u32, id: NodeId) {
+        if (self.len + 1) * 4 > self.slots.len() * 3 {
+            let bigger = vec![(EMPTY, 0); self.slots.len() * 2];
+            let old = std::mem::replace(&mut self.slots, bigger);
+            self.len = 0;
+            for (id, h) in old {
+                if id != EMPTY {
+                    self.insert(h, id);
+                }
+            }
+        }
+        let mask = self.mask();
+        let mut i = hash as usize & mask;
+        while self.slots[i].0 != EMPTY {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = (id, hash);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, hash: u32, id: NodeId) {
+        let mask = self.mask();
+        let mut hole = hash as usize & mask;
+        loop {
+            match self.slots[hole].0 {
+                EMPTY => return,
+                found if found == id => break,
+                _ => hole = (hole + 1) & mask,
+            }
+        }
+        // Backward shift: pull later entries of the run into the hole when that does not
+        // move them before their home slot.
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let (other, h) = self.slots[j];
+            if other == EMPTY {
+                break;
+            }
+            let home = h as usize & mask;
+            if (j.wrapping_sub(home) & mask) >= (j.wrapping_sub(hole) & mask) {
+                self.slots[hole] = self.slots[j];
+                hole = j;
+            }
+        }
+        self.slots[hole] = (EMPTY, 0);
+        self.len -= 1;
     }
 }
 
@@ -233,17 +335,14 @@ pub(crate) struct NodeStore {
     slots: Vec<Option<Node>>,
     /// Free slot ids, reused before the slab grows.
     free: Vec<NodeId>,
-    /// Hash of the full path → id. Root is not indexed ("/" and "" are special-cased).
-    index: HashMap<u64, NodeId, BuildHasherDefault<IdentityHasher>>,
-    /// Further ids whose path hash equals an `index` key (64-bit collisions: rare, but
-    /// handled so that correctness never depends on the hash).
-    collisions: HashMap<u64, Vec<NodeId>>,
+    /// Full path → id. The root is not indexed ("/" and "" are special-cased).
+    index: PathIndex,
     /// Keyed hasher for paths; random per process so that nobody can aim paths at one
     /// bucket. It decides memory layout only, never a result.
     hasher: RandomState,
     /// Number of live nodes, the root included.
     live: usize,
-    /// Test switch: every path hashes to 0, to exercise `collisions`.
+    /// Test switch: every path hashes to 0, to exercise equal hashes in the index.
     #[cfg(test)]
     constant_hash: bool,
 }
@@ -255,8 +354,7 @@ impl NodeStore {
         Some(NodeStore {
             slots: vec![Some(node)],
             free: Vec::new(),
-            index: HashMap::default(),
-            collisions: HashMap::new(),
+            index: PathIndex::new(),
             hasher: RandomState::new(),
             live: 1,
             #[cfg(test)]
@@ -264,12 +362,13 @@ impl NodeStore {
         })
     }
 
-    fn hash(&self, path: &str) -> u64 {
+    fn hash(&self, path: &str) -> u32 {
         #[cfg(test)]
         if self.constant_hash {
             return 0;
         }
-        self.hasher.hash_one(path)
+        let h = self.hasher.hash_one(path);
+        (h ^ (h >> 32)) as u32
     }
 
     /// Number of live nodes, the root included.
@@ -323,16 +422,8 @@ impl NodeStore {
         if path.is_empty() || path == "/" {
             return Some(ROOT);
         }
-        let hash = self.hash(path);
-        let id = *self.index.get(&hash)?;
-        if self.path_is(id, path) {
-            return Some(id);
-        }
-        self.collisions
-            .get(&hash)?
-            .iter()
-            .copied()
-            .find(|&id| self.path_is(id, path))
+        self.index
+            .find(self.hash(path), |id| self.path_is(id, path))
     }
 
     /// The full path of `id`.
@@ -380,15 +471,7 @@ impl NodeStore {
         } else {
             self.slots.push(Some(node));
         }
-        let hash = self.hash(path);
-        match self.index.entry(hash) {
-            std::collections::hash_map::Entry::Vacant(v) => {
-                v.insert(id);
-            }
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.entry(hash).or_default().push(id);
-            }
-        }
+        self.index.insert(self.hash(path), id);
         self.live += 1;
         Some(id)
     }
@@ -418,27 +501,7 @@ impl NodeStore {
                 m.pos_in_parent = pos as u32;
             }
         }
-        // Unindex.
-        let hash = self.hash(path);
-        if self.index.get(&hash) == Some(&id) {
-            let replacement = self.collisions.get_mut(&hash).and_then(|v| v.pop());
-            if self.collisions.get(&hash).is_some_and(Vec::is_empty) {
-                self.collisions.remove(&hash);
-            }
-            match replacement {
-                Some(other) => {
-                    self.index.insert(hash, other);
-                }
-                None => {
-                    self.index.remove(&hash);
-                }
-            }
-        } else if let Some(v) = self.collisions.get_mut(&hash) {
-            v.retain(|&other| other != id);
-            if v.is_empty() {
-                self.collisions.remove(&hash);
-            }
-        }
+        self.index.remove(self.hash(path), id);
         self.free.push(id);
         self.live -= 1;
         Some(node)
@@ -471,7 +534,7 @@ impl NodeStore {
         if count != self.live {
             return Err(format!("live {} != {count}", self.live));
         }
-        let indexed = self.index.len() + self.collisions.values().map(Vec::len).sum::<usize>();
+        let indexed = self.index.len;
         if indexed + 1 != self.live {
             return Err(format!("indexed {indexed} + root != live {}", self.live));
         }
@@ -483,14 +546,59 @@ impl NodeStore {
     pub(crate) fn force_hash_collisions(&mut self) {
         self.constant_hash = true;
         let ids: Vec<NodeId> = self.ids().filter(|&id| id != ROOT).collect();
-        self.index.clear();
-        self.collisions.clear();
+        self.index = PathIndex::new();
         for id in ids {
-            if let std::collections::hash_map::Entry::Vacant(v) = self.index.entry(0) {
-                v.insert(id);
-            } else {
-                self.collisions.entry(0).or_default().push(id);
+            self.index.insert(0, id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod index_tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The index agrees with a model under inserts and removes, with clustered hashes
+        /// (including runs that wrap around the end of the table).
+        #[test]
+        fn path_index_matches_model(ops in proptest::collection::vec((any::<bool>(), 0u32..40, prop_oneof![0u32..4, 12u32..16, any::<u32>()]), 0..400)) {
+            let mut index = PathIndex::new();
+            let mut model: std::collections::HashMap<NodeId, u32> = std::collections::HashMap::new();
+            for (insert, id, hash) in ops {
+                if insert {
+                    if !model.contains_key(&id) {
+                        index.insert(hash, id);
+                        model.insert(id, hash);
+                    }
+                } else if let Some(h) = model.remove(&id) {
+                    index.remove(h, id);
+                }
+                prop_assert_eq!(index.len, model.len());
+                for (&id, &h) in &model {
+                    prop_assert_eq!(index.find(h, |x| x == id), Some(id));
+                }
+                prop_assert_eq!(index.find(7, |x| x == 1000), None);
             }
+        }
+    }
+
+    #[test]
+    fn node_buffer_packing() {
+        for name_len in [0usize, 1, 127, 128, 300, 20000] {
+            let name = "n".repeat(name_len);
+            let new = NewNode {
+                name: &name,
+                data: b"data",
+                acl: 0,
+                stat: PersistedStat::default(),
+            };
+            let mut node = Node::new(&new, ROOT).unwrap();
+            assert_eq!(node.name(), name);
+            assert_eq!(node.data(), b"data");
+            assert_eq!(node.replace_data(b"xyz"), b"data");
+            assert_eq!(node.name(), name);
+            assert_eq!(node.data(), b"xyz");
         }
     }
 }

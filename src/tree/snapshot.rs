@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! magic "RKTREE\0\0" | version u32 | acl_count u32 | acl lists | node_count u64 | nodes | crc32 u32
-//! acl list: n u32, then n × (perms i32, scheme bytes, id bytes)
-//! node (pre-order, children sorted by name): name bytes, num_children u32,
-//!      czxid, mzxid, ctime, mtime, pzxid, ephemeral_owner (i64), version, cversion,
-//!      aversion (i32), acl u32, data bytes
-//! bytes: u32 length + content; integers big-endian; crc32 covers everything before it.
+//! acl list: n u32, then n × (perms i32, scheme, id), strings as u32 length + bytes
+//! node (pre-order, children sorted by name), every number a minimal LEB128 varint:
+//!      name_len, name, num_children, czxid, mzxid-czxid, pzxid-czxid, ctime,
+//!      mtime-ctime, ephemeral_owner, version, cversion, aversion (signed ones zigzagged;
+//!      differences wrap), acl, data_len, data
+//! fixed-size integers big-endian; crc32 covers everything before it.
 //! ```
 //! ACL lists are numbered in order of first use by the nodes, and every list is used once
 //! at least, so that decoding then encoding reproduces the input byte for byte.
@@ -22,9 +23,9 @@ use super::path::is_valid_path;
 use super::{java_len, DataTree};
 
 const MAGIC: &[u8; 8] = b"RKTREE\0\0";
-const VERSION: u32 = 1;
-/// Smallest encoded node: empty name and data.
-const MIN_NODE_BYTES: usize = 4 + 4 + 6 * 8 + 3 * 4 + 4 + 4;
+const VERSION: u32 = 2;
+/// Smallest encoded node: 13 one-byte varints (empty name and data).
+const MIN_NODE_BYTES: usize = 13;
 /// Smallest encoded ACL entry.
 const MIN_ACL_BYTES: usize = 4 + 4 + 4;
 /// Longest path accepted on decode (far beyond what a client request can carry).
@@ -55,6 +56,31 @@ pub enum TreeError {
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_be_bytes());
+}
+
+fn put_var(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+fn put_var_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    put_var(out, b.len() as u64);
+    out.extend_from_slice(b);
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -93,10 +119,6 @@ impl<'a> Cursor<'a> {
         Ok(i32::from_be_bytes(self.array()?))
     }
 
-    fn i64(&mut self) -> Result<i64, TreeError> {
-        Ok(i64::from_be_bytes(self.array()?))
-    }
-
     fn u64(&mut self) -> Result<u64, TreeError> {
         Ok(u64::from_be_bytes(self.array()?))
     }
@@ -109,6 +131,42 @@ impl<'a> Cursor<'a> {
     fn string(&mut self) -> Result<&'a str, TreeError> {
         std::str::from_utf8(self.bytes()?).map_err(|_| TreeError::Invalid("string is not UTF-8"))
     }
+
+    /// A minimal LEB128 varint (anything else is refused, to keep the encoding canonical).
+    fn var(&mut self) -> Result<u64, TreeError> {
+        let mut v = 0u64;
+        for i in 0..10 {
+            let b = self.take(1)?[0];
+            if i == 9 && b > 1 {
+                return Err(TreeError::Invalid("varint overflow"));
+            }
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                if i > 0 && b == 0 {
+                    return Err(TreeError::Invalid("non-minimal varint"));
+                }
+                return Ok(v);
+            }
+        }
+        Err(TreeError::Invalid("varint too long"))
+    }
+
+    fn var_i64(&mut self) -> Result<i64, TreeError> {
+        Ok(unzigzag(self.var()?))
+    }
+
+    fn var_i32(&mut self) -> Result<i32, TreeError> {
+        i32::try_from(self.var_i64()?).map_err(|_| TreeError::Invalid("int out of range"))
+    }
+
+    fn var_u32(&mut self) -> Result<u32, TreeError> {
+        u32::try_from(self.var()?).map_err(|_| TreeError::Invalid("length out of range"))
+    }
+
+    fn var_bytes(&mut self) -> Result<&'a [u8], TreeError> {
+        let n = self.var()?;
+        self.take(usize::try_from(n).map_err(|_| TreeError::Truncated)?)
+    }
 }
 
 /// One decoded node: name, child count, stat, ACL cache index, data.
@@ -120,27 +178,33 @@ fn read_node<'a>(
     table: &[u32],
     next_acl: &mut usize,
 ) -> Result<NodeRecord<'a>, TreeError> {
-    let name = c.string()?;
-    let num_children = c.u32()?;
+    let name =
+        std::str::from_utf8(c.var_bytes()?).map_err(|_| TreeError::Invalid("name is not UTF-8"))?;
+    let num_children = c.var_u32()?;
+    let czxid = c.var_i64()?;
+    let mzxid = czxid.wrapping_add(c.var_i64()?);
+    let pzxid = czxid.wrapping_add(c.var_i64()?);
+    let ctime = c.var_i64()?;
+    let mtime = ctime.wrapping_add(c.var_i64()?);
     let stat = PersistedStat {
-        czxid: c.i64()?,
-        mzxid: c.i64()?,
-        ctime: c.i64()?,
-        mtime: c.i64()?,
-        pzxid: c.i64()?,
-        ephemeral_owner: c.i64()?,
-        version: c.i32()?,
-        cversion: c.i32()?,
-        aversion: c.i32()?,
+        czxid,
+        mzxid,
+        ctime,
+        mtime,
+        pzxid,
+        ephemeral_owner: c.var_i64()?,
+        version: c.var_i32()?,
+        cversion: c.var_i32()?,
+        aversion: c.var_i32()?,
     };
-    let acl = c.u32()? as usize;
+    let acl = usize::try_from(c.var()?).unwrap_or(usize::MAX);
     if acl > *next_acl || acl >= table.len() {
         return Err(TreeError::Invalid("ACL index out of order or range"));
     }
     if acl == *next_acl {
         *next_acl += 1;
     }
-    let data = c.bytes()?;
+    let data = c.var_bytes()?;
     Ok((name, num_children, stat, table[acl], data))
 }
 
@@ -154,12 +218,13 @@ impl DataTree {
                 continue;
             };
             order.push(id);
-            let mut children = node.children().to_vec();
-            children.sort_unstable_by(|a, b| {
-                let name = |id: &NodeId| self.nodes.get(*id).map(|n| n.name_bytes());
-                name(b).cmp(&name(a))
-            });
-            stack.extend(children);
+            let mut children: Vec<(&[u8], NodeId)> = node
+                .children()
+                .iter()
+                .map(|&c| (self.nodes.get(c).map_or(&[][..], |n| n.name_bytes()), c))
+                .collect();
+            children.sort_unstable_by(|a, b| b.0.cmp(a.0));
+            stack.extend(children.into_iter().map(|(_, id)| id));
         }
         order
     }
@@ -195,23 +260,26 @@ impl DataTree {
             let Some(node) = self.nodes.get(id) else {
                 continue;
             };
-            put_bytes(out, node.name_bytes());
-            put_u32(out, node.num_children() as u32);
+            put_var_bytes(out, node.name_bytes());
+            put_var(out, node.num_children() as u64);
             for v in [
                 node.czxid,
-                node.mzxid,
+                node.mzxid.wrapping_sub(node.czxid),
+                node.pzxid.wrapping_sub(node.czxid),
                 node.ctime,
-                node.mtime,
-                node.pzxid,
+                node.mtime.wrapping_sub(node.ctime),
                 node.ephemeral_owner,
+                i64::from(node.version),
+                i64::from(node.cversion),
+                i64::from(node.aversion),
             ] {
-                out.extend_from_slice(&v.to_be_bytes());
+                put_var(out, zigzag(v));
             }
-            for v in [node.version, node.cversion, node.aversion] {
-                out.extend_from_slice(&v.to_be_bytes());
-            }
-            put_u32(out, numbering.get(&node.acl).copied().unwrap_or(0));
-            put_bytes(out, node.data());
+            put_var(
+                out,
+                u64::from(numbering.get(&node.acl).copied().unwrap_or(0)),
+            );
+            put_var_bytes(out, node.data());
         }
         let crc = crc32fast::hash(&out[start..]);
         put_u32(out, crc);

@@ -1454,7 +1454,7 @@ fn snapshot_structural_checks() {
 #[test]
 fn node_is_compact() {
     assert!(
-        std::mem::size_of::<Option<node::Node>>() <= 104,
+        std::mem::size_of::<Option<node::Node>>() <= 96,
         "{}",
         std::mem::size_of::<Option<node::Node>>()
     );
@@ -1476,4 +1476,75 @@ fn hash_collisions_are_handled() {
     assert_eq!(h.create("/n3/c", 0).unwrap(), "/n3/c");
     assert_eq!(h.children("/n7").unwrap(), vec!["c"]);
     assert!(h.t.stat("/n6/c").is_none());
+}
+
+/// Memory check: `cargo test --release --lib tree::tests::million_znodes -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn million_znodes() {
+    fn rss_kb() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+    let base = rss_kb();
+    let mut t = DataTree::new();
+    let auth = [id("ip", "127.0.0.1")];
+    let mut ctx = OpContext {
+        zxid: 1,
+        time_ms: 1,
+        session_id: 1,
+        auth: &auth,
+        ttl_enabled: false,
+    };
+    let data = vec![7u8; 100];
+    let start = std::time::Instant::now();
+    t.apply_write(
+        &ctx,
+        &create_req(OpCode::Create, "/bench", b"", world(31), 0),
+    )
+    .0
+    .unwrap();
+    for i in 0..1_000_000 {
+        ctx.zxid += 1;
+        let req = create_req(
+            OpCode::Create,
+            &format!("/bench/node-{i:07}"),
+            &data,
+            world(31),
+            0,
+        );
+        t.apply_write(&ctx, &req).0.unwrap();
+    }
+    let elapsed = start.elapsed();
+    let rss = rss_kb() - base;
+    let mut bytes = Vec::new();
+    let s = std::time::Instant::now();
+    t.serialize(&mut bytes);
+    let ser = s.elapsed();
+    let s = std::time::Instant::now();
+    let back = DataTree::deserialize(&bytes).unwrap();
+    let de = s.elapsed();
+    let s = std::time::Instant::now();
+    let n = match t.read(
+        &ctx,
+        &Request::GetChildren(GetChildrenRequest {
+            path: "/bench".into(),
+            watch: false,
+        }),
+    ) {
+        Ok(Response::GetChildren(r)) => r.children.len(),
+        _ => 0,
+    };
+    let gc = s.elapsed();
+    println!(
+        "1M creates in {elapsed:?}; tree RSS {} MB; snapshot {} MB, serialize {ser:?}, deserialize {de:?}; getChildren({n}) {gc:?}",
+        rss / 1024,
+        bytes.len() / (1 << 20)
+    );
+    assert_eq!(back.znode_count(), t.znode_count());
 }
