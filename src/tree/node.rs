@@ -567,9 +567,9 @@ mod index_tests {
             let mut model: std::collections::HashMap<NodeId, u32> = std::collections::HashMap::new();
             for (insert, id, hash) in ops {
                 if insert {
-                    if !model.contains_key(&id) {
+                    if let std::collections::hash_map::Entry::Vacant(v) = model.entry(id) {
                         index.insert(hash, id);
-                        model.insert(id, hash);
+                        v.insert(hash);
                     }
                 } else if let Some(h) = model.remove(&id) {
                     index.remove(h, id);
