@@ -158,7 +158,7 @@ impl DoubleBarrier {
                 Err(Error::NoNode) => Vec::new(),
                 Err(e) => return Err(e),
             };
-            let ours = members.iter().any(|m| *m == self.id);
+            let ours = members.contains(&self.id);
             if members.is_empty() || (members.len() == 1 && ours) {
                 if ours {
                     delete_retrying(&self.client, &self.our_path()).await?;
