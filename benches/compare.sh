@@ -58,10 +58,10 @@ use_zk() { [ "$ONLY" != rookery ]; }
 stop_pid() {
     local pid=$1
     [ -n "$pid" ] || return 0
-    kill -0 "$pid" 2>/dev/null || return 0
+    alive "$pid" || return 0
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 300); do
-        kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null; return 0; }
+        alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }
         sleep 0.1
     done
     log "pid $pid ignored TERM for 30 s: KILL"
@@ -165,6 +165,20 @@ wait_ready() { # $1 = name, $2 = pid, $3 = port, $4 = command, $5 = expected; 60
 zk_ready() { wait_ready zk "$ZK_PID" "$ZK_PORT" srvr "Mode: standalone"; }
 rook_ready() { wait_ready rookery "$ROOK_PID" "$ROOK_PORT" ruok imok; }
 
+# True while the process exists and is not a zombie.
+alive() { [ -n "$1" ] && [ -r "/proc/$1/stat" ] && ! awk '{exit !($3 == "Z")}' "/proc/$1/stat" 2>/dev/null; }
+
+# A server that died is a finding, not something to benchmark around: stop with its log.
+check_alive() { # $1 = name
+    local pid
+    pid=$(pid_of "$1")
+    if ! alive "$pid"; then
+        log "$1 (pid $pid) is no longer running; last lines of its output:"
+        tail -20 "$WORK/$1.out" >&2
+        die "$1 died"
+    fi
+}
+
 port_of() { if [ "$1" = zk ]; then echo "$ZK_PORT"; else echo "$ROOK_PORT"; fi; }
 pid_of() { if [ "$1" = zk ]; then echo "$ZK_PID"; else echo "$ROOK_PID"; fi; }
 
@@ -215,6 +229,7 @@ for w in $WORKLOADS; do
     for s in $SESSIONS; do
         for r in $(seq "$REPS"); do
             for name in "${servers[@]}"; do # alternating: rookery, zk, rookery, zk, ...
+                check_alive "$name"
                 line=$(load "$name" --workload "$w" --sessions "$s" --inflight "$INFLIGHT" \
                     --duration "$DURATION" --warmup "$WARMUP" --value-size "$VALUE_SIZE" --cleanup \
                     --seed "$r")
@@ -236,6 +251,7 @@ if [ "$POPULATE" -gt 0 ]; then
         else
             stop_pid "$ROOK_PID"; rm -rf "$WORK/rookery-data"; start_rookery "$WORK/rookery-data"; rook_ready
         fi
+        check_alive "$name"
         pop=$(load "$name" --workload populate --count "$POPULATE" --sessions "$POP_SESSIONS" \
             --inflight "$POP_INFLIGHT" --value-size "$VALUE_SIZE" --prefix /populate --timeout 1800)
         last=$(echo "$pop" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("last_path",""))')
@@ -343,3 +359,8 @@ PY
 } >"$OUT"
 cat "$OUT"
 log "results written to $OUT"
+nfailed=$(cat "$RAW" "$POP_RAW" | grep -c '"failed":true')
+if [ "$nfailed" -gt 0 ]; then
+    log "$nfailed runs failed"
+    exit 1
+fi
