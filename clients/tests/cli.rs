@@ -191,7 +191,14 @@ fn one_shot_commands() {
 fn unreachable_server_exits_non_zero() {
     let port = common::free_port();
     let o = Command::new(CLI)
-        .args(["-server", &format!("127.0.0.1:{port}"), "ls", "/"])
+        .args([
+            "-server",
+            &format!("127.0.0.1:{port}"),
+            "-timeout",
+            "2000",
+            "ls",
+            "/",
+        ])
         .output()
         .expect("run");
     assert_eq!(o.status.code(), Some(1));

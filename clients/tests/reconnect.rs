@@ -210,3 +210,78 @@ async fn session_expires_when_away_too_long() {
     assert_eq!(ev.state, rookery_client::KeeperState::Expired);
     observer.close().await;
 }
+
+#[tokio::test]
+async fn session_moves_to_another_server_of_the_connect_string() {
+    let server = TestServer::start();
+    // Two "servers" (proxies to the same one) and a dead address in the connection string.
+    let a = Proxy::start(server.port).await;
+    let b = Proxy::start(server.port).await;
+    let dead = common::free_port();
+    let c = bounded(
+        "connect",
+        30,
+        Client::builder(format!(
+            "127.0.0.1:{dead},{},{}",
+            a.connect_string(),
+            b.connect_string()
+        ))
+        .session_timeout(Duration::from_secs(10))
+        .connect(),
+    )
+    .await
+    .unwrap();
+    let session = c.session().session_id;
+    let first = c.session().server.unwrap();
+    let (blocked, other) = if first.ends_with(&a.port.to_string()) {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    c.create("/e", b"", &CreateOptions::ephemeral())
+        .await
+        .unwrap();
+    let (_, _, watch) = c.get_data_w("/e").await.unwrap();
+    let mut states = c.state_events();
+    blocked.block();
+    assert_eq!(
+        bounded("disconnected", 20, states.next()).await,
+        Some(SessionState::Disconnected)
+    );
+    assert_eq!(
+        bounded("reconnected", 30, states.next()).await,
+        Some(SessionState::Connected)
+    );
+    let now = c.session();
+    assert_eq!(now.session_id, session);
+    assert_eq!(now.server.unwrap(), other.connect_string());
+    c.set_data("/e", b"x", None).await.unwrap();
+    assert_eq!(
+        bounded("watch on the new server", 10, watch.changed())
+            .await
+            .event_type,
+        EventType::NodeDataChanged
+    );
+    c.close().await;
+}
+
+#[tokio::test]
+async fn unknown_auth_scheme_fails_the_session() {
+    let server = TestServer::start();
+    let c = bounded("connect", 30, Client::connect(&server.connect_string()))
+        .await
+        .unwrap();
+    let mut states = c.state_events();
+    assert_eq!(
+        c.add_auth("no-such-scheme", "x").await,
+        Err(rookery_client::Error::AuthFailed)
+    );
+    assert_eq!(
+        bounded("auth failed state", 10, states.next()).await,
+        Some(SessionState::AuthFailed)
+    );
+    assert_eq!(
+        c.get_data("/").await,
+        Err(rookery_client::Error::AuthFailed)
+    );
+}

@@ -119,7 +119,7 @@ impl TestServer {
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
         format!(
-            "exec '{bin}' --port {} --address 127.0.0.1 --data-dir '{}' --4lw-whitelist '*' --tick-time 500",
+            "exec '{bin}' --port {} --address 127.0.0.1 --data-dir '{}' --4lw-whitelist '*' --tick-time 500 --container-check-interval-ms 1000",
             self.port,
             data.display()
         )

@@ -77,7 +77,7 @@ pub async fn connect(server: &str, timeout: Duration) -> Result<Client, Error> {
     Client::builder(server)
         .session_timeout(timeout)
         .request_timeout(timeout.max(Duration::from_secs(5)))
-        .connect_timeout(Duration::from_secs(10))
+        .connect_timeout(timeout.clamp(Duration::from_secs(1), Duration::from_secs(10)))
         .connect()
         .await
 }
