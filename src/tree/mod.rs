@@ -13,6 +13,7 @@
 mod acl;
 mod node;
 mod path;
+mod quota;
 mod snapshot;
 mod write;
 
@@ -21,7 +22,7 @@ mod proptests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rookery_protocol::{
     ephemeral_owner, perms, Acl, ErrorCode, GetAclResponse, GetAllChildrenNumberResponse,
@@ -67,6 +68,9 @@ pub struct DataTree {
     containers: BTreeSet<NodeId>,
     /// TTL znodes (`DataTree.ttls`), for the reaper.
     ttls: BTreeSet<NodeId>,
+    /// Quota'd paths (normalized) → number of `zookeeper_limits` nodes naming them
+    /// (ZooKeeper's `PathTrie`), derived from the nodes.
+    quotas: BTreeMap<String, u32>,
     /// Sum over znodes of path length (UTF-16 units, as Java counts) plus data length:
     /// ZooKeeper's `approximateDataSize`, kept up to date on every change.
     data_size: u64,
@@ -76,6 +80,11 @@ impl Default for DataTree {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// The parent part of a path ("" for children of the root).
+fn parent_of(path: &str) -> &str {
+    &path[..path.rfind('/').unwrap_or(0)]
 }
 
 /// Java's `String.length()`: UTF-16 code units.
@@ -134,6 +143,7 @@ impl DataTree {
             ephemerals: HashMap::new(),
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
+            quotas: BTreeMap::new(),
             data_size: java_len("/"),
         };
         let zk = tree.attach_special(ROOT, "/zookeeper", open_acl(), 0);
@@ -198,6 +208,9 @@ impl DataTree {
         } else if owner != 0 {
             self.ephemerals.entry(owner).or_default().insert(id);
         }
+        if let Some(target) = quota::limit_target(parent_of(path), name) {
+            *self.quotas.entry(target).or_default() += 1;
+        }
         self.data_size += java_len(path) + data.len() as u64;
         Some(id)
     }
@@ -215,6 +228,14 @@ impl DataTree {
                 set.remove(&id);
                 if set.is_empty() {
                     self.ephemerals.remove(&owner);
+                }
+            }
+        }
+        if let Some(target) = quota::limit_target(parent_of(path), node.name()) {
+            if let Some(n) = self.quotas.get_mut(&target) {
+                *n -= 1;
+                if *n == 0 {
+                    self.quotas.remove(&target);
                 }
             }
         }
@@ -395,7 +416,8 @@ impl DataTree {
                 continue;
             };
             let parent_path = &path[..path.rfind('/').unwrap_or(0)];
-            if let Ok(node) = self.remove_child(zxid, parent, parent_path, id, &path, &mut triggers)
+            if let Ok((node, _)) =
+                self.remove_child(zxid, parent, parent_path, id, &path, &mut triggers)
             {
                 self.acls.release(node.acl);
             }
@@ -545,6 +567,21 @@ impl DataTree {
         }
         if self.ephemerals.values().any(BTreeSet::is_empty) {
             return Err("empty ephemerals set".into());
+        }
+        let mut quotas: BTreeMap<String, u32> = BTreeMap::new();
+        for id in self.nodes.ids() {
+            let path = self.nodes.path_of(id);
+            let name = self
+                .nodes
+                .get(id)
+                .map(|n| n.name().to_string())
+                .unwrap_or_default();
+            if let Some(target) = quota::limit_target(parent_of(&path), &name) {
+                *quotas.entry(target).or_default() += 1;
+            }
+        }
+        if quotas != self.quotas {
+            return Err(format!("quotas {:?} != {quotas:?}", self.quotas));
         }
         if size != self.data_size {
             return Err(format!("data size {} != {size}", self.data_size));

@@ -17,6 +17,11 @@ fn path_strategy() -> impl Strategy<Value = String> {
             .prop_map(|v| v.iter().map(|&i| format!("/{}", NAMES[i])).collect::<String>()),
         1 => Just("/zookeeper".to_string()),
         1 => Just("/zookeeper/quota/a".to_string()),
+        1 => Just("/zookeeper/quota/a/zookeeper_limits".to_string()),
+        1 => Just("/zookeeper/quota/a/zookeeper_stats".to_string()),
+        1 => Just("/zookeeper/quota/a/b".to_string()),
+        1 => Just("/zookeeper/quota/a/b/zookeeper_limits".to_string()),
+        1 => Just("/zookeeper/quota/a/b/zookeeper_stats".to_string()),
         1 => Just("/".to_string()),
         1 => Just("/a/".to_string()),
     ]

@@ -13,7 +13,7 @@
 //! ACL lists are numbered in order of first use by the nodes, and every list is used once
 //! at least, so that decoding then encoding reproduces the input byte for byte.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use rookery_protocol::{ephemeral_owner, Acl, Id};
 
@@ -369,6 +369,7 @@ impl DataTree {
             ephemerals: HashMap::new(),
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
+            quotas: BTreeMap::new(),
             data_size: java_len("/") + root_data.len() as u64,
         };
 

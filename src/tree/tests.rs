@@ -1548,3 +1548,91 @@ fn million_znodes() {
     );
     assert_eq!(back.znode_count(), t.znode_count());
 }
+
+#[test]
+fn quota_stats_like_zookeeper() {
+    // The same sequence on ZooKeeper 3.8 gave exactly these stats.
+    let mut h = H::new();
+    let mk = |h: &mut H, p: &str, d: &[u8]| match h
+        .write(create_req(OpCode::Create2, p, d, world(31), 0))
+        .0
+    {
+        Ok(Response::Create2(r)) => r.stat,
+        other => panic!("{other:?}"),
+    };
+    let stats = "/zookeeper/quota/qa/zookeeper_stats";
+    mk(&mut h, "/qa", b"root");
+    mk(&mut h, "/qa/x", b"abc");
+    mk(&mut h, "/zookeeper/quota/qa", b"");
+    mk(
+        &mut h,
+        "/zookeeper/quota/qa/zookeeper_limits",
+        b"count=10,bytes=100",
+    );
+    let created = mk(&mut h, stats, b"count=0,bytes=0;zz=1");
+    assert_eq!(created.data_length, 20, "the reply shows the data as sent");
+    let (data, stat) = h.get(stats).unwrap();
+    assert_eq!(data, b"count=2,bytes=7");
+    assert_eq!(
+        (stat.version, stat.mzxid, stat.data_length),
+        (0, created.mzxid, 15)
+    );
+    mk(&mut h, "/qa/y", b"12345");
+    assert_eq!(h.get(stats).unwrap().0, b"count=3,bytes=12");
+    h.set("/qa/x", b"abcdef", -1).unwrap();
+    assert_eq!(h.get(stats).unwrap().0, b"count=3,bytes=15");
+    h.delete("/qa/y", -1).unwrap();
+    assert_eq!(h.get(stats).unwrap().0, b"count=2,bytes=10");
+    mk(&mut h, "/qa/x/deep", b"1");
+    assert_eq!(h.get(stats).unwrap().0, b"count=3,bytes=11");
+    h.set(stats, b"count=1,bytes=2=;zhard=7;ahard=3", -1)
+        .unwrap();
+    mk(&mut h, "/qa/z", b"");
+    let (data, stat) = h.get(stats).unwrap();
+    assert_eq!(data, b"count=2,bytes=2=;ahard=3;zhard=7");
+    assert_eq!((stat.version, stat.data_length), (1, 32));
+    // A multi that fails restores the stats too.
+    let before = h.t.clone();
+    let results = h.multi_results(vec![
+        mcreate(OpCode::Create, "/qa/m", 0),
+        mdelete("/zookeeper/quota/qa/zookeeper_limits", -1),
+        mcreate(OpCode::Create, "/qa/n", 0),
+        mcheck("/qa", 99),
+    ]);
+    assert_eq!(results[3], MultiResult::Error(ErrorCode::BadVersion));
+    assert!(h.t == before);
+    assert_eq!(h.get(stats).unwrap().0, b"count=2,bytes=2=;ahard=3;zhard=7");
+    // Without the limit node, changes below /qa are not counted.
+    h.delete("/zookeeper/quota/qa/zookeeper_limits", -1)
+        .unwrap();
+    mk(&mut h, "/qa/w", b"");
+    assert_eq!(h.get(stats).unwrap().0, b"count=2,bytes=2=;ahard=3;zhard=7");
+    // Nested quotas: the deepest prefix wins.
+    mk(&mut h, "/zookeeper/quota/qa/zookeeper_limits", b"");
+    mk(&mut h, "/zookeeper/quota/qa/x", b"");
+    mk(&mut h, "/zookeeper/quota/qa/x/zookeeper_limits", b"");
+    mk(&mut h, "/zookeeper/quota/qa/x/zookeeper_stats", b"");
+    assert_eq!(
+        h.get("/zookeeper/quota/qa/x/zookeeper_stats").unwrap().0,
+        b"count=2,bytes=7"
+    );
+    mk(&mut h, "/qa/x/d2", b"zz");
+    assert_eq!(
+        h.get("/zookeeper/quota/qa/x/zookeeper_stats").unwrap().0,
+        b"count=3,bytes=9"
+    );
+    assert_eq!(h.get(stats).unwrap().0, b"count=2,bytes=2=;ahard=3;zhard=7");
+    mk(&mut h, "/qa/v", b"");
+    assert_eq!(h.get(stats).unwrap().0, b"count=3,bytes=2=;ahard=3;zhard=7");
+    // Snapshots keep the quota bookkeeping.
+    let mut bytes = Vec::new();
+    h.t.serialize(&mut bytes);
+    let mut back = DataTree::deserialize(&bytes).unwrap();
+    back.check_invariants().unwrap();
+    std::mem::swap(&mut h.t, &mut back);
+    mk(&mut h, "/qa/x/d3", b"");
+    assert_eq!(
+        h.get("/zookeeper/quota/qa/x/zookeeper_stats").unwrap().0,
+        b"count=4,bytes=9"
+    );
+}

@@ -12,12 +12,15 @@ use rookery_protocol::{
 use super::acl::{check_acl, fixup_acl};
 use super::node::{Node, NodeId, PersistedStat};
 use super::path::{display_parent, is_valid_path, parent_for_create, parent_for_delete};
+use super::quota::QuotaChange;
 use super::{check_version, DataTree, OpContext};
 use crate::watch::WatchTrigger;
 
 /// How to undo one applied step of a multi.
 #[derive(Debug)]
 enum Undo {
+    /// Quota accounting rewrote a stats node's data.
+    Quota(QuotaChange),
     /// A node was created: remove it, restore the parent's cversion and pzxid.
     Created {
         /// The created node.
@@ -371,6 +374,13 @@ impl DataTree {
             parent_cversion,
             parent_pzxid,
         });
+        // Quota accounting comes after the reply's stat was taken (DataTree.createNode).
+        if let Some(change) = self.quota_init_stats(parent_path, name) {
+            undo.push(Undo::Quota(change));
+        }
+        if let Some(change) = self.quota_adjust(&path, spec.data.len() as i64, 1) {
+            undo.push(Undo::Quota(change));
+        }
         triggers.push(WatchTrigger::Created(path.clone()));
         triggers.push(WatchTrigger::ChildrenChanged(
             display_parent(parent_path).to_string(),
@@ -442,19 +452,22 @@ impl DataTree {
         triggers: &mut Vec<WatchTrigger>,
     ) -> Result<Done, ErrorCode> {
         let parent_pzxid = self.node(parent)?.pzxid;
-        let node = self.remove_child(zxid, parent, parent_path, id, path, triggers)?;
+        let (node, quota) = self.remove_child(zxid, parent, parent_path, id, path, triggers)?;
         undo.push(Undo::Deleted {
             path: path.to_string(),
             parent: parent_path.to_string(),
             node,
             parent_pzxid,
         });
+        if let Some(change) = quota {
+            undo.push(Undo::Quota(change));
+        }
         Ok(Done::Delete)
     }
 
-    /// `DataTree.deleteNode`: unlinks a childless node, raises the parent's pzxid, triggers
-    /// NodeDeleted and the parent's NodeChildrenChanged. The caller owns the returned node's
-    /// ACL reference.
+    /// `DataTree.deleteNode`: unlinks a childless node, raises the parent's pzxid, updates
+    /// quota stats, triggers NodeDeleted and the parent's NodeChildrenChanged. The caller
+    /// owns the returned node's ACL reference.
     pub(super) fn remove_child(
         &mut self,
         zxid: i64,
@@ -463,17 +476,18 @@ impl DataTree {
         id: NodeId,
         path: &str,
         triggers: &mut Vec<WatchTrigger>,
-    ) -> Result<Node, ErrorCode> {
+    ) -> Result<(Node, Option<QuotaChange>), ErrorCode> {
         let node = self.detach(id, path).ok_or(ErrorCode::SystemError)?;
         let pnode = self.node_mut(parent)?;
         if zxid > pnode.pzxid {
             pnode.pzxid = zxid;
         }
+        let quota = self.quota_adjust(path, -(node.data().len() as i64), -1);
         triggers.push(WatchTrigger::Deleted(path.to_string()));
         triggers.push(WatchTrigger::ChildrenChanged(
             display_parent(parent_path).to_string(),
         ));
-        Ok(node)
+        Ok((node, quota))
     }
 
     /// setData: BadArguments, NoNode, NoAuth (WRITE), BadVersion.
@@ -501,6 +515,7 @@ impl DataTree {
         node.mzxid = ctx.zxid;
         let stat = node.stat();
         self.data_size = (self.data_size + data.len() as u64).saturating_sub(old.len() as u64);
+        let bytes_diff = data.len() as i64 - old.len() as i64;
         undo.push(Undo::DataSet {
             path: path.to_string(),
             data: old,
@@ -508,6 +523,9 @@ impl DataTree {
             mtime: old_mtime,
             mzxid: old_mzxid,
         });
+        if let Some(change) = self.quota_adjust(path, bytes_diff, 0) {
+            undo.push(Undo::Quota(change));
+        }
         triggers.push(WatchTrigger::DataChanged(path.to_string()));
         Ok(Done::SetData(stat))
     }
@@ -565,6 +583,7 @@ impl DataTree {
     fn rollback(&mut self, undo: Vec<Undo>) {
         for step in undo.into_iter().rev() {
             match step {
+                Undo::Quota(change) => self.quota_undo(change),
                 Undo::Created {
                     path,
                     parent,
