@@ -158,6 +158,7 @@ struct Inner {
 /// [`Error::SessionExpired`] / [`Error::Closed`] (client dead).
 #[derive(Debug, Clone)]
 pub struct Client {
+    /// Channel to the session task, chroot and timeouts, shared by clones.
     inner: Arc<Inner>,
     /// Session state and identity, updated by the session task.
     shared: Arc<Shared>,

@@ -53,7 +53,9 @@ pub(crate) enum Command {
     Request(PendingRequest),
     /// addAuth: remembered and replayed on every reconnect.
     Auth {
+        /// Auth scheme, for example `digest`.
         scheme: String,
+        /// Scheme-specific credentials, for example `user:password`.
         auth: Vec<u8>,
         reply: oneshot::Sender<Result<()>>,
     },
@@ -79,6 +81,7 @@ pub(crate) struct PendingRequest {
     pub request: Request,
     /// The watch it arms if it succeeds.
     pub watch: Option<WatchRegistration>,
+    /// Local bookkeeping to do once it succeeds.
     pub after: AfterReply,
     /// Where the reply goes.
     pub reply: oneshot::Sender<Result<Response>>,
@@ -89,15 +92,20 @@ pub(crate) struct PendingRequest {
 struct InFlight {
     /// Selects how to decode the reply body.
     op: OpCode,
+    /// The watch to arm if the reply is a success.
     watch: Option<WatchRegistration>,
+    /// Local bookkeeping to do once it succeeds.
     after: AfterReply,
+    /// Where the caller waits for the reply.
     reply: oneshot::Sender<Result<Response>>,
 }
 
 /// An addAuth to replay on each connection.
 #[derive(Debug)]
 struct AuthEntry {
+    /// Auth scheme, for example `digest`.
     scheme: String,
+    /// Scheme-specific credentials, for example `user:password`.
     auth: Vec<u8>,
     /// The caller waiting for the first answer, until it has one.
     waiter: Option<oneshot::Sender<Result<()>>>,
@@ -164,19 +172,28 @@ enum ConnEnd {
 
 /// A socket with a finished handshake.
 struct Connection {
+    /// Frames from the server.
     reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    /// Where encoded frames go.
     writer: OwnedWriteHalf,
+    /// The server's handshake answer (session id, password, timeout).
     response: ConnectResponse,
+    /// "host:port" of the server, for logs and SessionInfo.
     server: String,
 }
 
 pub(crate) struct SessionTask {
+    /// Servers, chroot and timeouts.
     config: SessionConfig,
+    /// State published to the client handles.
     shared: Arc<Shared>,
+    /// Requests from the client handles; closed when the session ends.
     cmd_rx: mpsc::UnboundedReceiver<Command>,
     /// Index into `config.hosts` of the next server to try.
     next_host: usize,
+    /// 0 until the first handshake; then resumed on every reconnect.
     session_id: i64,
+    /// Proves the session is ours when resuming it.
     password: Vec<u8>,
     /// Highest zxid seen in a reply: sent on reconnect so no server takes us back in time,
     /// and as SetWatches' relativeZxid.
@@ -187,6 +204,7 @@ pub(crate) struct SessionTask {
     in_flight: HashMap<i32, InFlight>,
     /// Requests waiting for a connection.
     queued: VecDeque<PendingRequest>,
+    /// Credentials added so far, replayed on each connection.
     auths: Vec<AuthEntry>,
     /// Auth replies expected on this connection, in order (None: a replay nobody waits for).
     pending_auth: VecDeque<Option<oneshot::Sender<Result<()>>>>,
@@ -195,6 +213,7 @@ pub(crate) struct SessionTask {
     pending_set_watches: VecDeque<SetWatches2>,
     /// False once a server refused SetWatches2.
     use_set_watches2: bool,
+    /// Armed watches, re-sent with SetWatches on reconnect.
     watches: WatchRegistry,
     /// Frames encoded and not yet written.
     out: BytesMut,

@@ -120,7 +120,9 @@ pub(crate) enum WatchSink {
 pub(crate) struct WatchRegistration {
     /// Server-side path (chroot included).
     pub path: String,
+    /// Which table the watch goes into.
     pub kind: WatchKind,
+    /// The caller-side end the event is delivered to.
     pub sink: WatchSink,
 }
 

@@ -13,6 +13,7 @@ use crate::types::{join_path, CreateOptions};
 /// Curator's DistributedBarrier: waiters block while the barrier node exists.
 #[derive(Debug, Clone)]
 pub struct Barrier {
+    /// The session used to wait and to set the barrier.
     client: Client,
     /// The barrier node; its existence closes the gate.
     path: String,
@@ -73,7 +74,9 @@ const READY: &str = "ready";
 /// returns once `count` members have entered; `leave` returns once all have left.
 #[derive(Debug, Clone)]
 pub struct DoubleBarrier {
+    /// The session used to wait and to set the barrier.
     client: Client,
+    /// Parent of the members' nodes and of `ready`.
     path: String,
     /// How many members make the barrier full.
     count: usize,

@@ -11,7 +11,9 @@ const MAX_ATTEMPTS: usize = 10_000;
 /// A 64-bit counter stored in one znode.
 #[derive(Debug, Clone)]
 pub struct Counter {
+    /// The session doing the updates.
     client: Client,
+    /// The znode holding the value.
     path: String,
 }
 

@@ -20,6 +20,7 @@ const LATCH: &str = "latch-";
 /// reconnecting.
 #[derive(Debug)]
 pub struct LeaderLatch {
+    /// The session whose ephemeral node takes part.
     client: Client,
     /// Parent of the participants' nodes.
     path: String,
@@ -31,6 +32,7 @@ pub struct LeaderLatch {
     leader: watch::Receiver<bool>,
     /// Tells the election task to stop.
     stop: watch::Sender<bool>,
+    /// The election task; taken by close, aborted on drop.
     task: Option<JoinHandle<()>>,
 }
 

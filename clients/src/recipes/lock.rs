@@ -18,6 +18,7 @@ const WRITE: &str = "write-";
 /// An exclusive lock (Curator's InterProcessMutex, not reentrant).
 #[derive(Debug, Clone)]
 pub struct Lock {
+    /// The session whose ephemeral nodes take part.
     client: Client,
     /// Parent of the contenders' nodes.
     path: String,
@@ -28,6 +29,7 @@ pub struct Lock {
 /// session expires: check [`LockGuard::is_valid`] before acting on it after a long pause.
 #[derive(Debug)]
 pub struct LockGuard {
+    /// The session whose ephemeral nodes take part.
     client: Client,
     /// Our contender node; None once released.
     node: Option<String>,
@@ -120,7 +122,9 @@ impl Lock {
 /// A read-write lock: readers share, writers exclude everyone; first come, first served.
 #[derive(Debug, Clone)]
 pub struct RwLock {
+    /// The session whose ephemeral nodes take part.
     client: Client,
+    /// Parent of the contenders' nodes.
     path: String,
 }
 

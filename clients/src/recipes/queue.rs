@@ -15,6 +15,7 @@ const ITEM: &str = "qn-";
 /// A distributed FIFO queue at a path.
 #[derive(Debug, Clone)]
 pub struct Queue {
+    /// The session used for puts and takes.
     client: Client,
     /// Parent of the item nodes.
     path: String,

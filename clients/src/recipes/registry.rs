@@ -22,6 +22,7 @@ pub struct ServiceInstance {
     pub id: String,
     /// Where to reach it.
     pub address: String,
+    /// Port to reach it on.
     pub port: u16,
     /// Free-form metadata (for example a JSON document).
     #[serde(default)]
@@ -56,6 +57,7 @@ impl ServiceInstance {
 /// A registry rooted at a base path.
 #[derive(Debug, Clone)]
 pub struct ServiceRegistry {
+    /// The session owning the ephemeral nodes.
     client: Client,
     /// Parent of the per-service nodes.
     base: String,
@@ -64,9 +66,11 @@ pub struct ServiceRegistry {
 /// A live registration; [`Registration::unregister`] removes it (so does session death).
 #[derive(Debug)]
 pub struct Registration {
+    /// The session owning the ephemeral nodes.
     client: Client,
     /// The instance's ephemeral node.
     path: String,
+    /// What was registered.
     pub instance: ServiceInstance,
 }
 
@@ -245,6 +249,7 @@ async fn follow(
 pub struct ServiceCache {
     /// The current members, sorted by id.
     rx: watch::Receiver<Vec<ServiceInstance>>,
+    /// The refresh task, aborted when the cache is dropped.
     task: JoinHandle<()>,
 }
 

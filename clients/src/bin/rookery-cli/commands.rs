@@ -119,7 +119,9 @@ pub fn tokenize(line: &str) -> Result<Vec<String>, CliError> {
 
 /// Options of one command: flags (`-s`), flags with a value (`-v 3`), then positionals.
 struct Args {
+    /// Flags seen, with their value if they take one.
     flags: HashMap<String, Option<String>>,
+    /// Everything else, in order.
     positional: Vec<String>,
 }
 

@@ -229,6 +229,7 @@ fn interactive_loop(runtime: &tokio::runtime::Runtime, shell: &Shell) -> ExitCod
 
 /// Completes command names, then znode paths (asking the server for children).
 struct CliHelper {
+    /// Gives access to the current client.
     shell: Shell,
     /// To run the children lookup from the editor's (non-async) thread.
     runtime: tokio::runtime::Handle,
