@@ -25,32 +25,34 @@ pub fn validate_path(path: &str, sequential: bool) -> Result<(), ErrorCode> {
 /// a character outside the Basic Multilingual Plane is a surrogate pair, which falls in the
 /// forbidden range U+D800..U+F8FF, so every such character is rejected here too.
 pub fn is_valid_path(path: &str) -> bool {
-    let chars: Vec<char> = path.chars().collect();
-    if chars.is_empty() || chars[0] != '/' {
+    let Some(rest) = path.strip_prefix('/') else {
         return false;
-    }
-    if chars.len() == 1 {
+    };
+    if rest.is_empty() {
         return true;
     }
-    if chars[chars.len() - 1] == '/' {
+    if rest.ends_with('/') {
         return false;
     }
+    // `last` is chars[i-1] and `before_last` chars[i-2] in Java's loop.
+    let mut before_last = '\0';
     let mut last = '/';
-    for i in 1..chars.len() {
-        let c = chars[i];
-        let next_is_end_or_slash = i + 1 == chars.len() || chars[i + 1] == '/';
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        let next_is_end_or_slash = chars.peek().is_none_or(|&n| n == '/');
         // Java's else-if chain; '\0', '/' and '.' are outside the forbidden ranges, so the
-        // branches can be or-ed.
+        // branches can be or-ed. "." and ".." components are relative paths.
         let relative = c == '.'
             && next_is_end_or_slash
             && if last == '.' {
-                chars[i - 2] == '/'
+                before_last == '/'
             } else {
-                chars[i - 1] == '/'
+                last == '/'
             };
         if c == '\0' || (c == '/' && last == '/') || relative || is_forbidden_char(c) {
             return false;
         }
+        before_last = last;
         last = c;
     }
     true
@@ -96,6 +98,60 @@ pub(crate) fn display_parent(parent: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// `PathUtils.validatePath`, transliterated over UTF-16 code units.
+    fn java_model(path: &str) -> bool {
+        let chars: Vec<u16> = path.encode_utf16().collect();
+        let slash = u16::from(b'/');
+        let dot = u16::from(b'.');
+        if chars.is_empty() || chars[0] != slash {
+            return false;
+        }
+        if chars.len() == 1 {
+            return true;
+        }
+        if chars[chars.len() - 1] == slash {
+            return false;
+        }
+        let mut lastc = slash;
+        let mut i = 1;
+        while i < chars.len() {
+            let c = chars[i];
+            if c == 0 {
+                return false;
+            } else if c == slash && lastc == slash {
+                return false;
+            } else if c == dot && lastc == dot {
+                if chars[i - 2] == slash && (i + 1 == chars.len() || chars[i + 1] == slash) {
+                    return false;
+                }
+            } else if c == dot {
+                if chars[i - 1] == slash && (i + 1 == chars.len() || chars[i + 1] == slash) {
+                    return false;
+                }
+            } else if (c > 0 && c <= 0x1f)
+                || (0x7f..=0x9f).contains(&c)
+                || (0xd800..=0xf8ff).contains(&c)
+                || (0xfff0..=0xffff).contains(&c)
+            {
+                return false;
+            }
+            lastc = chars[i];
+            i += 1;
+        }
+        true
+    }
+
+    proptest! {
+        #[test]
+        fn matches_java(path in proptest::collection::vec(prop::sample::select(vec![
+            '/', '/', '/', '.', '.', 'a', 'b', '\0', '\u{1}', '\u{7f}', '\u{a0}', '\u{e000}',
+            '\u{f900}', '\u{fff5}', '\u{1f600}', '\u{e9}',
+        ]), 0..8).prop_map(|v| v.into_iter().collect::<String>())) {
+            prop_assert_eq!(is_valid_path(&path), java_model(&path), "{:?}", path);
+        }
+    }
 
     #[test]
     fn valid_paths() {
