@@ -101,6 +101,7 @@ mod tests {
     use proptest::prelude::*;
 
     /// `PathUtils.validatePath`, transliterated over UTF-16 code units.
+    #[allow(clippy::if_same_then_else)]
     fn java_model(path: &str) -> bool {
         let chars: Vec<u16> = path.encode_utf16().collect();
         let slash = u16::from(b'/');
