@@ -92,11 +92,17 @@ fn mcheck(path: &str, version: i32) -> MultiOp {
 
 /// A tree plus the context of the next request.
 pub(super) struct H {
+    /// The tree under test.
     pub(super) t: DataTree,
+    /// zxid of the last write (each write takes the next one).
     pub(super) zxid: i64,
+    /// Time of the last write (each write advances it by 10 ms).
     pub(super) time: i64,
+    /// The session's authenticated ids.
     pub(super) auth: Vec<Id>,
+    /// The requesting session.
     pub(super) session: i64,
+    /// extendedTypesEnabled.
     pub(super) ttl: bool,
 }
 

@@ -68,9 +68,13 @@ enum Done {
         path: String,
         stat: Stat,
     },
+    /// A delete or deleteContainer.
     Delete,
+    /// A setData, with the node's new Stat.
     SetData(Stat),
+    /// A setACL, with the node's new Stat.
     SetAcl(Stat),
+    /// A check, with the node's Stat.
     Check(Stat),
 }
 
@@ -110,9 +114,13 @@ impl Done {
 struct CreateSpec<'r> {
     /// create (1), create2 (15), createContainer (19) or createTTL (21).
     op: OpCode,
+    /// The requested path (sequential creates append the suffix).
     path: &'r str,
+    /// Initial data.
     data: &'r [u8],
+    /// The requested ACL, before fixupACL.
     acl: &'r [Acl],
+    /// The CreateMode flags as sent.
     flags: i32,
     /// -1 unless createTTL.
     ttl: i64,
@@ -121,9 +129,13 @@ struct CreateSpec<'r> {
 /// One step of a multi, after `MultiOperationRecord` deserialization rewrote creates.
 #[derive(Debug)]
 enum Step<'r> {
+    /// A create of any kind.
     Create(CreateSpec<'r>),
+    /// delete(path, version).
     Delete(&'r str, i32),
+    /// setData(path, data, version).
     SetData(&'r str, &'r [u8], i32),
+    /// check(path, version).
     Check(&'r str, i32),
 }
 
