@@ -104,11 +104,15 @@ impl TestServer {
             ),
         )
         .expect("write zoo.cfg");
+        // slf4j-nop silences ZooKeeper's logging; without it slf4j only prints a warning.
+        let mut classpath = "/usr/share/java/zookeeper.jar".to_string();
+        if std::path::Path::new("/usr/share/java/slf4j-nop.jar").exists() {
+            classpath.push_str(":/usr/share/java/slf4j-nop.jar");
+        }
         format!(
             "exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
              -Dzookeeper.admin.enableServer=false -Dzookeeper.extendedTypesEnabled=true -Dznode.container.checkIntervalMs=1000 \
-             -cp /usr/share/java/zookeeper.jar:/usr/share/java/slf4j-nop.jar \
-             org.apache.zookeeper.server.quorum.QuorumPeerMain '{}'",
+             -cp {classpath} org.apache.zookeeper.server.quorum.QuorumPeerMain '{}'",
             cfg.display()
         )
     }
