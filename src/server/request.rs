@@ -108,7 +108,7 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
                 .iter()
                 .map(|id| ClientInfo {
                     auth_scheme: id.scheme.clone(),
-                    user: id.id.clone(),
+                    user: user_name(id),
                 })
                 .collect();
             LocalOutcome::new(
@@ -238,4 +238,14 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
         _ => return failed,
     }
     LocalOutcome::new(Ok(Response::Empty), 0)
+}
+
+/// The user name whoAmI reports for an id (ZooKeeper's AuthUtil.getUser): the digest
+/// provider reports the part before the colon, unknown providers (super) an empty string.
+fn user_name(id: &Id) -> String {
+    match id.scheme.as_str() {
+        "digest" => id.id.split(':').next().unwrap_or_default().to_string(),
+        "ip" => id.id.clone(),
+        _ => String::new(),
+    }
 }
