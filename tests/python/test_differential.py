@@ -19,7 +19,15 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.protocol.serialization import Create2, Watch
 from kazoo.protocol.states import Callback, KazooState, ZnodeStat
-from kazoo.security import ACL, ANYONE_ID_UNSAFE, OPEN_ACL_UNSAFE, Permissions
+from kazoo.security import (
+    ACL,
+    ANYONE_ID_UNSAFE,
+    OPEN_ACL_UNSAFE,
+    Id,
+    Permissions,
+    make_acl,
+    make_digest_acl,
+)
 
 from conftest import check_alive, targets
 
@@ -36,8 +44,20 @@ SEQ_PARENTS = ["", "/a", "/b", "/a/x", "/e", "/nope"]
 CONTAINER_PATHS = ["/k1", "/k2"]
 SPECIAL = ["/zookeeper", "/zookeeper/quota", "/zookeeper/config"]
 BAD_PATHS = ["{R}/a/", "{R}//a", "{R}/a/.", "{R}/a/..", "relative", "{R}/\u0000x", ""]
+# Session k authenticates as AUTHS[k] (digest), so ACLs below grant different sessions
+# different rights; "auth" means "whoever creates it" and is InvalidACL for an unauthenticated one.
+AUTHS = ["alice:secret-a", "bob:secret-b", None]
 ACLS = {
     "open": OPEN_ACL_UNSAFE,
+    "alice": [make_digest_acl("alice", "secret-a", all=True)],
+    "alice+world-read": [make_digest_acl("alice", "secret-a", all=True),
+                         ACL(Permissions.READ, ANYONE_ID_UNSAFE)],
+    "bob-rw+world-cd": [make_digest_acl("bob", "secret-b", read=True, write=True),
+                        ACL(Permissions.CREATE | Permissions.DELETE, ANYONE_ID_UNSAFE)],
+    "auth": [ACL(Permissions.ALL, Id("auth", ""))],
+    "ip-local": [make_acl("ip", "127.0.0.1", all=True)],
+    "ip-subnet": [make_acl("ip", "127.0.0.0/8", read=True, create=True, delete=True)],
+    "ip-elsewhere": [make_acl("ip", "10.1.2.3", all=True), ACL(Permissions.READ, ANYONE_ID_UNSAFE)],
     "rwcd": [ACL(Permissions.READ | Permissions.WRITE | Permissions.CREATE | Permissions.DELETE,
                  ANYONE_ID_UNSAFE)],
     "r-cda": [ACL(Permissions.READ | Permissions.CREATE | Permissions.DELETE | Permissions.ADMIN,
@@ -74,6 +94,8 @@ class Session:
         self.side, self.slot = side, slot
         self.client = KazooClient(hosts=side.server.hosts, timeout=15.0)
         self.client.start(timeout=15.0)
+        if AUTHS[slot]:
+            self.client.add_auth_async("digest", AUTHS[slot]).get(timeout=OP_TIMEOUT)
         self.raw = []  # (type, state, path) of each notification, as the server sent it
         self.delivered = []  # (type, path) as dispatched to our watcher callbacks
         self.states = []  # connection state changes after start (should stay empty)
@@ -181,8 +203,10 @@ def gen_op(rng, R, seq_made):
     )[0]
     if kind == "create":
         p = R + rng.choice(PATHS + CONTAINER_PATHS)
+        # the root R always gets an open ACL, so the run cannot lock itself out of everything
+        acl = "open" if p == R or rng.random() < 0.7 else rng.choice(sorted(ACLS))
         return ("create", s, p, data(), rng.random() < 0.3, rng.random() < 0.3,
-                rng.random() < 0.5)  # ephemeral, makepath, include_data
+                rng.random() < 0.5, acl)  # ephemeral, makepath, include_data, acl
     if kind == "create_seq":
         p = R + rng.choice(SEQ_PARENTS) + "/" + rng.choice(["s-", "q-", ""])
         return ("create_seq", s, p, data(), rng.random() < 0.4, rng.random() < 0.2,
@@ -226,13 +250,16 @@ def gen_op(rng, R, seq_made):
     if kind == "arm":  # exists + getChildren watches on a few nodes at once
         return ("arm", s, tuple(sorted({R + rng.choice(PATHS + CONTAINER_PATHS) for _ in range(3)})))
     if kind == "special":
+        if rng.random() < 0.2:  # the root itself (its stat depends on other tests: not read)
+            return rng.choice([("delete", s, "/", -1), ("delete", s, "/", 0),
+                               ("create", s, "/", b"", False, False, False, "open")])
         p = rng.choice(SPECIAL)
         return rng.choice([("get", s, p, False), ("exists", s, p, False),
                            ("children", s, p, False, True), ("delete", s, p, -1),
                            ("get_acls", s, p)] + ([("set", s, p, b"x", -1)] if p.endswith("config") else []))
     if kind == "bad_path":
         p = rng.choice(BAD_PATHS).format(R=R)
-        return rng.choice([("create", s, p, b"", False, False, False), ("delete", s, p, -1),
+        return rng.choice([("create", s, p, b"", False, False, False, "open"), ("delete", s, p, -1),
                            ("get", s, p, False), ("set", s, p, b"", -1)])
     raise AssertionError(kind)
 
@@ -249,8 +276,9 @@ def execute(side, op):
 
     try:
         if kind in ("create", "create_seq"):
-            _, _, p, d, eph, makepath, include_data = op
-            r = get(c.create_async(p, d, ephemeral=eph, sequence=kind == "create_seq",
+            _, _, p, d, eph, makepath, include_data = op[:7]
+            acl = ACLS[op[7]] if len(op) > 7 else None
+            r = get(c.create_async(p, d, acl=acl, ephemeral=eph, sequence=kind == "create_seq",
                                    makepath=makepath, include_data=include_data))
         elif kind == "container":
             _, _, p, d = op
@@ -293,7 +321,10 @@ def execute(side, op):
         elif kind == "arm":
             r = []
             for p in op[2]:
-                r.append(get(c.exists_async(p, watch=w)))
+                try:
+                    r.append(get(c.exists_async(p, watch=w)))
+                except Exception as e:  # noqa: BLE001
+                    r.append(e)
                 try:
                     r.append(sorted(get(c.get_children_async(p, watch=w))))
                 except Exception as e:  # noqa: BLE001
@@ -360,7 +391,7 @@ def test_differential(pair, peer, seed):
                 pytrace=False,
             )
 
-        ops = [("create", 0, R, b"root", False, False, False)]
+        ops = [("create", 0, R, b"root", False, False, False, "open")]
         for i in range(N_OPS + 1):
             op = ops[i] if i < len(ops) else gen_op(rng, R, seq_made)
             outcomes = [execute(side, op) for side in sides]
@@ -407,7 +438,7 @@ def test_differential(pair, peer, seed):
         kinds = {op[0] for _, op, _ in history}
         errors = {r[1] for _, _, r in history if r[0] == "error"}
         assert {"create", "create_seq", "delete", "set", "multi", "children"} <= kinds, kinds
-        assert {"NodeExistsError", "NoNodeError", "BadVersionError"} <= errors, errors
+        assert {"NodeExistsError", "NoNodeError", "BadVersionError", "NoAuthError"} <= errors, errors
         assert sum(len(s.raw) for s in sides[0].sessions) > 0, "no watch event was ever delivered"
     finally:
         for side in sides:

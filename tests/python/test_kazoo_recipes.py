@@ -29,7 +29,8 @@ from kazoo.recipe.election import Election
 from kazoo.recipe.lock import Lock, Semaphore
 from kazoo.recipe.queue import LockingQueue, Queue
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
-from kazoo.security import OPEN_ACL_UNSAFE
+from kazoo.exceptions import NoAuthError
+from kazoo.security import ACL, ANYONE_ID_UNSAFE, OPEN_ACL_UNSAFE, Permissions, make_digest_acl
 
 WAIT = 20.0  # upper bound for anything that should happen "soon"
 
@@ -624,3 +625,83 @@ def test_container_flag_semantics(make_client, base):
     wait_until(lambda: client.exists(base + "/op19-flag0") is None, timeout=15,
                what="the opcode-19 container to be reaped")
     assert sorted(client.get_children(base)) == ["op1-flag4", "op15-flag4"]
+
+
+# ----------------------------------------------------------------------- ACLs
+
+
+def _owner_and_stranger(make_client, base):
+    owner, stranger = make_client(), make_client()
+    owner.add_auth("digest", "owner:pw")
+    owner.create(base, makepath=True)
+    return owner, stranger
+
+
+OWNER_ONLY = [make_digest_acl("owner", "pw", all=True)]
+
+
+def test_acl_enforcement(make_client, base):
+    owner, stranger = _owner_and_stranger(make_client, base)
+    owner.create(base + "/secret", b"s", acl=OWNER_ONLY)
+    owner.create(base + "/ro", b"r", acl=[ACL(Permissions.READ, ANYONE_ID_UNSAFE)] + OWNER_ONLY)
+    with pytest.raises(NoAuthError):
+        stranger.get(base + "/secret")
+    with pytest.raises(NoAuthError):
+        stranger.get_children(base + "/secret")
+    with pytest.raises(NoAuthError):
+        stranger.set(base + "/secret", b"x")
+    with pytest.raises(NoAuthError):
+        stranger.create(base + "/secret/child")
+    with pytest.raises(NoAuthError):
+        stranger.set_acls(base + "/secret", OPEN_ACL_UNSAFE)
+    assert stranger.get(base + "/ro")[0] == b"r"
+    with pytest.raises(NoAuthError):
+        stranger.set(base + "/ro", b"x")
+    # deleting needs DELETE on the parent, not on the node
+    stranger.delete(base + "/secret")
+    assert owner.exists(base + "/secret") is None
+    # an ACL with the "auth" scheme is InvalidACL for a session with no identity
+    from kazoo.exceptions import InvalidACLError
+    from kazoo.security import Id
+    with pytest.raises(InvalidACLError):
+        stranger.create(base + "/mine", acl=[ACL(Permissions.ALL, Id("auth", ""))])
+    owner.create(base + "/mine", acl=[ACL(Permissions.ALL, Id("auth", ""))])
+    acls, _ = owner.get_acls(base + "/mine")
+    assert [(a.perms, a.id.scheme, a.id.id) for a in acls] == [
+        (31, "digest", OWNER_ONLY[0].id.id)]
+
+
+def test_exists_needs_no_read_permission(make_client, base):
+    owner, stranger = _owner_and_stranger(make_client, base)
+    owner.create(base + "/secret", b"abc", acl=OWNER_ONLY)
+    stat = stranger.exists(base + "/secret")
+    assert stat is not None and stat.dataLength == 3
+
+
+def test_watch_events_filtered_by_read_acl(make_client, base):
+    """ZooKeeper drops a notification for a session without READ on the znode
+    (NIOServerCnxn.process "filtered by ACL"; the CVE-2024-23944 fix, in 3.8.4+, 3.9.2+ and
+    Debian's 3.8.0-11+deb12u2). Child events are checked against the parent's ACL."""
+    owner, stranger = _owner_and_stranger(make_client, base)
+    owner.create(base + "/secret", b"s")
+    seen = []
+    rec = seen.append
+    assert stranger.get(base + "/secret", watch=rec)[0] == b"s"
+    assert stranger.exists(base + "/hidden", watch=rec) is None
+    assert stranger.exists(base + "/public", watch=rec) is None
+    assert stranger.get_children(base, watch=rec) == ["secret"]
+    owner.set_acls(base + "/secret", OWNER_ONLY)  # setACL fires no watch
+    owner.set(base + "/secret", b"changed")  # stranger may no longer read it: no event
+    owner.create(base + "/hidden", acl=OWNER_ONLY)  # NodeCreated filtered too
+    owner.create(base + "/public")  # open parent: child event; open node: created event
+    # the filtered event still used up the stranger's one-shot watch on /secret: after the ACL
+    # is opened again, a further change brings no event either
+    owner.set_acls(base + "/secret", OPEN_ACL_UNSAFE)
+    owner.set(base + "/secret", b"again")
+    stranger.exists("/")
+    wait_until(lambda: len(seen) >= 2, what="the two permitted events")
+    time.sleep(0.2)
+    assert [(e.type, e.path) for e in seen] == [
+        (EventType.CHILD, base),
+        (EventType.CREATED, base + "/public"),
+    ]
