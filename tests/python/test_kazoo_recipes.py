@@ -21,7 +21,7 @@ from kazoo.exceptions import (
     RolledBackError,
     RuntimeInconsistency,
 )
-from kazoo.protocol.serialization import Create, Create2
+from kazoo.protocol.serialization import Create, Create2, SetData
 from kazoo.protocol.states import EventType
 from kazoo.recipe.barrier import Barrier, DoubleBarrier
 from kazoo.recipe.counter import Counter
@@ -705,3 +705,69 @@ def test_watch_events_filtered_by_read_acl(make_client, base):
         (EventType.CHILD, base),
         (EventType.CREATED, base + "/public"),
     ]
+
+
+# ------------------------------------------------- Limits and connections
+
+JUTE_MAXBUFFER = 0xFFFFF  # 1,048,575: the largest request frame the server accepts
+
+
+def test_request_size_limit(make_client, base):
+    client = make_client()
+    client.create(base, makepath=True)
+    sid = client.client_id[0]
+    path = base + "/big"
+    header = 8  # xid + opcode; the 4-byte frame length is not counted
+    overhead = header + len(Create(path, b"", OPEN_ACL_UNSAFE, 0).serialize())
+    biggest = JUTE_MAXBUFFER - overhead
+    assert client.create(path, b"x" * biggest) == path
+    data, stat = client.get(path)
+    assert stat.dataLength == biggest and data == b"x" * biggest
+    from kazoo.exceptions import ConnectionLoss
+    set_overhead = header + len(SetData(path, b"", -1).serialize())
+    with pytest.raises(ConnectionLoss):  # a frame one byte too long: the server drops the connection
+        client.set(path, b"y" * (JUTE_MAXBUFFER + 1 - set_overhead))
+    wait_until(lambda: client.connected, what="reconnect after the oversized request")
+    assert client.client_id[0] == sid  # same session, nothing changed
+    assert client.get(path)[1].version == 0
+    with pytest.raises(ConnectionLoss):
+        client.create(base + "/bi2", b"z" * (biggest + 1))
+    wait_until(lambda: client.connected, what="reconnect after the oversized request")
+    assert client.exists(base + "/bi2") is None
+
+
+def test_session_resumes_after_connection_drop(make_client, base):
+    import socket
+
+    client, observer = make_client(), make_client()
+    client.create(base + "/eph", ephemeral=True, makepath=True)
+    sid = client.client_id[0]
+    states = []
+    client.add_listener(states.append)
+    client._connection._socket.shutdown(socket.SHUT_RDWR)
+    wait_until(lambda: states[-2:] == ["SUSPENDED", "CONNECTED"], what="reconnect")
+    assert client.client_id[0] == sid
+    assert observer.exists(base + "/eph").ephemeralOwner == sid
+    client.set(base + "/eph", b"still mine")
+    assert observer.get(base + "/eph")[0] == b"still mine"
+
+
+def test_client_ahead_of_server_is_refused(make_client, base):
+    """A client that has seen a zxid the server has not must not connect (no time travel)."""
+    import socket
+
+    client = make_client()
+    client.create(base + "/eph", ephemeral=True, makepath=True)
+    sid = client.client_id[0]
+    states = []
+    client.add_listener(states.append)
+    real = client.last_zxid
+    client.last_zxid = real + 1_000_000
+    client._connection._socket.shutdown(socket.SHUT_RDWR)
+    wait_until(lambda: "SUSPENDED" in states, what="the connection drop")
+    time.sleep(1.5)  # several reconnect attempts
+    assert states == ["SUSPENDED"], f"connected although ahead of the server: {states}"
+    client.last_zxid = real
+    wait_until(lambda: client.connected, what="reconnect with an honest zxid")
+    assert client.client_id[0] == sid
+    assert client.exists(base + "/eph") is not None
