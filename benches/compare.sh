@@ -149,6 +149,7 @@ EOF
 start_rookery() { # $1 = data dir
     mkdir -p "$1"
     "$ROOKERY" --port "$ROOK_PORT" --address 127.0.0.1 --data-dir "$1" --4lw-whitelist '*' \
+        --max-client-cnxns 0 \
         >>"$WORK/rookery.out" 2>&1 &
     ROOK_PID=$!
 }
@@ -185,7 +186,11 @@ pid_of() { if [ "$1" = zk ]; then echo "$ZK_PID"; else echo "$ROOK_PID"; fi; }
 # One load run; prints its JSON line and appends it (or a failure record) to ${LOAD_RAW:-$RAW}.
 load() { # $1 = server name, rest = rookery-load args
     local name=$1; shift
-    local port pid line rc out
+    local port pid line rc out workload=null sessions=null prev=""
+    for a in "$@"; do
+        case "$prev" in --workload) workload="\"$a\"" ;; --sessions) sessions=$a ;; esac
+        prev=$a
+    done
     port=$(port_of "$name"); pid=$(pid_of "$name")
     out=$(mktemp "$WORK/load.XXXXXX")
     "$LOAD" --servers "127.0.0.1:$port" --server-pid "$pid" --label "$name" -q "$@" >"$out" 2>"$out.err"
@@ -193,7 +198,7 @@ load() { # $1 = server name, rest = rookery-load args
     line=$(grep '^{' "$out" | tail -1)
     if [ -z "$line" ]; then
         log "$name $*: FAILED (exit $rc): $(tail -2 "$out.err" | tr '\n' ' ')"
-        line="{\"label\":\"$name\",\"failed\":true,\"exit\":$rc}"
+        line="{\"workload\":$workload,\"label\":\"$name\",\"sessions\":$sessions,\"failed\":true,\"exit\":$rc}"
     elif [ "$rc" -ne 0 ]; then
         log "$name $*: FAILED (exit $rc): $(tail -2 "$out.err" | tr '\n' ' ')"
         line="${line%\}},\"failed\":true,\"exit\":$rc}"
