@@ -211,7 +211,12 @@ def start_zookeeper(workdir: Path) -> ServerProcess:
 
 
 def rookery_binary():
-    return Path(os.environ.get("ROOKERY_BIN", REPO / "target" / "debug" / "rookery"))
+    if os.environ.get("ROOKERY_BIN"):
+        return Path(os.environ["ROOKERY_BIN"])
+    target = Path(os.environ.get("CARGO_TARGET_DIR") or REPO / "target")
+    if not target.is_absolute():
+        target = REPO / target
+    return target / "debug" / "rookery"
 
 
 def start_rookery(workdir: Path) -> ServerProcess:
