@@ -147,6 +147,13 @@ enum Command {
     Step(Box<Message>),
     ReadIndex(Vec<u8>),
     Snapshot,
+    /// A background snapshot write finished (the file is durable, or it failed).
+    SnapshotWritten {
+        meta: Box<raft::eraftpb::SnapshotMetadata>,
+        result: Result<std::path::PathBuf, String>,
+        bytes: usize,
+        started: std::time::Instant,
+    },
     ReportUnreachable(u64),
     ReportSnapshot(u64, SnapshotStatus),
     Shutdown,
@@ -219,11 +226,12 @@ impl RaftHandle {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(Shared::default());
         let (init_tx, init_rx) = mpsc::sync_channel(1);
+        let self_tx = tx.clone();
         let thread_shared = shared.clone();
         let join = std::thread::Builder::new()
             .name(format!("raft-{}", opts.node_id))
             .spawn(
-                move || match node::Node::init(opts, sm, transport, thread_shared) {
+                move || match node::Node::init(opts, sm, transport, thread_shared, self_tx) {
                     Ok(node) => {
                         let _ = init_tx.send(Ok(()));
                         node.run(rx);

@@ -41,6 +41,10 @@ pub(super) struct Node {
     snapshot_failed_at: Option<u64>,
     /// Last leadership state reported to the state machine.
     was_leader: bool,
+    /// Lets the background snapshot writer report back to this thread.
+    commands: std::sync::mpsc::Sender<Command>,
+    /// A snapshot file is being written in the background; at most one at a time.
+    snapshot_in_flight: bool,
     /// Set by `Command::Crash`: leave the loop without the orderly shutdown.
     #[cfg(test)]
     crashed: bool,
@@ -62,6 +66,7 @@ impl Node {
         mut sm: Box<dyn StateMachine>,
         transport: Box<dyn Transport>,
         shared: Arc<Shared>,
+        commands: std::sync::mpsc::Sender<Command>,
     ) -> Result<Node, RaftError> {
         let snaps = SnapshotDir::open(opts.data_dir.join("snapshots"))?;
         let mut storage = LmdbStorage::open(&opts.data_dir.join("raft"), Some(snaps.clone()))?;
@@ -186,6 +191,8 @@ impl Node {
             newest_snapshot,
             snapshot_failed_at: None,
             was_leader: false,
+            commands,
+            snapshot_in_flight: false,
             #[cfg(test)]
             crashed: false,
         })
@@ -257,6 +264,12 @@ impl Node {
             }
             Command::ReadIndex(ctx) => self.raw.read_index(ctx),
             Command::Snapshot => *snapshot_requested = true,
+            Command::SnapshotWritten {
+                meta,
+                result,
+                bytes,
+                started,
+            } => self.snapshot_written(*meta, result, bytes, started),
             Command::ReportUnreachable(id) => self.raw.report_unreachable(id),
             Command::ReportSnapshot(id, status) => self.raw.report_snapshot(id, status),
             Command::Shutdown => *stopping = true,
@@ -411,6 +424,9 @@ impl Node {
     }
 
     fn maybe_snapshot(&mut self, requested: bool) -> Result<(), RaftError> {
+        if self.snapshot_in_flight {
+            return Ok(());
+        }
         let last = self.newest_snapshot.as_ref().map_or(0, |m| m.index);
         if self.applied <= last {
             return Ok(());
@@ -425,14 +441,78 @@ impl Node {
         // Conf changes are persisted as they are applied, so this is membership at `index`.
         let cs = store.conf_state().clone();
         let started = Instant::now();
+        // Serializing needs the state as of `index`, so it happens here; writing and fsyncing
+        // the file (the slow part) happens on a helper thread so writes keep flowing.
         let data = self.sm.snapshot();
-        let path = self.snaps.write(index, term, &cs, &data)?;
-        let new_meta = meta(index, term, cs);
+        let snaps = self.snaps.clone();
+        let commands = self.commands.clone();
+        let new_meta = meta(index, term, cs.clone());
+        self.snapshot_in_flight = true;
+        let spawned = std::thread::Builder::new()
+            .name("snapshot-writer".into())
+            .spawn(move || {
+                let result = snaps
+                    .write(index, term, &cs, &data)
+                    .map_err(|e| e.to_string());
+                // The raft thread may have stopped meanwhile; the file is complete either way.
+                let _ = commands.send(Command::SnapshotWritten {
+                    meta: Box::new(new_meta),
+                    result,
+                    bytes: data.len(),
+                    started,
+                });
+            });
+        if let Err(e) = spawned {
+            self.snapshot_in_flight = false;
+            self.snapshot_failed_at = Some(index);
+            tracing::error!(error = %e, index, "cannot start the snapshot writer");
+        }
+        Ok(())
+    }
+
+    /// The background writer finished: on success the snapshot becomes the newest, and the log
+    /// is compacted to the previous one.
+    fn snapshot_written(
+        &mut self,
+        new_meta: SnapshotMetadata,
+        result: Result<std::path::PathBuf, String>,
+        bytes: usize,
+        started: Instant,
+    ) {
+        self.snapshot_in_flight = false;
+        let index = new_meta.index;
+        let term = new_meta.term;
+        let path = match result {
+            Ok(path) => path,
+            Err(error) => {
+                tracing::error!(%error, index, "snapshot failed; will retry later");
+                self.snapshot_failed_at = Some(index);
+                return;
+            }
+        };
+        if self
+            .newest_snapshot
+            .as_ref()
+            .is_some_and(|m| m.index >= index)
+        {
+            return;
+        }
         if let Some(prev) = self.newest_snapshot.replace(new_meta) {
             // Compact only to the previous snapshot: if the file just written is ever found
             // corrupt, `prev` + the log from there still reproduce the state exactly.
-            self.raw.mut_store().compact(&prev)?;
-            self.snaps.remove_older_than(prev.index)?;
+            let compacted = self
+                .raw
+                .mut_store()
+                .compact(&prev)
+                .map_err(RaftError::from)
+                .and_then(|_| {
+                    self.snaps
+                        .remove_older_than(prev.index)
+                        .map_err(RaftError::from)
+                });
+            if let Err(error) = compacted {
+                tracing::error!(%error, index, "log compaction failed");
+            }
         }
         self.snapshot_failed_at = None;
         self.shared.snapshot_index.store(index, Ordering::Release);
@@ -440,12 +520,11 @@ impl Node {
         tracing::info!(
             index,
             term,
-            bytes = data.len(),
+            bytes,
             elapsed_ms = started.elapsed().as_millis() as u64,
             path = %path.display(),
             "wrote snapshot"
         );
-        Ok(())
     }
 
     fn stop(mut self, rx: Receiver<Command>) {
