@@ -8,14 +8,16 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
-use rookery_protocol::{ErrorCode, Reader, Record, Response, WatcherEvent};
+use rookery_protocol::{
+    perms, Acl, ErrorCode, Id, Reader, Record, Request, Response, WatcherEvent,
+};
 use tokio::sync::mpsc::UnboundedSender;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
 use crate::raft::StateMachine;
 use crate::session::{SessionInfo, SessionTable, SessionTracker};
-use crate::tree::{DataTree, OpContext};
+use crate::tree::{check_acl, DataTree, OpContext};
 use crate::txn::{Txn, TxnBody};
 use crate::watch::{WatchManager, WatchTrigger, WatcherId};
 
@@ -59,6 +61,9 @@ pub struct ConnHandle {
     pub session_id: i64,
     /// For the `cons` four-letter word.
     pub peer: std::net::SocketAddr,
+    /// The connection's authenticated ids: a watch event goes only to connections that may
+    /// READ the node it is about.
+    pub auth: Vec<Id>,
 }
 
 /// Live connections, by id and by session.
@@ -160,14 +165,30 @@ impl Shared {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Routes watch deliveries to their connections.
-    pub fn deliver_events(&self, zxid: i64, deliveries: Vec<(WatcherId, WatcherEvent)>) {
+    /// Routes watch deliveries to their connections, dropping those whose connection may not
+    /// READ the node (`acl`; None when the node is unknown, e.g. created and deleted in one
+    /// multi). The watch is used up either way, as in ZooKeeper.
+    pub fn deliver_events(
+        &self,
+        zxid: i64,
+        acl: Option<&[Acl]>,
+        deliveries: Vec<(WatcherId, WatcherEvent)>,
+    ) {
         if deliveries.is_empty() {
             return;
         }
         let conns = self.conns.lock();
         for (watcher, event) in deliveries {
-            conns.send(watcher, Outbound::Event { zxid, event });
+            let Some(conn) = conns.by_id.get(&watcher) else {
+                continue;
+            };
+            if let Some(acl) = acl {
+                if check_acl(acl, perms::READ, &conn.auth).is_err() {
+                    debug!(path = %event.path, "watch event filtered by ACL");
+                    continue;
+                }
+            }
+            let _ = conn.tx.send(Outbound::Event { zxid, event });
         }
     }
 }
@@ -185,18 +206,32 @@ impl Applier {
         Applier { shared }
     }
 
-    fn fire(&self, zxid: i64, triggers: &[WatchTrigger]) {
-        if triggers.is_empty() {
-            return;
-        }
-        let mut deliveries = Vec::new();
-        {
-            let mut watches = self.shared.watches.lock();
-            for trigger in triggers {
-                deliveries.extend(watches.trigger(trigger));
+    /// Fires watches after an entry was applied. `deleted_acls` holds the ACLs of nodes the
+    /// entry may have deleted, captured before applying it.
+    fn fire(
+        &self,
+        tree: &DataTree,
+        zxid: i64,
+        triggers: &[WatchTrigger],
+        deleted_acls: &[(String, Vec<Acl>)],
+    ) {
+        for trigger in triggers {
+            let deliveries = self.shared.watches.lock().trigger(trigger);
+            if deliveries.is_empty() {
+                continue;
             }
+            let acl = match trigger {
+                WatchTrigger::Created(path)
+                | WatchTrigger::DataChanged(path)
+                | WatchTrigger::ChildrenChanged(path) => tree.acl_of(path),
+                WatchTrigger::Deleted(path) => deleted_acls
+                    .iter()
+                    .rev()
+                    .find(|(p, _)| p == path)
+                    .map(|(_, acl)| acl.clone()),
+            };
+            self.shared.deliver_events(zxid, acl.as_deref(), deliveries);
         }
-        self.shared.deliver_events(zxid, deliveries);
     }
 
     fn reply(&self, txn: &Txn, message: Outbound) {
@@ -254,8 +289,9 @@ impl StateMachine for Applier {
                 let existed = state.sessions.remove(session_id);
                 shared.tracker.remove(session_id);
                 if existed {
+                    let deleted_acls = acls_of(&state.tree, state.tree.ephemerals_of(session_id));
                     let triggers = state.tree.close_session(zxid, txn.time_ms, session_id);
-                    self.fire(zxid, &triggers);
+                    self.fire(&state.tree, zxid, &triggers, &deleted_acls);
                     info!(
                         zxid,
                         session_id = format_args!("{session_id:#x}"),
@@ -281,6 +317,7 @@ impl StateMachine for Applier {
                 }
             }
             TxnBody::Request(request) => {
+                let deleted_acls = acls_of(&state.tree, deletion_targets(request));
                 // Housekeeping entries (session 0) act as the server itself.
                 let result = if txn.session_id != 0 && !state.sessions.contains(txn.session_id) {
                     (Err(ErrorCode::SessionExpired), Vec::new())
@@ -295,7 +332,7 @@ impl StateMachine for Applier {
                     state.tree.apply_write(&ctx, request)
                 };
                 let (result, triggers) = result;
-                self.fire(zxid, &triggers);
+                self.fire(&state.tree, zxid, &triggers, &deleted_acls);
                 self.reply(
                     &txn,
                     Outbound::Reply {
@@ -371,4 +408,27 @@ impl StateMachine for Applier {
             self.shared.tracker.reset_closing();
         }
     }
+}
+
+/// Paths a write may delete, whose ACLs must be captured before applying it.
+fn deletion_targets(request: &Request) -> Vec<String> {
+    match request {
+        Request::Delete(r) => vec![r.path.clone()],
+        Request::DeleteContainer(r) => vec![r.path.clone()],
+        Request::Multi(ops) => ops
+            .iter()
+            .filter_map(|op| match op {
+                rookery_protocol::MultiOp::Delete(r) => Some(r.path.clone()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn acls_of(tree: &DataTree, paths: Vec<String>) -> Vec<(String, Vec<Acl>)> {
+    paths
+        .into_iter()
+        .filter_map(|path| tree.acl_of(&path).map(|acl| (path, acl)))
+        .collect()
 }

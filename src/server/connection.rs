@@ -275,6 +275,7 @@ impl Connection {
                 tx: self.tx.clone(),
                 session_id: 0,
                 peer: self.peer,
+                auth: self.auth.clone(),
             },
         );
     }

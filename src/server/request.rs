@@ -237,6 +237,9 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
         "ip" => {}
         _ => return failed,
     }
+    if let Some(conn) = ctx.shared.conns.lock().by_id.get_mut(&ctx.conn_id) {
+        conn.auth = ctx.auth.clone();
+    }
     LocalOutcome::new(Ok(Response::Empty), 0)
 }
 

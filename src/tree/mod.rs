@@ -32,11 +32,12 @@ use rookery_protocol::{
 
 use crate::watch::WatchTrigger;
 
+pub(crate) use acl::check_acl;
 pub use acl::digest_id;
 pub use path::{validate_path, SPECIAL_PATHS};
 pub use snapshot::TreeError;
 
-use acl::{check_acl, mask_digest, AclCache};
+use acl::{mask_digest, AclCache};
 use node::{NewNode, Node, NodeId, NodeStore, PersistedStat, ROOT};
 
 /// What an operation needs to know about the request besides its body.
@@ -285,8 +286,10 @@ impl DataTree {
                 if r.path.contains('\0') {
                     return Err(ErrorCode::BadArguments);
                 }
-                // ZOOKEEPER-2590 (3.8.4, 3.9.1): exists checks READ on an existing node.
-                let node = self.readable(ctx, &r.path, perms::READ)?;
+                // Like the reference server CI compares against (Debian's 3.8.0), exists checks
+                // no ACL. ZOOKEEPER-2590 (3.8.4, 3.9.2) adds a READ check; see the README.
+                let id = self.nodes.lookup(&r.path).ok_or(ErrorCode::NoNode)?;
+                let node = self.node(id)?;
                 Ok(Response::Stat(node.stat()))
             }
             Request::GetData(r) => {
@@ -462,6 +465,14 @@ impl DataTree {
     }
 
     /// The Stat clients would see for `path`, if it exists (no ACL check).
+    /// The ACL of a node: watch notifications are only delivered to sessions allowed to READ
+    /// it (ZooKeeper's CVE-2024-23944 fix).
+    pub fn acl_of(&self, path: &str) -> Option<Vec<rookery_protocol::Acl>> {
+        let id = self.nodes.lookup(path)?;
+        let node = self.node(id).ok()?;
+        Some(self.acls.get(node.acl).to_vec())
+    }
+
     pub fn stat(&self, path: &str) -> Option<Stat> {
         self.nodes
             .lookup(path)
