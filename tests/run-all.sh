@@ -50,6 +50,33 @@ cargo_rc=${PIPESTATUS[0]}
 set -e
 [ "$cargo_rc" -eq 0 ] || failed+=("cargo test (exit $cargo_rc)")
 
+step "client library and rookery-cli tests against rookery (cargo test above ran them against ZooKeeper)"
+set +e
+CLIENT_TEST_TARGET=rookery ROOKERY_BIN="$ROOT/target/debug/rookery" \
+  cargo test -p rookery-client 2>&1 | tee "$LOGDIR/client-rookery.log"
+client_rc=${PIPESTATUS[0]}
+set -e
+[ "$client_rc" -eq 0 ] || failed+=("rookery-client tests against rookery (exit $client_rc)")
+
+step "benchmark tools smoke (about a second of load against rookery)"
+SMOKE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rookery-smoke.XXXXXX")
+SMOKE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$ROOT/target/debug/rookery" --port "$SMOKE_PORT" --data-dir "$SMOKE_DIR/data" --4lw-whitelist '*' \
+  --max-client-cnxns 0 >"$LOGDIR/smoke-server.log" 2>&1 &
+SMOKE_PID=$!
+for _ in $(seq 1 100); do
+  [ "$(echo ruok | nc -q1 127.0.0.1 "$SMOKE_PORT" 2>/dev/null)" = imok ] && break
+  sleep 0.1
+done
+set +e
+PROFILE=debug timeout 300 bash benches/smoke.sh "$SMOKE_PORT" 2>&1 | tee "$LOGDIR/smoke.log"
+smoke_rc=${PIPESTATUS[0]}
+set -e
+kill -TERM "$SMOKE_PID" 2>/dev/null || true
+wait "$SMOKE_PID" 2>/dev/null || true
+rm -rf "$SMOKE_DIR"
+[ "$smoke_rc" -eq 0 ] || failed+=("benches/smoke.sh (exit $smoke_rc)")
+
 step "pytest -q tests/python"
 set +e
 timeout -k 10 900 .venv/bin/python -m pytest -q tests/python 2>&1 | tee "$LOGDIR/pytest.log"
@@ -65,6 +92,8 @@ esac
 step "summary"
 echo "cargo test:"
 grep -E '^test result:|^error(\[|:)' "$LOGDIR/cargo-test.log" | sed 's/^/  /' || echo "  (no test result lines)"
+echo "rookery-client against rookery:"
+grep -E '^test result:' "$LOGDIR/client-rookery.log" | sed 's/^/  /' || echo "  (no test result lines)"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "  cargo total: %d passed, %d failed\n", p, f }' "$LOGDIR/cargo-test.log"
 echo "pytest:"
