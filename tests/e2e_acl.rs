@@ -35,10 +35,18 @@ async fn digest_acl_enforced_on_every_protected_op() {
             let a = alice(server).await;
             let anon = server.client().await;
             let bob = server.client().await;
-            bob.auth("digest", BOB_AUTH).await.unwrap();
+            within(10, "addAuth bob", bob.auth("digest", BOB_AUTH))
+                .await
+                .unwrap();
             // A wrong password is accepted by addAuth but yields a different identity.
             let wrong = server.client().await;
-            wrong.auth("digest", b"alice:wrong").await.unwrap();
+            within(
+                10,
+                "addAuth alice:wrong",
+                wrong.auth("digest", b"alice:wrong"),
+            )
+            .await
+            .unwrap();
 
             let base = unique("acl-digest");
             a.create(&base, b"", &anyone()).await.unwrap();
@@ -506,7 +514,9 @@ async fn who_am_i_lists_identities() {
             c.list_auth_users().await.unwrap(),
             vec![AuthUser::new("ip", "127.0.0.1")]
         );
-        c.auth("digest", ALICE_AUTH).await.unwrap();
+        within(10, "addAuth alice", c.auth("digest", ALICE_AUTH))
+            .await
+            .unwrap();
         let mut users = c.list_auth_users().await.unwrap();
         users.sort_by(|x, y| (x.scheme(), x.user()).cmp(&(y.scheme(), y.user())));
         assert_eq!(
@@ -516,7 +526,9 @@ async fn who_am_i_lists_identities() {
                 AuthUser::new("ip", "127.0.0.1")
             ]
         );
-        c.auth("digest", BOB_AUTH).await.unwrap();
+        within(10, "addAuth bob", c.auth("digest", BOB_AUTH))
+            .await
+            .unwrap();
         let mut users = c.list_auth_users().await.unwrap();
         users.sort_by(|x, y| (x.scheme(), x.user()).cmp(&(y.scheme(), y.user())));
         assert_eq!(
@@ -563,14 +575,13 @@ async fn no_auth_inside_multi_on_the_wire() {
 }
 
 /// addAuth on the wire: the reply carries the request's own xid (ZooKeeper echoes it; clients
-/// such as zookeeper-client rely on it to pipeline several auth packets), and whoAmI then lists
-/// the digest user by name.
+/// such as zookeeper-client send auth with ordinary xids and match the reply by xid).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_reply_echoes_request_xid() {
     within(TEST_BOUND_SECS, "auth_reply_echoes_request_xid", async {
         let server = TestServer::shared();
         let mut r = server.raw();
-        for (xid, auth) in [(7, ALICE_AUTH), (-4, BOB_AUTH)] {
+        for (xid, auth) in [(7, ALICE_AUTH), (-4, BOB_AUTH), (8, ALICE_AUTH)] {
             r.send_xid(
                 xid,
                 op::AUTH,
@@ -584,33 +595,57 @@ async fn auth_reply_echoes_request_xid() {
             );
             assert!(reply.body.is_empty());
         }
-        let reply = r.call(op::WHO_AM_I, &[]);
-        assert_eq!(reply.err, 0);
-        let mut d = raw::Dec::new(&reply.body);
-        let n = d.i32();
-        let mut ids: Vec<(String, String)> = (0..n).map(|_| (d.str(), d.str())).collect();
-        ids.sort();
-        assert_eq!(
-            ids,
-            vec![
-                ("digest".to_string(), "alice".to_string()),
-                ("digest".to_string(), "bob".to_string()),
-                ("ip".to_string(), "127.0.0.1".to_string())
-            ]
-        );
-        // The identities are in force.
-        let base = unique("acl-raw-auth");
-        let body = Enc::new()
-            .str(&base)
-            .buf(b"")
-            .acls(&[(31, "digest", ALICE_ID)])
-            .i32(0)
-            .bytes();
-        assert_eq!(r.call(op::CREATE, &body).err, 0);
-        assert_eq!(r.get_data(&base, false).0, 0);
-        let mut anon = server.raw();
-        assert_eq!(anon.get_data(&base, false).0, err::NO_AUTH);
-        assert_eq!(anon.exists(&base, false).0, 0, "exists is not ACL-checked");
+        r.ping();
     })
+    .await
+}
+
+/// Digest identities added on the wire (the classic xid -4): whoAmI lists the digest user by
+/// name, the identities are in force, and exists is not ACL-checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_am_i_and_digest_identities_on_the_wire() {
+    within(
+        TEST_BOUND_SECS,
+        "who_am_i_and_digest_identities_on_the_wire",
+        async {
+            let server = TestServer::shared();
+            let mut r = server.raw();
+            for auth in [ALICE_AUTH, BOB_AUTH] {
+                r.send_xid(
+                    -4,
+                    op::AUTH,
+                    &Enc::new().i32(0).str("digest").buf(auth).bytes(),
+                );
+                let reply = r.next_reply(Duration::from_secs(10)).expect("auth reply");
+                assert_eq!((reply.xid, reply.err), (-4, 0));
+            }
+            let reply = r.call(op::WHO_AM_I, &[]);
+            assert_eq!(reply.err, 0);
+            let mut d = raw::Dec::new(&reply.body);
+            let n = d.i32();
+            let mut ids: Vec<(String, String)> = (0..n).map(|_| (d.str(), d.str())).collect();
+            ids.sort();
+            assert_eq!(
+                ids,
+                vec![
+                    ("digest".to_string(), "alice".to_string()),
+                    ("digest".to_string(), "bob".to_string()),
+                    ("ip".to_string(), "127.0.0.1".to_string())
+                ]
+            );
+            let base = unique("acl-raw-auth");
+            let body = Enc::new()
+                .str(&base)
+                .buf(b"")
+                .acls(&[(31, "digest", ALICE_ID)])
+                .i32(0)
+                .bytes();
+            assert_eq!(r.call(op::CREATE, &body).err, 0);
+            assert_eq!(r.get_data(&base, false).0, 0);
+            let mut anon = server.raw();
+            assert_eq!(anon.get_data(&base, false).0, err::NO_AUTH);
+            assert_eq!(anon.exists(&base, false).0, 0, "exists is not ACL-checked");
+        },
+    )
     .await
 }
