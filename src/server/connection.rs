@@ -18,7 +18,7 @@ use rand::RngCore;
 use rookery_protocol::codec::write_frame;
 use rookery_protocol::{
     encode_reply, xids, ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Frame, FrameCodec,
-    Id, OpCode, Reader, Record, ReplyHeader, Request, RequestHeader, Response, WatcherEvent,
+    Id, Reader, Record, ReplyHeader, Request, RequestHeader, Response, WatcherEvent,
 };
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
@@ -591,14 +591,8 @@ impl Connection {
         for event in events {
             self.write_event(-1, &event);
         }
-        let xid = match header.op_type {
-            op if op == OpCode::Ping.wire() => xids::PING,
-            op if op == OpCode::Auth.wire() => xids::AUTH,
-            op if op == OpCode::SetWatches.wire() || op == OpCode::SetWatches2.wire() => {
-                xids::SET_WATCHES
-            }
-            _ => header.xid,
-        };
+        // ZooKeeper echoes the request's xid, also for ping (-2), auth (-4) and setWatches (-8).
+        let xid = header.xid;
         let zxid = outcome.zxid;
         self.write_reply(xid, zxid, &outcome.result, received);
         if outcome.close {
