@@ -35,7 +35,7 @@ fn mntr_map(text: &str) -> HashMap<String, String> {
 }
 
 fn assert_srvr_shape(text: &str) {
-    assert!(field(text, "Zookeeper version:").len() > 0);
+    assert!(!field(text, "Zookeeper version:").is_empty());
     let lat = field(text, "Latency min/avg/max:");
     assert_eq!(lat.split('/').count(), 3, "latency triple: {lat:?}");
     for k in [

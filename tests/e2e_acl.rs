@@ -380,7 +380,7 @@ async fn auth_scheme_expands_to_session_identities() {
             );
             // setACL with `auth` works the same way.
             a.set_acl(
-                &format!("{base}"),
+                &base.to_string(),
                 &[Acl::new(Permission::ALL, AuthId::authed())],
                 None,
             )

@@ -408,6 +408,9 @@ async fn server_rejects_bad_paths() {
     .await
 }
 
+/// An ACL entry as (perms, scheme, id).
+type AclSpec<'a> = (i32, &'a str, &'a str);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_rejects_invalid_acls() {
     within(TEST_BOUND_SECS, "server_rejects_invalid_acls", async {
@@ -415,7 +418,7 @@ async fn server_rejects_invalid_acls() {
         let mut r = server.raw();
         let base = unique("crud-badacl");
         r.create_ok(&base, b"");
-        let cases: [(&str, Vec<(i32, &str, &str)>); 6] = [
+        let cases: [(&str, Vec<AclSpec>); 6] = [
             ("empty", vec![]),
             ("unknown-scheme", vec![(31, "foo", "bar")]),
             ("world-not-anyone", vec![(31, "world", "bob")]),
