@@ -399,7 +399,10 @@ impl RawConn {
         loop {
             if self.rbuf.len() >= 4 {
                 let n = i32::from_be_bytes(self.rbuf[..4].try_into().unwrap());
-                assert!((0..64 << 20).contains(&n), "bad frame length from server: {n}");
+                assert!(
+                    (0..64 << 20).contains(&n),
+                    "bad frame length from server: {n}"
+                );
                 let n = n as usize;
                 if self.rbuf.len() >= 4 + n {
                     let f = self.rbuf[4..4 + n].to_vec();
