@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT=$PWD
+BIN_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/debug
 LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/rookery-tests.XXXXXX")
 START=$(date +%s)
 step() { printf '\n=== %s (+%ss)\n' "$*" "$(( $(date +%s) - START ))"; }
@@ -52,7 +53,7 @@ set -e
 
 step "client library and rookery-cli tests against rookery (cargo test above ran them against ZooKeeper)"
 set +e
-CLIENT_TEST_TARGET=rookery ROOKERY_BIN="$ROOT/target/debug/rookery" \
+CLIENT_TEST_TARGET=rookery ROOKERY_BIN="$BIN_DIR/rookery" \
   cargo test -p rookery-client 2>&1 | tee "$LOGDIR/client-rookery.log"
 client_rc=${PIPESTATUS[0]}
 set -e
@@ -61,7 +62,7 @@ set -e
 step "benchmark tools smoke (about a second of load against rookery)"
 SMOKE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rookery-smoke.XXXXXX")
 SMOKE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$ROOT/target/debug/rookery" --port "$SMOKE_PORT" --data-dir "$SMOKE_DIR/data" --4lw-whitelist '*' \
+"$BIN_DIR/rookery" --port "$SMOKE_PORT" --data-dir "$SMOKE_DIR/data" --4lw-whitelist '*' \
   --max-client-cnxns 0 >"$LOGDIR/smoke-server.log" 2>&1 &
 SMOKE_PID=$!
 for _ in $(seq 1 100); do
