@@ -1,13 +1,16 @@
 //! The raft thread: owns the `RawNode`, the LMDB log, the snapshot directory and the state
 //! machine, and runs the tick / propose / Ready loop.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use protobuf::Message as _;
-use raft::eraftpb::{ConfChange, ConfChangeV2, ConfState, Entry, EntryType, SnapshotMetadata};
+use raft::eraftpb::{
+    ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, SnapshotMetadata,
+};
 use raft::{Config, RawNode, StateRole, Storage as _};
 
 use super::{Command, RaftError, RaftOptions, Shared, StateMachine, Transport};
@@ -45,9 +48,29 @@ pub(super) struct Node {
     commands: std::sync::mpsc::Sender<Command>,
     /// A snapshot file is being written in the background; at most one at a time.
     snapshot_in_flight: bool,
+    /// Readies handed back with `advance_append_async` whose writes are not known durable
+    /// yet, oldest first. LMDB runs with `MDB_NOMETASYNC`, so a transaction is durable only
+    /// once a later one commits (or after an explicit sync); until then Raft must not count
+    /// its entries as persisted (that would let a sole voter commit and acknowledge them) and
+    /// its persisted messages (votes, append acks) must not leave this node.
+    unpersisted: VecDeque<Unpersisted>,
+    /// A command taken off the queue only to learn whether more work is coming (whether the
+    /// next turn's commit will flush the current one for free); handled first next turn.
+    peeked: Option<Command>,
     /// Set by `Command::Crash`: leave the loop without the orderly shutdown.
     #[cfg(test)]
     crashed: bool,
+}
+
+/// A Ready whose LMDB writes may not be durable yet.
+struct Unpersisted {
+    /// `Ready::number`, for `RawNode::on_persist_ready`.
+    number: u64,
+    /// LMDB transaction that must be durable first: the one holding this Ready's writes, or the
+    /// newest one at the time for a Ready that wrote nothing (Readies persist in order).
+    txn: usize,
+    /// `Ready::persisted_messages`: may only be sent once this Ready is durable.
+    messages: Vec<Message>,
 }
 
 fn meta(index: u64, term: u64, conf_state: ConfState) -> SnapshotMetadata {
@@ -146,6 +169,9 @@ impl Node {
                 0
             }
         };
+        // Startup writes (bootstrap, a raised commit index, a discarded log) must be durable
+        // before Raft treats what it reads from storage as persisted.
+        storage.sync()?;
         let start_cs = storage.conf_state().clone();
         tracing::info!(
             index = applied,
@@ -193,6 +219,8 @@ impl Node {
             was_leader: false,
             commands,
             snapshot_in_flight: false,
+            unpersisted: VecDeque::new(),
+            peeked: None,
             #[cfg(test)]
             crashed: false,
         })
@@ -207,8 +235,21 @@ impl Node {
                 return;
             }
             let mut snapshot_requested = false;
-            let timeout = next_tick.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(timeout) {
+            // Transactions committed from here on make everything written before durable.
+            let txn_at_start = self.raw.store().written_txn();
+            // Work already pending (e.g. the Ready of the campaign at startup) must not wait
+            // for the next tick.
+            let timeout =
+                if self.peeked.is_some() || !self.unpersisted.is_empty() || self.raw.has_ready() {
+                    Duration::ZERO
+                } else {
+                    next_tick.saturating_duration_since(Instant::now())
+                };
+            let first = match self.peeked.take() {
+                Some(cmd) => Ok(cmd),
+                None => rx.recv_timeout(timeout),
+            };
+            match first {
                 Ok(cmd) => {
                     self.handle(cmd, &mut stopping, &mut snapshot_requested);
                     // Drain what queued up meanwhile (e.g. during the last fsync) so it is all
@@ -227,11 +268,17 @@ impl Node {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
-            if Instant::now() >= next_tick {
-                self.raw.tick();
-                next_tick = Instant::now() + self.tick_interval;
+            // A crash strikes right here, between two commits: nothing more gets written or
+            // flushed, so the newest transaction may be one a power failure can take back.
+            #[cfg(test)]
+            if self.crashed {
+                return;
             }
-            if let Err(e) = self.on_ready() {
+            let turn = self
+                .tick_if_due(&mut next_tick)
+                .and_then(|()| self.on_ready())
+                .and_then(|()| self.settle(&rx, txn_at_start));
+            if let Err(e) = turn {
                 // Without durable persistence we may not acknowledge anything further.
                 tracing::error!(error = %e, index = self.applied, "raft thread stopping on storage error");
                 break;
@@ -247,6 +294,97 @@ impl Node {
         self.stop(rx);
     }
 
+    fn tick_if_due(&mut self, next_tick: &mut Instant) -> Result<(), RaftError> {
+        if Instant::now() < *next_tick {
+            return Ok(());
+        }
+        if self.raw.raft.state != StateRole::Leader {
+            // A tick can start an election, and a sole voter wins it on the spot; raft-rs
+            // requires the whole log to be persisted by then (it asserts in become_leader).
+            self.persist_all()?;
+        }
+        self.raw.tick();
+        *next_tick = Instant::now() + self.tick_interval;
+        Ok(())
+    }
+
+    /// End of a loop turn: makes sure no Ready stays unpersisted while nothing else would
+    /// flush it. Under load the next turn's commit does that for free (one fdatasync per
+    /// commit, each acknowledging the previous batch); when the queue is empty, or this turn
+    /// committed nothing, an explicit sync does (so an idle proposal waits for one commit plus
+    /// one sync, as before).
+    fn settle(&mut self, rx: &Receiver<Command>, txn_at_start: usize) -> Result<(), RaftError> {
+        let mut since = txn_at_start;
+        // Bounded only as a livelock guard: after a sync, a second round is needed only when
+        // applying produced new log writes (e.g. a leave-joint conf change entry).
+        for _ in 0..8 {
+            if self.unpersisted.is_empty() {
+                return Ok(());
+            }
+            let wrote = self.raw.store().written_txn() != since;
+            if wrote && self.more_work_queued(rx) {
+                return Ok(());
+            }
+            self.persist_all()?;
+            since = self.raw.store().written_txn();
+            self.on_ready()?;
+        }
+        Ok(())
+    }
+
+    /// Whether a command is waiting; keeps it in `peeked` for the next turn.
+    fn more_work_queued(&mut self, rx: &Receiver<Command>) -> bool {
+        if self.peeked.is_some() {
+            return true;
+        }
+        match rx.try_recv() {
+            Ok(cmd) => {
+                self.peeked = Some(cmd);
+                true
+            }
+            // A disconnect shows up again at the next recv and stops the loop.
+            Err(TryRecvError::Empty | TryRecvError::Disconnected) => false,
+        }
+    }
+
+    /// Flushes the newest LMDB transaction (if needed) and tells Raft every Ready is persisted.
+    fn persist_all(&mut self) -> Result<(), RaftError> {
+        if self.unpersisted.is_empty() {
+            return Ok(());
+        }
+        if self.raw.mut_store().sync()? {
+            tracing::trace!(
+                txn = self.raw.store().written_txn(),
+                "flushed the newest raft log transaction"
+            );
+        }
+        self.report_durable();
+        Ok(())
+    }
+
+    /// Reports every Ready whose transaction is now durable to Raft and sends the messages
+    /// that waited for it. Never early: see [`Node::unpersisted`].
+    fn report_durable(&mut self) {
+        let durable = self.raw.store().durable_txn();
+        let mut newest = None;
+        let mut messages = Vec::new();
+        while let Some(u) = self.unpersisted.front() {
+            if u.txn > durable {
+                break;
+            }
+            if let Some(u) = self.unpersisted.pop_front() {
+                newest = Some(u.number);
+                messages.extend(u.messages);
+            }
+        }
+        if let Some(number) = newest {
+            self.raw.on_persist_ready(number);
+        }
+        if !messages.is_empty() {
+            self.transport.send(messages);
+        }
+    }
+
     fn handle(&mut self, cmd: Command, stopping: &mut bool, snapshot_requested: &mut bool) {
         match cmd {
             Command::Propose(data) => {
@@ -258,6 +396,15 @@ impl Node {
                 }
             }
             Command::Step(msg) => {
+                if msg.get_msg_type() == MessageType::MsgTimeoutNow
+                    && self.raw.raft.state != StateRole::Leader
+                {
+                    // Starts an election; like a tick, it needs the whole log persisted.
+                    if let Err(e) = self.persist_all() {
+                        tracing::error!(error = %e, "cannot persist before a leader transfer; ignoring it");
+                        return;
+                    }
+                }
                 if let Err(e) = self.raw.step(*msg) {
                     tracing::debug!(error = %e, "ignored raft message");
                 }
@@ -274,7 +421,14 @@ impl Node {
             Command::ReportSnapshot(id, status) => self.raw.report_snapshot(id, status),
             Command::Shutdown => *stopping = true,
             #[cfg(test)]
-            Command::Crash => self.crashed = true,
+            Command::Crash => {
+                self.crashed = true;
+                let store = self.raw.store();
+                self.shared.unsynced_at_crash.store(
+                    store.written_txn() != store.durable_txn(),
+                    Ordering::Release,
+                );
+            }
         }
     }
 
@@ -292,8 +446,12 @@ impl Node {
         Ok(())
     }
 
+    /// One Ready with asynchronous persistence: its writes go into one LMDB transaction whose
+    /// commit makes every *earlier* transaction durable; Raft learns about persistence in
+    /// [`Node::report_durable`], which may be now (for earlier Readies) or later.
     fn handle_ready(&mut self) -> Result<(), RaftError> {
         let mut rd = self.raw.ready();
+        let number = rd.number();
 
         // Only a leader gets messages here (a follower's wait for persistence); sending
         // before our own fsync lets followers write in parallel (Raft thesis 10.2.1).
@@ -338,21 +496,29 @@ impl Node {
         };
 
         if rd.must_sync() || incoming.is_some() {
-            // Group commit: the Ready's entries, hard state (and snapshot metadata) in one fsync.
+            // Group commit: the Ready's entries, hard state (and snapshot metadata) in one
+            // transaction; durable once the next one commits or `settle` syncs.
             self.raw
                 .mut_store()
                 .write_ready(rd.entries(), rd.hs(), incoming.as_ref())?;
         } else if let Some(hs) = rd.hs() {
-            // Only the commit index moved (term and vote changes set must_sync): no fsync needed,
-            // it is written with the next transaction. Saves a follower an fsync per heartbeat.
+            // Only the commit index moved (term and vote changes set must_sync): no write
+            // needed, it rides along with the next transaction. Saves a follower a write per
+            // heartbeat.
             self.raw.mut_store().set_commit(hs.commit);
         }
+        // Taken before apply: a conf change writes its own transaction, which is not part of
+        // this Ready's persistence.
+        let txn = self.raw.store().written_txn();
 
         if let Some(m) = incoming {
             self.applied = m.index;
             self.shared.applied.store(m.index, Ordering::Release);
             self.shared.snapshot_index.store(m.index, Ordering::Release);
-            // The log now starts after this snapshot: older files can never be replayed.
+            // The log now starts after this snapshot: older files can never be replayed, but
+            // only once the transaction dropping the log is durable (rare: flush it now). The
+            // flush also lets Raft count the snapshot persisted before `advance_apply`.
+            self.raw.mut_store().sync()?;
             self.snaps.remove_older_than(m.index)?;
             self.newest_snapshot = Some(m);
         }
@@ -360,20 +526,22 @@ impl Node {
         for rs in rd.take_read_states() {
             self.sm.on_read_index(&rs.request_ctx, rs.index);
         }
-        if !rd.persisted_messages().is_empty() {
-            self.transport.send(rd.take_persisted_messages());
-        }
+        let messages = rd.take_persisted_messages();
 
+        // Committed entries are handed out only up to what Raft counts as persisted, i.e. what
+        // `report_durable` confirmed.
         let before = self.applied;
         self.apply_entries(rd.take_committed_entries())?;
-        let mut light = self.raw.advance(rd);
-        if let Some(commit) = light.commit_index() {
-            self.raw.mut_store().set_commit(commit);
-        }
-        if !light.messages().is_empty() {
-            self.transport.send(light.take_messages());
-        }
-        self.apply_entries(light.take_committed_entries())?;
+        self.raw.advance_append_async(rd);
+        self.unpersisted.push_back(Unpersisted {
+            number,
+            txn,
+            messages,
+        });
+        // This commit made earlier transactions durable: their Readies are persisted now. (And
+        // an installed snapshot was flushed above: raft-rs needs it persisted before applied
+        // may move to its index.)
+        self.report_durable();
         self.raw.advance_apply();
 
         let caught_up = self.raw.raft.state == StateRole::Leader
@@ -389,6 +557,15 @@ impl Node {
 
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
         for e in entries {
+            let durable = self.raw.store().durable_index();
+            if e.index > durable {
+                // Raft was told about persistence early: applying would acknowledge an entry
+                // a power failure can still take back.
+                return Err(RaftError::NotDurable {
+                    index: e.index,
+                    durable,
+                });
+            }
             match e.get_entry_type() {
                 // Empty normal entries are the no-ops new leaders append.
                 EntryType::EntryNormal if e.data.is_empty() => {}
@@ -499,11 +676,12 @@ impl Node {
         }
         if let Some(prev) = self.newest_snapshot.replace(new_meta) {
             // Compact only to the previous snapshot: if the file just written is ever found
-            // corrupt, `prev` + the log from there still reproduce the state exactly.
-            let compacted = self
-                .raw
-                .mut_store()
+            // corrupt, `prev` + the log from there still reproduce the state exactly. Old files
+            // go only after the compaction is durable (rare, so an explicit flush is cheap).
+            let store = self.raw.mut_store();
+            let compacted = store
                 .compact(&prev)
+                .and_then(|()| store.sync().map(|_| ()))
                 .map_err(RaftError::from)
                 .and_then(|_| {
                     self.snaps
@@ -531,20 +709,30 @@ impl Node {
         if let Err(e) = self.raw.mut_store().flush() {
             tracing::warn!(error = %e, "could not persist final commit index");
         }
+        // With MDB_NOMETASYNC the newest transaction is not durable yet; a graceful shutdown
+        // must not leave it to chance.
+        match self.raw.mut_store().sync() {
+            Ok(_) => self.report_durable(),
+            Err(e) => tracing::error!(error = %e, "could not flush the raft log at shutdown"),
+        }
         self.shared.is_leader.store(false, Ordering::Release);
         if self.was_leader {
             self.sm.on_role_change(false, self.raw.raft.term);
         }
         // Fail whatever is still queued so clients do not wait for a timeout. Commands may
         // still arrive from live handles afterwards; those fail at send() once `rx` is dropped.
-        while let Ok(cmd) = rx.try_recv() {
+        for cmd in self.peeked.take().into_iter().chain(rx.try_iter()) {
             if let Command::Propose(data) = cmd {
                 self.sm.proposal_dropped(&data);
             }
         }
+        let stats = &self.shared.storage;
         tracing::info!(
             index = self.applied,
             term = self.raw.raft.term,
+            write_txns = stats.write_txns.load(Ordering::Relaxed),
+            syncs = stats.syncs.load(Ordering::Relaxed),
+            entries = stats.entries_appended.load(Ordering::Relaxed),
             "raft thread stopped"
         );
     }

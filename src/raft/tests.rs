@@ -536,3 +536,260 @@ fn invalid_options_are_rejected() {
         Err(RaftError::InvalidOptions(_))
     ));
 }
+
+/// Starts a node whose state machine parks the raft thread on a `b"gate"` entry.
+fn start_gated(
+    o: RaftOptions,
+) -> (
+    RaftHandle,
+    thread::JoinHandle<()>,
+    Arc<Mutex<Observed>>,
+    Arc<Gate>,
+) {
+    let obs = Arc::new(Mutex::new(Observed::default()));
+    let gate = Arc::new(Gate::default());
+    let sm = Box::new(TestSm {
+        obs: obs.clone(),
+        gate: Some(gate.clone()),
+    });
+    let (h, j) = RaftHandle::start(o, sm).unwrap();
+    wait_until("leadership", || h.is_caught_up_leader());
+    (h, j, obs, gate)
+}
+
+#[test]
+fn applied_entries_survive_losing_the_unflushed_transaction() {
+    // The durability rule: an LMDB commit is durable only once the next one commits (or a
+    // sync). Crash between two commits under load, then lose the newest transaction as a
+    // power failure may: every entry the state machine saw must still be in the log.
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, j, obs, gate) = start_gated(opts(tmp.path(), 1_000_000));
+    h.propose(b"gate".to_vec()).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    // Four batches of <= 256 queue up behind the gate, and the crash behind them: it strikes
+    // after the last batch was committed but before anything flushed it.
+    propose_n(&h, "p", 1000);
+    h.crash_for_test();
+    gate.open();
+    j.join().unwrap();
+    let before = obs.lock().unwrap().entries.clone();
+    assert!(
+        h.shared
+            .unsynced_at_crash
+            .load(std::sync::atomic::Ordering::Acquire),
+        "the crash should hit an unflushed transaction"
+    );
+    let applied = before.last().unwrap().0;
+    assert!(before.len() > 1, "earlier batches were applied");
+    assert!(before.len() < 1001, "the unflushed batch was not applied");
+
+    LmdbStorage::roll_back_newest_txn(&tmp.path().join("raft")).unwrap();
+    {
+        let log = LmdbStorage::open(&tmp.path().join("raft"), None).unwrap();
+        assert!(log.last_index().unwrap() >= applied);
+        let first = before.first().unwrap().0;
+        let stored = log
+            .entries(first, applied + 1, None, GetEntriesContext::empty(false))
+            .unwrap();
+        let stored: Vec<_> = stored.iter().map(|e| (e.index, e.data.to_vec())).collect();
+        assert_eq!(stored, before);
+    }
+    // And a restart replays every one of them, once.
+    let (h, j, obs2) = restart(tmp.path(), 1_000_000, before.len());
+    assert_eq!(&obs2.lock().unwrap().entries[..before.len()], &before[..]);
+    stop(h, j);
+}
+
+#[test]
+fn durable_state_survives_a_crash_after_idle_proposals() {
+    // Idle proposals are synced before they are applied: dropping the thread without stop()
+    // (and then losing the newest transaction, which was flushed) loses nothing.
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    for i in 0..20 {
+        h.propose(format!("i{i}").into_bytes()).unwrap();
+        wait_until("applied", || applied_count(&obs) == i + 1);
+    }
+    let before = obs.lock().unwrap().entries.clone();
+    h.crash_for_test();
+    j.join().unwrap();
+    assert!(!h
+        .shared
+        .unsynced_at_crash
+        .load(std::sync::atomic::Ordering::Acquire));
+    let (h, j, obs2) = restart(tmp.path(), 1_000_000, before.len());
+    assert_eq!(obs2.lock().unwrap().entries, before);
+    stop(h, j);
+}
+
+#[test]
+fn burst_costs_one_flush_per_commit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, j, obs, gate) = start_gated(opts(tmp.path(), 1_000_000));
+    h.propose(b"gate".to_vec()).unwrap();
+    thread::sleep(Duration::from_millis(50));
+    let before = h.stats();
+    propose_n(&h, "b", 1000);
+    gate.open();
+    wait_until("applied", || applied_count(&obs) == 1001);
+    let after = h.stats();
+    let txns = after.write_txns - before.write_txns;
+    let syncs = after.syncs - before.syncs;
+    assert_eq!(after.entries_appended - before.entries_appended, 1000);
+    // max_batch = 256: 4 batches, one commit each; each commit flushes the previous batch,
+    // and only the last one needs an explicit sync.
+    assert!((4..=6).contains(&txns), "{txns} commits for 4 batches");
+    assert!(syncs <= 1, "{syncs} explicit syncs for {txns} commits");
+    stop(h, j);
+}
+
+#[test]
+fn idle_proposal_is_applied_after_one_commit_and_one_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    // No tick will come to the rescue: a proposal left waiting for a next commit would hang.
+    let o = RaftOptions {
+        tick_interval: Duration::from_secs(3600),
+        ..opts(tmp.path(), 1_000_000)
+    };
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(o, sm).unwrap();
+    wait_until("leadership", || h.is_caught_up_leader());
+    let before = h.stats();
+    h.propose(b"alone".to_vec()).unwrap();
+    wait_until("applied", || applied_count(&obs) == 1);
+    let after = h.stats();
+    assert_eq!(after.write_txns - before.write_txns, 1);
+    assert_eq!(after.syncs - before.syncs, 1);
+    stop(h, j);
+}
+
+/// In-memory network for a multi-node group: messages go straight into the peer's queue.
+#[derive(Clone, Default)]
+struct Net {
+    /// Handles by node id, registered once each node started.
+    peers: Arc<Mutex<std::collections::HashMap<u64, RaftHandle>>>,
+}
+
+impl Transport for Net {
+    fn send(&self, msgs: Vec<Message>) {
+        let peers = self.peers.lock().unwrap();
+        for m in msgs {
+            if let Some(p) = peers.get(&m.to) {
+                let _ = p.step(m);
+            }
+        }
+    }
+}
+
+#[test]
+fn three_nodes_replicate_with_async_persistence() {
+    // Followers acknowledge appends (persisted messages) only once durable; the group must
+    // still elect a leader, replicate and apply everywhere in the same order.
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let mut nodes = Vec::new();
+    for id in 1..=3u64 {
+        let (sm, obs) = TestSm::new();
+        let o = RaftOptions {
+            node_id: id,
+            voters: vec![1, 2, 3],
+            ..opts(&tmp.path().join(format!("n{id}")), 1_000_000)
+        };
+        let (h, j) = RaftHandle::start_with_transport(o, sm, Box::new(net.clone())).unwrap();
+        net.peers.lock().unwrap().insert(id, h.clone());
+        nodes.push((h, j, obs));
+    }
+    wait_until("a leader", || {
+        nodes.iter().any(|(h, _, _)| h.is_caught_up_leader())
+    });
+    let leader = nodes
+        .iter()
+        .position(|(h, _, _)| h.is_caught_up_leader())
+        .unwrap();
+    propose_n(&nodes[leader].0, "m", 300);
+    for (_, _, obs) in &nodes {
+        wait_until("replicated", || applied_count(obs) == 300);
+    }
+    let first = nodes[0].2.lock().unwrap().entries.clone();
+    for (_, _, obs) in &nodes[1..] {
+        assert_eq!(obs.lock().unwrap().entries, first);
+    }
+    net.peers.lock().unwrap().clear();
+    for (h, j, _) in nodes {
+        stop(h, j);
+    }
+}
+
+#[test]
+fn late_follower_catches_up_from_a_snapshot() {
+    // A follower that joins after the log was compacted installs the leader's snapshot (file +
+    // LMDB in one transaction, flushed before old files go) and then follows the log.
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let start = |id: u64| {
+        let (sm, obs) = TestSm::new();
+        let o = RaftOptions {
+            node_id: id,
+            voters: vec![1, 2, 3],
+            ..opts(&tmp.path().join(format!("n{id}")), 40)
+        };
+        let (h, j) = RaftHandle::start_with_transport(o, sm, Box::new(net.clone())).unwrap();
+        (h, j, obs)
+    };
+    let mut nodes = Vec::new();
+    for id in 1..=2u64 {
+        let n = start(id);
+        net.peers.lock().unwrap().insert(id, n.0.clone());
+        nodes.push(n);
+    }
+    wait_until("a leader", || {
+        nodes.iter().any(|(h, _, _)| h.is_caught_up_leader())
+    });
+    let leader = nodes
+        .iter()
+        .position(|(h, _, _)| h.is_caught_up_leader())
+        .unwrap();
+    for wave in 0..4 {
+        propose_n(&nodes[leader].0, &format!("w{wave}"), 40);
+        wait_until("applied", || {
+            applied_count(&nodes[leader].2) == 40 * (wave + 1)
+        });
+    }
+    wait_until("two snapshots", || {
+        nodes[leader].0.stats().snapshots_taken >= 2
+    });
+    {
+        // Make sure the leader compacted its log, so node 3 cannot be fed entries from 1.
+        wait_until("compaction", || {
+            SnapshotDir::open(
+                tmp.path()
+                    .join(format!("n{}", leader + 1))
+                    .join("snapshots"),
+            )
+            .unwrap()
+            .list()
+            .unwrap()
+            .len()
+                == 2
+        });
+    }
+    let n3 = start(3);
+    net.peers.lock().unwrap().insert(3, n3.0.clone());
+    nodes.push(n3);
+    propose_n(&nodes[leader].0, "after", 10);
+    wait_until("node 3 caught up", || applied_count(&nodes[2].2) == 170);
+    let expect = nodes[leader].2.lock().unwrap().entries.clone();
+    {
+        let o = nodes[2].2.lock().unwrap();
+        assert!(
+            o.restored_from.is_some(),
+            "node 3 should have installed a snapshot"
+        );
+        assert_eq!(o.entries, expect);
+    }
+    net.peers.lock().unwrap().clear();
+    for (h, j, _) in nodes {
+        stop(h, j);
+    }
+}

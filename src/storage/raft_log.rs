@@ -12,8 +12,15 @@
 //!   * `snapshot_meta`: the compaction point (index, term, conf state): every entry `<= index`
 //!     is gone, and `term(index)` is answered from here.
 //!
-//! All mutations for one `Ready` go through one write transaction ([`LmdbStorage::write_ready`]),
-//! whose commit is the fsync that makes the Ready durable (group commit).
+//! All mutations for one `Ready` go through one write transaction ([`LmdbStorage::write_ready`])
+//! (group commit). The environment is opened with `MDB_NOMETASYNC`: a commit fdatasyncs the data
+//! pages and then writes the meta page through the ordinary (non-`O_DSYNC`) fd without syncing
+//! it, so each commit costs one flush instead of two. The price: after a power failure the
+//! newest transaction may be rolled back (never torn: LMDB is copy-on-write and keeps the
+//! previous meta and its pages intact). A transaction is therefore durable only once a *later*
+//! write transaction has committed (its fdatasync covers the earlier meta page) or after
+//! [`LmdbStorage::sync`]. [`LmdbStorage::durable_txn`] and [`LmdbStorage::written_txn`] let the
+//! raft thread tell Raft about persistence only when it is real.
 //!
 //! Everything read from disk is decoded fallibly; a damaged record becomes a [`LogError`], never
 //! a panic. (raft-rs itself may still panic on a Storage error: that is its documented contract,
@@ -25,7 +32,7 @@ use std::sync::Arc;
 
 use heed::byteorder::BigEndian;
 use heed::types::{Bytes, Str, U64};
-use heed::{Database, Env, EnvOpenOptions, MdbError, PutFlags, RwTxn, WithoutTls};
+use heed::{Database, Env, EnvFlags, EnvOpenOptions, MdbError, PutFlags, RwTxn, WithoutTls};
 use protobuf::Message as _;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
@@ -86,11 +93,15 @@ impl From<LogError> for raft::Error {
 /// Counters shared with [`crate::raft::RaftHandle`] for tests and metrics.
 #[derive(Debug, Default)]
 pub struct StorageStats {
-    /// Committed LMDB write transactions (each one is an fsync); compared with
-    /// `entries_appended` it shows how well proposals are group-committed.
+    /// Committed LMDB write transactions (each one fdatasyncs once, and makes the previous
+    /// transaction durable); compared with `entries_appended` it shows how well proposals are
+    /// group-committed.
     pub write_txns: AtomicU64,
     /// Log entries written, including ones later truncated by a new leader.
     pub entries_appended: AtomicU64,
+    /// Explicit flushes ([`LmdbStorage::sync`]) that made the newest transaction durable
+    /// because no later transaction was coming soon; ≪ `write_txns` under load.
+    pub syncs: AtomicU64,
 }
 
 /// The two LMDB databases; `Copy` so a write closure can take them without borrowing `self`.
@@ -133,6 +144,18 @@ pub struct LmdbStorage {
     snapshot_dir: Option<SnapshotDir>,
     /// Shared counters (write transactions, entries).
     stats: Arc<StorageStats>,
+    /// LMDB id of the newest committed write transaction. With `MDB_NOMETASYNC` its meta page
+    /// may still be only in the page cache, so it is not necessarily durable.
+    written_txn: usize,
+    /// Every write transaction with an id `<=` this is durable: a later commit's fdatasync (or
+    /// an explicit [`LmdbStorage::sync`]) has flushed its meta page.
+    durable_txn: usize,
+    /// Log entries `<= durable_index` (after the compaction point) are on disk with the content
+    /// the log has now. Lets the raft thread check it never applies a non-durable entry.
+    durable_index: u64,
+    /// What `durable_index` becomes once `written_txn` is durable: the last index as of that
+    /// transaction (later rewrites of the tail lower it, see [`LmdbStorage::write`]).
+    written_index: u64,
 }
 
 fn decode<M: protobuf::Message + Default>(
@@ -159,6 +182,10 @@ impl LmdbStorage {
         })?;
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
         opts.map_size(INITIAL_MAP_SIZE).max_dbs(4);
+        // SAFETY: NO_META_SYNC keeps LMDB's atomicity and consistency; it only lets the newest
+        // transaction be lost on a power failure. This type accounts for that (`durable_txn`):
+        // nothing is reported persisted until a later commit or `sync` has flushed it.
+        unsafe { opts.flags(EnvFlags::NO_META_SYNC) };
         // SAFETY: the environment is opened once per process per directory (heed refuses a
         // second open with EnvAlreadyOpened), only this process writes it, and the files are
         // not modified behind LMDB's back.
@@ -196,6 +223,10 @@ impl LmdbStorage {
             None => None,
         };
         drop(rtxn);
+        // A previous process may have died with its last transaction's meta page unflushed.
+        // Raft treats everything it reads at startup as persisted, so make that true first.
+        env.force_sync()?;
+        let written_txn = env.info().last_txn_id;
 
         let (last_index, last_term) = match (&first, last) {
             (Some(first), Some((k, e))) => {
@@ -235,6 +266,10 @@ impl LmdbStorage {
             last_term,
             snapshot_dir,
             stats: Arc::new(StorageStats::default()),
+            written_txn,
+            durable_txn: written_txn,
+            durable_index: last_index,
+            written_index: last_index,
         })
     }
 
@@ -248,6 +283,29 @@ impl LmdbStorage {
         self.stats = stats;
     }
 
+    /// Simulates a power failure that lost the newest transaction (its meta page was never
+    /// flushed, which `MDB_NOMETASYNC` allows until the next commit or sync): reopens `dir` on
+    /// the previous meta page and makes that permanent with one more commit.
+    #[cfg(test)]
+    pub(crate) fn roll_back_newest_txn(dir: &Path) -> Result<(), LogError> {
+        let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+        opts.map_size(INITIAL_MAP_SIZE).max_dbs(4);
+        // SAFETY: test only; no other environment on `dir` is open.
+        unsafe { opts.flags(EnvFlags::PREV_SNAPSHOT) };
+        // SAFETY: as in `open`.
+        let env = unsafe { opts.open(dir)? };
+        let mut wtxn = env.write_txn()?;
+        let state: Database<Str, Bytes> = env
+            .open_database(&wtxn, Some("state"))?
+            .ok_or_else(|| LogError::Inconsistent("no state database".into()))?;
+        // Rewriting a record commits a new transaction into the newest one's meta slot.
+        let hs = state.get(&wtxn, KEY_HARD_STATE)?.map(<[u8]>::to_vec);
+        state.put(&mut wtxn, KEY_HARD_STATE, &hs.unwrap_or_default())?;
+        wtxn.commit()?;
+        env.force_sync()?;
+        Ok(())
+    }
+
     /// True when nothing was ever written: no membership, no entries, no compaction.
     pub fn is_fresh(&self) -> bool {
         self.initial_conf_state == ConfState::default()
@@ -259,7 +317,7 @@ impl LmdbStorage {
     /// Records the bootstrap membership of a brand-new group.
     pub fn bootstrap(&mut self, conf_state: ConfState) -> Result<(), LogError> {
         let bytes = conf_state.write_to_bytes()?;
-        self.write(|txn, dbs| {
+        self.write(None, |txn, dbs| {
             dbs.state.put(txn, KEY_INITIAL_CONF_STATE, &bytes)?;
             dbs.state.put(txn, KEY_CONF_STATE, &bytes)?;
             Ok(())
@@ -303,34 +361,78 @@ impl LmdbStorage {
         self.last_index
     }
 
-    /// Runs `f` in one write transaction and commits it (the commit fsyncs). If the map is
-    /// full it is doubled once and `f` re-run, since LMDB cannot resize with a txn open.
-    fn write<F>(&self, mut f: F) -> Result<(), LogError>
+    /// Runs `f` in one write transaction and commits it. If the map is full it is doubled
+    /// once and `f` re-run, since LMDB cannot resize with a txn open.
+    ///
+    /// The commit fdatasyncs the data pages (which also flushes the previous transaction's
+    /// meta page: same file) and then writes its own meta page unsynced. So a successful commit
+    /// makes the *previous* transaction durable, not this one. `rewrite_from` is the first log
+    /// index whose content this transaction changes (appended, overwritten or discarded by a
+    /// snapshot), `None` if it leaves the log alone.
+    fn write<F>(&mut self, rewrite_from: Option<u64>, mut f: F) -> Result<(), LogError>
     where
         F: FnMut(&mut RwTxn<'_>, Dbs) -> Result<(), LogError>,
     {
         let dbs = self.dbs;
+        let env = &self.env;
         let attempt = |f: &mut F| -> Result<(), LogError> {
-            let mut txn = self.env.write_txn()?;
+            let mut txn = env.write_txn()?;
             f(&mut txn, dbs)?;
             txn.commit()?;
             Ok(())
         };
-        let res = match attempt(&mut f) {
+        match attempt(&mut f) {
             Err(e) if e.is_map_full() => {
-                let new_size = self.env.info().map_size.saturating_mul(2);
+                let new_size = env.info().map_size.saturating_mul(2);
                 tracing::warn!(new_size, "LMDB map full; growing");
                 // SAFETY: no transaction is open on this environment: the failed one was
                 // dropped (aborted) above and all access happens on this thread.
-                unsafe { self.env.resize(new_size)? };
-                attempt(&mut f)
+                unsafe { env.resize(new_size)? };
+                attempt(&mut f)?;
             }
-            other => other,
-        };
-        if res.is_ok() {
-            self.stats.write_txns.fetch_add(1, Ordering::Relaxed);
+            other => other?,
         }
-        res
+        self.stats.write_txns.fetch_add(1, Ordering::Relaxed);
+        // LMDB skips an unchanged transaction entirely (no sync, no new id): only a new id
+        // proves the fdatasync that made the previous transaction durable happened.
+        let txn = self.env.info().last_txn_id;
+        if txn != self.written_txn {
+            self.durable_txn = self.written_txn;
+            self.durable_index = match rewrite_from {
+                Some(from) => self.written_index.min(from.saturating_sub(1)),
+                None => self.written_index,
+            };
+            self.written_txn = txn;
+        }
+        Ok(())
+    }
+
+    /// Flushes the newest transaction if it is not durable yet (`mdb_env_sync(force)`: one
+    /// fdatasync). Returns whether a flush was needed.
+    pub fn sync(&mut self) -> Result<bool, LogError> {
+        if self.durable_txn == self.written_txn {
+            return Ok(false);
+        }
+        self.env.force_sync()?;
+        self.durable_txn = self.written_txn;
+        self.durable_index = self.written_index;
+        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    /// LMDB id of the newest committed write transaction (not necessarily durable).
+    pub fn written_txn(&self) -> usize {
+        self.written_txn
+    }
+
+    /// Every write transaction with an id `<=` this one is durable.
+    pub fn durable_txn(&self) -> usize {
+        self.durable_txn
+    }
+
+    /// Log entries up to this index are durable with their current content.
+    pub fn durable_index(&self) -> u64 {
+        self.durable_index
     }
 
     /// Persists one Ready in a single transaction: an incoming snapshot's metadata (which
@@ -397,7 +499,12 @@ impl LmdbStorage {
             return Ok(());
         }
 
-        self.write(|txn, dbs| {
+        let rewrite_from = match (snapshot, entries.first()) {
+            (Some(m), _) => Some(m.index + 1),
+            (None, Some(e)) => Some(e.index),
+            (None, None) => None,
+        };
+        self.write(rewrite_from, |txn, dbs| {
             if let Some(b) = &snap_bytes {
                 dbs.entries.clear(txn)?;
                 dbs.state.put(txn, KEY_SNAPSHOT_META, b)?;
@@ -433,6 +540,9 @@ impl LmdbStorage {
             self.conf_state = c;
         }
         (self.last_index, self.last_term) = (last_index, last_term);
+        if rewrite_from.is_some() {
+            self.written_index = last_index;
+        }
         Ok(())
     }
 
@@ -468,7 +578,7 @@ impl LmdbStorage {
             .hard_state_dirty
             .then(|| self.hard_state.write_to_bytes())
             .transpose()?;
-        self.write(|txn, dbs| {
+        self.write(None, |txn, dbs| {
             dbs.state.put(txn, KEY_CONF_STATE, &bytes)?;
             if let Some(b) = &hs_bytes {
                 dbs.state.put(txn, KEY_HARD_STATE, b)?;
@@ -504,7 +614,7 @@ impl LmdbStorage {
         new_hs.commit = new_hs.commit.max(index);
         let hs_bytes = new_hs.write_to_bytes()?;
         let meta_bytes = meta.write_to_bytes()?;
-        self.write(|txn, dbs| {
+        self.write(None, |txn, dbs| {
             dbs.entries.delete_range(txn, &(..=index))?;
             dbs.state.put(txn, KEY_SNAPSHOT_META, &meta_bytes)?;
             dbs.state.put(txn, KEY_HARD_STATE, &hs_bytes)?;
@@ -759,5 +869,60 @@ mod tests {
         );
         assert_eq!(s.initial_state().unwrap().conf_state.voters, vec![1, 2, 3]);
         assert_eq!(s.hard_state().commit, 20);
+    }
+
+    #[test]
+    fn a_commit_makes_the_previous_one_durable() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        let mut s = LmdbStorage::open(&dir, None).unwrap();
+        // Whatever was on disk at open is flushed.
+        assert_eq!(s.durable_txn(), s.written_txn());
+        s.bootstrap(ConfState {
+            voters: vec![1],
+            ..Default::default()
+        })
+        .unwrap();
+        let bootstrapped = s.written_txn();
+        assert_eq!(
+            s.durable_txn(),
+            bootstrapped - 1,
+            "NO_META_SYNC: newest not durable"
+        );
+        let ents: Vec<_> = (1..=5).map(|i| ent(i, 1)).collect();
+        s.write_ready(&ents, Some(&hs(1, 0)), None).unwrap();
+        assert_eq!(s.durable_txn(), bootstrapped);
+        assert_eq!(
+            s.durable_index(),
+            0,
+            "entries 1..=5 are in the unflushed txn"
+        );
+        assert!(s.sync().unwrap());
+        assert_eq!((s.durable_txn(), s.durable_index()), (s.written_txn(), 5));
+        assert!(!s.sync().unwrap(), "nothing left to flush");
+        s.write_ready(&[ent(6, 1), ent(7, 1)], None, None).unwrap();
+        assert_eq!(s.durable_index(), 5);
+        // A new leader rewrites 4..: what is durable for the *current* content ends at 3.
+        s.write_ready(&[ent(4, 2), ent(5, 2)], Some(&hs(2, 3)), None)
+            .unwrap();
+        assert_eq!(s.durable_index(), 3);
+        // A commit without log changes still flushes the previous transaction.
+        s.set_conf_state(ConfState {
+            voters: vec![1],
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(s.durable_index(), 5);
+        assert_eq!(s.stats().syncs.load(Ordering::Relaxed), 1);
+
+        // Unflushed tail, then a power failure that loses exactly that transaction.
+        s.write_ready(&[ent(6, 2)], None, None).unwrap();
+        assert_eq!(s.durable_index(), 5);
+        drop(s);
+        LmdbStorage::roll_back_newest_txn(&dir).unwrap();
+        let s = LmdbStorage::open(&dir, None).unwrap();
+        assert_eq!(s.last_index().unwrap(), 5);
+        assert_eq!(s.term(5).unwrap(), 2);
+        assert_eq!(s.hard_state().term, 2);
     }
 }
