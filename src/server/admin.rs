@@ -177,6 +177,7 @@ fn monitor(shared: &Shared, raft: &RaftHandle) -> String {
             shared.started.elapsed().as_millis().to_string(),
         ),
         ("rookery_raft_write_txns", raft_stats.write_txns.to_string()),
+        ("rookery_raft_syncs", raft_stats.syncs.to_string()),
         (
             "rookery_raft_entries",
             raft_stats.entries_appended.to_string(),
