@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use crate::config::Config;
 use crate::raft::StateMachine;
 use crate::session::{SessionInfo, SessionTable, SessionTracker};
-use crate::tree::{check_acl, DataTree, OpContext};
+use crate::tree::{check_acl, fixup_acl, DataTree, OpContext};
 use crate::txn::{Txn, TxnBody};
 use crate::watch::{WatchManager, WatchTrigger, WatcherId};
 
@@ -220,16 +220,22 @@ impl Applier {
             if deliveries.is_empty() {
                 continue;
             }
+            // The node's ACL when the change happened: ACLs only change by create and delete
+            // inside one entry, so it is the current one, else the one the node had before the
+            // entry (deleted by it), else the one a create in this entry gave it.
             let acl = match trigger {
                 WatchTrigger::Created(path)
                 | WatchTrigger::DataChanged(path)
                 | WatchTrigger::ChildrenChanged(path) => tree.acl_of(path),
-                WatchTrigger::Deleted(path) => deleted_acls
+                WatchTrigger::Deleted(_) => None,
+            }
+            .or_else(|| {
+                deleted_acls
                     .iter()
                     .rev()
-                    .find(|(p, _)| p == path)
-                    .map(|(_, acl)| acl.clone()),
-            };
+                    .find(|(p, _)| p == trigger.path())
+                    .map(|(_, acl)| acl.clone())
+            });
             self.shared.deliver_events(zxid, acl.as_deref(), deliveries);
         }
     }
@@ -317,7 +323,9 @@ impl StateMachine for Applier {
                 }
             }
             TxnBody::Request(request) => {
-                let deleted_acls = acls_of(&state.tree, deletion_targets(request));
+                // Created-and-deleted nodes first: a node existing before the entry wins.
+                let mut deleted_acls = created_acls(request, &txn.auth);
+                deleted_acls.extend(acls_of(&state.tree, deletion_targets(request)));
                 // Housekeeping entries (session 0) act as the server itself.
                 let result = if txn.session_id != 0 && !state.sessions.contains(txn.session_id) {
                     (Err(ErrorCode::SessionExpired), Vec::new())
@@ -424,6 +432,24 @@ fn deletion_targets(request: &Request) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
+}
+
+/// The ACLs that creates inside a multi give their nodes, for nodes a multi creates and
+/// deletes again (gone before and after the entry).
+fn created_acls(request: &Request, auth: &[Id]) -> Vec<(String, Vec<Acl>)> {
+    let Request::Multi(ops) = request else {
+        return Vec::new();
+    };
+    ops.iter()
+        .filter_map(|op| {
+            let (path, acl) = match op {
+                rookery_protocol::MultiOp::Create { req, .. } => (&req.path, &req.acl),
+                rookery_protocol::MultiOp::CreateTtl(req) => (&req.path, &req.acl),
+                _ => return None,
+            };
+            fixup_acl(acl, auth).ok().map(|acl| (path.clone(), acl))
+        })
+        .collect()
 }
 
 fn acls_of(tree: &DataTree, paths: Vec<String>) -> Vec<(String, Vec<Acl>)> {

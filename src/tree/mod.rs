@@ -32,8 +32,8 @@ use rookery_protocol::{
 
 use crate::watch::WatchTrigger;
 
-pub(crate) use acl::check_acl;
 pub use acl::digest_id;
+pub(crate) use acl::{check_acl, fixup_acl};
 pub use path::{validate_path, SPECIAL_PATHS};
 pub use snapshot::TreeError;
 
