@@ -705,6 +705,30 @@ def test_watch_events_filtered_by_read_acl(make_client, base):
     assert got == [(EventType.CHILD, ""), (EventType.CREATED, "/public")], f"events (under base): {got}"
 
 
+def test_watch_acl_filter_inside_a_multi(make_client, base):
+    """A multi that sets then deletes a node: the one-shot data watch is used up by the
+    NodeDataChanged, which a session without READ on the node does not receive, so it hears
+    nothing; a session that may read it gets NodeDataChanged only."""
+    owner, stranger = _owner_and_stranger(make_client, base)
+    owner.create(base + "/closed", b"c", acl=OWNER_ONLY)
+    owner.create(base + "/open", b"o")
+    seen = []
+    rec = seen.append
+    assert stranger.exists(base + "/closed", watch=rec) is not None
+    assert stranger.exists(base + "/open", watch=rec) is not None
+    for name in ("/closed", "/open"):
+        tx = owner.transaction()
+        tx.set_data(base + name, b"changed")
+        tx.delete(base + name)
+        results = tx.commit()
+        assert len(results) == 2 and not any(isinstance(r, Exception) for r in results), results
+    stranger.exists("/")
+    wait_until(lambda: len(seen) >= 1, what="the permitted event")
+    time.sleep(0.2)
+    got = [(e.type, e.path[len(base):]) for e in seen]
+    assert got == [(EventType.CHANGED, "/open")], f"events (under base): {got}"
+
+
 # ------------------------------------------------- Limits and connections
 
 JUTE_MAXBUFFER = 0xFFFFF  # 1,048,575: the largest request frame the server accepts
