@@ -146,3 +146,35 @@ fn bad_values_are_clear_errors_at_start_up() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("missing.cfg"));
 }
+
+#[test]
+fn a_data_dir_serves_one_server_at_a_time() {
+    if common::is_zk() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut first = rookery()
+        .args(["--port", &port.to_string(), "--4lw-whitelist", "ruok"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(port, "ruok", "imok");
+    let second = rookery()
+        .args(["--port", &free_port().to_string()])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success(), "second server started: {stderr}");
+    assert!(
+        stderr.contains("in use by another rookery process"),
+        "{stderr}"
+    );
+}

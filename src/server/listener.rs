@@ -31,6 +31,13 @@ pub enum ServerError {
         address: SocketAddr,
         source: std::io::Error,
     },
+    #[error("data directory {path} is in use by another rookery process")]
+    DataDirLocked { path: std::path::PathBuf },
+    #[error("cannot lock data directory {path}: {source}")]
+    Lock {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
     #[error("raft: {0}")]
     Raft(#[from] RaftError),
     #[error("raft did not elect this server leader and replay its log within {0:?}")]
@@ -45,6 +52,9 @@ pub struct Server {
     listener: TcpListener,
     /// Flipped to true to make every task stop.
     shutdown_tx: watch::Sender<bool>,
+    /// Held for the life of the server: two processes on one data directory would both act
+    /// as the only Raft voter and corrupt each other's log.
+    _data_dir_lock: std::fs::File,
 }
 
 /// Counts connections per client IP, for maxClientCnxns.
@@ -80,6 +90,30 @@ impl Server {
             path: config.data_dir.clone(),
             source,
         })?;
+        let lock_path = config.data_dir.join("rookery.lock");
+        let data_dir_lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|source| ServerError::Lock {
+                path: lock_path.clone(),
+                source,
+            })?;
+        match data_dir_lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(ServerError::DataDirLocked {
+                    path: config.data_dir.clone(),
+                })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(ServerError::Lock {
+                    path: lock_path,
+                    source,
+                })
+            }
+        }
         let shared = Shared::new(config.clone());
         let options = RaftOptions {
             node_id: config.server_id,
@@ -116,6 +150,7 @@ impl Server {
             raft_thread: Some(raft_thread),
             listener,
             shutdown_tx,
+            _data_dir_lock: data_dir_lock,
         })
     }
 
