@@ -25,7 +25,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::raft::RaftHandle;
 use crate::server::{admin, request};
@@ -138,8 +138,9 @@ impl Connection {
     /// connection.
     pub async fn run(mut self) {
         let span = tracing::info_span!("conn", peer = %self.peer, session = tracing::field::Empty);
-        let _enter = span.enter();
-        let result = self.serve(&span).await;
+        // Instrument rather than enter: an entered guard held across awaits would leak the
+        // span into other tasks polled on the same worker thread.
+        let result = self.serve(&span).instrument(span.clone()).await;
         if let Err(error) = &result {
             info!(%error, "connection closed");
         }
