@@ -576,19 +576,19 @@ impl Connection {
         };
         let outcome = request::execute_local(&mut ctx, &request);
         let events = std::mem::take(&mut ctx.events);
-        // Events raised while the read held the tree lock (ours from SetWatches, and any the
-        // state machine queued before that read) go out before the reply.
+        // The reply must follow exactly the events of changes the read could see (zxid up to
+        // the one it read at) and precede the events of later changes: a client registers a
+        // watch when the reply arrives, and an event that overtook that reply would be lost.
+        let mut later = Vec::new();
         while let Ok(message) = self.rx.try_recv() {
             match message {
-                Outbound::Event { zxid, event } => self.write_event(zxid, &event),
-                Outbound::Close => {
-                    let _ = self.tx.send(Outbound::Close);
+                Outbound::Event { zxid, event } if zxid <= outcome.zxid => {
+                    self.write_event(zxid, &event)
                 }
-                other => {
-                    warn!(?other, "unexpected message while no write is pending");
-                }
+                other => later.push(other),
             }
         }
+        // Events SetWatches raised at once, against the state it read.
         for event in events {
             self.write_event(-1, &event);
         }
@@ -596,6 +596,16 @@ impl Connection {
         let xid = header.xid;
         let zxid = outcome.zxid;
         self.write_reply(xid, zxid, &outcome.result, received);
+        for message in later {
+            match message {
+                Outbound::Event { zxid, event } => self.write_event(zxid, &event),
+                // Handled by the main loop, after what is queued now.
+                Outbound::Close => {
+                    let _ = self.tx.send(Outbound::Close);
+                }
+                other => warn!(?other, "unexpected message while no write is pending"),
+            }
+        }
         if outcome.close {
             Next::CloseAfterFlush
         } else {
