@@ -145,6 +145,16 @@ impl Connection {
             info!(%error, "connection closed");
         }
         let _ = self.writer.shutdown().await;
+        // Writes still in flight will be applied, but nobody counts their replies any more.
+        let in_flight = self
+            .queue
+            .iter()
+            .filter(|p| matches!(p, Pending::Write { proposed: true, .. }))
+            .count();
+        self.shared
+            .stats
+            .outstanding
+            .fetch_sub(in_flight as i64, Ordering::Relaxed);
         self.unregister();
     }
 
