@@ -143,6 +143,25 @@ fn applied_count(obs: &Arc<Mutex<Observed>>) -> usize {
     obs.lock().unwrap().entries.len()
 }
 
+/// Requests a snapshot, waits until it covers everything applied, and returns its index.
+fn snapshot_now(h: &RaftHandle) -> u64 {
+    h.request_snapshot().unwrap();
+    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
+    h.snapshot_index()
+}
+
+/// Proposes `n` entries and waits until `total` entries have been applied.
+fn propose_applied(
+    h: &RaftHandle,
+    obs: &Arc<Mutex<Observed>>,
+    prefix: &str,
+    n: usize,
+    total: usize,
+) {
+    propose_n(h, prefix, n);
+    wait_until("applied", || applied_count(obs) == total);
+}
+
 fn propose_n(h: &RaftHandle, prefix: &str, n: usize) {
     for i in 0..n {
         h.propose(format!("{prefix}-{i}").into_bytes()).unwrap();
@@ -214,8 +233,7 @@ fn restart_replays_exactly_the_committed_log() {
     let tmp = tempfile::tempdir().unwrap();
     let (sm, obs) = TestSm::new();
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
-    propose_n(&h, "a", 300);
-    wait_until("applied", || applied_count(&obs) == 300);
+    propose_applied(&h, &obs, "a", 300, 300);
     let before = obs.lock().unwrap().entries.clone();
     stop(h, j);
 
@@ -286,10 +304,8 @@ fn request_snapshot_is_honoured() {
     let tmp = tempfile::tempdir().unwrap();
     let (sm, obs) = TestSm::new();
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
-    propose_n(&h, "x", 20);
-    wait_until("applied", || applied_count(&obs) == 20);
-    h.request_snapshot().unwrap();
-    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
+    propose_applied(&h, &obs, "x", 20, 20);
+    snapshot_now(&h);
     let path = SnapshotDir::open(tmp.path().join("snapshots"))
         .unwrap()
         .file_path(h.snapshot_index());
@@ -309,9 +325,7 @@ fn two_snapshots(dir: &Path) -> (u64, u64, Vec<(u64, Vec<u8>)>) {
     for wave in 0..2 {
         propose_n(&h, &format!("s{wave}"), 30);
         wait_until("applied", || applied_count(&obs) == 30 * (wave + 1));
-        h.request_snapshot().unwrap();
-        wait_until("snapshot", || h.snapshot_index() == h.applied_index());
-        snaps.push(h.snapshot_index());
+        snaps.push(snapshot_now(&h));
     }
     propose_n(&h, "tail", 30);
     wait_until("applied", || applied_count(&obs) == 90);
@@ -349,11 +363,8 @@ fn corrupt_only_snapshot_without_compaction_replays_full_log() {
     let tmp = tempfile::tempdir().unwrap();
     let (sm, obs) = TestSm::new();
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
-    propose_n(&h, "x", 40);
-    wait_until("applied", || applied_count(&obs) == 40);
-    h.request_snapshot().unwrap();
-    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
-    let s = h.snapshot_index();
+    propose_applied(&h, &obs, "x", 40, 40);
+    let s = snapshot_now(&h);
     let before = obs.lock().unwrap().entries.clone();
     stop(h, j);
     flip_byte(
@@ -394,11 +405,8 @@ fn crash_with_lagging_commit_index_recovers_exactly() {
     let tmp = tempfile::tempdir().unwrap();
     let (sm, obs) = TestSm::new();
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
-    propose_n(&h, "c", 60);
-    wait_until("applied", || applied_count(&obs) == 60);
-    h.request_snapshot().unwrap();
-    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
-    let snap = h.snapshot_index();
+    propose_applied(&h, &obs, "c", 60, 60);
+    let snap = snapshot_now(&h);
     propose_n(&h, "d", 20);
     wait_until("applied", || applied_count(&obs) == 80);
     let before = obs.lock().unwrap().entries.clone();
@@ -424,11 +432,8 @@ fn crash_right_after_snapshot_above_disk_commit_recovers() {
     let tmp = tempfile::tempdir().unwrap();
     let (sm, obs) = TestSm::new();
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
-    propose_n(&h, "e", 25);
-    wait_until("applied", || applied_count(&obs) == 25);
-    h.request_snapshot().unwrap();
-    wait_until("snapshot", || h.snapshot_index() == h.applied_index());
-    let snap = h.snapshot_index();
+    propose_applied(&h, &obs, "e", 25, 25);
+    let snap = snapshot_now(&h);
     let before = obs.lock().unwrap().entries.clone();
     h.crash_for_test();
     j.join().unwrap();
@@ -497,8 +502,7 @@ fn read_index_answers_on_a_single_node() {
     let tmp = tempfile::tempdir().unwrap();
     let (sm, obs) = TestSm::new();
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
-    propose_n(&h, "r", 5);
-    wait_until("applied", || applied_count(&obs) == 5);
+    propose_applied(&h, &obs, "r", 5, 5);
     h.read_index(b"ctx-1".to_vec()).unwrap();
     wait_until("read state", || !obs.lock().unwrap().reads.is_empty());
     let (ctx, index) = obs.lock().unwrap().reads[0].clone();
