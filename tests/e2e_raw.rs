@@ -332,3 +332,49 @@ async fn ping_and_pipelining() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconfig_answers_like_a_standalone_server() {
+    within(
+        TEST_BOUND_SECS,
+        "reconfig_answers_like_a_standalone_server",
+        async {
+            let server = TestServer::shared();
+            let mut c = server.raw();
+            // ReconfigRequest {joiningServers, leavingServers, newMembers, curConfigId}
+            let body = Enc::new()
+                .str("server.2=127.0.0.1:2888:3888;2182")
+                .str("")
+                .str("")
+                .i64(-1)
+                .bytes();
+            let xid = c.send(op::RECONFIG, &body);
+            let reply = c.wait_reply(xid);
+            // -123 ReconfigDisabled: reconfigEnabled is off by default in a standalone server.
+            assert_eq!(reply.err, -123, "reconfig reply");
+            still_serving(server, &mut c);
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sasl_gets_a_clean_error_not_a_dropped_connection() {
+    if is_zk() {
+        // ZooKeeper without SASL configured drops the connection; rookery answers instead.
+        return;
+    }
+    within(
+        TEST_BOUND_SECS,
+        "sasl_gets_a_clean_error_not_a_dropped_connection",
+        async {
+            let server = TestServer::shared();
+            let mut c = server.raw();
+            let xid = c.send(102, &Enc::new().buf(b"token").bytes());
+            let reply = c.wait_reply(xid);
+            assert_eq!(reply.err, -115, "sasl reply (AuthFailed)");
+            still_serving(server, &mut c);
+        },
+    )
+    .await;
+}
