@@ -7,7 +7,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use protobuf::Message as _;
 use raft::eraftpb::{
     ConfChange, ConfChangeV2, ConfState, Entry, EntryType, Message, MessageType, SnapshotMetadata,
 };
@@ -555,6 +554,23 @@ impl Node {
         Ok(())
     }
 
+    /// Applies a committed conf change (v1 or v2) and persists the resulting membership.
+    fn apply_conf_change<C>(&mut self, e: &Entry) -> Result<(), RaftError>
+    where
+        C: protobuf::Message + raft_proto::ConfChangeI + Default,
+    {
+        let mut cc = C::default();
+        cc.merge_from_bytes(&e.data)
+            .map_err(|source| RaftError::BadConfChange {
+                index: e.index,
+                source,
+            })?;
+        let cs = self.raw.apply_conf_change(&cc)?;
+        tracing::info!(index = e.index, term = e.term, voters = ?cs.voters, "applied conf change");
+        self.raw.mut_store().set_conf_state(cs)?;
+        Ok(())
+    }
+
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
         for e in entries {
             let durable = self.raw.store().durable_index();
@@ -572,28 +588,8 @@ impl Node {
                 EntryType::EntryNormal => self.sm.apply(e.index, e.term, &e.data),
                 // Conf changes are checked before any emptiness test: with auto_leave the
                 // leader appends an empty-data ConfChangeV2 meaning "leave joint".
-                EntryType::EntryConfChange => {
-                    let mut cc = ConfChange::default();
-                    cc.merge_from_bytes(&e.data)
-                        .map_err(|source| RaftError::BadConfChange {
-                            index: e.index,
-                            source,
-                        })?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    tracing::info!(index = e.index, term = e.term, voters = ?cs.voters, "applied conf change");
-                    self.raw.mut_store().set_conf_state(cs)?;
-                }
-                EntryType::EntryConfChangeV2 => {
-                    let mut cc = ConfChangeV2::default();
-                    cc.merge_from_bytes(&e.data)
-                        .map_err(|source| RaftError::BadConfChange {
-                            index: e.index,
-                            source,
-                        })?;
-                    let cs = self.raw.apply_conf_change(&cc)?;
-                    tracing::info!(index = e.index, term = e.term, voters = ?cs.voters, "applied conf change v2");
-                    self.raw.mut_store().set_conf_state(cs)?;
-                }
+                EntryType::EntryConfChange => self.apply_conf_change::<ConfChange>(&e)?,
+                EntryType::EntryConfChangeV2 => self.apply_conf_change::<ConfChangeV2>(&e)?,
             }
             self.applied = e.index;
         }
