@@ -340,20 +340,8 @@ impl TestServer {
 
     /// Graceful stop: SIGTERM, then SIGKILL after 10 s.
     pub fn stop(&self) {
-        if let Some((mut child, watchdog)) = self.child.lock().unwrap().take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    break;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = kill_child(child);
-            let _ = kill_child(watchdog);
+        if let Some((child, watchdog)) = self.child.lock().unwrap().take() {
+            terminate(child, watchdog, Duration::from_secs(10));
         }
     }
 
@@ -412,23 +400,28 @@ impl Drop for TestServer {
             );
         }
         if let Ok(mut g) = self.child.lock() {
-            if let Some((mut child, watchdog)) = g.take() {
-                let _ = Command::new("kill")
-                    .arg("-TERM")
-                    .arg(child.id().to_string())
-                    .status();
-                let deadline = Instant::now() + Duration::from_secs(5);
-                while Instant::now() < deadline {
-                    if let Ok(Some(_)) = child.try_wait() {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                let _ = kill_child(child);
-                let _ = kill_child(watchdog);
+            if let Some((child, watchdog)) = g.take() {
+                terminate(child, watchdog, Duration::from_secs(5));
             }
         }
     }
+}
+
+/// SIGTERM, up to `grace` for the server to exit, then SIGKILL it and its watchdog.
+fn terminate(mut child: Child, watchdog: Child, grace: Duration) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = kill_child(child);
+    let _ = kill_child(watchdog);
 }
 
 fn kill_child(mut c: Child) -> std::io::Result<()> {
