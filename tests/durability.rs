@@ -7,6 +7,7 @@
 //!
 //! Written for rookery; it also passes against ZooKeeper (`E2E_TARGET=zk cargo test --test
 //! durability`), only slower because of JVM restarts.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! values that must agree with the server's state), and the whitelist refusal message.
 //!
 //! Against ZooKeeper: `E2E_TARGET=zk cargo test --test e2e_4lw`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

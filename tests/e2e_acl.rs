@@ -3,6 +3,7 @@
 //! the super digest, whoAmI.
 //!
 //! Against ZooKeeper: `E2E_TARGET=zk cargo test --test e2e_acl`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

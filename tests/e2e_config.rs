@@ -1,5 +1,6 @@
 //! The binary's configuration: a zoo.cfg-compatible file, flags overriding it, clear errors for
 //! bad values, and graceful shutdown on SIGTERM. Rookery only (it tests rookery's own binary).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

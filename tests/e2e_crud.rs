@@ -4,6 +4,7 @@
 //! validation (through the raw protocol, since the client library validates locally).
 //!
 //! Against ZooKeeper: `E2E_TARGET=zk cargo test --test e2e_crud`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

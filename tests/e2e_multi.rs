@@ -1,6 +1,7 @@
 //! multi (14) and multiRead (22): results, atomicity, per-op error results, check (13).
 //!
 //! Against ZooKeeper: `E2E_TARGET=zk cargo test --test e2e_multi`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

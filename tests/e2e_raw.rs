@@ -3,6 +3,7 @@
 //! pings and pipelining. A misbehaving connection must never affect the others.
 //!
 //! Against ZooKeeper: `E2E_TARGET=zk cargo test --test e2e_raw`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

@@ -2,6 +2,7 @@
 //! and TTL creation on a server with TTL nodes disabled.
 //!
 //! Against ZooKeeper: `E2E_TARGET=zk cargo test --test e2e_reaper`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

@@ -4,6 +4,7 @@
 //! relativeZxid (changes made while a client was disconnected fire on reconnect).
 //!
 //! Against ZooKeeper: `E2E_TARGET=zk cargo test --test e2e_sessions`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

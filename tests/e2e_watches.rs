@@ -3,6 +3,7 @@
 //! event ordering (a notification precedes the reply of any later request on that session).
 //!
 //! Against ZooKeeper: `E2E_TARGET=zk cargo test --test e2e_watches`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

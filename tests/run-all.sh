@@ -2,7 +2,8 @@
 # rookery's test command: bash tests/run-all.sh
 #   1. installs Apache ZooKeeper (the reference server) + netcat if missing
 #   2. makes .venv with tests/python/requirements.txt
-#   3. cargo build --workspace --all-targets; cargo test --workspace
+#   3. cargo fmt --check; cargo clippy --all-targets -- -D warnings (lints: [workspace.lints]);
+#      cargo build --workspace --all-targets; cargo test --workspace
 #   4. pytest -q tests/python (against ZooKeeper and rookery; see tests/python/conftest.py)
 # Environment: ROOKERY_TESTS_TARGETS=zk|rookery|zk,rookery (default both), ROOKERY_BIN.
 set -euo pipefail
@@ -39,6 +40,12 @@ if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import sys' 2>/dev/null; 
   fi
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -r tests/python/requirements.txt
+
+step "cargo fmt --check"
+cargo fmt --all -- --check || { echo "FAILED: cargo fmt --check (run cargo fmt)"; exit 1; }
+
+step "cargo clippy --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings || { echo "FAILED: cargo clippy --all-targets -- -D warnings"; exit 1; }
 
 step "cargo build --workspace --all-targets"
 cargo build --workspace --all-targets || { echo "FAILED: cargo build --workspace --all-targets"; exit 1; }

@@ -1,5 +1,6 @@
 //! Microbenchmarks of the wire format: record encode/decode and frame splitting.
 //! Run: `cargo bench -p rookery-bench --bench codec` (add `-- --quick` for a short run).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use std::hint::black_box;
 

@@ -1,5 +1,6 @@
 //! Microbenchmarks of the in-memory znode tree: the work the state machine does per applied
 //! entry and per read, without I/O.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rookery::tree::{DataTree, OpContext};

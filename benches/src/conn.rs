@@ -214,7 +214,9 @@ impl Conn {
                     reply.header.xid
                 )));
             }
-            let (_, req) = inflight.pop_front().unwrap();
+            let Some((_, req)) = inflight.pop_front() else {
+                return Err(other(format!("reply xid {xid} with nothing in flight")));
+            };
             let err = reply.header.err;
             if err != 0 && !tolerated.iter().any(|t| t.wire() == err) {
                 return Err(other(format!(

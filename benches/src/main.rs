@@ -164,8 +164,14 @@ fn main() -> ExitCode {
             .worker_threads(args.threads)
             .enable_all()
             .build()
-    }
-    .expect("tokio runtime");
+    };
+    let rt = match rt {
+        Ok(rt) => rt,
+        Err(error) => {
+            eprintln!("rookery-load: cannot start the tokio runtime: {error}");
+            return ExitCode::from(2);
+        }
+    };
     let result = rt
         .block_on(async { tokio::time::timeout(Duration::from_secs_f64(limit), run(&args)).await });
     rt.shutdown_timeout(Duration::from_secs(1));

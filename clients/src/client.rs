@@ -47,26 +47,31 @@ pub struct ClientBuilder {
 }
 
 impl ClientBuilder {
+    /// The session timeout to ask for; the server clamps it into its own bounds.
     pub fn session_timeout(mut self, timeout: Duration) -> Self {
         self.session_timeout = timeout;
         self
     }
 
+    /// How long one request may wait for its reply before it fails with a timeout.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
         self
     }
 
+    /// How long one connection attempt (TCP plus handshake) may take before the next server is tried.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
     }
 
+    /// Whether a read-only server may be used (the handshake's readOnly flag).
     pub fn read_only(mut self, allowed: bool) -> Self {
         self.read_only = allowed;
         self
     }
 
+    /// The largest reply frame accepted, like the server's `jute.maxbuffer`.
     pub fn max_frame(mut self, bytes: usize) -> Self {
         self.max_frame = bytes;
         self

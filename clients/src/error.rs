@@ -11,69 +11,98 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// The first group mirrors `KeeperException.Code`; [`Error::code`] maps back to the wire value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
+    /// ZooKeeper's `SystemError`: system error.
     #[error("system error")]
     SystemError,
+    /// ZooKeeper's `RuntimeInconsistency`: runtime inconsistency.
     #[error("runtime inconsistency")]
     RuntimeInconsistency,
+    /// ZooKeeper's `DataInconsistency`: data inconsistency.
     #[error("data inconsistency")]
     DataInconsistency,
     /// The connection to the server broke while the request was in flight: it may or may not
     /// have been applied.
     #[error("connection loss")]
     ConnectionLoss,
+    /// ZooKeeper's `MarshallingError`: marshalling error.
     #[error("marshalling error")]
     MarshallingError,
+    /// ZooKeeper's `Unimplemented`: unimplemented.
     #[error("unimplemented")]
     Unimplemented,
+    /// ZooKeeper's `OperationTimeout`: operation timeout.
     #[error("operation timeout")]
     OperationTimeout,
+    /// ZooKeeper's `BadArguments`: bad arguments.
     #[error("bad arguments")]
     BadArguments,
+    /// ZooKeeper's `UnknownSession`: unknown session.
     #[error("unknown session")]
     UnknownSession,
+    /// ZooKeeper's `NewConfigNoQuorum`: new config has no quorum.
     #[error("new config has no quorum")]
     NewConfigNoQuorum,
+    /// ZooKeeper's `ReconfigInProgress`: reconfig in progress.
     #[error("reconfig in progress")]
     ReconfigInProgress,
+    /// ZooKeeper's `ApiError`: API error.
     #[error("API error")]
     ApiError,
+    /// ZooKeeper's `NoNode`: node does not exist.
     #[error("node does not exist")]
     NoNode,
+    /// ZooKeeper's `NoAuth`: not authorized.
     #[error("not authorized")]
     NoAuth,
+    /// ZooKeeper's `BadVersion`: bad version.
     #[error("bad version")]
     BadVersion,
+    /// ZooKeeper's `NoChildrenForEphemerals`: ephemeral nodes may not have children.
     #[error("ephemeral nodes may not have children")]
     NoChildrenForEphemerals,
+    /// ZooKeeper's `NodeExists`: node already exists.
     #[error("node already exists")]
     NodeExists,
+    /// ZooKeeper's `NotEmpty`: node has children.
     #[error("node has children")]
     NotEmpty,
     /// The session expired: its ephemeral nodes and watches are gone, and this client is dead.
     #[error("session expired")]
     SessionExpired,
+    /// ZooKeeper's `InvalidCallback`: invalid callback.
     #[error("invalid callback")]
     InvalidCallback,
+    /// ZooKeeper's `InvalidAcl`: invalid ACL.
     #[error("invalid ACL")]
     InvalidAcl,
+    /// ZooKeeper's `AuthFailed`: authentication failed.
     #[error("authentication failed")]
     AuthFailed,
+    /// ZooKeeper's `SessionMoved`: session moved.
     #[error("session moved")]
     SessionMoved,
+    /// ZooKeeper's `NotReadOnly`: not a read-only call.
     #[error("not a read-only call")]
     NotReadOnly,
+    /// ZooKeeper's `EphemeralOnLocalSession`: ephemeral on local session.
     #[error("ephemeral on local session")]
     EphemeralOnLocalSession,
+    /// ZooKeeper's `NoWatcher`: no watcher.
     #[error("no watcher")]
     NoWatcher,
+    /// ZooKeeper's `RequestTimeout`: request timeout.
     #[error("request timeout")]
     RequestTimeout,
+    /// ZooKeeper's `ReconfigDisabled`: reconfig disabled.
     #[error("reconfig disabled")]
     ReconfigDisabled,
+    /// ZooKeeper's `SessionClosedRequireSaslAuth`: session closed, SASL authentication required.
     #[error("session closed, SASL authentication required")]
     SessionClosedRequireSaslAuth,
+    /// ZooKeeper's `QuotaExceeded`: quota exceeded.
     #[error("quota exceeded")]
     QuotaExceeded,
+    /// ZooKeeper's `ThrottledOp`: throttled.
     #[error("throttled")]
     ThrottledOp,
 

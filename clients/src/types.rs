@@ -214,22 +214,27 @@ impl CreateOptions {
         }
     }
 
+    /// A persistent node with an open ACL.
     pub fn persistent() -> Self {
         Self::new(CreateMode::Persistent)
     }
 
+    /// An ephemeral node: deleted when the creating session ends.
     pub fn ephemeral() -> Self {
         Self::new(CreateMode::Ephemeral)
     }
 
+    /// A persistent node whose name gets the parent's next 10-digit sequence number.
     pub fn persistent_sequential() -> Self {
         Self::new(CreateMode::PersistentSequential)
     }
 
+    /// An ephemeral node with a sequence suffix (locks, elections, queues).
     pub fn ephemeral_sequential() -> Self {
         Self::new(CreateMode::EphemeralSequential)
     }
 
+    /// A container node: the server deletes it once its last child is gone.
     pub fn container() -> Self {
         Self::new(CreateMode::Container)
     }
@@ -276,23 +281,34 @@ impl CreateOptions {
 /// One write of a [`crate::Client::multi`] transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
+    /// Create a node.
     Create {
+        /// Where (chroot-relative).
         path: String,
+        /// Its initial data.
         data: Vec<u8>,
+        /// Mode, ACL and TTL.
         options: CreateOptions,
     },
+    /// Delete a node.
     Delete {
+        /// Which node.
         path: String,
         /// -1 matches any version.
         version: i32,
     },
+    /// Replace a node's data.
     SetData {
+        /// Which node.
         path: String,
+        /// The new data.
         data: Vec<u8>,
         /// -1 matches any version.
         version: i32,
     },
+    /// Fail the whole multi unless the node has this version.
     Check {
+        /// Which node.
         path: String,
         /// -1 matches any version.
         version: i32,
@@ -300,6 +316,7 @@ pub enum Op {
 }
 
 impl Op {
+    /// [`Op::Create`] from anything path- and data-like.
     pub fn create(path: impl Into<String>, data: impl Into<Vec<u8>>, options: CreateOptions) -> Op {
         Op::Create {
             path: path.into(),
@@ -308,6 +325,7 @@ impl Op {
         }
     }
 
+    /// [`Op::Delete`]; `None` matches any version.
     pub fn delete(path: impl Into<String>, version: Option<i32>) -> Op {
         Op::Delete {
             path: path.into(),
@@ -315,6 +333,7 @@ impl Op {
         }
     }
 
+    /// [`Op::SetData`]; `None` matches any version.
     pub fn set_data(path: impl Into<String>, data: impl Into<Vec<u8>>, version: Option<i32>) -> Op {
         Op::SetData {
             path: path.into(),
@@ -323,6 +342,7 @@ impl Op {
         }
     }
 
+    /// [`Op::Check`] against an exact version.
     pub fn check(path: impl Into<String>, version: i32) -> Op {
         Op::Check {
             path: path.into(),
@@ -336,27 +356,42 @@ impl Op {
 pub enum OpResult {
     /// The created path (chroot stripped) and the new node's Stat.
     Create {
+        /// The path as created (with any sequence suffix).
         path: String,
+        /// The new node's Stat.
         stat: Stat,
     },
+    /// The node was deleted.
     Delete,
+    /// The data was set.
     SetData {
+        /// The node's Stat after the change.
         stat: Stat,
     },
+    /// The version matched.
     Check,
 }
 
 /// One read of a [`crate::Client::multi_read`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadOp {
+    /// getData of this path.
     GetData(String),
+    /// getChildren of this path.
     GetChildren(String),
 }
 
 /// The result of one read of a multi_read; each read succeeds or fails on its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadResult {
-    Data { data: Vec<u8>, stat: Stat },
+    /// A node's data and Stat.
+    Data {
+        /// The data.
+        data: Vec<u8>,
+        /// The node's Stat.
+        stat: Stat,
+    },
+    /// A node's child names.
     Children(Vec<String>),
 }
 

@@ -1,4 +1,5 @@
 //! The `rookery-cli` binary in one-shot mode and as a scripted shell.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Recipes across OS processes: this test binary re-runs itself as children (the ignored
 //! `child_entry` test, selected with ROOKERY_CHILD_ROLE) that take locks, lead or register.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

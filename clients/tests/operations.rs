@@ -1,4 +1,5 @@
 //! Every client operation against a real server (ZooKeeper by default).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Recipes against a real server, contention inside one process (several sessions).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! Connection loss: the session resumes (same id, ephemerals kept) and watches are re-armed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

@@ -1,4 +1,5 @@
 //! FrameCodec: length framing, maximum frame size, four-letter-word sniffing, write_frame.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use bytes::{BufMut, BytesMut};
 use rookery_protocol::*;

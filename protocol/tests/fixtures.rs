@@ -2,6 +2,7 @@
 //! from zookeeper.jute (BinaryOutputArchive: big-endian ints and longs, a boolean as one byte,
 //! buffers and ustrings as an int length then the bytes, vectors as an int count then elements)
 //! and ClientCnxn (a 4-byte frame length, then RequestHeader + record).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 use bytes::BytesMut;
 use rookery_protocol::*;

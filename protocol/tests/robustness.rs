@@ -1,4 +1,5 @@
 //! Decoding hostile bytes: always Ok or Err, never a panic, never an absurd allocation.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

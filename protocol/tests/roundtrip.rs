@@ -1,4 +1,5 @@
 //! encode → decode → equal, for every record, request, response and multi shape.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 

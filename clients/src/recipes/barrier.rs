@@ -20,6 +20,7 @@ pub struct Barrier {
 }
 
 impl Barrier {
+    /// A barrier that stands while the node at `path` exists.
     pub fn new(client: Client, path: &str) -> Self {
         Barrier {
             client,
@@ -85,6 +86,7 @@ pub struct DoubleBarrier {
 }
 
 impl DoubleBarrier {
+    /// A barrier for `count` participants, whose members register under `path`.
     pub fn new(client: Client, path: &str, count: usize) -> Self {
         DoubleBarrier {
             client,

@@ -28,6 +28,7 @@ fn decode(data: &[u8]) -> Result<i64> {
 }
 
 impl Counter {
+    /// A counter stored as the data of the node at `path` (created on first use).
     pub fn new(client: Client, path: &str) -> Self {
         Counter {
             client,
@@ -51,10 +52,12 @@ impl Counter {
             .map(|r| r.unwrap_or_default())
     }
 
+    /// Adds one and returns the new value.
     pub async fn increment(&self) -> Result<i64> {
         Ok(self.add(1).await?.1)
     }
 
+    /// Subtracts one and returns the new value.
     pub async fn decrement(&self) -> Result<i64> {
         Ok(self.add(-1).await?.1)
     }

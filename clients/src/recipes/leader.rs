@@ -82,10 +82,12 @@ impl LeaderLatch {
         })
     }
 
+    /// This candidate's id (its sequential node's name).
     pub fn id(&self) -> &str {
         &self.id
     }
 
+    /// Whether this candidate currently leads.
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()
     }

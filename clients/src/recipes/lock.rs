@@ -79,6 +79,7 @@ impl Drop for LockGuard {
 }
 
 impl Lock {
+    /// An exclusive lock whose contenders queue under `path`.
     pub fn new(client: Client, path: &str) -> Self {
         Lock {
             client,
@@ -129,6 +130,7 @@ pub struct RwLock {
 }
 
 impl RwLock {
+    /// A readers-writer lock whose contenders queue under `path`.
     pub fn new(client: Client, path: &str) -> Self {
         RwLock {
             client,

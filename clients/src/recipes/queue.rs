@@ -22,6 +22,7 @@ pub struct Queue {
 }
 
 impl Queue {
+    /// A FIFO queue whose items are sequential children of `path`.
     pub fn new(client: Client, path: &str) -> Self {
         Queue {
             client,
@@ -48,6 +49,7 @@ impl Queue {
         }
     }
 
+    /// Whether the queue holds no items.
     pub async fn is_empty(&self) -> Result<bool> {
         Ok(self.len().await? == 0)
     }

@@ -48,6 +48,7 @@ impl ServiceInstance {
         }
     }
 
+    /// Data stored in the registration node (for example an address).
     pub fn with_payload(mut self, payload: impl Into<String>) -> Self {
         self.payload = payload.into();
         self
@@ -75,16 +76,19 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// The ephemeral node that represents this registration.
     pub fn path(&self) -> &str {
         &self.path
     }
 
+    /// Deletes the registration node (retrying on connection loss).
     pub async fn unregister(self) -> Result<()> {
         delete_retrying(&self.client, &self.path).await
     }
 }
 
 impl ServiceRegistry {
+    /// A registry whose services live under `base`.
     pub fn new(client: Client, base: &str) -> Self {
         ServiceRegistry {
             client,
