@@ -7,12 +7,13 @@ macro_rules! wire_enum {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
         #[repr($repr)]
-        pub enum $name { $($(#[$vmeta])* $variant = $value),* }
+        pub enum $name { $($(#[$vmeta])* #[doc = concat!("`", stringify!($variant), "`: ", stringify!($value), " on the wire, as in ZooKeeper.")] $variant = $value),* }
 
         impl $name {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),*];
 
+            /// The value with this wire encoding; `None` for a value ZooKeeper does not define.
             pub fn from_wire(value: $repr) -> Option<Self> {
                 match value {
                     $(v if v == $value => Some($name::$variant),)*
@@ -20,6 +21,7 @@ macro_rules! wire_enum {
                 }
             }
 
+            /// The wire encoding.
             pub fn wire(self) -> $repr {
                 self as $repr
             }
@@ -153,6 +155,7 @@ wire_enum! {
 }
 
 impl CreateMode {
+    /// Deleted when its session ends.
     pub fn is_ephemeral(self) -> bool {
         matches!(
             self,
@@ -160,6 +163,7 @@ impl CreateMode {
         )
     }
 
+    /// The name gets the parent's sequence number appended.
     pub fn is_sequential(self) -> bool {
         matches!(
             self,
@@ -169,10 +173,12 @@ impl CreateMode {
         )
     }
 
+    /// Deleted by the server once its last child goes.
     pub fn is_container(self) -> bool {
         self == CreateMode::Container
     }
 
+    /// Deleted by the server after its TTL without changes or children.
     pub fn is_ttl(self) -> bool {
         matches!(
             self,
@@ -202,11 +208,17 @@ wire_enum! {
 
 /// ZooDefs.Perms: the bits of an ACL entry.
 pub mod perms {
+    /// getData, getChildren (and exists from 3.8.4/3.9.2).
     pub const READ: i32 = 1;
+    /// setData.
     pub const WRITE: i32 = 1 << 1;
+    /// Create children.
     pub const CREATE: i32 = 1 << 2;
+    /// Delete children.
     pub const DELETE: i32 = 1 << 3;
+    /// setAcl.
     pub const ADMIN: i32 = 1 << 4;
+    /// Every permission.
     pub const ALL: i32 = READ | WRITE | CREATE | DELETE | ADMIN;
 }
 
@@ -214,8 +226,11 @@ pub mod perms {
 pub mod xids {
     /// A watch notification pushed by the server.
     pub const NOTIFICATION: i32 = -1;
+    /// A client's ping.
     pub const PING: i32 = -2;
+    /// An addAuth packet.
     pub const AUTH: i32 = -4;
+    /// setWatches after a reconnect.
     pub const SET_WATCHES: i32 = -8;
 }
 
@@ -229,10 +244,12 @@ pub mod ephemeral_owner {
     /// The largest TTL in ms: the low 40 bits.
     pub const MAX_TTL: i64 = 0x0000_00FF_FFFF_FFFF;
 
+    /// The ephemeralOwner of a TTL node with this TTL.
     pub fn ttl(ttl_ms: i64) -> i64 {
         EXTENDED_TTL | (ttl_ms & MAX_TTL)
     }
 
+    /// Whether an ephemeralOwner marks a container node.
     pub fn is_container(owner: i64) -> bool {
         owner == CONTAINER
     }

@@ -4,27 +4,46 @@
 /// A known four-letter word.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum FourLetterWord {
+    /// `conf`: server configuration.
     Conf,
+    /// `cons`: connection details.
     Cons,
+    /// `crst`: reset connection/server statistics.
     Crst,
+    /// `dirs`: data directory sizes.
     Dirs,
+    /// `dump`: sessions and ephemerals.
     Dump,
+    /// `envi`: environment.
     Envi,
+    /// `gtmk`: trace mask (get).
     Gtmk,
+    /// `ruok`: liveness check.
     Ruok,
+    /// `stmk`: trace mask (set).
     Stmk,
+    /// `srvr`: server summary.
     Srvr,
+    /// `srst`: reset server statistics.
     Srst,
+    /// `stat`: summary plus connections.
     Stat,
+    /// `wchc`: watches by connection.
     Wchc,
+    /// `wchp`: watches by path.
     Wchp,
+    /// `wchs`: watch summary.
     Wchs,
+    /// `mntr`: monitoring key/values.
     Mntr,
+    /// `isro`: read-only mode check.
     Isro,
+    /// `hash`: tree digest history.
     Hash,
 }
 
 impl FourLetterWord {
+    /// Every word.
     pub const ALL: &'static [FourLetterWord] = &[
         FourLetterWord::Conf,
         FourLetterWord::Cons,
@@ -46,6 +65,7 @@ impl FourLetterWord {
         FourLetterWord::Hash,
     ];
 
+    /// The four bytes on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             FourLetterWord::Conf => "conf",
@@ -69,6 +89,7 @@ impl FourLetterWord {
         }
     }
 
+    /// The word these bytes spell, if any.
     pub fn parse(word: &[u8]) -> Option<Self> {
         Self::ALL
             .iter()
