@@ -8,7 +8,10 @@ use bytes::{BufMut, BytesMut};
 pub enum DecodeError {
     /// The input ended before the record did.
     #[error("unexpected end of input: needed {needed} more bytes")]
-    UnexpectedEof { needed: usize },
+    UnexpectedEof {
+        /// How many more bytes the record needed.
+        needed: usize,
+    },
     /// A length prefix is negative (other than -1) or larger than what is left.
     #[error("invalid length {0}")]
     InvalidLength(i32),
@@ -20,7 +23,12 @@ pub enum DecodeError {
     UnknownOpCode(i32),
     /// A field holds a value outside its domain (for example an unknown CreateMode).
     #[error("invalid value {value} for {field}")]
-    InvalidValue { field: &'static str, value: i64 },
+    InvalidValue {
+        /// The field's name.
+        field: &'static str,
+        /// The value found.
+        value: i64,
+    },
     /// The record was decoded but bytes are left over.
     #[error("{0} trailing bytes after record")]
     TrailingBytes(usize),
@@ -34,14 +42,17 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A cursor at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
         Reader { buf }
     }
 
+    /// Bytes not consumed yet.
     pub fn remaining(&self) -> usize {
         self.buf.len()
     }
 
+    /// Whether everything was consumed.
     pub fn is_empty(&self) -> bool {
         self.buf.is_empty()
     }
@@ -55,6 +66,7 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The next `n` bytes, or UnexpectedEof.
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.buf.len() < n {
             return Err(DecodeError::UnexpectedEof {
@@ -72,14 +84,17 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    /// A big-endian int.
     pub fn read_i32(&mut self) -> Result<i32, DecodeError> {
         Ok(i32::from_be_bytes(self.array()?))
     }
 
+    /// A big-endian long.
     pub fn read_i64(&mut self) -> Result<i64, DecodeError> {
         Ok(i64::from_be_bytes(self.array()?))
     }
 
+    /// A one-byte boolean.
     pub fn read_bool(&mut self) -> Result<bool, DecodeError> {
         Ok(self.take(1)?[0] != 0)
     }
@@ -132,7 +147,9 @@ impl<'a> Reader<'a> {
 pub trait Record: Sized {
     /// Smallest encoded size; bounds vector lengths before allocating.
     const MIN_SIZE: usize;
+    /// Appends the jute encoding.
     fn write(&self, out: &mut BytesMut);
+    /// Decodes one value, checking every length against what is left.
     fn read(input: &mut Reader<'_>) -> Result<Self, DecodeError>;
 
     /// Encodes into a fresh buffer.
@@ -227,8 +244,9 @@ impl<T: Record> Record for Vec<T> {
 macro_rules! jute_record {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
+        #[doc = concat!("\n\nThe `", stringify!($name), "` record of zookeeper.jute.")]
         #[derive(Debug, Clone, PartialEq, Eq, Default)]
-        pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
+        pub struct $name { $($(#[$fmeta])* #[doc = concat!("The `", stringify!($field), "` field, as zookeeper.jute orders it.")] pub $field: $ty),* }
 
         impl $crate::jute::Record for $name {
             const MIN_SIZE: usize = 0 $(+ <$ty as $crate::jute::Record>::MIN_SIZE)*;

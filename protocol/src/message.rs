@@ -11,18 +11,27 @@ use crate::records::*;
 pub enum MultiOp {
     /// create (1), create2 (15) or createContainer (19); `op` says which result shape to return.
     Create {
+        /// Which of the three create opcodes it was.
         op: OpCode,
+        /// The create itself.
         req: CreateRequest,
     },
+    /// A create ttl inside a multi or multiRead.
     CreateTtl(CreateTtlRequest),
+    /// A delete inside a multi or multiRead.
     Delete(DeleteRequest),
+    /// A set data inside a multi or multiRead.
     SetData(SetDataRequest),
+    /// A check inside a multi or multiRead.
     Check(CheckVersionRequest),
+    /// A get children inside a multi or multiRead.
     GetChildren(GetChildrenRequest),
+    /// A get data inside a multi or multiRead.
     GetData(GetDataRequest),
 }
 
 impl MultiOp {
+    /// The opcode this operation has on the wire.
     pub fn op_code(&self) -> OpCode {
         match self {
             MultiOp::Create { op, .. } => *op,
@@ -35,6 +44,7 @@ impl MultiOp {
         }
     }
 
+    /// The path the operation acts on.
     pub fn path(&self) -> &str {
         match self {
             MultiOp::Create { req, .. } => &req.path,
@@ -113,40 +123,69 @@ fn read_multi_ops(input: &mut Reader<'_>) -> Result<Vec<MultiOp>, DecodeError> {
 pub enum Request {
     /// create (1), create2 (15) or createContainer (19).
     Create {
+        /// Which of the three create opcodes it was.
         op: OpCode,
+        /// The create itself.
         req: CreateRequest,
     },
+    /// The createTtl request.
     CreateTtl(CreateTtlRequest),
+    /// The delete request.
     Delete(DeleteRequest),
     /// deleteContainer (20): the server's own request; clients get it answered as ZooKeeper does.
     DeleteContainer(SyncRequest),
+    /// The exists request.
     Exists(ExistsRequest),
+    /// The getData request.
     GetData(GetDataRequest),
+    /// The setData request.
     SetData(SetDataRequest),
+    /// The getAcl request.
     GetAcl(GetAclRequest),
+    /// The setAcl request.
     SetAcl(SetAclRequest),
+    /// The getChildren request.
     GetChildren(GetChildrenRequest),
+    /// The getChildren2 request.
     GetChildren2(GetChildren2Request),
+    /// The sync request.
     Sync(SyncRequest),
+    /// A heartbeat; keeps the session alive.
     Ping,
+    /// The check request.
     Check(CheckVersionRequest),
+    /// multi: writes applied atomically.
     Multi(Vec<MultiOp>),
+    /// multiRead: reads answered together.
     MultiRead(Vec<MultiOp>),
+    /// The reconfig request.
     Reconfig(ReconfigRequest),
+    /// The checkWatches request.
     CheckWatches(CheckWatchesRequest),
+    /// The removeWatches request.
     RemoveWatches(RemoveWatchesRequest),
+    /// addAuth: adds credentials to the connection.
     Auth(AuthPacket),
+    /// The setWatches request.
     SetWatches(SetWatches),
+    /// The setWatches2 request.
     SetWatches2(SetWatches2),
+    /// A SASL token exchange.
     Sasl(GetSaslRequest),
+    /// The getEphemerals request.
     GetEphemerals(GetEphemeralsRequest),
+    /// The getAllChildrenNumber request.
     GetAllChildrenNumber(GetAllChildrenNumberRequest),
+    /// The addWatch request.
     AddWatch(AddWatchRequest),
+    /// whoAmI: the identities the session has authenticated.
     WhoAmI,
+    /// closeSession: ends the session and deletes its ephemerals.
     CloseSession,
 }
 
 impl Request {
+    /// The opcode this operation has on the wire.
     pub fn op_code(&self) -> OpCode {
         match self {
             Request::Create { op, .. } => *op,
@@ -223,6 +262,7 @@ impl Request {
         })
     }
 
+    /// Appends the body (no RequestHeader) in jute encoding.
     pub fn write_body(&self, out: &mut BytesMut) {
         match self {
             Request::Create { req, .. } => req.write(out),
@@ -304,11 +344,17 @@ pub enum MultiResult {
     Create(String),
     /// Result of create2, createContainer and createTTL inside a multi: path and Stat.
     Create2(String, Stat),
+    /// delete succeeded.
     Delete,
+    /// setData succeeded: the new Stat.
     SetData(Stat),
+    /// check succeeded.
     Check,
+    /// getChildren inside multiRead: child names.
     GetChildren(Vec<String>),
+    /// getData inside multiRead: data and Stat.
     GetData(Vec<u8>, Stat),
+    /// The operation failed with this code (the whole multi did, for writes).
     Error(ErrorCode),
 }
 
@@ -389,19 +435,31 @@ pub enum Response {
     /// (FinalRequestProcessor), and the Java client deserializes it: a ReplyHeader alone makes
     /// it hit EOF and drop the connection. See [`Response::ADD_WATCH_OK`].
     Error(ErrorResponse),
+    /// The create reply body.
     Create(CreateResponse),
+    /// The create2 reply body.
     Create2(Create2Response),
     /// exists, setData, setACL: a Stat alone.
     Stat(Stat),
+    /// The getData reply body.
     GetData(GetDataResponse),
+    /// The getAcl reply body.
     GetAcl(GetAclResponse),
+    /// The getChildren reply body.
     GetChildren(GetChildrenResponse),
+    /// The getChildren2 reply body.
     GetChildren2(GetChildren2Response),
+    /// The sync reply body.
     Sync(SyncResponse),
+    /// The multi reply body.
     Multi(Vec<MultiResult>),
+    /// The getEphemerals reply body.
     GetEphemerals(GetEphemeralsResponse),
+    /// The getAllChildrenNumber reply body.
     GetAllChildrenNumber(GetAllChildrenNumberResponse),
+    /// The whoAmI reply body.
     WhoAmI(WhoAmIResponse),
+    /// The sasl reply body.
     Sasl(SetSaslResponse),
 }
 
@@ -409,6 +467,7 @@ impl Response {
     /// The body of a successful addWatch reply: `ErrorResponse{err: 0}`.
     pub const ADD_WATCH_OK: Response = Response::Error(ErrorResponse { err: 0 });
 
+    /// Appends the reply body in jute encoding.
     pub fn write(&self, out: &mut BytesMut) {
         match self {
             Response::Empty => {}

@@ -147,11 +147,17 @@ jute_record! { WhoAmIResponse { client_info: Vec<ClientInfo> } }
 /// `None` records that it was absent, so the response can mirror the request.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnectRequest {
+    /// Always 0.
     pub protocol_version: i32,
+    /// The newest zxid the client has seen; a server behind it must not serve the client.
     pub last_zxid_seen: i64,
+    /// The session timeout the client asks for, in ms.
     pub time_out: i32,
+    /// 0 for a new session, else the session to resume.
     pub session_id: i64,
+    /// The session's password when resuming (16 zero bytes for a new one).
     pub passwd: Vec<u8>,
+    /// Whether the client accepts a read-only server; `None` when the byte was absent.
     pub read_only: Option<bool>,
 }
 
@@ -188,10 +194,15 @@ impl Record for ConnectRequest {
 /// The server's answer to a ConnectRequest; `read_only` is written only if the client sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ConnectResponse {
+    /// Always 0.
     pub protocol_version: i32,
+    /// The negotiated session timeout in ms (0 with session id 0: the session is gone).
     pub time_out: i32,
+    /// The session's id.
     pub session_id: i64,
+    /// The session's password, for resuming it elsewhere.
     pub passwd: Vec<u8>,
+    /// Whether this server is read-only; written only if the request had the byte.
     pub read_only: Option<bool>,
 }
 
