@@ -11,18 +11,27 @@ use clap::Parser;
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// A config file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// A key has a value rookery cannot use.
     #[error("{origin}: invalid value {value:?} for {key}: {reason}")]
     InvalidValue {
+        /// Where it came from: a file and line, or a flag.
         origin: String,
+        /// The key or flag.
         key: String,
+        /// The value as written.
         value: String,
+        /// What is wrong with it.
         reason: String,
     },
+    /// Values that are fine alone but contradict each other (for example min > max session timeout).
     #[error("{0}")]
     Inconsistent(String),
 }
@@ -93,6 +102,7 @@ pub struct Config {
     pub tick_time: Duration,
     /// Session timeouts are clamped into [min, max].
     pub min_session_timeout: Duration,
+    /// Largest session timeout granted.
     pub max_session_timeout: Duration,
     /// Per-IP connection limit, 0 = unlimited; protects the server from a runaway client.
     pub max_client_cnxns: usize,

@@ -44,30 +44,37 @@ impl SessionTable {
         id
     }
 
+    /// Forgets a session; false if it was not there.
     pub fn remove(&mut self, session_id: i64) -> bool {
         self.sessions.remove(&session_id).is_some()
     }
 
+    /// A live session's details.
     pub fn get(&self, session_id: i64) -> Option<&SessionInfo> {
         self.sessions.get(&session_id)
     }
 
+    /// Whether the session is live.
     pub fn contains(&self, session_id: i64) -> bool {
         self.sessions.contains_key(&session_id)
     }
 
+    /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()
     }
 
+    /// Whether no session is live.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }
 
+    /// Every live session.
     pub fn iter(&self) -> impl Iterator<Item = (&i64, &SessionInfo)> {
         self.sessions.iter()
     }
 
+    /// Appends the table to a snapshot.
     pub fn serialize(&self, out: &mut BytesMut) {
         out.put_i64(self.next_session_id);
         out.put_u32(self.sessions.len() as u32);
@@ -78,6 +85,7 @@ impl SessionTable {
         }
     }
 
+    /// Reads a table written by `serialize`.
     pub fn deserialize(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let next_session_id = input.read_i64()?;
         let count = input.read_i32()?;
@@ -149,6 +157,7 @@ impl SessionTracker {
         }
     }
 
+    /// Stops tracking a session (it was closed or expired).
     pub fn remove(&self, session_id: i64) {
         self.sessions.lock().remove(&session_id);
     }
@@ -173,10 +182,12 @@ impl SessionTracker {
         }
     }
 
+    /// Number of tracked sessions.
     pub fn len(&self) -> usize {
         self.sessions.lock().len()
     }
 
+    /// Whether nothing is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

@@ -30,7 +30,10 @@ pub enum TxnBody {
         passwd: Vec<u8>,
     },
     /// closeSession from the client, or expiry decided by the leader.
-    CloseSession { session_id: i64 },
+    CloseSession {
+        /// The session to end.
+        session_id: i64,
+    },
     /// A client write (or the reaper's deleteContainer), checked and applied against the tree.
     Request(Request),
 }
@@ -46,6 +49,7 @@ pub struct Txn {
     pub time_ms: i64,
     /// The session's authenticated ids when it sent the request, for ACL checks at apply.
     pub auth: Vec<Id>,
+    /// What the entry does.
     pub body: TxnBody,
 }
 
@@ -56,6 +60,7 @@ const KIND_REQUEST: i32 = 3;
 const FORMAT_VERSION: i32 = 1;
 
 impl Txn {
+    /// The entry's bytes in the Raft log.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = BytesMut::with_capacity(128);
         out.put_i32(FORMAT_VERSION);
@@ -83,6 +88,7 @@ impl Txn {
         out.to_vec()
     }
 
+    /// Reads an entry written by `encode`.
     pub fn decode(bytes: &[u8]) -> Result<Txn, DecodeError> {
         let mut input = Reader::new(bytes);
         let version = input.read_i32()?;

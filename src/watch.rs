@@ -188,6 +188,7 @@ pub struct WatchManager {
 }
 
 impl WatchManager {
+    /// An empty registry.
     pub fn new() -> Self {
         Self::default()
     }

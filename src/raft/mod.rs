@@ -98,6 +98,7 @@ pub trait StateMachine: Send + 'static {
 
 /// Outbound Raft messages to peers. Called on the raft thread; must not block for long.
 pub trait Transport: Send + 'static {
+    /// Hands messages to the peers they are addressed to (best effort: Raft retries).
     fn send(&self, msgs: Vec<Message>);
 }
 
@@ -112,31 +113,48 @@ impl Transport for NoopTransport {
     }
 }
 
+/// Why the raft node could not start or stopped.
 #[derive(thiserror::Error, Debug)]
 pub enum RaftError {
+    /// The options fail validation.
     #[error("invalid raft options: {0}")]
     InvalidOptions(String),
+    /// The LMDB log failed.
     #[error("raft log: {0}")]
     Log(#[from] LogError),
+    /// The snapshot directory failed.
     #[error("snapshot store: {0}")]
     Snapshot(#[from] SnapshotError),
+    /// raft-rs itself refused something.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// A snapshot was read but the state machine could not load it.
     #[error("state machine rejected the snapshot at index {index}: {reason}")]
-    Restore { index: u64, reason: String },
+    Restore {
+        /// The snapshot's index.
+        index: u64,
+        /// What the state machine objected to.
+        reason: String,
+    },
     #[error(
         "raft log is compacted through index {compacted_to} but no readable snapshot covers it \
          (newest valid snapshot: {newest_valid:?}); refusing to start with missing history. \
          Restore a snapshot file for index >= {compacted_to} into the snapshots directory, or \
          rebuild this node from a peer"
     )]
+    /// The log starts after a compaction point that no snapshot covers.
     MissingHistory {
+        /// The log's compaction point.
         compacted_to: u64,
+        /// The newest snapshot that could be read, if any.
         newest_valid: Option<u64>,
     },
+    /// A committed conf change entry does not decode.
     #[error("corrupt conf change entry at index {index}: {source}")]
     BadConfChange {
+        /// The entry's index.
         index: u64,
+        /// The decoder's complaint.
         #[source]
         source: protobuf::ProtobufError,
     },
@@ -144,11 +162,20 @@ pub enum RaftError {
         "entry {index} would be applied but the raft log is durable only through {durable}: \
          persistence was reported early"
     )]
-    NotDurable { index: u64, durable: u64 },
+    /// An entry was about to be applied before it was durable.
+    NotDurable {
+        /// The entry about to be applied.
+        index: u64,
+        /// The last durable index.
+        durable: u64,
+    },
+    /// The OS refused to start the raft thread.
     #[error("cannot spawn raft thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The raft thread panicked while starting.
     #[error("raft thread died during startup")]
     StartupPanicked,
+    /// The raft thread is gone.
     #[error("raft thread has stopped")]
     Stopped,
 }
@@ -285,6 +312,7 @@ impl RaftHandle {
         self.send(Command::Propose(data))
     }
 
+    /// Whether this node currently leads.
     pub fn is_leader(&self) -> bool {
         self.shared.is_leader.load(Ordering::Acquire)
     }
@@ -294,6 +322,7 @@ impl RaftHandle {
         self.shared.leader_id.load(Ordering::Acquire)
     }
 
+    /// The current Raft term.
     pub fn term(&self) -> u64 {
         self.shared.term.load(Ordering::Acquire)
     }
@@ -304,6 +333,7 @@ impl RaftHandle {
             && self.shared.caught_up.load(Ordering::Acquire)
     }
 
+    /// Highest log index applied to the state machine.
     pub fn applied_index(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)
     }
@@ -313,6 +343,7 @@ impl RaftHandle {
         self.shared.snapshot_index.load(Ordering::Acquire)
     }
 
+    /// Storage and snapshot counters, for metrics.
     pub fn stats(&self) -> RaftStats {
         RaftStats {
             write_txns: self.shared.storage.write_txns.load(Ordering::Relaxed),

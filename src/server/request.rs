@@ -30,9 +30,11 @@ pub fn is_write(request: &Request) -> bool {
 
 /// What a locally answered request needs from its connection.
 pub struct LocalContext<'a> {
+    /// The server's shared state (tree, watches, connections).
     pub shared: &'a Shared,
     /// Also the watcher id of the connection's watches.
     pub conn_id: u64,
+    /// The session the connection carries.
     pub session_id: i64,
     /// The connection's authenticated ids; addauth appends to them.
     pub auth: &'a mut Vec<Id>,
@@ -42,6 +44,7 @@ pub struct LocalContext<'a> {
 
 /// The answer to a local request.
 pub struct LocalOutcome {
+    /// The reply body or error code.
     pub result: Result<Response, ErrorCode>,
     /// The reply header's zxid: the last applied zxid when the request ran.
     pub zxid: i64,
@@ -59,6 +62,7 @@ impl LocalOutcome {
     }
 }
 
+/// Runs a request that needs no Raft entry (reads, pings, auth, watch management) against the local tree, in the connection's task.
 pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
     let last_zxid = || ctx.shared.last_zxid.load(Ordering::Acquire);
     match request {

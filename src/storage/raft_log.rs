@@ -49,31 +49,59 @@ const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 /// Errors from the LMDB-backed log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// LMDB returned an error.
     #[error("lmdb: {0}")]
     Lmdb(#[from] heed::Error),
+    /// A directory could not be created.
     #[error("cannot create raft log directory {path}: {source}")]
     Io {
+        /// The directory.
         path: PathBuf,
+        /// Why.
         #[source]
         source: std::io::Error,
     },
+    /// A stored record does not decode: the log is corrupt.
     #[error("corrupt {what} in raft log (index {index}): {source}")]
     Decode {
+        /// Which kind of record.
         what: &'static str,
+        /// Its log index.
         index: u64,
+        /// The decoder's complaint.
         #[source]
         source: protobuf::ProtobufError,
     },
+    /// A record could not be encoded.
     #[error("cannot encode raft record: {0}")]
     Encode(#[from] protobuf::ProtobufError),
     #[error(
         "append at index {first} would overwrite the compacted log (compacted through {compacted})"
     )]
-    OverwriteCompacted { first: u64, compacted: u64 },
+    /// An append would rewrite entries already compacted away.
+    OverwriteCompacted {
+        /// First index of the append.
+        first: u64,
+        /// The compaction point.
+        compacted: u64,
+    },
+    /// An append would leave a hole in the log.
     #[error("append at index {first} leaves a gap after last index {last}")]
-    Gap { first: u64, last: u64 },
+    Gap {
+        /// First index of the append.
+        first: u64,
+        /// The log's last index.
+        last: u64,
+    },
+    /// Compaction past the end of the log was requested.
     #[error("cannot compact through {index}: log only reaches {last}")]
-    CompactBeyondLog { index: u64, last: u64 },
+    CompactBeyondLog {
+        /// The requested compaction point.
+        index: u64,
+        /// The log's last index.
+        last: u64,
+    },
+    /// The stored indexes contradict each other.
     #[error("raft log is inconsistent: {0}")]
     Inconsistent(String),
 }
@@ -273,6 +301,7 @@ impl LmdbStorage {
         })
     }
 
+    /// The shared write/flush counters.
     pub fn stats(&self) -> Arc<StorageStats> {
         self.stats.clone()
     }
@@ -344,6 +373,7 @@ impl LmdbStorage {
         self.conf_state = cs;
     }
 
+    /// The persisted term, vote and commit index.
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
@@ -353,10 +383,12 @@ impl LmdbStorage {
         &self.snapshot_meta
     }
 
+    /// The first index still in the log.
     pub fn first_index_cached(&self) -> u64 {
         self.snapshot_meta.index + 1
     }
 
+    /// The last index in the log.
     pub fn last_index_cached(&self) -> u64 {
         self.last_index
     }

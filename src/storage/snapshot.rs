@@ -44,16 +44,27 @@ const CORRUPT_SUFFIX: &str = ".corrupt";
 /// Errors reading or writing snapshot files.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
+    /// Reading or writing a snapshot file failed.
     #[error("snapshot i/o on {path}: {source}")]
     Io {
+        /// The file.
         path: PathBuf,
+        /// Why.
         #[source]
         source: io::Error,
     },
+    /// A snapshot file fails its checks.
     #[error("snapshot {path} is corrupt: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// Which check failed.
+        reason: String,
+    },
+    /// The membership does not fit in the header.
     #[error("conf state too large for a snapshot header ({0} bytes)")]
     ConfStateTooLarge(usize),
+    /// The membership could not be encoded.
     #[error("cannot encode conf state for snapshot: {0}")]
     Encode(#[from] protobuf::ProtobufError),
 }
@@ -218,6 +229,7 @@ impl SnapshotDir {
         Ok(this)
     }
 
+    /// The snapshot directory.
     pub fn path(&self) -> &Path {
         &self.dir
     }

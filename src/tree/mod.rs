@@ -131,6 +131,8 @@ impl DataTree {
     pub fn new() -> Self {
         let mut acls = AclCache::default();
         let open = acls.intern(&open_acl()).unwrap_or_default();
+        // A store holding only the root always fits: the input is constant.
+        #[allow(clippy::expect_used)]
         let nodes = NodeStore::new(NewNode {
             name: "",
             data: &[],
@@ -166,6 +168,8 @@ impl DataTree {
             aversion,
             ..PersistedStat::default()
         };
+        // The three special nodes, with constant names and empty data, always fit.
+        #[allow(clippy::expect_used)]
         self.attach(parent, path, name, &[], acl, stat)
             .expect("the special nodes always fit")
     }
@@ -473,6 +477,7 @@ impl DataTree {
         Some(self.acls.get(node.acl).to_vec())
     }
 
+    /// A node's Stat, or None if it does not exist.
     pub fn stat(&self, path: &str) -> Option<Stat> {
         self.nodes
             .lookup(path)
