@@ -5,6 +5,7 @@
 //! `tree` (the znodes) → `watch` (who hears about a change).
 
 pub mod config;
+pub mod peer;
 pub mod raft;
 pub mod server;
 pub mod session;
