@@ -238,7 +238,10 @@ impl<'a> Reader<'a> {
     fn count(&mut self, min_item: usize) -> Result<usize, FrameError> {
         let n = self.u32()? as usize;
         if n.saturating_mul(min_item) > self.rest.len() {
-            return Err(self.err(format!("count {n} does not fit in {} bytes", self.rest.len())));
+            return Err(self.err(format!(
+                "count {n} does not fit in {} bytes",
+                self.rest.len()
+            )));
         }
         Ok(n)
     }

@@ -24,12 +24,7 @@
 //! net.attach(raft.clone());
 //! inbound.attach(raft.clone());
 //! ```
-#![deny(
-    missing_docs,
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic
-)]
+#![deny(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod frame;
 mod net;
@@ -39,8 +34,7 @@ mod tests;
 
 pub use frame::{FrameError, FrameKind, SessionTouch};
 pub use net::{
-    Feedback, Inbound, PeerConfig, PeerLimits, PeerNetwork, PeerStats, PeerTransport,
-    RaftInbound,
+    Feedback, Inbound, PeerConfig, PeerLimits, PeerNetwork, PeerStats, PeerTransport, RaftInbound,
 };
 
 /// Why a peer operation failed. Connection-level errors end that connection (the dialer

@@ -141,7 +141,11 @@ impl RaftInbound {
 impl Inbound for RaftInbound {
     fn raft(&self, from: u64, msgs: Vec<Message>) {
         let Some(h) = self.handle.get() else {
-            tracing::trace!(peer = from, count = msgs.len(), "raft not started; dropping");
+            tracing::trace!(
+                peer = from,
+                count = msgs.len(),
+                "raft not started; dropping"
+            );
             return;
         };
         for m in msgs {
@@ -775,7 +779,12 @@ fn encode_items(
             }
             Outgoing::Raft(msg, size) => {
                 if size + 4 > budget {
-                    tracing::error!(peer, size, max = budget, "raft message exceeds the peer frame cap; dropped");
+                    tracing::error!(
+                        peer,
+                        size,
+                        max = budget,
+                        "raft message exceeds the peer frame cap; dropped"
+                    );
                     oversized += 1;
                     continue;
                 }
@@ -892,7 +901,9 @@ async fn serve_inbound(
     )
     .await;
     let hello = match first {
-        Ok(Ok(f)) if f.kind == FrameKind::Hello => Hello::decode(&f.payload).map_err(PeerError::from),
+        Ok(Ok(f)) if f.kind == FrameKind::Hello => {
+            Hello::decode(&f.payload).map_err(PeerError::from)
+        }
         Ok(Ok(f)) => Err(PeerError::Unexpected(f.kind)),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(PeerError::HandshakeTimeout),
@@ -909,14 +920,18 @@ async fn serve_inbound(
     if let Err(reason) = check_hello(&inner, &hello) {
         bump(&inner.counters.refused, 1);
         tracing::warn!(my_id = inner.my_id, peer = from, to = hello.to, %addr, %reason, "refused peer connection");
-        if let Ok(reply) = frame_bytes(FrameKind::HelloReply, &HelloReply::Refused(reason).encode()) {
-            let _ = tokio::time::timeout(inner.limits.handshake_timeout, wr.write_all(&reply)).await;
+        if let Ok(reply) = frame_bytes(FrameKind::HelloReply, &HelloReply::Refused(reason).encode())
+        {
+            let _ =
+                tokio::time::timeout(inner.limits.handshake_timeout, wr.write_all(&reply)).await;
         }
         let _ = wr.shutdown().await;
         return;
     }
     let accepted = match frame_bytes(FrameKind::HelloReply, &HelloReply::Accepted.encode()) {
-        Ok(reply) => tokio::time::timeout(inner.limits.handshake_timeout, wr.write_all(&reply)).await,
+        Ok(reply) => {
+            tokio::time::timeout(inner.limits.handshake_timeout, wr.write_all(&reply)).await
+        }
         Err(_) => return,
     };
     if !matches!(accepted, Ok(Ok(()))) {
