@@ -520,13 +520,18 @@ impl Config {
                 reason,
             })?;
         }
-        let id = flag_id.or(myid);
         if self.servers.is_empty() {
-            if let Some(id) = id {
+            // Standalone: like ZooKeeper, ignore myid (a copied ZooKeeper dataDir may hold one,
+            // and this data dir was bootstrapped with voters [server_id]; a new id would leave
+            // the sole voter unable to elect itself). Only an explicit --id changes it.
+            if let Some(id) = flag_id {
                 self.server_id = id;
+            } else if let Some(id) = myid {
+                tracing::info!(myid = id, "no servers configured: standalone, myid ignored");
             }
             return Ok(());
         }
+        let id = flag_id.or(myid);
         let participants = self
             .servers
             .iter()
@@ -1262,6 +1267,12 @@ mod tests {
 
     fn load_in(dir: &Path, cfg: &str, flags: Flags) -> Result<Config, ConfigError> {
         let file = dir.join("zoo.cfg");
+        // Never look for myid in the working directory's ./data.
+        let cfg = if cfg.contains("dataDir") {
+            cfg.to_string()
+        } else {
+            format!("dataDir={}\n{cfg}", dir.join("none").display())
+        };
         std::fs::write(&file, cfg).unwrap();
         Config::load(&Flags {
             config: Some(file),
@@ -1343,10 +1354,11 @@ mod tests {
     #[test]
     fn duplicate_ids_and_addresses_are_refused() {
         let tmp = tempfile::tempdir().unwrap();
+        // load_in puts a dataDir line first: server.01 is on line 4.
         let dup = "server.1=a:2888:3888\nserver.2=b:2888:3888\nserver.01=c:2888:3888\n";
         let err = load_in(tmp.path(), dup, Flags::default()).unwrap_err();
         assert!(
-            matches!(&err, ConfigError::DuplicateServerId { id: 1, origin } if origin.ends_with(":3")),
+            matches!(&err, ConfigError::DuplicateServerId { id: 1, origin } if origin.ends_with(":4")),
             "{err}"
         );
         let same = "server.1=a:2888:3888\nserver.2=A:2888:3889\n";
@@ -1433,6 +1445,15 @@ mod tests {
         let c = load_in(tmp.path(), "clientPort=2999\n", Flags::default()).unwrap();
         assert_eq!(c.server_id, 1);
         assert!(c.servers.is_empty());
+        // A stray myid does not renumber a standalone server (its group has voters [1]).
+        std::fs::write(tmp.path().join("myid"), "3\n").unwrap();
+        let cfg = format!("dataDir={}\n", tmp.path().display());
+        assert_eq!(
+            load_in(tmp.path(), &cfg, Flags::default())
+                .unwrap()
+                .server_id,
+            1
+        );
         let c = load_in(
             tmp.path(),
             "reconfigEnabled=true\nstandaloneEnabled=false\nreadonlymode.enabled=true\n",

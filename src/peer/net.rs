@@ -22,6 +22,7 @@ use super::frame::{
     RawFrame, SessionTouch,
 };
 use super::PeerError;
+use crate::config::Config;
 use crate::raft::{Message, RaftHandle, SnapshotStatus, Transport};
 
 /// Bounds and timings of the peer network. The defaults suit production; tests shrink them.
@@ -81,6 +82,38 @@ pub struct PeerConfig {
     pub peers: BTreeMap<u64, String>,
     /// Bounds and timings.
     pub limits: PeerLimits,
+}
+
+impl PeerConfig {
+    /// The peer network of `config`'s ensemble: every other listed server (observers too: as
+    /// Raft learners they receive appends) at its peer address, the cluster id of the server
+    /// list, and a frame cap of 2 × jute.maxbuffer + 64 KiB. `None` when no servers are listed.
+    pub fn from_config(config: &Config) -> Option<PeerConfig> {
+        if config.servers.is_empty() {
+            return None;
+        }
+        let peers = config
+            .servers
+            .iter()
+            .filter(|s| s.id != config.server_id)
+            .map(|s| (s.id, s.peer_address()))
+            .collect();
+        Some(PeerConfig {
+            my_id: config.server_id,
+            cluster_id: config.cluster_id(),
+            peers,
+            limits: PeerLimits {
+                max_frame: config.jute_maxbuffer.saturating_mul(2) + 64 * 1024,
+                ..PeerLimits::default()
+            },
+        })
+    }
+
+    /// Where this server accepts peers: its own line's `host:peerPort` (bind it, then pass
+    /// the listener to [`PeerNetwork::start`]). `None` when this server is not listed.
+    pub fn listen_address(config: &Config) -> Option<String> {
+        config.me().map(|s| s.peer_address())
+    }
 }
 
 /// Where inbound traffic goes. Called on tokio tasks, so it must not block.
@@ -822,8 +855,8 @@ fn encode_items(
 /// (nothing late arrives from the old one once the new one is serving).
 #[derive(Default)]
 struct Registry {
-    /// Peer id → (connection sequence number, its stop token).
-    newest: Mutex<HashMap<u64, (u64, CancellationToken)>>,
+    /// Peer id → (connection sequence number, its stop token, its remote address).
+    newest: Mutex<HashMap<u64, (u64, CancellationToken, SocketAddr)>>,
     /// Source of sequence numbers.
     seq: AtomicU64,
 }
@@ -939,7 +972,13 @@ async fn serve_inbound(
     }
     let seq = registry.seq.fetch_add(1, Ordering::Relaxed);
     let stop = inner.cancel.child_token();
-    if let Some((_, old)) = registry.newest.lock().insert(from, (seq, stop.clone())) {
+    if let Some((_, old, old_addr)) = registry
+        .newest
+        .lock()
+        .insert(from, (seq, stop.clone(), addr))
+    {
+        // Normal after a reconnect. If it keeps happening, two servers share one id.
+        tracing::info!(my_id = inner.my_id, peer = from, %addr, %old_addr, "peer reconnected; closing its previous connection");
         old.cancel();
     }
     tracing::info!(my_id = inner.my_id, peer = from, %addr, "accepted peer connection");
@@ -956,7 +995,7 @@ async fn serve_inbound(
     };
     {
         let mut newest = registry.newest.lock();
-        if newest.get(&from).is_some_and(|(s, _)| *s == seq) {
+        if newest.get(&from).is_some_and(|(s, _, _)| *s == seq) {
             newest.remove(&from);
         }
     }

@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::frame::*;
 use super::*;
+use crate::config::Config;
 use crate::raft::{Message, RaftHandle, RaftOptions, SnapshotStatus, StateMachine, Transport};
 
 const CLUSTER: u64 = 0x00c0_ffee_0000_0001;
@@ -821,20 +822,24 @@ struct TestNode {
     applied: Applied,
 }
 
+/// Every other node at its listener's address.
+fn direct_peers(id: u64, addrs: &BTreeMap<u64, SocketAddr>) -> BTreeMap<u64, String> {
+    addrs
+        .iter()
+        .filter(|(p, _)| **p != id)
+        .map(|(p, a)| (*p, a.to_string()))
+        .collect()
+}
+
 fn start_node(
     rt: &Runtime,
     id: u64,
     dir: &std::path::Path,
-    addrs: &BTreeMap<u64, SocketAddr>,
+    peers: BTreeMap<u64, String>,
     listener: TcpListener,
 ) -> TestNode {
     let _g = rt.enter();
     let inbound = Arc::new(RaftInbound::new(|_, _| {}));
-    let peers = addrs
-        .iter()
-        .filter(|(p, _)| **p != id)
-        .map(|(p, a)| (*p, a.to_string()))
-        .collect();
     let cfg = PeerConfig {
         my_id: id,
         cluster_id: CLUSTER,
@@ -900,7 +905,10 @@ fn three_node_raft_group_replicates_fails_over_and_catches_up_over_tcp() {
     let mut nodes: Vec<TestNode> = listeners
         .into_iter()
         .enumerate()
-        .map(|(i, l)| start_node(&rt, i as u64 + 1, tmp.path(), &addrs, l))
+        .map(|(i, l)| {
+            let id = i as u64 + 1;
+            start_node(&rt, id, tmp.path(), direct_peers(id, &addrs), l)
+        })
         .collect();
     let limit = Duration::from_secs(20);
 
@@ -960,7 +968,13 @@ fn three_node_raft_group_replicates_fails_over_and_catches_up_over_tcp() {
             }
         }
     });
-    let back = start_node(&rt, old_id, tmp.path(), &addrs, listener);
+    let back = start_node(
+        &rt,
+        old_id,
+        tmp.path(),
+        direct_peers(old_id, &addrs),
+        listener,
+    );
     nodes.push(back);
     let restarted = nodes.len() - 1;
     wait_until("catch-up", limit, || datas(&nodes[restarted]).len() == 100);
@@ -982,4 +996,143 @@ fn three_node_raft_group_replicates_fails_over_and_catches_up_over_tcp() {
     for n in nodes {
         stop_node(&rt, n);
     }
+}
+
+#[test]
+fn forwarded_proposals_are_applied_at_most_once_across_a_reconnect() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let listeners: Vec<TcpListener> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(bind().await);
+        }
+        v
+    });
+    let addrs: BTreeMap<u64, SocketAddr> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
+        .collect();
+    // Every link goes through its own proxy, so one direction of one link can be cut.
+    let mut proxies = BTreeMap::new();
+    for from in 1..=3u64 {
+        for to in 1..=3u64 {
+            if from != to {
+                let _g = rt.enter();
+                proxies.insert((from, to), rt.block_on(Proxy::start(addrs[&to])));
+            }
+        }
+    }
+    let nodes: Vec<TestNode> = listeners
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let id = i as u64 + 1;
+            let peers = (1..=3u64)
+                .filter(|to| *to != id)
+                .map(|to| (to, proxies[&(id, to)].addr.to_string()))
+                .collect();
+            start_node(&rt, id, tmp.path(), peers, l)
+        })
+        .collect();
+    let limit = Duration::from_secs(20);
+    wait_until("a leader", limit, || leader(&nodes).is_some());
+    let l = leader(&nodes).unwrap();
+    let leader_id = nodes[l].id;
+    let f = (l + 1) % 3;
+    let follower = &nodes[f];
+    wait_until("follower knows the leader", limit, || {
+        follower.raft.leader_id() == leader_id && follower.net.is_connected(leader_id)
+    });
+    let count = |n: &TestNode, prefix: &str| {
+        datas(n)
+            .iter()
+            .filter(|(_, d)| d.starts_with(prefix.as_bytes()))
+            .count()
+    };
+
+    // Proposals on a follower travel to the leader as MsgPropose.
+    for i in 0..100 {
+        follower
+            .raft
+            .propose(format!("f-{i}").into_bytes())
+            .unwrap();
+    }
+    for n in &nodes {
+        wait_until("f applied", limit, || count(n, "f-") == 100);
+    }
+    // Cut follower → leader: forwarded proposals are dropped, and stay dropped.
+    proxies[&(follower.id, leader_id)].cut();
+    wait_until("cut noticed", limit, || {
+        !follower.net.is_connected(leader_id)
+    });
+    for i in 0..20 {
+        follower
+            .raft
+            .propose(format!("g-{i}").into_bytes())
+            .unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    proxies[&(follower.id, leader_id)].restore();
+    wait_until("reconnected", limit, || {
+        follower.net.is_connected(leader_id)
+    });
+    for i in 0..50 {
+        follower
+            .raft
+            .propose(format!("h-{i}").into_bytes())
+            .unwrap();
+    }
+    for n in &nodes {
+        wait_until("h applied", limit, || count(n, "h-") == 50);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let expect = datas(&nodes[l]);
+    for n in &nodes {
+        let got = datas(n);
+        assert_eq!(got, expect, "node {} diverged", n.id);
+        let mut seen = std::collections::HashSet::new();
+        for (_, d) in &got {
+            assert!(
+                seen.insert(d.clone()),
+                "{} applied twice",
+                String::from_utf8_lossy(d)
+            );
+        }
+        assert_eq!(
+            count(n, "g-"),
+            0,
+            "a proposal dropped during the cut was replayed"
+        );
+        assert_eq!((count(n, "f-"), count(n, "h-")), (100, 50));
+    }
+    for n in nodes {
+        stop_node(&rt, n);
+    }
+}
+
+#[test]
+fn peer_config_comes_from_the_server_list() {
+    let mut c = Config::default();
+    let text = "jute.maxbuffer=100000\nserver.1=10.0.0.1:2888:3888\n\
+                server.2=[::1]:2889:3889;2181\nserver.3=10.0.0.3:2890:3890:observer\n";
+    c.apply_file(std::path::Path::new("zoo.cfg"), text).unwrap();
+    c.server_id = 2;
+    let p = PeerConfig::from_config(&c).unwrap();
+    assert_eq!(p.my_id, 2);
+    assert_eq!(p.cluster_id, c.cluster_id());
+    assert_eq!(
+        p.peers.into_iter().collect::<Vec<_>>(),
+        [
+            (1, "10.0.0.1:2888".to_string()),
+            (3, "10.0.0.3:2890".to_string())
+        ]
+    );
+    assert_eq!(p.limits.max_frame, 200_000 + 64 * 1024);
+    assert_eq!(
+        PeerConfig::listen_address(&c).as_deref(),
+        Some("[::1]:2889")
+    );
+    assert!(PeerConfig::from_config(&Config::default()).is_none());
 }
