@@ -732,11 +732,11 @@ fn nothing_is_replayed_after_a_reconnect() {
     wait_until("disconnect noticed", Duration::from_secs(10), || {
         !n1.is_connected(2)
     });
+
     // C: sent while disconnected: dropped at once, never delivered later.
     for i in 0..50 {
         t.send(vec![propose(1, 2, &format!("c{i}"))]);
     }
-    assert!(rec1.unreachable.lock().unwrap().contains(&2));
     proxy.restore();
     wait_until("reconnected", Duration::from_secs(10), || {
         n1.is_connected(2)
@@ -771,6 +771,12 @@ fn nothing_is_replayed_after_a_reconnect() {
     let s = n1.stats();
     assert!(s.connects >= 2, "{s:?}");
     assert!(s.dropped_disconnected >= 50, "{s:?}");
+    // A connection dying while idle is reported to Raft by itself (nothing is being sent).
+    rec1.unreachable.lock().unwrap().clear();
+    proxy.cut();
+    wait_until("idle death reported", Duration::from_secs(10), || {
+        rec1.unreachable.lock().unwrap().contains(&2)
+    });
     rt.block_on(n1.shutdown());
     rt.block_on(n2.shutdown());
 }
@@ -1135,4 +1141,19 @@ fn peer_config_comes_from_the_server_list() {
         Some("[::1]:2889")
     );
     assert!(PeerConfig::from_config(&Config::default()).is_none());
+}
+
+#[test]
+fn raft_inbound_hands_touches_to_its_callback_and_drops_raft_before_attach() {
+    let got: Arc<Mutex<Vec<(u64, Vec<SessionTouch>)>>> = Arc::default();
+    let g = got.clone();
+    let inbound = RaftInbound::new(move |from, t| g.lock().unwrap().push((from, t)));
+    let t = vec![SessionTouch {
+        session_id: 9,
+        timeout_ms: 30_000,
+    }];
+    inbound.touch(3, t.clone());
+    // Not attached yet: dropped without panicking.
+    inbound.raft(3, vec![propose(3, 1, "early")]);
+    assert_eq!(got.lock().unwrap().as_slice(), &[(3, t)]);
 }
