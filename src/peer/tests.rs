@@ -1145,7 +1145,7 @@ fn peer_config_comes_from_the_server_list() {
 
 #[test]
 fn raft_inbound_hands_touches_to_its_callback_and_drops_raft_before_attach() {
-    let got: Arc<Mutex<Vec<(u64, Vec<SessionTouch>)>>> = Arc::default();
+    let got = Arc::new(Mutex::new(Vec::new()));
     let g = got.clone();
     let inbound = RaftInbound::new(move |from, t| g.lock().unwrap().push((from, t)));
     let t = vec![SessionTouch {
