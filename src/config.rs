@@ -542,6 +542,15 @@ impl Config {
                 "observers without participants is an invalid configuration".to_string(),
             ));
         }
+        // ZooKeeper's warnings (QuorumPeerConfig.parseDynamicConfig).
+        if participants == 2 {
+            tracing::warn!("no server failure will be tolerated: you need at least 3 servers");
+        } else if participants > 2 && participants % 2 == 0 {
+            tracing::warn!(
+                participants,
+                "non-optimal configuration: consider an odd number of servers"
+            );
+        }
         let id = match id {
             Some(id) => id,
             None if self.servers.len() == 1 => self.servers[0].id,
