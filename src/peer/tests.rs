@@ -1157,3 +1157,76 @@ fn raft_inbound_hands_touches_to_its_callback_and_drops_raft_before_attach() {
     inbound.raft(3, vec![propose(3, 1, "early")]);
     assert_eq!(got.lock().unwrap().as_slice(), &[(3, t)]);
 }
+
+#[test]
+fn a_message_not_matching_the_handshake_closes_the_connection() {
+    let rt = rt();
+    let _g = rt.enter();
+    let l2 = rt.block_on(bind());
+    let addr2 = l2.local_addr().unwrap();
+    let (n2, rec2) = start_net(
+        2,
+        CLUSTER,
+        &[(1, "127.0.0.1:1".into()), (3, "127.0.0.1:1".into())],
+        l2,
+        test_limits(),
+    );
+    // Handshake as 1, then send a message claiming to come from 3 (or a corrupt frame).
+    let session = |m: Message, corrupt: bool| {
+        rt.block_on(async move {
+            let mut s = TcpStream::connect(addr2).await.unwrap();
+            let mut out = BytesMut::new();
+            let hello = Hello {
+                version: VERSION,
+                cluster_id: CLUSTER,
+                from: 1,
+                to: 2,
+            };
+            encode_frame(FrameKind::Hello, &hello.encode(), &mut out).unwrap();
+            s.write_all(&out).await.unwrap();
+            let mut buf = BytesMut::new();
+            while decode_frame(&mut buf, caps()).unwrap().is_none() {
+                assert!(s.read_buf(&mut buf).await.unwrap() > 0);
+            }
+            let mut out = BytesMut::new();
+            encode_frame(
+                FrameKind::RaftBatch,
+                &encode_raft_batch(&[m]).unwrap(),
+                &mut out,
+            )
+            .unwrap();
+            if corrupt {
+                let last = out.len() - 1;
+                out[last] ^= 0x55;
+            }
+            s.write_all(&out).await.unwrap();
+            // A closed connection reads EOF; an open one times out.
+            let mut b = [0u8; 1];
+            tokio::time::timeout(Duration::from_millis(500), s.read(&mut b))
+                .await
+                .map(|r| r.map(|n| n == 0).unwrap_or(true))
+                .unwrap_or(false)
+        })
+    };
+    assert!(
+        session(propose(3, 2, "spoofed"), false),
+        "spoofed from kept open"
+    );
+    assert!(
+        session(propose(1, 5, "wrong to"), false),
+        "wrong to kept open"
+    );
+    assert!(
+        session(propose(1, 2, "corrupt"), true),
+        "corrupt frame kept open"
+    );
+    assert!(rec2.raft.lock().unwrap().is_empty());
+    assert!(
+        !session(propose(1, 2, "fine"), false),
+        "a good connection was closed"
+    );
+    wait_until("delivery", Duration::from_secs(5), || {
+        rec2.datas() == ["fine".to_string()]
+    });
+    rt.block_on(n2.shutdown());
+}
