@@ -7,7 +7,7 @@
 //!   that is not itself, or a `from` that is not a member.
 //! * **One-way connections**: A dials B to send A→B and B dials A for B→A, so there are no
 //!   dial races and each side's writer owns its socket.
-//! * **Never blocking Raft**: [`PeerTransport::send`] (on the raft thread) only appends to a
+//! * **Never blocking Raft**: `PeerTransport::send` (on the raft thread) only appends to a
 //!   bounded per-peer queue (count *and* bytes). A full queue, or no connection, drops the
 //!   message and calls `report_unreachable`; a dropped MsgSnapshot is reported as
 //!   `SnapshotStatus::Failure`. A writer task per peer drains the whole queue into one write
