@@ -34,6 +34,79 @@ pub enum ConfigError {
     /// Values that are fine alone but contradict each other (for example min > max session timeout).
     #[error("{0}")]
     Inconsistent(String),
+    /// Two `server.N` lines (or `--peers` entries) name the same id; ZooKeeper's Properties would
+    /// silently keep the last one, which hides a copy-paste error in the ensemble list.
+    #[error("{origin}: server id {id} is listed twice")]
+    DuplicateServerId {
+        /// The file (or "command line") holding the list.
+        origin: String,
+        /// The repeated id.
+        id: u64,
+    },
+    /// Two servers share one peer address: one of them could never be reached.
+    #[error("{origin}: servers {first} and {second} have the same peer address {address}")]
+    DuplicatePeerAddress {
+        /// The file (or "command line") holding the list.
+        origin: String,
+        /// The lower id.
+        first: u64,
+        /// The higher id.
+        second: u64,
+        /// The shared `host:port`.
+        address: String,
+    },
+    /// An ensemble is configured but this server does not know who it is.
+    #[error(
+        "servers are listed but this server's id is unknown: write it to {}/myid \
+         (as ZooKeeper does) or pass --id",
+        data_dir.display()
+    )]
+    MissingServerId {
+        /// Where `myid` was looked for.
+        data_dir: PathBuf,
+    },
+    /// `dataDir/myid` exists but does not hold a valid server id.
+    #[error("{}: invalid server id {content:?}: {reason}", path.display())]
+    BadMyId {
+        /// The myid file.
+        path: PathBuf,
+        /// Its first line.
+        content: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// This server's id is not among the configured servers.
+    #[error("this server's id {id} is not among the configured servers {known:?}")]
+    UnknownServerId {
+        /// This server's id (from myid or --id).
+        id: u64,
+        /// The ids listed in the configuration.
+        known: Vec<u64>,
+    },
+    /// The data directory was initialized by a different ensemble (another server list), so
+    /// joining with it would mix two clusters' logs.
+    #[error(
+        "{}: this data directory belongs to cluster {stored:016x}, but the configured servers \
+         form cluster {configured:016x}; use an empty dataDir for this ensemble, or fix the \
+         server list",
+        path.display()
+    )]
+    ClusterMismatch {
+        /// The `cluster-id` file.
+        path: PathBuf,
+        /// The id stored in it.
+        stored: u64,
+        /// The id computed from the configured servers.
+        configured: u64,
+    },
+    /// The `cluster-id` file could not be read, parsed or written.
+    #[error("{}: {reason}", path.display())]
+    ClusterIdFile {
+        /// The `cluster-id` file.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// Command-line flags. Every flag is optional: a flag overrides the config file, which
@@ -87,6 +160,20 @@ pub struct Flags {
     /// Superuser digest `super:BASE64(SHA1(super:password))` (DigestAuthenticationProvider.superDigest).
     #[arg(long, value_name = "USER:DIGEST")]
     pub super_digest: Option<String>,
+    /// This server's id in the ensemble (overrides dataDir/myid).
+    #[arg(long, value_name = "N")]
+    pub id: Option<u64>,
+    /// The ensemble, replacing the file's server.N lines: comma-separated
+    /// `N=host:peerPort[:electionPort][:participant|observer][;[clientHost:]clientPort]`
+    /// (quote it: `;` is special to shells).
+    #[arg(long, value_name = "LIST")]
+    pub peers: Option<String>,
+    /// Ticks a server may take to catch up with the leader (initLimit).
+    #[arg(long, value_name = "TICKS")]
+    pub init_limit: Option<u32>,
+    /// Ticks without leader contact before a server is considered gone (syncLimit).
+    #[arg(long, value_name = "TICKS")]
+    pub sync_limit: Option<u32>,
 }
 
 /// The effective configuration of a server.
@@ -122,6 +209,23 @@ pub struct Config {
     pub server_id: u64,
     /// Where the configuration came from, for the `conf` four-letter word.
     pub source: String,
+    /// The ensemble from the `server.N` lines (or `--peers`), sorted by id; empty when
+    /// standalone. The *initial* membership: it bootstraps a fresh data dir and names the
+    /// cluster ([`Config::cluster_id`]); later membership comes from the replicated log.
+    pub servers: Vec<ServerSpec>,
+    /// initLimit, in ticks: how long a server may take to catch up ([`Config::catch_up_timeout`]).
+    pub init_limit: u32,
+    /// syncLimit, in ticks: leader silence tolerated before an election ([`raft_timing`]).
+    pub sync_limit: u32,
+    /// `peerType` as written; the role in the server list wins (as in ZooKeeper), this only
+    /// produces a warning when the two disagree.
+    pub peer_type: PeerRole,
+    /// `reconfigEnabled`: whether the reconfig request may change membership.
+    pub reconfig_enabled: bool,
+    /// `standaloneEnabled`: whether one participant runs as a standalone server.
+    pub standalone_enabled: bool,
+    /// `readonlymode.enabled`: whether a server cut off from the quorum serves reads.
+    pub read_only_enabled: bool,
 }
 
 impl Default for Config {
@@ -143,6 +247,14 @@ impl Default for Config {
             super_digest: None,
             server_id: 1,
             source: "defaults".to_string(),
+            servers: Vec::new(),
+            // zoo_sample.cfg's values (ZooKeeper itself refuses an ensemble without them).
+            init_limit: 10,
+            sync_limit: 5,
+            peer_type: PeerRole::Participant,
+            reconfig_enabled: false,
+            standalone_enabled: true,
+            read_only_enabled: false,
         }
     }
 }
@@ -169,6 +281,11 @@ const KNOWN_KEYS: &[&str] = &[
     "initLimit",
     "syncLimit",
     "admin.enableServer",
+    "peerType",
+    "reconfigEnabled",
+    "standaloneEnabled",
+    "readonlymode.enabled",
+    "zookeeper.readonlymode.enabled",
 ];
 
 impl Config {
@@ -183,6 +300,7 @@ impl Config {
             config.apply_file(path, &text)?;
         }
         config.apply_flags(flags)?;
+        config.resolve_server_id(flags.id)?;
         config.check()?;
         Ok(config)
     }
@@ -191,6 +309,7 @@ impl Config {
     pub fn apply_file(&mut self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let origin = path.display().to_string();
         let mut entries = BTreeMap::new();
+        let mut server_lines = Vec::new();
         for (number, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -204,7 +323,16 @@ impl Config {
                     reason: "expected key=value".to_string(),
                 });
             };
-            entries.insert(key.trim().to_string(), value.trim().to_string());
+            let (key, value) = (key.trim(), value.trim());
+            if let Some(id) = key.strip_prefix("server.") {
+                // Kept apart (with line numbers) so duplicates are errors, not overwrites.
+                server_lines.push((format!("{origin}:{}", number + 1), id, value));
+                continue;
+            }
+            entries.insert(key.to_string(), value.to_string());
+        }
+        if !server_lines.is_empty() {
+            self.servers = parse_servers(&origin, &server_lines)?;
         }
         let mut tick_set_min = false;
         let mut tick_set_max = false;
@@ -254,6 +382,18 @@ impl Config {
                 | "DigestAuthenticationProvider.superDigest"
                 | "zookeeper.DigestAuthenticationProvider.superDigest" => {
                     self.super_digest = Some(parse_super_digest(value).map_err(|r| bad(&r))?)
+                }
+                "initLimit" => self.init_limit = parse_ticks(value).map_err(|r| bad(&r))?,
+                "syncLimit" => self.sync_limit = parse_ticks(value).map_err(|r| bad(&r))?,
+                "peerType" => self.peer_type = PeerRole::parse(value).map_err(|r| bad(&r))?,
+                "reconfigEnabled" => {
+                    self.reconfig_enabled = parse_bool(value).map_err(|r| bad(&r))?
+                }
+                "standaloneEnabled" => {
+                    self.standalone_enabled = parse_bool(value).map_err(|r| bad(&r))?
+                }
+                "readonlymode.enabled" | "zookeeper.readonlymode.enabled" => {
+                    self.read_only_enabled = parse_bool(value).map_err(|r| bad(&r))?
                 }
                 other if KNOWN_KEYS.contains(&other) => {
                     tracing::info!(
@@ -335,10 +475,166 @@ impl Config {
                 parse_super_digest(digest).map_err(|r| flag_error("--super-digest", digest, &r))?,
             );
         }
+        if let Some(list) = &flags.peers {
+            let origin = "command line (--peers)";
+            let mut lines = Vec::new();
+            for item in list.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+                let Some((id, spec)) = item.split_once('=') else {
+                    return Err(flag_error(
+                        "--peers",
+                        item,
+                        "expected N=host:port[:port]...",
+                    ));
+                };
+                lines.push((origin.to_string(), id.trim(), spec.trim()));
+            }
+            self.servers = parse_servers(origin, &lines)?;
+        }
+        if let Some(n) = flags.init_limit {
+            self.init_limit = n;
+        }
+        if let Some(n) = flags.sync_limit {
+            self.sync_limit = n;
+        }
         if flags.config.is_none() {
             self.source = "command line".to_string();
         }
         Ok(())
+    }
+
+    /// Settles `server_id` from `--id`, else `dataDir/myid` (ZooKeeper's `setupMyId`), and checks
+    /// it against the server list. With servers listed, the id is mandatory, except that a
+    /// single listed participant is taken to be this server (ZooKeeper runs that standalone).
+    /// This server's own line also supplies the client address, as in ZooKeeper's
+    /// `setupClientPort`, unless `--port`/`--address` were given (those are applied before and
+    /// win: the line only fills in what the flags left at its file/default value).
+    fn resolve_server_id(&mut self, flag_id: Option<u64>) -> Result<(), ConfigError> {
+        let myid = match read_myid(&self.data_dir) {
+            // --id is authoritative; a broken myid next to it only deserves a warning.
+            Err(error) if flag_id.is_some() => {
+                tracing::warn!(%error, "ignoring dataDir/myid: --id given");
+                None
+            }
+            other => other?,
+        };
+        if let (Some(flag), Some(file)) = (flag_id, myid) {
+            if flag != file {
+                tracing::warn!(flag, myid = file, "--id overrides dataDir/myid");
+            }
+        }
+        if let Some(id) = flag_id {
+            check_server_id(id).map_err(|reason| ConfigError::InvalidValue {
+                origin: "command line".to_string(),
+                key: "--id".to_string(),
+                value: id.to_string(),
+                reason,
+            })?;
+        }
+        if self.servers.is_empty() {
+            // Standalone: like ZooKeeper, ignore myid (a copied ZooKeeper dataDir may hold one,
+            // and this data dir was bootstrapped with voters [server_id]; a new id would leave
+            // the sole voter unable to elect itself). Only an explicit --id changes it.
+            if let Some(id) = flag_id {
+                self.server_id = id;
+            } else if let Some(id) = myid {
+                tracing::info!(myid = id, "no servers configured: standalone, myid ignored");
+            }
+            return Ok(());
+        }
+        let id = flag_id.or(myid);
+        let participants = self
+            .servers
+            .iter()
+            .filter(|s| s.role == PeerRole::Participant)
+            .count();
+        if participants == 0 {
+            return Err(ConfigError::Inconsistent(
+                "observers without participants is an invalid configuration".to_string(),
+            ));
+        }
+        // ZooKeeper's warnings (QuorumPeerConfig.parseDynamicConfig).
+        if participants == 2 {
+            tracing::warn!("no server failure will be tolerated: you need at least 3 servers");
+        } else if participants > 2 && participants % 2 == 0 {
+            tracing::warn!(
+                participants,
+                "non-optimal configuration: consider an odd number of servers"
+            );
+        }
+        let id = match id {
+            Some(id) => id,
+            None if self.servers.len() == 1 => self.servers[0].id,
+            None => {
+                return Err(ConfigError::MissingServerId {
+                    data_dir: self.data_dir.clone(),
+                })
+            }
+        };
+        let Some(me) = self.servers.iter().find(|s| s.id == id).cloned() else {
+            return Err(ConfigError::UnknownServerId {
+                id,
+                known: self.servers.iter().map(|s| s.id).collect(),
+            });
+        };
+        if me.role != self.peer_type {
+            tracing::warn!(
+                id,
+                server_list = ?me.role,
+                peer_type = ?self.peer_type,
+                "peerType does not match the server list; using the server list"
+            );
+            self.peer_type = me.role;
+        }
+        self.server_id = id;
+        self.apply_own_client_address(&me)?;
+        Ok(())
+    }
+
+    /// Takes the client port and address from this server's `;[host:]port` part.
+    fn apply_own_client_address(&mut self, me: &ServerSpec) -> Result<(), ConfigError> {
+        let Some(port) = me.client_port else {
+            return Ok(());
+        };
+        self.client_port = port;
+        if let Some(host) = &me.client_host {
+            let address = match host.as_str() {
+                "localhost" => IpAddr::from([127, 0, 0, 1]),
+                other => other.parse().map_err(|_| ConfigError::InvalidValue {
+                    origin: self.source.clone(),
+                    key: format!("server.{}", me.id),
+                    value: host.clone(),
+                    reason: "the client address must be an IP address or localhost".to_string(),
+                })?,
+            };
+            self.client_address = address;
+        }
+        Ok(())
+    }
+
+    /// Whether this configuration describes a replicated ensemble (more than one server).
+    pub fn is_ensemble(&self) -> bool {
+        self.servers.len() > 1
+    }
+
+    /// This server's own entry in the server list, if servers are listed.
+    pub fn me(&self) -> Option<&ServerSpec> {
+        self.servers.iter().find(|s| s.id == self.server_id)
+    }
+
+    /// The cluster id of the configured ensemble: see [`cluster_id`].
+    pub fn cluster_id(&self) -> u64 {
+        cluster_id(&self.servers)
+    }
+
+    /// Raft timing for this configuration: see [`raft_timing`].
+    pub fn raft_timing(&self) -> RaftTiming {
+        raft_timing(self.tick_time, self.sync_limit, self.min_session_timeout)
+    }
+
+    /// initLimit × tickTime: how long a new or restarted server may take to catch up with the
+    /// leader (ZooKeeper's initial sync limit), e.g. before a reconfig gives up on a joiner.
+    pub fn catch_up_timeout(&self) -> Duration {
+        self.tick_time.saturating_mul(self.init_limit)
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -353,6 +649,11 @@ impl Config {
                 self.min_session_timeout.as_millis(),
                 self.max_session_timeout.as_millis()
             )));
+        }
+        if self.init_limit == 0 || self.sync_limit == 0 {
+            return Err(ConfigError::Inconsistent(
+                "initLimit and syncLimit must be positive".into(),
+            ));
         }
         if self.jute_maxbuffer < 1024 {
             return Err(ConfigError::Inconsistent(
@@ -424,6 +725,417 @@ fn parse_whitelist(value: &str) -> Vec<String> {
         .collect()
 }
 
+fn parse_ticks(value: &str) -> Result<u32, String> {
+    value
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| "expected a positive number of ticks".to_string())
+}
+
+/// Largest server id: ZooKeeper documents ids 1..=255, and raft reserves 0 for "nobody".
+pub const MAX_SERVER_ID: u64 = 255;
+
+fn check_server_id(id: u64) -> Result<(), String> {
+    if (1..=MAX_SERVER_ID).contains(&id) {
+        Ok(())
+    } else {
+        Err(format!("server ids must be in 1..={MAX_SERVER_ID}"))
+    }
+}
+
+/// A server's part in the ensemble (ZooKeeper's `LearnerType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PeerRole {
+    /// Votes and can lead (a Raft voter).
+    Participant,
+    /// Replicates and serves reads but never votes (a Raft learner).
+    Observer,
+}
+
+impl PeerRole {
+    /// Parses `participant` / `observer` as ZooKeeper does (trimmed, case-insensitive).
+    pub fn parse(value: &str) -> Result<PeerRole, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "participant" => Ok(PeerRole::Participant),
+            "observer" => Ok(PeerRole::Observer),
+            _ => Err(format!(
+                "unrecognised peer type {value:?} (participant or observer)"
+            )),
+        }
+    }
+
+    /// The spelling ZooKeeper writes in `/zookeeper/config`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerRole::Participant => "participant",
+            PeerRole::Observer => "observer",
+        }
+    }
+}
+
+/// One ensemble member, from `server.N=host:peerPort[:electionPort][:role][;[clientHost:]clientPort]`.
+///
+/// ZooKeeper needs two server ports (quorum and election); rookery needs one peer port, the
+/// first. The second is accepted and kept so `/zookeeper/config` can show the line as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    /// The N of `server.N`: the Raft node id.
+    pub id: u64,
+    /// Host of the peer address, without IPv6 brackets.
+    pub host: String,
+    /// The peer port: other servers dial `host:peer_port` to send Raft messages here.
+    pub peer_port: u16,
+    /// ZooKeeper's election port; unused by rookery, kept for display.
+    pub election_port: Option<u16>,
+    /// Voter or learner.
+    pub role: PeerRole,
+    /// Client host of the `;host:port` part; `None` when only a port was given (ZooKeeper then
+    /// means 0.0.0.0).
+    pub client_host: Option<String>,
+    /// Client port of the `;[host:]port` part.
+    pub client_port: Option<u16>,
+}
+
+/// ZooKeeper's wording of a malformed server line (`QuorumServer.wrongFormat`).
+const WRONG_FORMAT: &str = "does not have the form host:port:port or host:port:port:type, \
+                            optionally followed by ;port or ;host:port";
+
+impl ServerSpec {
+    /// Parses the value of a `server.N` line as ZooKeeper 3.8's `QuorumServer(sid, String)`
+    /// does (one address; `|`-separated multi-addresses are refused). Also accepts
+    /// `host:peerPort` with no election port, which rookery does not need.
+    pub fn parse(id: u64, value: &str) -> Result<ServerSpec, String> {
+        check_server_id(id)?;
+        let value = value.trim();
+        let halves: Vec<&str> = value.split(';').collect();
+        if halves.len() > 2 {
+            return Err(format!("{value} {WRONG_FORMAT}"));
+        }
+        let server = halves[0].trim();
+        if server.contains('|') {
+            return Err("multiple addresses per server (|) are not supported".to_string());
+        }
+        let parts = host_and_port(server)?;
+        if !(2..=4).contains(&parts.len()) {
+            return Err(format!("{value} {WRONG_FORMAT}"));
+        }
+        let host = parts[0].trim().to_string();
+        if host.is_empty() {
+            return Err(format!("{value}: empty host"));
+        }
+        let peer_port = parse_port(&parts[1])?;
+        let election_port = parts.get(2).map(|p| parse_port(p)).transpose()?;
+        if election_port == Some(peer_port) {
+            return Err(format!(
+                "quorum and election port must be different (server.{id})"
+            ));
+        }
+        let role = parts
+            .get(3)
+            .map(|t| PeerRole::parse(t))
+            .transpose()?
+            .unwrap_or(PeerRole::Participant);
+        let (client_host, client_port) = match halves.get(1) {
+            None => (None, None),
+            Some(client) => {
+                let parts = host_and_port(client.trim())?;
+                match parts.as_slice() {
+                    [port] => (None, Some(parse_port(port)?)),
+                    [host, port] if !host.is_empty() => {
+                        (Some(host.clone()), Some(parse_port(port)?))
+                    }
+                    _ => return Err(format!("{value} {WRONG_FORMAT}")),
+                }
+            }
+        };
+        Ok(ServerSpec {
+            id,
+            host,
+            peer_port,
+            election_port,
+            role,
+            client_host,
+            client_port,
+        })
+    }
+
+    /// `host:peer_port`, with brackets around an IPv6 host: what a peer dials.
+    pub fn peer_address(&self) -> String {
+        format!("{}:{}", bracketed(&self.host), self.peer_port)
+    }
+
+    /// The line as ZooKeeper's `QuorumServer.toString` writes it in `/zookeeper/config`:
+    /// `server.N=host:port:port:role[;clientHost:clientPort]`.
+    pub fn zk_line(&self) -> String {
+        let mut line = format!("server.{}={}", self.id, self.peer_address());
+        if let Some(e) = self.election_port {
+            line.push_str(&format!(":{e}"));
+        }
+        line.push(':');
+        line.push_str(self.role.as_str());
+        if let Some(port) = self.client_port {
+            let host = self.client_host.as_deref().unwrap_or("0.0.0.0");
+            line.push_str(&format!(";{}:{port}", bracketed(host)));
+        }
+        line
+    }
+}
+
+fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+fn parse_port(value: &str) -> Result<u16, String> {
+    value
+        .trim()
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("{value:?} is not a port"))
+}
+
+/// ZooKeeper's `ConfigUtils.getHostAndPort`: splits on `:`, except inside a leading `[ipv6]`.
+fn host_and_port(s: &str) -> Result<Vec<String>, String> {
+    let Some(rest) = s.strip_prefix('[') else {
+        return Ok(s.split(':').map(str::to_string).collect());
+    };
+    let Some(close) = rest.find(']') else {
+        return Err(format!("{s} starts with '[' but has no matching ']'"));
+    };
+    let host = &rest[..close];
+    let after = &rest[close + 1..];
+    if after.is_empty() {
+        return Ok(vec![host.to_string()]);
+    }
+    let Some(ports) = after.strip_prefix(':') else {
+        return Err(format!("{s}: expected ':' after ']'"));
+    };
+    if ports.is_empty() {
+        return Err(format!("{s} doesn't have a port after colon"));
+    }
+    let mut parts = vec![host.to_string()];
+    parts.extend(ports.split(':').map(str::to_string));
+    Ok(parts)
+}
+
+/// Parses `(origin, N, value)` server entries into a list sorted by id, refusing duplicate
+/// ids and duplicate peer addresses.
+fn parse_servers(
+    origin: &str,
+    lines: &[(String, &str, &str)],
+) -> Result<Vec<ServerSpec>, ConfigError> {
+    let mut servers: BTreeMap<u64, ServerSpec> = BTreeMap::new();
+    for (line_origin, id, value) in lines {
+        let bad = |reason: String| ConfigError::InvalidValue {
+            origin: line_origin.clone(),
+            key: format!("server.{id}"),
+            value: value.to_string(),
+            reason,
+        };
+        let n: u64 = id
+            .trim()
+            .parse()
+            .map_err(|_| bad("the server id must be a number".to_string()))?;
+        let spec = ServerSpec::parse(n, value).map_err(bad)?;
+        if servers.insert(n, spec).is_some() {
+            return Err(ConfigError::DuplicateServerId {
+                origin: line_origin.clone(),
+                id: n,
+            });
+        }
+    }
+    let mut seen: BTreeMap<String, u64> = BTreeMap::new();
+    for s in servers.values() {
+        let address = s.peer_address().to_ascii_lowercase();
+        if let Some(first) = seen.insert(address.clone(), s.id) {
+            return Err(ConfigError::DuplicatePeerAddress {
+                origin: origin.to_string(),
+                first,
+                second: s.id,
+                address,
+            });
+        }
+    }
+    Ok(servers.into_values().collect())
+}
+
+/// Reads `dataDir/myid` (ZooKeeper's `setupMyId`): `None` when the file does not exist.
+pub fn read_myid(data_dir: &Path) -> Result<Option<u64>, ConfigError> {
+    let path = data_dir.join("myid");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ConfigError::Read { path, source }),
+    };
+    let first = text.lines().next().unwrap_or("").trim().to_string();
+    let bad = |reason: String| ConfigError::BadMyId {
+        path: path.clone(),
+        content: first.clone(),
+        reason,
+    };
+    let id: u64 = first.parse().map_err(|_| bad("not a number".to_string()))?;
+    check_server_id(id).map_err(bad)?;
+    Ok(Some(id))
+}
+
+/// A stable identity for an ensemble: the first 8 bytes (big-endian) of the SHA-1 of the
+/// initial server list, one `id|host|peerPort|role` line per server in id order (host
+/// lowercased). Client and election ports are left out: they can change without making it
+/// another cluster. Two ensembles with the same ids but other hosts get different ids, so a
+/// server pointed at the wrong peers (or given another cluster's data dir) is refused by the
+/// peer handshake and by [`check_cluster_id`]. Stable across builds and platforms (no
+/// `std::hash`), since it is written to disk.
+///
+/// Limitation until reconfig lands: moving a server to a new address changes the id; the
+/// stored `cluster-id` file must then be updated by hand.
+pub fn cluster_id(servers: &[ServerSpec]) -> u64 {
+    use sha1::{Digest, Sha1};
+    let mut sorted: Vec<&ServerSpec> = servers.iter().collect();
+    sorted.sort_by_key(|s| s.id);
+    let mut hasher = Sha1::new();
+    for s in sorted {
+        hasher.update(
+            format!(
+                "{}|{}|{}|{}\n",
+                s.id,
+                s.host.to_ascii_lowercase(),
+                s.peer_port,
+                s.role.as_str()
+            )
+            .as_bytes(),
+        );
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// What [`check_cluster_id`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterIdCheck {
+    /// The data dir had no `cluster-id`; it now holds the given one (durably).
+    Stored,
+    /// The stored id equals the configured one.
+    Matched,
+}
+
+/// Name of the file in dataDir holding the cluster id (16 hex digits and a newline).
+pub const CLUSTER_ID_FILE: &str = "cluster-id";
+
+/// Checks `dataDir/cluster-id` against `id`, or stores `id` there if the file is absent
+/// (written to a temp file, fsynced, renamed, and the directory fsynced, so a crash leaves
+/// either no file or the whole one). A different stored id is
+/// [`ConfigError::ClusterMismatch`]: this data dir holds another ensemble's log. Call it at
+/// start-up, before the Raft log is opened.
+pub fn check_cluster_id(data_dir: &Path, id: u64) -> Result<ClusterIdCheck, ConfigError> {
+    let path = data_dir.join(CLUSTER_ID_FILE);
+    let io = |what: &str, e: std::io::Error| ConfigError::ClusterIdFile {
+        path: path.clone(),
+        reason: format!("{what}: {e}"),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let stored =
+                u64::from_str_radix(text.trim(), 16).map_err(|_| ConfigError::ClusterIdFile {
+                    path: path.clone(),
+                    reason: format!("expected 16 hex digits, found {:?}", text.trim()),
+                })?;
+            if stored == id {
+                Ok(ClusterIdCheck::Matched)
+            } else {
+                Err(ConfigError::ClusterMismatch {
+                    path,
+                    stored,
+                    configured: id,
+                })
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use std::io::Write;
+            std::fs::create_dir_all(data_dir).map_err(|e| io("cannot create dataDir", e))?;
+            let tmp = data_dir.join(format!("{CLUSTER_ID_FILE}.tmp"));
+            let mut file = std::fs::File::create(&tmp).map_err(|e| io("cannot create", e))?;
+            file.write_all(format!("{id:016x}\n").as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(|e| io("cannot write", e))?;
+            drop(file);
+            std::fs::rename(&tmp, &path).map_err(|e| io("cannot rename", e))?;
+            std::fs::File::open(data_dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io("cannot sync dataDir", e))?;
+            Ok(ClusterIdCheck::Stored)
+        }
+        Err(e) => Err(io("cannot read", e)),
+    }
+}
+
+/// Raft timing derived from zoo.cfg: what the raft thread's `Config` and tick need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftTiming {
+    /// The Raft logical clock period (`RaftOptions::tick_interval`).
+    pub tick: Duration,
+    /// `raft::Config::election_tick`: ticks of leader silence before a follower campaigns.
+    pub election_ticks: usize,
+    /// `raft::Config::heartbeat_tick`: ticks between the leader's heartbeats.
+    pub heartbeat_ticks: usize,
+}
+
+impl RaftTiming {
+    /// The configured election timeout (`election_ticks` × `tick`).
+    pub fn election_timeout(&self) -> Duration {
+        self.tick.saturating_mul(self.election_ticks as u32)
+    }
+
+    /// The longest time before a follower campaigns: raft-rs randomizes each timeout in
+    /// `[election_ticks, 2 × election_ticks)`.
+    pub fn max_election_timeout(&self) -> Duration {
+        self.election_timeout().saturating_mul(2)
+    }
+}
+
+/// Ticks per election timeout; one heartbeat per tick, so a follower campaigns only after
+/// missing about ten heartbeats (etcd's ratio).
+const ELECTION_TICKS: usize = 10;
+
+/// Maps ZooKeeper's timing onto Raft's.
+///
+/// In ZooKeeper the leader pings followers every tickTime/2 and gives up on a silent quorum
+/// after syncLimit × tickTime. Raft's counterpart of "the leader is gone" is the election
+/// timeout, so the target is `E = syncLimit × tickTime`, with one rule on top: **a leader
+/// change must fit well inside the smallest session timeout**, or every session could expire
+/// during an ordinary failover. raft-rs draws each election timeout from `[E, 2E)`, so we
+/// require `2E ≤ ½ · minSessionTimeout`, i.e. `E ≤ minSessionTimeout / 4`. With ZooKeeper's
+/// defaults (tickTime 2000, syncLimit 5, minSessionTimeout 4000) that gives E = 1 s, a
+/// 100 ms tick, 10 election ticks and 1 heartbeat tick: failover in 1–2 s, sessions ≥ 4 s.
+///
+/// The tick is `E / 10` (and never more than tickTime/2, ZooKeeper's ping period, nor less
+/// than 1 ms); the heartbeat is one tick; election ticks are `E / tick` (≥ 10). initLimit is
+/// not part of this: it bounds catch-up, see [`Config::catch_up_timeout`].
+pub fn raft_timing(
+    tick_time: Duration,
+    sync_limit: u32,
+    min_session_timeout: Duration,
+) -> RaftTiming {
+    let by_sync = tick_time.saturating_mul(sync_limit.max(1));
+    let by_session = min_session_timeout / 4;
+    let target = by_sync.min(by_session);
+    let tick = (target / ELECTION_TICKS as u32)
+        .min(tick_time / 2)
+        .max(Duration::from_millis(1));
+    let election_ticks = (target.as_micros() / tick.as_micros().max(1)) as usize;
+    RaftTiming {
+        tick,
+        election_ticks: election_ticks.max(ELECTION_TICKS),
+        heartbeat_ticks: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -486,5 +1198,400 @@ mod tests {
             ..Flags::default()
         };
         assert!(Config::load(&flags).is_err());
+    }
+
+    fn spec(id: u64, v: &str) -> ServerSpec {
+        ServerSpec::parse(id, v).unwrap()
+    }
+
+    #[test]
+    fn server_lines_in_every_zookeeper_form() {
+        let s = spec(1, "zk1.example.com:2888:3888");
+        assert_eq!(
+            (s.host.as_str(), s.peer_port, s.election_port, s.role),
+            ("zk1.example.com", 2888, Some(3888), PeerRole::Participant)
+        );
+        assert_eq!((s.client_host.as_deref(), s.client_port), (None, None));
+        assert_eq!(s.peer_address(), "zk1.example.com:2888");
+
+        let s = spec(2, "10.0.0.2:2888:3888:observer");
+        assert_eq!(s.role, PeerRole::Observer);
+        let s = spec(2, "10.0.0.2:2888:3888: Participant ");
+        assert_eq!(s.role, PeerRole::Participant);
+
+        // ;port alone means 0.0.0.0:port; ;host:port keeps the host.
+        let s = spec(3, "h:2888:3888;2181");
+        assert_eq!(
+            (s.client_host.as_deref(), s.client_port),
+            (None, Some(2181))
+        );
+        let s = spec(3, "h:2888:3888:participant;127.0.0.1:2182");
+        assert_eq!(
+            (s.client_host.as_deref(), s.client_port),
+            (Some("127.0.0.1"), Some(2182))
+        );
+
+        // IPv6 literals in brackets, for the server and for the client part.
+        let s = spec(4, "[2001:db8::1]:2888:3888:observer;[::1]:2181");
+        assert_eq!(s.host, "2001:db8::1");
+        assert_eq!(s.peer_address(), "[2001:db8::1]:2888");
+        assert_eq!(s.role, PeerRole::Observer);
+        assert_eq!(
+            (s.client_host.as_deref(), s.client_port),
+            (Some("::1"), Some(2181))
+        );
+        assert_eq!(
+            s.zk_line(),
+            "server.4=[2001:db8::1]:2888:3888:observer;[::1]:2181"
+        );
+
+        // rookery needs one peer port: host:port alone is accepted.
+        let s = spec(5, "h:2888");
+        assert_eq!((s.peer_port, s.election_port), (2888, None));
+        assert_eq!(
+            spec(6, "h:2888:3888;2181").zk_line(),
+            "server.6=h:2888:3888:participant;0.0.0.0:2181"
+        );
+    }
+
+    #[test]
+    fn malformed_server_lines_are_refused_with_a_reason() {
+        let cases = [
+            ("h", "does not have the form"),
+            ("h:1:2:observer:extra", "does not have the form"),
+            ("h:2888:2888", "must be different"),
+            ("h:2888:3888:leader", "unrecognised peer type"),
+            ("h:port:3888", "is not a port"),
+            ("h:0:3888", "is not a port"),
+            ("h:2888:70000", "is not a port"),
+            (":2888:3888", "empty host"),
+            ("[::1:2888:3888", "no matching"),
+            ("[::1]2888:3888", "expected ':'"),
+            ("[::1]:", "port after colon"),
+            ("::1:2888:3888", "does not have the form"),
+            ("h:2888:3888;a:b:c", "does not have the form"),
+            ("h:2888:3888;2181;2182", "does not have the form"),
+            ("h:2888:3888;x", "is not a port"),
+            ("a:1:2|b:1:2", "multiple addresses"),
+        ];
+        for (value, want) in cases {
+            let err = ServerSpec::parse(1, value).unwrap_err();
+            assert!(err.contains(want), "{value}: {err}");
+        }
+        assert!(ServerSpec::parse(0, "h:1:2")
+            .unwrap_err()
+            .contains("1..=255"));
+        assert!(ServerSpec::parse(256, "h:1:2").is_err());
+    }
+
+    fn load_in(dir: &Path, cfg: &str, flags: Flags) -> Result<Config, ConfigError> {
+        let file = dir.join("zoo.cfg");
+        // Never look for myid in the working directory's ./data.
+        let cfg = if cfg.contains("dataDir") {
+            cfg.to_string()
+        } else {
+            format!("dataDir={}\n{cfg}", dir.join("none").display())
+        };
+        std::fs::write(&file, cfg).unwrap();
+        Config::load(&Flags {
+            config: Some(file),
+            ..flags
+        })
+    }
+
+    fn ensemble_cfg(dir: &Path) -> String {
+        format!(
+            "tickTime=2000\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort=2181\n\
+             server.1=127.0.0.1:2888:3888\nserver.2=127.0.0.2:2888:3888;2182\n\
+             server.3=127.0.0.3:2888:3888:observer;127.0.0.3:2183\npeerType=observer\n",
+            dir.display()
+        )
+    }
+
+    #[test]
+    fn myid_selects_this_server_and_its_client_address() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("myid"), "3\n").unwrap();
+        let c = load_in(tmp.path(), &ensemble_cfg(tmp.path()), Flags::default()).unwrap();
+        assert_eq!(c.server_id, 3);
+        assert!(c.is_ensemble());
+        assert_eq!(
+            c.servers.iter().map(|s| s.id).collect::<Vec<_>>(),
+            [1, 2, 3]
+        );
+        assert_eq!(c.me().map(|s| s.role), Some(PeerRole::Observer));
+        assert_eq!(c.peer_type, PeerRole::Observer);
+        assert_eq!(c.client_port, 2183);
+        assert_eq!(c.client_address, IpAddr::from([127, 0, 0, 3]));
+
+        // --id overrides myid; server 2's ";2182" sets only the port.
+        let flags = Flags {
+            id: Some(2),
+            ..Flags::default()
+        };
+        let c = load_in(tmp.path(), &ensemble_cfg(tmp.path()), flags).unwrap();
+        assert_eq!((c.server_id, c.client_port), (2, 2182));
+        // peerType=observer disagrees with server 2's line: the line wins.
+        assert_eq!(c.peer_type, PeerRole::Participant);
+    }
+
+    #[test]
+    fn missing_bad_or_unlisted_ids_are_clear_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = ensemble_cfg(tmp.path());
+        let err = load_in(tmp.path(), &cfg, Flags::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingServerId { .. }), "{err}");
+        assert!(err.to_string().contains("myid"), "{err}");
+
+        std::fs::write(tmp.path().join("myid"), "7\n").unwrap();
+        let err = load_in(tmp.path(), &cfg, Flags::default()).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::UnknownServerId { id: 7, known } if known == &[1, 2, 3]),
+            "{err}"
+        );
+
+        std::fs::write(tmp.path().join("myid"), "one\n").unwrap();
+        let err = load_in(tmp.path(), &cfg, Flags::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::BadMyId { .. }), "{err}");
+        std::fs::write(tmp.path().join("myid"), "0").unwrap();
+        let err = load_in(tmp.path(), &cfg, Flags::default()).unwrap_err();
+        assert!(matches!(err, ConfigError::BadMyId { .. }), "{err}");
+
+        let flags = Flags {
+            id: Some(0),
+            ..Flags::default()
+        };
+        let err = load_in(tmp.path(), &cfg, flags).unwrap_err();
+        assert!(err.to_string().contains("--id"), "{err}");
+        let flags = Flags {
+            id: Some(1),
+            ..Flags::default()
+        };
+        assert_eq!(load_in(tmp.path(), &cfg, flags).unwrap().server_id, 1);
+    }
+
+    #[test]
+    fn duplicate_ids_and_addresses_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        // load_in puts a dataDir line first: server.01 is on line 4.
+        let dup = "server.1=a:2888:3888\nserver.2=b:2888:3888\nserver.01=c:2888:3888\n";
+        let err = load_in(tmp.path(), dup, Flags::default()).unwrap_err();
+        assert!(
+            matches!(&err, ConfigError::DuplicateServerId { id: 1, origin } if origin.ends_with(":4")),
+            "{err}"
+        );
+        let same = "server.1=a:2888:3888\nserver.2=A:2888:3889\n";
+        let err = load_in(tmp.path(), same, Flags::default()).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::DuplicatePeerAddress {
+                    first: 1,
+                    second: 2,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        let err = load_in(tmp.path(), "server.x=a:1:2\n", Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("server.x"), "{err}");
+        let only_observers = "server.1=a:1:2:observer\nserver.2=b:1:2:observer\n";
+        std::fs::write(tmp.path().join("myid"), "1").unwrap();
+        let err = load_in(tmp.path(), only_observers, Flags::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("observers without participants"),
+            "{err}"
+        );
+        let err = load_in(tmp.path(), "peerType=leader\n", Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("peerType"), "{err}");
+        let err = load_in(tmp.path(), "syncLimit=0\n", Flags::default()).unwrap_err();
+        assert!(err.to_string().contains("syncLimit"), "{err}");
+    }
+
+    #[test]
+    fn peers_flag_replaces_the_server_lines() {
+        let tmp = tempfile::tempdir().unwrap();
+        let flags = Flags {
+            id: Some(2),
+            peers: Some(
+                "1=127.0.0.1:7001, 2=127.0.0.1:7002:8002;127.0.0.1:9002,3=[::1]:7003".into(),
+            ),
+            init_limit: Some(4),
+            sync_limit: Some(2),
+            ..Flags::default()
+        };
+        let c = load_in(tmp.path(), &ensemble_cfg(tmp.path()), flags).unwrap();
+        assert_eq!(c.server_id, 2);
+        assert_eq!(
+            c.servers
+                .iter()
+                .map(ServerSpec::peer_address)
+                .collect::<Vec<_>>(),
+            ["127.0.0.1:7001", "127.0.0.1:7002", "[::1]:7003"]
+        );
+        assert_eq!(c.client_port, 9002);
+        assert_eq!((c.init_limit, c.sync_limit), (4, 2));
+        assert_eq!(c.catch_up_timeout(), Duration::from_secs(8));
+
+        let flags = Flags {
+            id: Some(1),
+            peers: Some("1=a:1:2,1=b:1:2".into()),
+            ..Flags::default()
+        };
+        let err = load_in(tmp.path(), "", flags).unwrap_err();
+        assert!(
+            matches!(err, ConfigError::DuplicateServerId { id: 1, .. }),
+            "{err}"
+        );
+        let flags = Flags {
+            peers: Some("a:1:2".into()),
+            ..Flags::default()
+        };
+        assert!(load_in(tmp.path(), "", flags).is_err());
+    }
+
+    #[test]
+    fn one_listed_server_needs_no_myid_and_no_servers_means_standalone() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = load_in(
+            tmp.path(),
+            "server.4=127.0.0.1:2888:3888\n",
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.server_id, 4);
+        assert!(!c.is_ensemble());
+        let c = load_in(tmp.path(), "clientPort=2999\n", Flags::default()).unwrap();
+        assert_eq!(c.server_id, 1);
+        assert!(c.servers.is_empty());
+        // A stray myid does not renumber a standalone server (its group has voters [1]).
+        std::fs::write(tmp.path().join("myid"), "3\n").unwrap();
+        let cfg = format!("dataDir={}\n", tmp.path().display());
+        assert_eq!(
+            load_in(tmp.path(), &cfg, Flags::default())
+                .unwrap()
+                .server_id,
+            1
+        );
+        let c = load_in(
+            tmp.path(),
+            "reconfigEnabled=true\nstandaloneEnabled=false\nreadonlymode.enabled=true\n",
+            Flags::default(),
+        )
+        .unwrap();
+        assert!(c.reconfig_enabled && !c.standalone_enabled && c.read_only_enabled);
+    }
+
+    #[test]
+    fn cluster_id_depends_on_members_not_on_order_or_client_ports() {
+        let a = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "c:1:2")];
+        let reordered = vec![spec(3, "C:1:9;2181"), spec(1, "a:1:2"), spec(2, "b:1:2")];
+        assert_eq!(cluster_id(&a), cluster_id(&reordered));
+        let other_host = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "d:1:2")];
+        let other_port = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "c:5:2")];
+        let observer = vec![
+            spec(1, "a:1:2"),
+            spec(2, "b:1:2"),
+            spec(3, "c:1:2:observer"),
+        ];
+        let fewer = vec![spec(1, "a:1:2"), spec(2, "b:1:2")];
+        for other in [other_host, other_port, observer, fewer] {
+            assert_ne!(cluster_id(&a), cluster_id(&other));
+        }
+        // Pinned (SHA-1 of "1|a|1|participant\n2|b|1|participant\n3|c|1|participant\n"): the
+        // id is stored on disk and sent by peers, so it must never change between builds.
+        assert_eq!(cluster_id(&a), 0x76d4_b421_626a_076c);
+    }
+
+    #[test]
+    fn cluster_id_file_is_stored_then_checked() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        assert_eq!(
+            check_cluster_id(&dir, 0xabc).unwrap(),
+            ClusterIdCheck::Stored
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.join(CLUSTER_ID_FILE)).unwrap(),
+            "0000000000000abc\n"
+        );
+        assert!(!dir.join("cluster-id.tmp").exists());
+        assert_eq!(
+            check_cluster_id(&dir, 0xabc).unwrap(),
+            ClusterIdCheck::Matched
+        );
+        let err = check_cluster_id(&dir, 0xdef).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ConfigError::ClusterMismatch {
+                    stored: 0xabc,
+                    configured: 0xdef,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains("another") || err.to_string().contains("belongs"));
+        std::fs::write(dir.join(CLUSTER_ID_FILE), "garbage").unwrap();
+        let err = check_cluster_id(&dir, 0xabc).unwrap_err();
+        assert!(matches!(err, ConfigError::ClusterIdFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn raft_timing_keeps_failover_inside_half_the_minimum_session_timeout() {
+        // ZooKeeper defaults: tickTime 2000, syncLimit 5, minSessionTimeout 4000.
+        let t = raft_timing(Duration::from_millis(2000), 5, Duration::from_millis(4000));
+        assert_eq!(
+            t,
+            RaftTiming {
+                tick: Duration::from_millis(100),
+                election_ticks: 10,
+                heartbeat_ticks: 1
+            }
+        );
+        assert_eq!(t.max_election_timeout(), Duration::from_millis(2000));
+
+        // syncLimit binds when it is the smaller bound.
+        let t = raft_timing(Duration::from_millis(100), 3, Duration::from_secs(60));
+        assert_eq!(t.election_timeout(), Duration::from_millis(300));
+        assert_eq!(t.tick, Duration::from_millis(30));
+
+        // The e2e tests' tickTime 500 / min session 1 s: elections must finish within 500 ms.
+        let t = raft_timing(Duration::from_millis(500), 5, Duration::from_millis(1000));
+        assert!(
+            t.max_election_timeout() <= Duration::from_millis(500),
+            "{t:?}"
+        );
+
+        for tick_ms in [1u64, 10, 50, 200, 500, 2000, 10_000] {
+            for sync in [1u32, 2, 5, 10, 100] {
+                for min_mult in [2u32, 3, 10, 20] {
+                    let tick = Duration::from_millis(tick_ms);
+                    let min_session = tick * min_mult;
+                    let t = raft_timing(tick, sync, min_session);
+                    assert!(t.election_ticks > t.heartbeat_ticks && t.heartbeat_ticks >= 1);
+                    assert!(t.election_ticks >= 10, "{t:?}");
+                    assert!(!t.tick.is_zero());
+                    assert!(
+                        t.tick <= tick / 2 || t.tick == Duration::from_millis(1),
+                        "{t:?}"
+                    );
+                    if min_session >= Duration::from_millis(40) {
+                        assert!(
+                            t.max_election_timeout() <= min_session / 2,
+                            "{tick_ms} {sync} {min_mult}: {t:?}"
+                        );
+                    }
+                    assert!(
+                        t.election_timeout() <= tick * sync.max(1)
+                            || t.tick == Duration::from_millis(1),
+                        "{t:?}"
+                    );
+                }
+            }
+        }
+        let c = Config::default();
+        assert_eq!(c.raft_timing().election_timeout(), Duration::from_secs(1));
     }
 }

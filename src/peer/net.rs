@@ -1,0 +1,1046 @@
+//! The TCP peer network: one dialer task per peer (our outbound half), one accept loop (the
+//! peers' outbound halves), and the [`PeerTransport`] the raft thread sends through.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use parking_lot::Mutex;
+use protobuf::Message as _;
+use raft::eraftpb::MessageType;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{
+    self, decode_frame, encode_frame, FrameCaps, FrameError, FrameKind, Hello, HelloReply,
+    RawFrame, SessionTouch,
+};
+use super::PeerError;
+use crate::config::Config;
+use crate::raft::{Message, RaftHandle, SnapshotStatus, Transport};
+
+/// Bounds and timings of the peer network. The defaults suit production; tests shrink them.
+#[derive(Debug, Clone)]
+pub struct PeerLimits {
+    /// Largest frame (kind + payload) sent or accepted, snapshots aside. Default ≈ 2 ×
+    /// jute.maxbuffer + 64 KiB: one Raft message carries up to 1 MiB of entries (raft
+    /// `max_size_per_msg`), plus one oversized entry.
+    pub max_frame: usize,
+    /// Largest [`FrameKind::RaftSnapshot`] frame: raft-rs ships a snapshot as one message until
+    /// streaming lands (design §4.7), so this must exceed the largest snapshot.
+    pub max_snapshot_frame: usize,
+    /// Messages queued per peer before new ones are dropped (and Raft told the peer is
+    /// unreachable). Bounded so a dead or slow peer cannot grow memory without limit.
+    pub queue_messages: usize,
+    /// Bytes queued per peer, likewise: 256 in-flight appends × 1 MiB would otherwise pile up.
+    /// A single message larger than this is still accepted into an empty queue.
+    pub queue_bytes: usize,
+    /// First reconnect delay; doubles per failed attempt up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// Longest reconnect delay.
+    pub backoff_max: Duration,
+    /// Connect + handshake deadline, on both sides.
+    pub handshake_timeout: Duration,
+    /// A write that takes longer than this means a stalled peer: the connection is dropped.
+    pub write_timeout: Duration,
+    /// Inbound connections served at once; more are closed at accept (a peer has one
+    /// connection, two while it reconnects).
+    pub max_inbound: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            max_frame: 2 * rookery_protocol::DEFAULT_MAX_FRAME + 64 * 1024,
+            max_snapshot_frame: 1 << 30,
+            queue_messages: 4096,
+            queue_bytes: 64 << 20,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(2),
+            handshake_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(10),
+            max_inbound: 64,
+        }
+    }
+}
+
+/// Who we are and whom we talk to.
+#[derive(Debug, Clone)]
+pub struct PeerConfig {
+    /// This server's id: the handshake's `from` when dialing, its required `to` when accepting.
+    pub my_id: u64,
+    /// [`crate::config::cluster_id`]: peers of another ensemble are refused.
+    pub cluster_id: u64,
+    /// Every other member and its peer address (`host:port`). A dialer runs for each; only
+    /// these ids may connect to us. An entry for `my_id` is ignored.
+    pub peers: BTreeMap<u64, String>,
+    /// Bounds and timings.
+    pub limits: PeerLimits,
+}
+
+impl PeerConfig {
+    /// The peer network of `config`'s ensemble: every other listed server (observers too: as
+    /// Raft learners they receive appends) at its peer address, the cluster id of the server
+    /// list, and a frame cap of 2 × jute.maxbuffer + 64 KiB. `None` when no servers are listed.
+    pub fn from_config(config: &Config) -> Option<PeerConfig> {
+        if config.servers.is_empty() {
+            return None;
+        }
+        let peers = config
+            .servers
+            .iter()
+            .filter(|s| s.id != config.server_id)
+            .map(|s| (s.id, s.peer_address()))
+            .collect();
+        Some(PeerConfig {
+            my_id: config.server_id,
+            cluster_id: config.cluster_id(),
+            peers,
+            limits: PeerLimits {
+                max_frame: config.jute_maxbuffer.saturating_mul(2) + 64 * 1024,
+                ..PeerLimits::default()
+            },
+        })
+    }
+
+    /// Where this server accepts peers: its own line's `host:peerPort` (bind it, then pass
+    /// the listener to [`PeerNetwork::start`]). `None` when this server is not listed.
+    pub fn listen_address(config: &Config) -> Option<String> {
+        config.me().map(|s| s.peer_address())
+    }
+}
+
+/// Where inbound traffic goes. Called on tokio tasks, so it must not block.
+pub trait Inbound: Send + Sync + 'static {
+    /// Raft messages from peer `from`, in the order it sent them (all addressed to us).
+    fn raft(&self, from: u64, msgs: Vec<Message>);
+    /// Session touches from peer `from` (a follower telling the leader its sessions live).
+    fn touch(&self, from: u64, touches: Vec<SessionTouch>);
+}
+
+/// Where transport feedback goes: Raft must hear about undeliverable messages, or it keeps
+/// pipelining to a dead peer (unreachable) or pauses it forever (a snapshot never reported).
+pub trait Feedback: Send + Sync + 'static {
+    /// A message to `peer` was dropped, or its connection died.
+    fn unreachable(&self, peer: u64);
+    /// A MsgSnapshot to `peer` was written (`Finish`) or dropped (`Failure`).
+    fn snapshot(&self, peer: u64, status: SnapshotStatus);
+}
+
+impl Feedback for RaftHandle {
+    fn unreachable(&self, peer: u64) {
+        // Err only once the raft thread is gone, when nobody needs the feedback.
+        let _ = self.report_unreachable(peer);
+    }
+
+    fn snapshot(&self, peer: u64, status: SnapshotStatus) {
+        let _ = self.report_snapshot(peer, status);
+    }
+}
+
+/// The [`Inbound`] a server uses: Raft messages are stepped into the raft thread, touches go
+/// to a callback (the leader's session tracker). Messages arriving before [`attach`] are
+/// dropped; Raft resends what matters.
+///
+/// [`attach`]: RaftInbound::attach
+pub struct RaftInbound {
+    /// The local raft thread, set once it started.
+    handle: OnceLock<RaftHandle>,
+    /// Receives touches.
+    on_touch: Box<dyn Fn(u64, Vec<SessionTouch>) + Send + Sync>,
+}
+
+impl RaftInbound {
+    /// An inbound that hands touches to `on_touch`.
+    pub fn new(on_touch: impl Fn(u64, Vec<SessionTouch>) + Send + Sync + 'static) -> Self {
+        RaftInbound {
+            handle: OnceLock::new(),
+            on_touch: Box::new(on_touch),
+        }
+    }
+
+    /// Starts stepping Raft messages into `handle`. Later calls are ignored.
+    pub fn attach(&self, handle: RaftHandle) {
+        let _ = self.handle.set(handle);
+    }
+}
+
+impl Inbound for RaftInbound {
+    fn raft(&self, from: u64, msgs: Vec<Message>) {
+        let Some(h) = self.handle.get() else {
+            tracing::trace!(
+                peer = from,
+                count = msgs.len(),
+                "raft not started; dropping"
+            );
+            return;
+        };
+        for m in msgs {
+            if h.step(m).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn touch(&self, from: u64, touches: Vec<SessionTouch>) {
+        (self.on_touch)(from, touches);
+    }
+}
+
+/// Counters, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PeerStats {
+    /// Outbound connections established (handshake accepted).
+    pub connects: u64,
+    /// Messages dropped because the peer's queue was full.
+    pub dropped_full: u64,
+    /// Messages dropped because there was no connection to the peer.
+    pub dropped_disconnected: u64,
+    /// Messages dropped because their connection died (queued or in the failed write).
+    pub dropped_dead: u64,
+    /// Messages dropped because they could not be encoded within the frame cap.
+    pub dropped_oversized: u64,
+    /// Messages written to a socket.
+    pub sent: u64,
+    /// Socket writes (each carries everything that was queued: batching).
+    pub writes: u64,
+    /// Inbound handshakes refused.
+    pub refused: u64,
+}
+
+/// Atomic form of [`PeerStats`].
+#[derive(Default)]
+struct Counters {
+    connects: AtomicU64,
+    dropped_full: AtomicU64,
+    dropped_disconnected: AtomicU64,
+    dropped_dead: AtomicU64,
+    dropped_oversized: AtomicU64,
+    sent: AtomicU64,
+    writes: AtomicU64,
+    refused: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+/// Something queued for a peer.
+enum Outgoing {
+    /// A Raft message and its encoded size.
+    Raft(Message, usize),
+    /// A batch of session touches.
+    Touch(Vec<SessionTouch>),
+}
+
+impl Outgoing {
+    fn size(&self) -> usize {
+        match self {
+            Outgoing::Raft(_, size) => *size,
+            Outgoing::Touch(t) => 4 + 12 * t.len(),
+        }
+    }
+
+    fn is_snapshot(&self) -> bool {
+        matches!(self, Outgoing::Raft(m, _) if m.get_msg_type() == MessageType::MsgSnapshot)
+    }
+}
+
+/// Why an item was not queued.
+enum Refusal {
+    /// No live connection: queuing would deliver it on a later one (a replay).
+    Disconnected,
+    /// The bounded queue is full.
+    Full,
+}
+
+/// The queue state, under one lock so "connected" and "queued" change together: an item
+/// queued while connection N is live is written on connection N or dropped, never on N+1.
+#[derive(Default)]
+struct QueueState {
+    /// A handshaken connection exists and its writer drains this queue.
+    connected: bool,
+    /// Items in send order.
+    items: VecDeque<Outgoing>,
+    /// Sum of `items` sizes.
+    bytes: usize,
+}
+
+/// One peer's outbound side.
+struct PeerQueue {
+    /// The peer's server id.
+    id: u64,
+    /// Where to dial it.
+    addr: String,
+    /// Queue and connection flag.
+    state: Mutex<QueueState>,
+    /// Wakes the writer when something was queued.
+    wake: Notify,
+}
+
+impl PeerQueue {
+    /// Never blocks beyond a short lock: called on the raft thread.
+    fn push(&self, item: Outgoing, limits: &PeerLimits) -> Result<(), Refusal> {
+        let size = item.size();
+        {
+            let mut st = self.state.lock();
+            if !st.connected {
+                return Err(Refusal::Disconnected);
+            }
+            let over_bytes = st.bytes.saturating_add(size) > limits.queue_bytes;
+            if st.items.len() >= limits.queue_messages || (over_bytes && !st.items.is_empty()) {
+                return Err(Refusal::Full);
+            }
+            st.items.push_back(item);
+            st.bytes += size;
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    fn take_all(&self) -> VecDeque<Outgoing> {
+        let mut st = self.state.lock();
+        st.bytes = 0;
+        std::mem::take(&mut st.items)
+    }
+
+    fn set_connected(&self) {
+        self.state.lock().connected = true;
+    }
+
+    /// Marks the connection gone and returns what was queued for it (to be dropped).
+    fn disconnect(&self) -> VecDeque<Outgoing> {
+        let mut st = self.state.lock();
+        st.connected = false;
+        st.bytes = 0;
+        std::mem::take(&mut st.items)
+    }
+}
+
+/// State shared by the network's tasks and its transports.
+struct Inner {
+    /// This server's id.
+    my_id: u64,
+    /// Our cluster id, for handshakes.
+    cluster_id: u64,
+    /// Bounds and timings.
+    limits: PeerLimits,
+    /// Outbound queues by peer id; fixed at start.
+    peers: HashMap<u64, Arc<PeerQueue>>,
+    /// Raft feedback, set by [`PeerNetwork::attach`].
+    feedback: OnceLock<Arc<dyn Feedback>>,
+    /// Inbound delivery.
+    inbound: Arc<dyn Inbound>,
+    /// Stops every task.
+    cancel: CancellationToken,
+    /// Counters.
+    counters: Counters,
+}
+
+impl Inner {
+    fn caps(&self) -> FrameCaps {
+        FrameCaps {
+            max_frame: self.limits.max_frame,
+            max_snapshot_frame: self.limits.max_snapshot_frame,
+        }
+    }
+
+    fn unreachable(&self, peer: u64) {
+        if let Some(f) = self.feedback.get() {
+            f.unreachable(peer);
+        }
+    }
+
+    fn snapshot(&self, peer: u64, status: SnapshotStatus) {
+        if let Some(f) = self.feedback.get() {
+            f.snapshot(peer, status);
+        }
+    }
+
+    /// Drops items that will never be written: Raft hears the peer is unreachable, and each
+    /// dropped MsgSnapshot is reported failed (else raft-rs pauses the peer forever).
+    fn dropped(&self, peer: u64, items: impl IntoIterator<Item = Outgoing>) -> u64 {
+        let mut n = 0;
+        for item in items {
+            n += 1;
+            if item.is_snapshot() {
+                self.snapshot(peer, SnapshotStatus::Failure);
+            }
+        }
+        n
+    }
+
+    fn enqueue(&self, to: u64, item: Outgoing) -> Result<(), PeerError> {
+        let Some(peer) = self.peers.get(&to) else {
+            if item.is_snapshot() {
+                self.snapshot(to, SnapshotStatus::Failure);
+            }
+            return Err(PeerError::UnknownPeer(to));
+        };
+        let snapshot = item.is_snapshot();
+        match peer.push(item, &self.limits) {
+            Ok(()) => Ok(()),
+            Err(why) => {
+                if snapshot {
+                    self.snapshot(to, SnapshotStatus::Failure);
+                }
+                Err(match why {
+                    Refusal::Disconnected => {
+                        bump(&self.counters.dropped_disconnected, 1);
+                        PeerError::NotConnected(to)
+                    }
+                    Refusal::Full => {
+                        bump(&self.counters.dropped_full, 1);
+                        PeerError::QueueFull(to)
+                    }
+                })
+            }
+        }
+    }
+}
+
+/// The raft thread's side of the network: [`Transport::send`] only queues (a short lock, no
+/// I/O), so it never blocks Raft. Cheap to clone.
+#[derive(Clone)]
+pub struct PeerTransport {
+    /// The network.
+    inner: Arc<Inner>,
+}
+
+impl Transport for PeerTransport {
+    fn send(&self, msgs: Vec<Message>) {
+        let mut unreachable: Vec<u64> = Vec::new();
+        for msg in msgs {
+            let to = msg.to;
+            let size = msg.compute_size() as usize;
+            if let Err(error) = self.inner.enqueue(to, Outgoing::Raft(msg, size)) {
+                tracing::trace!(peer = to, %error, "raft message dropped");
+                if !unreachable.contains(&to) {
+                    unreachable.push(to);
+                }
+            }
+        }
+        for peer in unreachable {
+            self.inner.unreachable(peer);
+        }
+    }
+}
+
+/// A running peer network: dialers for every peer plus the accept loop on our peer port.
+///
+/// Connections are one-way: we dial B to send to B, and B dials us to send to us, so two
+/// servers never race to set up "the" connection between them. A message is written at most
+/// once: whatever was queued for a connection that died is dropped (Raft retransmits what it
+/// still needs), never replayed on the next one, since a replayed MsgPropose would commit a
+/// client's write twice.
+pub struct PeerNetwork {
+    /// Shared state.
+    inner: Arc<Inner>,
+    /// Dialers and the accept loop.
+    tasks: JoinSet<()>,
+    /// The bound peer port (useful when it was 0).
+    local_addr: SocketAddr,
+}
+
+impl PeerNetwork {
+    /// Starts dialing every peer and serving `listener` (our bound peer port). Must be called
+    /// inside a tokio runtime; the tasks run on it.
+    pub fn start(
+        config: PeerConfig,
+        listener: TcpListener,
+        inbound: Arc<dyn Inbound>,
+    ) -> Result<PeerNetwork, PeerError> {
+        let runtime = tokio::runtime::Handle::try_current().map_err(|_| PeerError::NoRuntime)?;
+        let local_addr = listener.local_addr().map_err(PeerError::Io)?;
+        let peers = config
+            .peers
+            .iter()
+            .filter(|(id, _)| **id != config.my_id)
+            .map(|(id, addr)| {
+                let q = PeerQueue {
+                    id: *id,
+                    addr: addr.clone(),
+                    state: Mutex::new(QueueState::default()),
+                    wake: Notify::new(),
+                };
+                (*id, Arc::new(q))
+            })
+            .collect::<HashMap<_, _>>();
+        let inner = Arc::new(Inner {
+            my_id: config.my_id,
+            cluster_id: config.cluster_id,
+            limits: config.limits,
+            peers,
+            feedback: OnceLock::new(),
+            inbound,
+            cancel: CancellationToken::new(),
+            counters: Counters::default(),
+        });
+        let mut tasks = JoinSet::new();
+        for peer in inner.peers.values() {
+            tasks.spawn_on(dial_loop(inner.clone(), peer.clone()), &runtime);
+        }
+        tasks.spawn_on(accept_loop(inner.clone(), listener), &runtime);
+        tracing::info!(
+            my_id = inner.my_id,
+            cluster_id = format_args!("{:016x}", inner.cluster_id),
+            %local_addr,
+            peers = ?config.peers,
+            "peer network started"
+        );
+        Ok(PeerNetwork {
+            inner,
+            tasks,
+            local_addr,
+        })
+    }
+
+    /// The [`Transport`] for [`RaftHandle::start_with_transport`].
+    pub fn transport(&self) -> PeerTransport {
+        PeerTransport {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Sends transport feedback to the raft thread (report_unreachable, report_snapshot).
+    /// Call right after the raft thread started; before that, feedback is discarded.
+    pub fn attach(&self, handle: RaftHandle) {
+        self.attach_feedback(Arc::new(handle));
+    }
+
+    /// Like [`PeerNetwork::attach`] with any [`Feedback`] (tests observe it). Later calls are
+    /// ignored.
+    pub fn attach_feedback(&self, feedback: Arc<dyn Feedback>) {
+        let _ = self.inner.feedback.set(feedback);
+    }
+
+    /// Queues session touches for peer `to` (normally the leader). Dropped, with an error,
+    /// when there is no connection or the queue is full: the next touch round makes up for it.
+    pub fn send_touch(&self, to: u64, touches: Vec<SessionTouch>) -> Result<(), PeerError> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        self.inner.enqueue(to, Outgoing::Touch(touches))
+    }
+
+    /// Whether an outbound connection to `peer` is up (handshake accepted).
+    pub fn is_connected(&self, peer: u64) -> bool {
+        self.inner
+            .peers
+            .get(&peer)
+            .is_some_and(|q| q.state.lock().connected)
+    }
+
+    /// The address the accept loop listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Counters since start.
+    pub fn stats(&self) -> PeerStats {
+        let c = &self.inner.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        PeerStats {
+            connects: get(&c.connects),
+            dropped_full: get(&c.dropped_full),
+            dropped_disconnected: get(&c.dropped_disconnected),
+            dropped_dead: get(&c.dropped_dead),
+            dropped_oversized: get(&c.dropped_oversized),
+            sent: get(&c.sent),
+            writes: get(&c.writes),
+            refused: get(&c.refused),
+        }
+    }
+
+    /// Stops every task, closes every connection and the listener, and waits for that.
+    pub async fn shutdown(mut self) {
+        self.inner.cancel.cancel();
+        while self.tasks.join_next().await.is_some() {}
+        tracing::info!(my_id = self.inner.my_id, "peer network stopped");
+    }
+}
+
+impl Drop for PeerNetwork {
+    fn drop(&mut self) {
+        // The JoinSet aborts its tasks on drop too; cancelling lets them close cleanly.
+        self.inner.cancel.cancel();
+    }
+}
+
+/// Reads one frame, buffering in `buf` (which may hold the start of the next one).
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    rd: &mut R,
+    buf: &mut BytesMut,
+    caps: FrameCaps,
+) -> Result<RawFrame, PeerError> {
+    loop {
+        if let Some(frame) = decode_frame(buf, caps)? {
+            return Ok(frame);
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        if rd.read_buf(buf).await.map_err(PeerError::Io)? == 0 {
+            return Err(PeerError::Closed);
+        }
+    }
+}
+
+/// Caps during the handshake: nobody gets to make us buffer megabytes before saying who
+/// they are.
+const HANDSHAKE_CAPS: FrameCaps = FrameCaps {
+    max_frame: 1024,
+    max_snapshot_frame: 0,
+};
+
+fn frame_bytes(kind: FrameKind, payload: &[u8]) -> Result<BytesMut, PeerError> {
+    let mut out = BytesMut::new();
+    encode_frame(kind, payload, &mut out)?;
+    Ok(out)
+}
+
+/// Connects to `peer` and runs the handshake.
+async fn dial(inner: &Inner, peer: &PeerQueue) -> Result<TcpStream, PeerError> {
+    let work = async {
+        let mut stream = TcpStream::connect(&peer.addr)
+            .await
+            .map_err(PeerError::Io)?;
+        stream.set_nodelay(true).map_err(PeerError::Io)?;
+        let hello = Hello {
+            version: frame::VERSION,
+            cluster_id: inner.cluster_id,
+            from: inner.my_id,
+            to: peer.id,
+        };
+        stream
+            .write_all(&frame_bytes(FrameKind::Hello, &hello.encode())?)
+            .await
+            .map_err(PeerError::Io)?;
+        let mut buf = BytesMut::new();
+        let reply = read_frame(&mut stream, &mut buf, HANDSHAKE_CAPS).await?;
+        if reply.kind != FrameKind::HelloReply {
+            return Err(PeerError::Unexpected(reply.kind));
+        }
+        match HelloReply::decode(&reply.payload)? {
+            HelloReply::Accepted => Ok(stream),
+            HelloReply::Refused(reason) => Err(PeerError::Refused(reason)),
+        }
+    };
+    tokio::time::timeout(inner.limits.handshake_timeout, work)
+        .await
+        .map_err(|_| PeerError::HandshakeTimeout)?
+}
+
+/// A delay in `[d/2, d]`: reconnecting peers spread out instead of retrying in lockstep.
+fn jitter(d: Duration) -> Duration {
+    let half = d / 2;
+    let extra = rand::random_range(0..=half.as_micros().max(1) as u64);
+    half + Duration::from_micros(extra)
+}
+
+/// Keeps one outbound connection to `peer` alive, reconnecting with backoff.
+async fn dial_loop(inner: Arc<Inner>, peer: Arc<PeerQueue>) {
+    let limits = inner.limits.clone();
+    let mut backoff = limits.backoff_min;
+    let mut last_error = String::new();
+    loop {
+        let attempt = tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            r = dial(&inner, &peer) => r,
+        };
+        match attempt {
+            Ok(stream) => {
+                backoff = limits.backoff_min;
+                last_error.clear();
+                peer.set_connected();
+                bump(&inner.counters.connects, 1);
+                tracing::info!(my_id = inner.my_id, peer = peer.id, addr = %peer.addr, "connected to peer");
+                let error = tokio::select! {
+                    _ = inner.cancel.cancelled() => {
+                        peer.disconnect();
+                        return;
+                    }
+                    e = run_connection(&inner, &peer, stream) => e,
+                };
+                let dropped = inner.dropped(peer.id, peer.disconnect());
+                bump(&inner.counters.dropped_dead, dropped);
+                inner.unreachable(peer.id);
+                tracing::warn!(my_id = inner.my_id, peer = peer.id, %error, dropped, "peer connection lost; its queued messages are dropped");
+            }
+            Err(error) => {
+                // A refusal is a misconfiguration the operator must see; a peer that is simply
+                // down is logged once per outage, not every backoff round.
+                let text = error.to_string();
+                if text != last_error {
+                    if matches!(error, PeerError::Refused(_)) {
+                        tracing::error!(my_id = inner.my_id, peer = peer.id, addr = %peer.addr, %error, "peer refused our handshake");
+                    } else {
+                        tracing::warn!(my_id = inner.my_id, peer = peer.id, addr = %peer.addr, %error, "cannot connect to peer; retrying");
+                    }
+                    last_error = text;
+                } else {
+                    tracing::debug!(my_id = inner.my_id, peer = peer.id, %error, "still cannot connect to peer");
+                }
+            }
+        }
+        tokio::select! {
+            _ = inner.cancel.cancelled() => return,
+            _ = tokio::time::sleep(jitter(backoff)) => {}
+        }
+        backoff = (backoff * 2).min(limits.backoff_max);
+    }
+}
+
+/// Drains the queue into the connection until it fails; returns why. Everything queued at one
+/// moment goes out in one write.
+async fn run_connection(inner: &Inner, peer: &PeerQueue, stream: TcpStream) -> PeerError {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut out = BytesMut::new();
+    let mut probe = [0u8; 16];
+    loop {
+        let items = peer.take_all();
+        if items.is_empty() {
+            tokio::select! {
+                _ = peer.wake.notified() => continue,
+                // The acceptor never writes after its reply: any read result means the
+                // connection is finished (EOF when the peer closed it).
+                r = rd.read(&mut probe) => return match r {
+                    Ok(0) => PeerError::Closed,
+                    Ok(_) => PeerError::Unexpected(FrameKind::HelloReply),
+                    Err(e) => PeerError::Io(e),
+                },
+            }
+        }
+        out.clear();
+        let encoded = encode_items(inner, peer.id, items, &mut out);
+        let result = tokio::time::timeout(inner.limits.write_timeout, wr.write_all(&out)).await;
+        let failure = match result {
+            Ok(Ok(())) => None,
+            Ok(Err(e)) => Some(PeerError::Io(e)),
+            Err(_) => Some(PeerError::WriteTimeout),
+        };
+        if let Some(error) = failure {
+            // Possibly partly delivered; either way never re-sent.
+            bump(&inner.counters.dropped_dead, encoded.messages);
+            for _ in 0..encoded.snapshots {
+                inner.snapshot(peer.id, SnapshotStatus::Failure);
+            }
+            return error;
+        }
+        bump(&inner.counters.sent, encoded.messages);
+        bump(&inner.counters.writes, 1);
+        for _ in 0..encoded.snapshots {
+            inner.snapshot(peer.id, SnapshotStatus::Finish);
+        }
+    }
+}
+
+/// What one write carries.
+struct Encoded {
+    /// Items encoded into frames.
+    messages: u64,
+    /// MsgSnapshots among them.
+    snapshots: u64,
+}
+
+/// Encodes items in order: Raft messages into RaftBatch frames of at most `max_frame`, a
+/// MsgSnapshot into a frame of its own, touches into Touch frames. An item that cannot be
+/// encoded within its cap is dropped (and reported).
+fn encode_items(
+    inner: &Inner,
+    peer: u64,
+    items: VecDeque<Outgoing>,
+    out: &mut BytesMut,
+) -> Encoded {
+    // Room for the count, the frame header and the crc.
+    let budget = inner.limits.max_frame.saturating_sub(16);
+    let mut enc = Encoded {
+        messages: 0,
+        snapshots: 0,
+    };
+    let mut batch: Vec<Message> = Vec::new();
+    let mut batch_bytes = 0usize;
+    let mut oversized = 0u64;
+    let flush = |batch: &mut Vec<Message>, out: &mut BytesMut, enc: &mut Encoded| {
+        if batch.is_empty() {
+            return;
+        }
+        let n = batch.len() as u64;
+        match frame::encode_raft_batch(batch)
+            .map_err(|e| PeerError::Encode(e.to_string()))
+            .and_then(|payload| Ok(encode_frame(FrameKind::RaftBatch, &payload, out)?))
+        {
+            Ok(()) => enc.messages += n,
+            Err(error) => tracing::error!(peer, %error, "cannot encode raft messages; dropped"),
+        }
+        batch.clear();
+    };
+    for item in items {
+        match item {
+            Outgoing::Raft(msg, _) if msg.get_msg_type() == MessageType::MsgSnapshot => {
+                flush(&mut batch, out, &mut enc);
+                batch_bytes = 0;
+                let ok = frame::encode_raft_snapshot(&msg)
+                    .map_err(|e| PeerError::Encode(e.to_string()))
+                    .and_then(|p| {
+                        if p.len() + 1 > inner.limits.max_snapshot_frame {
+                            Err(PeerError::Frame(FrameError::Oversized {
+                                len: p.len() + 1,
+                                max: inner.limits.max_snapshot_frame,
+                            }))
+                        } else {
+                            Ok(encode_frame(FrameKind::RaftSnapshot, &p, out)?)
+                        }
+                    });
+                match ok {
+                    Ok(()) => {
+                        enc.messages += 1;
+                        enc.snapshots += 1;
+                    }
+                    Err(error) => {
+                        tracing::error!(peer, %error, "cannot send snapshot; dropped");
+                        oversized += 1;
+                        inner.snapshot(peer, SnapshotStatus::Failure);
+                    }
+                }
+            }
+            Outgoing::Raft(msg, size) => {
+                if size + 4 > budget {
+                    tracing::error!(
+                        peer,
+                        size,
+                        max = budget,
+                        "raft message exceeds the peer frame cap; dropped"
+                    );
+                    oversized += 1;
+                    continue;
+                }
+                if batch_bytes + size + 4 > budget {
+                    flush(&mut batch, out, &mut enc);
+                    batch_bytes = 0;
+                }
+                batch_bytes += size + 4;
+                batch.push(msg);
+            }
+            Outgoing::Touch(touches) => {
+                flush(&mut batch, out, &mut enc);
+                batch_bytes = 0;
+                let per_frame = (budget / 12).max(1);
+                for chunk in touches.chunks(per_frame) {
+                    if let Err(error) =
+                        encode_frame(FrameKind::Touch, &frame::encode_touch(chunk), out)
+                    {
+                        tracing::error!(peer, %error, "cannot encode touches; dropped");
+                    }
+                }
+                enc.messages += 1;
+            }
+        }
+    }
+    flush(&mut batch, out, &mut enc);
+    if oversized > 0 {
+        bump(&inner.counters.dropped_oversized, oversized);
+        inner.unreachable(peer);
+    }
+    enc
+}
+
+/// The newest inbound connection per peer, so a reconnect closes the connection it replaces
+/// (nothing late arrives from the old one once the new one is serving).
+#[derive(Default)]
+struct Registry {
+    /// Peer id → (connection sequence number, its stop token, its remote address).
+    newest: Mutex<HashMap<u64, (u64, CancellationToken, SocketAddr)>>,
+    /// Source of sequence numbers.
+    seq: AtomicU64,
+}
+
+async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
+    let registry = Arc::new(Registry::default());
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = inner.cancel.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        while conns.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, addr)) => {
+                if conns.len() >= inner.limits.max_inbound {
+                    tracing::warn!(my_id = inner.my_id, %addr, "too many peer connections; closing a new one");
+                    continue;
+                }
+                conns.spawn(serve_inbound(inner.clone(), registry.clone(), stream, addr));
+            }
+            Err(error) => {
+                // E.g. out of file descriptors: back off instead of spinning.
+                tracing::warn!(my_id = inner.my_id, %error, "peer accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    conns.shutdown().await;
+}
+
+/// Checks a handshake: `Err(reason)` to refuse.
+fn check_hello(inner: &Inner, hello: &Hello) -> Result<(), String> {
+    if hello.version != frame::VERSION {
+        return Err(format!(
+            "peer protocol version {} is not supported (this server speaks {})",
+            hello.version,
+            frame::VERSION
+        ));
+    }
+    if hello.cluster_id != inner.cluster_id {
+        return Err(format!(
+            "cluster id {:016x} is not this cluster's {:016x} (different server lists?)",
+            hello.cluster_id, inner.cluster_id
+        ));
+    }
+    if hello.to != inner.my_id {
+        return Err(format!(
+            "this is server {}, not server {} (peer address book wrong?)",
+            inner.my_id, hello.to
+        ));
+    }
+    if hello.from == inner.my_id || !inner.peers.contains_key(&hello.from) {
+        return Err(format!(
+            "server {} is not a member of this ensemble",
+            hello.from
+        ));
+    }
+    Ok(())
+}
+
+/// Serves one inbound connection: handshake, then frames until it ends.
+async fn serve_inbound(
+    inner: Arc<Inner>,
+    registry: Arc<Registry>,
+    stream: TcpStream,
+    addr: SocketAddr,
+) {
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let first = tokio::time::timeout(
+        inner.limits.handshake_timeout,
+        read_frame(&mut rd, &mut buf, HANDSHAKE_CAPS),
+    )
+    .await;
+    let hello = match first {
+        Ok(Ok(f)) if f.kind == FrameKind::Hello => {
+            Hello::decode(&f.payload).map_err(PeerError::from)
+        }
+        Ok(Ok(f)) => Err(PeerError::Unexpected(f.kind)),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(PeerError::HandshakeTimeout),
+    };
+    let hello = match hello {
+        Ok(h) => h,
+        Err(error) => {
+            bump(&inner.counters.refused, 1);
+            tracing::warn!(my_id = inner.my_id, %addr, %error, "bad peer handshake; closing");
+            return;
+        }
+    };
+    let from = hello.from;
+    if let Err(reason) = check_hello(&inner, &hello) {
+        bump(&inner.counters.refused, 1);
+        tracing::warn!(my_id = inner.my_id, peer = from, to = hello.to, %addr, %reason, "refused peer connection");
+        if let Ok(reply) = frame_bytes(FrameKind::HelloReply, &HelloReply::Refused(reason).encode())
+        {
+            let _ =
+                tokio::time::timeout(inner.limits.handshake_timeout, wr.write_all(&reply)).await;
+        }
+        let _ = wr.shutdown().await;
+        return;
+    }
+    let accepted = match frame_bytes(FrameKind::HelloReply, &HelloReply::Accepted.encode()) {
+        Ok(reply) => {
+            tokio::time::timeout(inner.limits.handshake_timeout, wr.write_all(&reply)).await
+        }
+        Err(_) => return,
+    };
+    if !matches!(accepted, Ok(Ok(()))) {
+        return;
+    }
+    let seq = registry.seq.fetch_add(1, Ordering::Relaxed);
+    let stop = inner.cancel.child_token();
+    if let Some((_, old, old_addr)) = registry
+        .newest
+        .lock()
+        .insert(from, (seq, stop.clone(), addr))
+    {
+        // Normal after a reconnect. If it keeps happening, two servers share one id.
+        tracing::info!(my_id = inner.my_id, peer = from, %addr, %old_addr, "peer reconnected; closing its previous connection");
+        old.cancel();
+    }
+    tracing::info!(my_id = inner.my_id, peer = from, %addr, "accepted peer connection");
+    let caps = inner.caps();
+    let error = loop {
+        let frame = tokio::select! {
+            _ = stop.cancelled() => break PeerError::Replaced,
+            f = read_frame(&mut rd, &mut buf, caps) => f,
+        };
+        match frame.and_then(|f| deliver(&inner, from, f)) {
+            Ok(()) => {}
+            Err(e) => break e,
+        }
+    };
+    {
+        let mut newest = registry.newest.lock();
+        if newest.get(&from).is_some_and(|(s, _, _)| *s == seq) {
+            newest.remove(&from);
+        }
+    }
+    match error {
+        PeerError::Closed | PeerError::Replaced => {
+            tracing::debug!(my_id = inner.my_id, peer = from, %error, "peer connection ended")
+        }
+        _ => tracing::warn!(my_id = inner.my_id, peer = from, %error, "closing peer connection"),
+    }
+}
+
+/// Checks that a message really is from the handshaken peer and for us.
+fn check_message(inner: &Inner, from: u64, m: &Message) -> Result<(), PeerError> {
+    if m.from != from || m.to != inner.my_id {
+        return Err(PeerError::Misaddressed {
+            from: m.from,
+            to: m.to,
+        });
+    }
+    Ok(())
+}
+
+fn deliver(inner: &Inner, from: u64, f: RawFrame) -> Result<(), PeerError> {
+    match f.kind {
+        FrameKind::RaftBatch => {
+            let msgs = frame::decode_raft_batch(&f.payload)?;
+            for m in &msgs {
+                check_message(inner, from, m)?;
+            }
+            inner.inbound.raft(from, msgs);
+        }
+        FrameKind::RaftSnapshot => {
+            let m = frame::decode_raft_snapshot(&f.payload)?;
+            check_message(inner, from, &m)?;
+            inner.inbound.raft(from, vec![m]);
+        }
+        FrameKind::Touch => inner.inbound.touch(from, frame::decode_touch(&f.payload)?),
+        FrameKind::Hello | FrameKind::HelloReply => return Err(PeerError::Unexpected(f.kind)),
+        FrameKind::AppRequest
+        | FrameKind::AppReply
+        | FrameKind::SnapHeader
+        | FrameKind::SnapChunk
+        | FrameKind::SnapDone => {
+            tracing::debug!(peer = from, kind = ?f.kind, "ignoring a reserved frame kind");
+        }
+    }
+    Ok(())
+}
