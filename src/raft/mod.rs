@@ -16,6 +16,17 @@
 //! the previous batch committable; when nothing else is queued it syncs at once. Persisted
 //! messages (votes, append acks) wait for durability too.
 //!
+//! Storage faults: a write transaction that fails for lack of space (ENOSPC, EDQUOT, or
+//! `MDB_MAP_FULL` after the map could not grow) aborts cleanly in LMDB, and raft-rs's in-memory
+//! state after `ready()` assumes the Ready will be persisted. So the raft thread keeps
+//! retrying that *same* Ready with backoff, publishes [`RaftHandle::storage_full`] meanwhile
+//! (proposals are refused with [`RaftError::StorageFull`]; reads are served from the tree
+//! without this thread) and resumes by itself once space is freed. Any other storage error,
+//! any fsync error (after a failed fsync the kernel may have dropped the dirty pages, so a retry
+//! could report unwritten data durable) and any panic on this thread (which also applies
+//! entries) is fatal: the thread publishes [`RaftHandle::fatal_error`] and stops, and the server
+//! exits non-zero (fail-stop, like etcd and ZooKeeper).
+//!
 //! Snapshot/compaction policy: a snapshot is taken every `snapshot_every` applied entries; the
 //! log is then compacted only up to the *previous* snapshot, and the two newest snapshot files
 //! are kept. So if the newest file turns out corrupt at restart, the older one plus the log
@@ -33,6 +44,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,6 +52,13 @@ pub use raft::eraftpb::Message;
 pub use raft::SnapshotStatus;
 
 use crate::storage::{LogError, SnapshotError, StorageStats};
+
+/// Default [`RaftOptions::max_batch_bytes`]: big enough that small writes are still batched by
+/// count (4,096 × 1 KiB), small enough that one commit stays a few milliseconds of I/O.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
+/// Default [`RaftOptions::max_uncommitted_bytes`]: 64 jute.maxbuffer-sized (1 MiB) writes in
+/// flight; beyond that a sole voter is not keeping up with its disk anyway.
+pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
 
 /// Configuration of the local Raft node.
 #[derive(Debug, Clone)]
@@ -59,6 +78,13 @@ pub struct RaftOptions {
     /// Upper bound on commands drained from the queue per loop turn, i.e. on proposals folded
     /// into one Ready / one LMDB write transaction; keeps latency bounded under heavy load.
     pub max_batch: usize,
+    /// Upper bound on proposal bytes drained per loop turn (a turn stops draining once it is
+    /// reached), so 4,096 proposals of 1 MiB never become one 4 GiB LMDB transaction.
+    pub max_batch_bytes: usize,
+    /// raft-rs `max_uncommitted_size`: proposal bytes appended but not yet committed. A
+    /// proposal beyond it is refused and comes back through
+    /// [`StateMachine::proposal_dropped`] (the client sees ConnectionLoss).
+    pub max_uncommitted_bytes: u64,
 }
 
 impl RaftOptions {
@@ -71,6 +97,8 @@ impl RaftOptions {
             tick_interval: Duration::from_millis(100),
             snapshot_every: 100_000,
             max_batch: 1024,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
         }
     }
 }
@@ -151,6 +179,23 @@ pub enum RaftError {
     StartupPanicked,
     #[error("raft thread has stopped")]
     Stopped,
+    /// The disk (or LMDB map) is full: the raft thread is retrying the pending write and takes
+    /// no new proposals until space is freed.
+    #[error("storage is full; writes are refused until space is freed")]
+    StorageFull,
+}
+
+impl RaftError {
+    /// Whether this is a lack of space that goes away by itself once space is freed (retried),
+    /// as opposed to a fault that makes the node stop.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            RaftError::StorageFull => true,
+            RaftError::Log(e) => e.is_storage_full(),
+            RaftError::Snapshot(e) => e.is_storage_full(),
+            _ => false,
+        }
+    }
 }
 
 /// Requests from handles to the raft thread.
@@ -193,8 +238,17 @@ struct Shared {
     caught_up: AtomicBool,
     /// Number of snapshots written by this process.
     snapshots_taken: AtomicU64,
+    /// Snapshot writes that failed (retried later); lets tests and `mntr` see an ENOSPC there.
+    snapshot_failures: AtomicU64,
     /// LMDB counters (write transactions, entries) for group-commit metrics.
     storage: Arc<StorageStats>,
+    /// Set while a write failed for lack of space and is being retried; proposals are refused
+    /// meanwhile so nothing queues behind the stalled write.
+    storage_full: AtomicBool,
+    /// Why the raft thread stopped for good (storage fault or panic); set once.
+    fatal: OnceLock<String>,
+    /// Wakes [`RaftHandle::fatal_error`] waiters once `fatal` is set.
+    fatal_tx: tokio::sync::watch::Sender<bool>,
     /// Set by `Command::Crash` when the newest LMDB transaction was not durable yet, i.e. a
     /// power failure at that moment could roll it back (tests then simulate exactly that).
     #[cfg(test)]
@@ -214,6 +268,19 @@ pub struct RaftStats {
     pub entries_appended: u64,
     /// Snapshots written since start.
     pub snapshots_taken: u64,
+    /// Snapshot writes that failed since start (each is retried later).
+    pub snapshot_failures: u64,
+}
+
+impl Shared {
+    /// Records why the raft thread stops for good; the first reason wins.
+    fn set_fatal(&self, reason: String) {
+        self.is_leader.store(false, Ordering::Release);
+        self.caught_up.store(false, Ordering::Release);
+        if self.fatal.set(reason).is_ok() {
+            self.fatal_tx.send_replace(true);
+        }
+    }
 }
 
 /// Cloneable, thread-safe handle to the raft thread.
@@ -250,17 +317,28 @@ impl RaftHandle {
         let thread_shared = shared.clone();
         let join = std::thread::Builder::new()
             .name(format!("raft-{}", opts.node_id))
-            .spawn(
-                move || match node::Node::init(opts, sm, transport, thread_shared, self_tx) {
+            .spawn(move || {
+                let guard_shared = thread_shared.clone();
+                match node::Node::init(opts, sm, transport, thread_shared, self_tx, rx) {
                     Ok(node) => {
                         let _ = init_tx.send(Ok(()));
-                        node.run(rx);
+                        // The state machine applies entries on this thread: a panic there or in
+                        // raft-rs must stop the process (fail-stop), not leave a server that
+                        // answers reads from frozen state while every write hangs.
+                        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            node.run();
+                        }));
+                        if let Err(payload) = run {
+                            let message = panic_message(payload.as_ref());
+                            tracing::error!(panic = %message, "raft thread panicked");
+                            guard_shared.set_fatal(format!("raft thread panicked: {message}"));
+                        }
                     }
                     Err(e) => {
                         let _ = init_tx.send(Err(e));
                     }
-                },
-            )
+                }
+            })
             .map_err(RaftError::Spawn)?;
         match init_rx.recv() {
             Ok(Ok(())) => Ok((RaftHandle { tx, shared }, join)),
@@ -276,13 +354,41 @@ impl RaftHandle {
     }
 
     fn send(&self, cmd: Command) -> Result<(), RaftError> {
+        if self.shared.fatal.get().is_some() {
+            return Err(RaftError::Stopped);
+        }
         self.tx.send(cmd).map_err(|_| RaftError::Stopped)
     }
 
-    /// Non-blocking enqueue of a proposal (callable from tokio tasks). Err only if the raft
-    /// thread is gone. A proposal Raft refuses comes back via `StateMachine::proposal_dropped`.
+    /// Non-blocking enqueue of a proposal (callable from tokio tasks). Err if the raft thread
+    /// is gone, or [`RaftError::StorageFull`] while a write is stalled for lack of space. A
+    /// proposal Raft refuses comes back via `StateMachine::proposal_dropped`.
     pub fn propose(&self, data: Vec<u8>) -> Result<(), RaftError> {
+        if self.storage_full() {
+            return Err(RaftError::StorageFull);
+        }
         self.send(Command::Propose(data))
+    }
+
+    /// True while a write failed for lack of space and is being retried (writes are refused).
+    pub fn storage_full(&self) -> bool {
+        self.shared.storage_full.load(Ordering::Acquire)
+    }
+
+    /// Why the raft thread stopped for good (a storage fault or a panic), if it did.
+    pub fn fatal_reason(&self) -> Option<String> {
+        self.shared.fatal.get().cloned()
+    }
+
+    /// Resolves once the raft thread has stopped for good, with the reason. The server selects
+    /// on it to close connections and exit non-zero.
+    pub async fn fatal_error(&self) -> String {
+        let mut rx = self.shared.fatal_tx.subscribe();
+        // The sender lives in `Shared`, which this handle keeps alive: `wait_for` can only
+        // return an error if it were dropped, which cannot happen while `self` exists.
+        let _ = rx.wait_for(|set| *set).await;
+        self.fatal_reason()
+            .unwrap_or_else(|| "raft thread stopped".to_string())
     }
 
     pub fn is_leader(&self) -> bool {
@@ -319,6 +425,7 @@ impl RaftHandle {
             entries_appended: self.shared.storage.entries_appended.load(Ordering::Relaxed),
             syncs: self.shared.storage.syncs.load(Ordering::Relaxed),
             snapshots_taken: self.shared.snapshots_taken.load(Ordering::Relaxed),
+            snapshot_failures: self.shared.snapshot_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -378,6 +485,20 @@ impl RaftOptions {
         if self.max_batch == 0 {
             return bad("max_batch must be > 0");
         }
+        if self.max_batch_bytes == 0 || self.max_uncommitted_bytes == 0 {
+            return bad("max_batch_bytes and max_uncommitted_bytes must be > 0");
+        }
         Ok(())
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
     }
 }

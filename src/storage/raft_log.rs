@@ -41,6 +41,9 @@ use super::snapshot::SnapshotDir;
 
 /// Virtual address space reserved for the map; LMDB only uses disk for pages actually written.
 const INITIAL_MAP_SIZE: usize = 64 << 30;
+/// The map is doubled on `MDB_MAP_FULL` up to this; beyond it the log counts as full (retried
+/// until space is freed by compaction) rather than reserving ever more address space.
+const MAX_MAP_SIZE: usize = 1 << 40;
 const KEY_HARD_STATE: &str = "hard_state";
 const KEY_CONF_STATE: &str = "conf_state";
 const KEY_INITIAL_CONF_STATE: &str = "initial_conf_state";
@@ -51,6 +54,10 @@ const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 pub enum LogError {
     #[error("lmdb: {0}")]
     Lmdb(#[from] heed::Error),
+    /// An explicit flush failed. Never retried: after a failed fsync the kernel may have
+    /// dropped the dirty pages, so a later "successful" fsync proves nothing about them.
+    #[error("fsync of the raft log failed: {0}")]
+    Sync(#[source] heed::Error),
     #[error("cannot create raft log directory {path}: {source}")]
     Io {
         path: PathBuf,
@@ -81,6 +88,16 @@ pub enum LogError {
 impl LogError {
     fn is_map_full(&self) -> bool {
         matches!(self, LogError::Lmdb(heed::Error::Mdb(MdbError::MapFull)))
+    }
+
+    /// A write transaction that failed for lack of space: it aborted cleanly and can be retried
+    /// once space is freed. (A failed [`LmdbStorage::sync`] is never this.)
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            LogError::Lmdb(heed::Error::Mdb(MdbError::MapFull)) => true,
+            LogError::Lmdb(heed::Error::Io(e)) => super::is_no_space(e),
+            _ => false,
+        }
     }
 }
 
@@ -176,7 +193,7 @@ fn decode<M: protobuf::Message + Default>(
 impl LmdbStorage {
     /// Opens (creating if needed) the LMDB environment in `dir`.
     pub fn open(dir: &Path, snapshot_dir: Option<SnapshotDir>) -> Result<Self, LogError> {
-        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+        super::create_dir_durable(dir).map_err(|source| LogError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
@@ -190,6 +207,20 @@ impl LmdbStorage {
         // second open with EnvAlreadyOpened), only this process writes it, and the files are
         // not modified behind LMDB's back.
         let env = unsafe { opts.open(dir)? };
+        // Without WRITEMAP, pages reach the file through pwrite, so a full disk is an ENOSPC
+        // error that aborts the transaction; with it, a full tmpfs or a sparse file that cannot
+        // be filled kills the process with SIGBUS. Never open it that way.
+        if env.get_flags()? & EnvFlags::WRITE_MAP.bits() != 0 {
+            return Err(LogError::Inconsistent(
+                "LMDB environment opened with WRITEMAP".into(),
+            ));
+        }
+        // `data.mdb` and `lock.mdb` may have just been created: their names must be durable
+        // before anything written into them is acknowledged.
+        super::fsync_dir(dir).map_err(|source| LogError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut wtxn = env.write_txn()?;
         let dbs = Dbs {
             entries: env.create_database(&mut wtxn, Some("entries"))?,
@@ -225,7 +256,7 @@ impl LmdbStorage {
         drop(rtxn);
         // A previous process may have died with its last transaction's meta page unflushed.
         // Raft treats everything it reads at startup as persisted, so make that true first.
-        env.force_sync()?;
+        env.force_sync().map_err(LogError::Sync)?;
         let written_txn = env.info().last_txn_id;
 
         let (last_index, last_term) = match (&first, last) {
@@ -376,14 +407,17 @@ impl LmdbStorage {
         let dbs = self.dbs;
         let env = &self.env;
         let attempt = |f: &mut F| -> Result<(), LogError> {
+            crate::failpoint!("raft-log-write", |arg| Err(LogError::Lmdb(
+                heed::Error::Io(super::injected_io_error(arg))
+            )));
             let mut txn = env.write_txn()?;
             f(&mut txn, dbs)?;
             txn.commit()?;
             Ok(())
         };
         match attempt(&mut f) {
-            Err(e) if e.is_map_full() => {
-                let new_size = env.info().map_size.saturating_mul(2);
+            Err(e) if e.is_map_full() && env.info().map_size < MAX_MAP_SIZE => {
+                let new_size = env.info().map_size.saturating_mul(2).min(MAX_MAP_SIZE);
                 tracing::warn!(new_size, "LMDB map full; growing");
                 // SAFETY: no transaction is open on this environment: the failed one was
                 // dropped (aborted) above and all access happens on this thread.
@@ -413,7 +447,10 @@ impl LmdbStorage {
         if self.durable_txn == self.written_txn {
             return Ok(false);
         }
-        self.env.force_sync()?;
+        crate::failpoint!("raft-log-fsync", |arg| Err(LogError::Sync(
+            heed::Error::Io(super::injected_io_error(arg))
+        )));
+        self.env.force_sync().map_err(LogError::Sync)?;
         self.durable_txn = self.written_txn;
         self.durable_index = self.written_index;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);

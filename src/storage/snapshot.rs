@@ -58,6 +58,13 @@ pub enum SnapshotError {
     Encode(#[from] protobuf::ProtobufError),
 }
 
+impl SnapshotError {
+    /// A write that failed for lack of space (retried once space is freed).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, SnapshotError::Io { source, .. } if super::is_no_space(source))
+    }
+}
+
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
     move |source| SnapshotError::Io {
         path: path.to_path_buf(),
@@ -203,7 +210,9 @@ impl SnapshotDir {
     /// Creates the directory if needed and removes leftovers of interrupted writes.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // Durably: a snapshot file later written and fsynced here is only as durable as the
+        // directory's own entry.
+        super::create_dir_durable(&dir).map_err(io_err(&dir))?;
         let this = SnapshotDir { dir };
         for entry in fs::read_dir(&this.dir).map_err(io_err(&this.dir))? {
             let entry = entry.map_err(io_err(&this.dir))?;
@@ -241,10 +250,20 @@ impl SnapshotDir {
         let tmp_path = self
             .dir
             .join(format!("{FILE_PREFIX}{index:020}{FILE_SUFFIX}{TMP_SUFFIX}"));
-        {
+        let written = (|| {
+            crate::failpoint!("snapshot-write", |arg| Err(SnapshotError::Io {
+                path: tmp_path.clone(),
+                source: super::injected_io_error(arg),
+            }));
             let mut f = File::create(&tmp_path).map_err(io_err(&tmp_path))?;
             f.write_all(&bytes).map_err(io_err(&tmp_path))?;
             f.sync_all().map_err(io_err(&tmp_path))?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // A partial file on a full disk would keep it full; the next attempt rewrites it.
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
         }
         fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
         self.sync_dir()?;
