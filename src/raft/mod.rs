@@ -83,7 +83,8 @@ pub struct RaftOptions {
     pub max_batch_bytes: usize,
     /// raft-rs `max_uncommitted_size`: proposal bytes appended but not yet committed. A
     /// proposal beyond it is refused and comes back through
-    /// [`StateMachine::proposal_dropped`] (the client sees ConnectionLoss).
+    /// [`StateMachine::proposal_dropped`] (the client sees ConnectionLoss). raft-rs requires
+    /// it to be at least its message size bound (1 MiB).
     pub max_uncommitted_bytes: u64,
 }
 

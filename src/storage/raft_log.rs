@@ -337,6 +337,11 @@ impl LmdbStorage {
         Ok(())
     }
 
+    /// Whether the environment maps the file writable (`MDB_WRITEMAP`); never, see `open`.
+    pub fn uses_write_map(&self) -> Result<bool, LogError> {
+        Ok(self.env.get_flags()? & EnvFlags::WRITE_MAP.bits() != 0)
+    }
+
     /// True when nothing was ever written: no membership, no entries, no compaction.
     pub fn is_fresh(&self) -> bool {
         self.initial_conf_state == ConfState::default()
