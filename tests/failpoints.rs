@@ -80,10 +80,18 @@ fn expect_fail_stop(name: &str, failpoints: &str, log_line: &str) {
         "{name}: the fault never struck; log:\n{}",
         server.log()
     );
-    assert!(!acked.is_empty(), "{name}: fault before the first write; raise the skip count");
+    assert!(
+        !acked.is_empty(),
+        "{name}: fault before the first write; raise the skip count"
+    );
     let status = server
         .wait_exit(Duration::from_secs(20))
-        .unwrap_or_else(|| panic!("{name}: process still up after the fault; log:\n{}", server.log()));
+        .unwrap_or_else(|| {
+            panic!(
+                "{name}: process still up after the fault; log:\n{}",
+                server.log()
+            )
+        });
     assert_eq!(
         status.code(),
         Some(FATAL_EXIT),
@@ -91,7 +99,10 @@ fn expect_fail_stop(name: &str, failpoints: &str, log_line: &str) {
         server.log()
     );
     let log = server.log();
-    assert!(log.contains(log_line), "{name}: no {log_line:?} in the log:\n{log}");
+    assert!(
+        log.contains(log_line),
+        "{name}: no {log_line:?} in the log:\n{log}"
+    );
     assert!(
         log.contains("rookery is exiting after a fatal error"),
         "{name}: no exit line in the log:\n{log}"
@@ -103,7 +114,10 @@ fn expect_fail_stop(name: &str, failpoints: &str, log_line: &str) {
         .wait_ready(Duration::from_secs(30))
         .unwrap_or_else(|e| panic!("{name} restart: {e}; log:\n{}", again.log()));
     assert_all_present(&again.addr(), &acked);
-    eprintln!("{name}: {} acknowledged writes before the fault, all present after restart", acked.len());
+    eprintln!(
+        "{name}: {} acknowledged writes before the fault, all present after restart",
+        acked.len()
+    );
     assert_eq!(again.stop().and_then(|s| s.code()), Some(0));
 }
 
@@ -196,7 +210,11 @@ fn lmdb_enospc_is_retried_and_writes_resume() {
     let mut i = 0;
     // Keep writing (reconnecting when a write is refused) until 100 writes were acknowledged.
     while acked.len() < 100 {
-        assert!(Instant::now() < deadline, "writes did not resume; log:\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "writes did not resume; log:\n{}",
+            server.log()
+        );
         let Some(mut c) = try_session(&server.addr(), 10_000) else {
             refused += 1;
             std::thread::sleep(Duration::from_millis(50));
@@ -214,10 +232,17 @@ fn lmdb_enospc_is_retried_and_writes_resume() {
             }
         }
     }
-    assert!(server.try_exit().is_none(), "the process must survive a full disk");
+    assert!(
+        server.try_exit().is_none(),
+        "the process must survive a full disk"
+    );
     assert!(refused >= 1, "the injected ENOSPC never reached a writer");
     let log = server.log();
-    assert_eq!(log.matches("storage full").count(), 1, "logged once per episode:\n{log}");
+    assert_eq!(
+        log.matches("storage full").count(),
+        1,
+        "logged once per episode:\n{log}"
+    );
     assert!(log.contains("writes resume"), "{log}");
     assert_eq!(server.stop().and_then(|s| s.code()), Some(0));
     drop(server);

@@ -191,7 +191,10 @@ fn monitor(shared: &Shared, raft: &RaftHandle) -> String {
             raft.applied_index().to_string(),
         ),
         // 1 while writes are refused for lack of disk space (retried until space is freed).
-        ("rookery_storage_full", u8::from(raft.storage_full()).to_string()),
+        (
+            "rookery_storage_full",
+            u8::from(raft.storage_full()).to_string(),
+        ),
         (
             "rookery_snapshot_failures",
             raft_stats.snapshot_failures.to_string(),

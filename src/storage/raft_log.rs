@@ -132,6 +132,8 @@ struct Dbs {
 
 /// LMDB-backed `raft::Storage`. Owned by the raft thread (inside the `RawNode`).
 pub struct LmdbStorage {
+    /// The environment's directory, to tell a full disk from a fault (see [`LmdbStorage::write`]).
+    dir: PathBuf,
     /// The environment; read transactions are opened per call and dropped at once, because a
     /// long-lived reader pins pages and makes the file grow.
     env: Env<WithoutTls>,
@@ -173,6 +175,25 @@ pub struct LmdbStorage {
     /// What `durable_index` becomes once `written_txn` is durable: the last index as of that
     /// transaction (later rewrites of the tail lower it, see [`LmdbStorage::write`]).
     written_index: u64,
+}
+
+/// Free space below which an EIO from a commit counts as a short write on a full disk.
+const SHORT_WRITE_SLACK: u64 = 1 << 20;
+
+/// Bytes an unprivileged writer may still allocate on the filesystem holding `dir`.
+fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `st` points to writable memory of
+    // the right type; statvfs only writes into it, and we read it only when it succeeded.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialized `st`.
+    let st = unsafe { st.assume_init() };
+    Some((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
 }
 
 fn decode<M: protobuf::Message + Default>(
@@ -286,6 +307,7 @@ impl LmdbStorage {
             "opened raft log"
         );
         Ok(LmdbStorage {
+            dir: dir.to_path_buf(),
             env,
             dbs,
             hard_state,
@@ -429,7 +451,8 @@ impl LmdbStorage {
                 unsafe { env.resize(new_size)? };
                 attempt(&mut f)?;
             }
-            other => other?,
+            Err(e) => return Err(self.classify_write_error(e)),
+            Ok(()) => {}
         }
         self.stats.write_txns.fetch_add(1, Ordering::Relaxed);
         // LMDB skips an unchanged transaction entirely (no sync, no new id): only a new id
@@ -444,6 +467,31 @@ impl LmdbStorage {
             self.written_txn = txn;
         }
         Ok(())
+    }
+
+    /// LMDB reports a *short* write (the filesystem filled up part-way through a `pwrite`) as
+    /// EIO, not ENOSPC (`mdb_page_flush`: "short write, filesystem full?"). An EIO from a write
+    /// transaction while the filesystem has less than [`SHORT_WRITE_SLACK`] left is taken to be
+    /// that, and reported as ENOSPC so it is retried rather than fatal.
+    fn classify_write_error(&self, e: LogError) -> LogError {
+        let LogError::Lmdb(heed::Error::Io(io)) = &e else {
+            return e;
+        };
+        if io.raw_os_error() != Some(libc::EIO) {
+            return e;
+        }
+        match available_bytes(&self.dir) {
+            Some(free) if free < SHORT_WRITE_SLACK => {
+                tracing::debug!(
+                    free,
+                    "EIO from an LMDB commit on a full filesystem: a short write"
+                );
+                LogError::Lmdb(heed::Error::Io(std::io::Error::from_raw_os_error(
+                    libc::ENOSPC,
+                )))
+            }
+            _ => e,
+        }
     }
 
     /// Flushes the newest transaction if it is not durable yet (`mdb_env_sync(force)`: one
