@@ -255,7 +255,7 @@ fn lmdb_enospc_is_retried_and_writes_resume() {
 fn snapshot_write_errors_are_survived() {
     let run = run_dir("snapshot-enospc");
     let mut server = Launch::new(&run.data, &run.log)
-        .env("FAILPOINTS", "snapshot-write=return(enospc)")
+        .env("FAILPOINTS", "snapshot-file-write=return(enospc)")
         .arg("--snap-count")
         .arg("20")
         .spawn();

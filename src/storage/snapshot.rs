@@ -251,7 +251,7 @@ impl SnapshotDir {
             .dir
             .join(format!("{FILE_PREFIX}{index:020}{FILE_SUFFIX}{TMP_SUFFIX}"));
         let written = (|| {
-            crate::failpoint!("snapshot-write", |arg| Err(SnapshotError::Io {
+            crate::failpoint!("snapshot-file-write", |arg| Err(SnapshotError::Io {
                 path: tmp_path.clone(),
                 source: super::injected_io_error(arg),
             }));
