@@ -850,7 +850,7 @@ fn proposals_beyond_the_uncommitted_byte_bound_are_dropped() {
     });
     let o = obs.lock().unwrap().clone();
     let applied = o.entries.len() - 1;
-    assert!(applied >= 1 && applied <= 3, "{applied} applied");
+    assert!((1..=3).contains(&applied), "{applied} applied");
     assert_eq!(o.dropped.len(), 20 - applied);
     drop(o);
     stop(h, j);
