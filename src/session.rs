@@ -44,30 +44,37 @@ impl SessionTable {
         id
     }
 
+    /// Removes a session at apply time; false if it did not exist.
     pub fn remove(&mut self, session_id: i64) -> bool {
         self.sessions.remove(&session_id).is_some()
     }
 
+    /// The session, if it is live.
     pub fn get(&self, session_id: i64) -> Option<&SessionInfo> {
         self.sessions.get(&session_id)
     }
 
+    /// Whether the session is live.
     pub fn contains(&self, session_id: i64) -> bool {
         self.sessions.contains_key(&session_id)
     }
 
+    /// Number of live sessions.
     pub fn len(&self) -> usize {
         self.sessions.len()
     }
 
+    /// Whether no session is live.
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }
 
+    /// Live sessions in id order.
     pub fn iter(&self) -> impl Iterator<Item = (&i64, &SessionInfo)> {
         self.sessions.iter()
     }
 
+    /// Appends the table to a snapshot (deterministic: ordered by id).
     pub fn serialize(&self, out: &mut BytesMut) {
         out.put_i64(self.next_session_id);
         out.put_u32(self.sessions.len() as u32);
@@ -78,6 +85,7 @@ impl SessionTable {
         }
     }
 
+    /// Reads a table written by [`SessionTable::serialize`]; lengths are checked first.
     pub fn deserialize(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let next_session_id = input.read_i64()?;
         let count = input.read_i32()?;
@@ -158,6 +166,7 @@ impl SessionTracker {
         }
     }
 
+    /// The session was closed (applied): stop tracking it.
     pub fn remove(&self, session_id: i64) {
         self.sessions.lock().remove(&session_id);
     }
@@ -186,10 +195,12 @@ impl SessionTracker {
         }
     }
 
+    /// Number of tracked sessions.
     pub fn len(&self) -> usize {
         self.sessions.lock().len()
     }
 
+    /// Whether no session is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }

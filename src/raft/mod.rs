@@ -127,6 +127,7 @@ pub trait StateMachine: Send + 'static {
 
 /// Outbound Raft messages to peers. Called on the raft thread; must not block for long.
 pub trait Transport: Send + 'static {
+    /// Delivers `msgs` (best effort: Raft retransmits what is lost).
     fn send(&self, msgs: Vec<Message>);
 }
 
@@ -141,31 +142,48 @@ impl Transport for NoopTransport {
     }
 }
 
+/// Why the raft thread could not start, or a request to it failed.
 #[derive(thiserror::Error, Debug)]
 pub enum RaftError {
+    /// A [`RaftOptions`] value is out of range.
     #[error("invalid raft options: {0}")]
     InvalidOptions(String),
+    /// The LMDB log failed.
     #[error("raft log: {0}")]
     Log(#[from] LogError),
+    /// The snapshot directory failed.
     #[error("snapshot store: {0}")]
     Snapshot(#[from] SnapshotError),
+    /// raft-rs refused a configuration or an operation.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
+    /// [`StateMachine::restore`] refused a snapshot.
     #[error("state machine rejected the snapshot at index {index}: {reason}")]
-    Restore { index: u64, reason: String },
+    Restore {
+        /// Index of the snapshot.
+        index: u64,
+        /// The state machine's reason.
+        reason: String,
+    },
     #[error(
         "raft log is compacted through index {compacted_to} but no readable snapshot covers it \
          (newest valid snapshot: {newest_valid:?}); refusing to start with missing history. \
          Restore a snapshot file for index >= {compacted_to} into the snapshots directory, or \
          rebuild this node from a peer"
     )]
+    /// The log is compacted past every readable snapshot.
     MissingHistory {
+        /// The log's compaction point.
         compacted_to: u64,
+        /// Index of the newest snapshot that passed its checksums, if any.
         newest_valid: Option<u64>,
     },
+    /// A committed conf change entry does not decode.
     #[error("corrupt conf change entry at index {index}: {source}")]
     BadConfChange {
+        /// Index of the entry.
         index: u64,
+        /// The decoding error.
         #[source]
         source: protobuf::ProtobufError,
     },
@@ -173,11 +191,21 @@ pub enum RaftError {
         "entry {index} would be applied but the raft log is durable only through {durable}: \
          persistence was reported early"
     )]
-    NotDurable { index: u64, durable: u64 },
+    /// An entry was about to be applied before it was durable (a bug; fatal).
+    NotDurable {
+        /// Index of the entry.
+        index: u64,
+        /// Highest durable index.
+        durable: u64,
+    },
+    /// The OS refused to start the raft thread.
     #[error("cannot spawn raft thread: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The raft thread panicked before it finished starting.
     #[error("raft thread died during startup")]
     StartupPanicked,
+    /// The raft thread has stopped (shutdown, or a fatal error: see
+    /// [`RaftHandle::fatal_reason`]).
     #[error("raft thread has stopped")]
     Stopped,
     /// The disk (or LMDB map) is full: the raft thread is retrying the pending write and takes
@@ -392,6 +420,7 @@ impl RaftHandle {
             .unwrap_or_else(|| "raft thread stopped".to_string())
     }
 
+    /// Whether this node currently leads (only a leader accepts writes).
     pub fn is_leader(&self) -> bool {
         self.shared.is_leader.load(Ordering::Acquire)
     }
@@ -401,6 +430,7 @@ impl RaftHandle {
         self.shared.leader_id.load(Ordering::Acquire)
     }
 
+    /// The current Raft term.
     pub fn term(&self) -> u64 {
         self.shared.term.load(Ordering::Acquire)
     }
@@ -411,6 +441,7 @@ impl RaftHandle {
             && self.shared.caught_up.load(Ordering::Acquire)
     }
 
+    /// Highest log index handed to the state machine.
     pub fn applied_index(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)
     }
@@ -420,6 +451,7 @@ impl RaftHandle {
         self.shared.snapshot_index.load(Ordering::Acquire)
     }
 
+    /// Counters for metrics (`mntr`) and tests.
     pub fn stats(&self) -> RaftStats {
         RaftStats {
             write_txns: self.shared.storage.write_txns.load(Ordering::Relaxed),

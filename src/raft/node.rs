@@ -820,9 +820,18 @@ impl Node {
         let spawned = std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || {
-                let result = snaps
-                    .write(index, term, &cs, &data)
-                    .map_err(|e| e.to_string());
+                // A panic here would otherwise leave `snapshot_in_flight` set for good (no
+                // more snapshots, an ever-growing log): report it as a failed write instead.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    snaps.write(index, term, &cs, &data)
+                }))
+                .map_err(|payload| {
+                    format!(
+                        "snapshot writer panicked: {}",
+                        super::panic_message(payload.as_ref())
+                    )
+                })
+                .and_then(|written| written.map_err(|e| e.to_string()));
                 // The raft thread may have stopped meanwhile; the file is complete either way.
                 let _ = commands.send(Command::SnapshotWritten {
                     meta: Box::new(new_meta),

@@ -52,35 +52,63 @@ const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 /// Errors from the LMDB-backed log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// An LMDB call failed (a write transaction that fails aborts cleanly).
     #[error("lmdb: {0}")]
     Lmdb(#[from] heed::Error),
     /// An explicit flush failed. Never retried: after a failed fsync the kernel may have
     /// dropped the dirty pages, so a later "successful" fsync proves nothing about them.
     #[error("fsync of the raft log failed: {0}")]
     Sync(#[source] heed::Error),
+    /// The log directory could not be created or fsynced.
     #[error("cannot create raft log directory {path}: {source}")]
     Io {
+        /// The directory.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
+    /// A stored record does not decode.
     #[error("corrupt {what} in raft log (index {index}): {source}")]
     Decode {
+        /// Which record.
         what: &'static str,
+        /// Its log index (0 for state records).
         index: u64,
+        /// The decoding error.
         #[source]
         source: protobuf::ProtobufError,
     },
+    /// A record could not be encoded.
     #[error("cannot encode raft record: {0}")]
     Encode(#[from] protobuf::ProtobufError),
     #[error(
         "append at index {first} would overwrite the compacted log (compacted through {compacted})"
     )]
-    OverwriteCompacted { first: u64, compacted: u64 },
+    /// An append would rewrite compacted history.
+    OverwriteCompacted {
+        /// First index of the append.
+        first: u64,
+        /// The compaction point.
+        compacted: u64,
+    },
     #[error("append at index {first} leaves a gap after last index {last}")]
-    Gap { first: u64, last: u64 },
+    /// An append does not follow the log.
+    Gap {
+        /// First index of the append.
+        first: u64,
+        /// Last index in the log.
+        last: u64,
+    },
     #[error("cannot compact through {index}: log only reaches {last}")]
-    CompactBeyondLog { index: u64, last: u64 },
+    /// Compaction past the end of the log.
+    CompactBeyondLog {
+        /// Requested compaction point.
+        index: u64,
+        /// Last index in the log.
+        last: u64,
+    },
+    /// The stored log contradicts itself.
     #[error("raft log is inconsistent: {0}")]
     Inconsistent(String),
 }
@@ -326,6 +354,7 @@ impl LmdbStorage {
         })
     }
 
+    /// The shared counters.
     pub fn stats(&self) -> Arc<StorageStats> {
         self.stats.clone()
     }
@@ -402,6 +431,7 @@ impl LmdbStorage {
         self.conf_state = cs;
     }
 
+    /// Term, vote and commit index (the commit index may be ahead of disk).
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
@@ -411,10 +441,12 @@ impl LmdbStorage {
         &self.snapshot_meta
     }
 
+    /// First index still in the log.
     pub fn first_index_cached(&self) -> u64 {
         self.snapshot_meta.index + 1
     }
 
+    /// Last index in the log (the compaction point if it is empty).
     pub fn last_index_cached(&self) -> u64 {
         self.last_index
     }
@@ -449,7 +481,7 @@ impl LmdbStorage {
                 // SAFETY: no transaction is open on this environment: the failed one was
                 // dropped (aborted) above and all access happens on this thread.
                 unsafe { env.resize(new_size)? };
-                attempt(&mut f)?;
+                attempt(&mut f).map_err(|e| self.classify_write_error(e))?;
             }
             Err(e) => return Err(self.classify_write_error(e)),
             Ok(()) => {}

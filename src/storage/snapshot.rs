@@ -45,16 +45,27 @@ const CORRUPT_SUFFIX: &str = ".corrupt";
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot i/o on {path}: {source}")]
+    /// Reading or writing a file failed (ENOSPC here is retried later).
     Io {
+        /// The file or directory.
         path: PathBuf,
+        /// The OS error.
         #[source]
         source: io::Error,
     },
     #[error("snapshot {path} is corrupt: {reason}")]
-    Corrupt { path: PathBuf, reason: String },
+    /// A file failed its checks.
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What was wrong.
+        reason: String,
+    },
     #[error("conf state too large for a snapshot header ({0} bytes)")]
+    /// The membership does not fit the header.
     ConfStateTooLarge(usize),
     #[error("cannot encode conf state for snapshot: {0}")]
+    /// The membership could not be encoded.
     Encode(#[from] protobuf::ProtobufError),
 }
 
@@ -227,6 +238,7 @@ impl SnapshotDir {
         Ok(this)
     }
 
+    /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
     }
