@@ -126,8 +126,28 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_restart() {
     let mut reader = try_session(&addr, 4_000).expect("reader session");
     assert_eq!(create(&mut reader, "/watched", b"v0"), Outcome::Reply(0));
 
-    // Fill the disk: 32 KiB creates until one is not acknowledged.
+    // Fill the disk: 32 KiB creates until one is not acknowledged, from this writer and two
+    // concurrent ones (so the writes that hit the wall share Readies across sessions).
     let mut acked: Vec<String> = vec!["/watched".to_string()];
+    let background: Vec<_> = (0..2)
+        .map(|t| {
+            let addr = addr.clone();
+            std::thread::spawn(move || {
+                let mut mine = Vec::new();
+                let Some(mut c) = try_session(&addr, 10_000) else {
+                    return (mine, Outcome::Closed);
+                };
+                for i in 0..2_000 {
+                    let path = format!("/bg{t}-{i}");
+                    match create(&mut c, &path, &[0x33; 32 << 10]) {
+                        Outcome::Reply(0) => mine.push(path),
+                        other => return (mine, other),
+                    }
+                }
+                (mine, Outcome::Reply(0))
+            })
+        })
+        .collect();
     let mut writer = try_session(&addr, 10_000).expect("writer session");
     let fill_started = Instant::now();
     let mut first_failure = None;
@@ -142,8 +162,15 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_restart() {
         }
     }
     let first_failure = first_failure.expect("6 MiB never filled up");
+    for handle in background {
+        let (mine, how) = handle.join().expect("background writer");
+        // Each background writer also stops at the wall, and only by a closed connection.
+        assert_eq!(how, Outcome::Closed, "background writer stopped by {how:?}");
+        acked.extend(mine);
+    }
     eprintln!(
-        "disk full after {} acknowledged 32 KiB writes in {:?}; the writer saw {first_failure:?}",
+        "disk full after {} acknowledged 32 KiB writes (3 writers) in {:?}; the writer saw \
+         {first_failure:?}",
         acked.len() - 1,
         fill_started.elapsed()
     );

@@ -82,6 +82,9 @@ struct Unpersisted {
     txn: usize,
     /// `Ready::persisted_messages`: may only be sent once this Ready is durable.
     messages: Vec<Message>,
+    /// First and last index of the entries this Ready appended, if any: if a later write
+    /// stalls on a full disk, their clients are told (they would wait for the stall's end).
+    appended: Option<(u64, u64)>,
 }
 
 fn meta(index: u64, term: u64, conf_state: ConfState) -> SnapshotMetadata {
@@ -418,15 +421,41 @@ impl Node {
     /// (ConnectionLoss: the outcome is unknown, and the entries may still commit once space is
     /// freed). Otherwise each would wait, with everything it pipelined behind it, for as long as
     /// the disk stays full. Only a leader's new entries are its own proposals.
+    ///
+    /// The same goes for the entries of earlier Readies that are written but not yet durable:
+    /// they would become durable with the stalled commit, so their clients would hang too. They
+    /// are read back from LMDB (reads work on a full disk).
     fn drop_own_entries(&mut self, entries: &[Entry]) {
         if self.raw.raft.state != StateRole::Leader {
             return;
         }
-        for e in entries {
-            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
-                self.sm.proposal_dropped(&e.data);
+        let ranges: Vec<(u64, u64)> = self.unpersisted.iter().filter_map(|u| u.appended).collect();
+        let mut earlier = Vec::new();
+        for (first, last) in ranges {
+            match self.raw.store().entries(
+                first,
+                last + 1,
+                None,
+                raft::GetEntriesContext::empty(false),
+            ) {
+                Ok(es) => earlier.extend(es),
+                // Their clients then wait for the stall to end, as before: no worse.
+                Err(error) => {
+                    tracing::warn!(%error, first, last, "cannot read back unpersisted entries");
+                }
             }
         }
+        let mut dropped = 0usize;
+        for e in earlier.iter().chain(entries) {
+            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                self.sm.proposal_dropped(&e.data);
+                dropped += 1;
+            }
+        }
+        tracing::debug!(
+            dropped,
+            "closed the connections of writes caught by the stall"
+        );
     }
 
     /// Waits `wait` between two retries of a stalled write, still taking commands: proposals
@@ -713,12 +742,18 @@ impl Node {
         // Committed entries are handed out only up to what Raft counts as persisted, i.e. what
         // `report_durable` confirmed.
         let before = self.applied;
+        let appended = rd
+            .entries()
+            .first()
+            .zip(rd.entries().last())
+            .map(|(first, last)| (first.index, last.index));
         self.apply_entries(rd.take_committed_entries())?;
         self.raw.advance_append_async(rd);
         self.unpersisted.push_back(Unpersisted {
             number,
             txn,
             messages,
+            appended,
         });
         // This commit made earlier transactions durable: their Readies are persisted now. (And
         // an installed snapshot was flushed above: raft-rs needs it persisted before applied
