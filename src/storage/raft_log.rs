@@ -242,12 +242,22 @@ fn decode<M: protobuf::Message + Default>(
 impl LmdbStorage {
     /// Opens (creating if needed) the LMDB environment in `dir`.
     pub fn open(dir: &Path, snapshot_dir: Option<SnapshotDir>) -> Result<Self, LogError> {
+        Self::open_with_map_size(dir, snapshot_dir, INITIAL_MAP_SIZE)
+    }
+
+    /// [`LmdbStorage::open`] with a given initial map size (tests use a tiny one to exercise
+    /// growing it on `MDB_MAP_FULL`).
+    fn open_with_map_size(
+        dir: &Path,
+        snapshot_dir: Option<SnapshotDir>,
+        map_size: usize,
+    ) -> Result<Self, LogError> {
         super::create_dir_durable(dir).map_err(|source| LogError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-        opts.map_size(INITIAL_MAP_SIZE).max_dbs(4);
+        opts.map_size(map_size).max_dbs(4);
         // SAFETY: NO_META_SYNC keeps LMDB's atomicity and consistency; it only lets the newest
         // transaction be lost on a power failure. This type accounts for that (`durable_txn`):
         // nothing is reported persisted until a later commit or `sync` has flushed it.
@@ -452,7 +462,8 @@ impl LmdbStorage {
     }
 
     /// Runs `f` in one write transaction and commits it. If the map is full it is doubled
-    /// once and `f` re-run, since LMDB cannot resize with a txn open.
+    /// and `f` re-run (LMDB cannot resize with a txn open) until it fits or the map reaches
+    /// [`MAX_MAP_SIZE`].
     ///
     /// The commit fdatasyncs the data pages (which also flushes the previous transaction's
     /// meta page: same file) and then writes its own meta page unsynced. So a successful commit
@@ -474,18 +485,23 @@ impl LmdbStorage {
             txn.commit()?;
             Ok(())
         };
-        match attempt(&mut f) {
-            Err(e) if e.is_map_full() && env.info().map_size < MAX_MAP_SIZE => {
-                let new_size = env.info().map_size.saturating_mul(2).min(MAX_MAP_SIZE);
-                tracing::warn!(new_size, "LMDB map full; growing");
-                // SAFETY: no transaction is open on this environment: the failed one was
-                // dropped (aborted) above and all access happens on this thread.
-                unsafe { env.resize(new_size)? };
-                attempt(&mut f).map_err(|e| self.classify_write_error(e))?;
+        let mut result = attempt(&mut f);
+        // Bounded: the map doubles each round, and stops at MAX_MAP_SIZE (40 rounds from 1 B).
+        for _ in 0..40 {
+            match &result {
+                Err(e) if e.is_map_full() && env.info().map_size < MAX_MAP_SIZE => {}
+                _ => break,
             }
-            Err(e) => return Err(self.classify_write_error(e)),
-            Ok(()) => {}
+            // Without WRITEMAP a larger map costs address space, not disk: whether the disk
+            // has room shows in the retried commit (ENOSPC then stalls the raft thread).
+            let new_size = env.info().map_size.saturating_mul(2).min(MAX_MAP_SIZE);
+            tracing::warn!(new_size, "LMDB map full; growing");
+            // SAFETY: no transaction is open on this environment: the failed one was dropped
+            // (aborted) above and all access happens on this thread.
+            unsafe { env.resize(new_size)? };
+            result = attempt(&mut f);
         }
+        result.map_err(|e| self.classify_write_error(e))?;
         self.stats.write_txns.fetch_add(1, Ordering::Relaxed);
         // LMDB skips an unchanged transaction entirely (no sync, no new id): only a new id
         // proves the fdatasync that made the previous transaction durable happened.
@@ -895,6 +911,30 @@ mod tests {
 
     fn ctx() -> GetEntriesContext {
         GetEntriesContext::empty(false)
+    }
+
+    #[test]
+    fn a_full_map_grows_and_the_write_goes_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        let mut s = LmdbStorage::open_with_map_size(&dir, None, 1 << 20).unwrap();
+        let before = s.env.info().map_size;
+        // 4 MiB of entries in one transaction: does not fit a 1 MiB map.
+        let ents: Vec<Entry> = (1..=64)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                data: vec![7u8; 64 << 10].into(),
+                ..Default::default()
+            })
+            .collect();
+        s.write_ready(&ents, Some(&hs(1, 0)), None).unwrap();
+        assert!(s.env.info().map_size > before);
+        assert_eq!(s.last_index_cached(), 64);
+        assert_eq!(
+            s.entries(64, 65, None, ctx()).unwrap()[0].data.len(),
+            64 << 10
+        );
     }
 
     #[test]
