@@ -59,6 +59,8 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
 /// Default [`RaftOptions::max_uncommitted_bytes`]: 64 jute.maxbuffer-sized (1 MiB) writes in
 /// flight; beyond that a sole voter is not keeping up with its disk anyway.
 pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
+/// Default [`RaftOptions::max_queued_bytes`]: a few seconds of a fast disk's write bandwidth.
+pub const DEFAULT_MAX_QUEUED_BYTES: u64 = 256 << 20;
 
 /// Configuration of the local Raft node.
 #[derive(Debug, Clone)]
@@ -86,6 +88,10 @@ pub struct RaftOptions {
     /// [`StateMachine::proposal_dropped`] (the client sees ConnectionLoss). raft-rs requires
     /// it to be at least its message size bound (1 MiB).
     pub max_uncommitted_bytes: u64,
+    /// Proposal bytes queued for the raft thread but not yet taken by it. Beyond this,
+    /// [`RaftHandle::propose`] refuses with [`RaftError::Overloaded`] (the client's connection
+    /// closes) instead of letting a slow disk turn into unbounded memory.
+    pub max_queued_bytes: u64,
 }
 
 impl RaftOptions {
@@ -100,6 +106,7 @@ impl RaftOptions {
             max_batch: 1024,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
         }
     }
 }
@@ -212,6 +219,10 @@ pub enum RaftError {
     /// no new proposals until space is freed.
     #[error("storage is full; writes are refused until space is freed")]
     StorageFull,
+    /// More proposal bytes are queued for the raft thread than
+    /// [`RaftOptions::max_queued_bytes`]; the write is refused.
+    #[error("too many proposal bytes queued for the raft thread")]
+    Overloaded,
 }
 
 impl RaftError {
@@ -274,6 +285,10 @@ struct Shared {
     /// Set while a write failed for lack of space and is being retried; proposals are refused
     /// meanwhile so nothing queues behind the stalled write.
     storage_full: AtomicBool,
+    /// Proposal bytes sent to the raft thread and not yet taken off its queue.
+    queued_bytes: AtomicU64,
+    /// Bound on `queued_bytes` ([`RaftOptions::max_queued_bytes`]).
+    max_queued_bytes: u64,
     /// Why the raft thread stopped for good (storage fault or panic); set once.
     fatal: OnceLock<String>,
     /// Wakes [`RaftHandle::fatal_error`] waiters once `fatal` is set.
@@ -302,6 +317,11 @@ pub struct RaftStats {
 }
 
 impl Shared {
+    /// The raft thread took a proposal of `len` bytes off the queue.
+    fn dequeued(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len as u64, Ordering::AcqRel);
+    }
+
     /// Records why the raft thread stops for good; the first reason wins.
     fn set_fatal(&self, reason: String) {
         self.is_leader.store(false, Ordering::Release);
@@ -340,7 +360,10 @@ impl RaftHandle {
     ) -> Result<(RaftHandle, JoinHandle<()>), RaftError> {
         opts.validate()?;
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            max_queued_bytes: opts.max_queued_bytes,
+            ..Shared::default()
+        });
         let (init_tx, init_rx) = mpsc::sync_channel(1);
         let self_tx = tx.clone();
         let thread_shared = shared.clone();
@@ -396,7 +419,16 @@ impl RaftHandle {
         if self.storage_full() {
             return Err(RaftError::StorageFull);
         }
-        self.send(Command::Propose(data))
+        let len = data.len() as u64;
+        let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        // One proposal always fits an empty queue, however large (jute.maxbuffer bounds it).
+        if before > 0 && before.saturating_add(len) > self.shared.max_queued_bytes {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(RaftError::Overloaded);
+        }
+        self.send(Command::Propose(data)).inspect_err(|_| {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        })
     }
 
     /// True while a write failed for lack of space and is being retried (writes are refused).
@@ -518,8 +550,11 @@ impl RaftOptions {
         if self.max_batch == 0 {
             return bad("max_batch must be > 0");
         }
-        if self.max_batch_bytes == 0 || self.max_uncommitted_bytes == 0 {
-            return bad("max_batch_bytes and max_uncommitted_bytes must be > 0");
+        if self.max_batch_bytes == 0
+            || self.max_uncommitted_bytes == 0
+            || self.max_queued_bytes == 0
+        {
+            return bad("max_batch_bytes, max_uncommitted_bytes and max_queued_bytes must be > 0");
         }
         Ok(())
     }

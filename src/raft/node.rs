@@ -358,6 +358,7 @@ impl Node {
             .collect();
         for cmd in queued {
             if let Command::Propose(data) = cmd {
+                self.shared.dequeued(data.len());
                 self.sm.proposal_dropped(&data);
             }
         }
@@ -471,7 +472,10 @@ impl Node {
                 return Ok(());
             }
             match self.rx.recv_timeout(left) {
-                Ok(Command::Propose(data)) => self.sm.proposal_dropped(&data),
+                Ok(Command::Propose(data)) => {
+                    self.shared.dequeued(data.len());
+                    self.sm.proposal_dropped(&data);
+                }
                 Ok(Command::Shutdown) => return Err(RaftError::Stopped),
                 Ok(Command::Step(_) | Command::ReadIndex(_)) => {}
                 #[cfg(test)]
@@ -580,6 +584,7 @@ impl Node {
     fn handle(&mut self, cmd: Command, stopping: &mut bool, snapshot_requested: &mut bool) {
         match cmd {
             Command::Propose(data) => {
+                self.shared.dequeued(data.len());
                 // raft-rs consumes the data even on failure; the copy lets the state machine
                 // identify which waiting request to fail.
                 if let Err(e) = self.raw.propose(Vec::new(), data.clone()) {
@@ -969,6 +974,7 @@ impl Node {
             .collect();
         for cmd in queued {
             if let Command::Propose(data) = cmd {
+                self.shared.dequeued(data.len());
                 self.sm.proposal_dropped(&data);
             }
         }

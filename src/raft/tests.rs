@@ -911,3 +911,30 @@ fn the_lmdb_env_does_not_use_writemap_and_dirs_are_created_durably() {
     assert!(!store.uses_write_map().unwrap());
     assert!(dir.join("data.mdb").is_file());
 }
+
+#[test]
+fn the_proposal_queue_is_bounded_in_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, j, obs, gate) = start_gated(RaftOptions {
+        max_queued_bytes: 10_000,
+        ..opts(tmp.path(), 1_000_000)
+    });
+    h.propose(b"gate".to_vec()).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    // The raft thread is parked: the queue fills to 10 proposals of 1000 bytes, then refuses.
+    let mut accepted = 0;
+    for i in 0..20u8 {
+        match h.propose(vec![i; 1000]) {
+            Ok(()) => accepted += 1,
+            Err(RaftError::Overloaded) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(accepted, 10);
+    gate.open();
+    wait_until("applied", || applied_count(&obs) == 11);
+    // Drained: proposals are taken again.
+    wait_until("queue drained", || h.propose(b"again".to_vec()).is_ok());
+    wait_until("applied", || applied_count(&obs) == 12);
+    stop(h, j);
+}

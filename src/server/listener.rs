@@ -131,6 +131,7 @@ impl Server {
             max_batch: 4096,
             max_batch_bytes: crate::raft::DEFAULT_MAX_BATCH_BYTES,
             max_uncommitted_bytes: crate::raft::DEFAULT_MAX_UNCOMMITTED_BYTES,
+            max_queued_bytes: crate::raft::DEFAULT_MAX_QUEUED_BYTES,
         };
         let applier = Applier::new(Arc::clone(&shared));
         let (raft, raft_thread) =
