@@ -296,3 +296,58 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_restart() {
     assert_all_present(&again.addr(), &acked);
     assert_eq!(again.stop().and_then(|s| s.code()), Some(0));
 }
+
+#[test]
+fn shutdown_while_the_disk_is_full_is_clean_and_loses_nothing() {
+    let fs = match Tmpfs::mount("4m") {
+        Ok(fs) => fs,
+        Err(reason) => {
+            eprintln!("SKIP disk_full: {reason} (needs root and tmpfs)");
+            return;
+        }
+    };
+    let logdir = tempfile::tempdir().expect("tempdir");
+    let log = logdir.path().join("server.log");
+    let data = fs.path().join("data");
+    let mut server = Launch::new(&data, &log).spawn();
+    server
+        .wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", server.log()));
+    let mut acked = Vec::new();
+    let mut writer = try_session(&server.addr(), 10_000).expect("writer session");
+    let mut hit_the_wall = false;
+    for i in 0..2_000 {
+        let path = format!("/s-{i}");
+        match create(&mut writer, &path, &[0x11; 32 << 10]) {
+            Outcome::Reply(0) => acked.push(path),
+            _ => {
+                hit_the_wall = true;
+                break;
+            }
+        }
+    }
+    assert!(hit_the_wall, "4 MiB never filled up");
+    assert_eq!(
+        mntr_value(&server, "rookery_storage_full").as_deref(),
+        Some("1")
+    );
+    // SIGTERM while the raft thread is retrying: an orderly exit, not a hang or a crash.
+    let stopped = Instant::now();
+    let status = server.stop().expect("exit status");
+    assert_eq!(status.code(), Some(0), "log:\n{}", server.log());
+    assert!(
+        stopped.elapsed() < Duration::from_secs(10),
+        "shutdown took {:?}",
+        stopped.elapsed()
+    );
+    drop(server);
+    fs.resize("64m");
+    let mut again = Launch::new(&data, &log).spawn();
+    again
+        .wait_ready(Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}; log:\n{}", again.log()));
+    assert_all_present(&again.addr(), &acked);
+    let mut c = try_session(&again.addr(), 10_000).expect("session after restart");
+    assert_eq!(create(&mut c, "/post", b"ok"), Outcome::Reply(0));
+    assert_eq!(again.stop().and_then(|s| s.code()), Some(0));
+}

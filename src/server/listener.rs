@@ -148,6 +148,10 @@ impl Server {
             }
             if Instant::now() > deadline {
                 raft.shutdown();
+                // Started on a full disk: the first write is still being retried.
+                if raft.storage_full() {
+                    return Err(ServerError::Raft(RaftError::StorageFull));
+                }
                 return Err(ServerError::NoLeader(wait));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
