@@ -253,9 +253,22 @@ fn lmdb_enospc_is_retried_and_writes_resume() {
 
 #[test]
 fn snapshot_write_errors_are_survived() {
-    let run = run_dir("snapshot-enospc");
+    snapshot_fault_is_survived("snapshot-enospc", "snapshot-file-write=return(enospc)");
+}
+
+#[test]
+fn a_panic_in_the_snapshot_writer_is_survived() {
+    // The writer thread's panic becomes a failed (retried) snapshot, not a wedged
+    // "snapshot in flight" state or a dead process.
+    snapshot_fault_is_survived("snapshot-panic", "snapshot-file-write=panic");
+}
+
+/// Every snapshot write fails: the server keeps taking writes, counts the failures in `mntr`,
+/// and a restart (replaying the uncompacted log) has every acknowledged write.
+fn snapshot_fault_is_survived(name: &str, failpoints: &str) {
+    let run = run_dir(name);
     let mut server = Launch::new(&run.data, &run.log)
-        .env("FAILPOINTS", "snapshot-file-write=return(enospc)")
+        .env("FAILPOINTS", failpoints)
         .arg("--snap-count")
         .arg("20")
         .spawn();
