@@ -14,6 +14,9 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // With the `failpoints` feature, FAILPOINTS=name=action;... configures them for tests.
+    #[cfg(feature = "failpoints")]
+    let _failpoints = fail::FailScenario::setup();
     let flags = Flags::parse();
     let config = match Config::load(&flags) {
         Ok(config) => config,
@@ -40,8 +43,15 @@ fn main() -> std::process::ExitCode {
                 return std::process::ExitCode::FAILURE;
             }
         };
-        server.run(shutdown_signal()).await;
-        std::process::ExitCode::SUCCESS
+        match server.run(shutdown_signal()).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(error) => {
+                // Fail-stop: a supervisor restarts the process on a storage it can trust.
+                tracing::error!(%error, "rookery is exiting after a fatal error");
+                eprintln!("rookery: fatal: {error}");
+                std::process::ExitCode::from(3)
+            }
+        }
     })
 }
 

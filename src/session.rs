@@ -44,12 +44,12 @@ impl SessionTable {
         id
     }
 
-    /// Forgets a session; false if it was not there.
+    /// Removes a session at apply time; false if it did not exist.
     pub fn remove(&mut self, session_id: i64) -> bool {
         self.sessions.remove(&session_id).is_some()
     }
 
-    /// A live session's details.
+    /// The session, if it is live.
     pub fn get(&self, session_id: i64) -> Option<&SessionInfo> {
         self.sessions.get(&session_id)
     }
@@ -69,12 +69,12 @@ impl SessionTable {
         self.sessions.is_empty()
     }
 
-    /// Every live session.
+    /// Live sessions in id order.
     pub fn iter(&self) -> impl Iterator<Item = (&i64, &SessionInfo)> {
         self.sessions.iter()
     }
 
-    /// Appends the table to a snapshot.
+    /// Appends the table to a snapshot (deterministic: ordered by id).
     pub fn serialize(&self, out: &mut BytesMut) {
         out.put_i64(self.next_session_id);
         out.put_u32(self.sessions.len() as u32);
@@ -85,7 +85,7 @@ impl SessionTable {
         }
     }
 
-    /// Reads a table written by `serialize`.
+    /// Reads a table written by [`SessionTable::serialize`]; lengths are checked first.
     pub fn deserialize(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let next_session_id = input.read_i64()?;
         let count = input.read_i32()?;
@@ -106,6 +106,14 @@ impl SessionTable {
     }
 }
 
+/// How long after proposing a session's CloseSession the tracker offers it for expiry again if
+/// it still exists. The proposal may have been lost (the raft thread refused it, e.g. while the
+/// disk was full) or dropped by Raft, and nothing else would retry it: the dead session's
+/// ephemerals would stay until the next election, which never comes for a standalone server.
+/// Applying CloseSession twice is harmless (the second finds no session), so a retry that races
+/// a slow apply costs one no-op entry.
+pub const CLOSE_RETRY: Duration = Duration::from_secs(2);
+
 /// One session's liveness, as the expiry tracker sees it.
 #[derive(Debug, Clone, Copy)]
 struct Liveness {
@@ -113,8 +121,9 @@ struct Liveness {
     deadline: Instant,
     /// How far each touch pushes the deadline.
     timeout: Duration,
-    /// A CloseSession was proposed; don't propose another.
-    closing: bool,
+    /// When a CloseSession was proposed; none is proposed again before [`CLOSE_RETRY`] has
+    /// passed (an applied one removes the session from the tracker).
+    closing_since: Option<Instant>,
 }
 
 /// Decides when sessions expire. Every server tracks; only the leader acts on it.
@@ -133,7 +142,7 @@ impl SessionTracker {
             Liveness {
                 deadline: Instant::now() + timeout,
                 timeout,
-                closing: false,
+                closing_since: None,
             },
         );
     }
@@ -157,17 +166,21 @@ impl SessionTracker {
         }
     }
 
-    /// Stops tracking a session (it was closed or expired).
+    /// The session was closed (applied): stop tracking it.
     pub fn remove(&self, session_id: i64) {
         self.sessions.lock().remove(&session_id);
     }
 
-    /// Sessions past their deadline that are not already closing; marks them closing.
+    /// Sessions past their deadline that are not closing, or whose CloseSession was proposed
+    /// at least [`CLOSE_RETRY`] ago and evidently never applied; marks them closing as of `now`.
     pub fn take_expired(&self, now: Instant) -> Vec<i64> {
         let mut expired = Vec::new();
         for (id, live) in self.sessions.lock().iter_mut() {
-            if !live.closing && live.deadline <= now {
-                live.closing = true;
+            let retry_due = live
+                .closing_since
+                .is_none_or(|since| now.saturating_duration_since(since) >= CLOSE_RETRY);
+            if retry_due && live.deadline <= now {
+                live.closing_since = Some(now);
                 expired.push(*id);
             }
         }
@@ -178,7 +191,7 @@ impl SessionTracker {
     /// Leadership changed or a proposal was lost: let closing sessions be proposed again.
     pub fn reset_closing(&self) {
         for live in self.sessions.lock().values_mut() {
-            live.closing = false;
+            live.closing_since = None;
         }
     }
 
@@ -187,7 +200,7 @@ impl SessionTracker {
         self.sessions.lock().len()
     }
 
-    /// Whether nothing is tracked.
+    /// Whether no session is tracked.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -240,5 +253,34 @@ mod tests {
         assert!(tracker.take_expired(now).is_empty());
         assert!(tracker.touch(2));
         assert!(!tracker.touch(3));
+    }
+
+    #[test]
+    fn lost_close_proposal_is_retried() {
+        let tracker = SessionTracker::default();
+        tracker.add(1, Duration::from_millis(0));
+        let t0 = Instant::now() + Duration::from_millis(1);
+        assert_eq!(tracker.take_expired(t0), vec![1]);
+        // The CloseSession was lost: not offered again before the retry deadline...
+        assert!(tracker
+            .take_expired(t0 + CLOSE_RETRY - Duration::from_millis(1))
+            .is_empty());
+        // ...and offered again after it, since the session still exists.
+        assert_eq!(tracker.take_expired(t0 + CLOSE_RETRY), vec![1]);
+        assert!(tracker.take_expired(t0 + CLOSE_RETRY).is_empty());
+        // Once applied, the session is gone and never offered again.
+        tracker.remove(1);
+        assert!(tracker.take_expired(t0 + CLOSE_RETRY * 3).is_empty());
+    }
+
+    #[test]
+    fn reset_closing_rearms_at_once() {
+        // A leadership change re-offers closing sessions without waiting for the deadline.
+        let tracker = SessionTracker::default();
+        tracker.add(7, Duration::from_millis(0));
+        let t0 = Instant::now() + Duration::from_millis(1);
+        assert_eq!(tracker.take_expired(t0), vec![7]);
+        tracker.reset_closing();
+        assert_eq!(tracker.take_expired(t0), vec![7]);
     }
 }

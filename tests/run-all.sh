@@ -18,7 +18,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 step "system packages"
 missing=()
-for p in zookeeper zookeeper-bin netcat-openbsd; do
+# strace: tests/dir_fsync.rs checks directory fsyncs on the real binary.
+for p in zookeeper zookeeper-bin netcat-openbsd strace; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
@@ -57,6 +58,15 @@ cargo test --workspace 2>&1 | tee "$LOGDIR/cargo-test.log"
 cargo_rc=${PIPESTATUS[0]}
 set -e
 [ "$cargo_rc" -eq 0 ] || failed+=("cargo test (exit $cargo_rc)")
+
+step "storage failpoint tests (cargo test --features failpoints --test failpoints)"
+set +e
+cargo test --features failpoints --test failpoints 2>&1 | tee "$LOGDIR/failpoints.log"
+fp_rc=${PIPESTATUS[0]}
+set -e
+[ "$fp_rc" -eq 0 ] || failed+=("failpoint tests (exit $fp_rc)")
+# The feature build replaced target/debug/rookery; rebuild the normal one for what follows.
+cargo build -p rookery --bins >/dev/null 2>&1 || failed+=("rebuild of the normal rookery binary")
 
 step "client library and rookery-cli tests against rookery (cargo test above ran them against ZooKeeper)"
 set +e
@@ -100,6 +110,8 @@ esac
 step "summary"
 echo "cargo test:"
 grep -E '^test result:|^error(\[|:)' "$LOGDIR/cargo-test.log" | sed 's/^/  /' || echo "  (no test result lines)"
+echo "failpoint tests:"
+grep -E '^test result:' "$LOGDIR/failpoints.log" | sed 's/^/  /' || echo "  (no test result lines)"
 echo "rookery-client against rookery:"
 grep -E '^test result:' "$LOGDIR/client-rookery.log" | sed 's/^/  /' || echo "  (no test result lines)"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }

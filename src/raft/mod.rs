@@ -16,6 +16,17 @@
 //! the previous batch committable; when nothing else is queued it syncs at once. Persisted
 //! messages (votes, append acks) wait for durability too.
 //!
+//! Storage faults: a write transaction that fails for lack of space (ENOSPC, EDQUOT, or
+//! `MDB_MAP_FULL` after the map could not grow) aborts cleanly in LMDB, and raft-rs's in-memory
+//! state after `ready()` assumes the Ready will be persisted. So the raft thread keeps
+//! retrying that *same* Ready with backoff, publishes [`RaftHandle::storage_full`] meanwhile
+//! (proposals are refused with [`RaftError::StorageFull`]; reads are served from the tree
+//! without this thread) and resumes by itself once space is freed. Any other storage error,
+//! any fsync error (after a failed fsync the kernel may have dropped the dirty pages, so a retry
+//! could report unwritten data durable) and any panic on this thread (which also applies
+//! entries) is fatal: the thread publishes [`RaftHandle::fatal_error`] and stops, and the server
+//! exits non-zero (fail-stop, like etcd and ZooKeeper).
+//!
 //! Snapshot/compaction policy: a snapshot is taken every `snapshot_every` applied entries; the
 //! log is then compacted only up to the *previous* snapshot, and the two newest snapshot files
 //! are kept. So if the newest file turns out corrupt at restart, the older one plus the log
@@ -33,6 +44,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -40,6 +52,15 @@ pub use raft::eraftpb::Message;
 pub use raft::SnapshotStatus;
 
 use crate::storage::{LogError, SnapshotError, StorageStats};
+
+/// Default [`RaftOptions::max_batch_bytes`]: big enough that small writes are still batched by
+/// count (4,096 × 1 KiB), small enough that one commit stays a few milliseconds of I/O.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 8 << 20;
+/// Default [`RaftOptions::max_uncommitted_bytes`]: 64 jute.maxbuffer-sized (1 MiB) writes in
+/// flight; beyond that a sole voter is not keeping up with its disk anyway.
+pub const DEFAULT_MAX_UNCOMMITTED_BYTES: u64 = 64 << 20;
+/// Default [`RaftOptions::max_queued_bytes`]: a few seconds of a fast disk's write bandwidth.
+pub const DEFAULT_MAX_QUEUED_BYTES: u64 = 256 << 20;
 
 /// Configuration of the local Raft node.
 #[derive(Debug, Clone)]
@@ -59,6 +80,18 @@ pub struct RaftOptions {
     /// Upper bound on commands drained from the queue per loop turn, i.e. on proposals folded
     /// into one Ready / one LMDB write transaction; keeps latency bounded under heavy load.
     pub max_batch: usize,
+    /// Upper bound on proposal bytes drained per loop turn (a turn stops draining once it is
+    /// reached), so 4,096 proposals of 1 MiB never become one 4 GiB LMDB transaction.
+    pub max_batch_bytes: usize,
+    /// raft-rs `max_uncommitted_size`: proposal bytes appended but not yet committed. A
+    /// proposal beyond it is refused and comes back through
+    /// [`StateMachine::proposal_dropped`] (the client sees ConnectionLoss). raft-rs requires
+    /// it to be at least its message size bound (1 MiB).
+    pub max_uncommitted_bytes: u64,
+    /// Proposal bytes queued for the raft thread but not yet taken by it. Beyond this,
+    /// [`RaftHandle::propose`] refuses with [`RaftError::Overloaded`] (the client's connection
+    /// closes) instead of letting a slow disk turn into unbounded memory.
+    pub max_queued_bytes: u64,
 }
 
 impl RaftOptions {
@@ -71,6 +104,9 @@ impl RaftOptions {
             tick_interval: Duration::from_millis(100),
             snapshot_every: 100_000,
             max_batch: 1024,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
+            max_queued_bytes: DEFAULT_MAX_QUEUED_BYTES,
         }
     }
 }
@@ -98,7 +134,7 @@ pub trait StateMachine: Send + 'static {
 
 /// Outbound Raft messages to peers. Called on the raft thread; must not block for long.
 pub trait Transport: Send + 'static {
-    /// Hands messages to the peers they are addressed to (best effort: Raft retries).
+    /// Delivers `msgs` (best effort: Raft retransmits what is lost).
     fn send(&self, msgs: Vec<Message>);
 }
 
@@ -113,10 +149,10 @@ impl Transport for NoopTransport {
     }
 }
 
-/// Why the raft node could not start or stopped.
+/// Why the raft thread could not start, or a request to it failed.
 #[derive(thiserror::Error, Debug)]
 pub enum RaftError {
-    /// The options fail validation.
+    /// A [`RaftOptions`] value is out of range.
     #[error("invalid raft options: {0}")]
     InvalidOptions(String),
     /// The LMDB log failed.
@@ -125,15 +161,15 @@ pub enum RaftError {
     /// The snapshot directory failed.
     #[error("snapshot store: {0}")]
     Snapshot(#[from] SnapshotError),
-    /// raft-rs itself refused something.
+    /// raft-rs refused a configuration or an operation.
     #[error("raft: {0}")]
     Raft(#[from] raft::Error),
-    /// A snapshot was read but the state machine could not load it.
+    /// [`StateMachine::restore`] refused a snapshot.
     #[error("state machine rejected the snapshot at index {index}: {reason}")]
     Restore {
-        /// The snapshot's index.
+        /// Index of the snapshot.
         index: u64,
-        /// What the state machine objected to.
+        /// The state machine's reason.
         reason: String,
     },
     #[error(
@@ -142,19 +178,19 @@ pub enum RaftError {
          Restore a snapshot file for index >= {compacted_to} into the snapshots directory, or \
          rebuild this node from a peer"
     )]
-    /// The log starts after a compaction point that no snapshot covers.
+    /// The log is compacted past every readable snapshot.
     MissingHistory {
         /// The log's compaction point.
         compacted_to: u64,
-        /// The newest snapshot that could be read, if any.
+        /// Index of the newest snapshot that passed its checksums, if any.
         newest_valid: Option<u64>,
     },
     /// A committed conf change entry does not decode.
     #[error("corrupt conf change entry at index {index}: {source}")]
     BadConfChange {
-        /// The entry's index.
+        /// Index of the entry.
         index: u64,
-        /// The decoder's complaint.
+        /// The decoding error.
         #[source]
         source: protobuf::ProtobufError,
     },
@@ -162,22 +198,44 @@ pub enum RaftError {
         "entry {index} would be applied but the raft log is durable only through {durable}: \
          persistence was reported early"
     )]
-    /// An entry was about to be applied before it was durable.
+    /// An entry was about to be applied before it was durable (a bug; fatal).
     NotDurable {
-        /// The entry about to be applied.
+        /// Index of the entry.
         index: u64,
-        /// The last durable index.
+        /// Highest durable index.
         durable: u64,
     },
     /// The OS refused to start the raft thread.
     #[error("cannot spawn raft thread: {0}")]
     Spawn(#[source] std::io::Error),
-    /// The raft thread panicked while starting.
+    /// The raft thread panicked before it finished starting.
     #[error("raft thread died during startup")]
     StartupPanicked,
-    /// The raft thread is gone.
+    /// The raft thread has stopped (shutdown, or a fatal error: see
+    /// [`RaftHandle::fatal_reason`]).
     #[error("raft thread has stopped")]
     Stopped,
+    /// The disk (or LMDB map) is full: the raft thread is retrying the pending write and takes
+    /// no new proposals until space is freed.
+    #[error("storage is full; writes are refused until space is freed")]
+    StorageFull,
+    /// More proposal bytes are queued for the raft thread than
+    /// [`RaftOptions::max_queued_bytes`]; the write is refused.
+    #[error("too many proposal bytes queued for the raft thread")]
+    Overloaded,
+}
+
+impl RaftError {
+    /// Whether this is a lack of space that goes away by itself once space is freed (retried),
+    /// as opposed to a fault that makes the node stop.
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            RaftError::StorageFull => true,
+            RaftError::Log(e) => e.is_storage_full(),
+            RaftError::Snapshot(e) => e.is_storage_full(),
+            _ => false,
+        }
+    }
 }
 
 /// Requests from handles to the raft thread.
@@ -220,8 +278,21 @@ struct Shared {
     caught_up: AtomicBool,
     /// Number of snapshots written by this process.
     snapshots_taken: AtomicU64,
+    /// Snapshot writes that failed (retried later); lets tests and `mntr` see an ENOSPC there.
+    snapshot_failures: AtomicU64,
     /// LMDB counters (write transactions, entries) for group-commit metrics.
     storage: Arc<StorageStats>,
+    /// Set while a write failed for lack of space and is being retried; proposals are refused
+    /// meanwhile so nothing queues behind the stalled write.
+    storage_full: AtomicBool,
+    /// Proposal bytes sent to the raft thread and not yet taken off its queue.
+    queued_bytes: AtomicU64,
+    /// Bound on `queued_bytes` ([`RaftOptions::max_queued_bytes`]).
+    max_queued_bytes: u64,
+    /// Why the raft thread stopped for good (storage fault or panic); set once.
+    fatal: OnceLock<String>,
+    /// Wakes [`RaftHandle::fatal_error`] waiters once `fatal` is set.
+    fatal_tx: tokio::sync::watch::Sender<bool>,
     /// Set by `Command::Crash` when the newest LMDB transaction was not durable yet, i.e. a
     /// power failure at that moment could roll it back (tests then simulate exactly that).
     #[cfg(test)]
@@ -241,6 +312,24 @@ pub struct RaftStats {
     pub entries_appended: u64,
     /// Snapshots written since start.
     pub snapshots_taken: u64,
+    /// Snapshot writes that failed since start (each is retried later).
+    pub snapshot_failures: u64,
+}
+
+impl Shared {
+    /// The raft thread took a proposal of `len` bytes off the queue.
+    fn dequeued(&self, len: usize) {
+        self.queued_bytes.fetch_sub(len as u64, Ordering::AcqRel);
+    }
+
+    /// Records why the raft thread stops for good; the first reason wins.
+    fn set_fatal(&self, reason: String) {
+        self.is_leader.store(false, Ordering::Release);
+        self.caught_up.store(false, Ordering::Release);
+        if self.fatal.set(reason).is_ok() {
+            self.fatal_tx.send_replace(true);
+        }
+    }
 }
 
 /// Cloneable, thread-safe handle to the raft thread.
@@ -271,23 +360,37 @@ impl RaftHandle {
     ) -> Result<(RaftHandle, JoinHandle<()>), RaftError> {
         opts.validate()?;
         let (tx, rx) = mpsc::channel();
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            max_queued_bytes: opts.max_queued_bytes,
+            ..Shared::default()
+        });
         let (init_tx, init_rx) = mpsc::sync_channel(1);
         let self_tx = tx.clone();
         let thread_shared = shared.clone();
         let join = std::thread::Builder::new()
             .name(format!("raft-{}", opts.node_id))
-            .spawn(
-                move || match node::Node::init(opts, sm, transport, thread_shared, self_tx) {
+            .spawn(move || {
+                let guard_shared = thread_shared.clone();
+                match node::Node::init(opts, sm, transport, thread_shared, self_tx, rx) {
                     Ok(node) => {
                         let _ = init_tx.send(Ok(()));
-                        node.run(rx);
+                        // The state machine applies entries on this thread: a panic there or in
+                        // raft-rs must stop the process (fail-stop), not leave a server that
+                        // answers reads from frozen state while every write hangs.
+                        let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            node.run();
+                        }));
+                        if let Err(payload) = run {
+                            let message = panic_message(payload.as_ref());
+                            tracing::error!(panic = %message, "raft thread panicked");
+                            guard_shared.set_fatal(format!("raft thread panicked: {message}"));
+                        }
                     }
                     Err(e) => {
                         let _ = init_tx.send(Err(e));
                     }
-                },
-            )
+                }
+            })
             .map_err(RaftError::Spawn)?;
         match init_rx.recv() {
             Ok(Ok(())) => Ok((RaftHandle { tx, shared }, join)),
@@ -303,16 +406,53 @@ impl RaftHandle {
     }
 
     fn send(&self, cmd: Command) -> Result<(), RaftError> {
+        if self.shared.fatal.get().is_some() {
+            return Err(RaftError::Stopped);
+        }
         self.tx.send(cmd).map_err(|_| RaftError::Stopped)
     }
 
-    /// Non-blocking enqueue of a proposal (callable from tokio tasks). Err only if the raft
-    /// thread is gone. A proposal Raft refuses comes back via `StateMachine::proposal_dropped`.
+    /// Non-blocking enqueue of a proposal (callable from tokio tasks). Err if the raft thread
+    /// is gone, or [`RaftError::StorageFull`] while a write is stalled for lack of space. A
+    /// proposal Raft refuses comes back via `StateMachine::proposal_dropped`.
     pub fn propose(&self, data: Vec<u8>) -> Result<(), RaftError> {
-        self.send(Command::Propose(data))
+        if self.storage_full() {
+            return Err(RaftError::StorageFull);
+        }
+        let len = data.len() as u64;
+        let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        // One proposal always fits an empty queue, however large (jute.maxbuffer bounds it).
+        if before > 0 && before.saturating_add(len) > self.shared.max_queued_bytes {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(RaftError::Overloaded);
+        }
+        self.send(Command::Propose(data)).inspect_err(|_| {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        })
     }
 
-    /// Whether this node currently leads.
+    /// True while a write failed for lack of space and is being retried (writes are refused).
+    pub fn storage_full(&self) -> bool {
+        self.shared.storage_full.load(Ordering::Acquire)
+    }
+
+    /// Why the raft thread stopped for good (a storage fault or a panic), if it did.
+    pub fn fatal_reason(&self) -> Option<String> {
+        self.shared.fatal.get().cloned()
+    }
+
+    /// Resolves once the raft thread has stopped for good, with the reason. The server selects
+    /// on it to close connections and exit non-zero.
+    pub async fn fatal_error(&self) -> String {
+        let mut rx = self.shared.fatal_tx.subscribe();
+        // The sender lives in `Shared`, which this handle keeps alive: `wait_for` can only
+        // return an error if it were dropped, which cannot happen while `self` exists.
+        let _ = rx.wait_for(|set| *set).await;
+        self.fatal_reason()
+            .unwrap_or_else(|| "raft thread stopped".to_string())
+    }
+
+    /// Whether this node currently leads (only a leader accepts writes).
     pub fn is_leader(&self) -> bool {
         self.shared.is_leader.load(Ordering::Acquire)
     }
@@ -333,7 +473,7 @@ impl RaftHandle {
             && self.shared.caught_up.load(Ordering::Acquire)
     }
 
-    /// Highest log index applied to the state machine.
+    /// Highest log index handed to the state machine.
     pub fn applied_index(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)
     }
@@ -343,13 +483,14 @@ impl RaftHandle {
         self.shared.snapshot_index.load(Ordering::Acquire)
     }
 
-    /// Storage and snapshot counters, for metrics.
+    /// Counters for metrics (`mntr`) and tests.
     pub fn stats(&self) -> RaftStats {
         RaftStats {
             write_txns: self.shared.storage.write_txns.load(Ordering::Relaxed),
             entries_appended: self.shared.storage.entries_appended.load(Ordering::Relaxed),
             syncs: self.shared.storage.syncs.load(Ordering::Relaxed),
             snapshots_taken: self.shared.snapshots_taken.load(Ordering::Relaxed),
+            snapshot_failures: self.shared.snapshot_failures.load(Ordering::Relaxed),
         }
     }
 
@@ -409,6 +550,23 @@ impl RaftOptions {
         if self.max_batch == 0 {
             return bad("max_batch must be > 0");
         }
+        if self.max_batch_bytes == 0
+            || self.max_uncommitted_bytes == 0
+            || self.max_queued_bytes == 0
+        {
+            return bad("max_batch_bytes, max_uncommitted_bytes and max_queued_bytes must be > 0");
+        }
         Ok(())
+    }
+}
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
     }
 }

@@ -33,6 +33,13 @@ pub(super) struct Node {
     snapshot_every: u64,
     /// Max commands drained per loop turn (bounds one Ready's size).
     max_batch: usize,
+    /// Max proposal bytes drained per loop turn (bounds one LMDB transaction's size).
+    max_batch_bytes: usize,
+    /// The command queue from every [`super::RaftHandle`].
+    rx: Receiver<Command>,
+    /// Commands that arrived while a write was stalled for lack of space and must not be
+    /// lost (snapshot bookkeeping, transport feedback); handled once writes resume.
+    deferred: VecDeque<Command>,
     /// Highest index given to the state machine (or restored from a snapshot).
     applied: u64,
     /// Metadata of the newest durable snapshot; the log is compacted to it when the *next*
@@ -61,6 +68,11 @@ pub(super) struct Node {
     crashed: bool,
 }
 
+/// First wait before retrying a write that failed for lack of space.
+const FULL_RETRY_MIN: Duration = Duration::from_millis(20);
+/// Longest wait between retries: once space is freed, writes resume within about this long.
+const FULL_RETRY_MAX: Duration = Duration::from_millis(500);
+
 /// A Ready whose LMDB writes may not be durable yet.
 struct Unpersisted {
     /// `Ready::number`, for `RawNode::on_persist_ready`.
@@ -70,6 +82,9 @@ struct Unpersisted {
     txn: usize,
     /// `Ready::persisted_messages`: may only be sent once this Ready is durable.
     messages: Vec<Message>,
+    /// First and last index of the entries this Ready appended, if any: if a later write
+    /// stalls on a full disk, their clients are told (they would wait for the stall's end).
+    appended: Option<(u64, u64)>,
 }
 
 fn meta(index: u64, term: u64, conf_state: ConfState) -> SnapshotMetadata {
@@ -89,6 +104,7 @@ impl Node {
         transport: Box<dyn Transport>,
         shared: Arc<Shared>,
         commands: std::sync::mpsc::Sender<Command>,
+        rx: Receiver<Command>,
     ) -> Result<Node, RaftError> {
         let snaps = SnapshotDir::open(opts.data_dir.join("snapshots"))?;
         let mut storage = LmdbStorage::open(&opts.data_dir.join("raft"), Some(snaps.clone()))?;
@@ -187,6 +203,9 @@ impl Node {
             applied,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
+            // Bounds what a leader holds appended but uncommitted; a proposal beyond it is
+            // refused (ProposalDropped) and its client gets ConnectionLoss.
+            max_uncommitted_size: opts.max_uncommitted_bytes,
             pre_vote: true,
             check_quorum: true,
             ..Default::default()
@@ -212,6 +231,9 @@ impl Node {
             tick_interval: opts.tick_interval,
             snapshot_every: opts.snapshot_every,
             max_batch: opts.max_batch,
+            max_batch_bytes: opts.max_batch_bytes,
+            rx,
+            deferred: VecDeque::new(),
             applied,
             newest_snapshot,
             snapshot_failed_at: None,
@@ -225,7 +247,7 @@ impl Node {
         })
     }
 
-    pub(super) fn run(mut self, rx: Receiver<Command>) {
+    pub(super) fn run(mut self) {
         let mut next_tick = Instant::now() + self.tick_interval;
         let mut stopping = false;
         loop {
@@ -238,24 +260,35 @@ impl Node {
             let txn_at_start = self.raw.store().written_txn();
             // Work already pending (e.g. the Ready of the campaign at startup) must not wait
             // for the next tick.
-            let timeout =
-                if self.peeked.is_some() || !self.unpersisted.is_empty() || self.raw.has_ready() {
-                    Duration::ZERO
-                } else {
-                    next_tick.saturating_duration_since(Instant::now())
-                };
-            let first = match self.peeked.take() {
+            let timeout = if self.peeked.is_some()
+                || !self.deferred.is_empty()
+                || !self.unpersisted.is_empty()
+                || self.raw.has_ready()
+            {
+                Duration::ZERO
+            } else {
+                next_tick.saturating_duration_since(Instant::now())
+            };
+            let first = match self.peeked.take().or_else(|| self.deferred.pop_front()) {
                 Some(cmd) => Ok(cmd),
-                None => rx.recv_timeout(timeout),
+                None => self.rx.recv_timeout(timeout),
             };
             match first {
                 Ok(cmd) => {
+                    let mut bytes = proposal_bytes(&cmd);
                     self.handle(cmd, &mut stopping, &mut snapshot_requested);
                     // Drain what queued up meanwhile (e.g. during the last fsync) so it is all
-                    // persisted by the next Ready's single write transaction.
+                    // persisted by the next Ready's single write transaction; bounded in count
+                    // and in bytes, so one transaction stays a bounded amount of I/O.
                     for _ in 1..self.max_batch {
-                        match rx.try_recv() {
-                            Ok(cmd) => self.handle(cmd, &mut stopping, &mut snapshot_requested),
+                        if bytes >= self.max_batch_bytes {
+                            break;
+                        }
+                        match self.rx.try_recv() {
+                            Ok(cmd) => {
+                                bytes = bytes.saturating_add(proposal_bytes(&cmd));
+                                self.handle(cmd, &mut stopping, &mut snapshot_requested);
+                            }
                             Err(TryRecvError::Empty) => break,
                             Err(TryRecvError::Disconnected) => {
                                 stopping = true;
@@ -276,11 +309,23 @@ impl Node {
             let turn = self
                 .tick_if_due(&mut next_tick)
                 .and_then(|()| self.on_ready())
-                .and_then(|()| self.settle(&rx, txn_at_start));
-            if let Err(e) = turn {
-                // Without durable persistence we may not acknowledge anything further.
-                tracing::error!(error = %e, index = self.applied, "raft thread stopping on storage error");
-                break;
+                .and_then(|()| self.settle(txn_at_start));
+            match turn {
+                Ok(()) => {}
+                // Shutdown (or a test crash) while a write was stalled for lack of space.
+                Err(RaftError::Stopped) => break,
+                Err(e) => {
+                    // Without durable persistence we may not acknowledge anything further:
+                    // stop, and let the server exit (fail-stop).
+                    tracing::error!(
+                        error = %e,
+                        index = self.applied,
+                        "fatal storage error; raft thread stopping, server will exit"
+                    );
+                    let reason = format!("fatal storage error at index {}: {e}", self.applied);
+                    self.fail_stop(reason);
+                    return;
+                }
             }
             if let Err(e) = self.maybe_snapshot(snapshot_requested) {
                 tracing::error!(error = %e, index = self.applied, "snapshot failed; will retry later");
@@ -290,7 +335,159 @@ impl Node {
                 break;
             }
         }
-        self.stop(rx);
+        #[cfg(test)]
+        if self.crashed {
+            return;
+        }
+        self.stop();
+    }
+
+    /// After a fatal error: publish it, fail queued proposals, and leave without touching the
+    /// storage again (after a failed fsync nothing more may be counted durable).
+    fn fail_stop(mut self, reason: String) {
+        self.shared.set_fatal(reason);
+        if self.was_leader {
+            self.sm.on_role_change(false, self.raw.raft.term);
+        }
+        let queued: Vec<Command> = self
+            .peeked
+            .take()
+            .into_iter()
+            .chain(self.deferred.drain(..))
+            .chain(self.rx.try_iter())
+            .collect();
+        for cmd in queued {
+            if let Command::Propose(data) = cmd {
+                self.shared.dequeued(data.len());
+                self.sm.proposal_dropped(&data);
+            }
+        }
+    }
+
+    /// Runs a storage write, retrying it with backoff for as long as it fails for lack of space
+    /// (the same write: raft-rs's in-memory state already assumes it will happen). Meanwhile
+    /// `storage_full` is published, so new proposals are refused; the condition is logged once
+    /// when it starts and once when it ends. Returns [`RaftError::Stopped`] if a shutdown
+    /// arrives while waiting, and any other error at once.
+    fn retry_while_full<T>(
+        &mut self,
+        what: &'static str,
+        mut write: impl FnMut(&mut Self) -> Result<T, RaftError>,
+        on_stall: impl FnOnce(&mut Self),
+    ) -> Result<T, RaftError> {
+        let mut on_stall = Some(on_stall);
+        let mut stalled_since: Option<Instant> = None;
+        let mut backoff = FULL_RETRY_MIN;
+        let mut attempts: u64 = 0;
+        loop {
+            match write(self) {
+                Ok(v) => {
+                    if let Some(since) = stalled_since {
+                        self.shared.storage_full.store(false, Ordering::Release);
+                        tracing::warn!(
+                            what,
+                            index = self.applied,
+                            attempts,
+                            stalled_ms = since.elapsed().as_millis() as u64,
+                            "storage has room again; writes resume"
+                        );
+                    }
+                    return Ok(v);
+                }
+                Err(e) if e.is_storage_full() => {
+                    attempts += 1;
+                    if stalled_since.is_none() {
+                        stalled_since = Some(Instant::now());
+                        self.shared.storage_full.store(true, Ordering::Release);
+                        if let Some(f) = on_stall.take() {
+                            f(self);
+                        }
+                        tracing::error!(
+                            error = %e,
+                            what,
+                            index = self.applied,
+                            "storage full: writes are refused and retried until space is freed; \
+                             reads, pings and watches continue"
+                        );
+                    }
+                    self.wait_while_stalled(backoff)?;
+                    backoff = (backoff * 2).min(FULL_RETRY_MAX);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// A write of this leader's new entries stalled: close their clients' connections now
+    /// (ConnectionLoss: the outcome is unknown, and the entries may still commit once space is
+    /// freed). Otherwise each would wait, with everything it pipelined behind it, for as long as
+    /// the disk stays full. Only a leader's new entries are its own proposals.
+    ///
+    /// The same goes for the entries of earlier Readies that are written but not yet durable:
+    /// they would become durable with the stalled commit, so their clients would hang too. They
+    /// are read back from LMDB (reads work on a full disk).
+    fn drop_own_entries(&mut self, entries: &[Entry]) {
+        if self.raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let ranges: Vec<(u64, u64)> = self.unpersisted.iter().filter_map(|u| u.appended).collect();
+        let mut earlier = Vec::new();
+        for (first, last) in ranges {
+            match self.raw.store().entries(
+                first,
+                last + 1,
+                None,
+                raft::GetEntriesContext::empty(false),
+            ) {
+                Ok(es) => earlier.extend(es),
+                // Their clients then wait for the stall to end, as before: no worse.
+                Err(error) => {
+                    tracing::warn!(%error, first, last, "cannot read back unpersisted entries");
+                }
+            }
+        }
+        let mut dropped = 0usize;
+        for e in earlier.iter().chain(entries) {
+            if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
+                self.sm.proposal_dropped(&e.data);
+                dropped += 1;
+            }
+        }
+        tracing::debug!(
+            dropped,
+            "closed the connections of writes caught by the stall"
+        );
+    }
+
+    /// Waits `wait` between two retries of a stalled write, still taking commands: proposals
+    /// are refused at once (their clients get ConnectionLoss instead of hanging), peer messages
+    /// and read barriers are dropped (peers retransmit, readers time out), a shutdown ends the
+    /// wait, and everything else is kept for later.
+    fn wait_while_stalled(&mut self, wait: Duration) -> Result<(), RaftError> {
+        let deadline = Instant::now() + wait;
+        // Bounded by the deadline; each round handles one command.
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(());
+            }
+            match self.rx.recv_timeout(left) {
+                Ok(Command::Propose(data)) => {
+                    self.shared.dequeued(data.len());
+                    self.sm.proposal_dropped(&data);
+                }
+                Ok(Command::Shutdown) => return Err(RaftError::Stopped),
+                Ok(Command::Step(_) | Command::ReadIndex(_)) => {}
+                #[cfg(test)]
+                Ok(Command::Crash) => {
+                    self.handle(Command::Crash, &mut false, &mut false);
+                    return Err(RaftError::Stopped);
+                }
+                Ok(other) => self.deferred.push_back(other),
+                Err(RecvTimeoutError::Timeout) => return Ok(()),
+                Err(RecvTimeoutError::Disconnected) => return Err(RaftError::Stopped),
+            }
+        }
     }
 
     fn tick_if_due(&mut self, next_tick: &mut Instant) -> Result<(), RaftError> {
@@ -312,7 +509,7 @@ impl Node {
     /// commit, each acknowledging the previous batch); when the queue is empty, or this turn
     /// committed nothing, an explicit sync does (so an idle proposal waits for one commit plus
     /// one sync, as before).
-    fn settle(&mut self, rx: &Receiver<Command>, txn_at_start: usize) -> Result<(), RaftError> {
+    fn settle(&mut self, txn_at_start: usize) -> Result<(), RaftError> {
         let mut since = txn_at_start;
         // Bounded only as a livelock guard: after a sync, a second round is needed only when
         // applying produced new log writes (e.g. a leave-joint conf change entry).
@@ -321,7 +518,7 @@ impl Node {
                 return Ok(());
             }
             let wrote = self.raw.store().written_txn() != since;
-            if wrote && self.more_work_queued(rx) {
+            if wrote && self.more_work_queued() {
                 return Ok(());
             }
             self.persist_all()?;
@@ -332,11 +529,11 @@ impl Node {
     }
 
     /// Whether a command is waiting; keeps it in `peeked` for the next turn.
-    fn more_work_queued(&mut self, rx: &Receiver<Command>) -> bool {
-        if self.peeked.is_some() {
+    fn more_work_queued(&mut self) -> bool {
+        if self.peeked.is_some() || !self.deferred.is_empty() {
             return true;
         }
-        match rx.try_recv() {
+        match self.rx.try_recv() {
             Ok(cmd) => {
                 self.peeked = Some(cmd);
                 true
@@ -387,6 +584,7 @@ impl Node {
     fn handle(&mut self, cmd: Command, stopping: &mut bool, snapshot_requested: &mut bool) {
         match cmd {
             Command::Propose(data) => {
+                self.shared.dequeued(data.len());
                 // raft-rs consumes the data even on failure; the copy lets the state machine
                 // identify which waiting request to fail.
                 if let Err(e) = self.raw.propose(Vec::new(), data.clone()) {
@@ -457,6 +655,7 @@ impl Node {
         if !rd.messages().is_empty() {
             self.transport.send(rd.take_messages());
         }
+        failpoint!("raft-after-send");
         if let Some(ss) = rd.ss() {
             self.shared.leader_id.store(ss.leader_id, Ordering::Release);
             let is_leader = ss.raft_state == StateRole::Leader;
@@ -478,8 +677,16 @@ impl Node {
             let snap = rd.snapshot();
             let m = snap.get_metadata().clone();
             // File first: once LMDB forgets the log, the file is the only copy of that prefix.
-            self.snaps
-                .write(m.index, m.term, m.get_conf_state(), &snap.data)?;
+            let data = snap.data.clone();
+            self.retry_while_full(
+                "incoming snapshot file",
+                |node| {
+                    node.snaps
+                        .write(m.index, m.term, m.get_conf_state(), &data)
+                        .map_err(RaftError::from)
+                },
+                |_| {},
+            )?;
             self.sm
                 .restore(m.index, &snap.data)
                 .map_err(|reason| RaftError::Restore {
@@ -495,11 +702,21 @@ impl Node {
         };
 
         if rd.must_sync() || incoming.is_some() {
+            failpoint!("raft-before-persist");
             // Group commit: the Ready's entries, hard state (and snapshot metadata) in one
             // transaction; durable once the next one commits or `settle` syncs.
-            self.raw
-                .mut_store()
-                .write_ready(rd.entries(), rd.hs(), incoming.as_ref())?;
+            let (entries, hs) = (rd.entries(), rd.hs());
+            self.retry_while_full(
+                "raft log append",
+                |node| {
+                    node.raw
+                        .mut_store()
+                        .write_ready(entries, hs, incoming.as_ref())
+                        .map_err(RaftError::from)
+                },
+                |node| node.drop_own_entries(entries),
+            )?;
+            failpoint!("raft-after-persist");
         } else if let Some(hs) = rd.hs() {
             // Only the commit index moved (term and vote changes set must_sync): no write
             // needed, it rides along with the next transaction. Saves a follower a write per
@@ -530,12 +747,18 @@ impl Node {
         // Committed entries are handed out only up to what Raft counts as persisted, i.e. what
         // `report_durable` confirmed.
         let before = self.applied;
+        let appended = rd
+            .entries()
+            .first()
+            .zip(rd.entries().last())
+            .map(|(first, last)| (first.index, last.index));
         self.apply_entries(rd.take_committed_entries())?;
         self.raw.advance_append_async(rd);
         self.unpersisted.push_back(Unpersisted {
             number,
             txn,
             messages,
+            appended,
         });
         // This commit made earlier transactions durable: their Readies are persisted now. (And
         // an installed snapshot was flushed above: raft-rs needs it persisted before applied
@@ -567,7 +790,16 @@ impl Node {
             })?;
         let cs = self.raw.apply_conf_change(&cc)?;
         tracing::info!(index = e.index, term = e.term, voters = ?cs.voters, "applied conf change");
-        self.raw.mut_store().set_conf_state(cs)?;
+        self.retry_while_full(
+            "conf state",
+            |node| {
+                node.raw
+                    .mut_store()
+                    .set_conf_state(cs.clone())
+                    .map_err(RaftError::from)
+            },
+            |_| {},
+        )?;
         Ok(())
     }
 
@@ -585,7 +817,11 @@ impl Node {
             match e.get_entry_type() {
                 // Empty normal entries are the no-ops new leaders append.
                 EntryType::EntryNormal if e.data.is_empty() => {}
-                EntryType::EntryNormal => self.sm.apply(e.index, e.term, &e.data),
+                EntryType::EntryNormal => {
+                    failpoint!("raft-before-apply");
+                    self.sm.apply(e.index, e.term, &e.data);
+                    failpoint!("raft-after-apply");
+                }
                 // Conf changes are checked before any emptiness test: with auto_leave the
                 // leader appends an empty-data ConfChangeV2 meaning "leave joint".
                 EntryType::EntryConfChange => self.apply_conf_change::<ConfChange>(&e)?,
@@ -624,9 +860,18 @@ impl Node {
         let spawned = std::thread::Builder::new()
             .name("snapshot-writer".into())
             .spawn(move || {
-                let result = snaps
-                    .write(index, term, &cs, &data)
-                    .map_err(|e| e.to_string());
+                // A panic here would otherwise leave `snapshot_in_flight` set for good (no
+                // more snapshots, an ever-growing log): report it as a failed write instead.
+                let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    snaps.write(index, term, &cs, &data)
+                }))
+                .map_err(|payload| {
+                    format!(
+                        "snapshot writer panicked: {}",
+                        super::panic_message(payload.as_ref())
+                    )
+                })
+                .and_then(|written| written.map_err(|e| e.to_string()));
                 // The raft thread may have stopped meanwhile; the file is complete either way.
                 let _ = commands.send(Command::SnapshotWritten {
                     meta: Box::new(new_meta),
@@ -660,6 +905,9 @@ impl Node {
             Err(error) => {
                 tracing::error!(%error, index, "snapshot failed; will retry later");
                 self.snapshot_failed_at = Some(index);
+                self.shared
+                    .snapshot_failures
+                    .fetch_add(1, Ordering::Relaxed);
                 return;
             }
         };
@@ -701,7 +949,7 @@ impl Node {
         );
     }
 
-    fn stop(mut self, rx: Receiver<Command>) {
+    fn stop(mut self) {
         if let Err(e) = self.raw.mut_store().flush() {
             tracing::warn!(error = %e, "could not persist final commit index");
         }
@@ -717,8 +965,16 @@ impl Node {
         }
         // Fail whatever is still queued so clients do not wait for a timeout. Commands may
         // still arrive from live handles afterwards; those fail at send() once `rx` is dropped.
-        for cmd in self.peeked.take().into_iter().chain(rx.try_iter()) {
+        let queued: Vec<Command> = self
+            .peeked
+            .take()
+            .into_iter()
+            .chain(self.deferred.drain(..))
+            .chain(self.rx.try_iter())
+            .collect();
+        for cmd in queued {
             if let Command::Propose(data) = cmd {
+                self.shared.dequeued(data.len());
                 self.sm.proposal_dropped(&data);
             }
         }
@@ -731,5 +987,13 @@ impl Node {
             entries = stats.entries_appended.load(Ordering::Relaxed),
             "raft thread stopped"
         );
+    }
+}
+
+/// Payload bytes a command adds to the next Ready (only proposals carry any).
+fn proposal_bytes(cmd: &Command) -> usize {
+    match cmd {
+        Command::Propose(data) => data.len(),
+        _ => 0,
     }
 }

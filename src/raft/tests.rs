@@ -69,6 +69,9 @@ impl TestSm {
 
 impl StateMachine for TestSm {
     fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
+        if data == b"panic" {
+            panic!("injected apply panic");
+        }
         if data == b"gate" {
             if let Some(g) = &self.gate {
                 g.wait();
@@ -796,4 +799,142 @@ fn late_follower_catches_up_from_a_snapshot() {
     for (h, j, _) in nodes {
         stop(h, j);
     }
+}
+
+#[test]
+fn batches_are_bounded_in_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    // 1000-byte proposals and a 2000-byte batch bound: at most 2 per Ready, however many queue.
+    let (h, j, obs, gate) = start_gated(RaftOptions {
+        max_batch_bytes: 2000,
+        ..opts(tmp.path(), 1_000_000)
+    });
+    h.propose(b"gate".to_vec()).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    let before = h.stats();
+    for i in 0..40u8 {
+        h.propose(vec![i; 1000]).unwrap();
+    }
+    gate.open();
+    wait_until("applied", || applied_count(&obs) == 41);
+    let after = h.stats();
+    let txns = after.write_txns - before.write_txns;
+    // By count alone (max_batch 256) all 40 would share one transaction.
+    assert!(
+        txns >= 20,
+        "{txns} write transactions for 40 proposals of 1000 bytes"
+    );
+    stop(h, j);
+}
+
+#[test]
+fn proposals_beyond_the_uncommitted_byte_bound_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, j, obs, gate) = start_gated(RaftOptions {
+        // raft-rs requires at least max_size_per_msg (1 MiB).
+        max_uncommitted_bytes: 2_500_000,
+        max_batch_bytes: 64 << 20,
+        ..opts(tmp.path(), 1_000_000)
+    });
+    h.propose(b"gate".to_vec()).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    // All 20 are drained in one turn (max_batch 256, 64 MiB), so raft-rs sees them before any
+    // commits: it takes ~2.5 MB worth and refuses the rest.
+    for i in 0..20u8 {
+        h.propose(vec![i; 1_000_000]).unwrap();
+    }
+    gate.open();
+    wait_until("all accounted for", || {
+        let o = obs.lock().unwrap();
+        o.entries.len().saturating_sub(1) + o.dropped.len() == 20
+    });
+    let o = obs.lock().unwrap().clone();
+    let applied = o.entries.len() - 1;
+    assert!((1..=3).contains(&applied), "{applied} applied");
+    assert_eq!(o.dropped.len(), 20 - applied);
+    drop(o);
+    stop(h, j);
+}
+
+#[test]
+fn a_panic_while_applying_is_fatal_and_published() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    wait_until("leadership", || h.is_leader());
+    propose_applied(&h, &obs, "ok", 3, 3);
+    assert!(h.fatal_reason().is_none());
+    h.propose(b"panic".to_vec()).unwrap();
+    wait_until("fatal", || h.fatal_reason().is_some());
+    let reason = h.fatal_reason().unwrap();
+    assert!(reason.contains("injected apply panic"), "{reason}");
+    assert!(!h.is_leader());
+    assert!(matches!(h.propose(b"x".to_vec()), Err(RaftError::Stopped)));
+    // The async waiter the server selects on resolves with the same reason.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let waited =
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), h.fatal_error()).await });
+    assert_eq!(waited.unwrap(), reason);
+    // The thread ended (caught the panic) instead of unwinding out of join.
+    j.join().unwrap();
+}
+
+#[test]
+fn storage_full_errors_are_retryable_and_others_are_not() {
+    let enospc = || std::io::Error::from_raw_os_error(libc::ENOSPC);
+    let full = RaftError::Log(LogError::Lmdb(heed::Error::Io(enospc())));
+    assert!(full.is_storage_full());
+    let map_full = RaftError::Log(LogError::Lmdb(heed::Error::Mdb(heed::MdbError::MapFull)));
+    assert!(map_full.is_storage_full());
+    let eio = RaftError::Log(LogError::Lmdb(heed::Error::Io(
+        std::io::Error::from_raw_os_error(libc::EIO),
+    )));
+    assert!(!eio.is_storage_full());
+    // A failed fsync is fatal even when it says ENOSPC: the dirty pages may be gone.
+    let sync = RaftError::Log(LogError::Sync(heed::Error::Io(enospc())));
+    assert!(!sync.is_storage_full());
+    let snap = RaftError::Snapshot(SnapshotError::Io {
+        path: "x".into(),
+        source: enospc(),
+    });
+    assert!(snap.is_storage_full());
+}
+
+#[test]
+fn the_lmdb_env_does_not_use_writemap_and_dirs_are_created_durably() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a/b/raft");
+    let store = LmdbStorage::open(&dir, None).unwrap();
+    assert!(!store.uses_write_map().unwrap());
+    assert!(dir.join("data.mdb").is_file());
+}
+
+#[test]
+fn the_proposal_queue_is_bounded_in_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (h, j, obs, gate) = start_gated(RaftOptions {
+        max_queued_bytes: 10_000,
+        ..opts(tmp.path(), 1_000_000)
+    });
+    h.propose(b"gate".to_vec()).unwrap();
+    thread::sleep(Duration::from_millis(100));
+    // The raft thread is parked: the queue fills to 10 proposals of 1000 bytes, then refuses.
+    let mut accepted = 0;
+    for i in 0..20u8 {
+        match h.propose(vec![i; 1000]) {
+            Ok(()) => accepted += 1,
+            Err(RaftError::Overloaded) => {}
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(accepted, 10);
+    gate.open();
+    wait_until("applied", || applied_count(&obs) == 11);
+    // Drained: proposals are taken again.
+    wait_until("queue drained", || h.propose(b"again".to_vec()).is_ok());
+    wait_until("applied", || applied_count(&obs) == 12);
+    stop(h, j);
 }

@@ -190,6 +190,15 @@ fn monitor(shared: &Shared, raft: &RaftHandle) -> String {
             "rookery_raft_applied_index",
             raft.applied_index().to_string(),
         ),
+        // 1 while writes are refused for lack of disk space (retried until space is freed).
+        (
+            "rookery_storage_full",
+            u8::from(raft.storage_full()).to_string(),
+        ),
+        (
+            "rookery_snapshot_failures",
+            raft_stats.snapshot_failures.to_string(),
+        ),
     ];
     rows.into_iter()
         .map(|(key, value)| format!("{key}\t{value}\n"))

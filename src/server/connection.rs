@@ -247,8 +247,10 @@ impl Connection {
             auth: Vec::new(),
             body: TxnBody::CreateSession { timeout_ms, passwd },
         };
-        if self.raft.propose(txn.encode()).is_err() {
-            return Err(ConnectionError::Refused("raft is not running".into()));
+        if let Err(e) = self.raft.propose(txn.encode()) {
+            return Err(ConnectionError::Refused(format!(
+                "cannot create a session: {e}"
+            )));
         }
         loop {
             match self.rx.recv().await {
@@ -521,8 +523,9 @@ impl Connection {
                         .stats
                         .outstanding
                         .fetch_add(1, Ordering::Relaxed);
-                    if self.raft.propose(txn.encode()).is_err() {
-                        warn!("raft is not running; dropping the connection");
+                    if let Err(error) = self.raft.propose(txn.encode()) {
+                        // Debug only: the raft thread logs a full disk or a fatal error once.
+                        debug!(%error, "write refused; dropping the connection");
                         let _ = self.tx.send(Outbound::Close);
                     }
                 }

@@ -42,6 +42,9 @@ pub enum ServerError {
     Raft(#[from] RaftError),
     #[error("raft did not elect this server leader and replay its log within {0:?}")]
     NoLeader(Duration),
+    /// The raft thread stopped for good (a storage fault or a panic): the process must exit.
+    #[error("{0}")]
+    Fatal(String),
 }
 
 /// A running server: what `run` needs to stop it.
@@ -86,9 +89,13 @@ impl Server {
     /// Opens the log, restores state and binds the client port. Blocking work (LMDB, snapshot
     /// restore) runs off the async workers.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
-            path: config.data_dir.clone(),
-            source,
+        // Durably: on a first start the data directory's own entry must survive a power
+        // failure, or every write acknowledged since goes with it.
+        crate::storage::create_dir_durable(&config.data_dir).map_err(|source| {
+            ServerError::DataDir {
+                path: config.data_dir.clone(),
+                source,
+            }
         })?;
         let lock_path = config.data_dir.join("rookery.lock");
         let data_dir_lock = std::fs::OpenOptions::new()
@@ -122,6 +129,9 @@ impl Server {
             tick_interval: Duration::from_millis(100),
             snapshot_every: config.snap_count,
             max_batch: 4096,
+            max_batch_bytes: crate::raft::DEFAULT_MAX_BATCH_BYTES,
+            max_uncommitted_bytes: crate::raft::DEFAULT_MAX_UNCOMMITTED_BYTES,
+            max_queued_bytes: crate::raft::DEFAULT_MAX_QUEUED_BYTES,
         };
         let applier = Applier::new(Arc::clone(&shared));
         let (raft, raft_thread) =
@@ -133,8 +143,15 @@ impl Server {
         let wait = Duration::from_secs(120);
         let deadline = Instant::now() + wait;
         while !raft.is_caught_up_leader() {
+            if let Some(reason) = raft.fatal_reason() {
+                return Err(ServerError::Fatal(reason));
+            }
             if Instant::now() > deadline {
                 raft.shutdown();
+                // Started on a full disk: the first write is still being retried.
+                if raft.storage_full() {
+                    return Err(ServerError::Raft(RaftError::StorageFull));
+                }
                 return Err(ServerError::NoLeader(wait));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -158,8 +175,13 @@ impl Server {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until `stop` resolves, then closes connections and stops Raft.
-    pub async fn run(mut self, stop: impl std::future::Future<Output = ()>) {
+    /// Serves until `stop` resolves, then closes connections and stops Raft. If the raft thread
+    /// stops for good meanwhile (storage fault, panic), it closes connections the same way and
+    /// returns [`ServerError::Fatal`]: the process must then exit non-zero (fail-stop).
+    pub async fn run(
+        mut self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ServerError> {
         let per_ip = Arc::new(PerIp::default());
         let housekeeping = tokio::spawn(housekeeping(
             Arc::clone(&self.shared),
@@ -168,10 +190,19 @@ impl Server {
         ));
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(stop);
+        let raft = self.raft.clone();
+        let fatal_error = async move { raft.fatal_error().await };
+        tokio::pin!(fatal_error);
+        let mut fatal = None;
         info!(address = ?self.local_addr(), "serving clients");
         loop {
             tokio::select! {
                 _ = &mut stop => break,
+                reason = &mut fatal_error => {
+                    error!(%reason, "raft stopped for good; closing client connections and exiting");
+                    fatal = Some(reason);
+                    break;
+                }
                 accepted = self.listener.accept() => {
                     let (stream, peer) = match accepted {
                         Ok(accepted) => accepted,
@@ -225,6 +256,10 @@ impl Server {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
         info!("stopped");
+        match fatal {
+            Some(reason) => Err(ServerError::Fatal(reason)),
+            None => Ok(()),
+        }
     }
 }
 
@@ -241,7 +276,8 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
         tokio::select! {
             _ = shutdown.changed() => return,
             _ = expiry.tick() => {
-                if !raft.is_leader() {
+                // While the disk is full nothing can be proposed; expiring later is safe.
+                if !raft.is_leader() || raft.storage_full() {
                     continue;
                 }
                 for session_id in shared.tracker.take_expired(Instant::now()) {
@@ -259,7 +295,7 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                 }
             }
             _ = reap.tick() => {
-                if !raft.is_leader() {
+                if !raft.is_leader() || raft.storage_full() {
                     continue;
                 }
                 let now = now_ms();

@@ -41,6 +41,9 @@ use super::snapshot::SnapshotDir;
 
 /// Virtual address space reserved for the map; LMDB only uses disk for pages actually written.
 const INITIAL_MAP_SIZE: usize = 64 << 30;
+/// The map is doubled on `MDB_MAP_FULL` up to this; beyond it the log counts as full (retried
+/// until space is freed by compaction) rather than reserving ever more address space.
+const MAX_MAP_SIZE: usize = 1 << 40;
 const KEY_HARD_STATE: &str = "hard_state";
 const KEY_CONF_STATE: &str = "conf_state";
 const KEY_INITIAL_CONF_STATE: &str = "initial_conf_state";
@@ -49,26 +52,30 @@ const KEY_SNAPSHOT_META: &str = "snapshot_meta";
 /// Errors from the LMDB-backed log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    /// LMDB returned an error.
+    /// An LMDB call failed (a write transaction that fails aborts cleanly).
     #[error("lmdb: {0}")]
     Lmdb(#[from] heed::Error),
-    /// A directory could not be created.
+    /// An explicit flush failed. Never retried: after a failed fsync the kernel may have
+    /// dropped the dirty pages, so a later "successful" fsync proves nothing about them.
+    #[error("fsync of the raft log failed: {0}")]
+    Sync(#[source] heed::Error),
+    /// The log directory could not be created or fsynced.
     #[error("cannot create raft log directory {path}: {source}")]
     Io {
         /// The directory.
         path: PathBuf,
-        /// Why.
+        /// The OS error.
         #[source]
         source: std::io::Error,
     },
-    /// A stored record does not decode: the log is corrupt.
+    /// A stored record does not decode.
     #[error("corrupt {what} in raft log (index {index}): {source}")]
     Decode {
-        /// Which kind of record.
+        /// Which record.
         what: &'static str,
-        /// Its log index.
+        /// Its log index (0 for state records).
         index: u64,
-        /// The decoder's complaint.
+        /// The decoding error.
         #[source]
         source: protobuf::ProtobufError,
     },
@@ -78,30 +85,30 @@ pub enum LogError {
     #[error(
         "append at index {first} would overwrite the compacted log (compacted through {compacted})"
     )]
-    /// An append would rewrite entries already compacted away.
+    /// An append would rewrite compacted history.
     OverwriteCompacted {
         /// First index of the append.
         first: u64,
         /// The compaction point.
         compacted: u64,
     },
-    /// An append would leave a hole in the log.
     #[error("append at index {first} leaves a gap after last index {last}")]
+    /// An append does not follow the log.
     Gap {
         /// First index of the append.
         first: u64,
-        /// The log's last index.
+        /// Last index in the log.
         last: u64,
     },
-    /// Compaction past the end of the log was requested.
     #[error("cannot compact through {index}: log only reaches {last}")]
+    /// Compaction past the end of the log.
     CompactBeyondLog {
-        /// The requested compaction point.
+        /// Requested compaction point.
         index: u64,
-        /// The log's last index.
+        /// Last index in the log.
         last: u64,
     },
-    /// The stored indexes contradict each other.
+    /// The stored log contradicts itself.
     #[error("raft log is inconsistent: {0}")]
     Inconsistent(String),
 }
@@ -109,6 +116,16 @@ pub enum LogError {
 impl LogError {
     fn is_map_full(&self) -> bool {
         matches!(self, LogError::Lmdb(heed::Error::Mdb(MdbError::MapFull)))
+    }
+
+    /// A write transaction that failed for lack of space: it aborted cleanly and can be retried
+    /// once space is freed. (A failed [`LmdbStorage::sync`] is never this.)
+    pub fn is_storage_full(&self) -> bool {
+        match self {
+            LogError::Lmdb(heed::Error::Mdb(MdbError::MapFull)) => true,
+            LogError::Lmdb(heed::Error::Io(e)) => super::is_no_space(e),
+            _ => false,
+        }
     }
 }
 
@@ -143,6 +160,8 @@ struct Dbs {
 
 /// LMDB-backed `raft::Storage`. Owned by the raft thread (inside the `RawNode`).
 pub struct LmdbStorage {
+    /// The environment's directory, to tell a full disk from a fault (see [`LmdbStorage::write`]).
+    dir: PathBuf,
     /// The environment; read transactions are opened per call and dropped at once, because a
     /// long-lived reader pins pages and makes the file grow.
     env: Env<WithoutTls>,
@@ -186,6 +205,25 @@ pub struct LmdbStorage {
     written_index: u64,
 }
 
+/// Free space below which an EIO from a commit counts as a short write on a full disk.
+const SHORT_WRITE_SLACK: u64 = 1 << 20;
+
+/// Bytes an unprivileged writer may still allocate on the filesystem holding `dir`.
+fn available_bytes(dir: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a valid NUL-terminated string and `st` points to writable memory of
+    // the right type; statvfs only writes into it, and we read it only when it succeeded.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialized `st`.
+    let st = unsafe { st.assume_init() };
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 fn decode<M: protobuf::Message + Default>(
     what: &'static str,
     index: u64,
@@ -204,12 +242,22 @@ fn decode<M: protobuf::Message + Default>(
 impl LmdbStorage {
     /// Opens (creating if needed) the LMDB environment in `dir`.
     pub fn open(dir: &Path, snapshot_dir: Option<SnapshotDir>) -> Result<Self, LogError> {
-        std::fs::create_dir_all(dir).map_err(|source| LogError::Io {
+        Self::open_with_map_size(dir, snapshot_dir, INITIAL_MAP_SIZE)
+    }
+
+    /// [`LmdbStorage::open`] with a given initial map size (tests use a tiny one to exercise
+    /// growing it on `MDB_MAP_FULL`).
+    fn open_with_map_size(
+        dir: &Path,
+        snapshot_dir: Option<SnapshotDir>,
+        map_size: usize,
+    ) -> Result<Self, LogError> {
+        super::create_dir_durable(dir).map_err(|source| LogError::Io {
             path: dir.to_path_buf(),
             source,
         })?;
         let mut opts = EnvOpenOptions::new().read_txn_without_tls();
-        opts.map_size(INITIAL_MAP_SIZE).max_dbs(4);
+        opts.map_size(map_size).max_dbs(4);
         // SAFETY: NO_META_SYNC keeps LMDB's atomicity and consistency; it only lets the newest
         // transaction be lost on a power failure. This type accounts for that (`durable_txn`):
         // nothing is reported persisted until a later commit or `sync` has flushed it.
@@ -218,6 +266,20 @@ impl LmdbStorage {
         // second open with EnvAlreadyOpened), only this process writes it, and the files are
         // not modified behind LMDB's back.
         let env = unsafe { opts.open(dir)? };
+        // Without WRITEMAP, pages reach the file through pwrite, so a full disk is an ENOSPC
+        // error that aborts the transaction; with it, a full tmpfs or a sparse file that cannot
+        // be filled kills the process with SIGBUS. Never open it that way.
+        if env.get_flags()? & EnvFlags::WRITE_MAP.bits() != 0 {
+            return Err(LogError::Inconsistent(
+                "LMDB environment opened with WRITEMAP".into(),
+            ));
+        }
+        // `data.mdb` and `lock.mdb` may have just been created: their names must be durable
+        // before anything written into them is acknowledged.
+        super::fsync_dir(dir).map_err(|source| LogError::Io {
+            path: dir.to_path_buf(),
+            source,
+        })?;
         let mut wtxn = env.write_txn()?;
         let dbs = Dbs {
             entries: env.create_database(&mut wtxn, Some("entries"))?,
@@ -253,7 +315,7 @@ impl LmdbStorage {
         drop(rtxn);
         // A previous process may have died with its last transaction's meta page unflushed.
         // Raft treats everything it reads at startup as persisted, so make that true first.
-        env.force_sync()?;
+        env.force_sync().map_err(LogError::Sync)?;
         let written_txn = env.info().last_txn_id;
 
         let (last_index, last_term) = match (&first, last) {
@@ -283,6 +345,7 @@ impl LmdbStorage {
             "opened raft log"
         );
         Ok(LmdbStorage {
+            dir: dir.to_path_buf(),
             env,
             dbs,
             hard_state,
@@ -301,7 +364,7 @@ impl LmdbStorage {
         })
     }
 
-    /// The shared write/flush counters.
+    /// The shared counters.
     pub fn stats(&self) -> Arc<StorageStats> {
         self.stats.clone()
     }
@@ -333,6 +396,11 @@ impl LmdbStorage {
         wtxn.commit()?;
         env.force_sync()?;
         Ok(())
+    }
+
+    /// Whether the environment maps the file writable (`MDB_WRITEMAP`); never, see `open`.
+    pub fn uses_write_map(&self) -> Result<bool, LogError> {
+        Ok(self.env.get_flags()? & EnvFlags::WRITE_MAP.bits() != 0)
     }
 
     /// True when nothing was ever written: no membership, no entries, no compaction.
@@ -373,7 +441,7 @@ impl LmdbStorage {
         self.conf_state = cs;
     }
 
-    /// The persisted term, vote and commit index.
+    /// Term, vote and commit index (the commit index may be ahead of disk).
     pub fn hard_state(&self) -> &HardState {
         &self.hard_state
     }
@@ -383,18 +451,19 @@ impl LmdbStorage {
         &self.snapshot_meta
     }
 
-    /// The first index still in the log.
+    /// First index still in the log.
     pub fn first_index_cached(&self) -> u64 {
         self.snapshot_meta.index + 1
     }
 
-    /// The last index in the log.
+    /// Last index in the log (the compaction point if it is empty).
     pub fn last_index_cached(&self) -> u64 {
         self.last_index
     }
 
     /// Runs `f` in one write transaction and commits it. If the map is full it is doubled
-    /// once and `f` re-run, since LMDB cannot resize with a txn open.
+    /// and `f` re-run (LMDB cannot resize with a txn open) until it fits or the map reaches
+    /// [`MAX_MAP_SIZE`].
     ///
     /// The commit fdatasyncs the data pages (which also flushes the previous transaction's
     /// meta page: same file) and then writes its own meta page unsynced. So a successful commit
@@ -408,22 +477,31 @@ impl LmdbStorage {
         let dbs = self.dbs;
         let env = &self.env;
         let attempt = |f: &mut F| -> Result<(), LogError> {
+            crate::failpoint!("raft-log-write", |arg| Err(LogError::Lmdb(
+                heed::Error::Io(super::injected_io_error(arg))
+            )));
             let mut txn = env.write_txn()?;
             f(&mut txn, dbs)?;
             txn.commit()?;
             Ok(())
         };
-        match attempt(&mut f) {
-            Err(e) if e.is_map_full() => {
-                let new_size = env.info().map_size.saturating_mul(2);
-                tracing::warn!(new_size, "LMDB map full; growing");
-                // SAFETY: no transaction is open on this environment: the failed one was
-                // dropped (aborted) above and all access happens on this thread.
-                unsafe { env.resize(new_size)? };
-                attempt(&mut f)?;
+        let mut result = attempt(&mut f);
+        // Bounded: the map doubles each round, and stops at MAX_MAP_SIZE (40 rounds from 1 B).
+        for _ in 0..40 {
+            match &result {
+                Err(e) if e.is_map_full() && env.info().map_size < MAX_MAP_SIZE => {}
+                _ => break,
             }
-            other => other?,
+            // Without WRITEMAP a larger map costs address space, not disk: whether the disk
+            // has room shows in the retried commit (ENOSPC then stalls the raft thread).
+            let new_size = env.info().map_size.saturating_mul(2).min(MAX_MAP_SIZE);
+            tracing::warn!(new_size, "LMDB map full; growing");
+            // SAFETY: no transaction is open on this environment: the failed one was dropped
+            // (aborted) above and all access happens on this thread.
+            unsafe { env.resize(new_size)? };
+            result = attempt(&mut f);
         }
+        result.map_err(|e| self.classify_write_error(e))?;
         self.stats.write_txns.fetch_add(1, Ordering::Relaxed);
         // LMDB skips an unchanged transaction entirely (no sync, no new id): only a new id
         // proves the fdatasync that made the previous transaction durable happened.
@@ -439,13 +517,41 @@ impl LmdbStorage {
         Ok(())
     }
 
+    /// LMDB reports a *short* write (the filesystem filled up part-way through a `pwrite`) as
+    /// EIO, not ENOSPC (`mdb_page_flush`: "short write, filesystem full?"). An EIO from a write
+    /// transaction while the filesystem has less than [`SHORT_WRITE_SLACK`] left is taken to be
+    /// that, and reported as ENOSPC so it is retried rather than fatal.
+    fn classify_write_error(&self, e: LogError) -> LogError {
+        let LogError::Lmdb(heed::Error::Io(io)) = &e else {
+            return e;
+        };
+        if io.raw_os_error() != Some(libc::EIO) {
+            return e;
+        }
+        match available_bytes(&self.dir) {
+            Some(free) if free < SHORT_WRITE_SLACK => {
+                tracing::debug!(
+                    free,
+                    "EIO from an LMDB commit on a full filesystem: a short write"
+                );
+                LogError::Lmdb(heed::Error::Io(std::io::Error::from_raw_os_error(
+                    libc::ENOSPC,
+                )))
+            }
+            _ => e,
+        }
+    }
+
     /// Flushes the newest transaction if it is not durable yet (`mdb_env_sync(force)`: one
     /// fdatasync). Returns whether a flush was needed.
     pub fn sync(&mut self) -> Result<bool, LogError> {
         if self.durable_txn == self.written_txn {
             return Ok(false);
         }
-        self.env.force_sync()?;
+        crate::failpoint!("raft-log-fsync", |arg| Err(LogError::Sync(
+            heed::Error::Io(super::injected_io_error(arg))
+        )));
+        self.env.force_sync().map_err(LogError::Sync)?;
         self.durable_txn = self.written_txn;
         self.durable_index = self.written_index;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -805,6 +911,30 @@ mod tests {
 
     fn ctx() -> GetEntriesContext {
         GetEntriesContext::empty(false)
+    }
+
+    #[test]
+    fn a_full_map_grows_and_the_write_goes_through() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        let mut s = LmdbStorage::open_with_map_size(&dir, None, 1 << 20).unwrap();
+        let before = s.env.info().map_size;
+        // 4 MiB of entries in one transaction: does not fit a 1 MiB map.
+        let ents: Vec<Entry> = (1..=64)
+            .map(|index| Entry {
+                index,
+                term: 1,
+                data: vec![7u8; 64 << 10].into(),
+                ..Default::default()
+            })
+            .collect();
+        s.write_ready(&ents, Some(&hs(1, 0)), None).unwrap();
+        assert!(s.env.info().map_size > before);
+        assert_eq!(s.last_index_cached(), 64);
+        assert_eq!(
+            s.entries(64, 65, None, ctx()).unwrap()[0].data.len(),
+            64 << 10
+        );
     }
 
     #[test]

@@ -44,29 +44,36 @@ const CORRUPT_SUFFIX: &str = ".corrupt";
 /// Errors reading or writing snapshot files.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    /// Reading or writing a snapshot file failed.
     #[error("snapshot i/o on {path}: {source}")]
+    /// Reading or writing a file failed (ENOSPC here is retried later).
     Io {
-        /// The file.
+        /// The file or directory.
         path: PathBuf,
-        /// Why.
+        /// The OS error.
         #[source]
         source: io::Error,
     },
-    /// A snapshot file fails its checks.
     #[error("snapshot {path} is corrupt: {reason}")]
+    /// A file failed its checks.
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// Which check failed.
+        /// What was wrong.
         reason: String,
     },
-    /// The membership does not fit in the header.
     #[error("conf state too large for a snapshot header ({0} bytes)")]
+    /// The membership does not fit the header.
     ConfStateTooLarge(usize),
-    /// The membership could not be encoded.
     #[error("cannot encode conf state for snapshot: {0}")]
+    /// The membership could not be encoded.
     Encode(#[from] protobuf::ProtobufError),
+}
+
+impl SnapshotError {
+    /// A write that failed for lack of space (retried once space is freed).
+    pub fn is_storage_full(&self) -> bool {
+        matches!(self, SnapshotError::Io { source, .. } if super::is_no_space(source))
+    }
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SnapshotError + '_ {
@@ -214,7 +221,9 @@ impl SnapshotDir {
     /// Creates the directory if needed and removes leftovers of interrupted writes.
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self, SnapshotError> {
         let dir = dir.into();
-        fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+        // Durably: a snapshot file later written and fsynced here is only as durable as the
+        // directory's own entry.
+        super::create_dir_durable(&dir).map_err(io_err(&dir))?;
         let this = SnapshotDir { dir };
         for entry in fs::read_dir(&this.dir).map_err(io_err(&this.dir))? {
             let entry = entry.map_err(io_err(&this.dir))?;
@@ -229,7 +238,7 @@ impl SnapshotDir {
         Ok(this)
     }
 
-    /// The snapshot directory.
+    /// The directory.
     pub fn path(&self) -> &Path {
         &self.dir
     }
@@ -253,10 +262,20 @@ impl SnapshotDir {
         let tmp_path = self
             .dir
             .join(format!("{FILE_PREFIX}{index:020}{FILE_SUFFIX}{TMP_SUFFIX}"));
-        {
+        let written = (|| {
+            crate::failpoint!("snapshot-file-write", |arg| Err(SnapshotError::Io {
+                path: tmp_path.clone(),
+                source: super::injected_io_error(arg),
+            }));
             let mut f = File::create(&tmp_path).map_err(io_err(&tmp_path))?;
             f.write_all(&bytes).map_err(io_err(&tmp_path))?;
             f.sync_all().map_err(io_err(&tmp_path))?;
+            Ok(())
+        })();
+        if let Err(e) = written {
+            // A partial file on a full disk would keep it full; the next attempt rewrites it.
+            let _ = fs::remove_file(&tmp_path);
+            return Err(e);
         }
         fs::rename(&tmp_path, &final_path).map_err(io_err(&final_path))?;
         self.sync_dir()?;
