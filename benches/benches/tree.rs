@@ -33,7 +33,7 @@ fn create(path: String) -> Request {
         op: OpCode::Create,
         req: CreateRequest {
             path,
-            data: vec![b'x'; 100],
+            data: Some(vec![b'x'; 100]),
             acl: open_acl(),
             flags: 0,
         },
@@ -89,7 +89,7 @@ fn tree_ops(c: &mut Criterion) {
         let mut zxid = 1_000_000;
         let set = Request::SetData(SetDataRequest {
             path: "/bench/d42/n42123".into(),
-            data: vec![b'y'; 100],
+            data: Some(vec![b'y'; 100]),
             version: -1,
         });
         b.iter(|| {

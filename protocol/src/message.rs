@@ -308,7 +308,8 @@ pub enum MultiResult {
     SetData(Stat),
     Check,
     GetChildren(Vec<String>),
-    GetData(Vec<u8>, Stat),
+    /// Data (`None` when the znode holds null) and Stat of a getData inside multiRead.
+    GetData(Option<Vec<u8>>, Stat),
     Error(ErrorCode),
 }
 
@@ -366,7 +367,9 @@ impl MultiResult {
             OpCode::SetData => MultiResult::SetData(Stat::read(input)?),
             OpCode::Check => MultiResult::Check,
             OpCode::GetChildren => MultiResult::GetChildren(Vec::<String>::read(input)?),
-            OpCode::GetData => MultiResult::GetData(Vec::<u8>::read(input)?, Stat::read(input)?),
+            OpCode::GetData => {
+                MultiResult::GetData(Option::<Vec<u8>>::read(input)?, Stat::read(input)?)
+            }
             OpCode::Error => {
                 let code = i32::read(input)?;
                 MultiResult::Error(ErrorCode::from_wire(code).ok_or(DecodeError::InvalidValue {

@@ -133,7 +133,7 @@ impl DataTree {
         let open = acls.intern(&open_acl()).unwrap_or_default();
         let nodes = NodeStore::new(NewNode {
             name: "",
-            data: &[],
+            data: Some(&[]),
             acl: open,
             stat: PersistedStat::default(),
         })
@@ -166,7 +166,7 @@ impl DataTree {
             aversion,
             ..PersistedStat::default()
         };
-        self.attach(parent, path, name, &[], acl, stat)
+        self.attach(parent, path, name, Some(&[]), acl, stat)
             .expect("the special nodes always fit")
     }
 
@@ -187,7 +187,7 @@ impl DataTree {
         parent: NodeId,
         path: &str,
         name: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         acl: u32,
         stat: PersistedStat,
     ) -> Option<NodeId> {
@@ -212,7 +212,7 @@ impl DataTree {
         if let Some(target) = quota::limit_target(parent_of(path), name) {
             *self.quotas.entry(target).or_default() += 1;
         }
-        self.data_size += java_len(path) + data.len() as u64;
+        self.data_size += java_len(path) + data.map_or(0, <[u8]>::len) as u64;
         Some(id)
     }
 
@@ -295,7 +295,7 @@ impl DataTree {
             Request::GetData(r) => {
                 let node = self.readable(ctx, &r.path, perms::READ)?;
                 Ok(Response::GetData(GetDataResponse {
-                    data: node.data().to_vec(),
+                    data: node.data_opt().map(<[u8]>::to_vec),
                     stat: node.stat(),
                 }))
             }
@@ -360,9 +360,9 @@ impl DataTree {
                         MultiOp::GetChildren(r) => self
                             .readable(ctx, &r.path, perms::READ)
                             .map(|n| MultiResult::GetChildren(self.child_names(n))),
-                        MultiOp::GetData(r) => self
-                            .readable(ctx, &r.path, perms::READ)
-                            .map(|n| MultiResult::GetData(n.data().to_vec(), n.stat())),
+                        MultiOp::GetData(r) => self.readable(ctx, &r.path, perms::READ).map(|n| {
+                            MultiResult::GetData(n.data_opt().map(<[u8]>::to_vec), n.stat())
+                        }),
                         // FinalRequestProcessor: "Invalid type of readOp" -> MarshallingError.
                         _ => return Err(ErrorCode::MarshallingError),
                     };
