@@ -219,7 +219,7 @@ def rookery_binary():
     return target / "debug" / "rookery"
 
 
-def start_rookery(workdir: Path) -> ServerProcess:
+def start_rookery(workdir: Path, extra_args=()) -> ServerProcess:
     binary = rookery_binary()
     if not binary.is_file() or not os.access(binary, os.X_OK):
         raise RuntimeError(
@@ -237,6 +237,7 @@ def start_rookery(workdir: Path) -> ServerProcess:
         "--address", "127.0.0.1",
         "--4lw-whitelist", "*",
         "--container-check-interval-ms", "1000",
+        *extra_args,
     ]
     log = workdir / "rookery.log"
     with open(log, "wb") as f:
