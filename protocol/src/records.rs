@@ -110,7 +110,10 @@ jute_record! {
 jute_record! { SetDataResponse { stat: Stat } }
 jute_record! { GetSaslRequest { token: Vec<u8> } }
 jute_record! { SetSaslRequest { token: Vec<u8> } }
-jute_record! { SetSaslResponse { token: Vec<u8> } }
+jute_record! {
+    /// `token` is `None` (a -1 buffer) in ZooKeeper's reply to a failed SASL step.
+    SetSaslResponse { token: Option<Vec<u8>> }
+}
 jute_record! {
     /// `data` is `None` for a null buffer (length -1): the znode then reads back as null.
     CreateRequest { path: String, data: Option<Vec<u8>>, acl: Vec<Acl>, flags: i32 }

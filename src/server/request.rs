@@ -4,10 +4,11 @@
 use std::sync::atomic::Ordering;
 
 use rookery_protocol::{
-    AddWatchMode, ClientInfo, ErrorCode, Id, Request, Response, SetWatches2, SyncResponse,
-    WatcherEvent, WatcherType, WhoAmIResponse,
+    AddWatchMode, ClientInfo, ErrorCode, Id, Request, Response, SetSaslResponse, SetWatches2,
+    SyncResponse, WatcherEvent, WatcherType, WhoAmIResponse,
 };
 
+use crate::server::sasl::{new_nonce, SaslState};
 use crate::state::Shared;
 use crate::tree::{digest_id, validate_path, OpContext};
 use crate::watch::WatchKind;
@@ -38,6 +39,8 @@ pub struct LocalContext<'a> {
     pub auth: &'a mut Vec<Id>,
     /// Events to send before the reply (SetWatches may fire some at once).
     pub events: Vec<WatcherEvent>,
+    /// The connection's SASL exchange.
+    pub sasl: &'a mut SaslState,
 }
 
 /// The answer to a local request.
@@ -47,6 +50,9 @@ pub struct LocalOutcome {
     pub zxid: i64,
     /// Close the connection after the reply (ZooKeeper does so after an auth failure).
     pub close: bool,
+    /// A body to send after an error header; errors have none, except a failed SASL step
+    /// (ZooKeeper sends `SetSASLResponse(null)` with its AuthFailed).
+    pub error_body: Option<Response>,
 }
 
 impl LocalOutcome {
@@ -55,6 +61,7 @@ impl LocalOutcome {
             result,
             zxid,
             close: false,
+            error_body: None,
         }
     }
 }
@@ -116,8 +123,7 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
                 last_zxid(),
             )
         }
-        // SASL is not configured: a clean error instead of a dropped connection.
-        Request::Sasl(_) => LocalOutcome::new(Err(ErrorCode::AuthFailed), last_zxid()),
+        Request::Sasl(req) => sasl_step(ctx, &req.token, last_zxid()),
         // A standalone server with reconfig disabled, like ZooKeeper's default.
         Request::Reconfig(_) => LocalOutcome::new(Err(ErrorCode::ReconfigDisabled), last_zxid()),
         Request::Exists(_)
@@ -141,6 +147,7 @@ fn read(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
         session_id: ctx.session_id,
         auth: ctx.auth,
         ttl_enabled: ctx.shared.config.ttl_enabled,
+        sasl_provider: ctx.shared.config.sasl_provider,
     };
     let result = state.tree.read(&op_ctx, request);
     // Arm the watch while still holding the read lock, so no write slips in between the read
@@ -207,6 +214,7 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
         result: Err(ErrorCode::AuthFailed),
         zxid: 0,
         close: true,
+        error_body: None,
     };
     let mut add = |id: Id| {
         if !ctx.auth.contains(&id) {
@@ -237,10 +245,57 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
         "ip" => {}
         _ => return failed,
     }
+    publish_auth(ctx);
+    LocalOutcome::new(Ok(Response::Empty), 0)
+}
+
+/// Makes the connection's ids visible to the watch machinery (events are ACL-filtered).
+fn publish_auth(ctx: &LocalContext<'_>) {
     if let Some(conn) = ctx.shared.conns.lock().by_id.get_mut(&ctx.conn_id) {
         conn.auth = ctx.auth.clone();
     }
-    LocalOutcome::new(Ok(Response::Empty), 0)
+}
+
+/// One SASL (102) step, as `ZooKeeperServer.processSasl`: the reply's zxid is 0; once the
+/// DIGEST-MD5 exchange completes the session holds `sasl:USER`; a failed step answers
+/// AuthFailed with a null token and closes the connection (zookeeper.allowSaslFailedClients
+/// is false by default).
+fn sasl_step(ctx: &mut LocalContext<'_>, token: &[u8], last_zxid: i64) -> LocalOutcome {
+    let session = format_args!("{:#x}", ctx.session_id);
+    let Some(users) = ctx.shared.config.sasl_users.as_ref() else {
+        // No JAAS Server section: a clean error instead of a dropped connection.
+        return LocalOutcome::new(Err(ErrorCode::AuthFailed), last_zxid);
+    };
+    match ctx.sasl.evaluate(users, token, new_nonce) {
+        Ok(step) => {
+            if let Some(user) = step.authorized {
+                tracing::info!(session = %session, user = %user, "SASL DIGEST-MD5 authentication succeeded");
+                let id = Id {
+                    scheme: "sasl".to_string(),
+                    id: user,
+                };
+                if !ctx.auth.contains(&id) {
+                    ctx.auth.push(id);
+                }
+                publish_auth(ctx);
+            }
+            LocalOutcome::new(
+                Ok(Response::Sasl(SetSaslResponse {
+                    token: Some(step.token),
+                })),
+                0,
+            )
+        }
+        Err(e) => {
+            tracing::warn!(session = %session, error = %e, "SASL authentication failed; closing the connection");
+            LocalOutcome {
+                result: Err(ErrorCode::AuthFailed),
+                zxid: 0,
+                close: true,
+                error_body: Some(Response::Sasl(SetSaslResponse { token: None })),
+            }
+        }
+    }
 }
 
 /// The user name whoAmI reports for an id (ZooKeeper's AuthUtil.getUser): the digest
@@ -248,7 +303,8 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
 fn user_name(id: &Id) -> String {
     match id.scheme.as_str() {
         "digest" => id.id.split(':').next().unwrap_or_default().to_string(),
-        "ip" => id.id.clone(),
+        // ZooKeeper 3.8 reports the sasl id itself (whoAmI after DIGEST-MD5: sasl/bob).
+        "ip" | "sasl" => id.id.clone(),
         _ => String::new(),
     }
 }

@@ -54,6 +54,9 @@ pub struct OpContext<'a> {
     pub auth: &'a [Id],
     /// ZooKeeper's `extendedTypesEnabled`: without it, TTL creates answer Unimplemented.
     pub ttl_enabled: bool,
+    /// Whether the `sasl` authentication provider is registered (authProvider.N): without it
+    /// `sasl:` ACLs are InvalidACL. Every replica must agree, like `ttl_enabled`.
+    pub sasl_provider: bool,
 }
 
 /// The whole znode tree.

@@ -104,6 +104,8 @@ pub(super) struct H {
     pub(super) session: i64,
     /// extendedTypesEnabled.
     pub(super) ttl: bool,
+    /// authProvider SASLAuthenticationProvider registered.
+    pub(super) sasl: bool,
 }
 
 impl H {
@@ -115,6 +117,7 @@ impl H {
             auth: vec![id("ip", "127.0.0.1")],
             session: SESSION,
             ttl: true,
+            sasl: false,
         }
     }
 
@@ -131,6 +134,7 @@ impl H {
             session_id: self.session,
             auth: &self.auth,
             ttl_enabled: self.ttl,
+            sasl_provider: self.sasl,
         };
         let before = self.t.clone();
         let out = self.t.apply_write(&ctx, &req);
@@ -151,6 +155,7 @@ impl H {
             session_id: self.session,
             auth: &self.auth,
             ttl_enabled: self.ttl,
+            sasl_provider: self.sasl,
         };
         self.t.read(&ctx, &req)
     }
@@ -1518,6 +1523,7 @@ fn million_znodes() {
         session_id: 1,
         auth: &auth,
         ttl_enabled: false,
+        sasl_provider: false,
     };
     let data = vec![7u8; 100];
     let start = std::time::Instant::now();

@@ -9,7 +9,7 @@ use rookery_protocol::{
     MultiResult, OpCode, Request, Response, Stat,
 };
 
-use super::acl::{check_acl, fixup_acl};
+use super::acl::{check_acl, fixup_acl_with};
 use super::node::{Node, NodeId, PersistedStat};
 use super::path::{display_parent, is_valid_path, parent_for_create, parent_for_delete};
 use super::quota::QuotaChange;
@@ -347,7 +347,7 @@ impl DataTree {
             return Err(ErrorCode::BadArguments);
         }
         let parent_path = parent_for_create(spec.path)?;
-        let acl = fixup_acl(spec.acl, ctx.auth)?;
+        let acl = fixup_acl_with(spec.acl, ctx.auth, ctx.sasl_provider)?;
         let parent = self.nodes.lookup(parent_path).ok_or(ErrorCode::NoNode)?;
         let pnode = self.node(parent)?;
         check_acl(self.acls.get(pnode.acl), perms::CREATE, ctx.auth)?;
@@ -564,7 +564,7 @@ impl DataTree {
         if !is_valid_path(path) {
             return Err(ErrorCode::BadArguments);
         }
-        let acl = fixup_acl(acl, ctx.auth)?;
+        let acl = fixup_acl_with(acl, ctx.auth, ctx.sasl_provider)?;
         let id = self.nodes.lookup(path).ok_or(ErrorCode::NoNode)?;
         let node = self.node(id)?;
         check_acl(self.acls.get(node.acl), perms::ADMIN, ctx.auth)?;

@@ -145,7 +145,8 @@ class ServerProcess:
             self.proc.wait(timeout=10)
 
 
-def start_zookeeper(workdir: Path) -> ServerProcess:
+def start_zookeeper(workdir: Path, extra_cfg=(), extra_jvm=()) -> ServerProcess:
+    """extra_cfg: more zoo.cfg lines; extra_jvm: more JVM flags (e.g. -Djava.security...)."""
     java = shutil.which("java")
     if not os.path.exists(ZK_JAR) or java is None:
         raise RuntimeError(
@@ -170,6 +171,7 @@ def start_zookeeper(workdir: Path) -> ServerProcess:
                 "maxClientCnxns=0",
                 "admin.enableServer=false",
                 "extendedTypesEnabled=true",
+                *extra_cfg,
                 "",
             ]
         )
@@ -194,6 +196,7 @@ def start_zookeeper(workdir: Path) -> ServerProcess:
         "-Dzookeeper.4lw.commands.whitelist=*",
         "-Dzookeeper.forceSync=no",
         f"-Dlog4j.configuration=file:{log4j}",
+        *extra_jvm,
         "-cp",
         classpath,
         "org.apache.zookeeper.server.quorum.QuorumPeerMain",

@@ -153,7 +153,12 @@ record_strategy!(
 record_strategy!(set_data_response, SetDataResponse { stat: stat() });
 record_strategy!(get_sasl_request, GetSaslRequest { token: buffer() });
 record_strategy!(set_sasl_request, SetSaslRequest { token: buffer() });
-record_strategy!(set_sasl_response, SetSaslResponse { token: buffer() });
+record_strategy!(
+    set_sasl_response,
+    SetSaslResponse {
+        token: opt_buffer()
+    }
+);
 record_strategy!(
     create_request,
     CreateRequest {
