@@ -659,7 +659,10 @@ impl Connection {
             zxid: 0,
             err: code.wire(),
         };
-        write_frame(&mut self.out, |out| encode_reply(&header, body, out));
+        write_frame(&mut self.out, |out| {
+            header.write(out);
+            body.write(out);
+        });
         self.shared
             .stats
             .packets_sent

@@ -55,6 +55,9 @@ def pytest_generate_tests(metafunc):
     if "server" in metafunc.fixturenames:
         names = targets()
         metafunc.parametrize("server", names, indirect=True, ids=names)
+    elif "sasl_server" in metafunc.fixturenames:
+        names = targets()
+        metafunc.parametrize("sasl_server", names, indirect=True, ids=names)
 
 
 def _die_with_parent():
@@ -222,7 +225,8 @@ def rookery_binary():
     return target / "debug" / "rookery"
 
 
-def start_rookery(workdir: Path, extra_args=()) -> ServerProcess:
+def start_rookery(workdir: Path, extra_args=(), env=None) -> ServerProcess:
+    """extra_args: more flags; env: more environment variables (e.g. JVMFLAGS)."""
     binary = rookery_binary()
     if not binary.is_file() or not os.access(binary, os.X_OK):
         raise RuntimeError(
@@ -246,7 +250,7 @@ def start_rookery(workdir: Path, extra_args=()) -> ServerProcess:
     with open(log, "wb") as f:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent, env={**os.environ, **(env or {})},
         )
     srv = ServerProcess("rookery", port, proc, log, data)
     srv.wait_ready(lambda r: r.strip() == "imok", "ruok", timeout=30.0)
@@ -273,6 +277,58 @@ def rookery(tmp_path_factory):
     srv = start_rookery(tmp_path_factory.mktemp("rookery"))
     yield srv
     srv.stop()
+
+
+# ----------------------------------------------------------------------------- SASL servers
+# A ZooKeeper and a rookery configured the same way for SASL DIGEST-MD5: zoo.cfg
+# authProvider.1=SASLAuthenticationProvider and a JAAS file whose Server section lists users.
+
+SASL_USERS = {"bob": "bobsecret", "alice": "alicesecret"}
+SASL_PROVIDER = "org.apache.zookeeper.server.auth.SASLAuthenticationProvider"
+SASL_TARGET_FIXTURES = {"zk": "zookeeper_sasl", "rookery": "rookery_sasl"}
+
+
+def write_server_jaas(path: Path) -> Path:
+    users = "\n".join(f'    user_{u}="{p}"' for u, p in SASL_USERS.items())
+    path.write_text(
+        "Server {\n"
+        "    org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+        f"{users};\n"
+        "};\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def zookeeper_sasl(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("zookeeper-sasl")
+    jaas = write_server_jaas(workdir / "jaas.conf")
+    srv = start_zookeeper(workdir, [f"authProvider.1={SASL_PROVIDER}"],
+                          [f"-Djava.security.auth.login.config={jaas}"])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def rookery_sasl(tmp_path_factory):
+    """rookery with the same zoo.cfg key, and the JAAS file as ZooKeeper's scripts pass it:
+    -Djava.security.auth.login.config in $JVMFLAGS."""
+    workdir = tmp_path_factory.mktemp("rookery-sasl")
+    jaas = write_server_jaas(workdir / "jaas.conf")
+    cfg = workdir / "zoo.cfg"
+    cfg.write_text(f"authProvider.1={SASL_PROVIDER}\n")
+    srv = start_rookery(workdir, ["--config", str(cfg)],
+                        env={"JVMFLAGS": f"-Xmx1g -Djava.security.auth.login.config={jaas}"})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def sasl_server(request):
+    """A SASL-configured server, parametrised like `server` (see pytest_generate_tests)."""
+    srv = check_alive(request.getfixturevalue(SASL_TARGET_FIXTURES[request.param]))
+    yield srv
+    check_alive(srv)
 
 
 def check_alive(srv):
