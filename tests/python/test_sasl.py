@@ -240,9 +240,12 @@ def test_zkcli_sasl_reads_a_sasl_protected_node(sasl_server, sasl_client, base, 
     bob.create(f"{base}/z", b"zkcli-can-read", acl=[sasl_acl("bob", Permissions.READ)])
     ok = zkcli(sasl_server, tmp_path, "bob", SASL_USERS["bob"], "get", f"{base}/z")
     assert "zkcli-can-read" in ok.stdout, (ok.stdout, ok.stderr)
+    assert "state:SaslAuthenticated" in ok.stdout, ok.stdout
     other = zkcli(sasl_server, tmp_path, "alice", SASL_USERS["alice"], "get", f"{base}/z")
     assert "zkcli-can-read" not in other.stdout
     assert "Insufficient permission" in other.stdout + other.stderr, (other.stdout, other.stderr)
     wrong = zkcli(sasl_server, tmp_path, "bob", "wrong-password", "get", f"{base}/z")
     assert "zkcli-can-read" not in wrong.stdout, (wrong.stdout, wrong.stderr)
+    assert "state:AuthFailed" in wrong.stdout, wrong.stdout
+    assert "KeeperErrorCode = AuthFailed" in wrong.stdout + wrong.stderr, (wrong.stdout, wrong.stderr)
     check_alive(sasl_server)
