@@ -544,8 +544,10 @@ mod tests {
         assert_eq!(config.sasl_users.as_ref().unwrap().names(), vec!["bob"]);
         assert!(!format!("{config:?}").contains("\"pw\""));
 
-        let mut config = Config::default();
-        config.jaas_config = Some(dir.join("missing.conf"));
+        let mut config = Config {
+            jaas_config: Some(dir.join("missing.conf")),
+            ..Config::default()
+        };
         assert!(matches!(config.load_jaas(), Err(ConfigError::Jaas(_))));
         assert!(!Config::default().sasl_provider);
 

@@ -755,7 +755,8 @@ mod tests {
 
     #[test]
     fn malformed_responses_fail() {
-        let cases: [(&str, fn(String) -> String); 6] = [
+        type Tweak = fn(String) -> String;
+        let cases: [(&str, Tweak); 6] = [
             ("realm", |t| {
                 t.replace("realm=\"zk-sasl-md5\"", "realm=\"other\"")
             }),
