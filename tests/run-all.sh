@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rookery's test command: bash tests/run-all.sh
-#   1. installs Apache ZooKeeper (the reference server) + netcat if missing
+#   1. installs Apache ZooKeeper (the reference server), netcat, and the C client headers + gcc
+#      (tests/python/test_null_data.py compiles a libzookeeper_mt program) if missing
 #   2. makes .venv with tests/python/requirements.txt
 #   3. cargo build --workspace --all-targets; cargo test --workspace
 #   4. pytest -q tests/python (against ZooKeeper and rookery; see tests/python/conftest.py)
@@ -17,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 step "system packages"
 missing=()
-for p in zookeeper zookeeper-bin netcat-openbsd; do
+for p in zookeeper zookeeper-bin netcat-openbsd libzookeeper-mt-dev gcc; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

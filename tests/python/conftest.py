@@ -154,7 +154,7 @@ def start_zookeeper(workdir: Path, extra_cfg=(), extra_jvm=()) -> ServerProcess:
     if not os.path.exists(ZK_JAR) or java is None:
         raise RuntimeError(
             f"Apache ZooKeeper not installed ({ZK_JAR} or java missing): "
-            "apt-get install -y zookeeper zookeeper-bin netcat-openbsd"
+            "apt-get install -y zookeeper zookeeper-bin netcat-openbsd libzookeeper-mt-dev gcc"
         )
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
