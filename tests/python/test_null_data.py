@@ -57,8 +57,11 @@ def test_kazoo_null_through_multi(client, base):
 def test_rookery_null_data_survives_restarts(tmp_path_factory):
     """rookery only (ZooKeeper has its own snapshot format): null data goes through the Raft
     log (first restart: replay) and the tree snapshot (--snap-count 2: a snapshot is taken)."""
-    from conftest import start_rookery
+    from conftest import start_rookery, targets
     from kazoo.client import KazooClient
+
+    if "rookery" not in targets():
+        pytest.skip("ROOKERY_TESTS_TARGETS excludes rookery")
 
     workdir = tmp_path_factory.mktemp("rookery-null-restart")
     srv = start_rookery(workdir, ["--snap-count", "2"])

@@ -249,3 +249,49 @@ def test_zkcli_sasl_reads_a_sasl_protected_node(sasl_server, sasl_client, base, 
     assert "state:AuthFailed" in wrong.stdout, wrong.stdout
     assert "KeeperErrorCode = AuthFailed" in wrong.stdout + wrong.stderr, (wrong.stdout, wrong.stderr)
     check_alive(sasl_server)
+
+
+def test_rookery_jaas_flag(tmp_path_factory):
+    """rookery's own spelling, --jaas-config, without zoo.cfg: SASL login works, but the sasl
+    ACL scheme needs authProvider.N as in ZooKeeper (InvalidACL without it)."""
+    from conftest import start_rookery, targets, write_server_jaas
+    from kazoo.exceptions import InvalidACLError
+
+    if "rookery" not in targets():
+        pytest.skip("ROOKERY_TESTS_TARGETS excludes rookery")
+    workdir = tmp_path_factory.mktemp("rookery-jaas-flag")
+    jaas = write_server_jaas(workdir / "jaas.conf")
+    srv = start_rookery(workdir, ["--jaas-config", str(jaas)])
+    c = KazooClient(hosts=srv.hosts, timeout=TIMEOUT,
+                    sasl_options={"mechanism": "DIGEST-MD5", "username": "alice",
+                                  "password": SASL_USERS["alice"]})
+    try:
+        c.start(timeout=TIMEOUT)
+        assert whoami(c) == [("ip", "127.0.0.1"), ("sasl", "alice")]
+        with pytest.raises(InvalidACLError):
+            c.create("/s", b"", acl=[sasl_acl("alice")])
+    finally:
+        c.stop()
+        c.close()
+        srv.stop()
+
+
+def test_sasl_acl_without_the_provider_is_invalid(client, base):
+    """The plain servers have no authProvider: `sasl:` ACLs are InvalidACL on both."""
+    from kazoo.exceptions import InvalidACLError
+
+    client.ensure_path(base)
+    with pytest.raises(InvalidACLError):
+        client.create(f"{base}/s", b"", acl=[sasl_acl("bob")])
+
+
+def test_sasl_acl_with_the_provider_is_valid_unauthenticated(sasl_client, base):
+    """With the provider, a session without SASL may still set a sasl ACL (and then cannot
+    read the node)."""
+    anon = sasl_client()
+    anon.ensure_path(base)
+    anon.create(f"{base}/s", b"x", acl=[sasl_acl("bob", Permissions.READ)])
+    with pytest.raises(NoAuthError):
+        anon.get(f"{base}/s")
+    bob = sasl_client("bob", SASL_USERS["bob"])
+    assert bob.get(f"{base}/s")[0] == b"x"
