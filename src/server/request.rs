@@ -110,9 +110,8 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
             watch_query(ctx, &remove.path, remove.watcher_type, true, last_zxid())
         }
         Request::WhoAmI => {
-            let client_info = ctx
-                .auth
-                .iter()
+            let client_info = java_set_order(ctx.auth)
+                .into_iter()
                 .map(|id| ClientInfo {
                     auth_scheme: id.scheme.clone(),
                     user: user_name(id),
@@ -298,6 +297,38 @@ fn sasl_step(ctx: &mut LocalContext<'_>, token: &[u8], last_zxid: i64) -> LocalO
     }
 }
 
+/// The order in which ZooKeeper lists a connection's ids: its `authInfo` is a set backed by a
+/// `ConcurrentHashMap` (16 bins while it holds at most 12 entries), so whoAmI walks the bins in
+/// index order, entries of one bin in insertion order. The bin comes from the jute-generated
+/// `Id.hashCode` (`37 * (37 * 17 + scheme.hashCode()) + id.hashCode()`), spread as
+/// `h ^ (h >>> 16)`. Past 12 ids the table would have grown; the larger power of two is used.
+fn java_set_order(ids: &[Id]) -> Vec<&Id> {
+    fn string_hash(s: &str) -> i32 {
+        s.encode_utf16().fold(0i32, |h, unit| {
+            h.wrapping_mul(31).wrapping_add(i32::from(unit))
+        })
+    }
+    let mut bins = 16usize;
+    while ids.len() > bins / 4 * 3 {
+        bins *= 2;
+    }
+    let bin = |id: &Id| {
+        let h = 17i32
+            .wrapping_mul(37)
+            .wrapping_add(string_hash(&id.scheme))
+            .wrapping_mul(37)
+            .wrapping_add(string_hash(&id.id)) as u32;
+        ((h ^ (h >> 16)) & 0x7fff_ffff) as usize & (bins - 1)
+    };
+    let mut ordered: Vec<(usize, usize, &Id)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (bin(id), i, id))
+        .collect();
+    ordered.sort_unstable_by_key(|&(b, i, _)| (b, i));
+    ordered.into_iter().map(|(_, _, id)| id).collect()
+}
+
 /// The user name whoAmI reports for an id (ZooKeeper's AuthUtil.getUser): the digest
 /// provider reports the part before the colon, unknown providers (super) an empty string.
 fn user_name(id: &Id) -> String {
@@ -306,5 +337,34 @@ fn user_name(id: &Id) -> String {
         // ZooKeeper 3.8 reports the sasl id itself (whoAmI after DIGEST-MD5: sasl/bob).
         "ip" | "sasl" => id.id.clone(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(scheme: &str, id: &str) -> Id {
+        Id {
+            scheme: scheme.into(),
+            id: id.into(),
+        }
+    }
+
+    /// Orders observed from ZooKeeper 3.8's whoAmI: ip before digest u:p, sasl:bob before ip.
+    #[test]
+    fn who_am_i_lists_ids_in_zookeeper_hash_set_order() {
+        let ip = id("ip", "127.0.0.1");
+        let digest = id("digest", &digest_id("u:p"));
+        let bob = id("sasl", "bob");
+        assert_eq!(
+            java_set_order(&[ip.clone(), digest.clone()]),
+            vec![&ip, &digest]
+        );
+        assert_eq!(java_set_order(&[ip.clone(), bob.clone()]), vec![&bob, &ip]);
+        // Insertion order does not matter, only the bins do.
+        assert_eq!(java_set_order(&[bob.clone(), ip.clone()]), vec![&bob, &ip]);
+        let many: Vec<Id> = (0..20).map(|i| id("digest", &format!("u{i}:x"))).collect();
+        assert_eq!(java_set_order(&many).len(), 20);
     }
 }
