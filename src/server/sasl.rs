@@ -189,7 +189,9 @@ enum ParseError {
     NoSection,
 }
 
-#[derive(Debug, PartialEq, Eq)]
+/// A JAAS token. Its Debug (used in syntax errors) shows no value, quoted or not (class names
+/// only): a malformed file must not put a password into a log.
+#[derive(PartialEq, Eq)]
 enum Tok {
     Word(String),
     Quoted(String),
@@ -197,6 +199,21 @@ enum Tok {
     Close,
     Semi,
     Eq,
+}
+
+impl fmt::Debug for Tok {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            // An unquoted option value is a word too: show only class names.
+            Tok::Word(w) if w.contains('.') => write!(f, "{w:?}"),
+            Tok::Word(_) => f.write_str("a word"),
+            Tok::Quoted(_) => f.write_str("a quoted string"),
+            Tok::Open => f.write_str("'{'"),
+            Tok::Close => f.write_str("'}'"),
+            Tok::Semi => f.write_str("';'"),
+            Tok::Eq => f.write_str("'='"),
+        }
+    }
 }
 
 fn expect(it: &mut impl Iterator<Item = Tok>, want: &Tok) -> Result<(), ParseError> {
@@ -826,6 +843,16 @@ mod tests {
             SaslUsers::parse("Server { x maybe; };", "Server"),
             Err(ParseError::Syntax(_))
         ));
+        // Syntax errors never quote a value.
+        for broken in [
+            "Server { m.Login required user_bob \"pw-in-quotes\"; };",
+            "Server { m.Login required user_bob pw-unquoted; };",
+        ] {
+            match SaslUsers::parse(broken, "Server") {
+                Err(ParseError::Syntax(msg)) => assert!(!msg.contains("pw-"), "{msg}"),
+                _ => panic!("{broken} parsed"),
+            }
+        }
         // Debug never shows a password.
         assert!(!format!("{users:?}").contains("adminsecret"));
     }
