@@ -1801,3 +1801,44 @@ fn snapshot_keeps_null_data_and_loads_format_2() {
         Err(TreeError::UnsupportedVersion(4))
     );
 }
+
+/// A format 2 snapshot built by hand from the documented layout (not by our encoder): root
+/// with one child "/a" holding "hi". It loads, and its data comes back as non-null.
+#[test]
+fn hand_made_format_2_snapshot_loads() {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RKTREE\0\0");
+    b.extend_from_slice(&2u32.to_be_bytes());
+    b.extend_from_slice(&1u32.to_be_bytes()); // one ACL list
+    b.extend_from_slice(&1u32.to_be_bytes()); // of one entry
+    b.extend_from_slice(&31i32.to_be_bytes());
+    for s in ["world", "anyone"] {
+        b.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        b.extend_from_slice(s.as_bytes());
+    }
+    b.extend_from_slice(&2u64.to_be_bytes()); // two nodes
+                                              // root: name "", 1 child, nine zero stats, acl 0, data length 0
+    b.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // "/a": name, no children, czxid 5 (zigzag 10), deltas 0, ctime 1000 (zigzag 2000 =
+    // 0xd0 0x0f), acl 0, data "hi"
+    b.extend_from_slice(&[
+        1, b'a', 0, 10, 0, 0, 0xd0, 0x0f, 0, 0, 0, 0, 0, 0, 2, b'h', b'i',
+    ]);
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    let t = DataTree::deserialize(&b).unwrap();
+    t.check_invariants().unwrap();
+    let data = |p: &str| {
+        let id = t.nodes.lookup(p).unwrap();
+        t.nodes.get(id).unwrap().data_opt().map(<[u8]>::to_vec)
+    };
+    assert_eq!(data("/a"), Some(b"hi".to_vec()));
+    assert_eq!(data("/"), Some(vec![]));
+    let stat = t.stat("/a").unwrap();
+    assert_eq!((stat.czxid, stat.ctime, stat.data_length), (5, 1000, 2));
+    // Written back as format 3.
+    let mut again = Vec::new();
+    t.serialize(&mut again);
+    assert_eq!(&again[8..12], &3u32.to_be_bytes());
+    assert!(DataTree::deserialize(&again).unwrap() == t);
+}
