@@ -307,9 +307,6 @@ fn tokenize(text: &str) -> Result<Vec<Tok>, ParseError> {
 /// close the connection; the text is for the server log (it never holds a password).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SaslError {
-    /// DIGEST-MD5 has no initial response: the first token must be empty.
-    #[error("DIGEST-MD5: initial response must be empty")]
-    InitialResponse,
     /// A token after the exchange completed.
     #[error("DIGEST-MD5: authentication already completed")]
     AlreadyComplete,
@@ -368,9 +365,9 @@ impl SaslState {
     ) -> Result<SaslStep, SaslError> {
         match std::mem::replace(self, SaslState::Complete) {
             SaslState::Start => {
-                if !token.is_empty() {
-                    return Err(SaslError::InitialResponse);
-                }
+                // DIGEST-MD5 has no initial response; like ZooKeeper's JDK server, whatever
+                // the first token holds is ignored and answered with the challenge.
+                let _ = token;
                 let nonce = nonce();
                 // As the JDK server words it; no qop directive means qop=auth (RFC 2831).
                 let challenge =
@@ -792,9 +789,10 @@ mod tests {
             );
         }
         let mut state = SaslState::default();
-        assert_eq!(
-            state.evaluate(&bob(), b"x", new_nonce),
-            Err(SaslError::InitialResponse)
+        let first = state.evaluate(&bob(), b"x", new_nonce).unwrap();
+        assert!(
+            first.token.starts_with(b"realm="),
+            "a first token is ignored"
         );
         let mut state = SaslState::default();
         state.evaluate(&bob(), b"", new_nonce).unwrap();

@@ -114,7 +114,7 @@ def test_sasl_acl_is_enforced(sasl_client, base):
         alice.get(f"{base}/mine")
 
 
-def raw_sasl(server, user, password, max_steps=3):
+def raw_sasl(server, user, password, max_steps=3, extra_token=False):
     """Connects, then runs DIGEST-MD5 by hand. Returns a list of (xid, zxid, err, body)
     replies, and whether the server then closed the connection (recv gives EOF)."""
     import puresasl.client
@@ -159,6 +159,11 @@ def raw_sasl(server, user, password, max_steps=3):
             if challenge.startswith(b"rspauth="):
                 cli.process(challenge)  # checks the server's rspauth
                 assert cli.complete
+                if extra_token:  # one more (empty) token after the exchange completed
+                    s.sendall(frame(struct.pack(">ii", xid + 1, 102) + struct.pack(">i", 0)))
+                    reply = recv_frame(s)
+                    assert reply is not None, "connection closed before the reply"
+                    replies.append(struct.unpack(">iqi", reply[:16]) + (reply[16:],))
                 break
         s.settimeout(3.0)
         try:
@@ -178,6 +183,14 @@ def test_failed_sasl_answers_auth_failed_and_closes(sasl_server, user, password)
     assert replies[0][:3] == (1, 0, 0)
     assert b'realm="zk-sasl-md5"' in replies[0][3]
     assert replies[1] == (2, 0, -115, b"\xff\xff\xff\xff")
+    assert closed
+
+
+def test_sasl_token_after_completion_fails_and_closes(sasl_server):
+    """ZooKeeper 3.8: a third token (the exchange is over) gets the failure answer too."""
+    replies, closed = raw_sasl(sasl_server, "bob", SASL_USERS["bob"], extra_token=True)
+    assert [r[:3] for r in replies] == [(1, 0, 0), (2, 0, 0), (3, 0, -115)], replies
+    assert replies[2][3] == b"\xff\xff\xff\xff"
     assert closed
 
 
@@ -297,3 +310,21 @@ def test_sasl_acl_with_the_provider_is_valid_unauthenticated(sasl_client, base):
         anon.get(f"{base}/s")
     bob = sasl_client("bob", SASL_USERS["bob"])
     assert bob.get(f"{base}/s")[0] == b"x"
+
+
+def test_non_empty_first_sasl_token_is_ignored(sasl_server):
+    """DIGEST-MD5 has no initial response; ZooKeeper's JDK server ignores a non-empty first
+    token and sends its challenge (observed with ZooKeeper 3.8 on JDK 17)."""
+    with socket.create_connection(("127.0.0.1", sasl_server.port), timeout=TIMEOUT) as s:
+        passwd = struct.pack(">i", 16) + b"\0" * 16
+        body = struct.pack(">iqiq", 0, 0, 10000, 0) + passwd + b"\0"
+        s.sendall(struct.pack(">i", len(body)) + body)
+        (n,) = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))
+        s.recv(n, socket.MSG_WAITALL)
+        token = b'username="bob"'
+        req = struct.pack(">ii", 1, 102) + struct.pack(">i", len(token)) + token
+        s.sendall(struct.pack(">i", len(req)) + req)
+        (n,) = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))
+        reply = s.recv(n, socket.MSG_WAITALL)
+    assert struct.unpack(">iqi", reply[:16]) == (1, 0, 0), reply
+    assert b'realm="zk-sasl-md5",nonce="' in reply[20:], reply
