@@ -119,6 +119,8 @@ pub struct Config {
     pub sasl_provider: bool,
     /// The JAAS file SASL users come from, if any.
     pub jaas_config: Option<PathBuf>,
+    /// The SASL user who is also superuser (ZooKeeper's zookeeper.superUser property).
+    pub sasl_super_user: Option<String>,
     /// DIGEST-MD5 users of the JAAS `Server` section; `None`: no SASL server (a sasl packet
     /// then answers AuthFailed and the connection stays open).
     pub sasl_users: Option<crate::server::sasl::SaslUsers>,
@@ -147,6 +149,7 @@ impl Default for Config {
             super_digest: None,
             sasl_provider: false,
             jaas_config: None,
+            sasl_super_user: None,
             sasl_users: None,
             server_id: 1,
             source: "defaults".to_string(),
@@ -177,6 +180,8 @@ const KNOWN_KEYS: &[&str] = &[
     "syncLimit",
     "admin.enableServer",
     "jaasLoginConfig",
+    "superUser",
+    "zookeeper.superUser",
 ];
 
 /// The JVM system property ZooKeeper reads its JAAS file from.
@@ -296,6 +301,10 @@ impl Config {
                     self.super_digest = Some(parse_super_digest(value).map_err(|r| bad(&r))?)
                 }
                 "jaasLoginConfig" => self.jaas_config = Some(PathBuf::from(value)),
+                // ZooKeeper turns unknown zoo.cfg keys into zookeeper.* system properties.
+                "superUser" | "zookeeper.superUser" => {
+                    self.sasl_super_user = Some(value.clone()).filter(|v| !v.is_empty())
+                }
                 // ZooKeeper loads authProvider.N (or the zookeeper.authProvider.N property)
                 // classes into its ProviderRegistry; SASL is the one rookery knows.
                 other
@@ -540,6 +549,11 @@ mod tests {
         );
         config.apply_file(Path::new("zoo.cfg"), &text).unwrap();
         assert!(config.sasl_provider);
+        assert_eq!(config.sasl_super_user, None);
+        config
+            .apply_file(Path::new("zoo.cfg"), "superUser=root\n")
+            .unwrap();
+        assert_eq!(config.sasl_super_user.as_deref(), Some("root"));
         config.load_jaas().unwrap();
         assert_eq!(config.sasl_users.as_ref().unwrap().names(), vec!["bob"]);
         assert!(!format!("{config:?}").contains("\"pw\""));

@@ -273,8 +273,17 @@ fn sasl_step(ctx: &mut LocalContext<'_>, token: &[u8], last_zxid: i64) -> LocalO
                     scheme: "sasl".to_string(),
                     id: user,
                 };
+                let is_super = ctx.shared.config.sasl_super_user.as_deref() == Some(&id.id);
                 if !ctx.auth.contains(&id) {
                     ctx.auth.push(id);
+                }
+                // ZooKeeperServer.isSaslSuperUser: the configured user also gets super.
+                let super_id = Id {
+                    scheme: "super".to_string(),
+                    id: String::new(),
+                };
+                if is_super && !ctx.auth.contains(&super_id) {
+                    ctx.auth.push(super_id);
                 }
                 publish_auth(ctx);
             }

@@ -283,7 +283,8 @@ def rookery(tmp_path_factory):
 # A ZooKeeper and a rookery configured the same way for SASL DIGEST-MD5: zoo.cfg
 # authProvider.1=SASLAuthenticationProvider and a JAAS file whose Server section lists users.
 
-SASL_USERS = {"bob": "bobsecret", "alice": "alicesecret"}
+SASL_USERS = {"bob": "bobsecret", "alice": "alicesecret", "root": "rootsecret"}
+SASL_SUPER_USER = "root"  # zoo.cfg superUser= (ZooKeeper's zookeeper.superUser)
 SASL_PROVIDER = "org.apache.zookeeper.server.auth.SASLAuthenticationProvider"
 SASL_TARGET_FIXTURES = {"zk": "zookeeper_sasl", "rookery": "rookery_sasl"}
 
@@ -303,7 +304,8 @@ def write_server_jaas(path: Path) -> Path:
 def zookeeper_sasl(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("zookeeper-sasl")
     jaas = write_server_jaas(workdir / "jaas.conf")
-    srv = start_zookeeper(workdir, [f"authProvider.1={SASL_PROVIDER}"],
+    srv = start_zookeeper(workdir, [f"authProvider.1={SASL_PROVIDER}",
+                                    f"superUser={SASL_SUPER_USER}"],
                           [f"-Djava.security.auth.login.config={jaas}"])
     yield srv
     srv.stop()
@@ -316,7 +318,7 @@ def rookery_sasl(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("rookery-sasl")
     jaas = write_server_jaas(workdir / "jaas.conf")
     cfg = workdir / "zoo.cfg"
-    cfg.write_text(f"authProvider.1={SASL_PROVIDER}\n")
+    cfg.write_text(f"authProvider.1={SASL_PROVIDER}\nsuperUser={SASL_SUPER_USER}\n")
     srv = start_rookery(workdir, ["--config", str(cfg)],
                         env={"JVMFLAGS": f"-Xmx1g -Djava.security.auth.login.config={jaas}"})
     yield srv

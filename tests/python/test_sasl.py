@@ -114,6 +114,18 @@ def test_sasl_acl_is_enforced(sasl_client, base):
         alice.get(f"{base}/mine")
 
 
+def test_sasl_super_user(sasl_client, base):
+    """zoo.cfg superUser=root: the SASL user root also holds super and bypasses ACLs."""
+    bob = sasl_client("bob", SASL_USERS["bob"])
+    bob.ensure_path(base)
+    bob.create(f"{base}/b", b"bob only", acl=[sasl_acl("bob", Permissions.READ)])
+    root = sasl_client("root", SASL_USERS["root"])
+    assert root.get(f"{base}/b")[0] == b"bob only"
+    root.set(f"{base}/b", b"changed by root")
+    assert whoami(root) == [("sasl", "root"), ("super", ""), ("ip", "127.0.0.1")]
+    assert ("super", "") not in whoami(bob)
+
+
 def raw_sasl(server, user, password, max_steps=3, extra_token=False):
     """Connects, then runs DIGEST-MD5 by hand. Returns a list of (xid, zxid, err, body)
     replies, and whether the server then closed the connection (recv gives EOF)."""
