@@ -107,6 +107,9 @@ pub enum ConfigError {
         /// What went wrong.
         reason: String,
     },
+    /// The JAAS file for SASL could not be read or parsed.
+    #[error(transparent)]
+    Jaas(#[from] crate::server::sasl::JaasError),
 }
 
 /// Command-line flags. Every flag is optional: a flag overrides the config file, which
@@ -174,6 +177,11 @@ pub struct Flags {
     /// Ticks without leader contact before a server is considered gone (syncLimit).
     #[arg(long, value_name = "TICKS")]
     pub sync_limit: Option<u32>,
+    /// JAAS file whose `Server` section lists SASL DIGEST-MD5 users as user_NAME="password"
+    /// (ZooKeeper's -Djava.security.auth.login.config; also read from $SERVER_JVMFLAGS or
+    /// $JVMFLAGS, and from the zoo.cfg key jaasLoginConfig).
+    #[arg(long, value_name = "FILE")]
+    pub jaas_config: Option<PathBuf>,
 }
 
 /// The effective configuration of a server.
@@ -205,6 +213,15 @@ pub struct Config {
     pub container_check_interval: Duration,
     /// The superuser's digest, whose holder bypasses every ACL.
     pub super_digest: Option<String>,
+    /// Whether `authProvider.N=...SASLAuthenticationProvider` registers the `sasl` ACL scheme.
+    pub sasl_provider: bool,
+    /// The JAAS file SASL users come from, if any.
+    pub jaas_config: Option<PathBuf>,
+    /// The SASL user who is also superuser (ZooKeeper's zookeeper.superUser property).
+    pub sasl_super_user: Option<String>,
+    /// DIGEST-MD5 users of the JAAS `Server` section; `None`: no SASL server (a sasl packet
+    /// then answers AuthFailed and the connection stays open).
+    pub sasl_users: Option<crate::server::sasl::SaslUsers>,
     /// This server's id in the Raft group (1 when standalone).
     pub server_id: u64,
     /// Where the configuration came from, for the `conf` four-letter word.
@@ -245,6 +262,10 @@ impl Default for Config {
             snap_count: 100_000,
             container_check_interval: Duration::from_secs(60),
             super_digest: None,
+            sasl_provider: false,
+            jaas_config: None,
+            sasl_super_user: None,
+            sasl_users: None,
             server_id: 1,
             source: "defaults".to_string(),
             servers: Vec::new(),
@@ -286,7 +307,23 @@ const KNOWN_KEYS: &[&str] = &[
     "standaloneEnabled",
     "readonlymode.enabled",
     "zookeeper.readonlymode.enabled",
+    "jaasLoginConfig",
+    "superUser",
+    "zookeeper.superUser",
 ];
+
+/// The JVM system property ZooKeeper reads its JAAS file from.
+const JAAS_PROPERTY: &str = "-Djava.security.auth.login.config=";
+
+/// The JAAS file named by `-Djava.security.auth.login.config=FILE` in a JVMFLAGS-style string
+/// (the last one wins, as on a java command line).
+pub fn jaas_from_jvmflags(flags: &str) -> Option<PathBuf> {
+    flags
+        .split_whitespace()
+        .filter_map(|f| f.strip_prefix(JAAS_PROPERTY))
+        .next_back()
+        .map(|p| PathBuf::from(p.trim_matches(|c| c == '"' || c == '\'')))
+}
 
 impl Config {
     /// Defaults, then the file named by `--config`, then the flags.
@@ -301,8 +338,27 @@ impl Config {
         }
         config.apply_flags(flags)?;
         config.resolve_server_id(flags.id)?;
+        if config.jaas_config.is_none() {
+            // As zkServer.sh passes them to java: SERVER_JVMFLAGS, then JVMFLAGS.
+            config.jaas_config = ["SERVER_JVMFLAGS", "JVMFLAGS"]
+                .iter()
+                .filter_map(|var| std::env::var(var).ok())
+                .find_map(|v| jaas_from_jvmflags(&v));
+        }
+        config.load_jaas()?;
         config.check()?;
         Ok(config)
+    }
+
+    /// Reads the SASL users from the JAAS file, if one is configured.
+    pub fn load_jaas(&mut self) -> Result<(), ConfigError> {
+        if let Some(path) = &self.jaas_config {
+            let users =
+                crate::server::sasl::SaslUsers::load(path, crate::server::sasl::SERVER_SECTION)?;
+            tracing::info!(file = %path.display(), users = ?users.names(), "SASL DIGEST-MD5 users loaded");
+            self.sasl_users = Some(users);
+        }
+        Ok(())
     }
 
     /// Applies zoo.cfg `key=value` lines. Unknown keys get a warning, bad values an error.
@@ -395,6 +451,23 @@ impl Config {
                 "readonlymode.enabled" | "zookeeper.readonlymode.enabled" => {
                     self.read_only_enabled = parse_bool(value).map_err(|r| bad(&r))?
                 }
+                "jaasLoginConfig" => self.jaas_config = Some(PathBuf::from(value)),
+                // ZooKeeper turns unknown zoo.cfg keys into zookeeper.* system properties.
+                "superUser" | "zookeeper.superUser" => {
+                    self.sasl_super_user = Some(value.clone()).filter(|v| !v.is_empty())
+                }
+                // ZooKeeper loads authProvider.N (or the zookeeper.authProvider.N property)
+                // classes into its ProviderRegistry; SASL is the one rookery knows.
+                other
+                    if other.starts_with("authProvider.")
+                        || other.starts_with("zookeeper.authProvider.") =>
+                {
+                    if value == crate::server::sasl::SASL_PROVIDER_CLASS {
+                        self.sasl_provider = true;
+                    } else {
+                        tracing::warn!(key = other, value = %value, "unsupported authProvider ignored");
+                    }
+                }
                 other if KNOWN_KEYS.contains(&other) => {
                     tracing::info!(
                         key = other,
@@ -469,6 +542,9 @@ impl Config {
         }
         if let Some(ms) = flags.container_check_interval_ms {
             self.container_check_interval = Duration::from_millis(ms.max(1));
+        }
+        if let Some(path) = &flags.jaas_config {
+            self.jaas_config = Some(path.clone());
         }
         if let Some(digest) = &flags.super_digest {
             self.super_digest = Some(
@@ -1176,6 +1252,47 @@ mod tests {
             .apply_file(Path::new("zoo.cfg"), "tickTime\n")
             .unwrap_err();
         assert!(err.to_string().contains("key=value"), "{err}");
+    }
+
+    #[test]
+    fn sasl_keys() {
+        let dir = std::env::temp_dir().join(format!("rookery-sasl-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let jaas = dir.join("jaas.conf");
+        std::fs::write(
+            &jaas,
+            "Server { org.apache.zookeeper.server.auth.DigestLoginModule required user_bob=\"pw\"; };",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        let text = format!(
+            "authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider\n\
+             authProvider.2=org.example.Other\njaasLoginConfig={}\n",
+            jaas.display()
+        );
+        config.apply_file(Path::new("zoo.cfg"), &text).unwrap();
+        assert!(config.sasl_provider);
+        assert_eq!(config.sasl_super_user, None);
+        config
+            .apply_file(Path::new("zoo.cfg"), "superUser=root\n")
+            .unwrap();
+        assert_eq!(config.sasl_super_user.as_deref(), Some("root"));
+        config.load_jaas().unwrap();
+        assert_eq!(config.sasl_users.as_ref().unwrap().names(), vec!["bob"]);
+        assert!(!format!("{config:?}").contains("\"pw\""));
+
+        let mut config = Config {
+            jaas_config: Some(dir.join("missing.conf")),
+            ..Config::default()
+        };
+        assert!(matches!(config.load_jaas(), Err(ConfigError::Jaas(_))));
+        assert!(!Config::default().sasl_provider);
+
+        assert_eq!(
+            jaas_from_jvmflags("-Xmx1g -Djava.security.auth.login.config=/a/b.conf -Dx=y"),
+            Some(PathBuf::from("/a/b.conf"))
+        );
+        assert_eq!(jaas_from_jvmflags("-Xmx1g"), None);
     }
 
     #[test]

@@ -336,6 +336,7 @@ impl StateMachine for Applier {
                         session_id: txn.session_id,
                         auth: &txn.auth,
                         ttl_enabled: shared.config.ttl_enabled,
+                        sasl_provider: shared.config.sasl_provider,
                     };
                     state.tree.apply_write(&ctx, request)
                 };

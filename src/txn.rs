@@ -162,7 +162,7 @@ mod tests {
                     op: OpCode::Create2,
                     req: CreateRequest {
                         path: "/a".into(),
-                        data: b"x".to_vec(),
+                        data: Some(b"x".to_vec()),
                         acl: vec![],
                         flags: 0,
                     },
@@ -189,6 +189,23 @@ mod tests {
         for txn in txns {
             assert_eq!(Txn::decode(&txn.encode()).unwrap(), txn);
         }
+    }
+
+    /// A setData to null stays null (not empty) through the log entry.
+    #[test]
+    fn null_data_round_trips() {
+        let txn = Txn {
+            origin: Origin::default(),
+            session_id: 1,
+            time_ms: 5,
+            auth: vec![],
+            body: TxnBody::Request(Request::SetData(rookery_protocol::SetDataRequest {
+                path: "/a".into(),
+                data: None,
+                version: -1,
+            })),
+        };
+        assert_eq!(Txn::decode(&txn.encode()), Ok(txn));
     }
 
     #[test]

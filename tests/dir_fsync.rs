@@ -5,6 +5,7 @@
 //! first start can lose `data.mdb`'s directory entry and with it every acknowledged write.
 //!
 //! Skipped, with a message, where `strace` is missing or ptrace is refused.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod storage_support;
 

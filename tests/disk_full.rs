@@ -10,6 +10,7 @@
 //! * after `mount -o remount,size=...` writes resume by themselves, without a restart.
 //!
 //! tmpfs ignores fsync, so this shows ENOSPC behaviour, not power-loss durability.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod storage_support;
 

@@ -11,6 +11,7 @@
 //! fault or recovers by itself, and then restarts on the same data directory and checks that
 //! every acknowledged write is there.
 #![cfg(feature = "failpoints")]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod storage_support;
 

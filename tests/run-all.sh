@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # rookery's test command: bash tests/run-all.sh
-#   1. installs Apache ZooKeeper (the reference server) + netcat if missing
+#   1. installs Apache ZooKeeper (the reference server), netcat, and the C client headers + gcc
+#      (tests/python/test_null_data.py compiles a libzookeeper_mt program) if missing
 #   2. makes .venv with tests/python/requirements.txt
 #   3. cargo fmt --check; cargo clippy --all-targets -- -D warnings (lints: [workspace.lints]);
 #      cargo build --workspace --all-targets; cargo test --workspace
@@ -18,8 +19,9 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 step "system packages"
 missing=()
-# strace: tests/dir_fsync.rs checks directory fsyncs on the real binary.
-for p in zookeeper zookeeper-bin netcat-openbsd strace; do
+# strace: tests/dir_fsync.rs checks directory fsyncs on the real binary; libzookeeper-mt-dev
+# and gcc: tests/python/test_null_data.py compiles a C client program.
+for p in zookeeper zookeeper-bin netcat-openbsd strace libzookeeper-mt-dev gcc; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

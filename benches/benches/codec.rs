@@ -43,7 +43,7 @@ fn acl() -> Vec<Acl> {
 fn create_request(i: usize) -> CreateRequest {
     CreateRequest {
         path: format!("/bench-0001/c0-0/n{i}"),
-        data: vec![b'x'; 100],
+        data: Some(vec![b'x'; 100]),
         acl: acl(),
         flags: 0,
     }
@@ -58,7 +58,7 @@ fn multi_100() -> Request {
             },
             1 => MultiOp::SetData(SetDataRequest {
                 path: format!("/bench-0001/k/k{i}"),
-                data: vec![b'y'; 100],
+                data: Some(vec![b'y'; 100]),
                 version: -1,
             }),
             2 => MultiOp::Check(CheckVersionRequest {
@@ -101,7 +101,7 @@ fn records(c: &mut Criterion) {
         err: 0,
     };
     let get = Response::GetData(GetDataResponse {
-        data: vec![b'x'; 100],
+        data: Some(vec![b'x'; 100]),
         stat: stat(),
     });
     g.bench_function("get_data_response_100b/encode", |b| {
@@ -161,7 +161,7 @@ fn frames(c: &mut Criterion) {
         err: 0,
     };
     let get = Response::GetData(GetDataResponse {
-        data: vec![b'x'; 100],
+        data: Some(vec![b'x'; 100]),
         stat: stat(),
     });
     let mut stream = BytesMut::new();

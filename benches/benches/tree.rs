@@ -26,6 +26,7 @@ fn ctx(zxid: i64, auth: &[Id]) -> OpContext<'_> {
         session_id: 1,
         auth,
         ttl_enabled: true,
+        sasl_provider: false,
     }
 }
 
@@ -34,7 +35,7 @@ fn create(path: String) -> Request {
         op: OpCode::Create,
         req: CreateRequest {
             path,
-            data: vec![b'x'; 100],
+            data: Some(vec![b'x'; 100]),
             acl: open_acl(),
             flags: 0,
         },
@@ -90,7 +91,7 @@ fn tree_ops(c: &mut Criterion) {
         let mut zxid = 1_000_000;
         let set = Request::SetData(SetDataRequest {
             path: "/bench/d42/n42123".into(),
-            data: vec![b'y'; 100],
+            data: Some(vec![b'y'; 100]),
             version: -1,
         });
         b.iter(|| {

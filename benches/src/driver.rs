@@ -36,7 +36,7 @@ pub fn create(path: String, data: Vec<u8>, mode: CreateMode) -> Request {
         op: OpCode::Create,
         req: CreateRequest {
             path,
-            data,
+            data: Some(data),
             acl: open_acl(),
             flags: mode.wire(),
         },
@@ -185,7 +185,7 @@ impl Gen {
             }
             Kind::Set => Request::SetData(SetDataRequest {
                 path: self.key(),
-                data: self.value.clone(),
+                data: Some(self.value.clone()),
                 version: -1,
             }),
             Kind::Get => Request::GetData(GetDataRequest {
@@ -205,7 +205,7 @@ impl Gen {
                 } else {
                     Request::SetData(SetDataRequest {
                         path: self.key(),
-                        data: self.value.clone(),
+                        data: Some(self.value.clone()),
                         version: -1,
                     })
                 }

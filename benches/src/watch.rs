@@ -145,7 +145,7 @@ async fn rounds(
         armed = 0;
         let xid = setter.queue(&Request::SetData(SetDataRequest {
             path: path.to_string(),
-            data: value.clone(),
+            data: Some(value.clone()),
             version: -1,
         }));
         setter.flush().await?;

@@ -350,7 +350,7 @@ impl Client {
         let path = self.server_path(path, false)?;
         let request = Request::SetData(SetDataRequest {
             path,
-            data: data.to_vec(),
+            data: Some(data.to_vec()),
             version: version.unwrap_or(-1),
         });
         match self.call(request, None, AfterReply::Nothing).await? {
@@ -412,7 +412,7 @@ impl Client {
                     version,
                 } => MultiOp::SetData(SetDataRequest {
                     path: self.server_path(path, false)?,
-                    data: data.clone(),
+                    data: Some(data.clone()),
                     version: *version,
                 }),
                 Op::Check { path, version } => MultiOp::Check(CheckVersionRequest {
@@ -533,7 +533,8 @@ impl Client {
             watch: watch.is_some(),
         });
         match self.call(request, watch, AfterReply::Nothing).await? {
-            Response::GetData(r) => Ok((r.data, r.stat)),
+            // This client's API has no null data: null reads as empty.
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat)),
             other => Err(unexpected(other)),
         }
     }
@@ -680,7 +681,10 @@ impl Client {
             Response::Multi(results) => Ok(results
                 .into_iter()
                 .map(|r| match r {
-                    MultiResult::GetData(data, stat) => Ok(ReadResult::Data { data, stat }),
+                    MultiResult::GetData(data, stat) => Ok(ReadResult::Data {
+                        data: data.unwrap_or_default(),
+                        stat,
+                    }),
                     MultiResult::GetChildren(children) => Ok(ReadResult::Children(children)),
                     MultiResult::Error(code) => Err(Error::from_code(code)),
                     other => Err(Error::Protocol(format!(
@@ -863,7 +867,7 @@ fn create_request(path: String, data: &[u8], options: &CreateOptions) -> Request
     if let Some(ttl) = options.ttl {
         return Request::CreateTtl(CreateTtlRequest {
             path,
-            data: data.to_vec(),
+            data: Some(data.to_vec()),
             acl: options.acl.clone(),
             flags: options.mode.wire(),
             ttl: ttl.as_millis() as i64,
@@ -878,7 +882,7 @@ fn create_request(path: String, data: &[u8], options: &CreateOptions) -> Request
         op,
         req: CreateRequest {
             path,
-            data: data.to_vec(),
+            data: Some(data.to_vec()),
             acl: options.acl.clone(),
             flags: options.mode.wire(),
         },

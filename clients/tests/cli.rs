@@ -259,3 +259,26 @@ fn scripted_shell() {
         stdout(&o)
     );
 }
+
+/// `-h` and `--help` print the usage on stdout and exit 0 without connecting (the server
+/// given is one nobody listens on); a bad option still fails with the usage on stderr.
+#[test]
+fn help_flags_print_usage_and_exit_zero() {
+    for flag in ["-h", "--help"] {
+        let o = Command::new(CLI)
+            .args(["-server", "127.0.0.1:1", flag])
+            .output()
+            .expect("run rookery-cli");
+        assert!(o.status.success(), "{flag}: {o:?}");
+        let out = stdout(&o);
+        assert!(out.starts_with("usage: rookery-cli"), "{flag}: {out}");
+        assert!(out.contains("-server host:port"), "{out}");
+        assert!(out.contains("create [-s] [-e]"), "commands listed: {out}");
+    }
+    let o = Command::new(CLI)
+        .arg("-timeout")
+        .output()
+        .expect("run rookery-cli");
+    assert_eq!(o.status.code(), Some(2), "{o:?}");
+    assert!(stderr(&o).contains("usage: rookery-cli"), "{}", stderr(&o));
+}

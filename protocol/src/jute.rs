@@ -116,11 +116,18 @@ impl<'a> Reader<'a> {
         Ok(Some(n))
     }
 
-    /// A jute buffer; null decodes as empty.
+    /// A jute buffer; null decodes as empty. For znode data, where null and empty differ,
+    /// use [`Reader::read_opt_buffer`].
     pub fn read_buffer(&mut self) -> Result<Vec<u8>, DecodeError> {
+        Ok(self.read_opt_buffer()?.unwrap_or_default())
+    }
+
+    /// A jute buffer that keeps null (-1) apart from empty (0): ZooKeeper stores and returns
+    /// a znode's data as null if it was created or set with null.
+    pub fn read_opt_buffer(&mut self) -> Result<Option<Vec<u8>>, DecodeError> {
         match self.read_len(1)? {
-            None => Ok(Vec::new()),
-            Some(n) => Ok(self.take(n)?.to_vec()),
+            None => Ok(None),
+            Some(n) => Ok(Some(self.take(n)?.to_vec())),
         }
     }
 
@@ -218,6 +225,21 @@ impl Record for Vec<u8> {
     }
     fn read(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
         input.read_buffer()
+    }
+}
+
+/// A nullable jute `buffer`: `None` is written as length -1 (Java's `null`), as ZooKeeper
+/// does for znode data created or set with null.
+impl Record for Option<Vec<u8>> {
+    const MIN_SIZE: usize = 4;
+    fn write(&self, out: &mut BytesMut) {
+        match self {
+            Some(bytes) => bytes.write(out),
+            None => out.put_i32(-1),
+        }
+    }
+    fn read(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        input.read_opt_buffer()
     }
 }
 

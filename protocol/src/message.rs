@@ -352,8 +352,8 @@ pub enum MultiResult {
     Check,
     /// getChildren inside multiRead: child names.
     GetChildren(Vec<String>),
-    /// getData inside multiRead: data and Stat.
-    GetData(Vec<u8>, Stat),
+    /// Data (`None` when the znode holds null) and Stat of a getData inside multiRead.
+    GetData(Option<Vec<u8>>, Stat),
     /// The operation failed with this code (the whole multi did, for writes).
     Error(ErrorCode),
 }
@@ -412,7 +412,9 @@ impl MultiResult {
             OpCode::SetData => MultiResult::SetData(Stat::read(input)?),
             OpCode::Check => MultiResult::Check,
             OpCode::GetChildren => MultiResult::GetChildren(Vec::<String>::read(input)?),
-            OpCode::GetData => MultiResult::GetData(Vec::<u8>::read(input)?, Stat::read(input)?),
+            OpCode::GetData => {
+                MultiResult::GetData(Option::<Vec<u8>>::read(input)?, Stat::read(input)?)
+            }
             OpCode::Error => {
                 let code = i32::read(input)?;
                 MultiResult::Error(ErrorCode::from_wire(code).ok_or(DecodeError::InvalidValue {

@@ -95,7 +95,10 @@ jute_record! {
 }
 
 jute_record! { GetDataRequest { path: String, watch: bool } }
-jute_record! { SetDataRequest { path: String, data: Vec<u8>, version: i32 } }
+jute_record! {
+    /// `data` is `None` for a null buffer (length -1), which ZooKeeper keeps apart from empty.
+    SetDataRequest { path: String, data: Option<Vec<u8>>, version: i32 }
+}
 jute_record! {
     ReconfigRequest {
         joining_servers: String,
@@ -107,9 +110,18 @@ jute_record! {
 jute_record! { SetDataResponse { stat: Stat } }
 jute_record! { GetSaslRequest { token: Vec<u8> } }
 jute_record! { SetSaslRequest { token: Vec<u8> } }
-jute_record! { SetSaslResponse { token: Vec<u8> } }
-jute_record! { CreateRequest { path: String, data: Vec<u8>, acl: Vec<Acl>, flags: i32 } }
-jute_record! { CreateTtlRequest { path: String, data: Vec<u8>, acl: Vec<Acl>, flags: i32, ttl: i64 } }
+jute_record! {
+    /// `token` is `None` (a -1 buffer) in ZooKeeper's reply to a failed SASL step.
+    SetSaslResponse { token: Option<Vec<u8>> }
+}
+jute_record! {
+    /// `data` is `None` for a null buffer (length -1): the znode then reads back as null.
+    CreateRequest { path: String, data: Option<Vec<u8>>, acl: Vec<Acl>, flags: i32 }
+}
+jute_record! {
+    /// `data` as in [`CreateRequest`].
+    CreateTtlRequest { path: String, data: Option<Vec<u8>>, acl: Vec<Acl>, flags: i32, ttl: i64 }
+}
 jute_record! { DeleteRequest { path: String, version: i32 } }
 jute_record! { GetChildrenRequest { path: String, watch: bool } }
 jute_record! { GetAllChildrenNumberRequest { path: String } }
@@ -130,7 +142,10 @@ jute_record! { CreateResponse { path: String } }
 jute_record! { Create2Response { path: String, stat: Stat } }
 jute_record! { ExistsRequest { path: String, watch: bool } }
 jute_record! { ExistsResponse { stat: Stat } }
-jute_record! { GetDataResponse { data: Vec<u8>, stat: Stat } }
+jute_record! {
+    /// `data` is `None` for a znode holding null data (written as length -1).
+    GetDataResponse { data: Option<Vec<u8>>, stat: Stat }
+}
 jute_record! { GetChildrenResponse { children: Vec<String> } }
 jute_record! { GetAllChildrenNumberResponse { total_number: i32 } }
 jute_record! { GetChildren2Response { children: Vec<String>, stat: Stat } }

@@ -120,7 +120,7 @@ const CREATE_REPLY: &str = "
 fn create_request() -> CreateRequest {
     CreateRequest {
         path: "/foo".into(),
-        data: b"bar".to_vec(),
+        data: Some(b"bar".to_vec()),
         acl: vec![Acl {
             perms: perms::ALL,
             id: Id {
@@ -333,4 +333,47 @@ fn set_watches_request_as_the_java_client_sends_it() {
     let w2 = SetWatches2::from(expect);
     assert_eq!(w2.child_watches, ["/b", "/"]);
     assert!(w2.persistent_watches.is_empty());
+}
+
+/// Null data (BinaryOutputArchive.writeBuffer(null) writes length -1) and empty data (length 0)
+/// are different on the wire and must stay different after decoding: ZooKeeper hands null back.
+#[test]
+fn null_and_empty_data_stay_apart() {
+    let null_reply = hex("
+        ffffffff                  | data null (-1)
+        0000000000000001 0000000000000001 0000000000000000 0000000000000000
+        00000000 00000000 00000000 0000000000000000
+        00000000                  | dataLength 0
+        00000000 0000000000000001");
+    let r = Response::read(OpCode::GetData, &mut Reader::new(&null_reply)).unwrap();
+    let Response::GetData(r) = r else {
+        panic!("not a GetDataResponse: {r:?}");
+    };
+    assert_eq!(r.data, None);
+    let mut out = BytesMut::new();
+    Response::GetData(r.clone()).write(&mut out);
+    assert_eq!(&out[..], &null_reply[..]);
+
+    let mut empty = null_reply.clone();
+    empty[..4].copy_from_slice(&0i32.to_be_bytes());
+    let e = Response::read(OpCode::GetData, &mut Reader::new(&empty)).unwrap();
+    assert_eq!(
+        e,
+        Response::GetData(GetDataResponse {
+            data: Some(Vec::new()),
+            ..r
+        })
+    );
+
+    for (data, prefix) in [(None, -1i32), (Some(Vec::new()), 0)] {
+        let req = SetDataRequest {
+            path: "/n".into(),
+            data,
+            version: -1,
+        };
+        let bytes = req.to_bytes();
+        // After the path: 4-byte length + "/n".
+        assert_eq!(&bytes[6..10], &prefix.to_be_bytes());
+        assert_eq!(SetDataRequest::from_bytes(&bytes), Ok(req));
+    }
 }

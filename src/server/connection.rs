@@ -93,6 +93,8 @@ pub struct Connection {
     timeout_ms: i32,
     /// Authenticated ids: the client's IP, plus whatever addauth added.
     auth: Vec<Id>,
+    /// Where this connection's SASL exchange stands.
+    sasl: super::sasl::SaslState,
     /// Requests in arrival order that have not been answered yet.
     queue: VecDeque<Pending>,
     /// Set once the client has asked to close its session.
@@ -126,6 +128,7 @@ impl Connection {
                 scheme: "ip".to_string(),
                 id: peer.ip().to_string(),
             }],
+            sasl: super::sasl::SaslState::default(),
             queue: VecDeque::new(),
             closing: false,
             shared,
@@ -586,6 +589,7 @@ impl Connection {
             session_id: self.session_id,
             auth: &mut self.auth,
             events: Vec::new(),
+            sasl: &mut self.sasl,
         };
         let outcome = request::execute_local(&mut ctx, &request);
         let events = std::mem::take(&mut ctx.events);
@@ -608,7 +612,10 @@ impl Connection {
         // ZooKeeper echoes the request's xid, also for ping (-2), auth (-4) and setWatches (-8).
         let xid = header.xid;
         let zxid = outcome.zxid;
-        self.write_reply(xid, zxid, &outcome.result, received);
+        match (&outcome.result, &outcome.error_body) {
+            (Err(code), Some(body)) => self.write_error_with_body(xid, *code, body, received),
+            _ => self.write_reply(xid, zxid, &outcome.result, received),
+        }
         for message in later {
             match message {
                 Outbound::Event { zxid, event } => self.write_event(zxid, &event),
@@ -640,6 +647,30 @@ impl Connection {
             .stats
             .packets_sent
             .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An error header (zxid 0) followed by a body, as ZooKeeper answers a failed SASL step.
+    fn write_error_with_body(
+        &mut self,
+        xid: i32,
+        code: ErrorCode,
+        body: &Response,
+        received: Instant,
+    ) {
+        let header = ReplyHeader {
+            xid,
+            zxid: 0,
+            err: code.wire(),
+        };
+        write_frame(&mut self.out, |out| {
+            header.write(out);
+            body.write(out);
+        });
+        self.shared
+            .stats
+            .packets_sent
+            .fetch_add(1, Ordering::Relaxed);
+        self.shared.stats.record_latency(received.elapsed());
     }
 
     fn write_reply(

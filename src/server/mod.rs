@@ -5,3 +5,4 @@ pub mod admin;
 pub mod connection;
 pub mod listener;
 pub mod request;
+pub mod sasl;

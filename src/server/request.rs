@@ -4,10 +4,11 @@
 use std::sync::atomic::Ordering;
 
 use rookery_protocol::{
-    AddWatchMode, ClientInfo, ErrorCode, Id, Request, Response, SetWatches2, SyncResponse,
-    WatcherEvent, WatcherType, WhoAmIResponse,
+    AddWatchMode, ClientInfo, ErrorCode, Id, Request, Response, SetSaslResponse, SetWatches2,
+    SyncResponse, WatcherEvent, WatcherType, WhoAmIResponse,
 };
 
+use crate::server::sasl::{new_nonce, SaslState};
 use crate::state::Shared;
 use crate::tree::{digest_id, validate_path, OpContext};
 use crate::watch::WatchKind;
@@ -40,6 +41,8 @@ pub struct LocalContext<'a> {
     pub auth: &'a mut Vec<Id>,
     /// Events to send before the reply (SetWatches may fire some at once).
     pub events: Vec<WatcherEvent>,
+    /// The connection's SASL exchange.
+    pub sasl: &'a mut SaslState,
 }
 
 /// The answer to a local request.
@@ -50,6 +53,9 @@ pub struct LocalOutcome {
     pub zxid: i64,
     /// Close the connection after the reply (ZooKeeper does so after an auth failure).
     pub close: bool,
+    /// A body to send after an error header; errors have none, except a failed SASL step
+    /// (ZooKeeper sends `SetSASLResponse(null)` with its AuthFailed).
+    pub error_body: Option<Response>,
 }
 
 impl LocalOutcome {
@@ -58,6 +64,7 @@ impl LocalOutcome {
             result,
             zxid,
             close: false,
+            error_body: None,
         }
     }
 }
@@ -107,9 +114,8 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
             watch_query(ctx, &remove.path, remove.watcher_type, true, last_zxid())
         }
         Request::WhoAmI => {
-            let client_info = ctx
-                .auth
-                .iter()
+            let client_info = java_set_order(ctx.auth)
+                .into_iter()
                 .map(|id| ClientInfo {
                     auth_scheme: id.scheme.clone(),
                     user: user_name(id),
@@ -120,8 +126,7 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
                 last_zxid(),
             )
         }
-        // SASL is not configured: a clean error instead of a dropped connection.
-        Request::Sasl(_) => LocalOutcome::new(Err(ErrorCode::AuthFailed), last_zxid()),
+        Request::Sasl(req) => sasl_step(ctx, &req.token, last_zxid()),
         // A standalone server with reconfig disabled, like ZooKeeper's default.
         Request::Reconfig(_) => LocalOutcome::new(Err(ErrorCode::ReconfigDisabled), last_zxid()),
         Request::Exists(_)
@@ -145,6 +150,7 @@ fn read(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
         session_id: ctx.session_id,
         auth: ctx.auth,
         ttl_enabled: ctx.shared.config.ttl_enabled,
+        sasl_provider: ctx.shared.config.sasl_provider,
     };
     let result = state.tree.read(&op_ctx, request);
     // Arm the watch while still holding the read lock, so no write slips in between the read
@@ -211,6 +217,7 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
         result: Err(ErrorCode::AuthFailed),
         zxid: 0,
         close: true,
+        error_body: None,
     };
     let mut add = |id: Id| {
         if !ctx.auth.contains(&id) {
@@ -241,10 +248,98 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
         "ip" => {}
         _ => return failed,
     }
+    publish_auth(ctx);
+    LocalOutcome::new(Ok(Response::Empty), 0)
+}
+
+/// Makes the connection's ids visible to the watch machinery (events are ACL-filtered).
+fn publish_auth(ctx: &LocalContext<'_>) {
     if let Some(conn) = ctx.shared.conns.lock().by_id.get_mut(&ctx.conn_id) {
         conn.auth = ctx.auth.clone();
     }
-    LocalOutcome::new(Ok(Response::Empty), 0)
+}
+
+/// One SASL (102) step, as `ZooKeeperServer.processSasl`: the reply's zxid is 0; once the
+/// DIGEST-MD5 exchange completes the session holds `sasl:USER`; a failed step answers
+/// AuthFailed with a null token and closes the connection (zookeeper.allowSaslFailedClients
+/// is false by default).
+fn sasl_step(ctx: &mut LocalContext<'_>, token: &[u8], last_zxid: i64) -> LocalOutcome {
+    let session = format_args!("{:#x}", ctx.session_id);
+    let Some(users) = ctx.shared.config.sasl_users.as_ref() else {
+        // No JAAS Server section: a clean error instead of a dropped connection.
+        return LocalOutcome::new(Err(ErrorCode::AuthFailed), last_zxid);
+    };
+    match ctx.sasl.evaluate(users, token, new_nonce) {
+        Ok(step) => {
+            if let Some(user) = step.authorized {
+                tracing::info!(session = %session, user = %user, "SASL DIGEST-MD5 authentication succeeded");
+                let id = Id {
+                    scheme: "sasl".to_string(),
+                    id: user,
+                };
+                let is_super = ctx.shared.config.sasl_super_user.as_deref() == Some(&id.id);
+                if !ctx.auth.contains(&id) {
+                    ctx.auth.push(id);
+                }
+                // ZooKeeperServer.isSaslSuperUser: the configured user also gets super.
+                let super_id = Id {
+                    scheme: "super".to_string(),
+                    id: String::new(),
+                };
+                if is_super && !ctx.auth.contains(&super_id) {
+                    ctx.auth.push(super_id);
+                }
+                publish_auth(ctx);
+            }
+            LocalOutcome::new(
+                Ok(Response::Sasl(SetSaslResponse {
+                    token: Some(step.token),
+                })),
+                0,
+            )
+        }
+        Err(e) => {
+            tracing::warn!(session = %session, error = %e, "SASL authentication failed; closing the connection");
+            LocalOutcome {
+                result: Err(ErrorCode::AuthFailed),
+                zxid: 0,
+                close: true,
+                error_body: Some(Response::Sasl(SetSaslResponse { token: None })),
+            }
+        }
+    }
+}
+
+/// The order in which ZooKeeper lists a connection's ids: its `authInfo` is a set backed by a
+/// `ConcurrentHashMap` (16 bins while it holds at most 12 entries), so whoAmI walks the bins in
+/// index order, entries of one bin in insertion order. The bin comes from the jute-generated
+/// `Id.hashCode` (`37 * (37 * 17 + scheme.hashCode()) + id.hashCode()`), spread as
+/// `h ^ (h >>> 16)`. Past 12 ids the table would have grown; the larger power of two is used.
+fn java_set_order(ids: &[Id]) -> Vec<&Id> {
+    fn string_hash(s: &str) -> i32 {
+        s.encode_utf16().fold(0i32, |h, unit| {
+            h.wrapping_mul(31).wrapping_add(i32::from(unit))
+        })
+    }
+    let mut bins = 16usize;
+    while ids.len() > bins / 4 * 3 {
+        bins *= 2;
+    }
+    let bin = |id: &Id| {
+        let h = 17i32
+            .wrapping_mul(37)
+            .wrapping_add(string_hash(&id.scheme))
+            .wrapping_mul(37)
+            .wrapping_add(string_hash(&id.id)) as u32;
+        ((h ^ (h >> 16)) & 0x7fff_ffff) as usize & (bins - 1)
+    };
+    let mut ordered: Vec<(usize, usize, &Id)> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (bin(id), i, id))
+        .collect();
+    ordered.sort_unstable_by_key(|&(b, i, _)| (b, i));
+    ordered.into_iter().map(|(_, _, id)| id).collect()
 }
 
 /// The user name whoAmI reports for an id (ZooKeeper's AuthUtil.getUser): the digest
@@ -252,7 +347,37 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
 fn user_name(id: &Id) -> String {
     match id.scheme.as_str() {
         "digest" => id.id.split(':').next().unwrap_or_default().to_string(),
-        "ip" => id.id.clone(),
+        // ZooKeeper 3.8 reports the sasl id itself (whoAmI after DIGEST-MD5: sasl/bob).
+        "ip" | "sasl" => id.id.clone(),
         _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(scheme: &str, id: &str) -> Id {
+        Id {
+            scheme: scheme.into(),
+            id: id.into(),
+        }
+    }
+
+    /// Orders observed from ZooKeeper 3.8's whoAmI: ip before digest u:p, sasl:bob before ip.
+    #[test]
+    fn who_am_i_lists_ids_in_zookeeper_hash_set_order() {
+        let ip = id("ip", "127.0.0.1");
+        let digest = id("digest", &digest_id("u:p"));
+        let bob = id("sasl", "bob");
+        assert_eq!(
+            java_set_order(&[ip.clone(), digest.clone()]),
+            vec![&ip, &digest]
+        );
+        assert_eq!(java_set_order(&[ip.clone(), bob.clone()]), vec![&bob, &ip]);
+        // Insertion order does not matter, only the bins do.
+        assert_eq!(java_set_order(&[bob.clone(), ip.clone()]), vec![&bob, &ip]);
+        let many: Vec<Id> = (0..20).map(|i| id("digest", &format!("u{i}:x"))).collect();
+        assert_eq!(java_set_order(&many).len(), 20);
     }
 }

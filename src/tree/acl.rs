@@ -10,19 +10,24 @@ use rookery_protocol::{Acl, ErrorCode, Id};
 use sha1::{Digest, Sha1};
 
 /// The authentication providers a default ZooKeeper registers: `ip` and `digest`
-/// (`ProviderRegistry.initialize`). Other schemes (sasl, x509, ...) need configuration there,
-/// and without it ZooKeeper refuses them in ACLs (InvalidACL) and never matches them.
+/// (`ProviderRegistry.initialize`), plus `sasl` when `authProvider.N` names
+/// SASLAuthenticationProvider. Other schemes (x509, ...) need configuration there, and
+/// without it ZooKeeper refuses them in ACLs (InvalidACL) and never matches them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Provider {
     Ip,
     Digest,
+    Sasl,
 }
 
 impl Provider {
-    fn for_scheme(scheme: &str) -> Option<Provider> {
+    /// The provider of a scheme; `sasl` only if registered. ACL checks pass `true`: a `sasl`
+    /// ACL entry exists only if it was accepted by a server that had the provider.
+    fn for_scheme(scheme: &str, sasl: bool) -> Option<Provider> {
         match scheme {
             "ip" => Some(Provider::Ip),
             "digest" => Some(Provider::Digest),
+            "sasl" if sasl => Some(Provider::Sasl),
             _ => None,
         }
     }
@@ -30,7 +35,7 @@ impl Provider {
     /// `AuthenticationProvider.isAuthenticated`: whether an id of this scheme names a user,
     /// so that the `auth` ACL scheme expands to it.
     fn is_authenticated(self) -> bool {
-        matches!(self, Provider::Digest)
+        matches!(self, Provider::Digest | Provider::Sasl)
     }
 
     /// `AuthenticationProvider.isValid`.
@@ -39,6 +44,7 @@ impl Provider {
             // `id.split(":").length == 2`, with Java dropping trailing empty strings.
             Provider::Digest => java_split(id, ':').len() == 2,
             Provider::Ip => ip_acl_is_valid(id),
+            Provider::Sasl => kerberos_name_is_valid(id),
         }
     }
 
@@ -47,8 +53,19 @@ impl Provider {
         match self {
             Provider::Digest => id == acl_expr,
             Provider::Ip => ip_matches(id, acl_expr),
+            // SASLAuthenticationProvider: the SASL user "super" matches every sasl ACL.
+            Provider::Sasl => id == "super" || id == acl_expr,
         }
     }
+}
+
+/// `new KerberosName(id)` does not throw: a name with an `@` must be
+/// `primary[/instance]@REALM`, with no further `/` or `@`.
+fn kerberos_name_is_valid(id: &str) -> bool {
+    let Some((principal, realm)) = id.split_once('@') else {
+        return true;
+    };
+    !realm.contains(['@', '/']) && principal.matches('/').count() <= 1
 }
 
 /// Java's `String.split(regex)` for a single literal character: trailing empty strings are
@@ -149,6 +166,12 @@ fn is_world_anyone(id: &Id) -> bool {
 /// `auth` to the session's authenticated ids (InvalidACL if it has none), and checks that
 /// every other id is well formed for its scheme.
 pub(crate) fn fixup_acl(acls: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
+    fixup_acl_with(acls, auth, true)
+}
+
+/// [`fixup_acl`] where `sasl` says whether the `sasl` provider is registered (without it,
+/// `sasl:` ACLs are InvalidACL and `auth` does not expand to sasl ids).
+pub(crate) fn fixup_acl_with(acls: &[Acl], auth: &[Id], sasl: bool) -> Result<Vec<Acl>, ErrorCode> {
     let mut unique: Vec<&Acl> = Vec::with_capacity(acls.len());
     for acl in acls {
         if !unique.contains(&acl) {
@@ -165,7 +188,7 @@ pub(crate) fn fixup_acl(acls: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode
         } else if acl.id.scheme == "auth" {
             let mut expanded = false;
             for id in auth {
-                if Provider::for_scheme(&id.scheme).is_some_and(Provider::is_authenticated) {
+                if Provider::for_scheme(&id.scheme, sasl).is_some_and(Provider::is_authenticated) {
                     expanded = true;
                     out.push(Acl {
                         perms: acl.perms,
@@ -177,7 +200,7 @@ pub(crate) fn fixup_acl(acls: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode
                 return Err(ErrorCode::InvalidAcl);
             }
         } else {
-            match Provider::for_scheme(&acl.id.scheme) {
+            match Provider::for_scheme(&acl.id.scheme, sasl) {
                 Some(provider) if provider.is_valid(&acl.id.id) => out.push(acl.clone()),
                 _ => return Err(ErrorCode::InvalidAcl),
             }
@@ -199,7 +222,7 @@ pub(crate) fn check_acl(acl: &[Acl], perm: i32, auth: &[Id]) -> Result<(), Error
         if is_world_anyone(&entry.id) {
             return Ok(());
         }
-        if let Some(provider) = Provider::for_scheme(&entry.id.scheme) {
+        if let Some(provider) = Provider::for_scheme(&entry.id.scheme, true) {
             if auth
                 .iter()
                 .any(|id| id.scheme == entry.id.scheme && provider.matches(&id.id, &entry.id.id))
@@ -501,12 +524,63 @@ mod tests {
             acl(31, "", ""),
         ] {
             assert_eq!(
-                fixup_acl(std::slice::from_ref(&bad), &auth),
+                fixup_acl_with(std::slice::from_ref(&bad), &auth, false),
                 Err(ErrorCode::InvalidAcl),
                 "{bad:?}"
             );
         }
         assert!(fixup_acl(&[acl(31, "ip", "127.0.0.0/8")], &[]).is_ok());
+    }
+
+    /// With SASLAuthenticationProvider registered: `sasl:` ACLs are valid (KerberosName
+    /// syntax), `auth` expands to sasl ids, and the SASL user "super" matches every sasl ACL.
+    #[test]
+    fn sasl_provider() {
+        let bob = [id("ip", "127.0.0.1"), id("sasl", "bob")];
+        assert_eq!(
+            fixup_acl_with(&[acl(1, "sasl", "alice")], &bob, true),
+            Ok(vec![acl(1, "sasl", "alice")])
+        );
+        for good in ["bob", "bob@EXAMPLE.COM", "zk/host@EXAMPLE.COM"] {
+            assert!(
+                fixup_acl_with(&[acl(1, "sasl", good)], &[], true).is_ok(),
+                "{good}"
+            );
+        }
+        for bad in ["a@b@c", "a/b/c@R", "a@R/x"] {
+            assert_eq!(
+                fixup_acl_with(&[acl(1, "sasl", bad)], &[], true),
+                Err(ErrorCode::InvalidAcl),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            fixup_acl_with(&[acl(31, "auth", "")], &bob, true),
+            Ok(vec![acl(31, "sasl", "bob")])
+        );
+        // Without the provider, a sasl id is not one `auth` can expand to.
+        assert_eq!(
+            fixup_acl_with(&[acl(31, "auth", "")], &bob, false),
+            Err(ErrorCode::InvalidAcl)
+        );
+        let only_bob = [acl(perms::READ, "sasl", "bob")];
+        assert_eq!(check_acl(&only_bob, perms::READ, &bob), Ok(()));
+        assert_eq!(
+            check_acl(&only_bob, perms::WRITE, &bob),
+            Err(ErrorCode::NoAuth)
+        );
+        assert_eq!(
+            check_acl(&only_bob, perms::READ, &[id("sasl", "alice")]),
+            Err(ErrorCode::NoAuth)
+        );
+        assert_eq!(
+            check_acl(&only_bob, perms::READ, &[id("digest", "bob")]),
+            Err(ErrorCode::NoAuth)
+        );
+        assert_eq!(
+            check_acl(&only_bob, perms::READ, &[id("sasl", "super")]),
+            Ok(())
+        );
     }
 
     #[test]

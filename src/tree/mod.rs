@@ -54,6 +54,9 @@ pub struct OpContext<'a> {
     pub auth: &'a [Id],
     /// ZooKeeper's `extendedTypesEnabled`: without it, TTL creates answer Unimplemented.
     pub ttl_enabled: bool,
+    /// Whether the `sasl` authentication provider is registered (authProvider.N): without it
+    /// `sasl:` ACLs are InvalidACL. Every replica must agree, like `ttl_enabled`.
+    pub sasl_provider: bool,
 }
 
 /// The whole znode tree.
@@ -135,7 +138,7 @@ impl DataTree {
         #[allow(clippy::expect_used)]
         let nodes = NodeStore::new(NewNode {
             name: "",
-            data: &[],
+            data: Some(&[]),
             acl: open,
             stat: PersistedStat::default(),
         })
@@ -170,7 +173,7 @@ impl DataTree {
         };
         // The three special nodes, with constant names and empty data, always fit.
         #[allow(clippy::expect_used)]
-        self.attach(parent, path, name, &[], acl, stat)
+        self.attach(parent, path, name, Some(&[]), acl, stat)
             .expect("the special nodes always fit")
     }
 
@@ -191,7 +194,7 @@ impl DataTree {
         parent: NodeId,
         path: &str,
         name: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         acl: u32,
         stat: PersistedStat,
     ) -> Option<NodeId> {
@@ -216,7 +219,7 @@ impl DataTree {
         if let Some(target) = quota::limit_target(parent_of(path), name) {
             *self.quotas.entry(target).or_default() += 1;
         }
-        self.data_size += java_len(path) + data.len() as u64;
+        self.data_size += java_len(path) + data.map_or(0, <[u8]>::len) as u64;
         Some(id)
     }
 
@@ -299,7 +302,7 @@ impl DataTree {
             Request::GetData(r) => {
                 let node = self.readable(ctx, &r.path, perms::READ)?;
                 Ok(Response::GetData(GetDataResponse {
-                    data: node.data().to_vec(),
+                    data: node.data_opt().map(<[u8]>::to_vec),
                     stat: node.stat(),
                 }))
             }
@@ -364,9 +367,9 @@ impl DataTree {
                         MultiOp::GetChildren(r) => self
                             .readable(ctx, &r.path, perms::READ)
                             .map(|n| MultiResult::GetChildren(self.child_names(n))),
-                        MultiOp::GetData(r) => self
-                            .readable(ctx, &r.path, perms::READ)
-                            .map(|n| MultiResult::GetData(n.data().to_vec(), n.stat())),
+                        MultiOp::GetData(r) => self.readable(ctx, &r.path, perms::READ).map(|n| {
+                            MultiResult::GetData(n.data_opt().map(<[u8]>::to_vec), n.stat())
+                        }),
                         // FinalRequestProcessor: "Invalid type of readOp" -> MarshallingError.
                         _ => return Err(ErrorCode::MarshallingError),
                     };

@@ -20,7 +20,9 @@ pub(crate) const ROOT: NodeId = 0;
 /// child creations (what sequential names use); clients see `2 * cversion - numChildren`.
 #[derive(Debug, Clone)]
 pub(crate) struct Node {
-    /// One allocation: the name's length (LEB128), the name (last path component), the data.
+    /// One allocation: a LEB128 header `name_len << 1 | null`, the name (last path
+    /// component), the data. The null bit marks data created or set as null (ZooKeeper
+    /// returns it as null, not empty); it lives in the header so that Node stays 96 bytes.
     buf: Box<[u8]>,
     /// The parent's id (the root is its own parent).
     pub(crate) parent: NodeId,
@@ -56,8 +58,8 @@ pub(crate) struct Node {
 pub(crate) struct NewNode<'a> {
     /// Name (last path component).
     pub(crate) name: &'a str,
-    /// Initial data.
-    pub(crate) data: &'a [u8],
+    /// Initial data; `None` is null data (length -1 on the wire).
+    pub(crate) data: Option<&'a [u8]>,
     /// ACL cache index (the caller holds a reference for the node).
     pub(crate) acl: u32,
     /// Stat fields, as persisted.
@@ -104,14 +106,16 @@ impl PersistedStat {
     }
 }
 
-/// Builds a node buffer: LEB128 name length, name, data.
-fn pack(name: &[u8], data: &[u8]) -> Option<Box<[u8]>> {
-    let mut len = u32::try_from(name.len()).ok()?;
+/// Builds a node buffer: LEB128 header (`name_len << 1 | null`), name, data.
+fn pack(name: &[u8], data: Option<&[u8]>) -> Option<Box<[u8]>> {
+    let name_len = u64::from(u32::try_from(name.len()).ok()?);
+    let mut header = (name_len << 1) | u64::from(data.is_none());
+    let data = data.unwrap_or_default();
     let mut buf = Vec::with_capacity(5 + name.len() + data.len());
     loop {
-        let byte = (len & 0x7f) as u8;
-        len >>= 7;
-        if len == 0 {
+        let byte = (header & 0x7f) as u8;
+        header >>= 7;
+        if header == 0 {
             buf.push(byte);
             break;
         }
@@ -122,16 +126,18 @@ fn pack(name: &[u8], data: &[u8]) -> Option<Box<[u8]>> {
     Some(buf.into_boxed_slice())
 }
 
-/// Reads the LEB128 name length `pack` wrote: (length, bytes it took).
-fn read_len(buf: &[u8]) -> (usize, usize) {
-    let mut len = 0usize;
+/// Reads the header `pack` wrote: (name length, data is null, bytes it took).
+fn read_header(buf: &[u8]) -> (usize, bool, usize) {
+    let mut header = 0u64;
+    // A u32 length shifted by one needs at most 33 bits: 5 LEB128 bytes.
     for (i, &b) in buf.iter().enumerate().take(5) {
-        len |= usize::from(b & 0x7f) << (7 * i);
+        header |= u64::from(b & 0x7f) << (7 * i);
         if b & 0x80 == 0 {
-            return (len, i + 1);
+            let len = usize::try_from(header >> 1).unwrap_or(usize::MAX);
+            return (len, header & 1 == 1, i + 1);
         }
     }
-    (0, buf.len())
+    (0, false, buf.len())
 }
 
 impl Node {
@@ -155,11 +161,12 @@ impl Node {
         })
     }
 
-    /// Name and data.
-    fn parts(&self) -> (&[u8], &[u8]) {
-        let (len, skip) = read_len(&self.buf);
+    /// Name and data (`None` if null).
+    fn parts(&self) -> (&[u8], Option<&[u8]>) {
+        let (len, null, skip) = read_header(&self.buf);
         let rest = self.buf.get(skip..).unwrap_or_default();
-        rest.split_at(len.min(rest.len()))
+        let (name, data) = rest.split_at(len.min(rest.len()));
+        (name, if null { None } else { Some(data) })
     }
 
     /// The name as bytes (always UTF-8: it came from a `&str`).
@@ -172,15 +179,20 @@ impl Node {
         std::str::from_utf8(self.name_bytes()).unwrap_or_default()
     }
 
-    /// The node's data.
+    /// The node's data; null data reads as empty (its length, as ZooKeeper counts it, is 0).
     pub(crate) fn data(&self) -> &[u8] {
+        self.parts().1.unwrap_or_default()
+    }
+
+    /// The node's data, `None` if it is null.
+    pub(crate) fn data_opt(&self) -> Option<&[u8]> {
         self.parts().1
     }
 
     /// Replaces the data, returning the old one.
-    pub(crate) fn replace_data(&mut self, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn replace_data(&mut self, data: Option<&[u8]>) -> Option<Vec<u8>> {
         let (name, old) = self.parts();
-        let old = old.to_vec();
+        let old = old.map(<[u8]>::to_vec);
         if let Some(buf) = pack(name, data) {
             self.buf = buf;
         }
@@ -589,16 +601,33 @@ mod index_tests {
             let name = "n".repeat(name_len);
             let new = NewNode {
                 name: &name,
-                data: b"data",
+                data: Some(b"data"),
                 acl: 0,
                 stat: PersistedStat::default(),
             };
             let mut node = Node::new(&new, ROOT).unwrap();
             assert_eq!(node.name(), name);
             assert_eq!(node.data(), b"data");
-            assert_eq!(node.replace_data(b"xyz"), b"data");
+            assert_eq!(node.replace_data(Some(b"xyz")), Some(b"data".to_vec()));
             assert_eq!(node.name(), name);
             assert_eq!(node.data(), b"xyz");
+            // Null and empty data are told apart, and the null bit leaves the name intact.
+            assert_eq!(node.replace_data(None), Some(b"xyz".to_vec()));
+            assert_eq!((node.name(), node.data_opt()), (name.as_str(), None));
+            assert_eq!(node.stat().data_length, 0);
+            assert_eq!(node.replace_data(Some(b"")), None);
+            assert_eq!(
+                (node.name(), node.data_opt()),
+                (name.as_str(), Some(&b""[..]))
+            );
+            let null = Node::new(&NewNode { data: None, ..new }, ROOT).unwrap();
+            assert_eq!((null.name(), null.data_opt()), (name.as_str(), None));
         }
+    }
+
+    /// The null-data flag rides in the buffer header, not in a field.
+    #[test]
+    fn node_stays_96_bytes() {
+        assert_eq!(std::mem::size_of::<Node>(), 96);
     }
 }

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 use rookery_protocol::*;
 
 use super::path::display_parent;
-use super::tests::{acl, create_req, id, world, H};
+use super::tests::{acl, id, world, H};
 use super::*;
 
 const NAMES: [&str; 3] = ["a", "b", "c"];
@@ -46,20 +46,25 @@ enum Op {
     Create {
         op: OpCode,
         path: String,
-        data: Vec<u8>,
+        data: Option<Vec<u8>>,
         acl: Vec<Acl>,
         flags: i32,
         ttl: i64,
     },
     Delete(String, i32),
     DeleteContainer(String),
-    SetData(String, Vec<u8>, i32),
+    SetData(String, Option<Vec<u8>>, i32),
     SetAcl(String, Vec<Acl>, i32),
     Check(String, i32),
     Multi(Vec<MultiOp>),
     CloseSession(i64),
     Session(i64),
     Auth(bool),
+}
+
+/// Znode data: null (`None`) as well as empty and non-empty.
+fn data_strategy() -> impl Strategy<Value = Option<Vec<u8>>> {
+    proptest::option::weighted(0.8, proptest::collection::vec(any::<u8>(), 0..8))
 }
 
 fn create_strategy() -> impl Strategy<Value = Op> {
@@ -71,7 +76,7 @@ fn create_strategy() -> impl Strategy<Value = Op> {
             Just(OpCode::CreateTtl)
         ],
         path_strategy(),
-        proptest::collection::vec(any::<u8>(), 0..8),
+        data_strategy(),
         acl_strategy(),
         prop_oneof![8 => 0..7i32, 1 => Just(9)],
         prop_oneof![Just(-1i64), Just(0), Just(50), Just(1000)],
@@ -91,12 +96,12 @@ fn multi_op_strategy() -> impl Strategy<Value = MultiOp> {
         3 => (path_strategy(), 0..4i32, prop_oneof![Just(OpCode::Create), Just(OpCode::Create2)])
             .prop_map(|(path, flags, op)| MultiOp::Create {
                 op,
-                req: CreateRequest { path, data: vec![], acl: world(perms::ALL), flags },
+                req: CreateRequest { path, data: None, acl: world(perms::ALL), flags },
             }),
         2 => (path_strategy(), version_strategy())
             .prop_map(|(path, version)| MultiOp::Delete(DeleteRequest { path, version })),
         2 => (path_strategy(), version_strategy()).prop_map(|(path, version)| {
-            MultiOp::SetData(SetDataRequest { path, data: b"m".to_vec(), version })
+            MultiOp::SetData(SetDataRequest { path, data: Some(b"m".to_vec()), version })
         }),
         1 => (path_strategy(), version_strategy())
             .prop_map(|(path, version)| MultiOp::Check(CheckVersionRequest { path, version })),
@@ -108,7 +113,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         8 => create_strategy(),
         4 => (path_strategy(), version_strategy()).prop_map(|(p, v)| Op::Delete(p, v)),
         1 => path_strategy().prop_map(Op::DeleteContainer),
-        3 => (path_strategy(), proptest::collection::vec(any::<u8>(), 0..8), version_strategy())
+        3 => (path_strategy(), data_strategy(), version_strategy())
             .prop_map(|(p, d, v)| Op::SetData(p, d, v)),
         1 => (path_strategy(), acl_strategy(), version_strategy())
             .prop_map(|(p, a, v)| Op::SetAcl(p, a, v)),
@@ -173,7 +178,15 @@ fn run(h: &mut H, op: Op) {
             acl,
             flags,
             ..
-        } => create_req(op, &path, &data, acl, flags),
+        } => Request::Create {
+            op,
+            req: CreateRequest {
+                path,
+                data,
+                acl,
+                flags,
+            },
+        },
         Op::Delete(path, version) => Request::Delete(DeleteRequest { path, version }),
         Op::DeleteContainer(path) => Request::DeleteContainer(SyncRequest { path }),
         Op::SetData(path, data, version) => Request::SetData(SetDataRequest {
@@ -227,6 +240,9 @@ fn run(h: &mut H, op: Op) {
         }
         (Request::SetData(r), Ok(Response::Stat(s))) => {
             assert_eq!((s.mzxid, s.mtime), (zxid, h.time));
+            // Null stays null and empty stays empty; null's dataLength is 0.
+            assert_eq!(super_get(h, &r.path), r.data);
+            assert_eq!(s.data_length as usize, r.data.as_ref().map_or(0, Vec::len));
             assert_eq!(
                 s.version,
                 before.stat(&r.path).unwrap().version.wrapping_add(1)
@@ -252,6 +268,26 @@ fn run(h: &mut H, op: Op) {
     }
 }
 
+/// getData as super (no ACL in the way): the data, `None` if null.
+fn super_get(h: &H, path: &str) -> Option<Vec<u8>> {
+    let ctx = OpContext {
+        zxid: 0,
+        time_ms: 0,
+        session_id: 0,
+        auth: &[id("super", "")],
+        ttl_enabled: true,
+        sasl_provider: false,
+    };
+    let req = Request::GetData(GetDataRequest {
+        path: path.into(),
+        watch: false,
+    });
+    match h.t.read(&ctx, &req) {
+        Ok(Response::GetData(r)) => r.data,
+        other => panic!("{other:?}"),
+    }
+}
+
 /// Every node's Stat agrees with its children list, and the snapshot round-trips.
 fn check_global(h: &H) {
     let mut stack = vec!["/".to_string()];
@@ -264,6 +300,7 @@ fn check_global(h: &H) {
                 session_id: 0,
                 auth: &[id("super", "")],
                 ttl_enabled: true,
+                sasl_provider: false,
             },
             &Request::GetChildren(GetChildrenRequest {
                 path: path.clone(),

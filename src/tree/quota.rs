@@ -126,8 +126,8 @@ impl StatsTrack {
 pub(crate) struct QuotaChange {
     /// The stats node.
     pub(crate) path: String,
-    /// Its data before.
-    pub(crate) old: Vec<u8>,
+    /// Its data before (`None` if null).
+    pub(crate) old: Option<Vec<u8>>,
 }
 
 impl DataTree {
@@ -151,10 +151,19 @@ impl DataTree {
     }
 
     /// Replaces a stats node's data without touching its stat (as ZooKeeper does).
-    fn set_stats_data(&mut self, id: NodeId, path: &str, data: &[u8]) -> Option<QuotaChange> {
+    fn set_stats_data(
+        &mut self,
+        id: NodeId,
+        path: &str,
+        data: Option<&[u8]>,
+    ) -> Option<QuotaChange> {
         let node = self.nodes.get_mut(id)?;
         let old = node.replace_data(data);
-        self.data_size = (self.data_size + data.len() as u64).saturating_sub(old.len() as u64);
+        let (new_len, old_len) = (
+            data.map_or(0, <[u8]>::len),
+            old.as_ref().map_or(0, Vec::len),
+        );
+        self.data_size = (self.data_size + new_len as u64).saturating_sub(old_len as u64);
         Some(QuotaChange {
             path: path.to_string(),
             old,
@@ -173,7 +182,7 @@ impl DataTree {
         let id = self.nodes.lookup(&stat_path)?;
         let mut stats = StatsTrack::parse(self.nodes.get(id)?.data())?;
         stats.add(count, bytes);
-        self.set_stats_data(id, &stat_path, &stats.encode())
+        self.set_stats_data(id, &stat_path, Some(&stats.encode()))
     }
 
     /// `updateQuotaForPath`, when `<quota>/zookeeper_stats` is created under `parent`:
@@ -198,13 +207,13 @@ impl DataTree {
         let id = self.nodes.lookup(&stat_path)?;
         let mut stats = StatsTrack::default();
         stats.set(count, bytes);
-        self.set_stats_data(id, &stat_path, &stats.encode())
+        self.set_stats_data(id, &stat_path, Some(&stats.encode()))
     }
 
     /// Puts back what a `QuotaChange` replaced.
     pub(crate) fn quota_undo(&mut self, change: QuotaChange) {
         if let Some(id) = self.nodes.lookup(&change.path) {
-            self.set_stats_data(id, &change.path, &change.old);
+            self.set_stats_data(id, &change.path, change.old.as_deref());
         }
     }
 }

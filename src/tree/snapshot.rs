@@ -8,6 +8,8 @@
 //!      name_len, name, num_children, czxid, mzxid-czxid, pzxid-czxid, ctime,
 //!      mtime-ctime, ephemeral_owner, version, cversion, aversion (signed ones zigzagged;
 //!      differences wrap), acl, data_len, data
+//! data_len is the length + 1, 0 meaning null data (version 3); version 2 snapshots, which
+//! had no null data, stored the plain length and still load.
 //! fixed-size integers big-endian; crc32 covers everything before it.
 //! ```
 //! ACL lists are numbered in order of first use by the nodes, and every list is used once
@@ -23,7 +25,9 @@ use super::path::is_valid_path;
 use super::{java_len, DataTree};
 
 const MAGIC: &[u8; 8] = b"RKTREE\0\0";
-const VERSION: u32 = 2;
+const VERSION: u32 = 3;
+/// The format before null data; decoded, never written.
+const VERSION_NO_NULL: u32 = 2;
 /// Smallest encoded node: 13 one-byte varints (empty name and data).
 const MIN_NODE_BYTES: usize = 13;
 /// Smallest encoded ACL entry.
@@ -169,14 +173,16 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// One decoded node: name, child count, stat, ACL cache index, data.
-type NodeRecord<'a> = (&'a str, u32, PersistedStat, u32, &'a [u8]);
+/// One decoded node: name, child count, stat, ACL cache index, data (`None` if null).
+type NodeRecord<'a> = (&'a str, u32, PersistedStat, u32, Option<&'a [u8]>);
 
-/// Reads one node; `next_acl` enforces first-use numbering of the ACL table.
+/// Reads one node; `next_acl` enforces first-use numbering of the ACL table. `nullable`:
+/// the data length is stored + 1, with 0 for null (version 3), else as is (version 2).
 fn read_node<'a>(
     c: &mut Cursor<'a>,
     table: &[u32],
     next_acl: &mut usize,
+    nullable: bool,
 ) -> Result<NodeRecord<'a>, TreeError> {
     let name =
         std::str::from_utf8(c.var_bytes()?).map_err(|_| TreeError::Invalid("name is not UTF-8"))?;
@@ -204,7 +210,14 @@ fn read_node<'a>(
     if acl == *next_acl {
         *next_acl += 1;
     }
-    let data = c.var_bytes()?;
+    let data = if nullable {
+        match c.var()? {
+            0 => None,
+            n => Some(c.take(usize::try_from(n - 1).map_err(|_| TreeError::Truncated)?)?),
+        }
+    } else {
+        Some(c.var_bytes()?)
+    };
     Ok((name, num_children, stat, table[acl], data))
 }
 
@@ -231,9 +244,19 @@ impl DataTree {
 
     /// Appends the snapshot encoding of the whole tree to `out`.
     pub fn serialize(&self, out: &mut Vec<u8>) {
+        self.encode(out, VERSION);
+    }
+
+    /// The version 2 encoding (null data written as empty), to test that old snapshots load.
+    #[cfg(test)]
+    pub(crate) fn serialize_v2(&self, out: &mut Vec<u8>) {
+        self.encode(out, VERSION_NO_NULL);
+    }
+
+    fn encode(&self, out: &mut Vec<u8>, version: u32) {
         let start = out.len();
         out.extend_from_slice(MAGIC);
-        put_u32(out, VERSION);
+        put_u32(out, version);
         let order = self.canonical_order();
         let mut numbering: HashMap<u32, u32> = HashMap::new();
         let mut table = Vec::new();
@@ -279,7 +302,14 @@ impl DataTree {
                 out,
                 u64::from(numbering.get(&node.acl).copied().unwrap_or(0)),
             );
-            put_var_bytes(out, node.data());
+            match node.data_opt() {
+                _ if version == VERSION_NO_NULL => put_var_bytes(out, node.data()),
+                None => put_var(out, 0),
+                Some(data) => {
+                    put_var(out, data.len() as u64 + 1);
+                    out.extend_from_slice(data);
+                }
+            }
         }
         let crc = crc32fast::hash(&out[start..]);
         put_u32(out, crc);
@@ -297,9 +327,10 @@ impl DataTree {
             return Err(TreeError::BadMagic);
         }
         let version = c.u32()?;
-        if version != VERSION {
+        if version != VERSION && version != VERSION_NO_NULL {
             return Err(TreeError::UnsupportedVersion(version));
         }
+        let nullable = version == VERSION;
         let mut crc_bytes = [0u8; 4];
         crc_bytes.copy_from_slice(crc);
         if crc32fast::hash(body) != u32::from_be_bytes(crc_bytes) {
@@ -348,7 +379,7 @@ impl DataTree {
         let mut next_acl = 0usize;
 
         let (name, root_children, root_stat, root_acl, root_data) =
-            read_node(&mut c, &table, &mut next_acl)?;
+            read_node(&mut c, &table, &mut next_acl, nullable)?;
         if !name.is_empty() {
             return Err(TreeError::Invalid("root has a name"));
         }
@@ -370,7 +401,7 @@ impl DataTree {
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
             quotas: BTreeMap::new(),
-            data_size: java_len("/") + root_data.len() as u64,
+            data_size: java_len("/") + root_data.map_or(0, <[u8]>::len) as u64,
         };
 
         /// A node whose children are still being read.
@@ -395,7 +426,8 @@ impl DataTree {
             });
         }
         for _ in 1..count {
-            let (name, num_children, stat, acl, data) = read_node(&mut c, &table, &mut next_acl)?;
+            let (name, num_children, stat, acl, data) =
+                read_node(&mut c, &table, &mut next_acl, nullable)?;
             while stack.last().is_some_and(|f| f.remaining == 0) {
                 stack.pop();
             }

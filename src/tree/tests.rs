@@ -39,7 +39,7 @@ pub(super) fn create_req(
         op,
         req: CreateRequest {
             path: path.into(),
-            data: data.to_vec(),
+            data: Some(data.to_vec()),
             acl,
             flags,
         },
@@ -49,7 +49,7 @@ pub(super) fn create_req(
 pub(super) fn ttl_req(path: &str, flags: i32, ttl: i64) -> Request {
     Request::CreateTtl(CreateTtlRequest {
         path: path.into(),
-        data: vec![],
+        data: Some(vec![]),
         acl: world(perms::ALL),
         flags,
         ttl,
@@ -61,7 +61,7 @@ fn mcreate(op: OpCode, path: &str, flags: i32) -> MultiOp {
         op,
         req: CreateRequest {
             path: path.into(),
-            data: vec![],
+            data: Some(vec![]),
             acl: world(perms::ALL),
             flags,
         },
@@ -78,7 +78,7 @@ fn mdelete(path: &str, version: i32) -> MultiOp {
 fn mset(path: &str, data: &[u8], version: i32) -> MultiOp {
     MultiOp::SetData(SetDataRequest {
         path: path.into(),
-        data: data.to_vec(),
+        data: Some(data.to_vec()),
         version,
     })
 }
@@ -104,6 +104,8 @@ pub(super) struct H {
     pub(super) session: i64,
     /// extendedTypesEnabled.
     pub(super) ttl: bool,
+    /// authProvider SASLAuthenticationProvider registered.
+    pub(super) sasl: bool,
 }
 
 impl H {
@@ -115,6 +117,7 @@ impl H {
             auth: vec![id("ip", "127.0.0.1")],
             session: SESSION,
             ttl: true,
+            sasl: false,
         }
     }
 
@@ -131,6 +134,7 @@ impl H {
             session_id: self.session,
             auth: &self.auth,
             ttl_enabled: self.ttl,
+            sasl_provider: self.sasl,
         };
         let before = self.t.clone();
         let out = self.t.apply_write(&ctx, &req);
@@ -151,6 +155,7 @@ impl H {
             session_id: self.session,
             auth: &self.auth,
             ttl_enabled: self.ttl,
+            sasl_provider: self.sasl,
         };
         self.t.read(&ctx, &req)
     }
@@ -193,7 +198,7 @@ impl H {
         match self
             .write(Request::SetData(SetDataRequest {
                 path: path.into(),
-                data: data.to_vec(),
+                data: Some(data.to_vec()),
                 version,
             }))
             .0?
@@ -229,7 +234,18 @@ impl H {
             path: path.into(),
             watch: false,
         }))? {
-            Response::GetData(r) => Ok((r.data, r.stat)),
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    /// getData keeping null (`None`) apart from empty.
+    pub(super) fn get_opt(&self, path: &str) -> Result<Option<Vec<u8>>, ErrorCode> {
+        match self.read(Request::GetData(GetDataRequest {
+            path: path.into(),
+            watch: false,
+        }))? {
+            Response::GetData(r) => Ok(r.data),
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -762,7 +778,7 @@ fn set_data() {
     assert_eq!(h.set("/a", b"", 0), Err(ErrorCode::BadVersion));
     let (r, triggers) = h.write(Request::SetData(SetDataRequest {
         path: "/a".into(),
-        data: b"xy".to_vec(),
+        data: Some(b"xy".to_vec()),
         version: 1,
     }));
     assert!(matches!(r, Ok(Response::Stat(ref s)) if s.version == 2));
@@ -1048,7 +1064,7 @@ fn reads() {
     assert_eq!(
         r,
         Ok(Response::Multi(vec![
-            MultiResult::GetData(vec![], h.stat("/a")),
+            MultiResult::GetData(Some(vec![]), h.stat("/a")),
             MultiResult::GetChildren(vec!["b".into(), "m".into(), "z".into()]),
             MultiResult::Error(ErrorCode::NoNode),
         ]))
@@ -1095,7 +1111,7 @@ fn multi_success() {
         mdelete("/m/a0000000000", -1),
         MultiOp::CreateTtl(CreateTtlRequest {
             path: "/m/t".into(),
-            data: vec![],
+            data: Some(vec![]),
             acl: world(31),
             flags: CreateMode::PersistentWithTtl.wire(),
             ttl: 1000,
@@ -1299,7 +1315,7 @@ fn multi_decode_rules() {
     let ttl_op = |path: &str, flags: i32, ttl: i64| {
         MultiOp::CreateTtl(CreateTtlRequest {
             path: path.into(),
-            data: vec![],
+            data: Some(vec![]),
             acl: world(31),
             flags,
             ttl,
@@ -1507,6 +1523,7 @@ fn million_znodes() {
         session_id: 1,
         auth: &auth,
         ttl_enabled: false,
+        sasl_provider: false,
     };
     let data = vec![7u8; 100];
     let start = std::time::Instant::now();
@@ -1642,4 +1659,186 @@ fn quota_stats_like_zookeeper() {
         h.get("/zookeeper/quota/qa/x/zookeeper_stats").unwrap().0,
         b"count=4,bytes=9"
     );
+}
+
+// ---- null data ----
+
+fn set_req(path: &str, data: Option<&[u8]>) -> Request {
+    Request::SetData(SetDataRequest {
+        path: path.into(),
+        data: data.map(<[u8]>::to_vec),
+        version: -1,
+    })
+}
+
+fn null_create(path: &str) -> CreateRequest {
+    CreateRequest {
+        path: path.into(),
+        data: None,
+        acl: world(perms::ALL),
+        flags: 0,
+    }
+}
+
+/// DataTree keeps `byte[] data == null` as null: getData answers null (length -1 on the
+/// wire), dataLength 0; empty data stays empty.
+#[test]
+fn null_data_reads_back_as_null_and_empty_as_empty() {
+    let mut h = H::new();
+    let req = Request::Create {
+        op: OpCode::Create2,
+        req: null_create("/n"),
+    };
+    let (res, _) = h.write(req);
+    let Ok(Response::Create2(r)) = res else {
+        panic!("{res:?}");
+    };
+    assert_eq!(r.stat.data_length, 0);
+    assert_eq!(h.get_opt("/n"), Ok(None));
+    h.create("/e", 0).unwrap();
+    assert_eq!(h.get_opt("/e"), Ok(Some(vec![])));
+
+    // setData to empty, to bytes and back to null.
+    h.write(set_req("/n", Some(b""))).0.unwrap();
+    assert_eq!(h.get_opt("/n"), Ok(Some(vec![])));
+    h.write(set_req("/n", Some(b"abc"))).0.unwrap();
+    assert_eq!(h.get_opt("/n"), Ok(Some(b"abc".to_vec())));
+    let size = h.t.approximate_data_size();
+    h.write(set_req("/n", None)).0.unwrap();
+    assert_eq!(h.get_opt("/n"), Ok(None));
+    assert_eq!(h.t.approximate_data_size(), size - 3);
+    assert_eq!(h.stat("/n").data_length, 0);
+
+    // multiRead's getData keeps null too.
+    let res = h.read(Request::MultiRead(vec![
+        MultiOp::GetData(GetDataRequest {
+            path: "/n".into(),
+            watch: false,
+        }),
+        MultiOp::GetData(GetDataRequest {
+            path: "/e".into(),
+            watch: false,
+        }),
+    ]));
+    assert_eq!(
+        res,
+        Ok(Response::Multi(vec![
+            MultiResult::GetData(None, h.stat("/n")),
+            MultiResult::GetData(Some(vec![]), h.stat("/e")),
+        ]))
+    );
+    h.t.check_invariants().unwrap();
+}
+
+/// A multi that creates null data and sets data to null applies it; a failed one restores
+/// null data that it overwrote.
+#[test]
+fn null_data_through_multi_and_its_rollback() {
+    let mut h = H::new();
+    h.multi_results(vec![
+        MultiOp::Create {
+            op: OpCode::Create,
+            req: null_create("/m"),
+        },
+        mcreate(OpCode::Create, "/k", 0),
+        MultiOp::SetData(SetDataRequest {
+            path: "/k".into(),
+            data: None,
+            version: -1,
+        }),
+    ]);
+    assert_eq!(h.get_opt("/m"), Ok(None));
+    assert_eq!(h.get_opt("/k"), Ok(None));
+    let before = h.t.clone();
+    let results = h.multi_results(vec![mset("/m", b"x", -1), mcheck("/m", 99)]);
+    assert_eq!(results[1], MultiResult::Error(ErrorCode::BadVersion));
+    assert_eq!(h.get_opt("/m"), Ok(None));
+    assert!(h.t == before);
+    h.t.check_invariants().unwrap();
+}
+
+/// Snapshots keep null apart from empty (format 3), and format 2 snapshots still load.
+#[test]
+fn snapshot_keeps_null_data_and_loads_format_2() {
+    let mut h = H::new();
+    h.write(Request::Create {
+        op: OpCode::Create,
+        req: null_create("/n"),
+    })
+    .0
+    .unwrap();
+    h.create("/e", 0).unwrap();
+    h.set("/e", b"", -1).unwrap();
+    h.create("/d", 0).unwrap();
+    h.set("/d", b"data", -1).unwrap();
+    let mut bytes = Vec::new();
+    h.t.serialize(&mut bytes);
+    assert_eq!(&bytes[8..12], &3u32.to_be_bytes());
+    let back = DataTree::deserialize(&bytes).unwrap();
+    let node = |t: &DataTree, p: &str| {
+        let id = t.nodes.lookup(p).unwrap();
+        t.nodes.get(id).unwrap().data_opt().map(<[u8]>::to_vec)
+    };
+    assert_eq!(node(&back, "/n"), None);
+    assert_eq!(node(&back, "/e"), Some(vec![]));
+    assert_eq!(node(&back, "/d"), Some(b"data".to_vec()));
+    assert!(back == h.t);
+
+    // Format 2 had no null: the same tree minus null reads back from it with /n empty.
+    let mut v2 = Vec::new();
+    h.t.serialize_v2(&mut v2);
+    assert_eq!(&v2[8..12], &2u32.to_be_bytes());
+    let old = DataTree::deserialize(&v2).unwrap();
+    old.check_invariants().unwrap();
+    assert_eq!(node(&old, "/n"), Some(vec![]));
+    assert_eq!(node(&old, "/d"), Some(b"data".to_vec()));
+    assert_eq!(old.stat("/d"), h.t.stat("/d"));
+    assert_eq!(old.approximate_data_size(), h.t.approximate_data_size());
+    let mut bumped = v2.clone();
+    bumped[8..12].copy_from_slice(&4u32.to_be_bytes());
+    assert_eq!(
+        DataTree::deserialize(&bumped),
+        Err(TreeError::UnsupportedVersion(4))
+    );
+}
+
+/// A format 2 snapshot built by hand from the documented layout (not by our encoder): root
+/// with one child "/a" holding "hi". It loads, and its data comes back as non-null.
+#[test]
+fn hand_made_format_2_snapshot_loads() {
+    let mut b = Vec::new();
+    b.extend_from_slice(b"RKTREE\0\0");
+    b.extend_from_slice(&2u32.to_be_bytes());
+    b.extend_from_slice(&1u32.to_be_bytes()); // one ACL list
+    b.extend_from_slice(&1u32.to_be_bytes()); // of one entry
+    b.extend_from_slice(&31i32.to_be_bytes());
+    for s in ["world", "anyone"] {
+        b.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        b.extend_from_slice(s.as_bytes());
+    }
+    b.extend_from_slice(&2u64.to_be_bytes()); // two nodes
+                                              // root: name "", 1 child, nine zero stats, acl 0, data length 0
+    b.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    // "/a": name, no children, czxid 5 (zigzag 10), deltas 0, ctime 1000 (zigzag 2000 =
+    // 0xd0 0x0f), acl 0, data "hi"
+    b.extend_from_slice(&[
+        1, b'a', 0, 10, 0, 0, 0xd0, 0x0f, 0, 0, 0, 0, 0, 0, 2, b'h', b'i',
+    ]);
+    let crc = crc32fast::hash(&b);
+    b.extend_from_slice(&crc.to_be_bytes());
+    let t = DataTree::deserialize(&b).unwrap();
+    t.check_invariants().unwrap();
+    let data = |p: &str| {
+        let id = t.nodes.lookup(p).unwrap();
+        t.nodes.get(id).unwrap().data_opt().map(<[u8]>::to_vec)
+    };
+    assert_eq!(data("/a"), Some(b"hi".to_vec()));
+    assert_eq!(data("/"), Some(vec![]));
+    let stat = t.stat("/a").unwrap();
+    assert_eq!((stat.czxid, stat.ctime, stat.data_length), (5, 1000, 2));
+    // Written back as format 3.
+    let mut again = Vec::new();
+    t.serialize(&mut again);
+    assert_eq!(&again[8..12], &3u32.to_be_bytes());
+    assert!(DataTree::deserialize(&again).unwrap() == t);
 }

@@ -9,7 +9,7 @@ use rookery_protocol::{
     MultiResult, OpCode, Request, Response, Stat,
 };
 
-use super::acl::{check_acl, fixup_acl};
+use super::acl::{check_acl, fixup_acl_with};
 use super::node::{Node, NodeId, PersistedStat};
 use super::path::{display_parent, is_valid_path, parent_for_create, parent_for_delete};
 use super::quota::QuotaChange;
@@ -48,8 +48,8 @@ enum Undo {
     DataSet {
         /// The node.
         path: String,
-        /// Previous data.
-        data: Vec<u8>,
+        /// Previous data (`None` if null).
+        data: Option<Vec<u8>>,
         /// Previous version.
         version: i32,
         /// Previous mtime.
@@ -116,8 +116,8 @@ struct CreateSpec<'r> {
     op: OpCode,
     /// The requested path (sequential creates append the suffix).
     path: &'r str,
-    /// Initial data.
-    data: &'r [u8],
+    /// Initial data (`None` if null).
+    data: Option<&'r [u8]>,
     /// The requested ACL, before fixupACL.
     acl: &'r [Acl],
     /// The CreateMode flags as sent.
@@ -134,7 +134,7 @@ enum Step<'r> {
     /// delete(path, version).
     Delete(&'r str, i32),
     /// setData(path, data, version).
-    SetData(&'r str, &'r [u8], i32),
+    SetData(&'r str, Option<&'r [u8]>, i32),
     /// check(path, version).
     Check(&'r str, i32),
 }
@@ -176,7 +176,7 @@ fn plan(ops: &[MultiOp]) -> Result<Vec<Step<'_>>, ErrorCode> {
                 Step::Create(CreateSpec {
                     op,
                     path: &req.path,
-                    data: &req.data,
+                    data: req.data.as_deref(),
                     acl: &req.acl,
                     flags: req.flags,
                     ttl: -1,
@@ -194,14 +194,14 @@ fn plan(ops: &[MultiOp]) -> Result<Vec<Step<'_>>, ErrorCode> {
                 Step::Create(CreateSpec {
                     op,
                     path: &req.path,
-                    data: &req.data,
+                    data: req.data.as_deref(),
                     acl: &req.acl,
                     flags: req.flags,
                     ttl,
                 })
             }
             MultiOp::Delete(r) => Step::Delete(&r.path, r.version),
-            MultiOp::SetData(r) => Step::SetData(&r.path, &r.data, r.version),
+            MultiOp::SetData(r) => Step::SetData(&r.path, r.data.as_deref(), r.version),
             MultiOp::Check(r) => Step::Check(&r.path, r.version),
             MultiOp::GetChildren(_) | MultiOp::GetData(_) => {
                 return Err(ErrorCode::MarshallingError)
@@ -231,7 +231,7 @@ impl DataTree {
                 let spec = CreateSpec {
                     op: *op,
                     path: &req.path,
-                    data: &req.data,
+                    data: req.data.as_deref(),
                     acl: &req.acl,
                     flags: req.flags,
                     ttl: -1,
@@ -242,7 +242,7 @@ impl DataTree {
                 let spec = CreateSpec {
                     op: OpCode::CreateTtl,
                     path: &req.path,
-                    data: &req.data,
+                    data: req.data.as_deref(),
                     acl: &req.acl,
                     flags: req.flags,
                     ttl: req.ttl,
@@ -253,9 +253,14 @@ impl DataTree {
             Request::DeleteContainer(r) => {
                 self.delete_container(ctx, &r.path, &mut undo, &mut triggers)
             }
-            Request::SetData(r) => {
-                self.set_data(ctx, &r.path, &r.data, r.version, &mut undo, &mut triggers)
-            }
+            Request::SetData(r) => self.set_data(
+                ctx,
+                &r.path,
+                r.data.as_deref(),
+                r.version,
+                &mut undo,
+                &mut triggers,
+            ),
             Request::SetAcl(r) => self.set_acl(ctx, &r.path, &r.acl, r.version),
             Request::Check(r) => self.check(ctx, &r.path, r.version),
             // Standalone with reconfigEnabled=false (ZooKeeper's default).
@@ -342,7 +347,7 @@ impl DataTree {
             return Err(ErrorCode::BadArguments);
         }
         let parent_path = parent_for_create(spec.path)?;
-        let acl = fixup_acl(spec.acl, ctx.auth)?;
+        let acl = fixup_acl_with(spec.acl, ctx.auth, ctx.sasl_provider)?;
         let parent = self.nodes.lookup(parent_path).ok_or(ErrorCode::NoNode)?;
         let pnode = self.node(parent)?;
         check_acl(self.acls.get(pnode.acl), perms::CREATE, ctx.auth)?;
@@ -390,7 +395,7 @@ impl DataTree {
         if let Some(change) = self.quota_init_stats(parent_path, name) {
             undo.push(Undo::Quota(change));
         }
-        if let Some(change) = self.quota_adjust(&path, spec.data.len() as i64, 1) {
+        if let Some(change) = self.quota_adjust(&path, spec.data.map_or(0, <[u8]>::len) as i64, 1) {
             undo.push(Undo::Quota(change));
         }
         triggers.push(WatchTrigger::Created(path.clone()));
@@ -507,7 +512,7 @@ impl DataTree {
         &mut self,
         ctx: &OpContext<'_>,
         path: &str,
-        data: &[u8],
+        data: Option<&[u8]>,
         version: i32,
         undo: &mut Vec<Undo>,
         triggers: &mut Vec<WatchTrigger>,
@@ -526,8 +531,13 @@ impl DataTree {
         node.mtime = ctx.time_ms;
         node.mzxid = ctx.zxid;
         let stat = node.stat();
-        self.data_size = (self.data_size + data.len() as u64).saturating_sub(old.len() as u64);
-        let bytes_diff = data.len() as i64 - old.len() as i64;
+        // Null data counts as 0 bytes, as ZooKeeper's `data == null ? 0 : data.length`.
+        let (new_len, old_len) = (
+            data.map_or(0, <[u8]>::len),
+            old.as_ref().map_or(0, Vec::len),
+        );
+        self.data_size = (self.data_size + new_len as u64).saturating_sub(old_len as u64);
+        let bytes_diff = new_len as i64 - old_len as i64;
         undo.push(Undo::DataSet {
             path: path.to_string(),
             data: old,
@@ -554,7 +564,7 @@ impl DataTree {
         if !is_valid_path(path) {
             return Err(ErrorCode::BadArguments);
         }
-        let acl = fixup_acl(acl, ctx.auth)?;
+        let acl = fixup_acl_with(acl, ctx.auth, ctx.sasl_provider)?;
         let id = self.nodes.lookup(path).ok_or(ErrorCode::NoNode)?;
         let node = self.node(id)?;
         check_acl(self.acls.get(node.acl), perms::ADMIN, ctx.auth)?;
@@ -628,7 +638,7 @@ impl DataTree {
                             pid,
                             &path,
                             node.name(),
-                            node.data(),
+                            node.data_opt(),
                             node.acl,
                             node.persisted(),
                         )
@@ -653,12 +663,14 @@ impl DataTree {
                     let Some(node) = self.nodes.get_mut(id) else {
                         continue;
                     };
-                    let new = node.replace_data(&data);
+                    let new = node.replace_data(data.as_deref());
                     node.version = version;
                     node.mtime = mtime;
                     node.mzxid = mzxid;
+                    let (old_len, new_len) =
+                        (data.map_or(0, |d| d.len()), new.map_or(0, |d| d.len()));
                     self.data_size =
-                        (self.data_size + data.len() as u64).saturating_sub(new.len() as u64);
+                        (self.data_size + old_len as u64).saturating_sub(new_len as u64);
                 }
             }
         }

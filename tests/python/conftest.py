@@ -55,6 +55,9 @@ def pytest_generate_tests(metafunc):
     if "server" in metafunc.fixturenames:
         names = targets()
         metafunc.parametrize("server", names, indirect=True, ids=names)
+    elif "sasl_server" in metafunc.fixturenames:
+        names = targets()
+        metafunc.parametrize("sasl_server", names, indirect=True, ids=names)
 
 
 def _die_with_parent():
@@ -145,12 +148,13 @@ class ServerProcess:
             self.proc.wait(timeout=10)
 
 
-def start_zookeeper(workdir: Path) -> ServerProcess:
+def start_zookeeper(workdir: Path, extra_cfg=(), extra_jvm=()) -> ServerProcess:
+    """extra_cfg: more zoo.cfg lines; extra_jvm: more JVM flags (e.g. -Djava.security...)."""
     java = shutil.which("java")
     if not os.path.exists(ZK_JAR) or java is None:
         raise RuntimeError(
             f"Apache ZooKeeper not installed ({ZK_JAR} or java missing): "
-            "apt-get install -y zookeeper zookeeper-bin netcat-openbsd"
+            "apt-get install -y zookeeper zookeeper-bin netcat-openbsd libzookeeper-mt-dev gcc"
         )
     workdir.mkdir(parents=True, exist_ok=True)
     data = workdir / "data"
@@ -170,6 +174,7 @@ def start_zookeeper(workdir: Path) -> ServerProcess:
                 "maxClientCnxns=0",
                 "admin.enableServer=false",
                 "extendedTypesEnabled=true",
+                *extra_cfg,
                 "",
             ]
         )
@@ -194,6 +199,7 @@ def start_zookeeper(workdir: Path) -> ServerProcess:
         "-Dzookeeper.4lw.commands.whitelist=*",
         "-Dzookeeper.forceSync=no",
         f"-Dlog4j.configuration=file:{log4j}",
+        *extra_jvm,
         "-cp",
         classpath,
         "org.apache.zookeeper.server.quorum.QuorumPeerMain",
@@ -219,7 +225,8 @@ def rookery_binary():
     return target / "debug" / "rookery"
 
 
-def start_rookery(workdir: Path) -> ServerProcess:
+def start_rookery(workdir: Path, extra_args=(), env=None) -> ServerProcess:
+    """extra_args: more flags; env: more environment variables (e.g. JVMFLAGS)."""
     binary = rookery_binary()
     if not binary.is_file() or not os.access(binary, os.X_OK):
         raise RuntimeError(
@@ -237,12 +244,13 @@ def start_rookery(workdir: Path) -> ServerProcess:
         "--address", "127.0.0.1",
         "--4lw-whitelist", "*",
         "--container-check-interval-ms", "1000",
+        *extra_args,
     ]
     log = workdir / "rookery.log"
     with open(log, "wb") as f:
         proc = subprocess.Popen(
             cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=workdir,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent, env={**os.environ, **(env or {})},
         )
     srv = ServerProcess("rookery", port, proc, log, data)
     srv.wait_ready(lambda r: r.strip() == "imok", "ruok", timeout=30.0)
@@ -269,6 +277,60 @@ def rookery(tmp_path_factory):
     srv = start_rookery(tmp_path_factory.mktemp("rookery"))
     yield srv
     srv.stop()
+
+
+# ----------------------------------------------------------------------------- SASL servers
+# A ZooKeeper and a rookery configured the same way for SASL DIGEST-MD5: zoo.cfg
+# authProvider.1=SASLAuthenticationProvider and a JAAS file whose Server section lists users.
+
+SASL_USERS = {"bob": "bobsecret", "alice": "alicesecret", "root": "rootsecret"}
+SASL_SUPER_USER = "root"  # zoo.cfg superUser= (ZooKeeper's zookeeper.superUser)
+SASL_PROVIDER = "org.apache.zookeeper.server.auth.SASLAuthenticationProvider"
+SASL_TARGET_FIXTURES = {"zk": "zookeeper_sasl", "rookery": "rookery_sasl"}
+
+
+def write_server_jaas(path: Path) -> Path:
+    users = "\n".join(f'    user_{u}="{p}"' for u, p in SASL_USERS.items())
+    path.write_text(
+        "Server {\n"
+        "    org.apache.zookeeper.server.auth.DigestLoginModule required\n"
+        f"{users};\n"
+        "};\n"
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def zookeeper_sasl(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("zookeeper-sasl")
+    jaas = write_server_jaas(workdir / "jaas.conf")
+    srv = start_zookeeper(workdir, [f"authProvider.1={SASL_PROVIDER}",
+                                    f"superUser={SASL_SUPER_USER}"],
+                          [f"-Djava.security.auth.login.config={jaas}"])
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def rookery_sasl(tmp_path_factory):
+    """rookery with the same zoo.cfg key, and the JAAS file as ZooKeeper's scripts pass it:
+    -Djava.security.auth.login.config in $JVMFLAGS."""
+    workdir = tmp_path_factory.mktemp("rookery-sasl")
+    jaas = write_server_jaas(workdir / "jaas.conf")
+    cfg = workdir / "zoo.cfg"
+    cfg.write_text(f"authProvider.1={SASL_PROVIDER}\nsuperUser={SASL_SUPER_USER}\n")
+    srv = start_rookery(workdir, ["--config", str(cfg)],
+                        env={"JVMFLAGS": f"-Xmx1g -Djava.security.auth.login.config={jaas}"})
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def sasl_server(request):
+    """A SASL-configured server, parametrised like `server` (see pytest_generate_tests)."""
+    srv = check_alive(request.getfixturevalue(SASL_TARGET_FIXTURES[request.param]))
+    yield srv
+    check_alive(srv)
 
 
 def check_alive(srv):

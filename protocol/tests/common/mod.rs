@@ -25,6 +25,11 @@ pub fn buffer() -> impl Strategy<Value = Vec<u8>> + Clone {
     prop::collection::vec(any::<u8>(), 0..24)
 }
 
+/// Znode data: null (`None`, length -1 on the wire) as well as empty and non-empty buffers.
+pub fn opt_buffer() -> impl Strategy<Value = Option<Vec<u8>>> + Clone {
+    prop::option::weighted(0.8, buffer())
+}
+
 pub fn strings() -> impl Strategy<Value = Vec<String>> + Clone {
     prop::collection::vec(ustring(), 0..4)
 }
@@ -132,7 +137,7 @@ record_strategy!(
     set_data_request,
     SetDataRequest {
         path: ustring(),
-        data: buffer(),
+        data: opt_buffer(),
         version: any::<i32>()
     }
 );
@@ -148,12 +153,17 @@ record_strategy!(
 record_strategy!(set_data_response, SetDataResponse { stat: stat() });
 record_strategy!(get_sasl_request, GetSaslRequest { token: buffer() });
 record_strategy!(set_sasl_request, SetSaslRequest { token: buffer() });
-record_strategy!(set_sasl_response, SetSaslResponse { token: buffer() });
+record_strategy!(
+    set_sasl_response,
+    SetSaslResponse {
+        token: opt_buffer()
+    }
+);
 record_strategy!(
     create_request,
     CreateRequest {
         path: ustring(),
-        data: buffer(),
+        data: opt_buffer(),
         acl: acls(),
         flags: any::<i32>()
     }
@@ -162,7 +172,7 @@ record_strategy!(
     create_ttl_request,
     CreateTtlRequest {
         path: ustring(),
-        data: buffer(),
+        data: opt_buffer(),
         acl: acls(),
         flags: any::<i32>(),
         ttl: any::<i64>(),
@@ -247,7 +257,7 @@ record_strategy!(exists_response, ExistsResponse { stat: stat() });
 record_strategy!(
     get_data_response,
     GetDataResponse {
-        data: buffer(),
+        data: opt_buffer(),
         stat: stat()
     }
 );
@@ -404,7 +414,7 @@ pub fn multi_result() -> impl Strategy<Value = MultiResult> + Clone {
         stat().prop_map(MultiResult::SetData),
         Just(MultiResult::Check),
         strings().prop_map(MultiResult::GetChildren),
-        (buffer(), stat()).prop_map(|(d, s)| MultiResult::GetData(d, s)),
+        (opt_buffer(), stat()).prop_map(|(d, s)| MultiResult::GetData(d, s)),
         error_code().prop_map(MultiResult::Error),
     ]
 }

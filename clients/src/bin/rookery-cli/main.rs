@@ -35,13 +35,37 @@ struct Options {
     command: Vec<String>,
 }
 
-fn usage() -> String {
-    "usage: rookery-cli [-server host:port[,host:port...][/chroot]] [-timeout ms] [cmd args...]\n\
-     (double-dash forms --server and --timeout work too)"
-        .to_string()
+/// What the command line asks for.
+enum Parsed {
+    /// Connect and run.
+    Run(Options),
+    /// `-h` / `--help`: print the usage and exit 0, without connecting.
+    Help,
 }
 
-fn parse_options(args: Vec<String>) -> Result<Options, String> {
+fn usage() -> String {
+    let mut text = String::from(
+        "usage: rookery-cli [-server host:port[,host:port...][/chroot]] [-timeout ms] [cmd args...]\n\
+         \n\
+         Options (zkCli's single-dash spelling; --server and --timeout work too):\n\
+         \x20 -server host:port[,...][/chroot]   servers to connect to (default localhost:2181)\n\
+         \x20 -timeout ms                        session timeout (default 30000)\n\
+         \x20 -h, --help                         print this help and exit\n\
+         \n\
+         With a command: run it and exit (non-zero on error). Without: an interactive shell,\n\
+         or commands from stdin, one per line.\n\
+         \n\
+         Commands:\n",
+    );
+    for (_, line) in COMMANDS {
+        text.push_str("  ");
+        text.push_str(line);
+        text.push('\n');
+    }
+    text
+}
+
+fn parse_options(args: Vec<String>) -> Result<Parsed, String> {
     let mut options = Options {
         server: "localhost:2181".into(),
         timeout: Duration::from_millis(30_000),
@@ -61,14 +85,14 @@ fn parse_options(args: Vec<String>) -> Result<Options, String> {
                 options.timeout = Duration::from_millis(ms);
             }
             "-waitforconnection" | "--waitforconnection" | "-r" | "--readonly" => {}
-            "-h" | "--help" | "-help" => return Err(usage()),
+            "-h" | "--help" | "-help" => return Ok(Parsed::Help),
             _ => {
                 options.command.push(arg);
                 options.command.extend(it.by_ref());
             }
         }
     }
-    Ok(options)
+    Ok(Parsed::Run(options))
 }
 
 fn main() -> ExitCode {
@@ -80,9 +104,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let options = match parse_options(std::env::args().skip(1).collect()) {
-        Ok(o) => o,
+        Ok(Parsed::Run(o)) => o,
+        Ok(Parsed::Help) => {
+            print!("{}", usage());
+            return ExitCode::SUCCESS;
+        }
         Err(msg) => {
-            eprintln!("{msg}");
+            eprintln!("{msg}\n{}", usage());
             return ExitCode::from(2);
         }
     };
