@@ -12,7 +12,10 @@ use raft::eraftpb::{
 };
 use raft::{Config, RawNode, StateRole, Storage as _};
 
-use super::{Command, RaftError, RaftOptions, Shared, StateMachine, Transport};
+use super::{
+    barrier, Command, GroupOptions, NodeRole, RaftError, RaftOptions, Shared, StateMachine,
+    Transport,
+};
 use crate::storage::{LmdbStorage, SnapshotDir};
 
 /// Everything the raft thread owns.
@@ -63,6 +66,19 @@ pub(super) struct Node {
     /// A command taken off the queue only to learn whether more work is coming (whether the
     /// next turn's commit will flush the current one for free); handled first next turn.
     peeked: Option<Command>,
+    /// This node's Raft id.
+    id: u64,
+    /// (leader id, term) last reported through `StateMachine::on_leader_change`.
+    last_leader: (u64, u64),
+    /// (leader id, term) whose messages `leader_commit` was learned from; freshness needs it
+    /// to be the current leader (a commit index learned from a previous leader says nothing
+    /// about what the new one committed).
+    contact: (u64, u64),
+    /// Highest commit index the current leader told this node (MsgAppend, MsgHeartbeat,
+    /// MsgSnapshot) since the last leader change; a follower is fresh once applied reaches it.
+    leader_commit: u64,
+    /// The leader or term moved: resend the read barrier's request at once.
+    barrier_force: bool,
     /// Set by `Command::Crash`: leave the loop without the orderly shutdown.
     #[cfg(test)]
     crashed: bool,
@@ -100,6 +116,7 @@ fn meta(index: u64, term: u64, conf_state: ConfState) -> SnapshotMetadata {
 impl Node {
     pub(super) fn init(
         opts: RaftOptions,
+        group: GroupOptions,
         mut sm: Box<dyn StateMachine>,
         transport: Box<dyn Transport>,
         shared: Arc<Shared>,
@@ -113,11 +130,24 @@ impl Node {
         if storage.is_fresh() {
             let cs = ConfState {
                 voters: opts.voters.clone(),
+                learners: group.learners.clone(),
                 ..Default::default()
             };
             storage.bootstrap(cs)?;
-            tracing::info!(node_id = opts.node_id, voters = ?opts.voters, "bootstrapped new raft group");
-        } else if storage.initial_conf_state().voters != opts.voters {
+            if opts.voters.is_empty() {
+                tracing::info!(
+                    node_id = opts.node_id,
+                    "joining an existing raft group: no membership of our own, waiting for the leader"
+                );
+            } else {
+                tracing::info!(
+                    node_id = opts.node_id,
+                    voters = ?opts.voters,
+                    learners = ?group.learners,
+                    "bootstrapped new raft group"
+                );
+            }
+        } else if !opts.voters.is_empty() && storage.initial_conf_state().voters != opts.voters {
             tracing::warn!(
                 configured = ?opts.voters,
                 on_disk = ?storage.initial_conf_state().voters,
@@ -198,8 +228,8 @@ impl Node {
 
         let cfg = Config {
             id: opts.node_id,
-            election_tick: 10,
-            heartbeat_tick: 2,
+            election_tick: group.election_tick,
+            heartbeat_tick: group.heartbeat_tick,
             applied,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
@@ -222,7 +252,13 @@ impl Node {
 
         shared.applied.store(applied, Ordering::Release);
         shared.snapshot_index.store(applied, Ordering::Release);
+        let last_leader = (raw.raft.leader_id, raw.raft.term);
         Ok(Node {
+            id: opts.node_id,
+            last_leader,
+            contact: (0, 0),
+            leader_commit: 0,
+            barrier_force: false,
             raw,
             sm,
             snaps,
@@ -311,7 +347,13 @@ impl Node {
                 .and_then(|()| self.on_ready())
                 .and_then(|()| self.settle(txn_at_start));
             match turn {
-                Ok(()) => {}
+                Ok(()) => {
+                    // A step without a Ready (rare) can still move freshness.
+                    self.publish_status();
+                    if std::mem::take(&mut self.barrier_force) {
+                        self.drive_barrier(true);
+                    }
+                }
                 // Shutdown (or a test crash) while a write was stalled for lack of space.
                 Err(RaftError::Stopped) => break,
                 Err(e) => {
@@ -345,6 +387,7 @@ impl Node {
     /// After a fatal error: publish it, fail queued proposals, and leave without touching the
     /// storage again (after a failed fsync nothing more may be counted durable).
     fn fail_stop(mut self, reason: String) {
+        // Also fails the read barrier's waiters.
         self.shared.set_fatal(reason);
         if self.was_leader {
             self.sm.on_role_change(false, self.raw.raft.term);
@@ -501,7 +544,83 @@ impl Node {
         }
         self.raw.tick();
         *next_tick = Instant::now() + self.tick_interval;
+        self.drive_barrier(false);
         Ok(())
+    }
+
+    /// Read barrier upkeep: completes applied waiters and (re)sends its ReadIndex when due
+    /// (every tick checks the [`super::READ_RESEND`] timer; `force` after a leader change).
+    fn drive_barrier(&mut self, force: bool) {
+        let ctx = self
+            .shared
+            .barrier
+            .lock()
+            .poll(Instant::now(), self.applied, force);
+        if let Some(ctx) = ctx {
+            tracing::debug!(
+                index = self.applied,
+                term = self.raw.raft.term,
+                leader = self.raw.raft.leader_id,
+                force,
+                "read barrier: (re)sending ReadIndex"
+            );
+            self.raw.read_index(ctx);
+        }
+    }
+
+    /// Notes a message from the current leader: leader contact time and the commit index it
+    /// told us, for freshness.
+    fn note_leader_message(&mut self, from: u64, term: u64, commit: u64) {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader || from != raft.leader_id || term != raft.term {
+            return;
+        }
+        let current = (raft.leader_id, raft.term);
+        if self.contact != current {
+            self.contact = current;
+            self.leader_commit = commit;
+        } else {
+            self.leader_commit = self.leader_commit.max(commit);
+        }
+        *self.shared.leader_contact.lock() = Some(Instant::now());
+    }
+
+    /// Publishes role, commit index and freshness, and reports leader/term moves.
+    fn publish_status(&mut self) {
+        let raft = &self.raw.raft;
+        let leader = (raft.leader_id, raft.term);
+        let role = match raft.state {
+            StateRole::Leader => NodeRole::Leader,
+            StateRole::Candidate | StateRole::PreCandidate => NodeRole::Candidate,
+            StateRole::Follower if self.raw.store().conf_state().learners.contains(&self.id) => {
+                NodeRole::Learner
+            }
+            StateRole::Follower => NodeRole::Follower,
+        };
+        let committed = raft.raft_log.committed;
+        let caught_up = self.shared.caught_up.load(Ordering::Acquire);
+        let with_leader = leader.0 != 0
+            && match role {
+                NodeRole::Leader => caught_up,
+                _ => self.contact == leader && self.applied >= self.leader_commit,
+            };
+        self.shared.role.store(role.to_u8(), Ordering::Release);
+        self.shared.commit.store(committed, Ordering::Release);
+        self.shared
+            .caught_up_with_leader
+            .store(with_leader, Ordering::Release);
+        if leader != self.last_leader {
+            self.last_leader = leader;
+            self.barrier_force = true;
+            tracing::info!(
+                leader_id = leader.0,
+                term = leader.1,
+                index = self.applied,
+                commit = committed,
+                "raft leader or term changed"
+            );
+            self.sm.on_leader_change(leader.0, leader.1);
+        }
     }
 
     /// End of a loop turn: makes sure no Ready stays unpersisted while nothing else would
@@ -602,8 +721,19 @@ impl Node {
                         return;
                     }
                 }
+                let ty = msg.get_msg_type();
+                let (from, term) = (msg.from, msg.term);
+                let commit = match ty {
+                    MessageType::MsgAppend | MessageType::MsgHeartbeat => Some(msg.commit),
+                    MessageType::MsgSnapshot => {
+                        Some(msg.commit.max(msg.get_snapshot().get_metadata().index))
+                    }
+                    _ => None,
+                };
                 if let Err(e) = self.raw.step(*msg) {
                     tracing::debug!(error = %e, "ignored raft message");
+                } else if let Some(commit) = commit {
+                    self.note_leader_message(from, term, commit);
                 }
             }
             Command::ReadIndex(ctx) => self.raw.read_index(ctx),
@@ -670,6 +800,8 @@ impl Node {
         if let Some(hs) = rd.hs() {
             self.shared.term.store(hs.term, Ordering::Release);
         }
+        // Leader/term moves are reported before this Ready's entries are applied.
+        self.publish_status();
 
         let incoming = if rd.snapshot().is_empty() {
             None
@@ -740,7 +872,20 @@ impl Node {
         }
 
         for rs in rd.take_read_states() {
-            self.sm.on_read_index(&rs.request_ctx, rs.index);
+            match barrier::decode_ctx(&rs.request_ctx) {
+                Some(seq) => {
+                    let next = self.shared.barrier.lock().answered(
+                        seq,
+                        rs.index,
+                        self.applied,
+                        Instant::now(),
+                    );
+                    if let Some(ctx) = next {
+                        self.raw.read_index(ctx);
+                    }
+                }
+                None => self.sm.on_read_index(&rs.request_ctx, rs.index),
+            }
         }
         let messages = rd.take_persisted_messages();
 
@@ -774,6 +919,9 @@ impl Node {
             self.shared.applied.store(self.applied, Ordering::Release);
             self.sm.applied_batch(self.applied);
         }
+        // Barrier waiters whose index is now applied (snapshot installs included).
+        self.shared.barrier.lock().applied(self.applied);
+        self.publish_status();
         Ok(())
     }
 
@@ -960,6 +1108,8 @@ impl Node {
             Err(e) => tracing::error!(error = %e, "could not flush the raft log at shutdown"),
         }
         self.shared.is_leader.store(false, Ordering::Release);
+        self.shared.caught_up_with_leader.store(false, Ordering::Release);
+        self.shared.stop_barrier();
         if self.was_leader {
             self.sm.on_role_change(false, self.raw.raft.term);
         }
