@@ -464,14 +464,18 @@ mod tests {
         let due = elected + timeout + extension;
         let first = tracker.take_expired(due);
         assert_eq!(first.len(), 1000);
-        assert!(tracker.take_expired(due + Duration::from_millis(999)).is_empty());
+        assert!(tracker
+            .take_expired(due + Duration::from_millis(999))
+            .is_empty());
         let second = tracker.take_expired(due + Duration::from_secs(1));
         assert_eq!(second.len(), 1000);
         // Their CloseSessions apply.
         for id in first.iter().chain(&second) {
             tracker.remove(*id);
         }
-        assert!(tracker.take_expired(due + Duration::from_secs(2)).is_empty());
+        assert!(tracker
+            .take_expired(due + Duration::from_secs(2))
+            .is_empty());
         assert!(tracker.is_empty());
     }
 
@@ -525,7 +529,10 @@ mod tests {
             std::thread::sleep(Duration::from_millis(1));
             assert!(tracker.touch_from_peer(1, 2000));
             let now = Instant::now();
-            assert!(!tracker.take_expired(now + timeout / 2).contains(&1), "round {s}");
+            assert!(
+                !tracker.take_expired(now + timeout / 2).contains(&1),
+                "round {s}"
+            );
         }
         // Session 2 was never touched: due one timeout after creation; session 1 only one
         // timeout after its last touch.

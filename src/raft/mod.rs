@@ -636,7 +636,9 @@ impl RaftHandle {
     /// The server refuses handshakes and closes client connections while this is false, so a
     /// partitioned follower does not keep clients whose sessions the leader expires.
     pub fn is_fresh(&self) -> bool {
-        if self.shared.fatal.get().is_some() || !self.shared.caught_up_with_leader.load(Ordering::Acquire) {
+        if self.shared.fatal.get().is_some()
+            || !self.shared.caught_up_with_leader.load(Ordering::Acquire)
+        {
             return false;
         }
         if self.is_leader() {

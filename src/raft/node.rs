@@ -79,6 +79,15 @@ pub(super) struct Node {
     leader_commit: u64,
     /// The leader or term moved: resend the read barrier's request at once.
     barrier_force: bool,
+    /// The freshness probe in flight: a ReadIndex asking the current leader for its commit
+    /// index (heartbeats only carry `min(matched, commit)`, so a follower that fell behind
+    /// cannot tell it is behind from them): (seq, the (leader, term) it asks, when sent).
+    probe: Option<(u64, (u64, u64), Instant)>,
+    /// Sequence numbers of freshness probes.
+    probe_seq: u64,
+    /// The (leader, term) whose commit index a probe answered; freshness requires the current
+    /// one. Reset when contact with the leader is lost for an election timeout.
+    probe_for: (u64, u64),
     /// Set by `Command::Crash`: leave the loop without the orderly shutdown.
     #[cfg(test)]
     crashed: bool,
@@ -88,6 +97,11 @@ pub(super) struct Node {
 const FULL_RETRY_MIN: Duration = Duration::from_millis(20);
 /// Longest wait between retries: once space is freed, writes resume within about this long.
 const FULL_RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// How often an unanswered freshness probe is resent.
+const PROBE_RESEND: Duration = Duration::from_millis(100);
+/// Prefix of freshness-probe ReadIndex contexts (never handed to the state machine).
+const PROBE_MAGIC: &[u8; 4] = b"RFSH";
 
 /// A Ready whose LMDB writes may not be durable yet.
 struct Unpersisted {
@@ -242,6 +256,8 @@ impl Node {
         };
         cfg.validate()?;
         let mut raw = RawNode::new(&cfg, storage, &super::logger::logger(opts.node_id))?;
+        // Taken before a sole voter's campaign, so that its leadership is reported too.
+        let last_leader = (raw.raft.leader_id, raw.raft.term);
         let sole_voter = start_cs.voters == [opts.node_id]
             && start_cs.voters_outgoing.is_empty()
             && start_cs.learners.is_empty();
@@ -252,13 +268,15 @@ impl Node {
 
         shared.applied.store(applied, Ordering::Release);
         shared.snapshot_index.store(applied, Ordering::Release);
-        let last_leader = (raw.raft.leader_id, raw.raft.term);
         Ok(Node {
             id: opts.node_id,
             last_leader,
             contact: (0, 0),
             leader_commit: 0,
             barrier_force: false,
+            probe: None,
+            probe_seq: 0,
+            probe_for: (0, 0),
             raw,
             sm,
             snaps,
@@ -544,6 +562,7 @@ impl Node {
         }
         self.raw.tick();
         *next_tick = Instant::now() + self.tick_interval;
+        self.check_leader_contact();
         self.drive_barrier(false);
         Ok(())
     }
@@ -565,6 +584,73 @@ impl Node {
                 "read barrier: (re)sending ReadIndex"
             );
             self.raw.read_index(ctx);
+        }
+    }
+
+    /// Sends a freshness probe to `leader` unless one for it went out recently (a new leader
+    /// drops ReadIndex before its first commit in the term, hence the resends).
+    fn maybe_probe(&mut self, leader: (u64, u64)) {
+        if self
+            .probe
+            .is_some_and(|(_, to, sent)| to == leader && sent.elapsed() < PROBE_RESEND)
+        {
+            return;
+        }
+        self.probe_seq = self.probe_seq.wrapping_add(1);
+        self.probe = Some((self.probe_seq, leader, Instant::now()));
+        let mut ctx = PROBE_MAGIC.to_vec();
+        ctx.extend_from_slice(&self.probe_seq.to_be_bytes());
+        tracing::debug!(
+            leader_id = leader.0,
+            term = leader.1,
+            index = self.applied,
+            "freshness probe: asking the leader for its commit index"
+        );
+        self.raw.read_index(ctx);
+    }
+
+    /// A ReadIndex answer: the freshness probe's (true) or somebody else's (false).
+    fn probe_answered(&mut self, ctx: &[u8], index: u64) -> bool {
+        let Some(rest) = ctx.strip_prefix(PROBE_MAGIC.as_slice()) else {
+            return false;
+        };
+        let seq = <[u8; 8]>::try_from(rest).map(u64::from_be_bytes).ok();
+        if let Some((want, leader, _)) = self.probe {
+            if seq == Some(want) && leader == (self.raw.raft.leader_id, self.raw.raft.term) {
+                self.probe = None;
+                self.probe_for = leader;
+                self.leader_commit = self.leader_commit.max(index);
+                tracing::debug!(
+                    leader_id = leader.0,
+                    term = leader.1,
+                    index,
+                    applied = self.applied,
+                    "freshness probe answered"
+                );
+            }
+        }
+        true
+    }
+
+    /// Each tick: a follower that has not heard from its leader for an election timeout is
+    /// no longer fresh, and must probe the leader's commit index again once contact resumes.
+    fn check_leader_contact(&mut self) {
+        if self.raw.raft.state == StateRole::Leader || self.probe_for == (0, 0) {
+            return;
+        }
+        let stale = self
+            .shared
+            .leader_contact
+            .lock()
+            .is_none_or(|t| t.elapsed() > self.shared.election_timeout);
+        if stale {
+            tracing::info!(
+                leader_id = self.raw.raft.leader_id,
+                term = self.raw.raft.term,
+                index = self.applied,
+                "no message from the leader for an election timeout; not fresh"
+            );
+            self.probe_for = (0, 0);
         }
     }
 
@@ -602,13 +688,20 @@ impl Node {
         let with_leader = leader.0 != 0
             && match role {
                 NodeRole::Leader => caught_up,
-                _ => self.contact == leader && self.applied >= self.leader_commit,
+                _ => {
+                    self.contact == leader
+                        && self.probe_for == leader
+                        && self.applied >= self.leader_commit
+                }
             };
         self.shared.role.store(role.to_u8(), Ordering::Release);
         self.shared.commit.store(committed, Ordering::Release);
         self.shared
             .caught_up_with_leader
             .store(with_leader, Ordering::Release);
+        if leader.0 != 0 && role != NodeRole::Leader && self.probe_for != leader {
+            self.maybe_probe(leader);
+        }
         if leader != self.last_leader {
             self.last_leader = leader;
             self.barrier_force = true;
@@ -884,6 +977,7 @@ impl Node {
                         self.raw.read_index(ctx);
                     }
                 }
+                None if self.probe_answered(&rs.request_ctx, rs.index) => {}
                 None => self.sm.on_read_index(&rs.request_ctx, rs.index),
             }
         }
@@ -1108,7 +1202,9 @@ impl Node {
             Err(e) => tracing::error!(error = %e, "could not flush the raft log at shutdown"),
         }
         self.shared.is_leader.store(false, Ordering::Release);
-        self.shared.caught_up_with_leader.store(false, Ordering::Release);
+        self.shared
+            .caught_up_with_leader
+            .store(false, Ordering::Release);
         self.shared.stop_barrier();
         if self.was_leader {
             self.sm.on_role_change(false, self.raw.raft.term);
