@@ -1091,7 +1091,29 @@ fn a_partitioned_follower_is_not_fresh_until_it_caught_up_again() {
     assert_eq!(applied_count(&ms[f].obs), 10);
 
     let committed = ms[l].h.commit_index();
+    // Heal, but keep the appends from reaching the follower for a while: it hears the
+    // leader's heartbeats again (whose commit index is capped at what the follower already
+    // has), yet is behind, so it must not count as fresh.
+    net.dropped
+        .lock()
+        .unwrap()
+        .insert((ms[f].id, ::raft::eraftpb::MessageType::MsgAppend));
     net.isolated.lock().unwrap().clear();
+    wait_until("leader contact", || {
+        ms[f].h.leader_id() != 0
+            && ms[f]
+                .h
+                .since_leader_contact()
+                .is_some_and(|d| d < ms[f].h.election_timeout() / 2)
+    });
+    thread::sleep(ms[f].h.election_timeout() * 3);
+    assert!(ms[f].h.since_leader_contact().unwrap() < ms[f].h.election_timeout());
+    assert!(
+        !ms[f].h.is_fresh(),
+        "fresh while behind the leader's commit index"
+    );
+    assert_eq!(applied_count(&ms[f].obs), 10);
+    net.dropped.lock().unwrap().clear();
     wait_until("follower fresh again", || ms[f].h.is_fresh());
     // Fresh means caught up with what the leader had committed, not merely "heard a
     // heartbeat" (whose commit index is capped at what the follower already has).
