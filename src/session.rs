@@ -10,6 +10,8 @@ use bytes::{BufMut, BytesMut};
 use parking_lot::Mutex;
 use rookery_protocol::{DecodeError, Reader, Record};
 
+use crate::peer::SessionTouch;
+
 /// A live session as every replica knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionInfo {
@@ -223,6 +225,27 @@ impl SessionTracker {
         let mut out: Vec<(i64, u32)> = self.touches.lock().drain().collect();
         out.sort_unstable();
         out
+    }
+
+    /// [`SessionTracker::drain_touches`] as the peer transport's `Touch` frame payload
+    /// (for [`crate::peer::PeerNetwork::send_touch`]).
+    pub fn drain_touch_frame(&self) -> Vec<SessionTouch> {
+        self.drain_touches()
+            .into_iter()
+            .map(|(session_id, timeout_ms)| SessionTouch {
+                session_id,
+                timeout_ms,
+            })
+            .collect()
+    }
+
+    /// Leader side: one `Touch` frame from a peer (the `RaftInbound` touch callback).
+    /// Returns how many of the sessions were known here.
+    pub fn touches_from_peer(&self, touches: &[SessionTouch]) -> usize {
+        touches
+            .iter()
+            .filter(|t| self.touch_from_peer(t.session_id, t.timeout_ms))
+            .count()
     }
 
     /// Leader side: a follower or observer heard from a client of `session_id`, whose
@@ -550,6 +573,28 @@ mod tests {
             .take_expired(Instant::now() + Duration::from_secs(30))
             .is_empty());
         assert!(!tracker.touch_from_peer(99, 2000));
+        // The frame forms used by the peer transport.
+        let frame = [
+            SessionTouch {
+                session_id: 3,
+                timeout_ms: 0,
+            },
+            SessionTouch {
+                session_id: 98,
+                timeout_ms: 10,
+            },
+        ];
+        assert_eq!(tracker.touches_from_peer(&frame), 1);
+        let follower = SessionTracker::default();
+        follower.demote();
+        follower.record_touch(5, 700);
+        assert_eq!(
+            follower.drain_touch_frame(),
+            vec![SessionTouch {
+                session_id: 5,
+                timeout_ms: 700
+            }]
+        );
     }
 
     #[test]

@@ -220,6 +220,11 @@ pub trait StateMachine: Send + 'static {
     /// leader's tail truncated), so the server closes those connections (ConnectionLoss).
     /// Called before the entries of the same Ready are applied. Default no-op.
     fn on_leader_change(&mut self, _leader_id: u64, _term: u64) {}
+    /// This node, as leader of `term`, has applied everything committed before its term
+    /// ([`RaftHandle::is_caught_up_leader`] just became true). The place to start acting as
+    /// leader: `SessionTracker::promote(now, RaftHandle::election_timeout())` (on losing
+    /// leadership, `on_role_change(false, _)`: `demote`). Default no-op.
+    fn on_caught_up(&mut self, _term: u64) {}
     /// A [`RaftHandle::read_index`] request with context `ctx` is safe to serve once
     /// `applied_index() >= index`. Default no-op. Requests can be dropped silently (no leader,
     /// or a new leader that has not committed in its term yet), so callers need a timeout.
@@ -398,8 +403,11 @@ struct Shared {
     role: AtomicU8,
     /// A leader is known and this node has caught up with it: a caught-up leader, or a
     /// follower/learner whose applied index reached the commit index learned from the current
-    /// leader's messages since the last leader change. The time part (recent leader contact)
-    /// is checked by [`RaftHandle::is_fresh`] itself, so it is exact between loop turns.
+    /// leader since the last leader change or loss of contact. That index comes from a
+    /// freshness probe (a ReadIndex answered by the leader: heartbeats only carry
+    /// `min(matched, commit)`, which cannot tell a lagging follower it lags) and from the
+    /// leader's appends. The time part (recent leader contact) is checked by
+    /// [`RaftHandle::is_fresh`] itself, so it is exact between loop turns.
     caught_up_with_leader: AtomicBool,
     /// When the last MsgAppend/MsgHeartbeat/MsgSnapshot from the current leader arrived
     /// (followers and learners); `None` before any.
@@ -631,8 +639,10 @@ impl RaftHandle {
     /// Whether this node may serve clients: a leader is known, and either this node is a
     /// caught-up leader (raft-rs `check_quorum` steps a leader down once it loses its
     /// quorum), or it is a follower/learner that heard from that leader within the election
-    /// timeout and has applied everything the leader told it was committed since the last
-    /// leader change (ClickHouse BecomeFresh; ZooKeeper closes clients in Learner.shutdown).
+    /// timeout and has applied everything the leader had committed when it answered this
+    /// node's freshness probe (a ReadIndex sent after each leader change and after each loss
+    /// of contact; resent every 100 ms until answered) and everything its appends reported
+    /// since (ClickHouse BecomeFresh; ZooKeeper closes clients in Learner.shutdown).
     /// The server refuses handshakes and closes client connections while this is false, so a
     /// partitioned follower does not keep clients whose sessions the leader expires.
     pub fn is_fresh(&self) -> bool {

@@ -1008,7 +1008,15 @@ impl Node {
         let caught_up = self.raw.raft.state == StateRole::Leader
             && self.raw.raft.commit_to_current_term()
             && self.applied >= self.raw.raft.raft_log.committed;
-        self.shared.caught_up.store(caught_up, Ordering::Release);
+        let was_caught_up = self.shared.caught_up.swap(caught_up, Ordering::AcqRel);
+        if caught_up && !was_caught_up {
+            tracing::info!(
+                term = self.raw.raft.term,
+                index = self.applied,
+                "leader caught up: everything committed before this term is applied"
+            );
+            self.sm.on_caught_up(self.raw.raft.term);
+        }
         if self.applied > before {
             self.shared.applied.store(self.applied, Ordering::Release);
             self.sm.applied_batch(self.applied);

@@ -25,6 +25,8 @@ struct Observed {
     roles: Vec<bool>,
     /// `on_leader_change` notifications: (leader id, term).
     leaders: Vec<(u64, u64)>,
+    /// `on_caught_up` notifications: terms.
+    caught_up: Vec<u64>,
 }
 
 /// Blocks `apply` of an entry whose data is `b"gate"` until opened (group-commit test).
@@ -128,6 +130,10 @@ impl StateMachine for TestSm {
 
     fn on_leader_change(&mut self, leader_id: u64, term: u64) {
         self.obs.lock().unwrap().leaders.push((leader_id, term));
+    }
+
+    fn on_caught_up(&mut self, term: u64) {
+        self.obs.lock().unwrap().caught_up.push(term);
     }
 }
 
@@ -1051,6 +1057,16 @@ fn leader_kill_fires_on_leader_change_on_the_survivors() {
             .all(|(id, t)| *id != old_id && (*t > old_term || *id == 0)));
     }
     assert_eq!(ms[n].obs.lock().unwrap().roles.last(), Some(&true));
+    // Only leaders catch up, once per term.
+    {
+        let o = ms[n].obs.lock().unwrap();
+        assert_eq!(o.caught_up.last(), Some(&new_term));
+        assert_eq!(o.caught_up.iter().filter(|t| **t == new_term).count(), 1);
+    }
+    for m in ms.iter().filter(|m| m.id != new_id) {
+        let o = m.obs.lock().unwrap();
+        assert!(!o.caught_up.contains(&new_term) && !o.caught_up.contains(&old_term));
+    }
     // The group still works.
     propose_n(&ms[n].h, "b", 5);
     for m in &ms {
@@ -1302,6 +1318,7 @@ fn read_barrier_on_a_standalone_leader() {
     // Barrier contexts never reach the state machine.
     assert!(obs.lock().unwrap().reads.is_empty());
     assert_eq!(obs.lock().unwrap().leaders.len(), 1);
+    assert_eq!(obs.lock().unwrap().caught_up, vec![h.term()]);
     stop(h, j);
 }
 
