@@ -45,6 +45,9 @@ pub(super) struct Node {
     deferred: VecDeque<Command>,
     /// Highest index given to the state machine (or restored from a snapshot).
     applied: u64,
+    /// Term of the entry at `applied` (0 until an entry or snapshot is applied in this
+    /// process): a leader is caught up once it applied an entry of its own term.
+    applied_term: u64,
     /// Metadata of the newest durable snapshot; the log is compacted to it when the *next*
     /// snapshot is written, so the previous snapshot + log remain a fallback.
     newest_snapshot: Option<SnapshotMetadata>,
@@ -289,6 +292,7 @@ impl Node {
             rx,
             deferred: VecDeque::new(),
             applied,
+            applied_term: 0,
             newest_snapshot,
             snapshot_failed_at: None,
             was_leader: false,
@@ -954,6 +958,7 @@ impl Node {
 
         if let Some(m) = incoming {
             self.applied = m.index;
+            self.applied_term = m.term;
             self.shared.applied.store(m.index, Ordering::Release);
             self.shared.snapshot_index.store(m.index, Ordering::Release);
             // The log now starts after this snapshot: older files can never be replayed, but
@@ -1005,9 +1010,11 @@ impl Node {
         self.report_durable();
         self.raw.advance_apply();
 
-        let caught_up = self.raw.raft.state == StateRole::Leader
-            && self.raw.raft.commit_to_current_term()
-            && self.applied >= self.raw.raft.raft_log.committed;
+        // Applied an entry of its own term (its no-op): everything committed before the term
+        // is applied. Latched for the term: a leader whose commit index runs ahead of its own
+        // (slower) disk is still caught up, so freshness and promotion do not flap.
+        let caught_up =
+            self.raw.raft.state == StateRole::Leader && self.applied_term == self.raw.raft.term;
         let was_caught_up = self.shared.caught_up.swap(caught_up, Ordering::AcqRel);
         if caught_up && !was_caught_up {
             tracing::info!(
@@ -1078,6 +1085,7 @@ impl Node {
                 EntryType::EntryConfChangeV2 => self.apply_conf_change::<ConfChangeV2>(&e)?,
             }
             self.applied = e.index;
+            self.applied_term = e.term;
         }
         Ok(())
     }
