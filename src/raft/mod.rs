@@ -27,6 +27,16 @@
 //! entries) is fatal: the thread publishes [`RaftHandle::fatal_error`] and stops, and the server
 //! exits non-zero (fail-stop, like etcd and ZooKeeper).
 //!
+//! Groups ([`RaftHandle::start_group`], [`GroupOptions`]): election/heartbeat ticks from
+//! zoo.cfg, bootstrap learners (observers), and joiners with no membership of their own. The
+//! raft thread publishes for any role: [`RaftHandle::role`], [`RaftHandle::commit_index`],
+//! [`RaftHandle::is_fresh`] (the serving gate: a known leader that this node heard from
+//! within the election timeout and whose commit index, asked for by a ReadIndex probe, it has
+//! applied) and [`RaftHandle::since_leader_contact`]. It reports every move of the known
+//! leader or term with [`StateMachine::on_leader_change`] (so the server can fail in-flight
+//! writes with ConnectionLoss) and a leader's catch-up with [`StateMachine::on_caught_up`].
+//! [`ReadBarrier`] makes `sync` linearizable on any node.
+//!
 //! Snapshot/compaction policy: a snapshot is taken every `snapshot_every` applied entries; the
 //! log is then compacted only up to the *previous* snapshot, and the two newest snapshot files
 //! are kept. So if the newest file turns out corrupt at restart, the older one plus the log
