@@ -1396,3 +1396,38 @@ fn group_options_are_validated_and_a_joiner_starts_empty() {
     assert_eq!(h.election_timeout(), Duration::from_millis(200));
     stop(h, j);
 }
+
+#[test]
+fn a_sync_lost_with_a_dead_leader_completes_under_the_next_one() {
+    // The follower forwards its ReadIndex to a leader that just died: raft-rs drops it
+    // without a word. The barrier must resend (on the leader change and every 500 ms) so the
+    // sync completes under the new leader instead of hanging.
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let mut ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    propose_n(&ms[l].h, "a", 10);
+    for m in &ms {
+        wait_until("replicated", || applied_count(&m.obs) == 10);
+    }
+    let committed = ms[l].h.commit_index();
+    let old = ms.remove(l);
+    net.peers.lock().unwrap().remove(&old.id);
+    stop(old.h, old.j);
+    // It still believes in the dead leader (an election takes an election timeout at
+    // least): the request goes nowhere.
+    let barrier = ms[0].h.read_barrier();
+    let rx = barrier.wait().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let index = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(15), rx).await })
+        .expect("sync hung after the leader died")
+        .unwrap();
+    assert!(index >= committed);
+    assert!(leader_of(&ms).is_some_and(|n| ms[n].id != old.id));
+    stop_members(&net, ms);
+}
