@@ -668,8 +668,11 @@ impl RaftHandle {
             .is_some_and(|d| d <= self.shared.election_timeout)
     }
 
-    /// Time since the last message (MsgAppend, MsgHeartbeat, MsgSnapshot) from the current
-    /// leader; `Some(ZERO)` on the leader itself, `None` if this node never heard from one.
+    /// Time since the last message (MsgAppend, MsgHeartbeat, MsgSnapshot) from a leader
+    /// (right after a leader change, until the new leader's first message, that is the old
+    /// leader's); `Some(ZERO)` on the leader itself, `None` if this node never heard from one.
+    /// The server closes its clients once this exceeds [`RaftHandle::election_timeout`] (which
+    /// [`RaftHandle::is_fresh`] already includes).
     pub fn since_leader_contact(&self) -> Option<Duration> {
         if self.is_leader() {
             return Some(Duration::ZERO);
