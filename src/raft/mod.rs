@@ -27,6 +27,16 @@
 //! entries) is fatal: the thread publishes [`RaftHandle::fatal_error`] and stops, and the server
 //! exits non-zero (fail-stop, like etcd and ZooKeeper).
 //!
+//! Groups ([`RaftHandle::start_group`], [`GroupOptions`]): election/heartbeat ticks from
+//! zoo.cfg, bootstrap learners (observers), and joiners with no membership of their own. The
+//! raft thread publishes for any role: [`RaftHandle::role`], [`RaftHandle::commit_index`],
+//! [`RaftHandle::is_fresh`] (the serving gate: a known leader that this node heard from
+//! within the election timeout and whose commit index, asked for by a ReadIndex probe, it has
+//! applied) and [`RaftHandle::since_leader_contact`]. It reports every move of the known
+//! leader or term with [`StateMachine::on_leader_change`] (so the server can fail in-flight
+//! writes with ConnectionLoss) and a leader's catch-up with [`StateMachine::on_caught_up`].
+//! [`ReadBarrier`] makes `sync` linearizable on any node.
+//!
 //! Snapshot/compaction policy: a snapshot is taken every `snapshot_every` applied entries; the
 //! log is then compacted only up to the *previous* snapshot, and the two newest snapshot files
 //! are kept. So if the newest file turns out corrupt at restart, the older one plus the log
@@ -34,6 +44,7 @@
 //! damaged or deleted), [`RaftHandle::start`] fails with [`RaftError::MissingHistory`] rather
 //! than start with silently missing data.
 
+mod barrier;
 mod logger;
 mod node;
 
@@ -41,15 +52,17 @@ mod node;
 mod tests;
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::sync::OnceLock;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use raft::eraftpb::Message;
 pub use raft::SnapshotStatus;
+
+pub use barrier::{ReadBarrier, READ_RESEND};
 
 use crate::storage::{LogError, SnapshotError, StorageStats};
 
@@ -68,7 +81,9 @@ pub struct RaftOptions {
     /// This node's Raft id (never 0); 1 for a standalone server.
     pub node_id: u64,
     /// Bootstrap membership, used only the first time `data_dir` is initialized; afterwards
-    /// membership comes from disk (snapshots and applied conf changes).
+    /// membership comes from disk (snapshots and applied conf changes). Empty for a node that
+    /// joins an existing group: it bootstraps no membership of its own and waits for the
+    /// leader's log or snapshot (learners: [`GroupOptions::learners`]).
     pub voters: Vec<u64>,
     /// Root of this node's durable state (`raft/` LMDB env and `snapshots/`).
     pub data_dir: PathBuf,
@@ -111,6 +126,89 @@ impl RaftOptions {
     }
 }
 
+/// Default [`GroupOptions::election_tick`]: the standalone value (10 ticks of 100 ms).
+pub const DEFAULT_ELECTION_TICK: usize = 10;
+/// Default [`GroupOptions::heartbeat_tick`]: the standalone value.
+pub const DEFAULT_HEARTBEAT_TICK: usize = 2;
+
+/// Group-shape options for an ensemble: Raft timing and bootstrap learners.
+///
+/// Kept apart from [`RaftOptions`] so that code building `RaftOptions` with a full struct
+/// literal (the standalone listener) keeps compiling; [`RaftHandle::start`] and
+/// [`RaftHandle::start_with_transport`] use [`GroupOptions::default`], which is exactly the
+/// standalone behaviour (10 / 2 ticks, no learners).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupOptions {
+    /// `raft::Config::election_tick`: ticks without hearing from a leader before a follower
+    /// campaigns (raft-rs randomizes it in `[election_tick, 2 × election_tick)`). Also the
+    /// freshness bound: a follower that heard nothing from its leader for this long is not
+    /// fresh ([`RaftHandle::is_fresh`]).
+    pub election_tick: usize,
+    /// `raft::Config::heartbeat_tick`: ticks between a leader's heartbeats; must be smaller
+    /// than `election_tick` so that a live leader is never mistaken for a dead one.
+    pub heartbeat_tick: usize,
+    /// Bootstrap learners (ZooKeeper observers): `ConfState.learners` the first time
+    /// `data_dir` is initialized. Learners replicate and apply but never vote or count for a
+    /// quorum. Ignored once the data dir holds a membership.
+    pub learners: Vec<u64>,
+}
+
+impl Default for GroupOptions {
+    fn default() -> Self {
+        GroupOptions {
+            election_tick: DEFAULT_ELECTION_TICK,
+            heartbeat_tick: DEFAULT_HEARTBEAT_TICK,
+            learners: Vec::new(),
+        }
+    }
+}
+
+impl GroupOptions {
+    /// Timing derived from zoo.cfg ([`crate::config::Config::raft_timing`]); the tick itself
+    /// goes into [`RaftOptions::tick_interval`].
+    pub fn from_timing(timing: &crate::config::RaftTiming, learners: Vec<u64>) -> Self {
+        GroupOptions {
+            election_tick: timing.election_ticks,
+            heartbeat_tick: timing.heartbeat_ticks,
+            learners,
+        }
+    }
+}
+
+/// What this node currently is in the group, as published by the raft thread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeRole {
+    /// Leads the group (accepts writes; fresh once caught up).
+    Leader,
+    /// A voter following a leader (or waiting for one; a joiner not yet in the membership
+    /// also reports this).
+    Follower,
+    /// A voter campaigning (pre-vote or vote): there is no known leader.
+    Candidate,
+    /// A learner (ZooKeeper observer): replicates and applies, never votes.
+    Learner,
+}
+
+impl NodeRole {
+    fn to_u8(self) -> u8 {
+        match self {
+            NodeRole::Leader => 1,
+            NodeRole::Follower => 2,
+            NodeRole::Candidate => 3,
+            NodeRole::Learner => 4,
+        }
+    }
+
+    fn from_u8(v: u8) -> NodeRole {
+        match v {
+            1 => NodeRole::Leader,
+            3 => NodeRole::Candidate,
+            4 => NodeRole::Learner,
+            _ => NodeRole::Follower,
+        }
+    }
+}
+
 /// The replicated state machine. Lives on the raft thread; all calls come from it.
 pub trait StateMachine: Send + 'static {
     /// Apply one committed normal entry with non-empty data, strictly in log order.
@@ -124,11 +222,23 @@ pub trait StateMachine: Send + 'static {
     /// Raft could not accept a proposal (e.g. not leader); the server fails the waiting client
     /// with ConnectionLoss.
     fn proposal_dropped(&mut self, data: &[u8]);
-    /// Leadership changed. Default no-op.
+    /// Leadership changed (this node became or stopped being the leader). Default no-op.
     fn on_role_change(&mut self, _is_leader: bool, _term: u64) {}
+    /// The known leader id or the term moved (on any node, not only when this node flips);
+    /// `leader_id` is 0 while no leader is known. The fate of every write, sync or session
+    /// creation in flight is then unknown (a forwarded proposal may be lost, a deposed
+    /// leader's tail truncated), so the server closes those connections (ConnectionLoss).
+    /// Called before the entries of the same Ready are applied. Default no-op.
+    fn on_leader_change(&mut self, _leader_id: u64, _term: u64) {}
+    /// This node, as leader of `term`, has applied everything committed before its term
+    /// ([`RaftHandle::is_caught_up_leader`] just became true). The place to start acting as
+    /// leader: `SessionTracker::promote(now, RaftHandle::election_timeout())` (on losing
+    /// leadership, `on_role_change(false, _)`: `demote`). Default no-op.
+    fn on_caught_up(&mut self, _term: u64) {}
     /// A [`RaftHandle::read_index`] request with context `ctx` is safe to serve once
     /// `applied_index() >= index`. Default no-op. Requests can be dropped silently (no leader,
     /// or a new leader that has not committed in its term yet), so callers need a timeout.
+    /// Answers to [`ReadBarrier`] requests are consumed by the barrier and never come here.
     fn on_read_index(&mut self, _ctx: &[u8], _index: u64) {}
 }
 
@@ -297,6 +407,28 @@ struct Shared {
     /// power failure at that moment could roll it back (tests then simulate exactly that).
     #[cfg(test)]
     unsynced_at_crash: AtomicBool,
+    /// Highest index known committed on this node (a follower learns it from the leader).
+    commit: AtomicU64,
+    /// [`NodeRole`] as a u8 (`NodeRole::to_u8`).
+    role: AtomicU8,
+    /// A leader is known and this node has caught up with it: a caught-up leader, or a
+    /// follower/learner whose applied index reached the commit index learned from the current
+    /// leader since the last leader change or loss of contact. That index comes from a
+    /// freshness probe (a ReadIndex answered by the leader: heartbeats only carry
+    /// `min(matched, commit)`, which cannot tell a lagging follower it lags) and from the
+    /// leader's appends. The time part (recent leader contact) is checked by
+    /// [`RaftHandle::is_fresh`] itself, so it is exact between loop turns.
+    caught_up_with_leader: AtomicBool,
+    /// When the last MsgAppend/MsgHeartbeat/MsgSnapshot from the current leader arrived
+    /// (followers and learners); `None` before any.
+    leader_contact: parking_lot::Mutex<Option<Instant>>,
+    /// `election_tick × tick_interval`: longest leader silence a fresh follower tolerates.
+    election_timeout: Duration,
+    /// Set when the raft thread stops (shutdown or fatal), before pending barrier waiters are
+    /// failed, so a waiter queued concurrently is failed too instead of hanging.
+    stopped: AtomicBool,
+    /// The per-node [`ReadBarrier`] state (one ReadIndex in flight for all queued waiters).
+    barrier: parking_lot::Mutex<barrier::BarrierState>,
 }
 
 /// Counters for metrics and tests.
@@ -326,9 +458,18 @@ impl Shared {
     fn set_fatal(&self, reason: String) {
         self.is_leader.store(false, Ordering::Release);
         self.caught_up.store(false, Ordering::Release);
+        self.caught_up_with_leader.store(false, Ordering::Release);
         if self.fatal.set(reason).is_ok() {
             self.fatal_tx.send_replace(true);
         }
+        self.stop_barrier();
+    }
+
+    /// The raft thread stops: fail every pending [`ReadBarrier`] waiter (their receivers see
+    /// the sender dropped: [`RaftError::Stopped`]), now and for any that races in.
+    fn stop_barrier(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.barrier.lock().fail_all();
     }
 }
 
@@ -352,16 +493,37 @@ impl RaftHandle {
         Self::start_with_transport(opts, sm, Box::new(NoopTransport))
     }
 
-    /// Like [`RaftHandle::start`], with a transport for a multi-node group.
+    /// Like [`RaftHandle::start`], with a transport for a multi-node group (standalone
+    /// timing, no learners: see [`RaftHandle::start_group`]).
     pub fn start_with_transport(
         opts: RaftOptions,
         sm: Box<dyn StateMachine>,
         transport: Box<dyn Transport>,
     ) -> Result<(RaftHandle, JoinHandle<()>), RaftError> {
+        Self::start_group(opts, GroupOptions::default(), sm, transport)
+    }
+
+    /// Starts a member of a replicated group: [`GroupOptions`] sets the election and
+    /// heartbeat ticks and the bootstrap learners. With empty `opts.voters` (and no learners)
+    /// a fresh node bootstraps an empty membership and waits for the leader to send it the
+    /// log or a snapshot (a joiner; raft-rs five_mem_node). Only a sole voter campaigns at
+    /// once; no node waits for leadership here.
+    pub fn start_group(
+        opts: RaftOptions,
+        group: GroupOptions,
+        sm: Box<dyn StateMachine>,
+        transport: Box<dyn Transport>,
+    ) -> Result<(RaftHandle, JoinHandle<()>), RaftError> {
         opts.validate()?;
+        group.validate(&opts)?;
         let (tx, rx) = mpsc::channel();
+        let election_timeout = opts
+            .tick_interval
+            .saturating_mul(u32::try_from(group.election_tick).unwrap_or(u32::MAX));
         let shared = Arc::new(Shared {
             max_queued_bytes: opts.max_queued_bytes,
+            election_timeout,
+            role: AtomicU8::new(NodeRole::Follower.to_u8()),
             ..Shared::default()
         });
         let (init_tx, init_rx) = mpsc::sync_channel(1);
@@ -371,7 +533,7 @@ impl RaftHandle {
             .name(format!("raft-{}", opts.node_id))
             .spawn(move || {
                 let guard_shared = thread_shared.clone();
-                match node::Node::init(opts, sm, transport, thread_shared, self_tx, rx) {
+                match node::Node::init(opts, group, sm, transport, thread_shared, self_tx, rx) {
                     Ok(node) => {
                         let _ = init_tx.send(Ok(()));
                         // The state machine applies entries on this thread: a panic there or in
@@ -473,6 +635,65 @@ impl RaftHandle {
             && self.shared.caught_up.load(Ordering::Acquire)
     }
 
+    /// Highest index known committed on this node (on a follower: as learned from the
+    /// leader's messages). May run ahead of [`RaftHandle::applied_index`].
+    pub fn commit_index(&self) -> u64 {
+        self.shared.commit.load(Ordering::Acquire)
+    }
+
+    /// This node's current role in the group.
+    pub fn role(&self) -> NodeRole {
+        NodeRole::from_u8(self.shared.role.load(Ordering::Acquire))
+    }
+
+    /// Whether this node may serve clients: a leader is known, and either this node is a
+    /// caught-up leader (raft-rs `check_quorum` steps a leader down once it loses its
+    /// quorum), or it is a follower/learner that heard from that leader within the election
+    /// timeout and has applied everything the leader had committed when it answered this
+    /// node's freshness probe (a ReadIndex sent after each leader change and after each loss
+    /// of contact; resent every 100 ms until answered) and everything its appends reported
+    /// since (ClickHouse BecomeFresh; ZooKeeper closes clients in Learner.shutdown).
+    /// The server refuses handshakes and closes client connections while this is false, so a
+    /// partitioned follower does not keep clients whose sessions the leader expires.
+    pub fn is_fresh(&self) -> bool {
+        if self.shared.fatal.get().is_some()
+            || !self.shared.caught_up_with_leader.load(Ordering::Acquire)
+        {
+            return false;
+        }
+        if self.is_leader() {
+            return self.shared.caught_up.load(Ordering::Acquire);
+        }
+        self.since_leader_contact()
+            .is_some_and(|d| d <= self.shared.election_timeout)
+    }
+
+    /// Time since the last message (MsgAppend, MsgHeartbeat, MsgSnapshot) from a leader
+    /// (right after a leader change, until the new leader's first message, that is the old
+    /// leader's); `Some(ZERO)` on the leader itself, `None` if this node never heard from one.
+    /// The server closes its clients once this exceeds [`RaftHandle::election_timeout`] (which
+    /// [`RaftHandle::is_fresh`] already includes).
+    pub fn since_leader_contact(&self) -> Option<Duration> {
+        if self.is_leader() {
+            return Some(Duration::ZERO);
+        }
+        let at = *self.shared.leader_contact.lock();
+        at.map(|t| t.elapsed())
+    }
+
+    /// `election_tick × tick_interval`, the leader silence after which a follower is no
+    /// longer fresh (and the session extension a new leader grants in
+    /// `SessionTracker::promote`).
+    pub fn election_timeout(&self) -> Duration {
+        self.shared.election_timeout
+    }
+
+    /// This node's linearizable read barrier (for `sync` and resume checks): one per node,
+    /// shared by every caller. See [`ReadBarrier`].
+    pub fn read_barrier(&self) -> ReadBarrier {
+        ReadBarrier::new(self.clone())
+    }
+
     /// Highest log index handed to the state machine.
     pub fn applied_index(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)
@@ -516,7 +737,12 @@ impl RaftHandle {
     }
 
     /// Starts a linearizable read barrier; the answer arrives as
-    /// `StateMachine::on_read_index(ctx, index)`. `ctx` must be unique per request.
+    /// `StateMachine::on_read_index(ctx, index)`. `ctx` must be unique per request. Works on
+    /// any node: a follower or learner forwards the request to the leader (raft-rs).
+    ///
+    /// The request can be **dropped silently**: with no known leader, when the leader that
+    /// received it is deposed, or by a new leader that has not yet committed an entry in its
+    /// term (raft.rs). Callers must resend and time out; [`ReadBarrier`] does both.
     pub fn read_index(&self, ctx: Vec<u8>) -> Result<(), RaftError> {
         self.send(Command::ReadIndex(ctx))
     }
@@ -532,14 +758,43 @@ impl RaftHandle {
     }
 }
 
+impl GroupOptions {
+    fn validate(&self, opts: &RaftOptions) -> Result<(), RaftError> {
+        let bad = |m: &str| Err(RaftError::InvalidOptions(m.to_string()));
+        if self.heartbeat_tick == 0 {
+            return bad("heartbeat_tick must be > 0");
+        }
+        if self.election_tick <= self.heartbeat_tick {
+            return bad("election_tick must be greater than heartbeat_tick");
+        }
+        if self.learners.contains(&0) {
+            return bad("learners must not contain 0");
+        }
+        if self.learners.iter().any(|l| opts.voters.contains(l)) {
+            return bad("a node cannot be both a voter and a learner");
+        }
+        if opts.voters.is_empty() && !self.learners.is_empty() {
+            return bad("learners need at least one voter (a joiner gives neither)");
+        }
+        if !opts.voters.is_empty()
+            && !opts.voters.contains(&opts.node_id)
+            && !self.learners.contains(&opts.node_id)
+        {
+            return bad("node_id must be one of the voters or learners (or give neither, to join)");
+        }
+        Ok(())
+    }
+}
+
 impl RaftOptions {
     fn validate(&self) -> Result<(), RaftError> {
         let bad = |m: &str| Err(RaftError::InvalidOptions(m.to_string()));
         if self.node_id == 0 {
             return bad("node_id must not be 0");
         }
-        if self.voters.is_empty() || self.voters.contains(&0) {
-            return bad("voters must be non-empty and must not contain 0");
+        // Empty voters: a joiner that waits for the leader's log or snapshot.
+        if self.voters.contains(&0) {
+            return bad("voters must not contain 0");
         }
         if self.tick_interval.is_zero() {
             return bad("tick_interval must be > 0");

@@ -12,7 +12,10 @@ use raft::eraftpb::{
 };
 use raft::{Config, RawNode, StateRole, Storage as _};
 
-use super::{Command, RaftError, RaftOptions, Shared, StateMachine, Transport};
+use super::{
+    barrier, Command, GroupOptions, NodeRole, RaftError, RaftOptions, Shared, StateMachine,
+    Transport,
+};
 use crate::storage::{LmdbStorage, SnapshotDir};
 
 /// Everything the raft thread owns.
@@ -42,6 +45,9 @@ pub(super) struct Node {
     deferred: VecDeque<Command>,
     /// Highest index given to the state machine (or restored from a snapshot).
     applied: u64,
+    /// Term of the entry at `applied` (0 until an entry or snapshot is applied in this
+    /// process): a leader is caught up once it applied an entry of its own term.
+    applied_term: u64,
     /// Metadata of the newest durable snapshot; the log is compacted to it when the *next*
     /// snapshot is written, so the previous snapshot + log remain a fallback.
     newest_snapshot: Option<SnapshotMetadata>,
@@ -63,6 +69,28 @@ pub(super) struct Node {
     /// A command taken off the queue only to learn whether more work is coming (whether the
     /// next turn's commit will flush the current one for free); handled first next turn.
     peeked: Option<Command>,
+    /// This node's Raft id.
+    id: u64,
+    /// (leader id, term) last reported through `StateMachine::on_leader_change`.
+    last_leader: (u64, u64),
+    /// (leader id, term) whose messages `leader_commit` was learned from; freshness needs it
+    /// to be the current leader (a commit index learned from a previous leader says nothing
+    /// about what the new one committed).
+    contact: (u64, u64),
+    /// Highest commit index the current leader told this node (MsgAppend, MsgHeartbeat,
+    /// MsgSnapshot) since the last leader change; a follower is fresh once applied reaches it.
+    leader_commit: u64,
+    /// The leader or term moved: resend the read barrier's request at once.
+    barrier_force: bool,
+    /// The freshness probe in flight: a ReadIndex asking the current leader for its commit
+    /// index (heartbeats only carry `min(matched, commit)`, so a follower that fell behind
+    /// cannot tell it is behind from them): (seq, the (leader, term) it asks, when sent).
+    probe: Option<(u64, (u64, u64), Instant)>,
+    /// Sequence numbers of freshness probes.
+    probe_seq: u64,
+    /// The (leader, term) whose commit index a probe answered; freshness requires the current
+    /// one. Reset when contact with the leader is lost for an election timeout.
+    probe_for: (u64, u64),
     /// Set by `Command::Crash`: leave the loop without the orderly shutdown.
     #[cfg(test)]
     crashed: bool,
@@ -72,6 +100,11 @@ pub(super) struct Node {
 const FULL_RETRY_MIN: Duration = Duration::from_millis(20);
 /// Longest wait between retries: once space is freed, writes resume within about this long.
 const FULL_RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// How often an unanswered freshness probe is resent.
+const PROBE_RESEND: Duration = Duration::from_millis(100);
+/// Prefix of freshness-probe ReadIndex contexts (never handed to the state machine).
+const PROBE_MAGIC: &[u8; 4] = b"RFSH";
 
 /// A Ready whose LMDB writes may not be durable yet.
 struct Unpersisted {
@@ -100,6 +133,7 @@ fn meta(index: u64, term: u64, conf_state: ConfState) -> SnapshotMetadata {
 impl Node {
     pub(super) fn init(
         opts: RaftOptions,
+        group: GroupOptions,
         mut sm: Box<dyn StateMachine>,
         transport: Box<dyn Transport>,
         shared: Arc<Shared>,
@@ -113,11 +147,24 @@ impl Node {
         if storage.is_fresh() {
             let cs = ConfState {
                 voters: opts.voters.clone(),
+                learners: group.learners.clone(),
                 ..Default::default()
             };
             storage.bootstrap(cs)?;
-            tracing::info!(node_id = opts.node_id, voters = ?opts.voters, "bootstrapped new raft group");
-        } else if storage.initial_conf_state().voters != opts.voters {
+            if opts.voters.is_empty() {
+                tracing::info!(
+                    node_id = opts.node_id,
+                    "joining an existing raft group: no membership of our own, waiting for the leader"
+                );
+            } else {
+                tracing::info!(
+                    node_id = opts.node_id,
+                    voters = ?opts.voters,
+                    learners = ?group.learners,
+                    "bootstrapped new raft group"
+                );
+            }
+        } else if !opts.voters.is_empty() && storage.initial_conf_state().voters != opts.voters {
             tracing::warn!(
                 configured = ?opts.voters,
                 on_disk = ?storage.initial_conf_state().voters,
@@ -198,8 +245,8 @@ impl Node {
 
         let cfg = Config {
             id: opts.node_id,
-            election_tick: 10,
-            heartbeat_tick: 2,
+            election_tick: group.election_tick,
+            heartbeat_tick: group.heartbeat_tick,
             applied,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 256,
@@ -212,6 +259,8 @@ impl Node {
         };
         cfg.validate()?;
         let mut raw = RawNode::new(&cfg, storage, &super::logger::logger(opts.node_id))?;
+        // Taken before a sole voter's campaign, so that its leadership is reported too.
+        let last_leader = (raw.raft.leader_id, raw.raft.term);
         let sole_voter = start_cs.voters == [opts.node_id]
             && start_cs.voters_outgoing.is_empty()
             && start_cs.learners.is_empty();
@@ -223,6 +272,14 @@ impl Node {
         shared.applied.store(applied, Ordering::Release);
         shared.snapshot_index.store(applied, Ordering::Release);
         Ok(Node {
+            id: opts.node_id,
+            last_leader,
+            contact: (0, 0),
+            leader_commit: 0,
+            barrier_force: false,
+            probe: None,
+            probe_seq: 0,
+            probe_for: (0, 0),
             raw,
             sm,
             snaps,
@@ -235,6 +292,7 @@ impl Node {
             rx,
             deferred: VecDeque::new(),
             applied,
+            applied_term: 0,
             newest_snapshot,
             snapshot_failed_at: None,
             was_leader: false,
@@ -311,7 +369,13 @@ impl Node {
                 .and_then(|()| self.on_ready())
                 .and_then(|()| self.settle(txn_at_start));
             match turn {
-                Ok(()) => {}
+                Ok(()) => {
+                    // A step without a Ready (rare) can still move freshness.
+                    self.publish_status();
+                    if std::mem::take(&mut self.barrier_force) {
+                        self.drive_barrier(true);
+                    }
+                }
                 // Shutdown (or a test crash) while a write was stalled for lack of space.
                 Err(RaftError::Stopped) => break,
                 Err(e) => {
@@ -345,6 +409,7 @@ impl Node {
     /// After a fatal error: publish it, fail queued proposals, and leave without touching the
     /// storage again (after a failed fsync nothing more may be counted durable).
     fn fail_stop(mut self, reason: String) {
+        // Also fails the read barrier's waiters.
         self.shared.set_fatal(reason);
         if self.was_leader {
             self.sm.on_role_change(false, self.raw.raft.term);
@@ -501,7 +566,158 @@ impl Node {
         }
         self.raw.tick();
         *next_tick = Instant::now() + self.tick_interval;
+        self.check_leader_contact();
+        self.drive_barrier(false);
         Ok(())
+    }
+
+    /// Read barrier upkeep: completes applied waiters and (re)sends its ReadIndex when due
+    /// (every tick checks the [`super::READ_RESEND`] timer; `force` after a leader change).
+    fn drive_barrier(&mut self, force: bool) {
+        let ctx = self
+            .shared
+            .barrier
+            .lock()
+            .poll(Instant::now(), self.applied, force);
+        if let Some(ctx) = ctx {
+            tracing::debug!(
+                index = self.applied,
+                term = self.raw.raft.term,
+                leader = self.raw.raft.leader_id,
+                force,
+                "read barrier: (re)sending ReadIndex"
+            );
+            self.raw.read_index(ctx);
+        }
+    }
+
+    /// Sends a freshness probe to `leader` unless one for it went out recently (a new leader
+    /// drops ReadIndex before its first commit in the term, hence the resends).
+    fn maybe_probe(&mut self, leader: (u64, u64)) {
+        if self
+            .probe
+            .is_some_and(|(_, to, sent)| to == leader && sent.elapsed() < PROBE_RESEND)
+        {
+            return;
+        }
+        self.probe_seq = self.probe_seq.wrapping_add(1);
+        self.probe = Some((self.probe_seq, leader, Instant::now()));
+        let mut ctx = PROBE_MAGIC.to_vec();
+        ctx.extend_from_slice(&self.probe_seq.to_be_bytes());
+        tracing::debug!(
+            leader_id = leader.0,
+            term = leader.1,
+            index = self.applied,
+            "freshness probe: asking the leader for its commit index"
+        );
+        self.raw.read_index(ctx);
+    }
+
+    /// A ReadIndex answer: the freshness probe's (true) or somebody else's (false).
+    fn probe_answered(&mut self, ctx: &[u8], index: u64) -> bool {
+        let Some(rest) = ctx.strip_prefix(PROBE_MAGIC.as_slice()) else {
+            return false;
+        };
+        let seq = <[u8; 8]>::try_from(rest).map(u64::from_be_bytes).ok();
+        if let Some((want, leader, _)) = self.probe {
+            if seq == Some(want) && leader == (self.raw.raft.leader_id, self.raw.raft.term) {
+                self.probe = None;
+                self.probe_for = leader;
+                self.leader_commit = self.leader_commit.max(index);
+                tracing::debug!(
+                    leader_id = leader.0,
+                    term = leader.1,
+                    index,
+                    applied = self.applied,
+                    "freshness probe answered"
+                );
+            }
+        }
+        true
+    }
+
+    /// Each tick: a follower that has not heard from its leader for an election timeout is
+    /// no longer fresh, and must probe the leader's commit index again once contact resumes.
+    fn check_leader_contact(&mut self) {
+        if self.raw.raft.state == StateRole::Leader || self.probe_for == (0, 0) {
+            return;
+        }
+        let stale = self
+            .shared
+            .leader_contact
+            .lock()
+            .is_none_or(|t| t.elapsed() > self.shared.election_timeout);
+        if stale {
+            tracing::info!(
+                leader_id = self.raw.raft.leader_id,
+                term = self.raw.raft.term,
+                index = self.applied,
+                "no message from the leader for an election timeout; not fresh"
+            );
+            self.probe_for = (0, 0);
+        }
+    }
+
+    /// Notes a message from the current leader: leader contact time and the commit index it
+    /// told us, for freshness.
+    fn note_leader_message(&mut self, from: u64, term: u64, commit: u64) {
+        let raft = &self.raw.raft;
+        if raft.state == StateRole::Leader || from != raft.leader_id || term != raft.term {
+            return;
+        }
+        let current = (raft.leader_id, raft.term);
+        if self.contact != current {
+            self.contact = current;
+            self.leader_commit = commit;
+        } else {
+            self.leader_commit = self.leader_commit.max(commit);
+        }
+        *self.shared.leader_contact.lock() = Some(Instant::now());
+    }
+
+    /// Publishes role, commit index and freshness, and reports leader/term moves.
+    fn publish_status(&mut self) {
+        let raft = &self.raw.raft;
+        let leader = (raft.leader_id, raft.term);
+        let role = match raft.state {
+            StateRole::Leader => NodeRole::Leader,
+            StateRole::Candidate | StateRole::PreCandidate => NodeRole::Candidate,
+            StateRole::Follower if self.raw.store().conf_state().learners.contains(&self.id) => {
+                NodeRole::Learner
+            }
+            StateRole::Follower => NodeRole::Follower,
+        };
+        let committed = raft.raft_log.committed;
+        let caught_up = self.shared.caught_up.load(Ordering::Acquire);
+        let with_leader = leader.0 != 0
+            && match role {
+                NodeRole::Leader => caught_up,
+                _ => {
+                    self.contact == leader
+                        && self.probe_for == leader
+                        && self.applied >= self.leader_commit
+                }
+            };
+        self.shared.role.store(role.to_u8(), Ordering::Release);
+        self.shared.commit.store(committed, Ordering::Release);
+        self.shared
+            .caught_up_with_leader
+            .store(with_leader, Ordering::Release);
+        if leader.0 != 0 && role != NodeRole::Leader && self.probe_for != leader {
+            self.maybe_probe(leader);
+        }
+        if leader != self.last_leader {
+            self.last_leader = leader;
+            self.barrier_force = true;
+            tracing::info!(
+                leader_id = leader.0,
+                term = leader.1,
+                index = self.applied,
+                commit = committed,
+                "raft leader or term changed"
+            );
+            self.sm.on_leader_change(leader.0, leader.1);
+        }
     }
 
     /// End of a loop turn: makes sure no Ready stays unpersisted while nothing else would
@@ -602,8 +818,19 @@ impl Node {
                         return;
                     }
                 }
+                let ty = msg.get_msg_type();
+                let (from, term) = (msg.from, msg.term);
+                let commit = match ty {
+                    MessageType::MsgAppend | MessageType::MsgHeartbeat => Some(msg.commit),
+                    MessageType::MsgSnapshot => {
+                        Some(msg.commit.max(msg.get_snapshot().get_metadata().index))
+                    }
+                    _ => None,
+                };
                 if let Err(e) = self.raw.step(*msg) {
                     tracing::debug!(error = %e, "ignored raft message");
+                } else if let Some(commit) = commit {
+                    self.note_leader_message(from, term, commit);
                 }
             }
             Command::ReadIndex(ctx) => self.raw.read_index(ctx),
@@ -670,6 +897,8 @@ impl Node {
         if let Some(hs) = rd.hs() {
             self.shared.term.store(hs.term, Ordering::Release);
         }
+        // Leader/term moves are reported before this Ready's entries are applied.
+        self.publish_status();
 
         let incoming = if rd.snapshot().is_empty() {
             None
@@ -729,6 +958,7 @@ impl Node {
 
         if let Some(m) = incoming {
             self.applied = m.index;
+            self.applied_term = m.term;
             self.shared.applied.store(m.index, Ordering::Release);
             self.shared.snapshot_index.store(m.index, Ordering::Release);
             // The log now starts after this snapshot: older files can never be replayed, but
@@ -740,7 +970,21 @@ impl Node {
         }
 
         for rs in rd.take_read_states() {
-            self.sm.on_read_index(&rs.request_ctx, rs.index);
+            match barrier::decode_ctx(&rs.request_ctx) {
+                Some(seq) => {
+                    let next = self.shared.barrier.lock().answered(
+                        seq,
+                        rs.index,
+                        self.applied,
+                        Instant::now(),
+                    );
+                    if let Some(ctx) = next {
+                        self.raw.read_index(ctx);
+                    }
+                }
+                None if self.probe_answered(&rs.request_ctx, rs.index) => {}
+                None => self.sm.on_read_index(&rs.request_ctx, rs.index),
+            }
         }
         let messages = rd.take_persisted_messages();
 
@@ -766,14 +1010,27 @@ impl Node {
         self.report_durable();
         self.raw.advance_apply();
 
-        let caught_up = self.raw.raft.state == StateRole::Leader
-            && self.raw.raft.commit_to_current_term()
-            && self.applied >= self.raw.raft.raft_log.committed;
-        self.shared.caught_up.store(caught_up, Ordering::Release);
+        // Applied an entry of its own term (its no-op): everything committed before the term
+        // is applied. Latched for the term: a leader whose commit index runs ahead of its own
+        // (slower) disk is still caught up, so freshness and promotion do not flap.
+        let caught_up =
+            self.raw.raft.state == StateRole::Leader && self.applied_term == self.raw.raft.term;
+        let was_caught_up = self.shared.caught_up.swap(caught_up, Ordering::AcqRel);
+        if caught_up && !was_caught_up {
+            tracing::info!(
+                term = self.raw.raft.term,
+                index = self.applied,
+                "leader caught up: everything committed before this term is applied"
+            );
+            self.sm.on_caught_up(self.raw.raft.term);
+        }
         if self.applied > before {
             self.shared.applied.store(self.applied, Ordering::Release);
             self.sm.applied_batch(self.applied);
         }
+        // Barrier waiters whose index is now applied (snapshot installs included).
+        self.shared.barrier.lock().applied(self.applied);
+        self.publish_status();
         Ok(())
     }
 
@@ -828,6 +1085,7 @@ impl Node {
                 EntryType::EntryConfChangeV2 => self.apply_conf_change::<ConfChangeV2>(&e)?,
             }
             self.applied = e.index;
+            self.applied_term = e.term;
         }
         Ok(())
     }
@@ -960,6 +1218,10 @@ impl Node {
             Err(e) => tracing::error!(error = %e, "could not flush the raft log at shutdown"),
         }
         self.shared.is_leader.store(false, Ordering::Release);
+        self.shared
+            .caught_up_with_leader
+            .store(false, Ordering::Release);
+        self.shared.stop_barrier();
         if self.was_leader {
             self.sm.on_role_change(false, self.raw.raft.term);
         }

@@ -23,6 +23,10 @@ struct Observed {
     reads: Vec<(Vec<u8>, u64)>,
     /// Leadership notifications.
     roles: Vec<bool>,
+    /// `on_leader_change` notifications: (leader id, term).
+    leaders: Vec<(u64, u64)>,
+    /// `on_caught_up` notifications: terms.
+    caught_up: Vec<u64>,
 }
 
 /// Blocks `apply` of an entry whose data is `b"gate"` until opened (group-commit test).
@@ -122,6 +126,14 @@ impl StateMachine for TestSm {
 
     fn on_read_index(&mut self, ctx: &[u8], index: u64) {
         self.obs.lock().unwrap().reads.push((ctx.to_vec(), index));
+    }
+
+    fn on_leader_change(&mut self, leader_id: u64, term: u64) {
+        self.obs.lock().unwrap().leaders.push((leader_id, term));
+    }
+
+    fn on_caught_up(&mut self, term: u64) {
+        self.obs.lock().unwrap().caught_up.push(term);
     }
 }
 
@@ -676,12 +688,24 @@ fn idle_proposal_is_applied_after_one_commit_and_one_sync() {
 struct Net {
     /// Handles by node id, registered once each node started.
     peers: Arc<Mutex<std::collections::HashMap<u64, RaftHandle>>>,
+    /// Nodes cut off from everybody (both directions).
+    isolated: Arc<Mutex<std::collections::HashSet<u64>>>,
+    /// Message types dropped on their way to a node: (to, type).
+    dropped: Arc<Mutex<std::collections::HashSet<(u64, ::raft::eraftpb::MessageType)>>>,
 }
 
 impl Transport for Net {
     fn send(&self, msgs: Vec<Message>) {
         let peers = self.peers.lock().unwrap();
+        let isolated = self.isolated.lock().unwrap();
+        let dropped = self.dropped.lock().unwrap();
         for m in msgs {
+            if isolated.contains(&m.to)
+                || isolated.contains(&m.from)
+                || dropped.contains(&(m.to, m.get_msg_type()))
+            {
+                continue;
+            }
             if let Some(p) = peers.get(&m.to) {
                 let _ = p.step(m);
             }
@@ -937,4 +961,473 @@ fn the_proposal_queue_is_bounded_in_bytes() {
     wait_until("queue drained", || h.propose(b"again".to_vec()).is_ok());
     wait_until("applied", || applied_count(&obs) == 12);
     stop(h, j);
+}
+
+/// One member of an in-memory test group.
+struct Member {
+    id: u64,
+    h: RaftHandle,
+    j: thread::JoinHandle<()>,
+    obs: Arc<Mutex<Observed>>,
+}
+
+/// Starts node `id` of a group with these voters and learners on `net` (10 ms ticks, an
+/// election timeout of 10 ticks).
+fn start_member(net: &Net, root: &Path, id: u64, voters: &[u64], learners: &[u64]) -> Member {
+    let (sm, obs) = TestSm::new();
+    let o = RaftOptions {
+        node_id: id,
+        voters: voters.to_vec(),
+        ..opts(&root.join(format!("n{id}")), 1_000_000)
+    };
+    let group = GroupOptions {
+        learners: learners.to_vec(),
+        ..GroupOptions::default()
+    };
+    let (h, j) = RaftHandle::start_group(o, group, sm, Box::new(net.clone())).unwrap();
+    net.peers.lock().unwrap().insert(id, h.clone());
+    Member { id, h, j, obs }
+}
+
+fn start_members(net: &Net, root: &Path, voters: &[u64], learners: &[u64]) -> Vec<Member> {
+    voters
+        .iter()
+        .chain(learners)
+        .map(|id| start_member(net, root, *id, voters, learners))
+        .collect()
+}
+
+fn leader_of(ms: &[Member]) -> Option<usize> {
+    ms.iter().position(|m| m.h.is_caught_up_leader())
+}
+
+fn stop_members(net: &Net, ms: Vec<Member>) {
+    net.peers.lock().unwrap().clear();
+    for m in ms {
+        stop(m.h, m.j);
+    }
+}
+
+#[test]
+fn leader_kill_fires_on_leader_change_on_the_survivors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let mut ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    let (old_id, old_term) = (ms[l].id, ms[l].h.term());
+    propose_n(&ms[l].h, "a", 20);
+    for m in &ms {
+        wait_until("replicated", || applied_count(&m.obs) == 20);
+        // Every node, follower or not, was told who leads.
+        wait_until("leader reported", || {
+            m.obs.lock().unwrap().leaders.last() == Some(&(old_id, old_term))
+        });
+        assert_eq!(m.h.leader_id(), old_id);
+    }
+    // Followers never flipped role, yet learned the leader: that is on_leader_change's job.
+    for m in ms.iter().filter(|m| m.id != old_id) {
+        assert!(m.obs.lock().unwrap().roles.is_empty());
+        assert_eq!(m.h.role(), NodeRole::Follower);
+    }
+    assert_eq!(ms[l].h.role(), NodeRole::Leader);
+
+    let old = ms.remove(l);
+    net.peers.lock().unwrap().remove(&old.id);
+    stop(old.h, old.j);
+    wait_until("a new leader", || leader_of(&ms).is_some());
+    let n = leader_of(&ms).unwrap();
+    let (new_id, new_term) = (ms[n].id, ms[n].h.term());
+    assert_ne!(new_id, old_id);
+    assert!(new_term > old_term);
+    for m in &ms {
+        wait_until("new leader reported", || {
+            m.obs.lock().unwrap().leaders.last() == Some(&(new_id, new_term))
+        });
+        let o = m.obs.lock().unwrap();
+        let at = o
+            .leaders
+            .iter()
+            .position(|l| *l == (old_id, old_term))
+            .unwrap();
+        // Reported in order, never going back to the old leader.
+        // (A pre-candidate forgets the leader without a new term: (0, old_term).)
+        assert!(o.leaders[at + 1..]
+            .iter()
+            .all(|(id, t)| *id != old_id && (*t > old_term || *id == 0)));
+    }
+    assert_eq!(ms[n].obs.lock().unwrap().roles.last(), Some(&true));
+    // Only leaders catch up, once per term.
+    {
+        let o = ms[n].obs.lock().unwrap();
+        assert_eq!(o.caught_up.last(), Some(&new_term));
+        assert_eq!(o.caught_up.iter().filter(|t| **t == new_term).count(), 1);
+    }
+    for m in ms.iter().filter(|m| m.id != new_id) {
+        let o = m.obs.lock().unwrap();
+        assert!(!o.caught_up.contains(&new_term) && !o.caught_up.contains(&old_term));
+    }
+    // The group still works.
+    propose_n(&ms[n].h, "b", 5);
+    for m in &ms {
+        wait_until("replicated after failover", || applied_count(&m.obs) == 25);
+    }
+    stop_members(&net, ms);
+}
+
+#[test]
+fn a_partitioned_follower_is_not_fresh_until_it_caught_up_again() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    propose_n(&ms[l].h, "a", 10);
+    for m in &ms {
+        wait_until("fresh", || applied_count(&m.obs) == 10 && m.h.is_fresh());
+        assert!(m.h.since_leader_contact().unwrap() <= m.h.election_timeout());
+        assert!(m.h.commit_index() >= 10);
+    }
+    let f = (l + 1) % 3;
+    let other = (l + 2) % 3;
+    let cut = Instant::now();
+    net.isolated.lock().unwrap().insert(ms[f].id);
+    wait_until("follower not fresh", || !ms[f].h.is_fresh());
+    // Not before an election timeout of silence (with slack for a tick and a heartbeat).
+    assert!(cut.elapsed() + Duration::from_millis(30) >= ms[f].h.election_timeout());
+    // The majority side keeps serving and writing.
+    propose_n(&ms[l].h, "b", 50);
+    wait_until("majority applied", || applied_count(&ms[other].obs) == 60);
+    wait_until("majority fresh", || {
+        ms[l].h.is_fresh() && ms[other].h.is_fresh()
+    });
+    // Still not fresh after several election timeouts (a learner-like follower that keeps
+    // its leader id would be caught here too).
+    thread::sleep(ms[f].h.election_timeout() * 3);
+    assert!(!ms[f].h.is_fresh());
+    assert!(ms[f].h.since_leader_contact().unwrap() > ms[f].h.election_timeout());
+    assert_eq!(applied_count(&ms[f].obs), 10);
+
+    let committed = ms[l].h.commit_index();
+    // Heal, but keep the appends from reaching the follower for a while: it hears the
+    // leader's heartbeats again (whose commit index is capped at what the follower already
+    // has), yet is behind, so it must not count as fresh.
+    net.dropped
+        .lock()
+        .unwrap()
+        .insert((ms[f].id, ::raft::eraftpb::MessageType::MsgAppend));
+    net.isolated.lock().unwrap().clear();
+    wait_until("leader contact", || {
+        ms[f].h.leader_id() != 0
+            && ms[f]
+                .h
+                .since_leader_contact()
+                .is_some_and(|d| d < ms[f].h.election_timeout() / 2)
+    });
+    thread::sleep(ms[f].h.election_timeout() * 3);
+    assert!(ms[f].h.since_leader_contact().unwrap() < ms[f].h.election_timeout());
+    assert!(
+        !ms[f].h.is_fresh(),
+        "fresh while behind the leader's commit index"
+    );
+    assert_eq!(applied_count(&ms[f].obs), 10);
+    net.dropped.lock().unwrap().clear();
+    wait_until("follower fresh again", || ms[f].h.is_fresh());
+    // Fresh means caught up with what the leader had committed, not merely "heard a
+    // heartbeat" (whose commit index is capped at what the follower already has).
+    assert!(
+        ms[f].h.applied_index() >= committed,
+        "fresh at {} while the leader had committed {committed}",
+        ms[f].h.applied_index()
+    );
+    assert_eq!(applied_count(&ms[f].obs), 60);
+    stop_members(&net, ms);
+}
+
+#[test]
+fn a_learner_applies_reports_its_role_and_never_votes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let mut ms = start_members(&net, tmp.path(), &[1, 2], &[3]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    assert_ne!(ms[l].id, 3, "a learner never leads");
+    propose_n(&ms[l].h, "a", 30);
+    for m in &ms {
+        wait_until("replicated", || applied_count(&m.obs) == 30);
+    }
+    assert_eq!(ms[2].h.role(), NodeRole::Learner);
+    wait_until("learner fresh", || ms[2].h.is_fresh());
+    assert_eq!(
+        ms[2].obs.lock().unwrap().entries,
+        ms[l].obs.lock().unwrap().entries
+    );
+
+    // Stop the other voter: one voter plus a learner is no quorum (the learner's vote would
+    // make two of three). The leader steps down (check_quorum), nobody leads, nothing commits.
+    let v = 1 - l;
+    let survivor = ms[l].id;
+    let gone = ms.remove(v);
+    net.peers.lock().unwrap().remove(&gone.id);
+    let gone_id = gone.id;
+    stop(gone.h, gone.j);
+    let l = ms.iter().position(|m| m.id == survivor).unwrap();
+    wait_until("leader steps down", || !ms[l].h.is_leader());
+    let _ = ms[l].h.propose(b"lost".to_vec());
+    thread::sleep(ms[l].h.election_timeout() * 10);
+    assert!(ms.iter().all(|m| !m.h.is_leader()));
+    assert!(ms.iter().all(|m| applied_count(&m.obs) == 30));
+    wait_until("learner not fresh", || !ms[1].h.is_fresh());
+    assert_eq!(ms[1].h.role(), NodeRole::Learner);
+
+    // The second voter returns: the group leads and commits again, the learner follows.
+    let back = start_member(&net, tmp.path(), gone_id, &[1, 2], &[3]);
+    ms.push(back);
+    wait_until("a leader again", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    assert_ne!(ms[l].id, 3);
+    propose_n(&ms[l].h, "b", 5);
+    let learner = ms.iter().find(|m| m.id == 3).unwrap();
+    wait_until("learner applied", || {
+        learner
+            .obs
+            .lock()
+            .unwrap()
+            .entries
+            .iter()
+            .any(|(_, d)| d == b"b-4")
+    });
+    stop_members(&net, ms);
+}
+
+#[test]
+fn sync_on_a_follower_waits_until_it_applied_everything_committed_before() {
+    use ::raft::eraftpb::MessageType;
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    let f = (l + 1) % 3;
+    propose_n(&ms[l].h, "a", 5);
+    for m in &ms {
+        wait_until("replicated", || applied_count(&m.obs) == 5);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let barrier = ms[f].h.read_barrier();
+    let index = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), barrier.sync()).await })
+        .unwrap()
+        .unwrap();
+    assert!(index >= ms[f].obs.lock().unwrap().entries.last().unwrap().0);
+
+    // The follower stops receiving appends (heartbeats, read index traffic still flow), so
+    // it falls behind what the majority commits.
+    net.dropped
+        .lock()
+        .unwrap()
+        .insert((ms[f].id, MessageType::MsgAppend));
+    propose_n(&ms[l].h, "b", 20);
+    let other = (l + 2) % 3;
+    wait_until("majority applied", || applied_count(&ms[other].obs) == 25);
+    let committed = ms[l].h.commit_index();
+    assert_eq!(applied_count(&ms[f].obs), 5);
+
+    // Several syncs at once share the barrier; none may return while the follower lags.
+    let rxs: Vec<_> = (0..5).map(|_| barrier.wait().unwrap()).collect();
+    thread::sleep(READ_RESEND * 2);
+    assert_eq!(barrier.pending(), 5);
+    let mut rxs: Vec<_> = rxs
+        .into_iter()
+        .map(|mut rx| {
+            assert!(
+                rx.try_recv().is_err(),
+                "sync returned while the follower lags"
+            );
+            rx
+        })
+        .collect();
+
+    net.dropped.lock().unwrap().clear();
+    let applied_at_return: Vec<(u64, usize)> = rt.block_on(async {
+        let mut out = Vec::new();
+        for rx in rxs.drain(..) {
+            let index = tokio::time::timeout(Duration::from_secs(10), rx)
+                .await
+                .unwrap()
+                .unwrap();
+            out.push((index, applied_count(&ms[f].obs)));
+        }
+        out
+    });
+    for (index, applied) in applied_at_return {
+        assert!(
+            index >= committed,
+            "read index {index} < commit {committed}"
+        );
+        assert_eq!(
+            applied, 25,
+            "sync returned before the follower applied everything"
+        );
+    }
+    assert!(ms[f].h.applied_index() >= committed);
+    assert_eq!(barrier.pending(), 0);
+
+    // With no leader reachable, a sync does not return (callers time out), and it completes
+    // once the leader is back: the barrier resends by itself.
+    net.isolated.lock().unwrap().insert(ms[f].id);
+    let rx = barrier.wait().unwrap();
+    let timed_out =
+        rt.block_on(async { tokio::time::timeout(READ_RESEND * 3, barrier.sync()).await });
+    assert!(timed_out.is_err());
+    net.isolated.lock().unwrap().clear();
+    let index = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), rx).await })
+        .unwrap()
+        .unwrap();
+    assert!(index >= committed);
+    stop_members(&net, ms);
+    // After shutdown a sync fails at once instead of hanging.
+    assert!(matches!(
+        rt.block_on(barrier.sync()),
+        Err(RaftError::Stopped)
+    ));
+}
+
+#[test]
+fn read_barrier_on_a_standalone_leader() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    wait_until("leadership", || h.is_caught_up_leader());
+    assert!(h.is_fresh());
+    assert_eq!(h.role(), NodeRole::Leader);
+    propose_applied(&h, &obs, "x", 10, 10);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let index = rt
+        .block_on(async {
+            tokio::time::timeout(Duration::from_secs(10), h.read_barrier().sync()).await
+        })
+        .unwrap()
+        .unwrap();
+    assert!(index >= obs.lock().unwrap().entries.last().unwrap().0);
+    // Barrier contexts never reach the state machine.
+    assert!(obs.lock().unwrap().reads.is_empty());
+    assert_eq!(obs.lock().unwrap().leaders.len(), 1);
+    assert_eq!(obs.lock().unwrap().caught_up, vec![h.term()]);
+    stop(h, j);
+}
+
+#[test]
+fn group_options_are_validated_and_a_joiner_starts_empty() {
+    let tmp = tempfile::tempdir().unwrap();
+    let start = |voters: Vec<u64>, group: GroupOptions, dir: &str| {
+        let (sm, _) = TestSm::new();
+        let o = RaftOptions {
+            node_id: 4,
+            voters,
+            ..opts(&tmp.path().join(dir), 10)
+        };
+        RaftHandle::start_group(o, group, sm, Box::new(NoopTransport))
+    };
+    let bad = [
+        (
+            vec![1, 2],
+            GroupOptions {
+                learners: vec![2],
+                ..GroupOptions::default()
+            },
+        ),
+        (
+            vec![],
+            GroupOptions {
+                learners: vec![4],
+                ..GroupOptions::default()
+            },
+        ),
+        (vec![1, 2, 3], GroupOptions::default()),
+        (
+            vec![4],
+            GroupOptions {
+                heartbeat_tick: 10,
+                ..GroupOptions::default()
+            },
+        ),
+        (
+            vec![4],
+            GroupOptions {
+                heartbeat_tick: 0,
+                ..GroupOptions::default()
+            },
+        ),
+    ];
+    for (i, (voters, group)) in bad.into_iter().enumerate() {
+        assert!(
+            matches!(
+                start(voters, group, &format!("bad{i}")),
+                Err(RaftError::InvalidOptions(_))
+            ),
+            "case {i} accepted"
+        );
+    }
+    // A joiner (no voters, no learners) starts, never campaigns, and is not fresh.
+    let (h, j) = start(vec![], GroupOptions::default(), "joiner").unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert!(!h.is_leader() && h.leader_id() == 0 && !h.is_fresh());
+    assert_eq!(h.role(), NodeRole::Follower);
+    stop(h, j);
+    // Custom timing is accepted.
+    let (h, j) = start(
+        vec![4],
+        GroupOptions {
+            election_tick: 20,
+            heartbeat_tick: 3,
+            learners: vec![5],
+        },
+        "timing",
+    )
+    .unwrap();
+    assert_eq!(h.election_timeout(), Duration::from_millis(200));
+    stop(h, j);
+}
+
+#[test]
+fn a_sync_lost_with_a_dead_leader_completes_under_the_next_one() {
+    // The follower forwards its ReadIndex to a leader that just died: raft-rs drops it
+    // without a word. The barrier must resend (on the leader change and every 500 ms) so the
+    // sync completes under the new leader instead of hanging.
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let mut ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    propose_n(&ms[l].h, "a", 10);
+    for m in &ms {
+        wait_until("replicated", || applied_count(&m.obs) == 10);
+    }
+    let committed = ms[l].h.commit_index();
+    let old = ms.remove(l);
+    net.peers.lock().unwrap().remove(&old.id);
+    stop(old.h, old.j);
+    // It still believes in the dead leader (an election takes an election timeout at
+    // least): the request goes nowhere.
+    let barrier = ms[0].h.read_barrier();
+    let rx = barrier.wait().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let index = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(15), rx).await })
+        .expect("sync hung after the leader died")
+        .unwrap();
+    assert!(index >= committed);
+    assert!(leader_of(&ms).is_some_and(|n| ms[n].id != old.id));
+    stop_members(&net, ms);
 }
