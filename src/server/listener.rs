@@ -1,8 +1,9 @@
-//! Accepts client connections, enforces the per-IP limit, runs the leader's housekeeping and
+//! Accepts client connections, enforces the per-IP and global limits, runs the leader's housekeeping and
 //! shuts everything down in order on request.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,9 +15,10 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::raft::{RaftError, RaftHandle, RaftOptions};
-use crate::server::connection::{now_ms, Connection};
+use crate::server::connection::Connection;
+use crate::server::registry::{ConnRegistry, ServerSink};
 use crate::state::{Applier, Shared};
-use crate::txn::{Origin, Txn, TxnBody};
+use crate::txn::{now_ms, Origin, Txn, TxnBody};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -46,9 +48,15 @@ pub enum ServerError {
 
 /// A running server: what `run` needs to stop it.
 pub struct Server {
+    /// The state machine's shared state.
     pub shared: Arc<Shared>,
+    /// This server's live connections, which the reply sink routes to.
+    pub conns: Arc<ConnRegistry>,
+    /// Where writes and housekeeping entries are proposed.
     pub raft: RaftHandle,
+    /// Joined at shutdown, after Raft is told to stop.
     raft_thread: Option<std::thread::JoinHandle<()>>,
+    /// The client port.
     listener: TcpListener,
     /// Flipped to true to make every task stop.
     shutdown_tx: watch::Sender<bool>,
@@ -57,21 +65,26 @@ pub struct Server {
     _data_dir_lock: std::fs::File,
 }
 
-/// Counts connections per client IP, for maxClientCnxns.
+/// Counts open connections per client IP (maxClientCnxns) and in total (maxCnxns).
 #[derive(Debug, Default)]
 struct PerIp {
     /// Open connections by client address.
     counts: Mutex<HashMap<IpAddr, usize>>,
+    /// Open connections in all.
+    total: AtomicUsize,
 }
 
-/// Decrements the per-IP count when a connection task ends, however it ends.
+/// Decrements the counts when a connection task ends, however it ends.
 struct PerIpGuard {
+    /// The counts to decrement.
     per_ip: Arc<PerIp>,
+    /// The client's address.
     ip: IpAddr,
 }
 
 impl Drop for PerIpGuard {
     fn drop(&mut self) {
+        self.per_ip.total.fetch_sub(1, Ordering::Relaxed);
         let mut counts = self.per_ip.counts.lock();
         if let Some(count) = counts.get_mut(&self.ip) {
             *count = count.saturating_sub(1);
@@ -115,6 +128,7 @@ impl Server {
             }
         }
         let shared = Shared::new(config.clone());
+        let conns = Arc::new(ConnRegistry::default());
         let options = RaftOptions {
             node_id: config.server_id,
             voters: vec![config.server_id],
@@ -123,7 +137,8 @@ impl Server {
             snapshot_every: config.snap_count,
             max_batch: 4096,
         };
-        let applier = Applier::new(Arc::clone(&shared));
+        let sink = ServerSink::new(config.server_id, Arc::clone(&conns));
+        let applier = Applier::new(Arc::clone(&shared), Box::new(sink));
         let (raft, raft_thread) =
             tokio::task::spawn_blocking(move || RaftHandle::start(options, Box::new(applier)))
                 .await
@@ -146,6 +161,7 @@ impl Server {
         let (shutdown_tx, _) = watch::channel(false);
         Ok(Server {
             shared,
+            conns,
             raft,
             raft_thread: Some(raft_thread),
             listener,
@@ -154,6 +170,7 @@ impl Server {
         })
     }
 
+    /// The bound client address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }
@@ -182,7 +199,13 @@ impl Server {
                             continue;
                         }
                     };
-                    let limit = self.shared.config.max_client_cnxns;
+                    let limit = self.shared.config().max_client_cnxns;
+                    let global_limit = self.shared.config().max_cnxns;
+                    if global_limit != 0 && per_ip.total.load(Ordering::Relaxed) >= global_limit {
+                        // ZooKeeper's maxCnxns: refuse at accept, before any per-connection state.
+                        warn!(%peer, limit = global_limit, "too many connections in total; closing");
+                        continue;
+                    }
                     {
                         let mut counts = per_ip.counts.lock();
                         let count = counts.entry(peer.ip()).or_insert(0);
@@ -192,12 +215,13 @@ impl Server {
                         }
                         *count += 1;
                     }
+                    per_ip.total.fetch_add(1, Ordering::Relaxed);
                     let guard = PerIpGuard { per_ip: Arc::clone(&per_ip), ip: peer.ip() };
-                    self.shared.stats.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let connection = Connection::new(
                         stream,
                         peer,
                         Arc::clone(&self.shared),
+                        Arc::clone(&self.conns),
                         self.raft.clone(),
                         self.shutdown_tx.subscribe(),
                     );
@@ -231,8 +255,9 @@ impl Server {
 /// The leader's periodic duties: expire silent sessions and reap empty containers and expired
 /// TTL nodes, each as a log entry so every replica applies the same deletions.
 async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
-    let expiry_period = (shared.config.tick_time / 2).max(Duration::from_millis(10));
-    let reap_period = shared.config.container_check_interval;
+    let expiry_period = (shared.config().tick_time / 2).max(Duration::from_millis(10));
+    let reap_period = shared.config().container_check_interval;
+    let origin = Origin::housekeeping(shared.config().server_id);
     let mut expiry = tokio::time::interval(expiry_period);
     let mut reap = tokio::time::interval(reap_period);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -244,15 +269,9 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                 if !raft.is_leader() {
                     continue;
                 }
-                for session_id in shared.tracker.take_expired(Instant::now()) {
+                for session_id in shared.tracker().take_expired(Instant::now()) {
                     info!(session = format_args!("{session_id:#x}"), "session expired");
-                    let txn = Txn {
-                        origin: Origin { server_id: shared.config.server_id, conn_id: 0, xid: 0 },
-                        session_id,
-                        time_ms: now_ms(),
-                        auth: Vec::new(),
-                        body: TxnBody::CloseSession { session_id },
-                    };
+                    let txn = Txn::new(origin, session_id, Vec::new(), TxnBody::CloseSession { session_id });
                     if let Err(err) = raft.propose(txn.encode()) {
                         error!(%err, "cannot propose session expiry");
                     }
@@ -262,16 +281,10 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                 if !raft.is_leader() {
                     continue;
                 }
-                let now = now_ms();
-                let paths = shared.state.read().tree.reapable_nodes(now);
+                let paths = shared.state().read().tree.reapable_nodes(now_ms());
                 for path in paths {
-                    let txn = Txn {
-                        origin: Origin { server_id: shared.config.server_id, conn_id: 0, xid: 0 },
-                        session_id: 0,
-                        time_ms: now,
-                        auth: Vec::new(),
-                        body: TxnBody::Request(Request::DeleteContainer(SyncRequest { path })),
-                    };
+                    let body = TxnBody::Request(Request::DeleteContainer(SyncRequest { path }));
+                    let txn = Txn::new(origin, 0, Vec::new(), body);
                     if let Err(err) = raft.propose(txn.encode()) {
                         error!(%err, "cannot propose container removal");
                     }

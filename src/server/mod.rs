@@ -4,4 +4,5 @@
 pub mod admin;
 pub mod connection;
 pub mod listener;
+pub mod registry;
 pub mod request;

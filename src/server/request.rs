@@ -1,13 +1,12 @@
 //! Request classification and the requests a server answers locally: reads against the tree,
 //! pings, authentication and watch management. Writes go through Raft instead.
 
-use std::sync::atomic::Ordering;
-
 use rookery_protocol::{
     AddWatchMode, ClientInfo, ErrorCode, Id, Request, Response, SetWatches2, SyncResponse,
     WatcherEvent, WatcherType, WhoAmIResponse,
 };
 
+use crate::server::registry::ConnRegistry;
 use crate::state::Shared;
 use crate::tree::{digest_id, validate_path, OpContext};
 use crate::watch::WatchKind;
@@ -30,7 +29,10 @@ pub fn is_write(request: &Request) -> bool {
 
 /// What a locally answered request needs from its connection.
 pub struct LocalContext<'a> {
+    /// The state to read and the watches to arm.
     pub shared: &'a Shared,
+    /// The live connections: addauth updates this connection's ids there, for event ACLs.
+    pub conns: &'a ConnRegistry,
     /// Also the watcher id of the connection's watches.
     pub conn_id: u64,
     pub session_id: i64,
@@ -60,7 +62,7 @@ impl LocalOutcome {
 }
 
 pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
-    let last_zxid = || ctx.shared.last_zxid.load(Ordering::Acquire);
+    let last_zxid = || ctx.shared.last_zxid();
     match request {
         Request::Ping => LocalOutcome::new(Ok(Response::Empty), last_zxid()),
         Request::Auth(packet) => authenticate(ctx, &packet.scheme, &packet.auth),
@@ -91,8 +93,11 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
             if let Err(code) = validate_path(&add.path, false) {
                 return LocalOutcome::new(Err(code), last_zxid());
             }
-            let state = ctx.shared.state.read();
-            ctx.shared.watches.lock().add(ctx.conn_id, &add.path, kind);
+            let state = ctx.shared.state().read();
+            ctx.shared
+                .watches()
+                .lock()
+                .add(ctx.conn_id, &add.path, kind);
             // ZooKeeper answers addWatch with an ErrorResponse(0) body; Java clients read it.
             LocalOutcome::new(Ok(Response::ADD_WATCH_OK), state.last_zxid)
         }
@@ -134,13 +139,13 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
 }
 
 fn read(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
-    let state = ctx.shared.state.read();
+    let state = ctx.shared.state().read();
     let op_ctx = OpContext {
         zxid: state.last_zxid,
-        time_ms: crate::server::connection::now_ms(),
+        time_ms: crate::txn::now_ms(),
         session_id: ctx.session_id,
         auth: ctx.auth,
-        ttl_enabled: ctx.shared.config.ttl_enabled,
+        ttl_enabled: ctx.shared.config().ttl_enabled,
     };
     let result = state.tree.read(&op_ctx, request);
     // Arm the watch while still holding the read lock, so no write slips in between the read
@@ -156,15 +161,15 @@ fn read(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
         _ => None,
     };
     if let Some((path, kind)) = watch {
-        ctx.shared.watches.lock().add(ctx.conn_id, path, kind);
+        ctx.shared.watches().lock().add(ctx.conn_id, path, kind);
     }
     LocalOutcome::new(result, state.last_zxid)
 }
 
 fn set_watches(ctx: &mut LocalContext<'_>, request: &SetWatches2) -> LocalOutcome {
-    let state = ctx.shared.state.read();
+    let state = ctx.shared.state().read();
     let tree = &state.tree;
-    let events = ctx.shared.watches.lock().set_watches(
+    let events = ctx.shared.watches().lock().set_watches(
         ctx.conn_id,
         request.relative_zxid,
         request,
@@ -187,7 +192,7 @@ fn watch_query(
     if let Err(code) = validate_path(path, false) {
         return LocalOutcome::new(Err(code), zxid);
     }
-    let mut watches = ctx.shared.watches.lock();
+    let mut watches = ctx.shared.watches().lock();
     let found = if remove {
         watches.remove(ctx.conn_id, path, wtype)
     } else {
@@ -222,7 +227,7 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
                 return failed;
             }
             let digest = digest_id(credential);
-            if ctx.shared.config.super_digest.as_deref() == Some(digest.as_str()) {
+            if ctx.shared.config().super_digest.as_deref() == Some(digest.as_str()) {
                 add(Id {
                     scheme: "super".to_string(),
                     id: String::new(),
@@ -237,7 +242,7 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
         "ip" => {}
         _ => return failed,
     }
-    if let Some(conn) = ctx.shared.conns.lock().by_id.get_mut(&ctx.conn_id) {
+    if let Some(conn) = ctx.conns.lock().by_id.get_mut(&ctx.conn_id) {
         conn.auth = ctx.auth.clone();
     }
     LocalOutcome::new(Ok(Response::Empty), 0)
