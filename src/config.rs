@@ -432,9 +432,11 @@ impl Config {
 
     /// Queued output past which a connection stops reading requests: leaves room under the
     /// cap for one largest reply, so a client that reads slowly is slowed down, not closed.
+    /// Never below half the cap, so a cap barely above jute.maxbuffer still reads at all.
     pub fn output_pause(&self) -> usize {
-        self.output_cap()
-            .saturating_sub(self.jute_maxbuffer.saturating_add(OUTPUT_SLACK))
+        let cap = self.output_cap();
+        cap.saturating_sub(self.jute_maxbuffer.saturating_add(OUTPUT_SLACK))
+            .max(cap / 2)
     }
 
     /// Whether a four-letter word may run.
@@ -553,6 +555,7 @@ mod tests {
         assert_eq!(config.max_cnxns, 7);
         assert_eq!(config.global_outstanding_limit, 5);
         assert_eq!(config.output_cap(), 2 << 20);
+        assert_eq!(config.output_pause(), 1 << 20);
         config.check().unwrap();
         // A cap that a largest reply cannot fit in is refused.
         config.max_output_bytes = Some(config.jute_maxbuffer);
