@@ -11,18 +11,27 @@ use clap::Parser;
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file named by `--config` could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// A key has a value that does not parse or is out of range.
     #[error("{origin}: invalid value {value:?} for {key}: {reason}")]
     InvalidValue {
+        /// File and line, or "command line": where to fix it.
         origin: String,
+        /// The key or flag.
         key: String,
+        /// The value given.
         value: String,
+        /// What was expected.
         reason: String,
     },
+    /// Values that parse but contradict each other.
     #[error("{0}")]
     Inconsistent(String),
 }
@@ -104,6 +113,7 @@ pub struct Config {
     pub tick_time: Duration,
     /// Session timeouts are clamped into [min, max].
     pub min_session_timeout: Duration,
+    /// See `min_session_timeout`.
     pub max_session_timeout: Duration,
     /// Per-IP connection limit, 0 = unlimited; protects the server from a runaway client.
     pub max_client_cnxns: usize,

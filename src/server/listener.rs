@@ -23,25 +23,40 @@ use crate::txn::{now_ms, Origin, Txn, TxnBody};
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
+        /// The directory.
         path: std::path::PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The client port could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
+        /// The address.
         address: SocketAddr,
+        /// Why (in use, permission).
         source: std::io::Error,
     },
+    /// Another process holds the data directory's lock.
     #[error("data directory {path} is in use by another rookery process")]
-    DataDirLocked { path: std::path::PathBuf },
+    DataDirLocked {
+        /// The directory.
+        path: std::path::PathBuf,
+    },
+    /// The lock file could not be opened or locked.
     #[error("cannot lock data directory {path}: {source}")]
     Lock {
+        /// The lock file.
         path: std::path::PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// Raft failed to start or stopped.
     #[error("raft: {0}")]
     Raft(#[from] RaftError),
+    /// The one-voter group did not become leader in time.
     #[error("raft did not elect this server leader and replay its log within {0:?}")]
     NoLeader(Duration),
 }
