@@ -145,6 +145,17 @@ pub struct Flags {
     /// Connections allowed per client IP; 0 means unlimited (maxClientCnxns).
     #[arg(long)]
     pub max_client_cnxns: Option<usize>,
+    /// Connections allowed in total; 0 means unlimited (maxCnxns).
+    #[arg(long)]
+    pub max_cnxns: Option<usize>,
+    /// Requests in flight over all connections before the busiest stop being read
+    /// (globalOutstandingLimit).
+    #[arg(long, value_name = "N")]
+    pub global_outstanding_limit: Option<usize>,
+    /// Bytes queued for one client before its connection is closed
+    /// (connection.maxOutputBytes; default max(4 MiB, 2 x jute.maxbuffer + 64 KiB)).
+    #[arg(long, value_name = "BYTES")]
+    pub max_output_bytes: Option<usize>,
     /// Comma-separated four-letter words to allow, or * (4lw.commands.whitelist).
     #[arg(long = "4lw-whitelist", value_name = "LIST")]
     pub four_letter_whitelist: Option<String>,
@@ -201,6 +212,16 @@ pub struct Config {
     pub max_session_timeout: Duration,
     /// Per-IP connection limit, 0 = unlimited; protects the server from a runaway client.
     pub max_client_cnxns: usize,
+    /// Total connection limit, 0 = unlimited (ZooKeeper's maxCnxns): file descriptors and
+    /// per-connection memory are finite however many addresses the clients come from.
+    pub max_cnxns: usize,
+    /// Requests in flight over all connections past which connections with outstanding
+    /// requests stop being read until replies drain (ZooKeeper's globalOutstandingLimit;
+    /// also the per-connection bound on pending requests). Nothing is dropped.
+    pub global_outstanding_limit: usize,
+    /// Bytes queued for one client (encoded, not yet written) past which its connection is
+    /// closed; None derives it from jute.maxbuffer (see [`Config::output_cap`]).
+    pub max_output_bytes: Option<usize>,
     /// Four-letter words that may run; the rest get ZooKeeper's "not in the whitelist" answer.
     pub four_letter_whitelist: Vec<String>,
     /// Largest frame accepted from a client.
@@ -256,6 +277,9 @@ impl Default for Config {
             min_session_timeout: tick * 2,
             max_session_timeout: tick * 20,
             max_client_cnxns: 60,
+            max_cnxns: 0,
+            global_outstanding_limit: 1000,
+            max_output_bytes: None,
             four_letter_whitelist: vec!["srvr".to_string()],
             jute_maxbuffer: rookery_protocol::DEFAULT_MAX_FRAME,
             ttl_enabled: true,
@@ -280,6 +304,9 @@ impl Default for Config {
     }
 }
 
+/// Room for reply headers and framing beside a jute.maxbuffer-sized payload.
+const OUTPUT_SLACK: usize = 64 * 1024;
+
 /// Keys of zoo.cfg that rookery understands.
 const KNOWN_KEYS: &[&str] = &[
     "dataDir",
@@ -290,6 +317,9 @@ const KNOWN_KEYS: &[&str] = &[
     "minSessionTimeout",
     "maxSessionTimeout",
     "maxClientCnxns",
+    "maxCnxns",
+    "globalOutstandingLimit",
+    "connection.maxOutputBytes",
     "4lw.commands.whitelist",
     "jute.maxbuffer",
     "extendedTypesEnabled",
@@ -417,6 +447,17 @@ impl Config {
                 "maxClientCnxns" => {
                     self.max_client_cnxns = value.parse().map_err(|_| bad("not a count"))?
                 }
+                "maxCnxns" => self.max_cnxns = value.parse().map_err(|_| bad("not a count"))?,
+                "globalOutstandingLimit" => {
+                    self.global_outstanding_limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad("must be a positive count"))?
+                }
+                "connection.maxOutputBytes" => {
+                    self.max_output_bytes = Some(parse_size(value).map_err(|r| bad(&r))?)
+                }
                 "4lw.commands.whitelist" => self.four_letter_whitelist = parse_whitelist(value),
                 "jute.maxbuffer" => {
                     self.jute_maxbuffer = parse_size(value).map_err(|r| bad(&r))?;
@@ -524,6 +565,22 @@ impl Config {
         }
         if let Some(n) = flags.max_client_cnxns {
             self.max_client_cnxns = n;
+        }
+        if let Some(n) = flags.max_cnxns {
+            self.max_cnxns = n;
+        }
+        if let Some(n) = flags.global_outstanding_limit {
+            if n == 0 {
+                return Err(flag_error(
+                    "--global-outstanding-limit",
+                    "0",
+                    "must be positive",
+                ));
+            }
+            self.global_outstanding_limit = n;
+        }
+        if let Some(n) = flags.max_output_bytes {
+            self.max_output_bytes = Some(n);
         }
         if let Some(list) = &flags.four_letter_whitelist {
             self.four_letter_whitelist = parse_whitelist(list);
@@ -736,7 +793,37 @@ impl Config {
                 "jute.maxbuffer must be at least 1024 bytes".into(),
             ));
         }
+        if let Some(cap) = self.max_output_bytes {
+            if cap < self.jute_maxbuffer + OUTPUT_SLACK {
+                return Err(ConfigError::Inconsistent(format!(
+                    "connection.maxOutputBytes ({cap}) must exceed jute.maxbuffer ({}) by at \
+                     least {OUTPUT_SLACK} bytes: one largest reply must fit",
+                    self.jute_maxbuffer
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// The per-connection output cap in bytes: the configured one, else 4 MiB or room for two
+    /// largest replies, whichever is more.
+    pub fn output_cap(&self) -> usize {
+        self.max_output_bytes.unwrap_or_else(|| {
+            (4 << 20).max(
+                self.jute_maxbuffer
+                    .saturating_mul(2)
+                    .saturating_add(OUTPUT_SLACK),
+            )
+        })
+    }
+
+    /// Queued output past which a connection stops reading requests: leaves room under the
+    /// cap for one largest reply, so a client that reads slowly is slowed down, not closed.
+    /// Never below half the cap, so a cap barely above jute.maxbuffer still reads at all.
+    pub fn output_pause(&self) -> usize {
+        let cap = self.output_cap();
+        cap.saturating_sub(self.jute_maxbuffer.saturating_add(OUTPUT_SLACK))
+            .max(cap / 2)
     }
 
     /// Whether a four-letter word may run.
@@ -1293,6 +1380,34 @@ mod tests {
             Some(PathBuf::from("/a/b.conf"))
         );
         assert_eq!(jaas_from_jvmflags("-Xmx1g"), None);
+    }
+
+    #[test]
+    fn admission_keys_are_read_and_checked() {
+        let mut config = Config::default();
+        assert_eq!(config.global_outstanding_limit, 1000);
+        assert_eq!(config.max_cnxns, 0);
+        assert_eq!(config.output_cap(), 4 << 20);
+        assert!(config.output_pause() < config.output_cap());
+        let text = "maxCnxns=7\nglobalOutstandingLimit=5\nconnection.maxOutputBytes=2097152\n";
+        config.apply_file(Path::new("zoo.cfg"), text).unwrap();
+        assert_eq!(config.max_cnxns, 7);
+        assert_eq!(config.global_outstanding_limit, 5);
+        assert_eq!(config.output_cap(), 2 << 20);
+        assert_eq!(config.output_pause(), 1 << 20);
+        config.check().unwrap();
+        // A cap that a largest reply cannot fit in is refused.
+        config.max_output_bytes = Some(config.jute_maxbuffer);
+        assert!(config.check().is_err());
+        assert!(config
+            .apply_file(Path::new("zoo.cfg"), "globalOutstandingLimit=0\n")
+            .is_err());
+        // A larger jute.maxbuffer raises the derived cap.
+        let config = Config {
+            jute_maxbuffer: 8 << 20,
+            ..Config::default()
+        };
+        assert!(config.output_cap() > 16 << 20);
     }
 
     #[test]

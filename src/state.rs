@@ -1,104 +1,81 @@
 //! The replicated state machine: applies committed log entries to the tree and the session
-//! table, fires watches, and hands each result to the connection that asked for it.
+//! table, fires watches, and hands each result to a [`ReplySink`]. It knows no sockets: the
+//! server implements the sink (`server::registry::ServerSink`) and routes results to its own
+//! connections, so every replica can apply every entry and still answer only its own clients.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::{Mutex, RwLock};
-use rookery_protocol::{
-    perms, Acl, ErrorCode, Id, Reader, Record, Request, Response, WatcherEvent,
-};
-use tokio::sync::mpsc::UnboundedSender;
-use tracing::{debug, info, warn};
+use rookery_protocol::{Acl, ErrorCode, Id, Reader, Record, Request, Response};
+use tracing::{debug, error, info, warn};
 
 use crate::config::Config;
 use crate::raft::StateMachine;
 use crate::session::{SessionInfo, SessionTable, SessionTracker};
-use crate::tree::{check_acl, fixup_acl, DataTree, OpContext};
-use crate::txn::{Txn, TxnBody};
-use crate::watch::{WatchManager, WatchTrigger, WatcherId};
+use crate::tree::{fixup_acl, DataTree, OpContext};
+use crate::txn::{Origin, Txn, TxnBody, APPLY_SEMANTICS};
+use crate::watch::{Fired, WatchManager, WatchTrigger};
 
-/// What the state machine and other connections send to a connection.
-#[derive(Debug)]
-pub enum Outbound {
-    /// A watch fired. `zxid` is the change's zxid, or -1 for events raised by SetWatches.
-    Event { zxid: i64, event: WatcherEvent },
-    /// The result of a write this connection proposed.
-    Reply {
-        xid: i32,
-        zxid: i64,
-        result: Result<Response, ErrorCode>,
-    },
-    /// The CreateSession this connection proposed was applied.
-    SessionCreated {
-        session_id: i64,
-        passwd: Vec<u8>,
-        timeout_ms: i32,
-    },
-    /// Close the connection: its session ended elsewhere, moved, or the server is stopping.
-    Close,
+/// Where the state machine's output goes: the replies, watch events and session ends an entry
+/// produces. The state machine knows no connections; the server implements this to route each
+/// item to its own clients (in an ensemble every server applies every entry and answers only
+/// the entries it proposed).
+///
+/// Called on the apply thread with the state write lock (and, for `watches_fired`, nothing
+/// else) held: an implementation must never block; it drops or closes instead.
+pub trait ReplySink: Send {
+    /// A CreateSession entry was applied and assigned `session_id`.
+    fn session_created(&mut self, origin: Origin, session_id: i64, passwd: &[u8]);
+    /// A client write (or closeSession) was applied with `result`.
+    fn write_applied(&mut self, origin: Origin, zxid: i64, result: &Result<Response, ErrorCode>);
+    /// A watch trigger fired. `acl` is the node's ACL when the change happened (None when
+    /// unknown): recipients that may not READ it must not get the event.
+    fn watches_fired(&mut self, zxid: i64, acl: Option<&[Acl]>, fired: Fired);
+    /// `session_id` ended by an entry from `origin` (expiry, or a close through some
+    /// connection): any other connection carrying it must close.
+    fn session_closed(&mut self, session_id: i64, origin: Origin);
+    /// Raft dropped the proposal from `origin`: its waiter will never get a reply.
+    fn proposal_dropped(&mut self, origin: Origin);
 }
 
 /// The state covered by the Raft log: everything here changes only by applying entries.
 #[derive(Debug, Default)]
 pub struct ReplicatedState {
+    /// The znodes.
     pub tree: DataTree,
+    /// Live sessions (id, timeout, password) and the replicated id counter.
     pub sessions: SessionTable,
     /// The zxid of the last applied entry: reply headers of reads carry it, and a client that
     /// has seen a later one is refused.
     pub last_zxid: i64,
 }
 
-/// A connection as the rest of the server reaches it.
-#[derive(Debug, Clone)]
-pub struct ConnHandle {
-    /// Where replies and events for this connection go.
-    pub tx: UnboundedSender<Outbound>,
-    /// The session the connection carries (0 until the handshake ends).
-    pub session_id: i64,
-    /// For the `cons` four-letter word.
-    pub peer: std::net::SocketAddr,
-    /// The connection's authenticated ids: a watch event goes only to connections that may
-    /// READ the node it is about.
-    pub auth: Vec<Id>,
-}
-
-/// Live connections, by id and by session.
-#[derive(Debug, Default)]
-pub struct ConnRegistry {
-    /// Connection id → handle.
-    pub by_id: HashMap<u64, ConnHandle>,
-    /// Session id → the connection currently carrying it (a session moves on reconnect).
-    pub by_session: HashMap<i64, u64>,
-}
-
-impl ConnRegistry {
-    pub fn send(&self, conn_id: u64, message: Outbound) {
-        if let Some(conn) = self.by_id.get(&conn_id) {
-            // A closed receiver means the connection is going away; nothing to do.
-            let _ = conn.tx.send(message);
-        }
-    }
-}
-
 /// Counters for the `srvr`/`stat`/`mntr` four-letter words.
 #[derive(Debug, Default)]
 pub struct Stats {
+    /// Client packets read (requests, pings).
     pub packets_received: AtomicU64,
+    /// Replies and notifications queued to clients.
     pub packets_sent: AtomicU64,
-    /// Request latency in µs: sum, count and max, for avg/max reporting.
+    /// Request latency in µs: sum, count, max and min, for min/avg/max reporting.
     pub latency_sum_us: AtomicU64,
+    /// See `latency_sum_us`.
     pub latency_count: AtomicU64,
+    /// See `latency_sum_us`.
     pub latency_max_us: AtomicU64,
+    /// See `latency_sum_us`; 0 means "no sample yet".
     pub latency_min_us: AtomicU64,
+    /// Requests received from clients and not answered yet, over all connections: the
+    /// `globalOutstandingLimit` admission check and `zk_outstanding_requests` read it. Signed so
+    /// an accounting bug shows as a negative number instead of wrapping.
     pub outstanding: AtomicI64,
-    pub connections_total: AtomicU64,
 }
 
 impl Stats {
+    /// Records one request's latency, from receipt to its reply being queued.
     pub fn record_latency(&self, elapsed: Duration) {
         let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
         self.latency_sum_us.fetch_add(us, Ordering::Relaxed);
@@ -110,6 +87,7 @@ impl Stats {
         }
     }
 
+    /// `srst`: zeroes the packet and latency counters (not the gauges).
     pub fn reset(&self) {
         self.packets_received.store(0, Ordering::Relaxed);
         self.packets_sent.store(0, Ordering::Relaxed);
@@ -121,28 +99,38 @@ impl Stats {
 }
 
 /// State shared by the apply thread, the connections and the housekeeping tasks.
+///
+/// **Lock order** (outermost first): `state` → `watches` → the server's connection registry
+/// (`server::registry`). The apply thread holds `state` for writing while it fires watches and
+/// routes replies; a read takes `state` then `watches` to arm a watch at the state it read.
+/// Never take an outer lock while holding an inner one, and never hold any of them across an
+/// `.await` or blocking I/O (they are `parking_lot` guards, which are `!Send`, so a tokio task
+/// cannot hold one across an await). Format text for admin commands after copying the data out.
 #[derive(Debug)]
 pub struct Shared {
-    pub config: Config,
+    /// The effective configuration; never changes after start.
+    config: Config,
     /// The tree and sessions. The apply thread takes it for writing; reads take it for reading,
     /// so a read sees whole entries only, and events sent under the write lock are queued
     /// before any read that could observe their change.
-    pub state: RwLock<ReplicatedState>,
+    state: RwLock<ReplicatedState>,
     /// Watches are per server and per connection, never replicated.
-    pub watches: Mutex<WatchManager>,
-    pub conns: Mutex<ConnRegistry>,
+    watches: Mutex<WatchManager>,
     /// Expiry clocks of live sessions.
-    pub tracker: SessionTracker,
-    pub stats: Stats,
+    tracker: SessionTracker,
+    /// Counters for the four-letter words.
+    stats: Stats,
     /// A copy of `state.last_zxid` readable without the lock (four-letter words, handshakes).
-    pub last_zxid: AtomicI64,
-    pub started: Instant,
+    last_zxid: AtomicI64,
+    /// When the server started, for `zk_uptime`.
+    started: Instant,
     /// Connection ids start from a per-boot base so that entries replayed from an earlier run
     /// never match a connection of this run.
     next_conn_id: AtomicU64,
 }
 
 impl Shared {
+    /// Empty state for a server with `config`.
     pub fn new(config: Config) -> Arc<Shared> {
         let boot = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -152,7 +140,6 @@ impl Shared {
             config,
             state: RwLock::new(ReplicatedState::default()),
             watches: Mutex::new(WatchManager::default()),
-            conns: Mutex::new(ConnRegistry::default()),
             tracker: SessionTracker::default(),
             stats: Stats::default(),
             last_zxid: AtomicI64::new(0),
@@ -161,63 +148,80 @@ impl Shared {
         })
     }
 
-    pub fn next_conn_id(&self) -> u64 {
-        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    /// The effective configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 
-    /// Routes watch deliveries to their connections, dropping those whose connection may not
-    /// READ the node (`acl`; None when the node is unknown, e.g. created and deleted in one
-    /// multi). The watch is used up either way, as in ZooKeeper.
-    pub fn deliver_events(
-        &self,
-        zxid: i64,
-        acl: Option<&[Acl]>,
-        deliveries: Vec<(WatcherId, WatcherEvent)>,
-    ) {
-        if deliveries.is_empty() {
-            return;
-        }
-        let conns = self.conns.lock();
-        for (watcher, event) in deliveries {
-            let Some(conn) = conns.by_id.get(&watcher) else {
-                continue;
-            };
-            if let Some(acl) = acl {
-                if check_acl(acl, perms::READ, &conn.auth).is_err() {
-                    debug!(path = %event.path, "watch event filtered by ACL");
-                    continue;
-                }
-            }
-            let _ = conn.tx.send(Outbound::Event { zxid, event });
-        }
+    /// The replicated state; first in the lock order.
+    pub fn state(&self) -> &RwLock<ReplicatedState> {
+        &self.state
+    }
+
+    /// This server's watches; second in the lock order (after `state`).
+    pub fn watches(&self) -> &Mutex<WatchManager> {
+        &self.watches
+    }
+
+    /// Session expiry clocks (internally locked; take no other lock inside its calls).
+    pub fn tracker(&self) -> &SessionTracker {
+        &self.tracker
+    }
+
+    /// The four-letter-word counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The zxid of the last applied entry, without taking the state lock.
+    pub fn last_zxid(&self) -> i64 {
+        self.last_zxid.load(Ordering::Acquire)
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A fresh connection id (also the connection's watcher id).
+    pub fn next_conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 }
 
 /// Magic and version at the start of a state-machine snapshot.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RKSTATE1";
 
-/// The Raft state machine of one server.
+/// The Raft state machine of one server: applies entries to the shared state and hands what
+/// they produce to a [`ReplySink`].
 pub struct Applier {
+    /// The state it changes.
     shared: Arc<Shared>,
+    /// Where replies, events and session ends go.
+    sink: Box<dyn ReplySink>,
 }
 
 impl Applier {
-    pub fn new(shared: Arc<Shared>) -> Self {
-        Applier { shared }
+    /// An applier over `shared` that reports to `sink`.
+    pub fn new(shared: Arc<Shared>, sink: Box<dyn ReplySink>) -> Self {
+        Applier { shared, sink }
     }
 
     /// Fires watches after an entry was applied. `deleted_acls` holds the ACLs of nodes the
     /// entry may have deleted, captured before applying it.
     fn fire(
-        &self,
+        shared: &Shared,
+        sink: &mut dyn ReplySink,
         tree: &DataTree,
         zxid: i64,
         triggers: &[WatchTrigger],
         deleted_acls: &[(String, Vec<Acl>)],
     ) {
         for trigger in triggers {
-            let deliveries = self.shared.watches.lock().trigger(trigger);
-            if deliveries.is_empty() {
+            // Watches lock released before the sink takes the registry lock: the registry is
+            // innermost, but holding two locks at once is not needed here.
+            let fired = shared.watches.lock().fire(trigger);
+            if fired.watchers.is_empty() {
                 continue;
             }
             // The node's ACL when the change happened: ACLs only change by create and delete
@@ -236,32 +240,19 @@ impl Applier {
                     .find(|(p, _)| p == trigger.path())
                     .map(|(_, acl)| acl.clone())
             });
-            self.shared.deliver_events(zxid, acl.as_deref(), deliveries);
+            sink.watches_fired(zxid, acl.as_deref(), fired);
         }
     }
 
-    fn reply(&self, txn: &Txn, message: Outbound) {
-        if txn.origin.server_id == self.shared.config.server_id && txn.origin.conn_id != 0 {
-            self.shared.conns.lock().send(txn.origin.conn_id, message);
-        }
-    }
-}
-
-impl StateMachine for Applier {
-    fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
-        let zxid = index as i64;
-        let txn = match Txn::decode(data) {
-            Ok(txn) => txn,
-            Err(error) => {
-                // Every replica sees the same bytes, so skipping is deterministic.
-                warn!(zxid, %error, "skipping undecodable log entry");
-                return;
-            }
-        };
+    /// Applies one decoded entry at `zxid` under the apply semantics `txn.semantics`.
+    fn apply_txn(&mut self, zxid: i64, txn: &Txn) {
         let shared = Arc::clone(&self.shared);
+        let sink = self.sink.as_mut();
         let mut state = shared.state.write();
         state.last_zxid = zxid;
         shared.last_zxid.store(zxid, Ordering::Release);
+        // Every semantics version up to CURRENT applies the same way today; when a check
+        // changes, branch on `txn.semantics` here and keep the old branch for replay.
         match &txn.body {
             TxnBody::CreateSession { timeout_ms, passwd } => {
                 let session_id = state.sessions.create(
@@ -281,14 +272,7 @@ impl StateMachine for Applier {
                     session_id = format_args!("{session_id:#x}"),
                     "session created"
                 );
-                self.reply(
-                    &txn,
-                    Outbound::SessionCreated {
-                        session_id,
-                        passwd: passwd.clone(),
-                        timeout_ms: *timeout_ms,
-                    },
-                );
+                sink.session_created(txn.origin, session_id, passwd);
             }
             TxnBody::CloseSession { session_id } => {
                 let session_id = *session_id;
@@ -297,61 +281,65 @@ impl StateMachine for Applier {
                 if existed {
                     let deleted_acls = acls_of(&state.tree, state.tree.ephemerals_of(session_id));
                     let triggers = state.tree.close_session(zxid, txn.time_ms, session_id);
-                    self.fire(&state.tree, zxid, &triggers, &deleted_acls);
+                    Self::fire(&shared, sink, &state.tree, zxid, &triggers, &deleted_acls);
                     info!(
                         zxid,
                         session_id = format_args!("{session_id:#x}"),
                         "session closed"
                     );
                 }
-                self.reply(
-                    &txn,
-                    Outbound::Reply {
-                        xid: txn.origin.xid,
-                        zxid,
-                        result: Ok(Response::Empty),
-                    },
-                );
-                // Expiry (or a close through another connection): drop the session's connection.
-                let conns = shared.conns.lock();
-                if let Some(conn_id) = conns.by_session.get(&session_id).copied() {
-                    if conn_id != txn.origin.conn_id
-                        || txn.origin.server_id != shared.config.server_id
-                    {
-                        conns.send(conn_id, Outbound::Close);
-                    }
-                }
+                sink.write_applied(txn.origin, zxid, &Ok(Response::Empty));
+                sink.session_closed(session_id, txn.origin);
             }
             TxnBody::Request(request) => {
                 // Created-and-deleted nodes first: a node existing before the entry wins.
                 let mut deleted_acls = created_acls(request, &txn.auth);
                 deleted_acls.extend(acls_of(&state.tree, deletion_targets(request)));
                 // Housekeeping entries (session 0) act as the server itself.
-                let result = if txn.session_id != 0 && !state.sessions.contains(txn.session_id) {
-                    (Err(ErrorCode::SessionExpired), Vec::new())
-                } else {
-                    let ctx = OpContext {
-                        zxid,
-                        time_ms: txn.time_ms,
-                        session_id: txn.session_id,
-                        auth: &txn.auth,
-                        ttl_enabled: shared.config.ttl_enabled,
-                        sasl_provider: shared.config.sasl_provider,
+                let (result, triggers) =
+                    if txn.session_id != 0 && !state.sessions.contains(txn.session_id) {
+                        (Err(ErrorCode::SessionExpired), Vec::new())
+                    } else {
+                        let ctx = OpContext {
+                            zxid,
+                            time_ms: txn.time_ms,
+                            session_id: txn.session_id,
+                            auth: &txn.auth,
+                            ttl_enabled: shared.config.ttl_enabled,
+                            sasl_provider: shared.config.sasl_provider,
+                        };
+                        state.tree.apply_write(&ctx, request)
                     };
-                    state.tree.apply_write(&ctx, request)
-                };
-                let (result, triggers) = result;
-                self.fire(&state.tree, zxid, &triggers, &deleted_acls);
-                self.reply(
-                    &txn,
-                    Outbound::Reply {
-                        xid: txn.origin.xid,
-                        zxid,
-                        result,
-                    },
-                );
+                Self::fire(&shared, sink, &state.tree, zxid, &triggers, &deleted_acls);
+                sink.write_applied(txn.origin, zxid, &result);
             }
         }
+    }
+}
+
+impl StateMachine for Applier {
+    fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
+        let zxid = index as i64;
+        let txn = match Txn::decode(data) {
+            Ok(txn) => txn,
+            Err(error) => {
+                // Every replica sees the same bytes, so skipping is deterministic.
+                warn!(zxid, %error, "skipping undecodable log entry");
+                return;
+            }
+        };
+        if txn.semantics > APPLY_SEMANTICS {
+            // Written by a newer rookery: applying it with older rules could give a different
+            // result than its proposer's. Every replica of this version skips it alike.
+            error!(
+                zxid,
+                semantics = txn.semantics,
+                supported = APPLY_SEMANTICS,
+                "skipping a log entry from a newer apply-semantics version"
+            );
+            return;
+        }
+        self.apply_txn(zxid, &txn);
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -398,16 +386,7 @@ impl StateMachine for Applier {
 
     fn proposal_dropped(&mut self, data: &[u8]) {
         if let Ok(txn) = Txn::decode(data) {
-            warn!(
-                conn = txn.origin.conn_id,
-                "proposal dropped; closing the connection"
-            );
-            if txn.origin.conn_id != 0 {
-                self.shared
-                    .conns
-                    .lock()
-                    .send(txn.origin.conn_id, Outbound::Close);
-            }
+            self.sink.proposal_dropped(txn.origin);
         }
     }
 
@@ -458,4 +437,207 @@ fn acls_of(tree: &DataTree, paths: Vec<String>) -> Vec<(String, Vec<Acl>)> {
         .into_iter()
         .filter_map(|path| tree.acl_of(&path).map(|acl| (path, acl)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    //! The state machine on its own: entries applied through a recording sink, no runtime, no
+    //! sockets.
+    use super::*;
+    use crate::watch::WatchKind;
+    use rookery_protocol::{perms, CreateMode, CreateRequest, OpCode, SetDataRequest};
+
+    /// One thing the applier handed to the sink.
+    #[derive(Debug, Clone, PartialEq)]
+    enum Item {
+        Created(Origin, i64),
+        Applied(Origin, i64, Result<Response, ErrorCode>),
+        Fired(i64, Vec<u64>, i32, String),
+        Closed(i64, Origin),
+        Dropped(Origin),
+    }
+
+    /// Records everything; the test keeps a second handle on the log.
+    #[derive(Default, Clone)]
+    struct Recorder(Arc<Mutex<Vec<Item>>>);
+
+    impl ReplySink for Recorder {
+        fn session_created(&mut self, origin: Origin, session_id: i64, _passwd: &[u8]) {
+            self.0.lock().push(Item::Created(origin, session_id));
+        }
+        fn write_applied(
+            &mut self,
+            origin: Origin,
+            zxid: i64,
+            result: &Result<Response, ErrorCode>,
+        ) {
+            self.0
+                .lock()
+                .push(Item::Applied(origin, zxid, result.clone()));
+        }
+        fn watches_fired(&mut self, zxid: i64, _acl: Option<&[Acl]>, fired: Fired) {
+            self.0.lock().push(Item::Fired(
+                zxid,
+                fired.watchers,
+                fired.event.event_type,
+                fired.event.path,
+            ));
+        }
+        fn session_closed(&mut self, session_id: i64, origin: Origin) {
+            self.0.lock().push(Item::Closed(session_id, origin));
+        }
+        fn proposal_dropped(&mut self, origin: Origin) {
+            self.0.lock().push(Item::Dropped(origin));
+        }
+    }
+
+    fn origin(conn_id: u64, xid: i32) -> Origin {
+        Origin {
+            server_id: 1,
+            conn_id,
+            xid,
+        }
+    }
+
+    fn create(path: &str, flags: i32) -> TxnBody {
+        TxnBody::Request(Request::Create {
+            op: OpCode::Create2,
+            req: CreateRequest {
+                path: path.into(),
+                data: Some(b"v".to_vec()),
+                acl: vec![Acl {
+                    perms: perms::ALL,
+                    id: Id {
+                        scheme: "world".into(),
+                        id: "anyone".into(),
+                    },
+                }],
+                flags,
+            },
+        })
+    }
+
+    fn setup() -> (Arc<Shared>, Applier, Recorder) {
+        let shared = Shared::new(Config::default());
+        let recorder = Recorder::default();
+        let applier = Applier::new(Arc::clone(&shared), Box::new(recorder.clone()));
+        (shared, applier, recorder)
+    }
+
+    fn take(recorder: &Recorder) -> Vec<Item> {
+        std::mem::take(&mut *recorder.0.lock())
+    }
+
+    /// Creates a session at `index` and returns its id.
+    fn new_session(applier: &mut Applier, recorder: &Recorder, index: u64) -> i64 {
+        let body = TxnBody::CreateSession {
+            timeout_ms: 4000,
+            passwd: vec![7; 16],
+        };
+        applier.apply(index, 1, &Txn::new(origin(9, 0), 0, vec![], body).encode());
+        match take(recorder).as_slice() {
+            [Item::Created(o, id)] if *o == origin(9, 0) => *id,
+            other => panic!("expected one session_created, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn writes_reply_to_their_origin_and_fire_watches() {
+        let (shared, mut applier, recorder) = setup();
+        let session = new_session(&mut applier, &recorder, 1);
+        let txn = Txn::new(origin(9, 5), session, vec![], create("/a", 0));
+        applier.apply(2, 1, &txn.encode());
+        match take(&recorder).as_slice() {
+            [Item::Applied(o, 2, Ok(_))] if *o == origin(9, 5) => {}
+            other => panic!("expected the create's reply, got {other:?}"),
+        }
+        assert_eq!(shared.last_zxid(), 2);
+        // Two connections watch /a; one setData fires one event for both.
+        shared.watches().lock().add(11, "/a", WatchKind::Data);
+        shared.watches().lock().add(12, "/a", WatchKind::Data);
+        let set = TxnBody::Request(Request::SetData(SetDataRequest {
+            path: "/a".into(),
+            data: Some(b"w".to_vec()),
+            version: -1,
+        }));
+        applier.apply(3, 1, &Txn::new(origin(9, 6), session, vec![], set).encode());
+        let items = take(&recorder);
+        assert_eq!(
+            items.first(),
+            Some(&Item::Fired(3, vec![11, 12], 3, "/a".into())),
+            "{items:?}"
+        );
+        assert!(matches!(items.get(1), Some(Item::Applied(o, 3, Ok(_))) if *o == origin(9, 6)));
+        assert_eq!(items.len(), 2);
+        // One-shot watches are used up.
+        let set = TxnBody::Request(Request::SetData(SetDataRequest {
+            path: "/a".into(),
+            data: Some(b"x".to_vec()),
+            version: -1,
+        }));
+        applier.apply(4, 1, &Txn::new(origin(9, 7), session, vec![], set).encode());
+        assert_eq!(take(&recorder).len(), 1);
+    }
+
+    #[test]
+    fn unknown_sessions_get_session_expired() {
+        let (_shared, mut applier, recorder) = setup();
+        let txn = Txn::new(origin(9, 1), 0x77, vec![], create("/b", 0));
+        applier.apply(1, 1, &txn.encode());
+        assert_eq!(
+            take(&recorder),
+            vec![Item::Applied(
+                origin(9, 1),
+                1,
+                Err(ErrorCode::SessionExpired)
+            )]
+        );
+    }
+
+    #[test]
+    fn expiry_deletes_ephemerals_fires_and_reports_the_session_closed() {
+        let (shared, mut applier, recorder) = setup();
+        let session = new_session(&mut applier, &recorder, 1);
+        let eph = Txn::new(
+            origin(9, 2),
+            session,
+            vec![],
+            create("/e", CreateMode::Ephemeral.wire()),
+        );
+        applier.apply(2, 1, &eph.encode());
+        take(&recorder);
+        shared.watches().lock().add(30, "/e", WatchKind::Data);
+        let housekeeping = Origin::housekeeping(1);
+        let close = Txn::new(
+            housekeeping,
+            session,
+            vec![],
+            TxnBody::CloseSession {
+                session_id: session,
+            },
+        );
+        applier.apply(3, 1, &close.encode());
+        assert_eq!(
+            take(&recorder),
+            vec![
+                Item::Fired(3, vec![30], 2, "/e".into()),
+                Item::Applied(housekeeping, 3, Ok(Response::Empty)),
+                Item::Closed(session, housekeeping),
+            ]
+        );
+        assert!(!shared.state().read().sessions.contains(session));
+        assert!(shared.state().read().tree.acl_of("/e").is_none());
+    }
+
+    #[test]
+    fn entries_from_a_newer_semantics_are_skipped_and_drops_are_reported() {
+        let (shared, mut applier, recorder) = setup();
+        let mut txn = Txn::new(origin(9, 1), 0, vec![], create("/c", 0));
+        txn.semantics = APPLY_SEMANTICS + 1;
+        applier.apply(1, 1, &txn.encode());
+        assert!(take(&recorder).is_empty());
+        assert!(shared.state().read().tree.acl_of("/c").is_none());
+        applier.proposal_dropped(&txn.encode());
+        assert_eq!(take(&recorder), vec![Item::Dropped(origin(9, 1))]);
+    }
 }

@@ -3,6 +3,22 @@
 //! The proposer fills in the time, the session's auth ids and any random bytes, so every
 //! replica that applies the entry computes the same result. Encoded with jute, reusing the
 //! protocol crate's request records.
+//!
+//! # Versions
+//!
+//! Two numbers travel in every entry, for two different reasons:
+//!
+//! * the **format version** says how the bytes are laid out. Version 1 (the original layout)
+//!   carries no semantics number; version 2 adds one right after the format version. Both
+//!   decode; entries are always written as version 2.
+//! * the **apply-semantics version** ([`APPLY_SEMANTICS`]) says which rules the proposer
+//!   expected the entry to be applied with. An entry stores the client's request, not its
+//!   outcome, and apply re-runs the checks (ACL, version, TTL...). A later rookery that
+//!   changes such a check bumps `APPLY_SEMANTICS` and keeps the old branch in
+//!   `Applier::apply_txn`, keyed on the entry's number, so replaying old entries after an
+//!   upgrade gives the results their clients already got. Version-1 entries (no number) are
+//!   semantics 1. An entry from a newer semantics than this build knows is skipped with an
+//!   error, identically on every replica of this build.
 
 use bytes::{BufMut, BytesMut};
 use rookery_protocol::{DecodeError, Id, Reader, Record, Request, RequestHeader};
@@ -38,9 +54,34 @@ pub enum TxnBody {
     Request(Request),
 }
 
+/// The apply-semantics version this build stamps and understands (see the module docs).
+pub const APPLY_SEMANTICS: u32 = 1;
+
+impl Origin {
+    /// The origin of an entry the server proposes for itself (session expiry, reaping):
+    /// no connection waits for it.
+    pub fn housekeeping(server_id: u64) -> Origin {
+        Origin {
+            server_id,
+            conn_id: 0,
+            xid: 0,
+        }
+    }
+}
+
+/// Wall-clock ms since the epoch, as entries carry it.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
 /// One log entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Txn {
+    /// The rules the proposer expects the entry to be applied with ([`APPLY_SEMANTICS`]).
+    pub semantics: u32,
     /// Where the reply goes.
     pub origin: Origin,
     /// The session on whose behalf the change is made (owner of ephemerals).
@@ -49,21 +90,37 @@ pub struct Txn {
     pub time_ms: i64,
     /// The session's authenticated ids when it sent the request, for ACL checks at apply.
     pub auth: Vec<Id>,
-    /// What the entry does.
+    /// The change itself.
     pub body: TxnBody,
 }
 
 const KIND_CREATE_SESSION: i32 = 1;
 const KIND_CLOSE_SESSION: i32 = 2;
 const KIND_REQUEST: i32 = 3;
-/// Bumped when the encoding changes incompatibly.
-const FORMAT_VERSION: i32 = 1;
+/// The original layout, without a semantics number (decoded as semantics 1).
+const FORMAT_V1: i32 = 1;
+/// The layout written today: the format version, then the apply-semantics version.
+const FORMAT_VERSION: i32 = 2;
 
 impl Txn {
-    /// The entry's bytes in the Raft log.
+    /// An entry proposed now, stamped with this build's apply semantics. The one place entries
+    /// are built, so the stamp and the clock cannot be forgotten at a call site.
+    pub fn new(origin: Origin, session_id: i64, auth: Vec<Id>, body: TxnBody) -> Txn {
+        Txn {
+            semantics: APPLY_SEMANTICS,
+            origin,
+            session_id,
+            time_ms: now_ms(),
+            auth,
+            body,
+        }
+    }
+
+    /// The entry's bytes, in the current format.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = BytesMut::with_capacity(128);
         out.put_i32(FORMAT_VERSION);
+        out.put_u32(self.semantics);
         out.put_u64(self.origin.server_id);
         out.put_u64(self.origin.conn_id);
         out.put_i32(self.origin.xid);
@@ -88,16 +145,20 @@ impl Txn {
         out.to_vec()
     }
 
-    /// Reads an entry written by `encode`.
+    /// Decodes an entry of either format version.
     pub fn decode(bytes: &[u8]) -> Result<Txn, DecodeError> {
         let mut input = Reader::new(bytes);
         let version = input.read_i32()?;
-        if version != FORMAT_VERSION {
-            return Err(DecodeError::InvalidValue {
-                field: "txn format version",
-                value: i64::from(version),
-            });
-        }
+        let semantics = match version {
+            FORMAT_V1 => 1,
+            FORMAT_VERSION => input.read_i32()? as u32,
+            _ => {
+                return Err(DecodeError::InvalidValue {
+                    field: "txn format version",
+                    value: i64::from(version),
+                })
+            }
+        };
         let server_id = input.read_i64()? as u64;
         let conn_id = input.read_i64()? as u64;
         let xid = input.read_i32()?;
@@ -125,6 +186,7 @@ impl Txn {
         };
         input.finish()?;
         Ok(Txn {
+            semantics,
             origin: Origin {
                 server_id,
                 conn_id,
@@ -147,6 +209,7 @@ mod tests {
     fn round_trips() {
         let txns = vec![
             Txn {
+                semantics: APPLY_SEMANTICS,
                 origin: Origin {
                     server_id: 1,
                     conn_id: 7,
@@ -169,6 +232,7 @@ mod tests {
                 }),
             },
             Txn {
+                semantics: 7,
                 origin: Origin::default(),
                 session_id: 0,
                 time_ms: 5,
@@ -179,6 +243,7 @@ mod tests {
                 },
             },
             Txn {
+                semantics: 7,
                 origin: Origin::default(),
                 session_id: 9,
                 time_ms: 5,
@@ -195,6 +260,7 @@ mod tests {
     #[test]
     fn null_data_round_trips() {
         let txn = Txn {
+            semantics: APPLY_SEMANTICS,
             origin: Origin::default(),
             session_id: 1,
             time_ms: 5,
@@ -206,6 +272,33 @@ mod tests {
             })),
         };
         assert_eq!(Txn::decode(&txn.encode()), Ok(txn));
+    }
+
+    #[test]
+    fn version_1_entries_decode_as_semantics_1() {
+        let txn = Txn::new(
+            Origin::housekeeping(3),
+            9,
+            vec![],
+            TxnBody::CloseSession { session_id: 9 },
+        );
+        let v2 = txn.encode();
+        // A version-1 entry is the same bytes without the semantics number.
+        let mut v1 = FORMAT_V1.to_be_bytes().to_vec();
+        v1.extend_from_slice(&v2[8..]);
+        let old = Txn::decode(&v1).unwrap();
+        assert_eq!(old.semantics, 1);
+        assert_eq!(
+            old,
+            Txn {
+                semantics: 1,
+                ..txn.clone()
+            }
+        );
+        assert_eq!(Txn::decode(&v2).unwrap().semantics, APPLY_SEMANTICS);
+        let mut v3 = v2.clone();
+        v3[..4].copy_from_slice(&3i32.to_be_bytes());
+        assert!(Txn::decode(&v3).is_err());
     }
 
     #[test]

@@ -2,39 +2,50 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use rookery_protocol::FourLetterWord;
 
 use crate::raft::RaftHandle;
+use crate::server::registry::ConnRegistry;
 use crate::state::Shared;
 
 /// The version string clients and tools parse; ZooKeeper-shaped so they recognise it.
 pub const VERSION: &str = concat!("3.8.4-rookery-", env!("CARGO_PKG_VERSION"));
 
-/// The text a four-letter word answers.
-pub fn four_letter_word(shared: &Shared, raft: &RaftHandle, word: FourLetterWord) -> String {
-    if !shared.config.four_letter_allowed(word.as_str()) {
+/// The text a four-letter word answers. Lock discipline: copy what is needed out of a lock,
+/// release it, then format, so a big answer never holds up the apply thread; blocking I/O
+/// (`dirs`) runs on the blocking pool, not on a tokio worker.
+pub async fn four_letter_word(
+    shared: &Arc<Shared>,
+    conns: &ConnRegistry,
+    raft: &RaftHandle,
+    word: FourLetterWord,
+) -> String {
+    if !shared.config().four_letter_allowed(word.as_str()) {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
     match word {
         FourLetterWord::Ruok => "imok".to_string(),
-        FourLetterWord::Srvr => server_summary(shared, false),
-        FourLetterWord::Stat => server_summary(shared, true),
-        FourLetterWord::Mntr => monitor(shared, raft),
+        FourLetterWord::Srvr => server_summary(shared, conns, false),
+        FourLetterWord::Stat => server_summary(shared, conns, true),
+        FourLetterWord::Mntr => monitor(shared, conns, raft),
         FourLetterWord::Conf => configuration(shared),
-        FourLetterWord::Cons => connections(shared),
+        FourLetterWord::Cons => connections(conns),
         FourLetterWord::Envi => environment(shared),
         FourLetterWord::Wchs => {
-            let summary = shared.watches.lock().summary();
+            let summary = shared.watches().lock().summary();
             format!(
                 "{} connections watching {} paths\nTotal watches:{}\n",
                 summary.connections, summary.paths, summary.total_watches
             )
         }
         FourLetterWord::Wchc => {
+            // Copied out first: watches → conns would nest two locks for the whole loop.
+            let by_watcher = shared.watches().lock().by_watcher();
             let mut out = String::new();
-            for (watcher, paths) in shared.watches.lock().by_watcher() {
-                let session = session_of(shared, watcher);
+            for (watcher, paths) in by_watcher {
+                let session = session_of(conns, watcher);
                 let _ = writeln!(out, "{session:#x}");
                 for path in paths {
                     let _ = writeln!(out, "\t{path}");
@@ -43,38 +54,39 @@ pub fn four_letter_word(shared: &Shared, raft: &RaftHandle, word: FourLetterWord
             out
         }
         FourLetterWord::Wchp => {
-            let by_path = shared.watches.lock().by_path();
+            let by_path = shared.watches().lock().by_path();
             let mut out = String::new();
             for (path, watchers) in by_path {
                 let _ = writeln!(out, "{path}");
                 for watcher in watchers {
-                    let _ = writeln!(out, "\t{:#x}", session_of(shared, watcher));
+                    let _ = writeln!(out, "\t{:#x}", session_of(conns, watcher));
                 }
             }
             out
         }
         FourLetterWord::Dirs => {
-            let size = dir_size(&shared.config.data_dir);
+            let dir = shared.config().data_dir.clone();
+            let size = tokio::task::spawn_blocking(move || dir_size(&dir))
+                .await
+                .unwrap_or(0);
             format!("datadir_size: {size}\nlogdir_size: {size}\n")
         }
         FourLetterWord::Isro => "rw".to_string(),
         FourLetterWord::Dump => dump(shared),
         FourLetterWord::Srst => {
-            shared.stats.reset();
+            shared.stats().reset();
             "Server stats reset.\n".to_string()
         }
-        FourLetterWord::Crst => {
-            shared.stats.reset();
-            "Connection stats reset.\n".to_string()
-        }
+        // ZooKeeper's crst resets per-connection counters. Rookery keeps none (the server-wide
+        // ones are srst's), so there is nothing to reset; it must not clear the server's.
+        FourLetterWord::Crst => "Connection stats reset.\n".to_string(),
         FourLetterWord::Gtmk | FourLetterWord::Stmk => "0\n".to_string(),
         FourLetterWord::Hash => "No digest history.\n".to_string(),
     }
 }
 
-fn session_of(shared: &Shared, conn_id: u64) -> i64 {
-    shared
-        .conns
+fn session_of(conns: &ConnRegistry, conn_id: u64) -> i64 {
+    conns
         .lock()
         .by_id
         .get(&conn_id)
@@ -83,7 +95,7 @@ fn session_of(shared: &Shared, conn_id: u64) -> i64 {
 }
 
 fn latency(shared: &Shared) -> (f64, f64, f64) {
-    let stats = &shared.stats;
+    let stats = shared.stats();
     let count = stats.latency_count.load(Ordering::Relaxed);
     let sum = stats.latency_sum_us.load(Ordering::Relaxed);
     let avg = if count == 0 {
@@ -98,36 +110,38 @@ fn latency(shared: &Shared) -> (f64, f64, f64) {
     )
 }
 
-fn server_summary(shared: &Shared, with_clients: bool) -> String {
+fn server_summary(shared: &Shared, conns: &ConnRegistry, with_clients: bool) -> String {
     let mut out = format!("Zookeeper version: {VERSION}, built by rookery\n");
     if with_clients {
         out.push_str("Clients:\n");
-        out.push_str(&connections(shared));
+        out.push_str(&connections(conns));
         out.push('\n');
     }
     let (min, avg, max) = latency(shared);
-    let stats = &shared.stats;
-    let node_count = shared.state.read().tree.node_count();
+    let stats = shared.stats();
+    let node_count = shared.state().read().tree.node_count();
+    let connections = conns.lock().by_id.len();
     let _ = write!(
         out,
         "Latency min/avg/max: {min:.0}/{avg:.4}/{max:.0}\nReceived: {}\nSent: {}\nConnections: {}\n\
          Outstanding: {}\nZxid: {:#x}\nMode: standalone\nNode count: {}\n",
         stats.packets_received.load(Ordering::Relaxed),
         stats.packets_sent.load(Ordering::Relaxed),
-        shared.conns.lock().by_id.len(),
-        stats.outstanding.load(Ordering::Relaxed).max(0),
-        shared.last_zxid.load(Ordering::Acquire),
+        connections,
+        // Unclamped: a negative value is an accounting bug and must show.
+        stats.outstanding.load(Ordering::Relaxed),
+        shared.last_zxid(),
         node_count,
     );
     out
 }
 
-fn monitor(shared: &Shared, raft: &RaftHandle) -> String {
+fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
     let raft_stats = raft.stats();
     let (min, avg, max) = latency(shared);
-    let stats = &shared.stats;
+    let stats = shared.stats();
     let (node_count, data_size, ephemerals) = {
-        let state = shared.state.read();
+        let state = shared.state().read();
         let ephemerals: usize = state
             .tree
             .session_ids_with_ephemerals()
@@ -140,7 +154,8 @@ fn monitor(shared: &Shared, raft: &RaftHandle) -> String {
             ephemerals,
         )
     };
-    let watch_count = shared.watches.lock().summary().total_watches;
+    let watch_count = shared.watches().lock().summary().total_watches;
+    let connections = conns.lock().by_id.len();
     let rows: Vec<(&str, String)> = vec![
         ("zk_version", VERSION.to_string()),
         ("zk_server_state", "standalone".to_string()),
@@ -155,27 +170,18 @@ fn monitor(shared: &Shared, raft: &RaftHandle) -> String {
             "zk_packets_sent",
             stats.packets_sent.load(Ordering::Relaxed).to_string(),
         ),
-        (
-            "zk_num_alive_connections",
-            shared.conns.lock().by_id.len().to_string(),
-        ),
+        ("zk_num_alive_connections", connections.to_string()),
         (
             "zk_outstanding_requests",
-            stats.outstanding.load(Ordering::Relaxed).max(0).to_string(),
+            stats.outstanding.load(Ordering::Relaxed).to_string(),
         ),
         ("zk_znode_count", node_count.to_string()),
         ("zk_watch_count", watch_count.to_string()),
         ("zk_ephemerals_count", ephemerals.to_string()),
         ("zk_approximate_data_size", data_size.to_string()),
-        ("zk_global_sessions", shared.tracker.len().to_string()),
-        (
-            "zk_last_zxid",
-            shared.last_zxid.load(Ordering::Acquire).to_string(),
-        ),
-        (
-            "zk_uptime",
-            shared.started.elapsed().as_millis().to_string(),
-        ),
+        ("zk_global_sessions", shared.tracker().len().to_string()),
+        ("zk_last_zxid", shared.last_zxid().to_string()),
+        ("zk_uptime", shared.uptime().as_millis().to_string()),
         ("rookery_raft_write_txns", raft_stats.write_txns.to_string()),
         ("rookery_raft_syncs", raft_stats.syncs.to_string()),
         (
@@ -206,7 +212,7 @@ fn monitor(shared: &Shared, raft: &RaftHandle) -> String {
 }
 
 fn configuration(shared: &Shared) -> String {
-    let config = &shared.config;
+    let config = shared.config();
     format!(
         "clientPort={}\nclientPortAddress={}\ndataDir={}\ndataLogDir={}\ntickTime={}\n\
          maxClientCnxns={}\nminSessionTimeout={}\nmaxSessionTimeout={}\nserverId={}\n\
@@ -229,12 +235,23 @@ fn configuration(shared: &Shared) -> String {
     )
 }
 
-fn connections(shared: &Shared) -> String {
-    let conns = shared.conns.lock();
-    let mut lines: Vec<String> = conns
+fn connections(conns: &ConnRegistry) -> String {
+    // Copy out under the lock, format after.
+    let rows: Vec<_> = conns
+        .lock()
         .by_id
         .values()
-        .map(|conn| format!(" /{}[1](queued=0,sid={:#x})\n", conn.peer, conn.session_id))
+        .map(|conn| {
+            (
+                conn.peer,
+                conn.outstanding.load(Ordering::Relaxed),
+                conn.session_id,
+            )
+        })
+        .collect();
+    let mut lines: Vec<String> = rows
+        .into_iter()
+        .map(|(peer, queued, sid)| format!(" /{peer}[1](queued={queued},sid={sid:#x})\n"))
         .collect();
     lines.sort();
     lines.concat()
@@ -252,23 +269,39 @@ fn environment(shared: &Shared) -> String {
          user.dir={cwd}\nrookery.data.dir={}\n",
         std::env::consts::OS,
         std::env::consts::ARCH,
-        shared.config.data_dir.display(),
+        shared.config().data_dir.display(),
     )
 }
 
 fn dump(shared: &Shared) -> String {
-    let state = shared.state.read();
+    // Copy out under the read lock, format after: formatting every session under it would
+    // hold up the apply thread.
+    let (sessions, ephemerals) = {
+        let state = shared.state().read();
+        let sessions: Vec<(i64, i32)> = state
+            .sessions
+            .iter()
+            .map(|(id, info)| (*id, info.timeout_ms))
+            .collect();
+        let ephemerals: Vec<(i64, Vec<String>)> = state
+            .tree
+            .session_ids_with_ephemerals()
+            .into_iter()
+            .map(|session| (session, state.tree.ephemerals_of(session)))
+            .collect();
+        (sessions, ephemerals)
+    };
     let mut out = format!(
         "SessionTracker dump:\nGlobal Sessions({}):\n",
-        state.sessions.len()
+        sessions.len()
     );
-    for (id, info) in state.sessions.iter() {
-        let _ = writeln!(out, "{id:#x}\t{}ms", info.timeout_ms);
+    for (id, timeout_ms) in sessions {
+        let _ = writeln!(out, "{id:#x}\t{timeout_ms}ms");
     }
     out.push_str("ephemeral nodes dump:\n");
-    for session in state.tree.session_ids_with_ephemerals() {
+    for (session, paths) in ephemerals {
         let _ = writeln!(out, "Sessions with Ephemerals ({session:#x}):");
-        for path in state.tree.ephemerals_of(session) {
+        for path in paths {
             let _ = writeln!(out, "\t{path}");
         }
     }

@@ -5,14 +5,27 @@
 //! the session has been applied, and a write is proposed only once every earlier read has run,
 //! so no read observes a later write of its own session. Replies and events leave in the order
 //! the state machine produced them, so an event always precedes the reply of a later read.
+//!
+//! Memory and back-pressure (the shape of kezhuw/zookeeper-client-rust `serve_session`): one
+//! `select!` polls the close signal, shutdown, the socket write, the outbound channel and the
+//! socket read, so a client that stops reading never pins the task in a write.
+//! - Output queued for the client (channel + `out`) is counted in an [`OutputBudget`]; past
+//!   its cap the connection is closed. Before that, at `Config::output_pause`, the task stops
+//!   reading requests, so a client that only reads slowly is slowed down rather than closed.
+//! - Requests are read only while this connection has fewer than `globalOutstandingLimit`
+//!   pending, and, while the server-wide count is past that limit, only if this connection
+//!   has none pending (ZooKeeper's `shouldThrottle` → `disableRecv`). Nothing is dropped: the
+//!   kernel's socket buffers and TCP flow control hold the rest.
+//! - A close from elsewhere (session expired, moved, raft dropped a proposal, output cap)
+//!   fires the connection's close token, polled first: it never waits behind queued output.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use futures::{FutureExt, StreamExt};
 use rand::RngCore;
 use rookery_protocol::codec::write_frame;
@@ -25,22 +38,40 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::raft::RaftHandle;
+use crate::server::registry::{ConnHandle, ConnRegistry, Outbound, OutputBudget};
 use crate::server::{admin, request};
-use crate::state::{ConnHandle, Outbound, Shared};
+use crate::state::Shared;
+pub use crate::txn::now_ms;
 use crate::txn::{Origin, Txn, TxnBody};
+
+/// How long a connection that must close after its last reply (closeSession, a failed auth)
+/// keeps trying to write it to a client that does not read.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+/// How long a four-letter-word answer may take to write.
+const ADMIN_WRITE_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why a connection ended early.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectionError {
+    /// The socket failed.
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
+    /// The client sent bytes that do not decode.
     #[error("malformed packet: {0}")]
     Malformed(#[from] DecodeError),
+    /// The server refused the client (handshake, protocol misuse, raft down).
     #[error("{0}")]
     Refused(String),
+    /// The client did not read its output and the queue passed the cap.
+    #[error("output queue over its cap of {cap} bytes (client not reading)")]
+    OutputOverCap {
+        /// The cap.
+        cap: usize,
+    },
 }
 
 /// A request waiting for its turn to complete.
@@ -48,27 +79,38 @@ pub enum ConnectionError {
 enum Pending {
     /// A write; `proposed` once it has gone to Raft (its reply then comes through the channel).
     Write {
+        /// The client's xid, matched against the reply.
         xid: i32,
-        request: Request,
+        /// The request, until it is proposed (then taken, so the body is not kept twice).
+        request: Option<Request>,
+        /// Whether it went to Raft.
         proposed: bool,
+        /// For latency stats.
         received: Instant,
     },
     /// A request answered with an error without running it (an undecodable body).
     Failed {
+        /// The client's xid.
         xid: i32,
+        /// The error to answer.
         code: ErrorCode,
+        /// For latency stats.
         received: Instant,
     },
     /// Anything answered locally: reads, pings, auth, watch management.
     Local {
+        /// The request header (xid, opcode).
         header: RequestHeader,
+        /// The decoded request.
         request: Request,
+        /// For latency stats.
         received: Instant,
     },
 }
 
 /// What to do after handling a packet.
 enum Next {
+    /// Keep serving.
     Continue,
     /// Flush what is queued, then close (closeSession, unknown opcode, auth failure).
     CloseAfterFlush,
@@ -78,18 +120,38 @@ enum Next {
 pub struct Connection {
     /// Unique per server boot; also the connection's watcher id.
     conn_id: u64,
+    /// The client's address: its `ip` auth id, and named in log lines and `cons`.
     peer: SocketAddr,
+    /// The state machine's shared state (reads, watches, stats, config).
     shared: Arc<Shared>,
+    /// The live connections: where this one registers so replies and events can reach it.
+    conns: Arc<ConnRegistry>,
+    /// Where writes are proposed.
     raft: RaftHandle,
     /// Inbound frames.
     reader: FramedRead<OwnedReadHalf, FrameCodec>,
+    /// The socket's write half; only ever written from the main loop's write arm.
     writer: OwnedWriteHalf,
     /// Replies and events encoded but not yet written: one syscall for many messages.
     out: BytesMut,
     /// Replies of writes and watch events, in the order the state machine produced them.
     rx: mpsc::UnboundedReceiver<Outbound>,
+    /// The sending side of `rx`, cloned into this connection's registry handle.
     tx: mpsc::UnboundedSender<Outbound>,
+    /// Bytes queued for the client (in `rx` and `out`), shared with every sender.
+    budget: Arc<OutputBudget>,
+    /// Fired by anyone who wants this connection gone now (expiry, session moved, cap).
+    close: CancellationToken,
+    /// Queued output past which no more requests are read (`Config::output_pause`).
+    pause_bytes: usize,
+    /// Pending requests allowed, and the server-wide count past which busy connections stop
+    /// reading (`globalOutstandingLimit`).
+    outstanding_limit: usize,
+    /// `queue.len()`, published for `cons`.
+    outstanding: Arc<AtomicUsize>,
+    /// The session (0 until the handshake ends).
     session_id: i64,
+    /// The negotiated session timeout.
     timeout_ms: i32,
     /// Authenticated ids: the client's IP, plus whatever addauth added.
     auth: Vec<Id>,
@@ -99,20 +161,30 @@ pub struct Connection {
     queue: VecDeque<Pending>,
     /// Set once the client has asked to close its session.
     closing: bool,
+    /// Once set, no more requests are read; the task ends when `out` is written or by then.
+    drain_deadline: Option<tokio::time::Instant>,
+    /// Flips to true when the server stops.
     shutdown: watch::Receiver<bool>,
 }
 
 impl Connection {
+    /// A connection for an accepted socket; `run` serves it.
     pub fn new(
         stream: TcpStream,
         peer: SocketAddr,
         shared: Arc<Shared>,
+        conns: Arc<ConnRegistry>,
         raft: RaftHandle,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let _ = stream.set_nodelay(true);
         let (read_half, write_half) = stream.into_split();
-        let max_frame = shared.config.jute_maxbuffer;
+        let config = shared.config();
+        let max_frame = config.jute_maxbuffer;
+        let close = CancellationToken::new();
+        let budget = Arc::new(OutputBudget::new(config.output_cap(), close.clone()));
+        let pause_bytes = config.output_pause();
+        let outstanding_limit = config.global_outstanding_limit.max(1);
         let (tx, rx) = mpsc::unbounded_channel();
         Connection {
             conn_id: shared.next_conn_id(),
@@ -122,6 +194,11 @@ impl Connection {
             out: BytesMut::with_capacity(4096),
             rx,
             tx,
+            budget,
+            close,
+            pause_bytes,
+            outstanding_limit,
+            outstanding: Arc::default(),
             session_id: 0,
             timeout_ms: 0,
             auth: vec![Id {
@@ -131,7 +208,9 @@ impl Connection {
             sasl: super::sasl::SaslState::default(),
             queue: VecDeque::new(),
             closing: false,
+            drain_deadline: None,
             shared,
+            conns,
             raft,
             shutdown,
         }
@@ -145,19 +224,21 @@ impl Connection {
         // span into other tasks polled on the same worker thread.
         let result = self.serve(&span).instrument(span.clone()).await;
         if let Err(error) = &result {
-            info!(%error, "connection closed");
+            info!(
+                parent: &span,
+                session = format_args!("{:#x}", self.session_id),
+                peer = %self.peer,
+                %error,
+                "connection closed"
+            );
         }
-        let _ = self.writer.shutdown().await;
-        // Writes still in flight will be applied, but nobody counts their replies any more.
-        let in_flight = self
-            .queue
-            .iter()
-            .filter(|p| matches!(p, Pending::Write { proposed: true, .. }))
-            .count();
+        // Bounded: a client that does not read must not hold the task in the FIN either.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.writer.shutdown()).await;
+        // Requests still pending will not be answered; nobody counts them any more.
         self.shared
-            .stats
+            .stats()
             .outstanding
-            .fetch_sub(in_flight as i64, Ordering::Relaxed);
+            .fetch_sub(self.queue.len() as i64, Ordering::Relaxed);
         self.unregister();
     }
 
@@ -168,8 +249,13 @@ impl Connection {
         };
         let packet = match first {
             Frame::FourLetterWord(word) => {
-                let text = admin::four_letter_word(&self.shared, &self.raft, word);
-                self.writer.write_all(text.as_bytes()).await?;
+                let text =
+                    admin::four_letter_word(&self.shared, &self.conns, &self.raft, word).await;
+                tokio::time::timeout(ADMIN_WRITE_LIMIT, self.writer.write_all(text.as_bytes()))
+                    .await
+                    .map_err(|_| {
+                        ConnectionError::Refused("four-letter-word answer not read".into())
+                    })??;
                 return Ok(());
             }
             Frame::Packet(packet) => packet,
@@ -192,14 +278,14 @@ impl Connection {
     /// Establishes or resumes the session. Returns false if the client was refused.
     async fn handshake(&mut self, packet: &[u8]) -> Result<bool, ConnectionError> {
         let request = ConnectRequest::from_bytes(packet)?;
-        let last_zxid = self.shared.last_zxid.load(Ordering::Acquire);
+        let last_zxid = self.shared.last_zxid();
         if request.last_zxid_seen > last_zxid {
             return Err(ConnectionError::Refused(format!(
                 "client has seen zxid {:#x}, our last zxid is {:#x}",
                 request.last_zxid_seen, last_zxid
             )));
         }
-        let timeout_ms = self.shared.config.negotiate_timeout(request.time_out);
+        let timeout_ms = self.shared.config().negotiate_timeout(request.time_out);
         self.register();
         let (session_id, passwd) = if request.session_id == 0 {
             match self.create_session(timeout_ms).await? {
@@ -208,7 +294,7 @@ impl Connection {
             }
         } else {
             let valid = {
-                let state = self.shared.state.read();
+                let state = self.shared.state().read();
                 state
                     .sessions
                     .get(request.session_id)
@@ -223,9 +309,10 @@ impl Connection {
                     .await?;
                 return Ok(false);
             }
-            self.shared
-                .tracker
-                .set_timeout(request.session_id, Duration::from_millis(timeout_ms as u64));
+            self.shared.tracker().set_timeout(
+                request.session_id,
+                Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
+            );
             (request.session_id, request.passwd.clone())
         };
         self.session_id = session_id;
@@ -243,29 +330,37 @@ impl Connection {
     ) -> Result<Option<(i64, Vec<u8>)>, ConnectionError> {
         let mut passwd = vec![0u8; 16];
         rand::rng().fill_bytes(&mut passwd);
-        let txn = Txn {
-            origin: self.origin(0),
-            session_id: 0,
-            time_ms: now_ms(),
-            auth: Vec::new(),
-            body: TxnBody::CreateSession { timeout_ms, passwd },
-        };
+        let txn = Txn::new(
+            self.origin(0),
+            0,
+            Vec::new(),
+            TxnBody::CreateSession { timeout_ms, passwd },
+        );
         if let Err(e) = self.raft.propose(txn.encode()) {
             return Err(ConnectionError::Refused(format!(
                 "cannot create a session: {e}"
             )));
         }
         loop {
-            match self.rx.recv().await {
-                Some(Outbound::SessionCreated {
-                    session_id, passwd, ..
-                }) => return Ok(Some((session_id, passwd))),
-                Some(Outbound::Close) | None => return Ok(None),
-                Some(_) => continue,
+            let message = tokio::select! {
+                biased;
+                _ = self.close.cancelled() => return Ok(None),
+                message = self.rx.recv() => message,
+            };
+            match message {
+                Some(message) => {
+                    self.budget.release(message.charge());
+                    if let Outbound::SessionCreated { session_id, passwd } = message {
+                        return Ok(Some((session_id, passwd)));
+                    }
+                }
+                None => return Ok(None),
             }
         }
     }
 
+    /// Writes the handshake answer: the only write outside the main loop, bounded by the
+    /// session timeout since the task polls nothing else meanwhile.
     async fn send_connect_response(
         &mut self,
         request: &ConnectRequest,
@@ -280,111 +375,178 @@ impl Connection {
             passwd,
             read_only: request.read_only.map(|_| false),
         };
-        write_frame(&mut self.out, |out| response.write(out));
-        self.flush().await
+        let mut frame = BytesMut::new();
+        write_frame(&mut frame, |out| response.write(out));
+        let limit = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0).max(1000));
+        tokio::select! {
+            biased;
+            _ = self.close.cancelled() => Ok(()),
+            written = tokio::time::timeout(limit, self.writer.write_all(&frame)) => match written {
+                Ok(result) => Ok(result?),
+                Err(_) => Err(ConnectionError::Refused("handshake answer not read".into())),
+            },
+        }
     }
 
     fn register(&self) {
-        self.shared.conns.lock().by_id.insert(
+        self.conns.lock().by_id.insert(
             self.conn_id,
             ConnHandle {
                 tx: self.tx.clone(),
+                budget: Arc::clone(&self.budget),
                 session_id: 0,
                 peer: self.peer,
                 auth: self.auth.clone(),
+                outstanding: Arc::clone(&self.outstanding),
             },
         );
     }
 
     /// Binds the session to this connection, closing any older connection that carried it.
     fn attach_session(&self) {
-        let mut conns = self.shared.conns.lock();
+        let mut conns = self.conns.lock();
         if let Some(conn) = conns.by_id.get_mut(&self.conn_id) {
             conn.session_id = self.session_id;
         }
         if let Some(old) = conns.by_session.insert(self.session_id, self.conn_id) {
             if old != self.conn_id {
-                conns.send(old, Outbound::Close);
+                conns.close(old);
             }
         }
     }
 
     fn unregister(&self) {
         {
-            let mut conns = self.shared.conns.lock();
+            let mut conns = self.conns.lock();
             conns.by_id.remove(&self.conn_id);
             if conns.by_session.get(&self.session_id) == Some(&self.conn_id) {
                 conns.by_session.remove(&self.session_id);
             }
         }
-        self.shared.watches.lock().remove_watcher(self.conn_id);
+        self.shared.watches().lock().remove_watcher(self.conn_id);
     }
 
     fn origin(&self, xid: i32) -> Origin {
         Origin {
-            server_id: self.shared.config.server_id,
+            server_id: self.shared.config().server_id,
             conn_id: self.conn_id,
             xid,
         }
     }
 
+    /// Whether another request may be read now (see the module docs).
+    fn may_read(&self) -> bool {
+        if self.drain_deadline.is_some()
+            || self.queue.len() >= self.outstanding_limit
+            || self.budget.queued() >= self.pause_bytes
+        {
+            return false;
+        }
+        let global = self.shared.stats().outstanding.load(Ordering::Relaxed);
+        // Past the global limit only idle connections read: the busy ones wait for their own
+        // replies, which always come (a pending request is a proposed write or behind one).
+        global <= self.outstanding_limit as i64 || self.queue.is_empty()
+    }
+
+    fn start_drain(&mut self) {
+        if self.drain_deadline.is_none() {
+            self.drain_deadline = Some(tokio::time::Instant::now() + DRAIN_LIMIT);
+        }
+    }
+
     async fn main_loop(&mut self) -> Result<(), ConnectionError> {
         loop {
-            let mut close = false;
+            self.outstanding.store(self.queue.len(), Ordering::Relaxed);
+            if self.drain_deadline.is_some() && self.out.is_empty() {
+                return Ok(());
+            }
+            let may_read = self.may_read();
+            let drain_deadline = self.drain_deadline;
             tokio::select! {
-                frame = self.reader.next() => match frame {
+                // Closes first: they must not wait behind output the client does not read.
+                biased;
+                _ = self.close.cancelled() => {
+                    if self.budget.overflowed() {
+                        return Err(ConnectionError::OutputOverCap { cap: self.budget.cap() });
+                    }
+                    debug!("connection closed from elsewhere");
+                    return Ok(());
+                }
+                _ = self.shutdown.changed() => {
+                    self.start_drain();
+                }
+                _ = sleep_until_opt(drain_deadline), if drain_deadline.is_some() => {
+                    debug!("closing without writing everything: client not reading");
+                    return Ok(());
+                }
+                written = self.writer.write(&self.out), if !self.out.is_empty() => {
+                    let n = written?;
+                    if n == 0 {
+                        return Err(ConnectionError::Io(std::io::ErrorKind::WriteZero.into()));
+                    }
+                    self.out.advance(n);
+                    self.budget.release(n);
+                }
+                message = self.rx.recv() => match message {
+                    None => return Ok(()),
+                    Some(message) => {
+                        if let Next::CloseAfterFlush = self.on_outbound(message) {
+                            self.start_drain();
+                        }
+                        while let Ok(message) = self.rx.try_recv() {
+                            if let Next::CloseAfterFlush = self.on_outbound(message) {
+                                self.start_drain();
+                            }
+                        }
+                    }
+                },
+                frame = self.reader.next(), if may_read => match frame {
                     None => return Ok(()),
                     Some(Err(error)) => return Err(ConnectionError::Io(error)),
                     Some(Ok(frame)) => {
                         if let Next::CloseAfterFlush = self.on_frame(frame)? {
-                            close = true;
+                            self.start_drain();
                         }
                         // Drain frames already buffered: pipelined writes share one proposal
-                        // batch and one socket write.
-                        while !close {
+                        // batch and one socket write. Admission is checked per frame.
+                        while self.may_read() {
                             match self.reader.next().now_or_never() {
                                 Some(Some(Ok(frame))) => {
                                     if let Next::CloseAfterFlush = self.on_frame(frame)? {
-                                        close = true;
+                                        self.start_drain();
                                     }
                                 }
                                 Some(Some(Err(error))) => return Err(ConnectionError::Io(error)),
-                                Some(None) => { close = true; }
+                                Some(None) => self.start_drain(),
                                 None => break,
                             }
                         }
                     }
                 },
-                message = self.rx.recv() => match message {
-                    None => return Ok(()),
-                    Some(message) => {
-                        if let Next::CloseAfterFlush = self.on_outbound(message) {
-                            close = true;
-                        }
-                        while let Ok(message) = self.rx.try_recv() {
-                            if let Next::CloseAfterFlush = self.on_outbound(message) {
-                                close = true;
-                            }
-                        }
-                    }
-                },
-                _ = self.shutdown.changed() => {
-                    close = true;
-                }
-            }
-            self.flush().await?;
-            if close {
-                return Ok(());
             }
         }
     }
 
-    async fn flush(&mut self) -> Result<(), ConnectionError> {
-        if !self.out.is_empty() {
-            self.writer.write_all(&self.out).await?;
-            self.out.clear();
+    /// Encodes a frame produced by this task (read replies, SetWatches events) straight into
+    /// `out`, charging the budget. Past the cap the frame is taken back and the connection is
+    /// closed, as for output from elsewhere.
+    fn push_local(&mut self, fill: impl FnOnce(&mut BytesMut)) {
+        let start = self.out.len();
+        write_frame(&mut self.out, fill);
+        let len = self.out.len() - start;
+        let was_closed = self.budget.is_closed();
+        if !self.budget.charge(len) {
+            self.out.truncate(start);
+            if !was_closed {
+                warn!(
+                    session = format_args!("{:#x}", self.session_id),
+                    peer = %self.peer,
+                    queued = self.budget.queued(),
+                    cap = self.budget.cap(),
+                    "connection output over its cap; closing it"
+                );
+            }
         }
-        Ok(())
     }
 
     /// Handles one inbound packet.
@@ -396,11 +558,9 @@ impl Connection {
                 return Err(ConnectionError::Refused(format!("unexpected {word}")))
             }
         };
-        self.shared
-            .stats
-            .packets_received
-            .fetch_add(1, Ordering::Relaxed);
-        self.shared.tracker.touch(self.session_id);
+        let stats = self.shared.stats();
+        stats.packets_received.fetch_add(1, Ordering::Relaxed);
+        self.shared.tracker().touch(self.session_id);
         let received = Instant::now();
         let mut input = Reader::new(&packet);
         let header = RequestHeader::read(&mut input)?;
@@ -421,28 +581,48 @@ impl Connection {
         if self.closing {
             return Ok(Next::Continue);
         }
-        if request::is_write(&request) {
+        let pending = if request::is_write(&request) {
             if matches!(request, Request::CloseSession) {
                 self.closing = true;
             }
-            self.queue.push_back(Pending::Write {
+            Pending::Write {
                 xid: header.xid,
-                request,
+                request: Some(request),
                 proposed: false,
                 received,
-            });
+            }
         } else {
-            self.queue.push_back(Pending::Local {
+            Pending::Local {
                 header,
                 request,
                 received,
-            });
-        }
+            }
+        };
+        self.enqueue(pending);
         Ok(self.pump())
     }
 
+    /// Adds a request to the pending queue and to the server-wide outstanding count; every
+    /// request leaves both through `dequeue` or, unanswered, when the connection ends.
+    fn enqueue(&mut self, pending: Pending) {
+        self.shared
+            .stats()
+            .outstanding
+            .fetch_add(1, Ordering::Relaxed);
+        self.queue.push_back(pending);
+    }
+
+    fn dequeue(&mut self) -> Option<Pending> {
+        let pending = self.queue.pop_front()?;
+        self.shared
+            .stats()
+            .outstanding
+            .fetch_sub(1, Ordering::Relaxed);
+        Some(pending)
+    }
+
     fn queue_local_error(&mut self, header: RequestHeader, code: ErrorCode, received: Instant) {
-        self.queue.push_back(Pending::Failed {
+        self.enqueue(Pending::Failed {
             xid: header.xid,
             code,
             received,
@@ -455,7 +635,7 @@ impl Connection {
     fn pump(&mut self) -> Next {
         let mut next = Next::Continue;
         loop {
-            match self.queue.front_mut() {
+            match self.queue.front() {
                 None => return next,
                 Some(Pending::Write { .. }) => {
                     self.propose_leading_writes();
@@ -466,9 +646,9 @@ impl Connection {
                         xid,
                         code,
                         received,
-                    }) = self.queue.pop_front()
+                    }) = self.dequeue()
                     {
-                        let zxid = self.shared.last_zxid.load(Ordering::Acquire);
+                        let zxid = self.shared.last_zxid();
                         self.write_reply(xid, zxid, &Err(code), received);
                     }
                 }
@@ -477,7 +657,7 @@ impl Connection {
                         header,
                         request,
                         received,
-                    }) = self.queue.pop_front()
+                    }) = self.dequeue()
                     else {
                         return next;
                     };
@@ -491,7 +671,8 @@ impl Connection {
 
     /// Proposes every write at the head of the queue up to the first local request.
     fn propose_leading_writes(&mut self) {
-        let origin_server = self.shared.config.server_id;
+        let origin = self.origin(0);
+        let mut raft_down = false;
         for pending in self.queue.iter_mut() {
             match pending {
                 Pending::Local { .. } | Pending::Failed { .. } => break,
@@ -501,49 +682,50 @@ impl Connection {
                     proposed,
                     ..
                 } => {
-                    if *proposed {
+                    // Taken, not cloned: the entry is the only copy of the body from now on.
+                    let Some(request) = request.take() else {
                         continue;
-                    }
+                    };
                     *proposed = true;
                     let body = match request {
                         Request::CloseSession => TxnBody::CloseSession {
                             session_id: self.session_id,
                         },
-                        other => TxnBody::Request(other.clone()),
+                        other => TxnBody::Request(other),
                     };
-                    let txn = Txn {
-                        origin: Origin {
-                            server_id: origin_server,
-                            conn_id: self.conn_id,
+                    let txn = Txn::new(
+                        Origin {
                             xid: *xid,
+                            ..origin
                         },
-                        session_id: self.session_id,
-                        time_ms: now_ms(),
-                        auth: self.auth.clone(),
+                        self.session_id,
+                        self.auth.clone(),
                         body,
-                    };
-                    self.shared
-                        .stats
-                        .outstanding
-                        .fetch_add(1, Ordering::Relaxed);
+                    );
                     if let Err(error) = self.raft.propose(txn.encode()) {
                         // Debug only: the raft thread logs a full disk or a fatal error once.
                         debug!(%error, "write refused; dropping the connection");
-                        let _ = self.tx.send(Outbound::Close);
+                        raft_down = true;
                     }
                 }
             }
+        }
+        if raft_down {
+            warn!("raft is not running; dropping the connection");
+            self.close.cancel();
         }
     }
 
     /// Handles a message from the state machine or another connection.
     fn on_outbound(&mut self, message: Outbound) -> Next {
         match message {
-            Outbound::Event { zxid, event } => {
-                self.write_event(zxid, &event);
+            Outbound::Event { frame, .. } => {
+                // Already charged by the sender; it moves from the channel to `out`.
+                self.out.extend_from_slice(&frame);
+                self.count_sent();
                 Next::Continue
             }
-            Outbound::Reply { xid, zxid, result } => {
+            Outbound::Reply { xid, frame } => {
                 let Some(Pending::Write {
                     xid: expected,
                     received,
@@ -551,6 +733,7 @@ impl Connection {
                     ..
                 }) = self.queue.front()
                 else {
+                    self.budget.release(frame.len());
                     warn!(
                         xid,
                         "reply for a write that is not pending; dropping the connection"
@@ -558,6 +741,7 @@ impl Connection {
                     return Next::CloseAfterFlush;
                 };
                 if *expected != xid {
+                    self.budget.release(frame.len());
                     warn!(
                         xid,
                         expected, "write replies out of order; dropping the connection"
@@ -565,26 +749,27 @@ impl Connection {
                     return Next::CloseAfterFlush;
                 }
                 let received = *received;
-                self.queue.pop_front();
-                self.shared
-                    .stats
-                    .outstanding
-                    .fetch_sub(1, Ordering::Relaxed);
-                self.write_reply(xid, zxid, &result, received);
+                self.dequeue();
+                self.out.extend_from_slice(&frame);
+                self.count_sent();
+                self.shared.stats().record_latency(received.elapsed());
                 let next = self.pump();
                 if self.closing && self.queue.is_empty() {
                     return Next::CloseAfterFlush;
                 }
                 next
             }
-            Outbound::SessionCreated { .. } => Next::Continue,
-            Outbound::Close => Next::CloseAfterFlush,
+            Outbound::SessionCreated { .. } => {
+                self.budget.release(message.charge());
+                Next::Continue
+            }
         }
     }
 
     fn run_local(&mut self, header: RequestHeader, request: Request, received: Instant) -> Next {
         let mut ctx = request::LocalContext {
             shared: &self.shared,
+            conns: &self.conns,
             conn_id: self.conn_id,
             session_id: self.session_id,
             auth: &mut self.auth,
@@ -599,8 +784,9 @@ impl Connection {
         let mut later = Vec::new();
         while let Ok(message) = self.rx.try_recv() {
             match message {
-                Outbound::Event { zxid, event } if zxid <= outcome.zxid => {
-                    self.write_event(zxid, &event)
+                Outbound::Event { zxid, frame } if zxid <= outcome.zxid => {
+                    self.out.extend_from_slice(&frame);
+                    self.count_sent();
                 }
                 other => later.push(other),
             }
@@ -618,12 +804,14 @@ impl Connection {
         }
         for message in later {
             match message {
-                Outbound::Event { zxid, event } => self.write_event(zxid, &event),
-                // Handled by the main loop, after what is queued now.
-                Outbound::Close => {
-                    let _ = self.tx.send(Outbound::Close);
+                Outbound::Event { frame, .. } => {
+                    self.out.extend_from_slice(&frame);
+                    self.count_sent();
                 }
-                other => warn!(?other, "unexpected message while no write is pending"),
+                other => {
+                    self.budget.release(other.charge());
+                    warn!(?other, "unexpected message while no write is pending");
+                }
             }
         }
         if outcome.close {
@@ -633,20 +821,24 @@ impl Connection {
         }
     }
 
+    fn count_sent(&self) {
+        self.shared
+            .stats()
+            .packets_sent
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
     fn write_event(&mut self, zxid: i64, event: &WatcherEvent) {
         let header = ReplyHeader {
             xid: xids::NOTIFICATION,
             zxid,
             err: 0,
         };
-        write_frame(&mut self.out, |out| {
+        self.push_local(|out| {
             header.write(out);
             event.write(out);
         });
-        self.shared
-            .stats
-            .packets_sent
-            .fetch_add(1, Ordering::Relaxed);
+        self.count_sent();
     }
 
     /// An error header (zxid 0) followed by a body, as ZooKeeper answers a failed SASL step.
@@ -666,11 +858,8 @@ impl Connection {
             header.write(out);
             body.write(out);
         });
-        self.shared
-            .stats
-            .packets_sent
-            .fetch_add(1, Ordering::Relaxed);
-        self.shared.stats.record_latency(received.elapsed());
+        self.count_sent();
+        self.shared.stats().record_latency(received.elapsed());
     }
 
     fn write_reply(
@@ -685,19 +874,16 @@ impl Connection {
             Err(code) => (code.wire(), &Response::Empty),
         };
         let header = ReplyHeader { xid, zxid, err };
-        write_frame(&mut self.out, |out| encode_reply(&header, body, out));
-        self.shared
-            .stats
-            .packets_sent
-            .fetch_add(1, Ordering::Relaxed);
-        self.shared.stats.record_latency(received.elapsed());
+        self.push_local(|out| encode_reply(&header, body, out));
+        self.count_sent();
+        self.shared.stats().record_latency(received.elapsed());
     }
 }
 
-/// Wall-clock ms since the epoch, as entries carry it.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+/// Sleeps until `deadline`, or forever without one (the arm is disabled then anyway).
+async fn sleep_until_opt(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }

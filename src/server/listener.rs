@@ -1,8 +1,9 @@
-//! Accepts client connections, enforces the per-IP limit, runs the leader's housekeeping and
+//! Accepts client connections, enforces the per-IP and global limits, runs the leader's housekeeping and
 //! shuts everything down in order on request.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,32 +15,48 @@ use tracing::{error, info, warn};
 
 use crate::config::Config;
 use crate::raft::{RaftError, RaftHandle, RaftOptions};
-use crate::server::connection::{now_ms, Connection};
+use crate::server::connection::Connection;
+use crate::server::registry::{ConnRegistry, ServerSink};
 use crate::state::{Applier, Shared};
-use crate::txn::{Origin, Txn, TxnBody};
+use crate::txn::{now_ms, Origin, Txn, TxnBody};
 
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    /// The data directory could not be created.
     #[error("cannot create data directory {path}: {source}")]
     DataDir {
+        /// The directory.
         path: std::path::PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// The client port could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
+        /// The address.
         address: SocketAddr,
+        /// Why (in use, permission).
         source: std::io::Error,
     },
+    /// Another process holds the data directory's lock.
     #[error("data directory {path} is in use by another rookery process")]
-    DataDirLocked { path: std::path::PathBuf },
+    DataDirLocked {
+        /// The directory.
+        path: std::path::PathBuf,
+    },
+    /// The lock file could not be opened or locked.
     #[error("cannot lock data directory {path}: {source}")]
     Lock {
+        /// The lock file.
         path: std::path::PathBuf,
+        /// Why.
         source: std::io::Error,
     },
+    /// Raft failed to start or stopped.
     #[error("raft: {0}")]
     Raft(#[from] RaftError),
+    /// The one-voter group did not become leader in time.
     #[error("raft did not elect this server leader and replay its log within {0:?}")]
     NoLeader(Duration),
     /// The raft thread stopped for good (a storage fault or a panic): the process must exit.
@@ -49,9 +66,15 @@ pub enum ServerError {
 
 /// A running server: what `run` needs to stop it.
 pub struct Server {
+    /// The state machine's shared state.
     pub shared: Arc<Shared>,
+    /// This server's live connections, which the reply sink routes to.
+    pub conns: Arc<ConnRegistry>,
+    /// Where writes and housekeeping entries are proposed.
     pub raft: RaftHandle,
+    /// Joined at shutdown, after Raft is told to stop.
     raft_thread: Option<std::thread::JoinHandle<()>>,
+    /// The client port.
     listener: TcpListener,
     /// Flipped to true to make every task stop.
     shutdown_tx: watch::Sender<bool>,
@@ -60,21 +83,26 @@ pub struct Server {
     _data_dir_lock: std::fs::File,
 }
 
-/// Counts connections per client IP, for maxClientCnxns.
+/// Counts open connections per client IP (maxClientCnxns) and in total (maxCnxns).
 #[derive(Debug, Default)]
 struct PerIp {
     /// Open connections by client address.
     counts: Mutex<HashMap<IpAddr, usize>>,
+    /// Open connections in all.
+    total: AtomicUsize,
 }
 
-/// Decrements the per-IP count when a connection task ends, however it ends.
+/// Decrements the counts when a connection task ends, however it ends.
 struct PerIpGuard {
+    /// The counts to decrement.
     per_ip: Arc<PerIp>,
+    /// The client's address.
     ip: IpAddr,
 }
 
 impl Drop for PerIpGuard {
     fn drop(&mut self) {
+        self.per_ip.total.fetch_sub(1, Ordering::Relaxed);
         let mut counts = self.per_ip.counts.lock();
         if let Some(count) = counts.get_mut(&self.ip) {
             *count = count.saturating_sub(1);
@@ -122,6 +150,7 @@ impl Server {
             }
         }
         let shared = Shared::new(config.clone());
+        let conns = Arc::new(ConnRegistry::default());
         let options = RaftOptions {
             node_id: config.server_id,
             voters: vec![config.server_id],
@@ -133,7 +162,8 @@ impl Server {
             max_uncommitted_bytes: crate::raft::DEFAULT_MAX_UNCOMMITTED_BYTES,
             max_queued_bytes: crate::raft::DEFAULT_MAX_QUEUED_BYTES,
         };
-        let applier = Applier::new(Arc::clone(&shared));
+        let sink = ServerSink::new(config.server_id, Arc::clone(&conns));
+        let applier = Applier::new(Arc::clone(&shared), Box::new(sink));
         let (raft, raft_thread) =
             tokio::task::spawn_blocking(move || RaftHandle::start(options, Box::new(applier)))
                 .await
@@ -163,6 +193,7 @@ impl Server {
         let (shutdown_tx, _) = watch::channel(false);
         Ok(Server {
             shared,
+            conns,
             raft,
             raft_thread: Some(raft_thread),
             listener,
@@ -171,6 +202,7 @@ impl Server {
         })
     }
 
+    /// The bound client address.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         self.listener.local_addr().ok()
     }
@@ -213,7 +245,13 @@ impl Server {
                             continue;
                         }
                     };
-                    let limit = self.shared.config.max_client_cnxns;
+                    let limit = self.shared.config().max_client_cnxns;
+                    let global_limit = self.shared.config().max_cnxns;
+                    if global_limit != 0 && per_ip.total.load(Ordering::Relaxed) >= global_limit {
+                        // ZooKeeper's maxCnxns: refuse at accept, before any per-connection state.
+                        warn!(%peer, limit = global_limit, "too many connections in total; closing");
+                        continue;
+                    }
                     {
                         let mut counts = per_ip.counts.lock();
                         let count = counts.entry(peer.ip()).or_insert(0);
@@ -223,12 +261,13 @@ impl Server {
                         }
                         *count += 1;
                     }
+                    per_ip.total.fetch_add(1, Ordering::Relaxed);
                     let guard = PerIpGuard { per_ip: Arc::clone(&per_ip), ip: peer.ip() };
-                    self.shared.stats.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let connection = Connection::new(
                         stream,
                         peer,
                         Arc::clone(&self.shared),
+                        Arc::clone(&self.conns),
                         self.raft.clone(),
                         self.shutdown_tx.subscribe(),
                     );
@@ -266,8 +305,9 @@ impl Server {
 /// The leader's periodic duties: expire silent sessions and reap empty containers and expired
 /// TTL nodes, each as a log entry so every replica applies the same deletions.
 async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch::Receiver<bool>) {
-    let expiry_period = (shared.config.tick_time / 2).max(Duration::from_millis(10));
-    let reap_period = shared.config.container_check_interval;
+    let expiry_period = (shared.config().tick_time / 2).max(Duration::from_millis(10));
+    let reap_period = shared.config().container_check_interval;
+    let origin = Origin::housekeeping(shared.config().server_id);
     let mut expiry = tokio::time::interval(expiry_period);
     let mut reap = tokio::time::interval(reap_period);
     expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -280,15 +320,9 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                 if !raft.is_leader() || raft.storage_full() {
                     continue;
                 }
-                for session_id in shared.tracker.take_expired(Instant::now()) {
+                for session_id in shared.tracker().take_expired(Instant::now()) {
                     info!(session = format_args!("{session_id:#x}"), "session expired");
-                    let txn = Txn {
-                        origin: Origin { server_id: shared.config.server_id, conn_id: 0, xid: 0 },
-                        session_id,
-                        time_ms: now_ms(),
-                        auth: Vec::new(),
-                        body: TxnBody::CloseSession { session_id },
-                    };
+                    let txn = Txn::new(origin, session_id, Vec::new(), TxnBody::CloseSession { session_id });
                     if let Err(err) = raft.propose(txn.encode()) {
                         error!(%err, "cannot propose session expiry");
                     }
@@ -298,16 +332,10 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                 if !raft.is_leader() || raft.storage_full() {
                     continue;
                 }
-                let now = now_ms();
-                let paths = shared.state.read().tree.reapable_nodes(now);
+                let paths = shared.state().read().tree.reapable_nodes(now_ms());
                 for path in paths {
-                    let txn = Txn {
-                        origin: Origin { server_id: shared.config.server_id, conn_id: 0, xid: 0 },
-                        session_id: 0,
-                        time_ms: now,
-                        auth: Vec::new(),
-                        body: TxnBody::Request(Request::DeleteContainer(SyncRequest { path })),
-                    };
+                    let body = TxnBody::Request(Request::DeleteContainer(SyncRequest { path }));
+                    let txn = Txn::new(origin, 0, Vec::new(), body);
                     if let Err(err) = raft.propose(txn.encode()) {
                         error!(%err, "cannot propose container removal");
                     }

@@ -4,5 +4,6 @@
 pub mod admin;
 pub mod connection;
 pub mod listener;
+pub mod registry;
 pub mod request;
 pub mod sasl;

@@ -1,13 +1,12 @@
 //! Request classification and the requests a server answers locally: reads against the tree,
 //! pings, authentication and watch management. Writes go through Raft instead.
 
-use std::sync::atomic::Ordering;
-
 use rookery_protocol::{
     AddWatchMode, ClientInfo, ErrorCode, Id, Request, Response, SetSaslResponse, SetWatches2,
     SyncResponse, WatcherEvent, WatcherType, WhoAmIResponse,
 };
 
+use crate::server::registry::ConnRegistry;
 use crate::server::sasl::{new_nonce, SaslState};
 use crate::state::Shared;
 use crate::tree::{digest_id, validate_path, OpContext};
@@ -33,6 +32,8 @@ pub fn is_write(request: &Request) -> bool {
 pub struct LocalContext<'a> {
     /// The server's shared state (tree, watches, connections).
     pub shared: &'a Shared,
+    /// The live connections: addauth updates this connection's ids there, for event ACLs.
+    pub conns: &'a ConnRegistry,
     /// Also the watcher id of the connection's watches.
     pub conn_id: u64,
     /// The session the connection carries.
@@ -71,7 +72,7 @@ impl LocalOutcome {
 
 /// Runs a request that needs no Raft entry (reads, pings, auth, watch management) against the local tree, in the connection's task.
 pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
-    let last_zxid = || ctx.shared.last_zxid.load(Ordering::Acquire);
+    let last_zxid = || ctx.shared.last_zxid();
     match request {
         Request::Ping => LocalOutcome::new(Ok(Response::Empty), last_zxid()),
         Request::Auth(packet) => authenticate(ctx, &packet.scheme, &packet.auth),
@@ -102,8 +103,11 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
             if let Err(code) = validate_path(&add.path, false) {
                 return LocalOutcome::new(Err(code), last_zxid());
             }
-            let state = ctx.shared.state.read();
-            ctx.shared.watches.lock().add(ctx.conn_id, &add.path, kind);
+            let state = ctx.shared.state().read();
+            ctx.shared
+                .watches()
+                .lock()
+                .add(ctx.conn_id, &add.path, kind);
             // ZooKeeper answers addWatch with an ErrorResponse(0) body; Java clients read it.
             LocalOutcome::new(Ok(Response::ADD_WATCH_OK), state.last_zxid)
         }
@@ -143,14 +147,14 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
 }
 
 fn read(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
-    let state = ctx.shared.state.read();
+    let state = ctx.shared.state().read();
     let op_ctx = OpContext {
         zxid: state.last_zxid,
-        time_ms: crate::server::connection::now_ms(),
+        time_ms: crate::txn::now_ms(),
         session_id: ctx.session_id,
         auth: ctx.auth,
-        ttl_enabled: ctx.shared.config.ttl_enabled,
-        sasl_provider: ctx.shared.config.sasl_provider,
+        ttl_enabled: ctx.shared.config().ttl_enabled,
+        sasl_provider: ctx.shared.config().sasl_provider,
     };
     let result = state.tree.read(&op_ctx, request);
     // Arm the watch while still holding the read lock, so no write slips in between the read
@@ -166,15 +170,15 @@ fn read(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
         _ => None,
     };
     if let Some((path, kind)) = watch {
-        ctx.shared.watches.lock().add(ctx.conn_id, path, kind);
+        ctx.shared.watches().lock().add(ctx.conn_id, path, kind);
     }
     LocalOutcome::new(result, state.last_zxid)
 }
 
 fn set_watches(ctx: &mut LocalContext<'_>, request: &SetWatches2) -> LocalOutcome {
-    let state = ctx.shared.state.read();
+    let state = ctx.shared.state().read();
     let tree = &state.tree;
-    let events = ctx.shared.watches.lock().set_watches(
+    let events = ctx.shared.watches().lock().set_watches(
         ctx.conn_id,
         request.relative_zxid,
         request,
@@ -197,7 +201,7 @@ fn watch_query(
     if let Err(code) = validate_path(path, false) {
         return LocalOutcome::new(Err(code), zxid);
     }
-    let mut watches = ctx.shared.watches.lock();
+    let mut watches = ctx.shared.watches().lock();
     let found = if remove {
         watches.remove(ctx.conn_id, path, wtype)
     } else {
@@ -233,7 +237,7 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
                 return failed;
             }
             let digest = digest_id(credential);
-            if ctx.shared.config.super_digest.as_deref() == Some(digest.as_str()) {
+            if ctx.shared.config().super_digest.as_deref() == Some(digest.as_str()) {
                 add(Id {
                     scheme: "super".to_string(),
                     id: String::new(),
@@ -254,7 +258,7 @@ fn authenticate(ctx: &mut LocalContext<'_>, scheme: &str, auth: &[u8]) -> LocalO
 
 /// Makes the connection's ids visible to the watch machinery (events are ACL-filtered).
 fn publish_auth(ctx: &LocalContext<'_>) {
-    if let Some(conn) = ctx.shared.conns.lock().by_id.get_mut(&ctx.conn_id) {
+    if let Some(conn) = ctx.conns.lock().by_id.get_mut(&ctx.conn_id) {
         conn.auth = ctx.auth.clone();
     }
 }
@@ -265,7 +269,7 @@ fn publish_auth(ctx: &LocalContext<'_>) {
 /// is false by default).
 fn sasl_step(ctx: &mut LocalContext<'_>, token: &[u8], last_zxid: i64) -> LocalOutcome {
     let session = format_args!("{:#x}", ctx.session_id);
-    let Some(users) = ctx.shared.config.sasl_users.as_ref() else {
+    let Some(users) = ctx.shared.config().sasl_users.as_ref() else {
         // No JAAS Server section: a clean error instead of a dropped connection.
         return LocalOutcome::new(Err(ErrorCode::AuthFailed), last_zxid);
     };
@@ -277,7 +281,7 @@ fn sasl_step(ctx: &mut LocalContext<'_>, token: &[u8], last_zxid: i64) -> LocalO
                     scheme: "sasl".to_string(),
                     id: user,
                 };
-                let is_super = ctx.shared.config.sasl_super_user.as_deref() == Some(&id.id);
+                let is_super = ctx.shared.config().sasl_super_user.as_deref() == Some(&id.id);
                 if !ctx.auth.contains(&id) {
                     ctx.auth.push(id);
                 }

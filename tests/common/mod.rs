@@ -73,6 +73,10 @@ pub struct ServerOpts {
     pub four_lw_whitelist: String,
     pub ttl_enabled: bool,
     pub super_digest: Option<String>,
+    /// Extra zoo.cfg `key=value` lines, given to both targets (rookery reads them from a
+    /// zoo.cfg passed with `--config`; ZooKeeper from its zoo.cfg, and `jute.maxbuffer`, a
+    /// Java system property there, also as `-Djute.maxbuffer`).
+    pub extra_cfg: Vec<(String, String)>,
 }
 
 impl Default for ServerOpts {
@@ -83,6 +87,7 @@ impl Default for ServerOpts {
             four_lw_whitelist: "*".to_string(),
             ttl_enabled: true,
             super_digest: Some(SUPER_DIGEST.to_string()),
+            extra_cfg: Vec::new(),
         }
     }
 }
@@ -194,6 +199,16 @@ impl TestServer {
                 if !o.ttl_enabled {
                     c.arg("--no-ttl");
                 }
+                if !o.extra_cfg.is_empty() {
+                    let cfg = self.base_dir().join("rookery.cfg");
+                    let text: String = o
+                        .extra_cfg
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}\n"))
+                        .collect();
+                    std::fs::write(&cfg, text).unwrap();
+                    c.arg("--config").arg(cfg);
+                }
                 c
             }
             Target::ZooKeeper => {
@@ -211,7 +226,11 @@ impl TestServer {
                         self.port,
                         o.four_lw_whitelist,
                         o.ttl_enabled
-                    ),
+                    ) + &o
+                        .extra_cfg
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}\n"))
+                        .collect::<String>(),
                 )
                 .unwrap();
                 std::fs::write(
@@ -238,6 +257,11 @@ impl TestServer {
                         o.container_check_interval_ms
                     ))
                     .arg("-Dznode.container.maxPerMinute=100000");
+                for (k, v) in &o.extra_cfg {
+                    if k == "jute.maxbuffer" {
+                        c.arg(format!("-Djute.maxbuffer={v}"));
+                    }
+                }
                 if let Some(d) = &o.super_digest {
                     c.arg(format!(
                         "-Dzookeeper.DigestAuthenticationProvider.superDigest={d}"
@@ -330,6 +354,15 @@ impl TestServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         *self.child.lock().unwrap() = Some((child, watchdog));
+    }
+
+    /// The server process's pid (for /proc), while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(child, _)| child.id())
     }
 
     pub fn log_tail(&self, lines: usize) -> String {

@@ -1,0 +1,493 @@
+//! Live connections as the rest of the server reaches them, and the [`ReplySink`] that routes
+//! what the state machine produces (replies, watch events, session ends) to them.
+//!
+//! Memory bound: every connection has an [`OutputBudget`] that counts the bytes queued for it
+//! and not yet written to its socket, both the frames waiting in its channel and the ones in
+//! its own `out` buffer. The apply thread never waits for a connection: when a message would
+//! take the budget past its cap, the connection is closed (its close signal fires) and the
+//! message is dropped, as ZooKeeper closes a client that cannot keep up rather than stalling
+//! the pipeline.
+//!
+//! Lock order: this registry's mutex is the innermost lock of the server. It is taken under
+//! `Shared::state` and `Shared::watches` (by the apply thread), never the other way round.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use parking_lot::{Mutex, MutexGuard};
+use rookery_protocol::codec::write_frame;
+use rookery_protocol::{
+    encode_reply, perms, xids, Acl, ErrorCode, Id, Record, ReplyHeader, Response, WatcherEvent,
+};
+use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::state::ReplySink;
+use crate::tree::check_acl;
+use crate::txn::Origin;
+use crate::watch::Fired;
+
+/// What the state machine and other connections send to a connection. Frames are encoded by
+/// the sender, so their size is known when the budget is charged.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A watch fired. The frame is encoded once per event and shared by every recipient.
+    /// `zxid` is the change's zxid, or -1 for events raised by SetWatches.
+    Event {
+        /// Orders the event against read replies (see `Connection::run_local`).
+        zxid: i64,
+        /// The whole notification frame, length prefix included.
+        frame: Bytes,
+    },
+    /// The result of a write this connection proposed.
+    Reply {
+        /// Matched against the head of the connection's pending queue.
+        xid: i32,
+        /// The whole reply frame, length prefix included.
+        frame: Bytes,
+    },
+    /// The CreateSession this connection proposed was applied.
+    SessionCreated {
+        /// The id the log assigned.
+        session_id: i64,
+        /// The password the proposer chose.
+        passwd: Vec<u8>,
+    },
+}
+
+impl Outbound {
+    /// The bytes this message will occupy in the connection's output.
+    pub fn charge(&self) -> usize {
+        match self {
+            Outbound::Event { frame, .. } | Outbound::Reply { frame, .. } => frame.len(),
+            Outbound::SessionCreated { passwd, .. } => passwd.len() + 64,
+        }
+    }
+}
+
+/// Encodes a reply frame (length prefix, header, body unless it is an error).
+pub fn reply_frame(xid: i32, zxid: i64, result: &Result<Response, ErrorCode>) -> Bytes {
+    let (err, body) = match result {
+        Ok(response) => (0, response),
+        Err(code) => (code.wire(), &Response::Empty),
+    };
+    let header = ReplyHeader { xid, zxid, err };
+    let mut out = BytesMut::new();
+    write_frame(&mut out, |out| encode_reply(&header, body, out));
+    out.freeze()
+}
+
+/// Encodes a watch notification frame (xid -1).
+pub fn event_frame(zxid: i64, event: &WatcherEvent) -> Bytes {
+    let header = ReplyHeader {
+        xid: xids::NOTIFICATION,
+        zxid,
+        err: 0,
+    };
+    let mut out = BytesMut::new();
+    write_frame(&mut out, |out| {
+        header.write(out);
+        event.write(out);
+    });
+    out.freeze()
+}
+
+/// Bytes queued for one connection and not yet written to its socket, with the cap past which
+/// the connection is closed. Shared by the senders (apply thread, other connections) and the
+/// connection task, which releases what it writes.
+#[derive(Debug)]
+pub struct OutputBudget {
+    /// Bytes in the channel plus bytes in the connection's `out` buffer.
+    queued: AtomicUsize,
+    /// The cap (`connection.maxOutputBytes`).
+    cap: usize,
+    /// Set when a charge passed the cap: tells the connection why it was closed.
+    overflowed: AtomicBool,
+    /// Fired to close the connection at once, whatever it is doing (a stalled write included).
+    close: CancellationToken,
+}
+
+impl OutputBudget {
+    /// A budget of `cap` bytes, with its connection's close signal.
+    pub fn new(cap: usize, close: CancellationToken) -> Self {
+        OutputBudget {
+            queued: AtomicUsize::new(0),
+            cap,
+            overflowed: AtomicBool::new(false),
+            close,
+        }
+    }
+
+    /// Charges `bytes`. Past the cap the charge is undone, the close signal fires and false is
+    /// returned: the caller drops the message, the connection is going away.
+    pub fn charge(&self, bytes: usize) -> bool {
+        if self.close.is_cancelled() {
+            return false;
+        }
+        let before = self.queued.fetch_add(bytes, Ordering::AcqRel);
+        if before.saturating_add(bytes) > self.cap {
+            self.queued.fetch_sub(bytes, Ordering::AcqRel);
+            self.overflowed.store(true, Ordering::Release);
+            self.close.cancel();
+            return false;
+        }
+        true
+    }
+
+    /// Releases `bytes` that were written to the socket (or dropped with the connection).
+    pub fn release(&self, bytes: usize) {
+        // Saturating: releasing more than was charged is a bug, but must not wrap to "full".
+        let _ = self
+            .queued
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |q| {
+                Some(q.saturating_sub(bytes))
+            });
+    }
+
+    /// Bytes currently queued.
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Acquire)
+    }
+
+    /// The cap.
+    pub fn cap(&self) -> usize {
+        self.cap
+    }
+
+    /// Whether a charge ever passed the cap (so the close was for a slow consumer).
+    pub fn overflowed(&self) -> bool {
+        self.overflowed.load(Ordering::Acquire)
+    }
+
+    /// Whether the connection has been told to close.
+    pub fn is_closed(&self) -> bool {
+        self.close.is_cancelled()
+    }
+
+    /// Tells the connection to close at once (not an overflow: `overflowed` stays false).
+    pub fn close(&self) {
+        self.close.cancel();
+    }
+}
+
+/// A connection as the rest of the server reaches it.
+#[derive(Debug, Clone)]
+pub struct ConnHandle {
+    /// Where replies and events for this connection go; unbounded because the budget, not the
+    /// channel, bounds it (a bounded channel would make the apply thread wait).
+    pub tx: UnboundedSender<Outbound>,
+    /// Bytes queued for it and its close signal.
+    pub budget: Arc<OutputBudget>,
+    /// The session the connection carries (0 until the handshake ends).
+    pub session_id: i64,
+    /// For the `cons` four-letter word and for log lines about this connection.
+    pub peer: SocketAddr,
+    /// The connection's authenticated ids: a watch event goes only to connections that may
+    /// READ the node it is about.
+    pub auth: Vec<Id>,
+    /// Requests received and not answered yet, for `cons` (`queued=`).
+    pub outstanding: Arc<AtomicUsize>,
+}
+
+impl ConnHandle {
+    /// Queues a message, closing the connection instead if it would pass its output cap.
+    /// Never blocks.
+    pub fn send(&self, message: Outbound) {
+        let bytes = message.charge();
+        let was_closed = self.budget.is_closed();
+        if !self.budget.charge(bytes) {
+            if was_closed {
+                return;
+            }
+            warn!(
+                session = format_args!("{:#x}", self.session_id),
+                peer = %self.peer,
+                queued = self.budget.queued(),
+                cap = self.budget.cap(),
+                "connection output over its cap; closing it"
+            );
+            return;
+        }
+        if self.tx.send(message).is_err() {
+            // The receiver is gone: the connection is ending and nobody will release this.
+            self.budget.release(bytes);
+        }
+    }
+}
+
+/// The connection tables, behind their own mutex.
+#[derive(Debug, Default)]
+pub struct ConnTables {
+    /// Connection id → handle.
+    pub by_id: HashMap<u64, ConnHandle>,
+    /// Session id → the connection currently carrying it (a session moves on reconnect).
+    pub by_session: HashMap<i64, u64>,
+}
+
+impl ConnTables {
+    /// Sends to one connection, if it is still there.
+    pub fn send(&self, conn_id: u64, message: Outbound) {
+        if let Some(conn) = self.by_id.get(&conn_id) {
+            conn.send(message);
+        }
+    }
+
+    /// Closes one connection at once, if it is still there.
+    pub fn close(&self, conn_id: u64) {
+        if let Some(conn) = self.by_id.get(&conn_id) {
+            conn.budget.close();
+        }
+    }
+}
+
+/// Live connections of this server.
+#[derive(Debug, Default)]
+pub struct ConnRegistry {
+    /// The tables; innermost lock (see the module docs).
+    tables: Mutex<ConnTables>,
+}
+
+impl ConnRegistry {
+    /// Locks the tables. Innermost lock: take nothing else while holding it.
+    pub fn lock(&self) -> MutexGuard<'_, ConnTables> {
+        self.tables.lock()
+    }
+}
+
+/// Routes the state machine's output to this server's connections.
+#[derive(Debug)]
+pub struct ServerSink {
+    /// This server's id: only entries it proposed are answered here.
+    server_id: u64,
+    /// Where the connections are.
+    conns: Arc<ConnRegistry>,
+}
+
+impl ServerSink {
+    /// A sink for the server `server_id`.
+    pub fn new(server_id: u64, conns: Arc<ConnRegistry>) -> Self {
+        ServerSink { server_id, conns }
+    }
+
+    /// The connection waiting on `origin`, if it is one of ours.
+    fn ours(&self, origin: &Origin) -> Option<u64> {
+        (origin.server_id == self.server_id && origin.conn_id != 0).then_some(origin.conn_id)
+    }
+}
+
+impl ReplySink for ServerSink {
+    fn session_created(&mut self, origin: Origin, session_id: i64, passwd: &[u8]) {
+        if let Some(conn_id) = self.ours(&origin) {
+            self.conns.lock().send(
+                conn_id,
+                Outbound::SessionCreated {
+                    session_id,
+                    passwd: passwd.to_vec(),
+                },
+            );
+        }
+    }
+
+    fn write_applied(&mut self, origin: Origin, zxid: i64, result: &Result<Response, ErrorCode>) {
+        if let Some(conn_id) = self.ours(&origin) {
+            let frame = reply_frame(origin.xid, zxid, result);
+            self.conns.lock().send(
+                conn_id,
+                Outbound::Reply {
+                    xid: origin.xid,
+                    frame,
+                },
+            );
+        }
+    }
+
+    fn watches_fired(&mut self, zxid: i64, acl: Option<&[Acl]>, fired: Fired) {
+        if fired.watchers.is_empty() {
+            return;
+        }
+        // One encoding for every recipient; each connection only bumps a refcount.
+        let frame = event_frame(zxid, &fired.event);
+        let conns = self.conns.lock();
+        for watcher in fired.watchers {
+            let Some(conn) = conns.by_id.get(&watcher) else {
+                continue;
+            };
+            if let Some(acl) = acl {
+                if check_acl(acl, perms::READ, &conn.auth).is_err() {
+                    debug!(path = %fired.event.path, "watch event filtered by ACL");
+                    continue;
+                }
+            }
+            conn.send(Outbound::Event {
+                zxid,
+                frame: frame.clone(),
+            });
+        }
+    }
+
+    fn session_closed(&mut self, session_id: i64, origin: Origin) {
+        // Expiry, or a close through another connection: drop the session's connection now,
+        // without queueing behind whatever it has not written yet.
+        let conns = self.conns.lock();
+        if let Some(conn_id) = conns.by_session.get(&session_id).copied() {
+            if self.ours(&origin) != Some(conn_id) {
+                conns.close(conn_id);
+            }
+        }
+    }
+
+    fn proposal_dropped(&mut self, origin: Origin) {
+        if let Some(conn_id) = self.ours(&origin) {
+            warn!(conn = conn_id, "proposal dropped; closing the connection");
+            self.conns.lock().close(conn_id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rookery_protocol::{EventType, KeeperState};
+    use tokio::sync::mpsc;
+
+    fn handle(cap: usize, session_id: i64) -> (ConnHandle, mpsc::UnboundedReceiver<Outbound>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = ConnHandle {
+            tx,
+            budget: Arc::new(OutputBudget::new(cap, CancellationToken::new())),
+            session_id,
+            peer: SocketAddr::from(([127, 0, 0, 1], 1)),
+            auth: vec![],
+            outstanding: Arc::default(),
+        };
+        (handle, rx)
+    }
+
+    #[test]
+    fn budget_charges_releases_and_closes_past_the_cap() {
+        let budget = OutputBudget::new(100, CancellationToken::new());
+        assert!(budget.charge(60));
+        assert!(budget.charge(40));
+        assert_eq!(budget.queued(), 100);
+        assert!(!budget.is_closed());
+        // One byte over: refused, undone, and the connection is told to close.
+        assert!(!budget.charge(1));
+        assert_eq!(budget.queued(), 100);
+        assert!(budget.is_closed());
+        assert!(budget.overflowed());
+        // Once closed, nothing more is accepted even after space is released.
+        budget.release(100);
+        assert_eq!(budget.queued(), 0);
+        assert!(!budget.charge(1));
+        // Over-release saturates at zero.
+        budget.release(5);
+        assert_eq!(budget.queued(), 0);
+    }
+
+    #[test]
+    fn send_charges_the_frame_and_drops_past_the_cap() {
+        let (conn, mut rx) = handle(64, 7);
+        let frame = reply_frame(1, 5, &Ok(Response::Empty));
+        let len = frame.len();
+        conn.send(Outbound::Reply { xid: 1, frame });
+        assert_eq!(conn.budget.queued(), len);
+        assert!(matches!(rx.try_recv(), Ok(Outbound::Reply { xid: 1, .. })));
+        // A frame bigger than what is left closes the connection and is not queued.
+        let big = Bytes::from(vec![0u8; 64]);
+        conn.send(Outbound::Event {
+            zxid: 1,
+            frame: big,
+        });
+        assert!(conn.budget.is_closed());
+        assert!(rx.try_recv().is_err());
+        assert_eq!(conn.budget.queued(), len);
+    }
+
+    #[test]
+    fn send_to_a_gone_receiver_releases_its_charge() {
+        let (conn, rx) = handle(1000, 7);
+        drop(rx);
+        conn.send(Outbound::Reply {
+            xid: 1,
+            frame: reply_frame(1, 5, &Ok(Response::Empty)),
+        });
+        assert_eq!(conn.budget.queued(), 0);
+    }
+
+    #[test]
+    fn sink_shares_one_event_frame_and_routes_only_own_origins() {
+        let conns = Arc::new(ConnRegistry::default());
+        let (a, mut rx_a) = handle(1 << 20, 10);
+        let (b, mut rx_b) = handle(1 << 20, 11);
+        {
+            let mut tables = conns.lock();
+            tables.by_id.insert(1, a.clone());
+            tables.by_id.insert(2, b.clone());
+            tables.by_session.insert(10, 1);
+            tables.by_session.insert(11, 2);
+        }
+        let mut sink = ServerSink::new(5, Arc::clone(&conns));
+        let event = WatcherEvent {
+            event_type: EventType::NodeDataChanged.wire(),
+            state: KeeperState::SyncConnected.wire(),
+            path: "/a".into(),
+        };
+        sink.watches_fired(
+            9,
+            None,
+            Fired {
+                event,
+                watchers: vec![1, 2, 3],
+            },
+        );
+        let (Ok(Outbound::Event { frame: fa, .. }), Ok(Outbound::Event { frame: fb, .. })) =
+            (rx_a.try_recv(), rx_b.try_recv())
+        else {
+            panic!("both watchers get the event");
+        };
+        // The same allocation: serialized once.
+        assert_eq!(fa.as_ptr(), fb.as_ptr());
+        // Another server's entry is not answered here; ours is.
+        let theirs = Origin {
+            server_id: 6,
+            conn_id: 1,
+            xid: 3,
+        };
+        sink.write_applied(theirs, 9, &Ok(Response::Empty));
+        assert!(rx_a.try_recv().is_err());
+        let mine = Origin {
+            server_id: 5,
+            ..theirs
+        };
+        sink.write_applied(mine, 9, &Ok(Response::Empty));
+        assert!(matches!(
+            rx_a.try_recv(),
+            Ok(Outbound::Reply { xid: 3, .. })
+        ));
+        // A session closed by expiry (origin conn 0) closes its connection at once; a session
+        // closed through its own connection does not.
+        sink.session_closed(
+            11,
+            Origin {
+                server_id: 5,
+                conn_id: 2,
+                xid: 1,
+            },
+        );
+        assert!(!b.budget.is_closed());
+        sink.session_closed(
+            11,
+            Origin {
+                server_id: 5,
+                conn_id: 0,
+                xid: 0,
+            },
+        );
+        assert!(b.budget.is_closed());
+        assert!(!a.budget.is_closed());
+    }
+}
