@@ -983,6 +983,8 @@ pub mod load {
     pub struct Ledger {
         /// path -> every value written to it, in issue order (index 0 = the create).
         pub writes: BTreeMap<String, Vec<(Vec<u8>, Outcome)>>,
+        /// Multi-created pairs: (a, b, outcome).
+        pub pairs: Vec<(String, String, Outcome)>,
         pub acked: u64,
         pub unknown: u64,
     }
@@ -1062,7 +1064,8 @@ pub mod load {
         while !stop.load(Ordering::SeqCst) {
             i += 1;
             let sent = Instant::now();
-            let (path, value, r) = if mine.is_empty() || rng.next() % 2 == 0 {
+            let choice = rng.next() % 10;
+            let (paths, value, r) = if mine.is_empty() || choice < 4 {
                 let path = format!("{base}/w{k}-c{i}");
                 let value = format!("w{k}-c{i}-v0").into_bytes();
                 let r = tokio::time::timeout(
@@ -1075,26 +1078,48 @@ pub mod load {
                 if r.is_ok() {
                     mine.push(path.clone());
                 }
-                (path, value, r)
-            } else {
+                (vec![path], value, r)
+            } else if choice < 8 {
                 let path = mine[(rng.next() % mine.len() as u64) as usize].clone();
                 let value = format!("w{k}-s{i}").into_bytes();
                 let r = tokio::time::timeout(OP_BOUND, client.set_data(&path, &value, None))
                     .await
                     .unwrap_or_else(|_| panic!("writer {k}: setData not answered in {OP_BOUND:?}"))
                     .map(|_| ());
-                (path, value, r)
+                (vec![path], value, r)
+            } else {
+                // A two-node multi: all or nothing.
+                let a = format!("{base}/w{k}-m{i}-a");
+                let b = format!("{base}/w{k}-m{i}-b");
+                let value = format!("w{k}-m{i}").into_bytes();
+                let mut w = client.new_multi_writer();
+                w.add_create(&a, &value, &super::super::anyone()).unwrap();
+                w.add_create(&b, &value, &super::super::anyone()).unwrap();
+                let r = tokio::time::timeout(OP_BOUND, w.commit())
+                    .await
+                    .unwrap_or_else(|_| panic!("writer {k}: multi not answered in {OP_BOUND:?}"))
+                    .map(|_| ())
+                    .map_err(zk::Error::from);
+                let outcome = if r.is_ok() {
+                    Outcome::Acked
+                } else {
+                    Outcome::Unknown
+                };
+                ledger.pairs.push((a.clone(), b.clone(), outcome));
+                (vec![a, b], value, r)
             };
             let outcome = if r.is_ok() {
                 Outcome::Acked
             } else {
                 Outcome::Unknown
             };
-            ledger
-                .writes
-                .entry(path)
-                .or_default()
-                .push((value, outcome));
+            for path in paths {
+                ledger
+                    .writes
+                    .entry(path)
+                    .or_default()
+                    .push((value.clone(), outcome));
+            }
             match r {
                 Ok(()) => {
                     ledger.acked += 1;
@@ -1115,7 +1140,8 @@ pub mod load {
     }
 
     /// Checks the ledgers against what members hold: every acknowledged create exists with its
-    /// last acknowledged value or a later attempted one; nothing unattempted exists. Returns the
+    /// last acknowledged value or a later attempted one; nothing unattempted exists; the two
+    /// nodes of a multi exist together or not at all. Returns the
     /// problems (empty = fine) and the number of values checked.
     pub fn verify(
         ledgers: &[Ledger],
@@ -1130,6 +1156,16 @@ pub mod load {
             }
         }
         for (member, present) in per_member {
+            for l in ledgers {
+                for (a, b, o) in &l.pairs {
+                    let (ea, eb) = (present.contains_key(a), present.contains_key(b));
+                    if ea != eb {
+                        problems.push(format!(
+                            "member {member}: multi half-applied: {a} exists={ea}, {b} exists={eb} ({o:?})"
+                        ));
+                    }
+                }
+            }
             for p in present.keys() {
                 if !attempted.contains_key(p.as_str()) {
                     problems.push(format!(
