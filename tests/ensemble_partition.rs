@@ -36,8 +36,16 @@ fn proxied() -> ClusterOpts {
     }
 }
 
-/// Creates `path` through `c`, retrying errors until `deadline`; the time of the ack.
-async fn create_retrying(c: &zk::Client, path: &str, deadline: Instant) -> Option<Instant> {
+/// Creates `path` through `c`, retrying errors until `deadline`; the time of the ack. If the
+/// client library gives the session up (it declares it expired on its own after 1.4 x the
+/// timeout without a reply), a new client on `cs` carries on: this checks that the majority
+/// takes writes, not that one client survives.
+async fn create_retrying(
+    c: &mut zk::Client,
+    cs: &str,
+    path: &str,
+    deadline: Instant,
+) -> Option<Instant> {
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -45,7 +53,17 @@ async fn create_retrying(c: &zk::Client, path: &str, deadline: Instant) -> Optio
         }
         match tokio::time::timeout(left, c.create(path, b"m", &anyone())).await {
             Ok(Ok(_)) | Ok(Err(zk::Error::NodeExists)) => return Some(Instant::now()),
-            Ok(Err(e)) if c.state().is_terminated() => panic!("client terminated: {e}"),
+            Ok(Err(e)) if c.state().is_terminated() => {
+                eprintln!(
+                    "majority client terminated ({e}, state {:?}); reconnecting to {cs}",
+                    c.state()
+                );
+                *c = connect(
+                    cs,
+                    zk::Client::connector().with_session_timeout(Duration::from_secs(10)),
+                )
+                .await;
+            }
             _ => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     }
@@ -69,7 +87,8 @@ async fn partitioned_leader_loses_writes_majority_goes_on() {
         for i in 0..20 {
             on_leader.create(&format!("{base}/before-{i}"), b"b", &anyone()).await.unwrap();
         }
-        let on_major = c.client(majority[0]).await;
+        let major_cs = c.connect_string_of(&majority);
+        let mut on_major = connect(&major_cs, zk::Client::connector().with_session_timeout(Duration::from_secs(10))).await;
 
         let t_cut = Instant::now();
         c.partition(leader);
@@ -103,7 +122,7 @@ async fn partitioned_leader_loses_writes_majority_goes_on() {
         let elected = t_cut.elapsed();
         let mut first_major_ack = None;
         for i in 0..20 {
-            let t = create_retrying(&on_major, &format!("{base}/majority-{i}"), Instant::now() + Duration::from_secs(30))
+            let t = create_retrying(&mut on_major, &major_cs, &format!("{base}/majority-{i}"), Instant::now() + Duration::from_secs(30))
                 .await
                 .unwrap_or_else(|| panic!("majority write {i} not acknowledged within 30 s"));
             first_major_ack.get_or_insert(t - t_cut);

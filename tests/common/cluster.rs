@@ -311,14 +311,14 @@ impl Cluster {
         let mut links = vec![];
         if opts.proxied {
             for from in 0..n {
-                for to in 0..n {
+                for (to, target_member) in members.iter().enumerate() {
                     if from == to {
                         continue;
                     }
                     for port in [LinkPort::Peer, LinkPort::Election] {
                         let real = match port {
-                            LinkPort::Peer => members[to].peer_port,
-                            LinkPort::Election => members[to].election_port,
+                            LinkPort::Peer => target_member.peer_port,
+                            LinkPort::Election => target_member.election_port,
                         };
                         let h = rt.handle().clone();
                         // Proxy::start spawns on the current runtime: enter ours from a fresh thread
