@@ -4,6 +4,8 @@
 //!   minority takes no write (none acknowledged, none committed anywhere) and closes or fails its
 //!   clients; the majority elects a leader and takes writes; after healing, the old leader
 //!   catches up (its data equals the others').
+//! * `paused_leader_is_replaced_and_catches_up`: SIGSTOP the leader (silent: sockets stay open);
+//!   the others elect after syncLimit x tickTime; after SIGCONT it rejoins with equal data.
 //! * `partitioned_follower_drops_its_clients` (cluster.md §5 bug 3): a follower cut off from the
 //!   quorum drops its clients *before* the majority expires their sessions, so a lock holder on
 //!   it can never coexist with a new holder; after healing the client learns it expired.
@@ -245,6 +247,61 @@ async fn partitioned_follower_drops_its_clients() {
             common::target(),
             dropped.0,
             dropped.1
+        );
+    })
+    .await
+}
+
+/// A silent leader (SIGSTOP: its sockets stay open, nothing answers) is replaced by the others
+/// once they notice by timeout; after SIGCONT it rejoins and its data equals the others'.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_leader_is_replaced_and_catches_up() {
+    if !ensemble_tests_enabled("paused_leader_is_replaced_and_catches_up") {
+        return;
+    }
+    let _one = exclusive();
+    within(BOUND_SECS, "paused_leader_is_replaced_and_catches_up", async {
+        let c = Cluster::start_async(ClusterOpts::default()).await;
+        let leader = c.blocking(|c| c.wait_ready(60)).await;
+        let majority = c.others(leader);
+        let base = unique("ens-stop");
+        let major_cs = c.connect_string_of(&majority);
+        let mut on_major = connect(&major_cs, zk::Client::connector().with_session_timeout(Duration::from_secs(10))).await;
+        on_major.create(&base, b"", &anyone()).await.unwrap();
+
+        let t_stop = Instant::now();
+        c.sigstop(leader);
+        let mj = majority.clone();
+        let new_leader = c.blocking(move |c| c.wait_leader_among(&mj, 60)).await;
+        let elected = t_stop.elapsed();
+        let mut first_ack = None;
+        for i in 0..20 {
+            let t = create_retrying(&mut on_major, &major_cs, &format!("{base}/n{i}"), Instant::now() + Duration::from_secs(30))
+                .await
+                .unwrap_or_else(|| panic!("write {i} not acknowledged within 30 s of the pause"));
+            first_ack.get_or_insert(t - t_stop);
+        }
+        c.sigcont(leader);
+        c.blocking(|c| c.wait_ready(60)).await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let dumps = loop {
+            let d = c.dump_children(&[0, 1, 2], &base).await;
+            if d.iter().all(|(_, m)| *m == d[0].1) || Instant::now() > deadline {
+                break d;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        for (m, data) in &dumps {
+            assert_eq!(data.len(), 20, "member {m} holds {} of the 20 nodes", data.len());
+            assert_eq!(data, &dumps[0].1, "member {m} differs after SIGCONT");
+        }
+        eprintln!(
+            "paused leader ({:?}, tick {} ms, syncLimit {}): leader {leader} SIGSTOPped; {new_leader} elected after {elected:?}; \
+             first write acknowledged {first_ack:?} after the pause; after SIGCONT member {leader} is {:?} and holds the same data",
+            common::target(),
+            c.opts().tick_time_ms,
+            c.opts().sync_limit,
+            c.mode(leader)
         );
     })
     .await
