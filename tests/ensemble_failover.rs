@@ -8,6 +8,7 @@
 //!   kill, none expired, even one session timeout after the recovery (no expiry storm).
 //! * `idle_follower_sessions_survive`: clients idle on a follower for five session timeouts keep
 //!   their sessions and ephemerals (cluster.md §5 bug 1).
+//! * `observer_serves_and_keeps_sessions_through_leader_kill`: 3 voters + 1 observer.
 //!
 //! **Run by hand**, not by the CI: each test starts three servers (JVMs for ZooKeeper) and runs
 //! for tens of seconds on a shared 2-core machine, and rookery does not serve as an ensemble
@@ -311,6 +312,51 @@ async fn idle_follower_sessions_survive() {
             idle.len(),
             timeout * 5,
             common::target()
+        );
+    })
+    .await
+}
+
+/// 3 voters + 1 observer (`server.4=...:observer`, `peerType=observer`): the observer reports
+/// `Mode: observer`, takes writes (forwarded) and reads them back, and its client keeps its
+/// session and ephemeral through a leader kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observer_serves_and_keeps_sessions_through_leader_kill() {
+    if !ensemble_tests_enabled("observer_serves_and_keeps_sessions_through_leader_kill") {
+        return;
+    }
+    let _one = exclusive();
+    within(BOUND_SECS, "observer_serves_and_keeps_sessions_through_leader_kill", async {
+        let c = Cluster::start_async(ClusterOpts {
+            observers: 1,
+            ..ClusterOpts::default()
+        })
+        .await;
+        let leader = c.blocking(|c| c.wait_ready(60)).await;
+        let obs = 3;
+        assert_eq!(c.mode(obs), Some(common::cluster::Mode::Observer), "member {obs}: {:?}", c.srvr(obs));
+        let base = unique("ens-obs");
+        let cl = c.client_with(obs, connector(SESSION)).await;
+        cl.create(&base, b"", &anyone()).await.unwrap();
+        let e = format!("{base}/eph");
+        cl.create(&e, b"", &opts(CreateMode::Ephemeral)).await.unwrap();
+        let sid = cl.session_id().0;
+        ephemeral_on_all(&c, &[0, 1, 2, 3], &e, sid).await;
+
+        let t = Instant::now();
+        c.kill9(leader);
+        let voters: Vec<usize> = (0..3).filter(|&i| i != leader).collect();
+        c.blocking(move |c| c.wait_leader_among(&voters, 30)).await;
+        let st = usable_again(&cl, &e, Instant::now() + Duration::from_secs(30)).await;
+        assert!(st.is_some(), "observer client lost {e} ({:?})", cl.state());
+        assert_eq!(cl.session_id().0, sid);
+        cl.create(&format!("{base}/after"), b"", &anyone()).await.unwrap();
+        let survivors: Vec<usize> = (0..4).filter(|&i| i != leader).collect();
+        ephemeral_on_all(&c, &survivors, &e, sid).await;
+        eprintln!(
+            "observer ({:?}): member {obs} served as observer; its client kept session {sid:#x} through the kill of leader {leader} ({:?} until usable)",
+            common::target(),
+            t.elapsed()
         );
     })
     .await
