@@ -212,7 +212,7 @@ struct Inner {
     links: Vec<Link>,
     partitioned: Mutex<BTreeSet<usize>>,
     rt: Mutex<Option<tokio::runtime::Runtime>>,
-    _tmp: tempfile::TempDir,
+    tmp: Mutex<Option<tempfile::TempDir>>,
 }
 
 /// A running ensemble; cheap to clone (shared). Members are indexed from 0; member `i` has
@@ -345,7 +345,7 @@ impl Cluster {
                 links,
                 partitioned: Mutex::new(BTreeSet::new()),
                 rt: Mutex::new(Some(rt)),
-                _tmp: tmp,
+                tmp: Mutex::new(Some(tmp)),
             }),
         };
         for i in 0..n {
@@ -954,6 +954,12 @@ impl Drop for Inner {
             }
         }
         self.links.clear();
+        // Keep the members' dirs (configs, logs, data) of a failed test, or with ENSEMBLE_KEEP=1.
+        if std::thread::panicking() || std::env::var("ENSEMBLE_KEEP").as_deref() == Ok("1") {
+            if let Some(t) = self.tmp.lock().ok().and_then(|mut t| t.take()) {
+                eprintln!("ensemble dirs kept: {}", t.keep().display());
+            }
+        }
         if let Ok(mut rt) = self.rt.lock() {
             if let Some(rt) = rt.take() {
                 rt.shutdown_background();
@@ -1194,10 +1200,12 @@ pub mod load {
                         checked += 1;
                         let from = last_ack.unwrap_or(0);
                         if !writes[from..].iter().any(|(v, _)| v == data) {
+                            let pos = writes.iter().position(|(v, _)| v == data);
                             problems.push(format!(
-                                "member {member}: {p} holds {:?} but the last acknowledged write is #{from} of {}",
+                                "member {member}: {p} holds {:?} (write #{pos:?}) but the last acknowledged write is #{from} of {}: {:?}",
                                 String::from_utf8_lossy(data),
-                                writes.len()
+                                writes.len(),
+                                writes.iter().map(|(v, o)| (String::from_utf8_lossy(v).into_owned(), *o)).collect::<Vec<_>>()
                             ));
                         }
                     }
