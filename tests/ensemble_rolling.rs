@@ -9,6 +9,13 @@
 //!   under creates, setData and two-node multis. Every acknowledged write is on every member,
 //!   nothing unattempted exists, no multi is half-applied.
 //!
+//!   Against Debian's ZooKeeper 3.8.0 this failed once in about 21 runs (2026-12-01): after the
+//!   last restart and a `sync`, one member held an older value of a node than its last
+//!   acknowledged setData, while the other two held the acknowledged one. That matches ZooKeeper's
+//!   known follower txn-loss bugs around crashes during DIFF sync (ZOOKEEPER-4646, -4643, -4785,
+//!   fixed after 3.8.0), so a rare ZooKeeper failure here is a ZooKeeper finding, not a test bug;
+//!   not reproduced in 20 later runs. A failed test now keeps the members' dirs and logs.
+//!
 //! **Run by hand**, not by the CI (three server processes per test, up to a few minutes;
 //! rookery does not serve as an ensemble yet, issue 7, so against rookery they fail with
 //! "reports `Mode: standalone`"). Without `ENSEMBLE_TESTS=1` each test prints a one-line notice
