@@ -1,0 +1,1257 @@
+//! A multi-process ensemble on loopback: N real server processes (rookery, or Apache ZooKeeper 3.8
+//! with `E2E_TARGET=zk`, the same switch as the standalone harness), each with its own data dir,
+//! zoo.cfg and `myid`, optionally with TCP proxies on every peer link so that a test can partition
+//! a member away and heal it.
+//!
+//! # Configuration
+//! Every member gets a zoo.cfg in ZooKeeper's own syntax; rookery reads the same file
+//! (`rookery --config zoo.cfg`):
+//!
+//! ```text
+//! tickTime=500
+//! initLimit=10
+//! syncLimit=5
+//! dataDir=<member dir>/data          # holds `myid`
+//! clientPort=<port>
+//! clientPortAddress=127.0.0.1
+//! 4lw.commands.whitelist=*
+//! maxClientCnxns=0
+//! admin.enableServer=false
+//! standaloneEnabled=false
+//! server.1=127.0.0.1:<peer>:<election>;127.0.0.1:<client>
+//! server.2=127.0.0.1:<peer>:<election>;127.0.0.1:<client>
+//! server.3=127.0.0.1:<peer>:<election>:observer;127.0.0.1:<client>   # observers only
+//! ```
+//!
+//! ZooKeeper also gets `-Dzookeeper.admin.enableServer=false` (else every member binds 8080).
+//!
+//! # Peer-link proxies (`ClusterOpts::proxied`)
+//! Without proxies every member's `server.N` lines carry the real ports. With proxies, member
+//! `i`'s own line keeps its real ports (a server binds what its own line says), but its line for
+//! every other member `j` names two loopback proxies owned by the link `i -> j`, which forward to
+//! `j`'s real peer and election ports. Every TCP connection *dialled by* `i` towards `j` thus goes
+//! through a proxy of the link `i -> j`, whichever way the bytes then flow, so cutting every link
+//! that starts or ends at `i` isolates `i` in both directions ([`Cluster::partition`]); restoring
+//! them heals it ([`Cluster::heal`]).
+//!
+//! * **ZooKeeper** uses both ports: followers dial the leader's quorum (first) port, and every
+//!   member dials the others' election (second) port (the lower id's connection is dropped and
+//!   dialled back by the higher id, through *its* config, i.e. through its own proxy). Both are
+//!   proxied.
+//! * **rookery** (cluster.md §4.2, §4.1) uses only the first port: one-way connections, A dials B
+//!   for A -> B. The second port is still written (ZooKeeper syntax, shown in
+//!   `/zookeeper/config`) and its proxy exists, but nothing listens behind it, so it stays idle.
+//!
+//! A cut aborts the proxied connections (both ends see a reset) and accepts-then-closes new ones:
+//! a "loud" partition. Silent packet loss needs network namespaces (see faults-here.md).
+//!
+//! # Safety
+//! Every process is SIGKILLed when the last clone of the [`Cluster`] is dropped, and is guarded
+//! by an `sh` watchdog that SIGKILLs it once the test process is gone. Every wait is bounded.
+//! The methods are blocking (they spawn processes and poll four-letter words); from async test
+//! code call the quick ones inline and wrap the slow ones in [`Cluster::blocking`].
+//!
+//! # Ensemble or not
+//! [`Cluster::wait_ready`] requires every member to report `Mode: leader|follower|observer`. A
+//! member reporting `Mode: standalone` fails at once with a clear message: today's rookery
+//! ignores `server.N` lines (issue 7 is not wired into the server yet) and serves standalone.
+#![allow(dead_code)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use zookeeper_client as zk;
+
+use super::proxy::Proxy;
+use super::{four_letter_word, free_port, is_zk, target, try_connect, Target};
+
+/// The ensemble tests start 3+ JVMs or servers each and take tens of seconds, so they are
+/// `#[ignore]`d in the normal run (the CI) and run by hand with `--ignored` (see the test
+/// files' doc comments). Kept as a hook so a test can still opt out at run time.
+pub fn ensemble_tests_enabled(_test: &str) -> bool {
+    true
+}
+
+/// One ensemble at a time per test process (each is 3+ server processes on a 2-core machine):
+/// hold the returned guard for the whole test. Bounded wait (20 min).
+pub fn exclusive() -> ExclusiveGuard {
+    static BUSY: Mutex<bool> = Mutex::new(false);
+    static CV: Condvar = Condvar::new();
+    let deadline = Instant::now() + Duration::from_secs(1200);
+    let mut busy = BUSY.lock().unwrap_or_else(|e| e.into_inner());
+    while *busy {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "waited 20 min for another ensemble test");
+        busy = CV
+            .wait_timeout(busy, left)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+    }
+    *busy = true;
+    ExclusiveGuard {
+        release: Box::new(|| {
+            *BUSY.lock().unwrap_or_else(|e| e.into_inner()) = false;
+            CV.notify_all();
+        }),
+    }
+}
+
+pub struct ExclusiveGuard {
+    release: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Drop for ExclusiveGuard {
+    fn drop(&mut self) {
+        (self.release)()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterOpts {
+    /// Voting members.
+    pub voters: usize,
+    /// Observers (ZooKeeper observers, rookery learners), numbered after the voters.
+    pub observers: usize,
+    pub tick_time_ms: u64,
+    pub init_limit: u32,
+    pub sync_limit: u32,
+    /// TCP proxies on every peer link (needed for `partition`/`heal`).
+    pub proxied: bool,
+    /// Extra zoo.cfg lines, appended verbatim.
+    pub extra_cfg: Vec<String>,
+    /// ZooKeeper heap per member.
+    pub zk_heap: String,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        ClusterOpts {
+            voters: 3,
+            observers: 0,
+            tick_time_ms: 500,
+            init_limit: 10,
+            sync_limit: 5,
+            proxied: false,
+            extra_cfg: vec![],
+            zk_heap: "256m".to_string(),
+        }
+    }
+}
+
+/// What `srvr` says about a member.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Leader,
+    Follower,
+    Observer,
+    Standalone,
+    ReadOnly,
+    /// Answers, but "not currently serving requests" (electing, syncing).
+    NotServing,
+}
+
+pub fn parse_mode(srvr: &str) -> Option<Mode> {
+    if srvr.contains("not currently serving") {
+        return Some(Mode::NotServing);
+    }
+    let line = srvr.lines().find_map(|l| l.strip_prefix("Mode:"))?;
+    Some(match line.trim() {
+        "leader" => Mode::Leader,
+        "follower" => Mode::Follower,
+        "observer" => Mode::Observer,
+        "standalone" => Mode::Standalone,
+        "read-only" => Mode::ReadOnly,
+        _ => return None,
+    })
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkPort {
+    Peer,
+    Election,
+}
+
+struct Link {
+    from: usize,
+    to: usize,
+    port: LinkPort,
+    proxy: Proxy,
+}
+
+struct Member {
+    id: u32,
+    observer: bool,
+    client_port: u16,
+    peer_port: u16,
+    election_port: u16,
+    dir: PathBuf,
+    child: Mutex<Option<(Child, Child)>>,
+    stopped: AtomicBool,
+    starts: AtomicU32,
+}
+
+struct Inner {
+    opts: ClusterOpts,
+    members: Vec<Member>,
+    links: Vec<Link>,
+    partitioned: Mutex<BTreeSet<usize>>,
+    rt: Mutex<Option<tokio::runtime::Runtime>>,
+    tmp: Mutex<Option<tempfile::TempDir>>,
+}
+
+/// A running ensemble; cheap to clone (shared). Members are indexed from 0; member `i` has
+/// `myid` `i + 1`.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+fn rookery_bin() -> String {
+    std::env::var("ROOKERY_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_rookery").to_string())
+}
+
+/// `n` distinct free loopback ports.
+fn free_ports(n: usize) -> Vec<u16> {
+    let mut set = BTreeSet::new();
+    let mut out = vec![];
+    for _ in 0..n * 20 {
+        if out.len() == n {
+            break;
+        }
+        let p = free_port();
+        if set.insert(p) {
+            out.push(p);
+        }
+    }
+    assert_eq!(out.len(), n, "could not find {n} distinct free ports");
+    out
+}
+
+impl Cluster {
+    /// Writes the configs, starts every member and waits until the ensemble serves
+    /// ([`Cluster::wait_ready`], 120 s).
+    pub fn start(opts: ClusterOpts) -> Cluster {
+        let c = Cluster::create(opts);
+        for i in 0..c.len() {
+            c.spawn(i);
+        }
+        c.wait_ready(120);
+        c
+    }
+
+    /// Async convenience: [`Cluster::start`] on a blocking thread.
+    pub async fn start_async(opts: ClusterOpts) -> Cluster {
+        tokio::task::spawn_blocking(move || Cluster::start(opts))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+    }
+
+    /// Runs a blocking cluster operation (restart, wait_ready, ...) off the async workers.
+    pub async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Cluster) -> T + Send + 'static,
+    ) -> T {
+        let c = self.clone();
+        match tokio::task::spawn_blocking(move || f(&c)).await {
+            Ok(v) => v,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("blocking cluster op failed: {e}"),
+        }
+    }
+
+    /// Configs and proxies only; no process is started.
+    fn create(opts: ClusterOpts) -> Cluster {
+        let n = opts.voters + opts.observers;
+        assert!(n >= 1 && opts.voters >= 1, "an ensemble needs voters");
+        let tmp = tempfile::Builder::new()
+            .prefix("rookery-ens-")
+            .tempdir()
+            .expect("tempdir");
+        let ports = free_ports(3 * n);
+        let members: Vec<Member> = (0..n)
+            .map(|i| {
+                let dir = tmp.path().join(format!("m{}", i + 1));
+                std::fs::create_dir_all(dir.join("data")).unwrap();
+                std::fs::write(dir.join("data").join("myid"), format!("{}\n", i + 1)).unwrap();
+                Member {
+                    id: (i + 1) as u32,
+                    observer: i >= opts.voters,
+                    client_port: ports[3 * i],
+                    peer_port: ports[3 * i + 1],
+                    election_port: ports[3 * i + 2],
+                    dir,
+                    child: Mutex::new(None),
+                    stopped: AtomicBool::new(false),
+                    starts: AtomicU32::new(0),
+                }
+            })
+            .collect();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("ens-proxy")
+            .enable_all()
+            .build()
+            .expect("proxy runtime");
+        let mut links = vec![];
+        if opts.proxied {
+            for from in 0..n {
+                for (to, target_member) in members.iter().enumerate() {
+                    if from == to {
+                        continue;
+                    }
+                    for port in [LinkPort::Peer, LinkPort::Election] {
+                        let real = match port {
+                            LinkPort::Peer => target_member.peer_port,
+                            LinkPort::Election => target_member.election_port,
+                        };
+                        let h = rt.handle().clone();
+                        // Proxy::start spawns on the current runtime: enter ours from a fresh thread
+                        // (the caller may itself be inside a runtime).
+                        let proxy = std::thread::spawn(move || {
+                            h.block_on(Proxy::start(format!("127.0.0.1:{real}")))
+                        })
+                        .join()
+                        .expect("proxy start");
+                        links.push(Link {
+                            from,
+                            to,
+                            port,
+                            proxy,
+                        });
+                    }
+                }
+            }
+        }
+        let c = Cluster {
+            inner: Arc::new(Inner {
+                opts,
+                members,
+                links,
+                partitioned: Mutex::new(BTreeSet::new()),
+                rt: Mutex::new(Some(rt)),
+                tmp: Mutex::new(Some(tmp)),
+            }),
+        };
+        for i in 0..n {
+            c.write_config(i);
+        }
+        c
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.members.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.members.is_empty()
+    }
+
+    pub fn opts(&self) -> &ClusterOpts {
+        &self.inner.opts
+    }
+
+    fn m(&self, i: usize) -> &Member {
+        &self.inner.members[i]
+    }
+
+    /// `myid` of member `i` (= i + 1).
+    pub fn id(&self, i: usize) -> u32 {
+        self.m(i).id
+    }
+
+    pub fn client_port(&self, i: usize) -> u16 {
+        self.m(i).client_port
+    }
+
+    /// Client address of member `i`.
+    pub fn addr(&self, i: usize) -> String {
+        format!("127.0.0.1:{}", self.m(i).client_port)
+    }
+
+    /// All members' client addresses, comma-separated (a ZooKeeper connect string).
+    pub fn connect_string(&self) -> String {
+        (0..self.len())
+            .map(|i| self.addr(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Connect string of the given members only.
+    pub fn connect_string_of(&self, members: &[usize]) -> String {
+        members
+            .iter()
+            .map(|&i| self.addr(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn config_path(&self, i: usize) -> PathBuf {
+        self.m(i).dir.join("zoo.cfg")
+    }
+
+    pub fn data_dir(&self, i: usize) -> PathBuf {
+        self.m(i).dir.join("data")
+    }
+
+    pub fn log_path(&self, i: usize) -> PathBuf {
+        self.m(i).dir.join("server.log")
+    }
+
+    pub fn log_tail(&self, i: usize, lines: usize) -> String {
+        let s = std::fs::read_to_string(self.log_path(i)).unwrap_or_default();
+        let v: Vec<&str> = s.lines().collect();
+        v[v.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn link_port(&self, from: usize, to: usize, port: LinkPort) -> u16 {
+        self.inner
+            .links
+            .iter()
+            .find(|l| l.from == from && l.to == to && l.port == port)
+            .map(|l| l.proxy.port)
+            .expect("link proxy")
+    }
+
+    /// The `server.N` line for member `j` as seen by member `i`.
+    fn server_line(&self, i: usize, j: usize) -> String {
+        let m = self.m(j);
+        let (pp, ep) = if self.inner.opts.proxied && i != j {
+            (
+                self.link_port(i, j, LinkPort::Peer),
+                self.link_port(i, j, LinkPort::Election),
+            )
+        } else {
+            (m.peer_port, m.election_port)
+        };
+        format!(
+            "server.{}=127.0.0.1:{pp}:{ep}{};127.0.0.1:{}",
+            m.id,
+            if m.observer { ":observer" } else { "" },
+            m.client_port
+        )
+    }
+
+    fn write_config(&self, i: usize) {
+        let o = &self.inner.opts;
+        let m = self.m(i);
+        let mut cfg = format!(
+            "tickTime={}\ninitLimit={}\nsyncLimit={}\ndataDir={}\nclientPort={}\n\
+             clientPortAddress=127.0.0.1\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n\
+             admin.enableServer=false\nstandaloneEnabled=false\n",
+            o.tick_time_ms,
+            o.init_limit,
+            o.sync_limit,
+            self.data_dir(i).display(),
+            m.client_port
+        );
+        if m.observer {
+            cfg.push_str("peerType=observer\n");
+        }
+        for j in 0..self.len() {
+            cfg.push_str(&self.server_line(i, j));
+            cfg.push('\n');
+        }
+        for l in &o.extra_cfg {
+            cfg.push_str(l);
+            cfg.push('\n');
+        }
+        std::fs::write(self.config_path(i), cfg).unwrap();
+        if is_zk() {
+            std::fs::write(
+                m.dir.join("log4j.properties"),
+                "log4j.rootLogger=INFO, CONSOLE\n\
+                 log4j.appender.CONSOLE=org.apache.log4j.ConsoleAppender\n\
+                 log4j.appender.CONSOLE.layout=org.apache.log4j.PatternLayout\n\
+                 log4j.appender.CONSOLE.layout.ConversionPattern=%d{ISO8601} %-5p [%t:%C{1}@%L] - %m%n\n",
+            )
+            .unwrap();
+        }
+    }
+
+    fn command(&self, i: usize) -> Command {
+        let m = self.m(i);
+        match target() {
+            Target::Rookery => {
+                let mut c = Command::new(rookery_bin());
+                c.arg("--config").arg(self.config_path(i));
+                c
+            }
+            Target::ZooKeeper => {
+                let mut c = Command::new("java");
+                c.arg(format!("-Xmx{}", self.inner.opts.zk_heap))
+                    .arg("-XX:+UseSerialGC")
+                    .arg("-XX:TieredStopAtLevel=1")
+                    .arg("-Xshare:auto")
+                    .arg("-Dzookeeper.admin.enableServer=false")
+                    .arg(format!(
+                        "-Dlog4j.configuration=file:{}",
+                        m.dir.join("log4j.properties").display()
+                    ))
+                    .arg("-cp")
+                    .arg(
+                        "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:\
+                         /usr/share/java/log4j-1.2.jar",
+                    )
+                    .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
+                    .arg(self.config_path(i));
+                c
+            }
+        }
+    }
+
+    /// Starts member `i`'s process (no wait) with its watchdog.
+    fn spawn(&self, i: usize) {
+        let m = self.m(i);
+        let mut guard = m.child.lock().unwrap();
+        assert!(guard.is_none(), "member {i} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path(i))
+            .expect("open log");
+        let n = m.starts.fetch_add(1, Ordering::SeqCst);
+        writeln!(&log, "===== start #{n} =====").ok();
+        let child = self
+            .command(i)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn member {i} ({:?}): {e}", target()));
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {me} 2>/dev/null && kill -0 {srv} 2>/dev/null; do sleep 0.5; done; \
+                 kill -9 {srv} 2>/dev/null",
+                me = std::process::id(),
+                srv = child.id()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn watchdog");
+        m.stopped.store(false, Ordering::SeqCst);
+        *guard = Some((child, watchdog));
+    }
+
+    pub fn pid(&self, i: usize) -> Option<u32> {
+        self.m(i)
+            .child
+            .lock()
+            .unwrap()
+            .as_ref()
+            .map(|(c, _)| c.id())
+    }
+
+    /// Process exists (possibly SIGSTOPped).
+    pub fn is_running(&self, i: usize) -> bool {
+        match self.m(i).child.lock().unwrap().as_mut() {
+            Some((c, _)) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Running and not SIGSTOPped: the members whose four-letter words can be asked.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.len())
+            .filter(|&i| self.is_running(i) && !self.m(i).stopped.load(Ordering::SeqCst))
+            .collect()
+    }
+
+    /// SIGKILL member `i`.
+    pub fn kill9(&self, i: usize) {
+        if let Some((child, watchdog)) = self.m(i).child.lock().unwrap().take() {
+            let _ = kill_child(child);
+            let _ = kill_child(watchdog);
+        }
+        self.m(i).stopped.store(false, Ordering::SeqCst);
+    }
+
+    /// Graceful stop: SIGTERM, SIGKILL after `grace_secs`.
+    pub fn stop(&self, i: usize, grace_secs: u64) {
+        self.sigcont(i);
+        if let Some((mut child, watchdog)) = self.m(i).child.lock().unwrap().take() {
+            signal(child.id(), "TERM");
+            let deadline = Instant::now() + Duration::from_secs(grace_secs);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = kill_child(child);
+            let _ = kill_child(watchdog);
+        }
+    }
+
+    /// Starts a stopped or killed member's process again (same data dir and ports) without
+    /// waiting: for restarting several members at once (one alone cannot serve without a
+    /// quorum). Follow with [`Cluster::wait_ready`].
+    pub fn start_member(&self, i: usize) {
+        self.spawn(i);
+    }
+
+    /// Starts a stopped or killed member again on the same data dir and ports, and waits until
+    /// it serves (`wait_member_ready`, `secs`).
+    pub fn start_again(&self, i: usize, secs: u64) {
+        self.spawn(i);
+        self.wait_member_ready(i, secs);
+    }
+
+    /// SIGTERM + start on the same data dir + wait until it serves again.
+    pub fn restart(&self, i: usize, secs: u64) {
+        self.stop(i, 10);
+        self.start_again(i, secs);
+    }
+
+    /// Pauses member `i` (SIGSTOP).
+    pub fn sigstop(&self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            signal(pid, "STOP");
+            self.m(i).stopped.store(true, Ordering::SeqCst);
+        }
+    }
+
+    pub fn sigcont(&self, i: usize) {
+        if let Some(pid) = self.pid(i) {
+            if self.m(i).stopped.swap(false, Ordering::SeqCst) {
+                signal(pid, "CONT");
+            }
+        }
+    }
+
+    /// Cuts every peer link from or to member `i` (both directions). Requires `proxied`.
+    pub fn partition(&self, i: usize) {
+        assert!(
+            self.inner.opts.proxied,
+            "partition needs ClusterOpts::proxied"
+        );
+        self.inner.partitioned.lock().unwrap().insert(i);
+        for l in &self.inner.links {
+            if l.from == i || l.to == i {
+                l.proxy.cut();
+            }
+        }
+    }
+
+    /// Restores member `i`'s peer links (those whose other end is not partitioned itself).
+    pub fn heal(&self, i: usize) {
+        let mut p = self.inner.partitioned.lock().unwrap();
+        p.remove(&i);
+        for l in &self.inner.links {
+            if (l.from == i || l.to == i) && !p.contains(&l.from) && !p.contains(&l.to) {
+                l.proxy.restore();
+            }
+        }
+    }
+
+    /// Four-letter word to member `i`; `Err` if it does not answer.
+    pub fn four_letter(&self, i: usize, word: &str) -> std::io::Result<String> {
+        four_letter_word(self.m(i).client_port, word)
+    }
+
+    pub fn srvr(&self, i: usize) -> Option<String> {
+        self.four_letter(i, "srvr").ok()
+    }
+
+    pub fn mode(&self, i: usize) -> Option<Mode> {
+        self.srvr(i).as_deref().and_then(parse_mode)
+    }
+
+    /// `mntr` of member `i` as key -> value.
+    pub fn mntr(&self, i: usize) -> BTreeMap<String, String> {
+        let s = self
+            .four_letter(i, "mntr")
+            .unwrap_or_else(|e| panic!("mntr of member {i}: {e}"));
+        s.lines()
+            .filter_map(|l| {
+                let mut it = l.splitn(2, '\t');
+                Some((it.next()?.to_string(), it.next()?.trim().to_string()))
+            })
+            .collect()
+    }
+
+    /// Session ids that member `i` lists in `cons`.
+    pub fn sessions_on(&self, i: usize) -> BTreeSet<i64> {
+        let s = self.four_letter(i, "cons").unwrap_or_default();
+        s.split("sid=")
+            .skip(1)
+            .filter_map(|t| {
+                let hex: String = t
+                    .trim_start_matches("0x")
+                    .chars()
+                    .take_while(|c| c.is_ascii_hexdigit())
+                    .collect();
+                u64::from_str_radix(&hex, 16).ok().map(|v| v as i64)
+            })
+            .collect()
+    }
+
+    /// The live member whose `cons` lists `session`.
+    pub fn member_of_session(&self, session: i64) -> Option<usize> {
+        self.live()
+            .into_iter()
+            .find(|&i| self.sessions_on(i).contains(&session))
+    }
+
+    fn standalone_panic(&self, i: usize) -> ! {
+        panic!(
+            "member {i} (myid {}) reports `Mode: standalone`: {:?} does not serve as an ensemble. \
+             For rookery this is expected until issue 7 is wired into the server (server.N lines \
+             are ignored); the ensemble tests cannot pass before that.\nlog tail:\n{}",
+            self.id(i),
+            target(),
+            self.log_tail(i, 20)
+        )
+    }
+
+    /// Member `i` answers `srvr` with leader/follower/observer. Panics on `standalone` or if the
+    /// process exits.
+    pub fn wait_member_ready(&self, i: usize, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            self.check_alive(i);
+            match self.mode(i) {
+                Some(Mode::Leader | Mode::Follower | Mode::Observer) => return,
+                Some(Mode::Standalone) => self.standalone_panic(i),
+                _ => {}
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "member {i} not serving within {secs}s (srvr: {:?}); log tail:\n{}",
+                    self.srvr(i),
+                    self.log_tail(i, 40)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn check_alive(&self, i: usize) {
+        let mut g = self.m(i).child.lock().unwrap();
+        if let Some((c, _)) = g.as_mut() {
+            if let Ok(Some(status)) = c.try_wait() {
+                drop(g);
+                panic!(
+                    "member {i} exited with {status}; log tail:\n{}",
+                    self.log_tail(i, 60)
+                );
+            }
+        }
+    }
+
+    /// Every running, unpaused member serves as leader/follower/observer, and exactly one of them
+    /// is the leader. Returns the leader's index.
+    pub fn wait_ready(&self, secs: u64) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let live = self.live();
+            let mut leaders = vec![];
+            let mut all = true;
+            for &i in &live {
+                match self.mode(i) {
+                    Some(Mode::Leader) => leaders.push(i),
+                    Some(Mode::Follower | Mode::Observer) => {}
+                    Some(Mode::Standalone) => self.standalone_panic(i),
+                    _ => all = false,
+                }
+            }
+            if all && leaders.len() == 1 && !live.is_empty() {
+                return leaders[0];
+            }
+            if Instant::now() > deadline {
+                let modes: Vec<_> = (0..self.len()).map(|i| (i, self.mode(i))).collect();
+                panic!("ensemble not ready within {secs}s: modes {modes:?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The live member reporting `Mode: leader`, if exactly one does.
+    pub fn leader(&self) -> Option<usize> {
+        let l: Vec<usize> = self
+            .live()
+            .into_iter()
+            .filter(|&i| self.mode(i) == Some(Mode::Leader))
+            .collect();
+        (l.len() == 1).then(|| l[0])
+    }
+
+    /// Waits until exactly one of `among` reports `Mode: leader`.
+    pub fn wait_leader_among(&self, among: &[usize], secs: u64) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let l: Vec<usize> = among
+                .iter()
+                .copied()
+                .filter(|&i| self.mode(i) == Some(Mode::Leader))
+                .collect();
+            if l.len() == 1 {
+                return l[0];
+            }
+            for &i in among {
+                if self.mode(i) == Some(Mode::Standalone) {
+                    self.standalone_panic(i);
+                }
+            }
+            if Instant::now() > deadline {
+                let modes: Vec<_> = among.iter().map(|&i| (i, self.mode(i))).collect();
+                panic!("no single leader among {among:?} within {secs}s: {modes:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Members other than `i`.
+    pub fn others(&self, i: usize) -> Vec<usize> {
+        (0..self.len()).filter(|&j| j != i).collect()
+    }
+
+    // ------------------------------------------------------------------ clients
+
+    /// A client connected to member `i` only (its connect string names only `i`), 15 s bound.
+    pub async fn client(&self, i: usize) -> zk::Client {
+        self.client_with(i, zk::Client::connector()).await
+    }
+
+    pub async fn client_with(&self, i: usize, connector: zk::Connector) -> zk::Client {
+        super::connect(&self.addr(i), connector).await
+    }
+
+    /// A client with the full connect string whose session landed on member `i` (the client
+    /// library shuffles the hosts, so it retries up to 40 connects, checking `cons`). On a
+    /// connection loss it may move to any member.
+    pub async fn client_placed(&self, i: usize, make: impl Fn() -> zk::Connector) -> zk::Client {
+        let cs = self.connect_string();
+        for _ in 0..40 {
+            let c = match try_connect(&cs, make(), 15).await {
+                Ok(c) => c,
+                Err(e) => panic!("connect to {cs}: {e}"),
+            };
+            let sid = c.session_id().0;
+            let me = self.clone();
+            let on = tokio::task::spawn_blocking(move || me.sessions_on(i).contains(&sid))
+                .await
+                .unwrap();
+            if on {
+                return c;
+            }
+            drop(c); // closes the session
+        }
+        panic!("no session landed on member {i} in 40 connects to {cs}");
+    }
+
+    /// On each given member (a client connected to it alone): `sync("/")`, then reads `paths`.
+    /// Returns, per member, path -> data (None = no node).
+    pub async fn read_on_each(
+        &self,
+        members: &[usize],
+        paths: &[String],
+    ) -> Vec<(usize, BTreeMap<String, Option<Vec<u8>>>)> {
+        let mut out = vec![];
+        for &i in members {
+            let c = self.client(i).await;
+            super::within(30, "sync before reading", c.sync("/"))
+                .await
+                .unwrap_or_else(|e| panic!("sync on member {i}: {e}"));
+            let mut m = BTreeMap::new();
+            for chunk in paths.chunks(200) {
+                let futs = chunk.iter().map(|p| {
+                    let c = &c;
+                    async move {
+                        match c.get_data(p).await {
+                            Ok((d, _)) => (p.clone(), Some(d)),
+                            Err(zk::Error::NoNode) => (p.clone(), None),
+                            Err(e) => panic!("getData {p} on member {i}: {e}"),
+                        }
+                    }
+                });
+                let r = super::within(60, "reads", futures::future::join_all(futs)).await;
+                m.extend(r);
+            }
+            out.push((i, m));
+        }
+        out
+    }
+
+    /// On each given member: sync, then path -> data of every child of `dir` (one level).
+    pub async fn dump_children(
+        &self,
+        members: &[usize],
+        dir: &str,
+    ) -> Vec<(usize, BTreeMap<String, Vec<u8>>)> {
+        let mut out = vec![];
+        for &i in members {
+            let c = self.client(i).await;
+            super::within(30, "sync before dump", c.sync("/"))
+                .await
+                .unwrap_or_else(|e| panic!("sync on member {i}: {e}"));
+            // A missing `dir` is an empty map: the callers' checks then report what is missing.
+            let kids = match super::within(30, "list", c.list_children(dir)).await {
+                Ok(k) => k,
+                Err(zk::Error::NoNode) => vec![],
+                Err(e) => panic!("list {dir} on member {i}: {e}"),
+            };
+            let mut m = BTreeMap::new();
+            for chunk in kids.chunks(200) {
+                let futs = chunk.iter().map(|k| {
+                    let c = &c;
+                    let p = format!("{dir}/{k}");
+                    async move {
+                        match c.get_data(&p).await {
+                            Ok((d, _)) => Some((p, d)),
+                            Err(zk::Error::NoNode) => None,
+                            Err(e) => panic!("getData {p} on member {i}: {e}"),
+                        }
+                    }
+                });
+                let r = super::within(60, "reads", futures::future::join_all(futs)).await;
+                m.extend(r.into_iter().flatten());
+            }
+            out.push((i, m));
+        }
+        out
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (i, m) in self.members.iter().enumerate() {
+                let s = std::fs::read_to_string(m.dir.join("server.log")).unwrap_or_default();
+                let v: Vec<&str> = s.lines().collect();
+                eprintln!(
+                    "---- member {i} (myid {}) log tail ({:?}) ----\n{}\n----",
+                    m.id,
+                    target(),
+                    v[v.len().saturating_sub(25)..].join("\n")
+                );
+            }
+        }
+        for m in &self.members {
+            if let Ok(mut g) = m.child.lock() {
+                if let Some((child, watchdog)) = g.take() {
+                    let _ = kill_child(child);
+                    let _ = kill_child(watchdog);
+                }
+            }
+        }
+        self.links.clear();
+        // Keep the members' dirs (configs, logs, data) of a failed test, or with ENSEMBLE_KEEP=1.
+        if std::thread::panicking() || std::env::var("ENSEMBLE_KEEP").as_deref() == Ok("1") {
+            if let Some(t) = self.tmp.lock().ok().and_then(|mut t| t.take()) {
+                eprintln!("ensemble dirs kept: {}", t.keep().display());
+            }
+        }
+        if let Ok(mut rt) = self.rt.lock() {
+            if let Some(rt) = rt.take() {
+                rt.shutdown_background();
+            }
+        }
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+fn kill_child(mut c: Child) -> std::io::Result<()> {
+    let _ = c.kill();
+    c.wait().map(|_| ())
+}
+
+// ---------------------------------------------------------------------- write load + ledger
+
+/// Write load with a ledger of what was acknowledged, shared by the ensemble tests: each writer
+/// creates `<base>/w<k>-c<i>` nodes and sets data on its own acknowledged ones, through a client
+/// with the given connect string (reconnecting on terminal errors).
+pub mod load {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Outcome {
+        Acked,
+        Unknown,
+    }
+
+    #[derive(Default, Debug)]
+    pub struct Ledger {
+        /// path -> every value written to it, in issue order (index 0 = the create).
+        pub writes: BTreeMap<String, Vec<(Vec<u8>, Outcome)>>,
+        /// Multi-created pairs: (a, b, outcome).
+        pub pairs: Vec<(String, String, Outcome)>,
+        pub acked: u64,
+        pub unknown: u64,
+    }
+
+    /// Acknowledgement times, shared by all writers: (sent, acked).
+    #[derive(Default)]
+    pub struct Acks {
+        pub times: Mutex<Vec<(Instant, Instant)>>,
+        pub count: AtomicU64,
+    }
+
+    impl Acks {
+        /// Earliest ack of a write *sent* after `t`, as a delay from `t`.
+        pub fn first_ack_sent_after(&self, t: Instant) -> Option<Duration> {
+            self.times
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(s, _)| *s >= t)
+                .map(|(_, a)| *a - t)
+                .min()
+        }
+    }
+
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    const OP_BOUND: Duration = Duration::from_secs(45);
+
+    async fn new_client(cs: &str, session_ms: u64) -> zk::Client {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let connector =
+                zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms));
+            match try_connect(cs, connector, 20).await {
+                Ok(c) => return c,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("writer: connect to {cs} failed ({e}), retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("writer: could not connect to {cs} within 60s: {e}"),
+            }
+        }
+    }
+
+    fn terminal(e: &zk::Error) -> bool {
+        matches!(
+            e,
+            zk::Error::SessionExpired
+                | zk::Error::ClientClosed
+                | zk::Error::AuthFailed
+                | zk::Error::NoHosts
+                | zk::Error::Timeout
+        )
+    }
+
+    /// Runs until `stop`; every op is bounded by 45 s (a longer wait panics: a hung request).
+    pub async fn writer(
+        k: usize,
+        base: String,
+        cs: String,
+        stop: Arc<AtomicBool>,
+        acks: Arc<Acks>,
+    ) -> Ledger {
+        let mut ledger = Ledger::default();
+        let mut rng = Rng((k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let mut client = new_client(&cs, 10_000).await;
+        let mut mine: Vec<String> = vec![];
+        let mut i = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            i += 1;
+            let sent = Instant::now();
+            let choice = rng.next() % 10;
+            let (paths, value, r) = if mine.is_empty() || choice < 4 {
+                let path = format!("{base}/w{k}-c{i}");
+                let value = format!("w{k}-c{i}-v0").into_bytes();
+                let r = tokio::time::timeout(
+                    OP_BOUND,
+                    client.create(&path, &value, &super::super::anyone()),
+                )
+                .await
+                .unwrap_or_else(|_| panic!("writer {k}: create not answered in {OP_BOUND:?}"))
+                .map(|_| ());
+                if r.is_ok() {
+                    mine.push(path.clone());
+                }
+                (vec![path], value, r)
+            } else if choice < 8 {
+                let path = mine[(rng.next() % mine.len() as u64) as usize].clone();
+                let value = format!("w{k}-s{i}").into_bytes();
+                let r = tokio::time::timeout(OP_BOUND, client.set_data(&path, &value, None))
+                    .await
+                    .unwrap_or_else(|_| panic!("writer {k}: setData not answered in {OP_BOUND:?}"))
+                    .map(|_| ());
+                (vec![path], value, r)
+            } else {
+                // A two-node multi: all or nothing.
+                let a = format!("{base}/w{k}-m{i}-a");
+                let b = format!("{base}/w{k}-m{i}-b");
+                let value = format!("w{k}-m{i}").into_bytes();
+                let mut w = client.new_multi_writer();
+                w.add_create(&a, &value, &super::super::anyone()).unwrap();
+                w.add_create(&b, &value, &super::super::anyone()).unwrap();
+                let r = tokio::time::timeout(OP_BOUND, w.commit())
+                    .await
+                    .unwrap_or_else(|_| panic!("writer {k}: multi not answered in {OP_BOUND:?}"))
+                    .map(|_| ())
+                    .map_err(zk::Error::from);
+                let outcome = if r.is_ok() {
+                    Outcome::Acked
+                } else {
+                    Outcome::Unknown
+                };
+                ledger.pairs.push((a.clone(), b.clone(), outcome));
+                (vec![a, b], value, r)
+            };
+            let outcome = if r.is_ok() {
+                Outcome::Acked
+            } else {
+                Outcome::Unknown
+            };
+            for path in paths {
+                ledger
+                    .writes
+                    .entry(path)
+                    .or_default()
+                    .push((value.clone(), outcome));
+            }
+            match r {
+                Ok(()) => {
+                    ledger.acked += 1;
+                    acks.count.fetch_add(1, Ordering::SeqCst);
+                    acks.times.lock().unwrap().push((sent, Instant::now()));
+                }
+                Err(e) => {
+                    ledger.unknown += 1;
+                    if terminal(&e) || client.state().is_terminated() {
+                        client = new_client(&cs, 10_000).await;
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+            }
+        }
+        ledger
+    }
+
+    /// Checks the ledgers against what members hold: every acknowledged create exists with its
+    /// last acknowledged value or a later attempted one; nothing unattempted exists; the two
+    /// nodes of a multi exist together or not at all. Returns the
+    /// problems (empty = fine) and the number of values checked.
+    pub fn verify(
+        ledgers: &[Ledger],
+        per_member: &[(usize, BTreeMap<String, Vec<u8>>)],
+    ) -> (Vec<String>, usize) {
+        let mut problems = vec![];
+        let mut checked = 0;
+        let mut attempted: BTreeMap<&str, &Vec<(Vec<u8>, Outcome)>> = BTreeMap::new();
+        for l in ledgers {
+            for (p, w) in &l.writes {
+                attempted.insert(p, w);
+            }
+        }
+        for (member, present) in per_member {
+            for l in ledgers {
+                for (a, b, o) in &l.pairs {
+                    let (ea, eb) = (present.contains_key(a), present.contains_key(b));
+                    if ea != eb {
+                        problems.push(format!(
+                            "member {member}: multi half-applied: {a} exists={ea}, {b} exists={eb} ({o:?})"
+                        ));
+                    }
+                }
+            }
+            for p in present.keys() {
+                if !attempted.contains_key(p.as_str()) {
+                    problems.push(format!(
+                        "member {member}: {p} exists but was never attempted"
+                    ));
+                }
+            }
+            for (p, writes) in &attempted {
+                let last_ack = writes.iter().rposition(|(_, o)| *o == Outcome::Acked);
+                match (last_ack, present.get(*p)) {
+                    (Some(_), None) => {
+                        problems.push(format!("member {member}: acknowledged create {p} lost"))
+                    }
+                    (None, None) => {}
+                    (_, Some(data)) => {
+                        checked += 1;
+                        let from = last_ack.unwrap_or(0);
+                        if !writes[from..].iter().any(|(v, _)| v == data) {
+                            let pos = writes.iter().position(|(v, _)| v == data);
+                            problems.push(format!(
+                                "member {member}: {p} holds {:?} (write #{pos:?}) but the last acknowledged write is #{from} of {}: {:?}",
+                                String::from_utf8_lossy(data),
+                                writes.len(),
+                                writes.iter().map(|(v, o)| (String::from_utf8_lossy(v).into_owned(), *o)).collect::<Vec<_>>()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        (problems, checked)
+    }
+
+    /// Starts `n` writers, writer `k` on connect string `cs(k)`.
+    pub fn spawn_writers(
+        n: usize,
+        base: &str,
+        cs: impl Fn(usize) -> String,
+        stop: &Arc<AtomicBool>,
+        acks: &Arc<Acks>,
+    ) -> Vec<tokio::task::JoinHandle<Ledger>> {
+        (0..n)
+            .map(|k| {
+                tokio::spawn(writer(
+                    k,
+                    base.to_string(),
+                    cs(k),
+                    stop.clone(),
+                    acks.clone(),
+                ))
+            })
+            .collect()
+    }
+
+    /// Stops the writers and collects their ledgers (90 s bound).
+    pub async fn finish(
+        stop: &Arc<AtomicBool>,
+        handles: Vec<tokio::task::JoinHandle<Ledger>>,
+    ) -> Vec<Ledger> {
+        stop.store(true, Ordering::SeqCst);
+        let mut out = vec![];
+        for h in handles {
+            out.push(
+                super::super::within(90, "writers to finish", h)
+                    .await
+                    .expect("writer panicked"),
+            );
+        }
+        out
+    }
+
+    /// Waits until `acks.count` grows by at least `n` (bounded by `secs`).
+    pub async fn wait_progress(acks: &Acks, n: u64, secs: u64, what: &str) {
+        let start = acks.count.load(Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while acks.count.load(Ordering::SeqCst) < start + n {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: fewer than {n} writes acknowledged in {secs}s"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
