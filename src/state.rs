@@ -199,12 +199,18 @@ pub struct Applier {
     shared: Arc<Shared>,
     /// Where replies, events and session ends go.
     sink: Box<dyn ReplySink>,
+    /// Set when an entry cannot be applied by this build (see `take_fatal`).
+    fatal: Option<String>,
 }
 
 impl Applier {
     /// An applier over `shared` that reports to `sink`.
     pub fn new(shared: Arc<Shared>, sink: Box<dyn ReplySink>) -> Self {
-        Applier { shared, sink }
+        Applier {
+            shared,
+            sink,
+            fatal: None,
+        }
     }
 
     /// Fires watches after an entry was applied. `deleted_acls` holds the ACLs of nodes the
@@ -330,16 +336,25 @@ impl StateMachine for Applier {
         };
         if txn.semantics > APPLY_SEMANTICS {
             // Written by a newer rookery: applying it with older rules could give a different
-            // result than its proposer's. Every replica of this version skips it alike.
+            // result than its proposer's, and skipping it would diverge from the replicas that
+            // applied it. Stop instead (fail-stop): the operator upgrades this server.
             error!(
                 zxid,
                 semantics = txn.semantics,
                 supported = APPLY_SEMANTICS,
-                "skipping a log entry from a newer apply-semantics version"
+                "log entry from a newer apply-semantics version; upgrade this server"
             );
+            self.fatal = Some(format!(
+                "entry {zxid} needs apply semantics {}, this build knows up to {APPLY_SEMANTICS}",
+                txn.semantics
+            ));
             return;
         }
         self.apply_txn(zxid, &txn);
+    }
+
+    fn take_fatal(&mut self) -> Option<String> {
+        self.fatal.take()
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -630,12 +645,16 @@ mod tests {
     }
 
     #[test]
-    fn entries_from_a_newer_semantics_are_skipped_and_drops_are_reported() {
+    fn entries_from_a_newer_semantics_are_fatal_and_drops_are_reported() {
         let (shared, mut applier, recorder) = setup();
         let mut txn = Txn::new(origin(9, 1), 0, vec![], create("/c", 0));
         txn.semantics = APPLY_SEMANTICS + 1;
         applier.apply(1, 1, &txn.encode());
         assert!(take(&recorder).is_empty());
+        assert!(applier
+            .take_fatal()
+            .is_some_and(|r| r.contains("apply semantics")));
+        assert_eq!(applier.take_fatal(), None);
         assert!(shared.state().read().tree.acl_of("/c").is_none());
         applier.proposal_dropped(&txn.encode());
         assert_eq!(take(&recorder), vec![Item::Dropped(origin(9, 1))]);

@@ -213,6 +213,13 @@ impl NodeRole {
 pub trait StateMachine: Send + 'static {
     /// Apply one committed normal entry with non-empty data, strictly in log order.
     fn apply(&mut self, index: u64, term: u64, data: &[u8]);
+    /// Why the state machine cannot go on, if it cannot: for example an entry written by a newer
+    /// rookery whose apply rules this build does not know. Checked after every apply; `Some`
+    /// stops the raft thread fatally (the server exits, fail-stop) instead of letting this
+    /// replica diverge from the ones that applied the entry. Default: never.
+    fn take_fatal(&mut self) -> Option<String> {
+        None
+    }
     /// After a run of apply() calls for one Ready (lets the server batch wakeups). Default no-op.
     fn applied_batch(&mut self, _last_index: u64) {}
     /// Serialize the whole state as of the last applied index.
@@ -325,6 +332,14 @@ pub enum RaftError {
     /// [`RaftHandle::fatal_reason`]).
     #[error("raft thread has stopped")]
     Stopped,
+    /// The state machine cannot apply an entry ([`StateMachine::take_fatal`]).
+    #[error("state machine cannot apply entry {index}: {reason}")]
+    Apply {
+        /// The entry's index.
+        index: u64,
+        /// The state machine's reason.
+        reason: String,
+    },
     /// The disk (or LMDB map) is full: the raft thread is retrying the pending write and takes
     /// no new proposals until space is freed.
     #[error("storage is full; writes are refused until space is freed")]

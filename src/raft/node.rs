@@ -384,9 +384,14 @@ impl Node {
                     tracing::error!(
                         error = %e,
                         index = self.applied,
-                        "fatal storage error; raft thread stopping, server will exit"
+                        "fatal error; raft thread stopping, server will exit"
                     );
-                    let reason = format!("fatal storage error at index {}: {e}", self.applied);
+                    let what = if matches!(e, RaftError::Apply { .. }) {
+                        "fatal apply error"
+                    } else {
+                        "fatal storage error"
+                    };
+                    let reason = format!("{what} at index {}: {e}", self.applied);
                     self.fail_stop(reason);
                     return;
                 }
@@ -1077,6 +1082,12 @@ impl Node {
                 EntryType::EntryNormal => {
                     failpoint!("raft-before-apply");
                     self.sm.apply(e.index, e.term, &e.data);
+                    if let Some(reason) = self.sm.take_fatal() {
+                        return Err(RaftError::Apply {
+                            index: e.index,
+                            reason,
+                        });
+                    }
                     failpoint!("raft-after-apply");
                 }
                 // Conf changes are checked before any emptiness test: with auto_leave the

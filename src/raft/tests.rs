@@ -56,6 +56,8 @@ struct TestSm {
     obs: Arc<Mutex<Observed>>,
     /// Optional gate to park the raft thread (group-commit test only).
     gate: Option<Arc<Gate>>,
+    /// Set by an entry `fatal`, returned by `take_fatal`.
+    fatal: Option<String>,
 }
 
 impl TestSm {
@@ -65,6 +67,7 @@ impl TestSm {
             Box::new(TestSm {
                 obs: obs.clone(),
                 gate: None,
+                fatal: None,
             }),
             obs,
         )
@@ -72,9 +75,17 @@ impl TestSm {
 }
 
 impl StateMachine for TestSm {
+    fn take_fatal(&mut self) -> Option<String> {
+        self.fatal.take()
+    }
+
     fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
         if data == b"panic" {
             panic!("injected apply panic");
+        }
+        if data == b"fatal" {
+            self.fatal = Some("injected unappliable entry".into());
+            return;
         }
         if data == b"gate" {
             if let Some(g) = &self.gate {
@@ -472,6 +483,7 @@ fn group_commit_batches_queued_proposals() {
     let sm = Box::new(TestSm {
         obs: obs.clone(),
         gate: Some(gate.clone()),
+        fatal: None,
     });
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
     wait_until("leadership", || h.is_leader());
@@ -570,6 +582,7 @@ fn start_gated(
     let sm = Box::new(TestSm {
         obs: obs.clone(),
         gate: Some(gate.clone()),
+        fatal: None,
     });
     let (h, j) = RaftHandle::start(o, sm).unwrap();
     wait_until("leadership", || h.is_caught_up_leader());
@@ -903,6 +916,29 @@ fn a_panic_while_applying_is_fatal_and_published() {
         rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), h.fatal_error()).await });
     assert_eq!(waited.unwrap(), reason);
     // The thread ended (caught the panic) instead of unwinding out of join.
+    j.join().unwrap();
+}
+
+#[test]
+fn an_entry_the_state_machine_cannot_apply_is_fatal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    wait_until("leadership", || h.is_leader());
+    propose_applied(&h, &obs, "ok", 3, 3);
+    h.propose(b"fatal".to_vec()).unwrap();
+    h.propose(b"after".to_vec()).unwrap();
+    wait_until("fatal", || h.fatal_reason().is_some());
+    let reason = h.fatal_reason().unwrap();
+    assert!(reason.contains("fatal apply error"), "{reason}");
+    assert!(reason.contains("injected unappliable entry"), "{reason}");
+    // Nothing after the unappliable entry was applied.
+    assert!(obs
+        .lock()
+        .unwrap()
+        .entries
+        .iter()
+        .all(|(_, d)| d != b"after"));
     j.join().unwrap();
 }
 
