@@ -670,8 +670,10 @@ fn a_stalled_peer_fills_the_bounded_queue_without_blocking_raft() {
     let s = n1.stats();
     assert!(s.dropped_full > 0, "{s:?}");
     assert!(rec1.unreachable.lock().unwrap().contains(&2));
+    // A blocking send would wait for the stalled peer until write_timeout (30 s); the bound is
+    // loose so a preempted thread on a busy 2-core machine does not count as blocking.
     assert!(
-        slowest < Duration::from_millis(100),
+        slowest < Duration::from_secs(2),
         "send blocked for {slowest:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(10));
