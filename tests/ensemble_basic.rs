@@ -1,0 +1,492 @@
+//! A real 3-server ensemble on loopback (three `rookery` processes): a write made on a
+//! follower is readable on every server after sync; kill -9 of the leader under writes from
+//! clients on the followers (a new leader takes writes within 10 s, no acknowledged write is
+//! lost, the followers' sessions and their ephemerals survive); a session idle on a follower
+//! for 5 × its timeout survives; a follower cut off from the other two stops serving.
+//!
+//! The launcher is local to this file: zoo.cfg with `server.N=127.0.0.1:P:E;127.0.0.1:C` and
+//! `dataDir/myid`; every process is killed (SIGKILL, by its own handle) on drop.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use zookeeper_client as zk;
+
+/// tickTime of every test ensemble.
+const TICK_MS: u64 = 200;
+/// minSessionTimeout: keeps the raft election timeout at 500 ms (see `Config::raft_timing`).
+const MIN_SESSION_MS: u64 = 2000;
+/// Upper bound of any one test.
+const TEST_BOUND: Duration = Duration::from_secs(150);
+
+/// One server of the ensemble.
+struct Member {
+    id: u64,
+    client_port: u16,
+    child: Option<Child>,
+}
+
+/// Three rookery processes on loopback.
+struct Ensemble {
+    dir: tempfile::TempDir,
+    members: Vec<Member>,
+}
+
+fn free_ports(n: usize) -> Vec<u16> {
+    // Hold all listeners at once so the ports are distinct, then release them.
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().port())
+        .collect()
+}
+
+impl Ensemble {
+    fn start() -> Ensemble {
+        let dir = tempfile::tempdir().unwrap();
+        let ports = free_ports(9);
+        let lines: Vec<String> = (0..3)
+            .map(|i| {
+                format!(
+                    "server.{}=127.0.0.1:{}:{};127.0.0.1:{}",
+                    i + 1,
+                    ports[3 + i],
+                    ports[6 + i],
+                    ports[i]
+                )
+            })
+            .collect();
+        let mut members = Vec::new();
+        for (i, &client_port) in ports.iter().take(3).enumerate() {
+            let id = (i + 1) as u64;
+            let sdir = dir.path().join(format!("s{id}"));
+            let data = sdir.join("data");
+            std::fs::create_dir_all(&data).unwrap();
+            std::fs::write(data.join("myid"), format!("{id}\n")).unwrap();
+            let cfg = format!(
+                "tickTime={TICK_MS}\ninitLimit=10\nsyncLimit=5\nminSessionTimeout={MIN_SESSION_MS}\n\
+                 maxSessionTimeout=20000\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
+                 4lw.commands.whitelist=*\n{}\n",
+                data.display(),
+                client_port,
+                lines.join("\n")
+            );
+            std::fs::write(sdir.join("zoo.cfg"), cfg).unwrap();
+            members.push(Member {
+                id,
+                client_port,
+                child: None,
+            });
+        }
+        let mut ensemble = Ensemble { dir, members };
+        for id in 1..=3 {
+            ensemble.spawn(id);
+        }
+        ensemble
+    }
+
+    fn spawn(&mut self, id: u64) {
+        let sdir = self.dir.path().join(format!("s{id}"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(sdir.join("rookery.log"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rookery"))
+            .arg("--config")
+            .arg(sdir.join("zoo.cfg"))
+            .env("ROOKERY_LOG", "info,raft=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.members[(id - 1) as usize].child = Some(child);
+    }
+
+    /// kill -9 of one server.
+    fn kill(&mut self, id: u64) {
+        if let Some(mut child) = self.members[(id - 1) as usize].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.members[(id - 1) as usize].client_port)
+    }
+
+    fn alive(&self) -> Vec<u64> {
+        self.members
+            .iter()
+            .filter(|m| m.child.is_some())
+            .map(|m| m.id)
+            .collect()
+    }
+
+    /// A four-letter word's answer, or "" if the server does not answer.
+    fn four(&self, id: u64, word: &str) -> String {
+        let Ok(mut s) =
+            TcpStream::connect_timeout(&self.addr(id).parse().unwrap(), Duration::from_millis(500))
+        else {
+            return String::new();
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(word.as_bytes()).is_err() {
+            return String::new();
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out
+    }
+
+    fn mode(&self, id: u64) -> Option<String> {
+        self.four(id, "srvr")
+            .lines()
+            .find_map(|l| l.strip_prefix("Mode: ").map(str::to_string))
+    }
+
+    /// Waits (bounded) until exactly one live server says leader and the others follower;
+    /// returns the leader's id.
+    fn wait_leader(&self, limit: Duration) -> u64 {
+        let deadline = Instant::now() + limit;
+        loop {
+            let alive = self.alive();
+            let modes: Vec<(u64, Option<String>)> =
+                alive.iter().map(|id| (*id, self.mode(*id))).collect();
+            let leaders: Vec<u64> = modes
+                .iter()
+                .filter(|(_, m)| m.as_deref() == Some("leader"))
+                .map(|(id, _)| *id)
+                .collect();
+            let followers = modes
+                .iter()
+                .filter(|(_, m)| m.as_deref() == Some("follower"))
+                .count();
+            if leaders.len() == 1 && followers + 1 == alive.len() {
+                return leaders[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no stable leader within {limit:?}: {modes:?}\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        for id in 1..=3 {
+            let path = self.dir.path().join(format!("s{id}/rookery.log"));
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(15).collect();
+            out.push_str(&format!("--- server {id} ---\n"));
+            for line in tail.into_iter().rev() {
+                out.push_str(line);
+                out.push('\n');
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Ensemble {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+        for id in 1..=3 {
+            self.kill(id);
+        }
+    }
+}
+
+fn anyone() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+fn ephemeral() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
+}
+
+async fn connect(addr: &str, session: Duration) -> zk::Client {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let attempt = tokio::time::timeout(
+            Duration::from_secs(5),
+            zk::Client::connector()
+                .with_session_timeout(session)
+                .connect(addr),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(client)) => return client,
+            other => {
+                assert!(Instant::now() < deadline, "connect to {addr}: {other:?}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn bounded<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    match tokio::time::timeout(TEST_BOUND, fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after {TEST_BOUND:?}: {what}"),
+    }
+}
+
+/// sync + get on one server, with a fresh client (retrying while it is not serving).
+async fn read_after_sync(addr: &str, path: &str) -> Option<Vec<u8>> {
+    let c = connect(addr, Duration::from_secs(4)).await;
+    c.sync(path).await.unwrap();
+    match c.get_data(path).await {
+        Ok((data, _)) => Some(data),
+        Err(zk::Error::NoNode) => None,
+        Err(e) => panic!("get {path} on {addr}: {e}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_on_a_follower_is_readable_on_all_three() {
+    let ens = Ensemble::start();
+    bounded("write on a follower", async {
+        let leader = ens.wait_leader(Duration::from_secs(20));
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        // Admin: roles, quorum size, the server lines.
+        let mntr = ens.four(leader, "mntr");
+        assert!(mntr.contains("zk_server_state\tleader"), "{mntr}");
+        assert!(mntr.contains("zk_quorum_size\t2"), "{mntr}");
+        let conf = ens.four(follower, "conf");
+        for id in 1..=3 {
+            assert!(conf.contains(&format!("server.{id}=127.0.0.1:")), "{conf}");
+        }
+        let c = connect(&ens.addr(follower), Duration::from_secs(4)).await;
+        c.create("/from-follower", b"hello", &anyone())
+            .await
+            .unwrap();
+        for id in 1..=3 {
+            let data = read_after_sync(&ens.addr(id), "/from-follower").await;
+            assert_eq!(data.as_deref(), Some(&b"hello"[..]), "server {id}");
+        }
+        // A session created on a follower resumes on another server (unknown there only
+        // until applied: the barrier covers that).
+        let other = (1..=3).find(|id| *id != leader && *id != follower).unwrap();
+        c.create("/eph-moving", b"", &ephemeral()).await.unwrap();
+        let sid = c.session_id();
+        // Detach without closing the session.
+        let session = c.into_session();
+        let moved = zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(4))
+            .with_session(session)
+            .connect(&ens.addr(other))
+            .await
+            .unwrap();
+        assert_eq!(moved.session_id(), sid);
+        assert!(moved.check_stat("/eph-moving").await.unwrap().is_some());
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_kill_under_follower_writes_loses_nothing() {
+    let mut ens = Ensemble::start();
+    bounded("failover", async {
+        let leader = ens.wait_leader(Duration::from_secs(20));
+        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        let setup = connect(&ens.addr(followers[0]), Duration::from_secs(4)).await;
+        setup.create("/w", b"", &anyone()).await.unwrap();
+        // One writer per follower, each with its own session and an ephemeral.
+        let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let last_ok: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let mut writers = Vec::new();
+        let mut sessions = Vec::new();
+        for f in &followers {
+            let c = connect(&ens.addr(*f), Duration::from_secs(6)).await;
+            c.create(&format!("/eph-{f}"), b"", &ephemeral())
+                .await
+                .unwrap();
+            sessions.push((c.session_id(), *f));
+            let (acked, stop, last_ok) = (acked.clone(), stop.clone(), last_ok.clone());
+            let f = *f;
+            writers.push(tokio::spawn(async move {
+                let mut failures = 0u32;
+                for i in 0..100_000u32 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let path = format!("/w/{f}-{i}");
+                    match tokio::time::timeout(
+                        Duration::from_secs(3),
+                        c.create(&path, b"x", &anyone()),
+                    )
+                    .await
+                    {
+                        Ok(Ok(_)) => {
+                            acked.lock().unwrap().push(path);
+                            *last_ok.lock().unwrap() = Some(Instant::now());
+                        }
+                        Ok(Err(zk::Error::SessionExpired)) => {
+                            panic!("session of writer {f} expired")
+                        }
+                        _ => {
+                            failures += 1;
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                (c, failures)
+            }));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = acked.lock().unwrap().len();
+        assert!(before > 0, "no write acknowledged before the kill");
+        ens.kill(leader);
+        let killed_at = Instant::now();
+        // A new leader takes writes: the first acknowledgement after the kill.
+        let failover = loop {
+            if let Some(t) = *last_ok.lock().unwrap() {
+                if t > killed_at + Duration::from_millis(1) && acked.lock().unwrap().len() > before
+                {
+                    break t.duration_since(killed_at);
+                }
+            }
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(10),
+                "no write acknowledged within 10 s of killing the leader\n{}",
+                ens.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        eprintln!("failover: first write acknowledged {failover:?} after kill -9 of the leader");
+        assert!(failover < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut clients = Vec::new();
+        for w in writers {
+            clients.push(w.await.unwrap());
+        }
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() > before, "writes resumed after the failover");
+        // Every acknowledged write is on both survivors.
+        for id in &followers {
+            let c = connect(&ens.addr(*id), Duration::from_secs(4)).await;
+            c.sync("/w").await.unwrap();
+            let children: std::collections::HashSet<String> =
+                c.list_children("/w").await.unwrap().into_iter().collect();
+            for path in &acked {
+                let name = path.trim_start_matches("/w/");
+                assert!(children.contains(name), "{path} lost on server {id}");
+            }
+        }
+        // The followers' sessions survived with their ephemerals.
+        for ((sid, f), (c, failures)) in sessions.iter().zip(&clients) {
+            assert_eq!(c.session_id(), *sid);
+            assert!(
+                c.check_stat(&format!("/eph-{f}")).await.unwrap().is_some(),
+                "ephemeral of the session on server {f} (failures {failures})"
+            );
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_idle_on_a_follower_for_five_timeouts_survives() {
+    let ens = Ensemble::start();
+    bounded("idle session", async {
+        let leader = ens.wait_leader(Duration::from_secs(20));
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let timeout = Duration::from_secs(2);
+        let c = connect(&ens.addr(follower), timeout).await;
+        assert_eq!(c.session_timeout(), timeout);
+        let sid = c.session_id();
+        c.create("/idle-eph", b"", &ephemeral()).await.unwrap();
+        let state = c.state_watcher();
+        // Only the client library's pings for 5 session timeouts.
+        tokio::time::sleep(timeout * 5).await;
+        let now = state.peek_state();
+        assert_eq!(now, zk::SessionState::SyncConnected, "{}", ens.logs());
+        assert_eq!(c.session_id(), sid);
+        // Seen from the leader, after a sync: still there.
+        let data = read_after_sync(&ens.addr(leader), "/idle-eph").await;
+        assert!(data.is_some(), "ephemeral of the idle session is gone");
+        let dump = ens.four(leader, "dump");
+        assert!(dump.contains(&format!("{:#x}", sid.0)), "{dump}");
+    })
+    .await;
+}
+
+/// A raw handshake: true if the server answered it, false if it closed the socket.
+fn handshake_answered(addr: &str) -> bool {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+    let mut body = Vec::new();
+    body.extend_from_slice(&0i32.to_be_bytes()); // protocol version
+    body.extend_from_slice(&0i64.to_be_bytes()); // lastZxidSeen
+    body.extend_from_slice(&4000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&0i64.to_be_bytes()); // session id
+    body.extend_from_slice(&16i32.to_be_bytes());
+    body.extend_from_slice(&[0u8; 16]);
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    if s.write_all(&frame).is_err() {
+        return false;
+    }
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_the_others_stops_serving() {
+    let mut ens = Ensemble::start();
+    bounded("isolated follower", async {
+        let leader = ens.wait_leader(Duration::from_secs(20));
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        assert!(handshake_answered(&ens.addr(follower)));
+        let c = connect(&ens.addr(follower), Duration::from_secs(6)).await;
+        let mut state = c.state_watcher();
+        for id in 1..=3 {
+            if id != follower {
+                ens.kill(id);
+            }
+        }
+        let killed = Instant::now();
+        // Its client is disconnected, srvr says it is not serving, handshakes are refused.
+        let disconnected = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                if state.peek_state() != zk::SessionState::SyncConnected {
+                    return;
+                }
+                state.changed().await;
+            }
+        })
+        .await;
+        assert!(
+            disconnected.is_ok(),
+            "client still connected 5 s after the cut"
+        );
+        eprintln!(
+            "isolated follower dropped its client {:?} after the cut",
+            killed.elapsed()
+        );
+        let srvr = ens.four(follower, "srvr");
+        assert_eq!(
+            srvr.trim_end(),
+            "This ZooKeeper instance is not currently serving requests"
+        );
+        assert!(!handshake_answered(&ens.addr(follower)));
+    })
+    .await;
+}
