@@ -705,4 +705,25 @@ mod tests {
         applier.proposal_dropped(&txn.encode());
         assert_eq!(take(&recorder), vec![Item::Dropped(origin(9, 1))]);
     }
+
+    #[test]
+    fn ensemble_hooks_promote_and_demote_the_tracker_standalone_ignores_them() {
+        let (shared, mut applier, _recorder) = setup();
+        // Standalone: expiring from the start; leader moves change nothing.
+        applier.on_leader_change(0, 2);
+        applier.on_role_change(false, 2);
+        assert!(shared.tracker().is_expiring());
+        let (shared, applier, _recorder) = setup();
+        let mut applier = applier.with_ensemble(1, Duration::from_millis(500));
+        shared.tracker().demote();
+        applier.on_leader_change(1, 3);
+        assert!(!shared.tracker().is_expiring(), "leader, not caught up yet");
+        applier.on_caught_up(3);
+        assert!(shared.tracker().is_expiring());
+        applier.on_leader_change(2, 4);
+        assert!(!shared.tracker().is_expiring(), "another server leads");
+        applier.on_caught_up(5);
+        applier.on_role_change(false, 5);
+        assert!(!shared.tracker().is_expiring(), "lost leadership");
+    }
 }

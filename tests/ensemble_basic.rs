@@ -1,8 +1,9 @@
 //! A real 3-server ensemble on loopback (three `rookery` processes): a write made on a
 //! follower is readable on every server after sync; kill -9 of the leader under writes from
 //! clients on the followers (a new leader takes writes within 10 s, no acknowledged write is
-//! lost, the followers' sessions and their ephemerals survive); a session idle on a follower
-//! for 5 × its timeout survives; a follower cut off from the other two stops serving.
+//! lost, no write in flight hangs, the followers' sessions and their ephemerals survive); a
+//! session idle on a follower for 5 × its timeout survives, while a dead client's session on a
+//! follower still expires; a follower cut off from the other two stops serving.
 //!
 //! The launcher is local to this file: zoo.cfg with `server.N=127.0.0.1:P:E;127.0.0.1:C` and
 //! `dataDir/myid`; every process is killed (SIGKILL, by its own handle) on drop.
@@ -319,13 +320,14 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
             let f = *f;
             writers.push(tokio::spawn(async move {
                 let mut failures = 0u32;
+                let mut hung = 0u32;
                 for i in 0..100_000u32 {
                     if stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let path = format!("/w/{f}-{i}");
                     match tokio::time::timeout(
-                        Duration::from_secs(3),
+                        Duration::from_secs(5),
                         c.create(&path, b"x", &anyone()),
                     )
                     .await
@@ -337,13 +339,14 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
                         Ok(Err(zk::Error::SessionExpired)) => {
                             panic!("session of writer {f} expired")
                         }
-                        _ => {
+                        Ok(Err(_)) => {
                             failures += 1;
                             tokio::time::sleep(Duration::from_millis(20)).await;
                         }
+                        Err(_) => hung += 1,
                     }
                 }
-                (c, failures)
+                (c, failures, hung)
             }));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -388,7 +391,10 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
             }
         }
         // The followers' sessions survived with their ephemerals.
-        for ((sid, f), (c, failures)) in sessions.iter().zip(&clients) {
+        for ((sid, f), (c, failures, hung)) in sessions.iter().zip(&clients) {
+            // A write in doubt fails (ConnectionLoss) well within 5 s; it never hangs.
+            assert_eq!(*hung, 0, "writes of the client on server {f} hung for 5 s");
+            eprintln!("client on server {f}: {failures} writes failed (in doubt), none hung");
             assert_eq!(c.session_id(), *sid);
             assert!(
                 c.check_stat(&format!("/eph-{f}")).await.unwrap().is_some(),
@@ -425,27 +431,93 @@ async fn session_idle_on_a_follower_for_five_timeouts_survives() {
     .await;
 }
 
-/// A raw handshake: true if the server answered it, false if it closed the socket.
-fn handshake_answered(addr: &str) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500))
-    else {
-        return false;
-    };
+/// A raw handshake for a new session of `timeout_ms`: the socket (after the answer's length)
+/// if the server answered, `None` if it closed the socket.
+fn raw_session(addr: &str, timeout_ms: i32) -> Option<TcpStream> {
+    let mut s =
+        TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).ok()?;
     let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
     let mut body = Vec::new();
     body.extend_from_slice(&0i32.to_be_bytes()); // protocol version
     body.extend_from_slice(&0i64.to_be_bytes()); // lastZxidSeen
-    body.extend_from_slice(&4000i32.to_be_bytes()); // timeout
+    body.extend_from_slice(&timeout_ms.to_be_bytes());
     body.extend_from_slice(&0i64.to_be_bytes()); // session id
     body.extend_from_slice(&16i32.to_be_bytes());
     body.extend_from_slice(&[0u8; 16]);
     let mut frame = (body.len() as i32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
-    if s.write_all(&frame).is_err() {
-        return false;
-    }
+    s.write_all(&frame).ok()?;
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).is_ok()
+    s.read_exact(&mut len).ok()?;
+    let mut answer = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+    s.read_exact(&mut answer).ok()?;
+    Some(s)
+}
+
+fn handshake_answered(addr: &str) -> bool {
+    raw_session(addr, 4000).is_some()
+}
+
+/// Sends a create of an ephemeral `path` (world:anyone ALL) on a raw connection and reads
+/// the reply's error code.
+fn raw_create_ephemeral(s: &mut TcpStream, path: &str) -> i32 {
+    let mut body = Vec::new();
+    body.extend_from_slice(&1i32.to_be_bytes()); // xid
+    body.extend_from_slice(&1i32.to_be_bytes()); // create
+    body.extend_from_slice(&(path.len() as i32).to_be_bytes());
+    body.extend_from_slice(path.as_bytes());
+    body.extend_from_slice(&0i32.to_be_bytes()); // empty data
+    body.extend_from_slice(&1i32.to_be_bytes()); // one ACL
+    body.extend_from_slice(&31i32.to_be_bytes()); // ALL
+    for part in ["world", "anyone"] {
+        body.extend_from_slice(&(part.len() as i32).to_be_bytes());
+        body.extend_from_slice(part.as_bytes());
+    }
+    body.extend_from_slice(&1i32.to_be_bytes()); // ephemeral
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut reply = vec![0u8; i32::from_be_bytes(len) as usize];
+    s.read_exact(&mut reply).unwrap();
+    i32::from_be_bytes(reply[12..16].try_into().unwrap())
+}
+
+/// Touch forwarding must not keep a dead client's session alive: a session on a follower
+/// whose client vanished expires at the leader, and its ephemeral goes everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_clients_session_on_a_follower_still_expires() {
+    let ens = Ensemble::start();
+    bounded("expiry of a follower session", async {
+        let leader = ens.wait_leader(Duration::from_secs(20));
+        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let mut raw = raw_session(&ens.addr(follower), 2000).expect("handshake on the follower");
+        assert_eq!(raw_create_ephemeral(&mut raw, "/dead-eph"), 0);
+        let created = Instant::now();
+        drop(raw); // the client vanishes without closing its session
+        let observer = connect(&ens.addr(leader), Duration::from_secs(10)).await;
+        let gone = loop {
+            observer.sync("/").await.unwrap();
+            if observer.check_stat("/dead-eph").await.unwrap().is_none() {
+                break created.elapsed();
+            }
+            assert!(
+                created.elapsed() < Duration::from_secs(15),
+                "the dead client's ephemeral is still there after 15 s"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        eprintln!("dead follower session expired {gone:?} after its last message");
+        assert!(
+            gone >= Duration::from_millis(1500),
+            "expired early: {gone:?}"
+        );
+        for id in 1..=3 {
+            assert_eq!(read_after_sync(&ens.addr(id), "/dead-eph").await, None);
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -532,4 +532,24 @@ mod tests {
         assert!(b.budget.is_closed());
         assert!(!a.budget.is_closed());
     }
+
+    #[test]
+    fn a_leader_change_closes_only_connections_with_requests_in_doubt() {
+        let conns = Arc::new(ConnRegistry::default());
+        let (busy, _rx_busy) = handle(1 << 20, 10);
+        let (idle, _rx_idle) = handle(1 << 20, 11);
+        busy.in_doubt.store(1, Ordering::Release);
+        {
+            let mut tables = conns.lock();
+            tables.by_id.insert(1, busy.clone());
+            tables.by_id.insert(2, idle.clone());
+        }
+        let mut sink = ServerSink::new(5, Arc::clone(&conns));
+        sink.leader_changed(2, 7);
+        assert!(busy.budget.is_closed(), "a write in flight: closed");
+        assert!(!idle.budget.is_closed(), "nothing in flight: kept");
+        assert!(!busy.budget.overflowed());
+        assert_eq!(conns.close_all(), 1);
+        assert!(idle.budget.is_closed());
+    }
 }
