@@ -307,7 +307,10 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
         // One writer per follower, each with its own session and an ephemeral.
         let acked: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
-        let last_ok: Arc<Mutex<Option<Instant>>> = Arc::default();
+        // When the leader was dead, and when a write *issued* after that was first acknowledged
+        // (it can only have been committed by a new leader).
+        let killed: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let first_after: Arc<Mutex<Option<Instant>>> = Arc::default();
         let mut writers = Vec::new();
         let mut sessions = Vec::new();
         for f in &followers {
@@ -316,7 +319,8 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
                 .await
                 .unwrap();
             sessions.push((c.session_id(), *f));
-            let (acked, stop, last_ok) = (acked.clone(), stop.clone(), last_ok.clone());
+            let (acked, stop) = (acked.clone(), stop.clone());
+            let (killed, first_after) = (killed.clone(), first_after.clone());
             let f = *f;
             writers.push(tokio::spawn(async move {
                 let mut failures = 0u32;
@@ -326,6 +330,7 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
                         break;
                     }
                     let path = format!("/w/{f}-{i}");
+                    let issued = Instant::now();
                     match tokio::time::timeout(
                         Duration::from_secs(5),
                         c.create(&path, b"x", &anyone()),
@@ -334,7 +339,10 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
                     {
                         Ok(Ok(_)) => {
                             acked.lock().unwrap().push(path);
-                            *last_ok.lock().unwrap() = Some(Instant::now());
+                            let now = Instant::now();
+                            if killed.lock().unwrap().is_some_and(|k| issued > k) {
+                                first_after.lock().unwrap().get_or_insert(now);
+                            }
                         }
                         Ok(Err(zk::Error::SessionExpired)) => {
                             panic!("session of writer {f} expired")
@@ -352,15 +360,13 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let before = acked.lock().unwrap().len();
         assert!(before > 0, "no write acknowledged before the kill");
-        ens.kill(leader);
+        ens.kill(leader); // returns once the process is dead
         let killed_at = Instant::now();
-        // A new leader takes writes: the first acknowledgement after the kill.
+        *killed.lock().unwrap() = Some(killed_at);
+        // A new leader takes writes: the first acknowledgement of a write issued after the kill.
         let failover = loop {
-            if let Some(t) = *last_ok.lock().unwrap() {
-                if t > killed_at + Duration::from_millis(1) && acked.lock().unwrap().len() > before
-                {
-                    break t.duration_since(killed_at);
-                }
+            if let Some(t) = *first_after.lock().unwrap() {
+                break t.duration_since(killed_at);
             }
             assert!(
                 killed_at.elapsed() < Duration::from_secs(10),
@@ -390,6 +396,30 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
                 assert!(children.contains(name), "{path} lost on server {id}");
             }
         }
+        // The killed leader restarts on its data dir, rejoins as a follower and catches up.
+        ens.spawn(leader);
+        let new_leader = ens.wait_leader(Duration::from_secs(20));
+        assert_ne!(
+            new_leader, leader,
+            "the restarted server has the shorter log"
+        );
+        let last = acked.last().unwrap().clone();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if ens.mode(leader).as_deref() == Some("follower") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "restarted server never serves\n{}",
+                ens.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            read_after_sync(&ens.addr(leader), &last).await.is_some(),
+            "restarted server lacks {last}"
+        );
         // The followers' sessions survived with their ephemerals.
         for ((sid, f), (c, failures, hung)) in sessions.iter().zip(&clients) {
             // A write in doubt fails (ConnectionLoss) well within 5 s; it never hangs.
