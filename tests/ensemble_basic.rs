@@ -3,7 +3,8 @@
 //! clients on the followers (a new leader takes writes within 10 s, no acknowledged write is
 //! lost, no write in flight hangs, the followers' sessions and their ephemerals survive); a
 //! session idle on a follower for 5 × its timeout survives, while a dead client's session on a
-//! follower still expires; a follower cut off from the other two stops serving.
+//! follower still expires; a follower cut off from the other two stops serving; an observer
+//! (Raft learner) replicates, forwards writes and reports `Mode: observer`.
 //!
 //! The launcher is local to this file: zoo.cfg with `server.N=127.0.0.1:P:E;127.0.0.1:C` and
 //! `dataDir/myid`; every process is killed (SIGKILL, by its own handle) on drop.
@@ -51,12 +52,22 @@ fn free_ports(n: usize) -> Vec<u16> {
 
 impl Ensemble {
     fn start() -> Ensemble {
+        Self::start_with_observer(None)
+    }
+
+    /// Three servers; `observer` (if any) is listed as `:observer` (a Raft learner).
+    fn start_with_observer(observer: Option<u64>) -> Ensemble {
         let dir = tempfile::tempdir().unwrap();
         let ports = free_ports(9);
         let lines: Vec<String> = (0..3)
             .map(|i| {
+                let role = if observer == Some(i as u64 + 1) {
+                    ":observer"
+                } else {
+                    ""
+                };
                 format!(
-                    "server.{}=127.0.0.1:{}:{};127.0.0.1:{}",
+                    "server.{}=127.0.0.1:{}:{}{role};127.0.0.1:{}",
                     i + 1,
                     ports[3 + i],
                     ports[6 + i],
@@ -168,7 +179,7 @@ impl Ensemble {
                 .collect();
             let followers = modes
                 .iter()
-                .filter(|(_, m)| m.as_deref() == Some("follower"))
+                .filter(|(_, m)| matches!(m.as_deref(), Some("follower" | "observer")))
                 .count();
             if leaders.len() == 1 && followers + 1 == alive.len() {
                 return leaders[0];
@@ -589,6 +600,28 @@ async fn a_follower_cut_off_from_the_others_stops_serving() {
             "This ZooKeeper instance is not currently serving requests"
         );
         assert!(!handshake_answered(&ens.addr(follower)));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_replicates_and_forwards_writes() {
+    let ens = Ensemble::start_with_observer(Some(3));
+    bounded("observer", async {
+        let leader = ens.wait_leader(Duration::from_secs(20));
+        assert_ne!(leader, 3, "an observer never leads");
+        assert_eq!(ens.mode(3).as_deref(), Some("observer"));
+        let mntr = ens.four(leader, "mntr");
+        // Two participants: a quorum of 2; the observer is a learner, not a voter.
+        assert!(mntr.contains("zk_quorum_size\t2"), "{mntr}");
+        assert!(mntr.contains("zk_synced_observers\t1"), "{mntr}");
+        assert!(mntr.contains("zk_synced_followers\t1"), "{mntr}");
+        let c = connect(&ens.addr(3), Duration::from_secs(4)).await;
+        c.create("/from-observer", b"obs", &anyone()).await.unwrap();
+        for id in 1..=3 {
+            let data = read_after_sync(&ens.addr(id), "/from-observer").await;
+            assert_eq!(data.as_deref(), Some(&b"obs"[..]), "server {id}");
+        }
     })
     .await;
 }
