@@ -576,6 +576,13 @@ async fn a_follower_cut_off_from_the_others_stops_serving() {
             }
         }
         let killed = Instant::now();
+        // A sync there goes through a ReadIndex barrier that no leader answers: it fails
+        // (ConnectionLoss) instead of answering from the follower's possibly stale state.
+        let sync = tokio::time::timeout(Duration::from_secs(5), c.sync("/")).await;
+        assert!(
+            matches!(sync, Ok(Err(_))),
+            "sync on a cut-off follower must fail, got {sync:?}"
+        );
         // Its client is disconnected, srvr says it is not serving, handshakes are refused.
         let disconnected = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
