@@ -229,15 +229,26 @@ fn ephemeral() -> zk::CreateOptions<'static> {
 }
 
 async fn connect(addr: &str, session: Duration) -> zk::Client {
+    connect_with(addr, zk::Client::connector().with_session_timeout(session)).await
+}
+
+/// A client whose drop (or `into_session`) does not close its session, so that another
+/// connection can resume it.
+async fn connect_detached(addr: &str, session: Duration) -> zk::Client {
+    connect_with(
+        addr,
+        zk::Client::connector()
+            .with_session_timeout(session)
+            .with_detached(),
+    )
+    .await
+}
+
+async fn connect_with(addr: &str, connector: zk::Connector) -> zk::Client {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let attempt = tokio::time::timeout(
-            Duration::from_secs(5),
-            zk::Client::connector()
-                .with_session_timeout(session)
-                .connect(addr),
-        )
-        .await;
+        let attempt =
+            tokio::time::timeout(Duration::from_secs(5), connector.clone().connect(addr)).await;
         match attempt {
             Ok(Ok(client)) => return client,
             other => {
@@ -280,7 +291,7 @@ async fn write_on_a_follower_is_readable_on_all_three() {
         for id in 1..=3 {
             assert!(conf.contains(&format!("server.{id}=127.0.0.1:")), "{conf}");
         }
-        let c = connect(&ens.addr(follower), Duration::from_secs(4)).await;
+        let c = connect_detached(&ens.addr(follower), Duration::from_secs(4)).await;
         c.create("/from-follower", b"hello", &anyone())
             .await
             .unwrap();
@@ -315,6 +326,14 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
         let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
         let setup = connect(&ens.addr(followers[0]), Duration::from_secs(4)).await;
         setup.create("/w", b"", &anyone()).await.unwrap();
+        // A session on the leader, with an ephemeral; resumed on a follower after the kill.
+        let on_leader = connect_detached(&ens.addr(leader), Duration::from_secs(8)).await;
+        on_leader
+            .create("/eph-leader", b"", &ephemeral())
+            .await
+            .unwrap();
+        let leader_sid = on_leader.session_id();
+        let leader_session = on_leader.into_session();
         // One writer per follower, each with its own session and an ephemeral.
         let acked: Arc<Mutex<Vec<String>>> = Arc::default();
         let stop = Arc::new(AtomicBool::new(false));
@@ -387,6 +406,14 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
         eprintln!("failover: first write acknowledged {failover:?} after kill -9 of the leader");
+        let resumed = zk::Client::connector()
+            .with_session_timeout(Duration::from_secs(8))
+            .with_session(leader_session)
+            .connect(&ens.addr(followers[1]))
+            .await
+            .expect("the dead leader's client resumes its session on a follower");
+        assert_eq!(resumed.session_id(), leader_sid);
+        assert!(resumed.check_stat("/eph-leader").await.unwrap().is_some());
         assert!(failover < Duration::from_secs(10));
         tokio::time::sleep(Duration::from_secs(1)).await;
         stop.store(true, Ordering::Relaxed);
