@@ -1,5 +1,12 @@
 //! Accepts client connections, enforces the per-IP and global limits, runs the leader's housekeeping and
 //! shuts everything down in order on request.
+//!
+//! Standalone (no or one `server.N`): a sole Raft voter, and the client port is bound only once
+//! it leads and has replayed its log. Ensemble: the peer network and a Raft group of the
+//! participants (voters) and observers (learners) start, the client port is bound at once, and
+//! [`RaftHandle::is_fresh`] gates clients: handshakes are refused while it is false, and every
+//! client connection is closed once it has been false for longer than the election timeout.
+//! A task forwards local clients' session touches to the leader every tickTime/2.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -168,9 +175,13 @@ impl Server {
             (raft, thread, None)
         };
         let address = SocketAddr::new(config.client_address, config.client_port);
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| ServerError::Bind { address, source })?;
+        let listener = match TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                raft.shutdown();
+                return Err(ServerError::Bind { address, source });
+            }
+        };
         let (shutdown_tx, _) = watch::channel(false);
         Ok(Server {
             shared,
