@@ -1,84 +1,96 @@
 #!/usr/bin/env bash
-# Starts an ensemble on loopback by hand and keeps it in the foreground until Ctrl-C (or
-# MAX_SECONDS), for poking at it with zkCli / rookery-cli / four-letter words:
+# Starts, stops or shows a 3-server rookery ensemble on loopback.
 #
-#   scripts/ensemble.sh                      # 3 ZooKeeper 3.8 members
-#   TARGET=rookery scripts/ensemble.sh       # 3 rookery members (target/debug/rookery; ROOKERY=...)
-#   MEMBERS=5 TICK=500 scripts/ensemble.sh
+#   scripts/ensemble.sh start|stop|status [DIR]
 #
-# Same zoo.cfg as tests/common/cluster.rs and benches/ensemble.sh: server.N=127.0.0.1:peer:election;
-# 127.0.0.1:client, myid in each dataDir. Prints each member's pid, ports, config and log, then the
-# connect string and `srvr` modes every 5 s. Stops every member by its pid on exit; the work dir
-# is removed unless KEEP_WORK=1.
-set -uo pipefail
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-TARGET=${TARGET:-zk}
-MEMBERS=${MEMBERS:-3}
-TICK=${TICK:-2000}
-MAX_SECONDS=${MAX_SECONDS:-3600}
-ROOKERY=${ROOKERY:-$ROOT/target/debug/rookery}
-ZK_CP=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
-WORK=$(mktemp -d /tmp/rookery-ensemble-manual.XXXXXX)
-declare -a PID CPORT PPORT EPORT
+# DIR (default ./ensemble) gets s1/ s2/ s3/, each with zoo.cfg, data/myid, a pid file and a log.
+# Client ports: $CLIENT_PORT_BASE+1..3 (default 2181-2183); peer ports $PEER_PORT_BASE+N
+# (default 2889-2891); election ports $ELECTION_PORT_BASE+N (default 3889-3891, shown in conf
+# only). $TICK_TIME (default 2000) sets tickTime. The binary is $ROOKERY_BIN, else
+# target/release/rookery.
+set -euo pipefail
 
-cleanup() {
-    for i in $(seq "$MEMBERS"); do
-        [ -n "${PID[$i]:-}" ] && kill -TERM "${PID[$i]}" 2>/dev/null
+cmd=${1:-}
+dir=${2:-ensemble}
+bin=${ROOKERY_BIN:-$(cd "$(dirname "$0")/.." && pwd)/target/release/rookery}
+client_base=${CLIENT_PORT_BASE:-2180}
+peer_base=${PEER_PORT_BASE:-2888}
+election_base=${ELECTION_PORT_BASE:-3888}
+tick=${TICK_TIME:-2000}
+
+servers() {
+    local n
+    for n in 1 2 3; do
+        echo "server.$n=127.0.0.1:$((peer_base + n)):$((election_base + n));127.0.0.1:$((client_base + n))"
     done
-    sleep 1
-    for i in $(seq "$MEMBERS"); do
-        [ -n "${PID[$i]:-}" ] && kill -KILL "${PID[$i]}" 2>/dev/null && wait "${PID[$i]}" 2>/dev/null
-    done
-    if [ "${KEEP_WORK:-0}" = 1 ]; then echo "work dir kept: $WORK"; else rm -rf "$WORK"; fi
 }
-trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-case "$TARGET" in
-    zk) [ -f /usr/share/java/zookeeper.jar ] || { echo "Debian's zookeeper is not installed"; exit 1; } ;;
-    rookery) [ -x "$ROOKERY" ] || { echo "$ROOKERY missing (cargo build, or ROOKERY=...)"; exit 1; } ;;
-    *) echo "TARGET must be zk or rookery"; exit 1 ;;
-esac
-
-read -r -a PORTS <<<"$(python3 - "$MEMBERS" <<'PY'
-import socket, sys
-n = int(sys.argv[1]); socks = []
-for _ in range(3 * n):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
-for i in $(seq "$MEMBERS"); do
-    CPORT[$i]=${PORTS[$((3 * (i - 1)))]}; PPORT[$i]=${PORTS[$((3 * (i - 1) + 1))]}; EPORT[$i]=${PORTS[$((3 * (i - 1) + 2))]}
-done
-for i in $(seq "$MEMBERS"); do
-    d=$WORK/m$i; mkdir -p "$d/data"; echo "$i" >"$d/data/myid"
-    {
-        echo "tickTime=$TICK"; echo "initLimit=10"; echo "syncLimit=5"
-        echo "dataDir=$d/data"; echo "clientPort=${CPORT[$i]}"; echo "clientPortAddress=127.0.0.1"
-        echo "4lw.commands.whitelist=*"; echo "maxClientCnxns=0"; echo "admin.enableServer=false"
-        echo "standaloneEnabled=false"
-        for j in $(seq "$MEMBERS"); do echo "server.$j=127.0.0.1:${PPORT[$j]}:${EPORT[$j]};127.0.0.1:${CPORT[$j]}"; done
-    } >"$d/zoo.cfg"
-    if [ "$TARGET" = zk ]; then
-        java -Xmx512m -XX:+UseG1GC -Dzookeeper.admin.enableServer=false -cp "$ZK_CP" \
-            org.apache.zookeeper.server.quorum.QuorumPeerMain "$d/zoo.cfg" >"$d/server.log" 2>&1 &
-    else
-        "$ROOKERY" --config "$d/zoo.cfg" >"$d/server.log" 2>&1 &
-    fi
-    PID[$i]=$!
-    echo "member $i: pid ${PID[$i]}, client ${CPORT[$i]}, peer ${PPORT[$i]}, election ${EPORT[$i]}, config $d/zoo.cfg, log $d/server.log"
-done
-CS=$(for i in $(seq "$MEMBERS"); do printf '127.0.0.1:%s,' "${CPORT[$i]}"; done); CS=${CS%,}
-echo "connect string: $CS"
-START=$(date +%s)
-while [ $(( $(date +%s) - START )) -lt "$MAX_SECONDS" ]; do
-    line=""
-    for i in $(seq "$MEMBERS"); do
-        m=$(echo srvr | timeout 3 nc -w 2 127.0.0.1 "${CPORT[$i]}" 2>/dev/null | awk '/^Mode:/{print $2}')
-        kill -0 "${PID[$i]}" 2>/dev/null || m=exited
-        line="$line m$i=${m:-not-serving}"
+start() {
+    [ -x "$bin" ] || { echo "no rookery binary at $bin (cargo build --release, or set ROOKERY_BIN)" >&2; exit 1; }
+    for n in 1 2 3; do
+        local s="$dir/s$n"
+        mkdir -p "$s/data"
+        if [ -f "$s/pid" ] && kill -0 "$(cat "$s/pid")" 2>/dev/null; then
+            echo "server $n already running (pid $(cat "$s/pid"))"
+            continue
+        fi
+        {
+            echo "tickTime=$tick"
+            echo "initLimit=10"
+            echo "syncLimit=5"
+            echo "dataDir=$(cd "$s/data" && pwd)"
+            echo "clientPort=$((client_base + n))"
+            echo "clientPortAddress=127.0.0.1"
+            echo "4lw.commands.whitelist=*"
+            servers
+        } > "$s/zoo.cfg"
+        echo "$n" > "$s/data/myid"
+        nohup "$bin" --config "$s/zoo.cfg" > "$s/rookery.log" 2>&1 &
+        echo $! > "$s/pid"
+        echo "server $n started (pid $!, client 127.0.0.1:$((client_base + n)), log $s/rookery.log)"
     done
-    echo "[$(date +%H:%M:%S)]$line"
-    sleep 5
-done
+    echo "connect: zkCli.sh -server 127.0.0.1:$((client_base + 1)),127.0.0.1:$((client_base + 2)),127.0.0.1:$((client_base + 3))"
+}
+
+stop() {
+    for n in 1 2 3; do
+        local s="$dir/s$n"
+        [ -f "$s/pid" ] || continue
+        local pid
+        pid=$(cat "$s/pid")
+        if kill -0 "$pid" 2>/dev/null; then
+            kill "$pid"
+            for _ in $(seq 1 50); do
+                kill -0 "$pid" 2>/dev/null || break
+                sleep 0.1
+            done
+            if kill -0 "$pid" 2>/dev/null; then
+                echo "server $n (pid $pid) did not stop in 5 s; killing it"
+                kill -9 "$pid"
+            fi
+            echo "server $n stopped"
+        fi
+        rm -f "$s/pid"
+    done
+}
+
+status() {
+    for n in 1 2 3; do
+        local s="$dir/s$n" state="stopped"
+        if [ -f "$s/pid" ] && kill -0 "$(cat "$s/pid")" 2>/dev/null; then
+            state="running (pid $(cat "$s/pid"))"
+            local mode
+            mode=$( (exec 3<>"/dev/tcp/127.0.0.1/$((client_base + n))" && printf srvr >&3 && timeout 2 cat <&3) 2>/dev/null \
+                | grep -E '^Mode:|not currently serving' || true)
+            state="$state ${mode:-no answer}"
+        fi
+        echo "server $n: $state"
+    done
+}
+
+case "$cmd" in
+    start) start ;;
+    stop) stop ;;
+    status) status ;;
+    *) echo "usage: $0 start|stop|status [DIR]" >&2; exit 2 ;;
+esac

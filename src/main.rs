@@ -1,4 +1,5 @@
-//! The `rookery` binary: a standalone server, configured by defaults, a zoo.cfg and flags.
+//! The `rookery` binary: a standalone server or, with `server.N` lines, an ensemble member;
+//! configured by defaults, a zoo.cfg and flags.
 
 use clap::Parser;
 use rookery::config::{Config, Flags};

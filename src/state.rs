@@ -39,6 +39,10 @@ pub trait ReplySink: Send {
     fn session_closed(&mut self, session_id: i64, origin: Origin);
     /// Raft dropped the proposal from `origin`: its waiter will never get a reply.
     fn proposal_dropped(&mut self, origin: Origin);
+    /// The known leader or the term moved (ensemble only): every write, sync or session
+    /// creation in flight may be lost or may still commit, so the connections waiting on one
+    /// must close (ConnectionLoss). Default no-op.
+    fn leader_changed(&mut self, _leader_id: u64, _term: u64) {}
 }
 
 /// The state covered by the Raft log: everything here changes only by applying entries.
@@ -127,6 +131,17 @@ pub struct Shared {
     /// Connection ids start from a per-boot base so that entries replayed from an earlier run
     /// never match a connection of this run.
     next_conn_id: AtomicU64,
+    /// The ensemble's peer network, once started (for `mntr`'s learner counts).
+    peer_net: std::sync::OnceLock<PeerLink>,
+}
+
+/// A weak link to the peer network: the listener owns it and shuts it down.
+struct PeerLink(std::sync::Weak<crate::peer::PeerNetwork>);
+
+impl std::fmt::Debug for PeerLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerLink")
+    }
 }
 
 impl Shared {
@@ -145,6 +160,7 @@ impl Shared {
             last_zxid: AtomicI64::new(0),
             started: Instant::now(),
             next_conn_id: AtomicU64::new(boot << 20),
+            peer_net: std::sync::OnceLock::new(),
         })
     }
 
@@ -183,6 +199,19 @@ impl Shared {
         self.started.elapsed()
     }
 
+    /// Records the ensemble's peer network (once; later calls are ignored).
+    pub fn set_peer_net(&self, net: &Arc<crate::peer::PeerNetwork>) {
+        let _ = self.peer_net.set(PeerLink(Arc::downgrade(net)));
+    }
+
+    /// Whether this server's outbound connection to peer `id` is up (false when standalone).
+    pub fn peer_connected(&self, id: u64) -> bool {
+        self.peer_net
+            .get()
+            .and_then(|link| link.0.upgrade())
+            .is_some_and(|net| net.is_connected(id))
+    }
+
     /// A fresh connection id (also the connection's watcher id).
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
@@ -201,6 +230,9 @@ pub struct Applier {
     sink: Box<dyn ReplySink>,
     /// Set when an entry cannot be applied by this build (see `take_fatal`).
     fatal: Option<String>,
+    /// In an ensemble: this server's id and the election timeout (the session extension a
+    /// new leader grants). `None` when standalone: the tracker expires from the start.
+    ensemble: Option<(u64, Duration)>,
 }
 
 impl Applier {
@@ -210,7 +242,16 @@ impl Applier {
             shared,
             sink,
             fatal: None,
+            ensemble: None,
         }
+    }
+
+    /// Makes this the applier of ensemble member `server_id`: the session tracker expires
+    /// only while this server is a caught-up leader (promoted with `election_timeout` as the
+    /// extension), and a leader change closes the connections with requests in doubt.
+    pub fn with_ensemble(mut self, server_id: u64, election_timeout: Duration) -> Self {
+        self.ensemble = Some((server_id, election_timeout));
+        self
     }
 
     /// Fires watches after an entry was applied. `deleted_acls` holds the ACLs of nodes the
@@ -409,6 +450,27 @@ impl StateMachine for Applier {
         info!(is_leader, term, "raft role changed");
         if is_leader {
             self.shared.tracker.reset_closing();
+        }
+        if !is_leader && self.ensemble.is_some() {
+            self.shared.tracker.demote();
+        }
+    }
+
+    fn on_leader_change(&mut self, leader_id: u64, term: u64) {
+        let Some((server_id, _)) = self.ensemble else {
+            return;
+        };
+        info!(leader_id, term, "known leader changed");
+        if leader_id != server_id {
+            self.shared.tracker.demote();
+        }
+        self.sink.leader_changed(leader_id, term);
+    }
+
+    fn on_caught_up(&mut self, term: u64) {
+        if let Some((_, extension)) = self.ensemble {
+            info!(term, "caught up as leader; expiring sessions from now on");
+            self.shared.tracker.promote(Instant::now(), extension);
         }
     }
 }
@@ -658,5 +720,26 @@ mod tests {
         assert!(shared.state().read().tree.acl_of("/c").is_none());
         applier.proposal_dropped(&txn.encode());
         assert_eq!(take(&recorder), vec![Item::Dropped(origin(9, 1))]);
+    }
+
+    #[test]
+    fn ensemble_hooks_promote_and_demote_the_tracker_standalone_ignores_them() {
+        let (shared, mut applier, _recorder) = setup();
+        // Standalone: expiring from the start; leader moves change nothing.
+        applier.on_leader_change(0, 2);
+        applier.on_role_change(false, 2);
+        assert!(shared.tracker().is_expiring());
+        let (shared, applier, _recorder) = setup();
+        let mut applier = applier.with_ensemble(1, Duration::from_millis(500));
+        shared.tracker().demote();
+        applier.on_leader_change(1, 3);
+        assert!(!shared.tracker().is_expiring(), "leader, not caught up yet");
+        applier.on_caught_up(3);
+        assert!(shared.tracker().is_expiring());
+        applier.on_leader_change(2, 4);
+        assert!(!shared.tracker().is_expiring(), "another server leads");
+        applier.on_caught_up(5);
+        applier.on_role_change(false, 5);
+        assert!(!shared.tracker().is_expiring(), "lost leadership");
     }
 }

@@ -6,12 +6,29 @@ use std::sync::Arc;
 
 use rookery_protocol::FourLetterWord;
 
-use crate::raft::RaftHandle;
+use crate::config::PeerRole;
+use crate::raft::{NodeRole, RaftHandle};
 use crate::server::registry::ConnRegistry;
 use crate::state::Shared;
 
 /// The version string clients and tools parse; ZooKeeper-shaped so they recognise it.
 pub const VERSION: &str = concat!("3.8.4-rookery-", env!("CARGO_PKG_VERSION"));
+
+/// ZooKeeper's answer (`ZK_NOT_SERVING`) while a server has no fresh leader contact.
+pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests";
+
+/// `Mode:` / `zk_server_state`: `standalone`, else this member's role in the ensemble
+/// (`leader`, `follower`, `observer`; a candidate is not serving and never reaches here).
+pub fn server_state(shared: &Shared, raft: &RaftHandle) -> &'static str {
+    if !shared.config().is_ensemble() {
+        return "standalone";
+    }
+    match raft.role() {
+        NodeRole::Leader => "leader",
+        NodeRole::Learner => "observer",
+        NodeRole::Follower | NodeRole::Candidate => "follower",
+    }
+}
 
 /// The text a four-letter word answers. Lock discipline: copy what is needed out of a lock,
 /// release it, then format, so a big answer never holds up the apply thread; blocking I/O
@@ -25,10 +42,14 @@ pub async fn four_letter_word(
     if !shared.config().four_letter_allowed(word.as_str()) {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
+    let serving = !shared.config().is_ensemble() || raft.is_fresh();
     match word {
         FourLetterWord::Ruok => "imok".to_string(),
-        FourLetterWord::Srvr => server_summary(shared, conns, false),
-        FourLetterWord::Stat => server_summary(shared, conns, true),
+        FourLetterWord::Srvr | FourLetterWord::Stat | FourLetterWord::Mntr if !serving => {
+            format!("{NOT_SERVING}\n")
+        }
+        FourLetterWord::Srvr => server_summary(shared, conns, raft, false),
+        FourLetterWord::Stat => server_summary(shared, conns, raft, true),
         FourLetterWord::Mntr => monitor(shared, conns, raft),
         FourLetterWord::Conf => configuration(shared),
         FourLetterWord::Cons => connections(conns),
@@ -110,7 +131,12 @@ fn latency(shared: &Shared) -> (f64, f64, f64) {
     )
 }
 
-fn server_summary(shared: &Shared, conns: &ConnRegistry, with_clients: bool) -> String {
+fn server_summary(
+    shared: &Shared,
+    conns: &ConnRegistry,
+    raft: &RaftHandle,
+    with_clients: bool,
+) -> String {
     let mut out = format!("Zookeeper version: {VERSION}, built by rookery\n");
     if with_clients {
         out.push_str("Clients:\n");
@@ -124,13 +150,14 @@ fn server_summary(shared: &Shared, conns: &ConnRegistry, with_clients: bool) -> 
     let _ = write!(
         out,
         "Latency min/avg/max: {min:.0}/{avg:.4}/{max:.0}\nReceived: {}\nSent: {}\nConnections: {}\n\
-         Outstanding: {}\nZxid: {:#x}\nMode: standalone\nNode count: {}\n",
+         Outstanding: {}\nZxid: {:#x}\nMode: {}\nNode count: {}\n",
         stats.packets_received.load(Ordering::Relaxed),
         stats.packets_sent.load(Ordering::Relaxed),
         connections,
         // Unclamped: a negative value is an accounting bug and must show.
         stats.outstanding.load(Ordering::Relaxed),
         shared.last_zxid(),
+        server_state(shared, raft),
         node_count,
     );
     out
@@ -156,9 +183,9 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
     };
     let watch_count = shared.watches().lock().summary().total_watches;
     let connections = conns.lock().by_id.len();
-    let rows: Vec<(&str, String)> = vec![
+    let mut rows: Vec<(&str, String)> = vec![
         ("zk_version", VERSION.to_string()),
-        ("zk_server_state", "standalone".to_string()),
+        ("zk_server_state", server_state(shared, raft).to_string()),
         ("zk_avg_latency", format!("{avg:.4}")),
         ("zk_max_latency", format!("{max:.0}")),
         ("zk_min_latency", format!("{min:.0}")),
@@ -206,9 +233,52 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
             raft_stats.snapshot_failures.to_string(),
         ),
     ];
+    if shared.config().is_ensemble() {
+        ensemble_rows(shared, raft, &mut rows);
+    }
     rows.into_iter()
         .map(|(key, value)| format!("{key}\t{value}\n"))
         .collect()
+}
+
+/// mntr's ensemble rows: `zk_quorum_size` everywhere, the learner counts on the leader.
+/// "Synced" here means the leader's connection to that peer is up (not yet a matched-index
+/// check).
+fn ensemble_rows(shared: &Shared, raft: &RaftHandle, rows: &mut Vec<(&str, String)>) {
+    let config = shared.config();
+    let participants = config
+        .servers
+        .iter()
+        .filter(|s| s.role == PeerRole::Participant)
+        .count();
+    rows.push(("zk_quorum_size", (participants / 2 + 1).to_string()));
+    if raft.role() == NodeRole::Leader {
+        let connected = |id: u64| shared.peer_connected(id);
+        let others: Vec<_> = config
+            .servers
+            .iter()
+            .filter(|s| s.id != config.server_id)
+            .collect();
+        let followers = others
+            .iter()
+            .filter(|s| s.role == PeerRole::Participant && connected(s.id))
+            .count();
+        let observers = others
+            .iter()
+            .filter(|s| s.role == PeerRole::Observer && connected(s.id))
+            .count();
+        rows.push(("zk_learners", (followers + observers).to_string()));
+        rows.push(("zk_synced_followers", followers.to_string()));
+        rows.push(("zk_synced_non_voting_followers", "0".to_string()));
+        rows.push(("zk_synced_observers", observers.to_string()));
+        rows.push((
+            "zk_pending_syncs",
+            raft.read_barrier().pending().to_string(),
+        ));
+    }
+    rows.push(("rookery_raft_term", raft.term().to_string()));
+    rows.push(("rookery_raft_leader_id", raft.leader_id().to_string()));
+    rows.push(("rookery_raft_commit_index", raft.commit_index().to_string()));
 }
 
 fn configuration(shared: &Shared) -> String {
@@ -232,7 +302,17 @@ fn configuration(shared: &Shared) -> String {
         config.snap_count,
         config.container_check_interval.as_millis(),
         config.four_letter_whitelist.join(","),
-    )
+    ) + &server_lines(config)
+}
+
+/// The `server.N` lines of an ensemble, as ZooKeeper's `conf` shows them.
+fn server_lines(config: &crate::config::Config) -> String {
+    let mut out = String::new();
+    for server in &config.servers {
+        out.push_str(&server.zk_line());
+        out.push('\n');
+    }
+    out
 }
 
 fn connections(conns: &ConnRegistry) -> String {

@@ -36,7 +36,7 @@ use rookery_protocol::{
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
@@ -85,6 +85,20 @@ enum Pending {
         request: Option<Request>,
         /// Whether it went to Raft.
         proposed: bool,
+        /// When it went to Raft: the start of its deadline in an ensemble.
+        proposed_at: Option<tokio::time::Instant>,
+        /// For latency stats.
+        received: Instant,
+    },
+    /// An ensemble `sync`: answered once this server applied everything committed before
+    /// it reached the head of the queue (a ReadIndex barrier); later requests wait for it.
+    Sync {
+        /// The request header (xid, opcode).
+        header: RequestHeader,
+        /// The sync request itself (answered locally once the barrier passed).
+        request: Request,
+        /// When the barrier was started; `None` until it reached the head of the queue.
+        started: Option<tokio::time::Instant>,
         /// For latency stats.
         received: Instant,
     },
@@ -149,6 +163,11 @@ pub struct Connection {
     outstanding_limit: usize,
     /// `queue.len()`, published for `cons`.
     outstanding: Arc<AtomicUsize>,
+    /// Writes, syncs and session creations in flight; a leader change closes the connection
+    /// while this is non-zero.
+    in_doubt: Arc<AtomicUsize>,
+    /// The barrier of the `sync` at the head of the queue, while it runs.
+    sync_wait: Option<oneshot::Receiver<u64>>,
     /// The session (0 until the handshake ends).
     session_id: i64,
     /// The negotiated session timeout.
@@ -199,6 +218,8 @@ impl Connection {
             pause_bytes,
             outstanding_limit,
             outstanding: Arc::default(),
+            in_doubt: Arc::default(),
+            sync_wait: None,
             session_id: 0,
             timeout_ms: 0,
             auth: vec![Id {
@@ -278,6 +299,25 @@ impl Connection {
     /// Establishes or resumes the session. Returns false if the client was refused.
     async fn handshake(&mut self, packet: &[u8]) -> Result<bool, ConnectionError> {
         let request = ConnectRequest::from_bytes(packet)?;
+        let ensemble = self.shared.config().is_ensemble();
+        if ensemble && !self.raft.is_fresh() {
+            // ZooKeeper's learner without a leader accepts no client: close the socket.
+            return Err(ConnectionError::Refused(
+                "not serving: no fresh leader contact".into(),
+            ));
+        }
+        let timeout_ms = self.shared.config().negotiate_timeout(request.time_out);
+        let grace = resume_grace(timeout_ms);
+        if ensemble && request.last_zxid_seen > self.shared.last_zxid() {
+            // A client a little ahead of this server (it saw another server's later apply):
+            // give this server a moment to catch up before refusing.
+            let deadline = tokio::time::Instant::now() + grace;
+            while request.last_zxid_seen > self.shared.last_zxid()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
         let last_zxid = self.shared.last_zxid();
         if request.last_zxid_seen > last_zxid {
             return Err(ConnectionError::Refused(format!(
@@ -285,7 +325,6 @@ impl Connection {
                 request.last_zxid_seen, last_zxid
             )));
         }
-        let timeout_ms = self.shared.config().negotiate_timeout(request.time_out);
         self.register();
         let (session_id, passwd) = if request.session_id == 0 {
             match self.create_session(timeout_ms).await? {
@@ -293,13 +332,13 @@ impl Connection {
                 None => return Ok(false),
             }
         } else {
-            let valid = {
-                let state = self.shared.state().read();
-                state
-                    .sessions
-                    .get(request.session_id)
-                    .is_some_and(|info| info.passwd == request.passwd)
-            };
+            let mut valid = self.session_valid(&request);
+            if !valid && ensemble {
+                // Maybe created or renewed elsewhere and not applied here yet: wait until
+                // this server applied everything committed now, then look again.
+                self.await_barrier(grace).await;
+                valid = self.session_valid(&request);
+            }
             if !valid {
                 info!(
                     session = format_args!("{:#x}", request.session_id),
@@ -313,6 +352,8 @@ impl Connection {
                 request.session_id,
                 Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0)),
             );
+            // Heard from now: on a follower this also tells the leader (touch table).
+            self.shared.tracker().touch(request.session_id);
             (request.session_id, request.passwd.clone())
         };
         self.session_id = session_id;
@@ -322,6 +363,35 @@ impl Connection {
             .await?;
         debug!(timeout_ms, "session established");
         Ok(true)
+    }
+
+    /// Whether the session a client wants to resume is live here, with that password.
+    fn session_valid(&self, request: &ConnectRequest) -> bool {
+        let state = self.shared.state().read();
+        state
+            .sessions
+            .get(request.session_id)
+            .is_some_and(|info| info.passwd == request.passwd)
+    }
+
+    /// Waits, at most `limit`, until this server applied everything committed before the
+    /// call (a ReadIndex barrier). Gives up silently: the caller rechecks what it needs.
+    async fn await_barrier(&self, limit: Duration) {
+        let Ok(rx) = self.raft.read_barrier().wait() else {
+            return;
+        };
+        let _ = tokio::time::timeout(limit, rx).await;
+    }
+
+    /// How long a write, sync or session creation may stay unanswered in an ensemble before
+    /// the connection is closed (its fate is unknown: ConnectionLoss, never a guess):
+    /// min(session timeout, 2 × election timeout). `None` when standalone.
+    fn op_timeout(&self, timeout_ms: i32) -> Option<Duration> {
+        if !self.shared.config().is_ensemble() {
+            return None;
+        }
+        let session = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0).max(1));
+        Some(session.min(self.raft.election_timeout().saturating_mul(2)))
     }
 
     async fn create_session(
@@ -341,10 +411,29 @@ impl Connection {
                 "cannot create a session: {e}"
             )));
         }
+        let deadline = self
+            .op_timeout(timeout_ms)
+            .map(|limit| tokio::time::Instant::now() + limit);
+        self.in_doubt.fetch_add(1, Ordering::AcqRel);
+        let created = self.wait_session_created(deadline).await;
+        self.in_doubt.fetch_sub(1, Ordering::AcqRel);
+        created
+    }
+
+    /// Waits for this connection's CreateSession to apply, until `deadline` if any.
+    async fn wait_session_created(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<Option<(i64, Vec<u8>)>, ConnectionError> {
         loop {
             let message = tokio::select! {
                 biased;
                 _ = self.close.cancelled() => return Ok(None),
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                    return Err(ConnectionError::Refused(
+                        "session creation not committed in time".into(),
+                    ));
+                }
                 message = self.rx.recv() => message,
             };
             match message {
@@ -398,6 +487,7 @@ impl Connection {
                 peer: self.peer,
                 auth: self.auth.clone(),
                 outstanding: Arc::clone(&self.outstanding),
+                in_doubt: Arc::clone(&self.in_doubt),
             },
         );
     }
@@ -462,6 +552,8 @@ impl Connection {
             }
             let may_read = self.may_read();
             let drain_deadline = self.drain_deadline;
+            let op_deadline = self.op_deadline();
+            let syncing = self.sync_wait.is_some();
             tokio::select! {
                 // Closes first: they must not wait behind output the client does not read.
                 biased;
@@ -479,6 +571,22 @@ impl Connection {
                     debug!("closing without writing everything: client not reading");
                     return Ok(());
                 }
+                _ = sleep_until_opt(op_deadline), if op_deadline.is_some() => {
+                    // Its fate is unknown: close (ConnectionLoss), never answer a guess.
+                    return Err(ConnectionError::Refused(
+                        "a write or sync was not answered in time; closing".into(),
+                    ));
+                }
+                passed = wait_sync(&mut self.sync_wait), if syncing => match passed {
+                    Ok(_) => {
+                        if let Next::CloseAfterFlush = self.finish_sync() {
+                            self.start_drain();
+                        }
+                    }
+                    Err(_) => {
+                        return Err(ConnectionError::Refused("raft stopped during a sync".into()));
+                    }
+                },
                 written = self.writer.write(&self.out), if !self.out.is_empty() => {
                     let n = written?;
                     if n == 0 {
@@ -589,6 +697,14 @@ impl Connection {
                 xid: header.xid,
                 request: Some(request),
                 proposed: false,
+                proposed_at: None,
+                received,
+            }
+        } else if matches!(request, Request::Sync(_)) && self.shared.config().is_ensemble() {
+            Pending::Sync {
+                header,
+                request,
+                started: None,
                 received,
             }
         } else {
@@ -641,6 +757,11 @@ impl Connection {
                     self.propose_leading_writes();
                     return next;
                 }
+                Some(Pending::Sync { started: None, .. }) => {
+                    self.start_sync();
+                    return next;
+                }
+                Some(Pending::Sync { .. }) => return next,
                 Some(Pending::Failed { .. }) => {
                     if let Some(Pending::Failed {
                         xid,
@@ -675,11 +796,12 @@ impl Connection {
         let mut raft_down = false;
         for pending in self.queue.iter_mut() {
             match pending {
-                Pending::Local { .. } | Pending::Failed { .. } => break,
+                Pending::Local { .. } | Pending::Failed { .. } | Pending::Sync { .. } => break,
                 Pending::Write {
                     xid,
                     request,
                     proposed,
+                    proposed_at,
                     ..
                 } => {
                     // Taken, not cloned: the entry is the only copy of the body from now on.
@@ -687,6 +809,8 @@ impl Connection {
                         continue;
                     };
                     *proposed = true;
+                    *proposed_at = Some(tokio::time::Instant::now());
+                    self.in_doubt.fetch_add(1, Ordering::AcqRel);
                     let body = match request {
                         Request::CloseSession => TxnBody::CloseSession {
                             session_id: self.session_id,
@@ -714,6 +838,61 @@ impl Connection {
             warn!("raft is not running; dropping the connection");
             self.close.cancel();
         }
+    }
+
+    /// Starts the ReadIndex barrier of the `sync` at the head of the queue.
+    fn start_sync(&mut self) {
+        let Some(Pending::Sync { started, .. }) = self.queue.front_mut() else {
+            return;
+        };
+        *started = Some(tokio::time::Instant::now());
+        match self.raft.read_barrier().wait() {
+            Ok(rx) => {
+                self.in_doubt.fetch_add(1, Ordering::AcqRel);
+                self.sync_wait = Some(rx);
+            }
+            Err(error) => {
+                warn!(%error, "cannot start a sync barrier; dropping the connection");
+                self.close.cancel();
+            }
+        }
+    }
+
+    /// The head `sync`'s barrier passed: everything committed before it is applied here, so
+    /// the local answer (last applied zxid) is linearizable. Then the queue moves on.
+    fn finish_sync(&mut self) -> Next {
+        self.sync_wait = None;
+        self.in_doubt.fetch_sub(1, Ordering::AcqRel);
+        let Some(Pending::Sync {
+            header,
+            request,
+            received,
+            ..
+        }) = self.dequeue()
+        else {
+            return Next::Continue;
+        };
+        let next = self.run_local(header, request, received);
+        match self.pump() {
+            Next::CloseAfterFlush => Next::CloseAfterFlush,
+            Next::Continue => next,
+        }
+    }
+
+    /// When the oldest write or sync in flight must have been answered (ensemble only).
+    fn op_deadline(&self) -> Option<tokio::time::Instant> {
+        let limit = self.op_timeout(self.timeout_ms)?;
+        let since = match self.queue.front()? {
+            Pending::Write {
+                proposed_at: Some(at),
+                ..
+            } => *at,
+            Pending::Sync {
+                started: Some(at), ..
+            } => *at,
+            _ => return None,
+        };
+        Some(since + limit)
     }
 
     /// Handles a message from the state machine or another connection.
@@ -750,6 +929,7 @@ impl Connection {
                 }
                 let received = *received;
                 self.dequeue();
+                self.in_doubt.fetch_sub(1, Ordering::AcqRel);
                 self.out.extend_from_slice(&frame);
                 self.count_sent();
                 self.shared.stats().record_latency(received.elapsed());
@@ -878,6 +1058,22 @@ impl Connection {
         self.count_sent();
         self.shared.stats().record_latency(received.elapsed());
     }
+}
+
+/// Waits for the running sync barrier, or forever without one (the arm is disabled then).
+async fn wait_sync(
+    wait: &mut Option<oneshot::Receiver<u64>>,
+) -> Result<u64, oneshot::error::RecvError> {
+    match wait {
+        Some(rx) => rx.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// How long a handshake may wait for this server to catch up (a resumed session it does not
+/// know yet, a client that has seen a later zxid): min(session timeout / 3, 2 s).
+fn resume_grace(timeout_ms: i32) -> Duration {
+    Duration::from_millis((u64::try_from(timeout_ms).unwrap_or(0) / 3).min(2000))
 }
 
 /// Sleeps until `deadline`, or forever without one (the arm is disabled then anyway).

@@ -1,5 +1,12 @@
 //! Accepts client connections, enforces the per-IP and global limits, runs the leader's housekeeping and
 //! shuts everything down in order on request.
+//!
+//! Standalone (no or one `server.N`): a sole Raft voter, and the client port is bound only once
+//! it leads and has replayed its log. Ensemble: the peer network and a Raft group of the
+//! participants (voters) and observers (learners) start, the client port is bound at once, and
+//! [`RaftHandle::is_fresh`] gates clients: handshakes are refused while it is false, and every
+//! client connection is closed once it has been false for longer than the election timeout.
+//! A task forwards local clients' session touches to the leader every tickTime/2.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -11,13 +18,14 @@ use parking_lot::Mutex;
 use rookery_protocol::{Request, SyncRequest};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
-use crate::config::Config;
-use crate::raft::{RaftError, RaftHandle, RaftOptions};
+use crate::config::{check_cluster_id, Config, PeerRole};
+use crate::peer::{PeerConfig, PeerNetwork, RaftInbound};
+use crate::raft::{GroupOptions, RaftError, RaftHandle, RaftOptions};
 use crate::server::connection::Connection;
 use crate::server::registry::{ConnRegistry, ServerSink};
-use crate::state::{Applier, Shared};
+use crate::state::{Applier, ReplySink, Shared};
 use crate::txn::{now_ms, Origin, Txn, TxnBody};
 
 /// Why the server could not start or stopped with an error.
@@ -56,6 +64,9 @@ pub enum ServerError {
     /// Raft failed to start or stopped.
     #[error("raft: {0}")]
     Raft(#[from] RaftError),
+    /// The ensemble configuration could not be used (cluster id, peer port).
+    #[error("ensemble: {0}")]
+    Ensemble(String),
     /// The one-voter group did not become leader in time.
     #[error("raft did not elect this server leader and replay its log within {0:?}")]
     NoLeader(Duration),
@@ -72,6 +83,8 @@ pub struct Server {
     pub conns: Arc<ConnRegistry>,
     /// Where writes and housekeeping entries are proposed.
     pub raft: RaftHandle,
+    /// The peer network of an ensemble (None when standalone); shut down on stop.
+    peer_net: Option<Arc<PeerNetwork>>,
     /// Joined at shutdown, after Raft is told to stop.
     raft_thread: Option<std::thread::JoinHandle<()>>,
     /// The client port.
@@ -151,50 +164,30 @@ impl Server {
         }
         let shared = Shared::new(config.clone());
         let conns = Arc::new(ConnRegistry::default());
-        let options = RaftOptions {
-            node_id: config.server_id,
-            voters: vec![config.server_id],
-            data_dir: config.data_dir.clone(),
-            tick_interval: Duration::from_millis(100),
-            snapshot_every: config.snap_count,
-            max_batch: 4096,
-            max_batch_bytes: crate::raft::DEFAULT_MAX_BATCH_BYTES,
-            max_uncommitted_bytes: crate::raft::DEFAULT_MAX_UNCOMMITTED_BYTES,
-            max_queued_bytes: crate::raft::DEFAULT_MAX_QUEUED_BYTES,
-        };
         let sink = ServerSink::new(config.server_id, Arc::clone(&conns));
-        let applier = Applier::new(Arc::clone(&shared), Box::new(sink));
-        let (raft, raft_thread) =
-            tokio::task::spawn_blocking(move || RaftHandle::start(options, Box::new(applier)))
-                .await
-                .map_err(|_| ServerError::Raft(RaftError::StartupPanicked))??;
-        // A one-voter group elects itself at once. Wait for that, and for the replay of the
-        // log tail, so the first client sees the whole acknowledged history.
-        let wait = Duration::from_secs(120);
-        let deadline = Instant::now() + wait;
-        while !raft.is_caught_up_leader() {
-            if let Some(reason) = raft.fatal_reason() {
-                return Err(ServerError::Fatal(reason));
-            }
-            if Instant::now() > deadline {
-                raft.shutdown();
-                // Started on a full disk: the first write is still being retried.
-                if raft.storage_full() {
-                    return Err(ServerError::Raft(RaftError::StorageFull));
-                }
-                return Err(ServerError::NoLeader(wait));
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        let (raft, raft_thread, peer_net) = if config.is_ensemble() {
+            let (raft, thread, net) =
+                start_ensemble(&config, Arc::clone(&shared), Box::new(sink)).await?;
+            (raft, thread, Some(net))
+        } else {
+            let (raft, thread) =
+                start_standalone(&config, Arc::clone(&shared), Box::new(sink)).await?;
+            (raft, thread, None)
+        };
         let address = SocketAddr::new(config.client_address, config.client_port);
-        let listener = TcpListener::bind(address)
-            .await
-            .map_err(|source| ServerError::Bind { address, source })?;
+        let listener = match TcpListener::bind(address).await {
+            Ok(listener) => listener,
+            Err(source) => {
+                raft.shutdown();
+                return Err(ServerError::Bind { address, source });
+            }
+        };
         let (shutdown_tx, _) = watch::channel(false);
         Ok(Server {
             shared,
             conns,
             raft,
+            peer_net,
             raft_thread: Some(raft_thread),
             listener,
             shutdown_tx,
@@ -220,6 +213,15 @@ impl Server {
             self.raft.clone(),
             self.shutdown_tx.subscribe(),
         ));
+        let duties = self.peer_net.as_ref().map(|net| {
+            tokio::spawn(ensemble_duties(
+                Arc::clone(&self.shared),
+                Arc::clone(&self.conns),
+                self.raft.clone(),
+                Arc::clone(net),
+                self.shutdown_tx.subscribe(),
+            ))
+        });
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(stop);
         let raft = self.raft.clone();
@@ -290,9 +292,20 @@ impl Server {
             tasks.abort_all();
         }
         housekeeping.abort();
+        if let Some(duties) = duties {
+            duties.abort();
+            let _ = duties.await;
+        }
         self.raft.shutdown();
         if let Some(thread) = self.raft_thread.take() {
             let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+        if let Some(net) = self.peer_net.take() {
+            match Arc::try_unwrap(net) {
+                Ok(net) => net.shutdown().await,
+                // Still shared (cannot happen once the duties task ended): dropping cancels it.
+                Err(net) => drop(net),
+            }
         }
         info!("stopped");
         match fatal {
@@ -317,7 +330,8 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
             _ = shutdown.changed() => return,
             _ = expiry.tick() => {
                 // While the disk is full nothing can be proposed; expiring later is safe.
-                if !raft.is_leader() || raft.storage_full() {
+                // Only a caught-up leader expires: its tracker was rebuilt at promotion.
+                if !raft.is_caught_up_leader() || raft.storage_full() {
                     continue;
                 }
                 for session_id in shared.tracker().take_expired(Instant::now()) {
@@ -329,7 +343,7 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                 }
             }
             _ = reap.tick() => {
-                if !raft.is_leader() || raft.storage_full() {
+                if !raft.is_caught_up_leader() || raft.storage_full() {
                     continue;
                 }
                 let paths = shared.state().read().tree.reapable_nodes(now_ms());
@@ -338,6 +352,169 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                     let txn = Txn::new(origin, 0, Vec::new(), body);
                     if let Err(err) = raft.propose(txn.encode()) {
                         error!(%err, "cannot propose container removal");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Starts the sole voter of a standalone server and waits until it leads and has replayed its
+/// log, so the first client sees the whole acknowledged history.
+async fn start_standalone(
+    config: &Config,
+    shared: Arc<Shared>,
+    sink: Box<dyn ReplySink>,
+) -> Result<(RaftHandle, std::thread::JoinHandle<()>), ServerError> {
+    let options = raft_options(config, vec![config.server_id], Duration::from_millis(100));
+    let applier = Applier::new(shared, sink);
+    let (raft, raft_thread) =
+        tokio::task::spawn_blocking(move || RaftHandle::start(options, Box::new(applier)))
+            .await
+            .map_err(|_| ServerError::Raft(RaftError::StartupPanicked))??;
+    // A one-voter group elects itself at once. Wait for that, and for the replay of the
+    // log tail, so the first client sees the whole acknowledged history.
+    let wait = Duration::from_secs(120);
+    let deadline = Instant::now() + wait;
+    while !raft.is_caught_up_leader() {
+        if let Some(reason) = raft.fatal_reason() {
+            return Err(ServerError::Fatal(reason));
+        }
+        if Instant::now() > deadline {
+            raft.shutdown();
+            // Started on a full disk: the first write is still being retried.
+            if raft.storage_full() {
+                return Err(ServerError::Raft(RaftError::StorageFull));
+            }
+            return Err(ServerError::NoLeader(wait));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok((raft, raft_thread))
+}
+
+/// The raft options shared by both modes.
+fn raft_options(config: &Config, voters: Vec<u64>, tick: Duration) -> RaftOptions {
+    RaftOptions {
+        node_id: config.server_id,
+        voters,
+        data_dir: config.data_dir.clone(),
+        tick_interval: tick,
+        snapshot_every: config.snap_count,
+        max_batch: 4096,
+        max_batch_bytes: crate::raft::DEFAULT_MAX_BATCH_BYTES,
+        max_uncommitted_bytes: crate::raft::DEFAULT_MAX_UNCOMMITTED_BYTES,
+        max_queued_bytes: crate::raft::DEFAULT_MAX_QUEUED_BYTES,
+    }
+}
+
+/// Starts a member of an ensemble: checks the cluster id, binds the peer port, starts the
+/// peer network and a raft group of the participants (voters) and observers (learners), with
+/// timing from zoo.cfg. Does not wait for a leader: the client port is bound at once and the
+/// serving gate ([`RaftHandle::is_fresh`]) refuses clients until this server is fresh.
+async fn start_ensemble(
+    config: &Config,
+    shared: Arc<Shared>,
+    sink: Box<dyn ReplySink>,
+) -> Result<(RaftHandle, std::thread::JoinHandle<()>, Arc<PeerNetwork>), ServerError> {
+    check_cluster_id(&config.data_dir, config.cluster_id())
+        .map_err(|e| ServerError::Ensemble(e.to_string()))?;
+    let voters: Vec<u64> = config
+        .servers
+        .iter()
+        .filter(|s| s.role == PeerRole::Participant)
+        .map(|s| s.id)
+        .collect();
+    let learners: Vec<u64> = config
+        .servers
+        .iter()
+        .filter(|s| s.role == PeerRole::Observer)
+        .map(|s| s.id)
+        .collect();
+    let timing = config.raft_timing();
+    let group = GroupOptions::from_timing(&timing, learners);
+    let peer_config = PeerConfig::from_config(config)
+        .ok_or_else(|| ServerError::Ensemble("no servers configured".into()))?;
+    let peer_address = PeerConfig::listen_address(config)
+        .ok_or_else(|| ServerError::Ensemble("this server is not in the server list".into()))?;
+    let peer_listener = TcpListener::bind(peer_address.as_str())
+        .await
+        .map_err(|e| ServerError::Ensemble(format!("cannot listen on {peer_address}: {e}")))?;
+    // Followers and observers forward their clients' touches; the leader applies them.
+    let touch_shared = Arc::clone(&shared);
+    let shared_for_net = Arc::clone(&shared);
+    let inbound = Arc::new(RaftInbound::new(move |_from, touches| {
+        touch_shared.tracker().touches_from_peer(&touches);
+    }));
+    let net = PeerNetwork::start(peer_config, peer_listener, inbound.clone())
+        .map_err(|e| ServerError::Ensemble(e.to_string()))?;
+    // Not the leader yet: record touches instead of expiring, until promoted.
+    shared.tracker().demote();
+    let options = raft_options(config, voters, timing.tick);
+    let applier =
+        Applier::new(shared, sink).with_ensemble(config.server_id, timing.election_timeout());
+    let transport = Box::new(net.transport());
+    let (raft, raft_thread) = tokio::task::spawn_blocking(move || {
+        RaftHandle::start_group(options, group, Box::new(applier), transport)
+    })
+    .await
+    .map_err(|_| ServerError::Raft(RaftError::StartupPanicked))??;
+    net.attach(raft.clone());
+    inbound.attach(raft.clone());
+    info!(
+        id = config.server_id,
+        peer = %peer_address,
+        tick_ms = timing.tick.as_millis() as u64,
+        election_ms = timing.election_timeout().as_millis() as u64,
+        "ensemble member started"
+    );
+    let net = Arc::new(net);
+    shared_for_net.set_peer_net(&net);
+    Ok((raft, raft_thread, net))
+}
+
+/// Ensemble duties of every member: every tickTime/2, send the touches of local clients to
+/// the leader; and the serving gate's second half: a server that has not been fresh for
+/// longer than the election timeout closes every client connection (ZooKeeper's
+/// `Learner.shutdown`), so a partitioned minority never keeps clients the leader expires.
+async fn ensemble_duties(
+    shared: Arc<Shared>,
+    conns: Arc<ConnRegistry>,
+    raft: RaftHandle,
+    net: Arc<PeerNetwork>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let touch_period = (shared.config().tick_time / 2).max(Duration::from_millis(10));
+    let gate_period = (raft.election_timeout() / 4).max(Duration::from_millis(10));
+    let mut touch = tokio::time::interval(touch_period);
+    let mut gate = tokio::time::interval(gate_period);
+    touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    gate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let my_id = shared.config().server_id;
+    let mut unfresh_since: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            _ = touch.tick() => {
+                let touches = shared.tracker().drain_touch_frame();
+                let leader = raft.leader_id();
+                if touches.is_empty() || leader == 0 || leader == my_id {
+                    continue;
+                }
+                if let Err(error) = net.send_touch(leader, touches) {
+                    debug!(%error, leader, "cannot send session touches to the leader");
+                }
+            }
+            _ = gate.tick() => {
+                if raft.is_fresh() {
+                    unfresh_since = None;
+                    continue;
+                }
+                let since = *unfresh_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > raft.election_timeout() {
+                    let closed = conns.close_all();
+                    if closed > 0 {
+                        warn!(closed, "not in contact with a leader; closed every client connection");
                     }
                 }
             }

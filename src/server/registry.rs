@@ -191,6 +191,10 @@ pub struct ConnHandle {
     pub auth: Vec<Id>,
     /// Requests received and not answered yet, for `cons` (`queued=`).
     pub outstanding: Arc<AtomicUsize>,
+    /// Writes, syncs and session creations this connection has in flight (proposed, not yet
+    /// answered): their fate is unknown after a leader change, so the connection is closed
+    /// then ([`ReplySink::leader_changed`]).
+    pub in_doubt: Arc<AtomicUsize>,
 }
 
 impl ConnHandle {
@@ -242,6 +246,19 @@ impl ConnTables {
             conn.budget.close();
         }
     }
+
+    /// Closes every connection that has a write, sync or session creation in flight; returns
+    /// how many.
+    pub fn close_in_doubt(&self) -> usize {
+        let mut closed = 0;
+        for conn in self.by_id.values() {
+            if conn.in_doubt.load(Ordering::Acquire) > 0 && !conn.budget.is_closed() {
+                conn.budget.close();
+                closed += 1;
+            }
+        }
+        closed
+    }
 }
 
 /// Live connections of this server.
@@ -255,6 +272,20 @@ impl ConnRegistry {
     /// Locks the tables. Innermost lock: take nothing else while holding it.
     pub fn lock(&self) -> MutexGuard<'_, ConnTables> {
         self.tables.lock()
+    }
+
+    /// Closes every registered client connection (a server that lost its leader); returns
+    /// how many were open.
+    pub fn close_all(&self) -> usize {
+        let tables = self.lock();
+        let mut closed = 0;
+        for conn in tables.by_id.values() {
+            if !conn.budget.is_closed() {
+                conn.budget.close();
+                closed += 1;
+            }
+        }
+        closed
     }
 }
 
@@ -346,6 +377,16 @@ impl ReplySink for ServerSink {
             self.conns.lock().close(conn_id);
         }
     }
+
+    fn leader_changed(&mut self, leader_id: u64, term: u64) {
+        let closed = self.conns.lock().close_in_doubt();
+        if closed > 0 {
+            warn!(
+                leader_id,
+                term, closed, "leader changed; closed the connections with requests in doubt"
+            );
+        }
+    }
 }
 
 #[cfg(test)]
@@ -363,6 +404,7 @@ mod tests {
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
             auth: vec![],
             outstanding: Arc::default(),
+            in_doubt: Arc::default(),
         };
         (handle, rx)
     }
@@ -489,5 +531,25 @@ mod tests {
         );
         assert!(b.budget.is_closed());
         assert!(!a.budget.is_closed());
+    }
+
+    #[test]
+    fn a_leader_change_closes_only_connections_with_requests_in_doubt() {
+        let conns = Arc::new(ConnRegistry::default());
+        let (busy, _rx_busy) = handle(1 << 20, 10);
+        let (idle, _rx_idle) = handle(1 << 20, 11);
+        busy.in_doubt.store(1, Ordering::Release);
+        {
+            let mut tables = conns.lock();
+            tables.by_id.insert(1, busy.clone());
+            tables.by_id.insert(2, idle.clone());
+        }
+        let mut sink = ServerSink::new(5, Arc::clone(&conns));
+        sink.leader_changed(2, 7);
+        assert!(busy.budget.is_closed(), "a write in flight: closed");
+        assert!(!idle.budget.is_closed(), "nothing in flight: kept");
+        assert!(!busy.budget.overflowed());
+        assert_eq!(conns.close_all(), 1);
+        assert!(idle.budget.is_closed());
     }
 }
