@@ -313,7 +313,12 @@ async fn write_on_a_follower_is_readable_on_all_three() {
             .await
             .unwrap();
         assert_eq!(moved.session_id(), sid);
-        assert!(moved.check_stat("/eph-moving").await.unwrap().is_some());
+        // The moved session carries no lastZxidSeen (zookeeper-client's SessionInfo starts it
+        // at 0), so the new server may not have applied the create yet: sync first (a ReadIndex
+        // barrier in an ensemble), then the ephemeral must be there, still owned by the session.
+        moved.sync("/").await.unwrap();
+        let stat = moved.check_stat("/eph-moving").await.unwrap();
+        assert_eq!(stat.map(|s| s.ephemeral_owner), Some(sid.0));
     })
     .await;
 }

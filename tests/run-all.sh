@@ -56,7 +56,7 @@ cargo build --workspace --all-targets || { echo "FAILED: cargo build --workspace
 failed=()
 step "cargo test --workspace"
 set +e
-cargo test --workspace 2>&1 | tee "$LOGDIR/cargo-test.log"
+cargo test --workspace --no-fail-fast 2>&1 | tee "$LOGDIR/cargo-test.log"
 cargo_rc=${PIPESTATUS[0]}
 set -e
 [ "$cargo_rc" -eq 0 ] || failed+=("cargo test (exit $cargo_rc)")
