@@ -1147,31 +1147,20 @@ pub fn read_myid(data_dir: &Path) -> Result<Option<u64>, ConfigError> {
 }
 
 /// A stable identity for an ensemble: the first 8 bytes (big-endian) of the SHA-1 of the
-/// initial server list, one `id|host|peerPort|role` line per server in id order (host
-/// lowercased). Client and election ports are left out: they can change without making it
-/// another cluster. Two ensembles with the same ids but other hosts get different ids, so a
-/// server pointed at the wrong peers (or given another cluster's data dir) is refused by the
-/// peer handshake and by [`check_cluster_id`]. Stable across builds and platforms (no
-/// `std::hash`), since it is written to disk.
-///
-/// Limitation until reconfig lands: moving a server to a new address changes the id; the
-/// stored `cluster-id` file must then be updated by hand.
+/// initial server list, one `id|role` line per server in id order. Addresses are left out on
+/// purpose: ZooKeeper lets every member see the others at addresses of its own (`0.0.0.0` for
+/// its own line, NAT, DNS aliases, proxies on the peer links), so only the ids and roles are
+/// something every member of one ensemble computes identically. A server given a data dir or
+/// peers of an ensemble with other members or roles is refused by the peer handshake and by
+/// [`check_cluster_id`]. Stable across builds and platforms (no `std::hash`), since it is
+/// written to disk.
 pub fn cluster_id(servers: &[ServerSpec]) -> u64 {
     use sha1::{Digest, Sha1};
     let mut sorted: Vec<&ServerSpec> = servers.iter().collect();
     sorted.sort_by_key(|s| s.id);
     let mut hasher = Sha1::new();
     for s in sorted {
-        hasher.update(
-            format!(
-                "{}|{}|{}|{}\n",
-                s.id,
-                s.host.to_ascii_lowercase(),
-                s.peer_port,
-                s.role.as_str()
-            )
-            .as_bytes(),
-        );
+        hasher.update(format!("{}|{}\n", s.id, s.role.as_str()).as_bytes());
     }
     let digest = hasher.finalize();
     let mut first = [0u8; 8];
@@ -1715,24 +1704,26 @@ mod tests {
     }
 
     #[test]
-    fn cluster_id_depends_on_members_not_on_order_or_client_ports() {
+    fn cluster_id_depends_on_members_and_roles_not_on_addresses() {
         let a = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "c:1:2")];
         let reordered = vec![spec(3, "C:1:9;2181"), spec(1, "a:1:2"), spec(2, "b:1:2")];
         assert_eq!(cluster_id(&a), cluster_id(&reordered));
-        let other_host = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "d:1:2")];
-        let other_port = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "c:5:2")];
+        // Each member may see the others at addresses of its own (0.0.0.0 for itself, proxies).
+        let other_view = vec![spec(1, "0.0.0.0:1:2"), spec(2, "b:7:2"), spec(3, "d:5:2")];
+        assert_eq!(cluster_id(&a), cluster_id(&other_view));
         let observer = vec![
             spec(1, "a:1:2"),
             spec(2, "b:1:2"),
             spec(3, "c:1:2:observer"),
         ];
         let fewer = vec![spec(1, "a:1:2"), spec(2, "b:1:2")];
-        for other in [other_host, other_port, observer, fewer] {
+        let other_ids = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(4, "c:1:2")];
+        for other in [observer, fewer, other_ids] {
             assert_ne!(cluster_id(&a), cluster_id(&other));
         }
-        // Pinned (SHA-1 of "1|a|1|participant\n2|b|1|participant\n3|c|1|participant\n"): the
-        // id is stored on disk and sent by peers, so it must never change between builds.
-        assert_eq!(cluster_id(&a), 0x76d4_b421_626a_076c);
+        // Pinned (SHA-1 of "1|participant\n2|participant\n3|participant\n"): the id is stored
+        // on disk and sent by peers, so it must never change between builds.
+        assert_eq!(cluster_id(&a), 0x1bb5_958c_00f9_c694);
     }
 
     #[test]
