@@ -396,6 +396,25 @@ impl SessionTracker {
         }
     }
 
+    /// Stops tracking every session for which `keep` is false (a snapshot install replaced
+    /// the table); returns their ids, in id order.
+    pub fn retain(&self, keep: impl Fn(i64) -> bool) -> Vec<i64> {
+        let mut gone: Vec<i64> = {
+            let mut sessions = self.sessions.lock();
+            let gone: Vec<i64> = sessions.keys().copied().filter(|id| !keep(*id)).collect();
+            for id in &gone {
+                sessions.remove(id);
+            }
+            gone
+        };
+        let mut touches = self.touches.lock();
+        for id in &gone {
+            touches.remove(id);
+        }
+        gone.sort_unstable();
+        gone
+    }
+
     /// Number of tracked sessions.
     pub fn len(&self) -> usize {
         self.sessions.lock().len()

@@ -482,6 +482,21 @@ impl StateMachine for Applier {
             SessionTable::deserialize(&mut input, with_owners).map_err(|e| e.to_string())?;
         let consumed = body.len() - input.remaining();
         let tree = DataTree::deserialize(&body[consumed..]).map_err(|e| e.to_string())?;
+        // Sessions this server tracked that the snapshot no longer has ended while it was
+        // behind: stop tracking them and close their local connections (a follower that
+        // installs a snapshot must not keep serving a session the ensemble closed).
+        let vanished = self.shared.tracker.retain(|id| sessions.contains(id));
+        for id in &vanished {
+            self.sink
+                .session_closed(*id, Origin::housekeeping(self.shared.config.server_id));
+        }
+        if !vanished.is_empty() {
+            info!(
+                index,
+                vanished = vanished.len(),
+                "sessions ended while behind; their connections are closed"
+            );
+        }
         for (id, info) in sessions.iter() {
             self.shared.tracker.add(
                 *id,
@@ -814,6 +829,32 @@ mod tests {
         };
         applier.apply(8, 1, &Txn::new(new, session, vec![], again).encode());
         assert_eq!(take(&recorder), vec![Item::Reattached(new, session, false)]);
+    }
+
+    /// A snapshot install that no longer has a session this server tracked (it ended while
+    /// the server was behind) stops tracking it and closes its local connection; sessions the
+    /// snapshot has, with their owners, stay.
+    #[test]
+    fn snapshot_install_drops_vanished_sessions() {
+        let (shared, mut applier, recorder) = setup();
+        let kept = new_session(&mut applier, &recorder, 1);
+        let snapshot = applier.snapshot();
+        let gone = new_session(&mut applier, &recorder, 2);
+        assert_eq!(shared.tracker().len(), 2);
+        applier.restore(5, &snapshot).unwrap();
+        let server_id = shared.config().server_id;
+        assert_eq!(
+            take(&recorder),
+            vec![Item::Closed(gone, Origin::housekeeping(server_id))]
+        );
+        assert_eq!(shared.tracker().len(), 1);
+        let state = shared.state().read();
+        assert!(!state.sessions.contains(gone));
+        assert_eq!(
+            state.sessions.get(kept).and_then(|i| i.owner),
+            Some((1, 9)),
+            "owners survive the snapshot"
+        );
     }
 
     #[test]
