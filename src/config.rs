@@ -1168,6 +1168,50 @@ pub fn cluster_id(servers: &[ServerSpec]) -> u64 {
     u64::from_be_bytes(first)
 }
 
+/// The cluster id of the first ensemble builds, which also hashed each server's host and peer
+/// port (`id|host|peerPort|role`). Only recognised, never written: see
+/// [`check_cluster_id_of`].
+fn legacy_cluster_id(servers: &[ServerSpec]) -> u64 {
+    use sha1::{Digest, Sha1};
+    let mut sorted: Vec<&ServerSpec> = servers.iter().collect();
+    sorted.sort_by_key(|s| s.id);
+    let mut hasher = Sha1::new();
+    for s in sorted {
+        hasher.update(
+            format!(
+                "{}|{}|{}|{}\n",
+                s.id,
+                s.host.to_ascii_lowercase(),
+                s.peer_port,
+                s.role.as_str()
+            )
+            .as_bytes(),
+        );
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// [`check_cluster_id`] for `config`'s server list, accepting a `cluster-id` file written by
+/// the first ensemble builds (address-based, [`legacy_cluster_id`] of this same server list):
+/// that is this ensemble, so the file is rewritten with today's id.
+pub fn check_cluster_id_of(config: &Config) -> Result<ClusterIdCheck, ConfigError> {
+    match check_cluster_id(&config.data_dir, config.cluster_id()) {
+        Err(ConfigError::ClusterMismatch { path, stored, .. })
+            if stored == legacy_cluster_id(&config.servers) =>
+        {
+            std::fs::remove_file(&path).map_err(|e| ConfigError::ClusterIdFile {
+                path: path.clone(),
+                reason: format!("cannot replace the old-format id: {e}"),
+            })?;
+            check_cluster_id(&config.data_dir, config.cluster_id())
+        }
+        other => other,
+    }
+}
+
 /// What [`check_cluster_id`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClusterIdCheck {
@@ -1724,6 +1768,26 @@ mod tests {
         // Pinned (SHA-1 of "1|participant\n2|participant\n3|participant\n"): the id is stored
         // on disk and sent by peers, so it must never change between builds.
         assert_eq!(cluster_id(&a), 0x1bb5_958c_00f9_c694);
+    }
+
+    #[test]
+    fn an_old_address_based_cluster_id_file_is_upgraded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Config {
+            data_dir: tmp.path().to_path_buf(),
+            servers: vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "c:1:2")],
+            ..Config::default()
+        };
+        let legacy = legacy_cluster_id(&c.servers);
+        std::fs::write(tmp.path().join(CLUSTER_ID_FILE), format!("{legacy:016x}\n")).unwrap();
+        assert_eq!(check_cluster_id_of(&c).unwrap(), ClusterIdCheck::Stored);
+        assert_eq!(check_cluster_id_of(&c).unwrap(), ClusterIdCheck::Matched);
+        // Another ensemble's id is still refused.
+        c.servers.pop();
+        assert!(matches!(
+            check_cluster_id_of(&c),
+            Err(ConfigError::ClusterMismatch { .. })
+        ));
     }
 
     #[test]
