@@ -1147,16 +1147,31 @@ pub fn read_myid(data_dir: &Path) -> Result<Option<u64>, ConfigError> {
 }
 
 /// A stable identity for an ensemble: the first 8 bytes (big-endian) of the SHA-1 of the
-/// initial server list, one `id|host|peerPort|role` line per server in id order (host
-/// lowercased). Client and election ports are left out: they can change without making it
-/// another cluster. Two ensembles with the same ids but other hosts get different ids, so a
-/// server pointed at the wrong peers (or given another cluster's data dir) is refused by the
-/// peer handshake and by [`check_cluster_id`]. Stable across builds and platforms (no
-/// `std::hash`), since it is written to disk.
-///
-/// Limitation until reconfig lands: moving a server to a new address changes the id; the
-/// stored `cluster-id` file must then be updated by hand.
+/// initial server list, one `id|role` line per server in id order. Addresses are left out on
+/// purpose: ZooKeeper lets every member see the others at addresses of its own (`0.0.0.0` for
+/// its own line, NAT, DNS aliases, proxies on the peer links), so only the ids and roles are
+/// something every member of one ensemble computes identically. A server given a data dir or
+/// peers of an ensemble with other members or roles is refused by the peer handshake and by
+/// [`check_cluster_id`]. Stable across builds and platforms (no `std::hash`), since it is
+/// written to disk.
 pub fn cluster_id(servers: &[ServerSpec]) -> u64 {
+    use sha1::{Digest, Sha1};
+    let mut sorted: Vec<&ServerSpec> = servers.iter().collect();
+    sorted.sort_by_key(|s| s.id);
+    let mut hasher = Sha1::new();
+    for s in sorted {
+        hasher.update(format!("{}|{}\n", s.id, s.role.as_str()).as_bytes());
+    }
+    let digest = hasher.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(first)
+}
+
+/// The cluster id of the first ensemble builds, which also hashed each server's host and peer
+/// port (`id|host|peerPort|role`). Only recognised, never written: see
+/// [`check_cluster_id_of`].
+fn legacy_cluster_id(servers: &[ServerSpec]) -> u64 {
     use sha1::{Digest, Sha1};
     let mut sorted: Vec<&ServerSpec> = servers.iter().collect();
     sorted.sort_by_key(|s| s.id);
@@ -1177,6 +1192,24 @@ pub fn cluster_id(servers: &[ServerSpec]) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
+}
+
+/// [`check_cluster_id`] for `config`'s server list, accepting a `cluster-id` file written by
+/// the first ensemble builds (address-based, [`legacy_cluster_id`] of this same server list):
+/// that is this ensemble, so the file is rewritten with today's id.
+pub fn check_cluster_id_of(config: &Config) -> Result<ClusterIdCheck, ConfigError> {
+    match check_cluster_id(&config.data_dir, config.cluster_id()) {
+        Err(ConfigError::ClusterMismatch { path, stored, .. })
+            if stored == legacy_cluster_id(&config.servers) =>
+        {
+            std::fs::remove_file(&path).map_err(|e| ConfigError::ClusterIdFile {
+                path: path.clone(),
+                reason: format!("cannot replace the old-format id: {e}"),
+            })?;
+            check_cluster_id(&config.data_dir, config.cluster_id())
+        }
+        other => other,
+    }
 }
 
 /// What [`check_cluster_id`] found.
@@ -1715,24 +1748,46 @@ mod tests {
     }
 
     #[test]
-    fn cluster_id_depends_on_members_not_on_order_or_client_ports() {
+    fn cluster_id_depends_on_members_and_roles_not_on_addresses() {
         let a = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "c:1:2")];
         let reordered = vec![spec(3, "C:1:9;2181"), spec(1, "a:1:2"), spec(2, "b:1:2")];
         assert_eq!(cluster_id(&a), cluster_id(&reordered));
-        let other_host = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "d:1:2")];
-        let other_port = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "c:5:2")];
+        // Each member may see the others at addresses of its own (0.0.0.0 for itself, proxies).
+        let other_view = vec![spec(1, "0.0.0.0:1:2"), spec(2, "b:7:2"), spec(3, "d:5:2")];
+        assert_eq!(cluster_id(&a), cluster_id(&other_view));
         let observer = vec![
             spec(1, "a:1:2"),
             spec(2, "b:1:2"),
             spec(3, "c:1:2:observer"),
         ];
         let fewer = vec![spec(1, "a:1:2"), spec(2, "b:1:2")];
-        for other in [other_host, other_port, observer, fewer] {
+        let other_ids = vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(4, "c:1:2")];
+        for other in [observer, fewer, other_ids] {
             assert_ne!(cluster_id(&a), cluster_id(&other));
         }
-        // Pinned (SHA-1 of "1|a|1|participant\n2|b|1|participant\n3|c|1|participant\n"): the
-        // id is stored on disk and sent by peers, so it must never change between builds.
-        assert_eq!(cluster_id(&a), 0x76d4_b421_626a_076c);
+        // Pinned (SHA-1 of "1|participant\n2|participant\n3|participant\n"): the id is stored
+        // on disk and sent by peers, so it must never change between builds.
+        assert_eq!(cluster_id(&a), 0x1bb5_958c_00f9_c694);
+    }
+
+    #[test]
+    fn an_old_address_based_cluster_id_file_is_upgraded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut c = Config {
+            data_dir: tmp.path().to_path_buf(),
+            servers: vec![spec(1, "a:1:2"), spec(2, "b:1:2"), spec(3, "c:1:2")],
+            ..Config::default()
+        };
+        let legacy = legacy_cluster_id(&c.servers);
+        std::fs::write(tmp.path().join(CLUSTER_ID_FILE), format!("{legacy:016x}\n")).unwrap();
+        assert_eq!(check_cluster_id_of(&c).unwrap(), ClusterIdCheck::Stored);
+        assert_eq!(check_cluster_id_of(&c).unwrap(), ClusterIdCheck::Matched);
+        // Another ensemble's id is still refused.
+        c.servers.pop();
+        assert!(matches!(
+            check_cluster_id_of(&c),
+            Err(ConfigError::ClusterMismatch { .. })
+        ));
     }
 
     #[test]

@@ -19,6 +19,11 @@ pub struct SessionInfo {
     pub timeout_ms: i32,
     /// The secret a client must present to resume the session.
     pub passwd: Vec<u8>,
+    /// The connection that owns the session, as `(server_id, conn_id)`: set by the
+    /// CreateSession entry and moved by each Reattach entry (a resume). Requests proposed
+    /// through any other connection get SessionMoved (ZooKeeper's `checkSession(owner)`).
+    /// `None` when unknown (a snapshot written before owners were recorded): nothing is fenced.
+    pub owner: Option<(u64, u64)>,
 }
 
 /// The replicated session table.
@@ -58,6 +63,11 @@ impl SessionTable {
         self.sessions.get(&session_id)
     }
 
+    /// The session, mutably (apply time only).
+    pub fn get_mut(&mut self, session_id: i64) -> Option<&mut SessionInfo> {
+        self.sessions.get_mut(&session_id)
+    }
+
     /// Whether the session is live.
     pub fn contains(&self, session_id: i64) -> bool {
         self.sessions.contains_key(&session_id)
@@ -86,11 +96,16 @@ impl SessionTable {
             out.put_i64(*id);
             out.put_i32(info.timeout_ms);
             info.passwd.write(out);
+            let (server, conn) = info.owner.unwrap_or((0, 0));
+            out.put_u64(server);
+            out.put_u64(conn);
         }
     }
 
     /// Reads a table written by [`SessionTable::serialize`]; lengths are checked first.
-    pub fn deserialize(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    /// `with_owners` is false for the layout written before owners were recorded (every
+    /// owner is then `None`).
+    pub fn deserialize(input: &mut Reader<'_>, with_owners: bool) -> Result<Self, DecodeError> {
         let next_session_id = input.read_i64()?;
         let count = input.read_i32()?;
         if count < 0 || count as usize > input.remaining() / 16 {
@@ -101,7 +116,21 @@ impl SessionTable {
             let id = input.read_i64()?;
             let timeout_ms = input.read_i32()?;
             let passwd = input.read_buffer()?;
-            sessions.insert(id, SessionInfo { timeout_ms, passwd });
+            let owner = if with_owners {
+                let server = input.read_i64()? as u64;
+                let conn = input.read_i64()? as u64;
+                (server != 0 || conn != 0).then_some((server, conn))
+            } else {
+                None
+            };
+            sessions.insert(
+                id,
+                SessionInfo {
+                    timeout_ms,
+                    passwd,
+                    owner,
+                },
+            );
         }
         Ok(SessionTable {
             sessions,
@@ -367,6 +396,25 @@ impl SessionTracker {
         }
     }
 
+    /// Stops tracking every session for which `keep` is false (a snapshot install replaced
+    /// the table); returns their ids, in id order.
+    pub fn retain(&self, keep: impl Fn(i64) -> bool) -> Vec<i64> {
+        let mut gone: Vec<i64> = {
+            let mut sessions = self.sessions.lock();
+            let gone: Vec<i64> = sessions.keys().copied().filter(|id| !keep(*id)).collect();
+            for id in &gone {
+                sessions.remove(id);
+            }
+            gone
+        };
+        let mut touches = self.touches.lock();
+        for id in &gone {
+            touches.remove(id);
+        }
+        gone.sort_unstable();
+        gone
+    }
+
     /// Number of tracked sessions.
     pub fn len(&self) -> usize {
         self.sessions.lock().len()
@@ -392,6 +440,7 @@ mod tests {
         let info = SessionInfo {
             timeout_ms: 4000,
             passwd: vec![7; 16],
+            owner: Some((1, 3)),
         };
         let mut a = SessionTable::default();
         let mut b = SessionTable::default();
@@ -411,13 +460,23 @@ mod tests {
             SessionInfo {
                 timeout_ms: 5,
                 passwd: vec![1, 2],
+                owner: Some((2, 7)),
+            },
+        );
+        table.create(
+            1,
+            99,
+            SessionInfo {
+                timeout_ms: 6,
+                passwd: vec![3],
+                owner: None,
             },
         );
         let mut out = BytesMut::new();
         table.serialize(&mut out);
-        let back = SessionTable::deserialize(&mut Reader::new(&out)).unwrap();
+        let back = SessionTable::deserialize(&mut Reader::new(&out), true).unwrap();
         assert_eq!(back, table);
-        assert!(SessionTable::deserialize(&mut Reader::new(&out[..5])).is_err());
+        assert!(SessionTable::deserialize(&mut Reader::new(&out[..5]), true).is_err());
     }
 
     #[test]

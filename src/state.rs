@@ -37,6 +37,10 @@ pub trait ReplySink: Send {
     /// `session_id` ended by an entry from `origin` (expiry, or a close through some
     /// connection): any other connection carrying it must close.
     fn session_closed(&mut self, session_id: i64, origin: Origin);
+    /// A Reattach entry from `origin` was applied: `ok` if the session was live (it is now
+    /// owned by `origin`'s connection, and every other connection carrying it must close),
+    /// false if it had ended meanwhile. Default no-op.
+    fn session_reattached(&mut self, _origin: Origin, _session_id: i64, _ok: bool) {}
     /// Raft dropped the proposal from `origin`: its waiter will never get a reply.
     fn proposal_dropped(&mut self, origin: Origin);
     /// The known leader or the term moved (ensemble only): every write, sync or session
@@ -219,7 +223,10 @@ impl Shared {
 }
 
 /// Magic and version at the start of a state-machine snapshot.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"RKSTATE1";
+/// `RKSTATE2` records session owners; `RKSTATE1` (no owners) is still read.
+const SNAPSHOT_MAGIC: &[u8; 8] = b"RKSTATE2";
+/// The layout before session owners were recorded.
+const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"RKSTATE1";
 
 /// The Raft state machine of one server: applies entries to the shared state and hands what
 /// they produce to a [`ReplySink`].
@@ -308,6 +315,7 @@ impl Applier {
                     SessionInfo {
                         timeout_ms: *timeout_ms,
                         passwd: passwd.clone(),
+                        owner: Some((txn.origin.server_id, txn.origin.conn_id)),
                     },
                 );
                 shared.tracker.add(
@@ -323,6 +331,10 @@ impl Applier {
             }
             TxnBody::CloseSession { session_id } => {
                 let session_id = *session_id;
+                if Self::moved(&state, txn, session_id) {
+                    sink.write_applied(txn.origin, zxid, &Err(ErrorCode::SessionMoved));
+                    return;
+                }
                 let existed = state.sessions.remove(session_id);
                 shared.tracker.remove(session_id);
                 if existed {
@@ -346,6 +358,8 @@ impl Applier {
                 let (result, triggers) =
                     if txn.session_id != 0 && !state.sessions.contains(txn.session_id) {
                         (Err(ErrorCode::SessionExpired), Vec::new())
+                    } else if Self::moved(&state, txn, txn.session_id) {
+                        (Err(ErrorCode::SessionMoved), Vec::new())
                     } else {
                         let ctx = OpContext {
                             zxid,
@@ -360,7 +374,50 @@ impl Applier {
                 Self::fire(&shared, sink, &state.tree, zxid, &triggers, &deleted_acls);
                 sink.write_applied(txn.origin, zxid, &result);
             }
+            TxnBody::Reattach {
+                session_id,
+                timeout_ms,
+            } => {
+                let session_id = *session_id;
+                let ok = match state.sessions.get_mut(session_id) {
+                    Some(info) => {
+                        info.owner = Some((txn.origin.server_id, txn.origin.conn_id));
+                        info.timeout_ms = *timeout_ms;
+                        true
+                    }
+                    None => false,
+                };
+                if ok {
+                    shared.tracker.set_timeout(
+                        session_id,
+                        Duration::from_millis(u64::try_from(*timeout_ms).unwrap_or(0)),
+                    );
+                    shared.tracker.touch(session_id);
+                    debug!(
+                        zxid,
+                        session_id = format_args!("{session_id:#x}"),
+                        server = txn.origin.server_id,
+                        conn = txn.origin.conn_id,
+                        "session reattached"
+                    );
+                }
+                sink.session_reattached(txn.origin, session_id, ok);
+            }
         }
+    }
+
+    /// Whether `txn`, on behalf of `session_id`, comes from a client connection other than the
+    /// session's owner (apply semantics 2 on; housekeeping, conn 0, is exempt): ZooKeeper's
+    /// `checkSession(owner)`, answered with SessionMoved and not applied.
+    fn moved(state: &ReplicatedState, txn: &Txn, session_id: i64) -> bool {
+        if txn.semantics < 2 || txn.origin.conn_id == 0 || session_id == 0 {
+            return false;
+        }
+        state
+            .sessions
+            .get(session_id)
+            .and_then(|info| info.owner)
+            .is_some_and(|owner| owner != (txn.origin.server_id, txn.origin.conn_id))
     }
 }
 
@@ -411,14 +468,35 @@ impl StateMachine for Applier {
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
-        let body = data
-            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
-            .ok_or("state snapshot has a bad magic")?;
+        let (body, with_owners) = match data.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
+            Some(body) => (body, true),
+            None => (
+                data.strip_prefix(SNAPSHOT_MAGIC_V1.as_slice())
+                    .ok_or("state snapshot has a bad magic")?,
+                false,
+            ),
+        };
         let mut input = Reader::new(body);
         let last_zxid = i64::read(&mut input).map_err(|e| e.to_string())?;
-        let sessions = SessionTable::deserialize(&mut input).map_err(|e| e.to_string())?;
+        let sessions =
+            SessionTable::deserialize(&mut input, with_owners).map_err(|e| e.to_string())?;
         let consumed = body.len() - input.remaining();
         let tree = DataTree::deserialize(&body[consumed..]).map_err(|e| e.to_string())?;
+        // Sessions this server tracked that the snapshot no longer has ended while it was
+        // behind: stop tracking them and close their local connections (a follower that
+        // installs a snapshot must not keep serving a session the ensemble closed).
+        let vanished = self.shared.tracker.retain(|id| sessions.contains(id));
+        for id in &vanished {
+            self.sink
+                .session_closed(*id, Origin::housekeeping(self.shared.config.server_id));
+        }
+        if !vanished.is_empty() {
+            info!(
+                index,
+                vanished = vanished.len(),
+                "sessions ended while behind; their connections are closed"
+            );
+        }
         for (id, info) in sessions.iter() {
             self.shared.tracker.add(
                 *id,
@@ -532,6 +610,7 @@ mod tests {
         Fired(i64, Vec<u64>, i32, String),
         Closed(i64, Origin),
         Dropped(Origin),
+        Reattached(Origin, i64, bool),
     }
 
     /// Records everything; the test keeps a second handle on the log.
@@ -565,6 +644,9 @@ mod tests {
         }
         fn proposal_dropped(&mut self, origin: Origin) {
             self.0.lock().push(Item::Dropped(origin));
+        }
+        fn session_reattached(&mut self, origin: Origin, session_id: i64, ok: bool) {
+            self.0.lock().push(Item::Reattached(origin, session_id, ok));
         }
     }
 
@@ -668,6 +750,110 @@ mod tests {
                 1,
                 Err(ErrorCode::SessionExpired)
             )]
+        );
+    }
+
+    /// The Reattach fence (cluster.md §4.4): once a session resumed through another
+    /// connection, requests and closeSession still proposed through the old one get
+    /// SessionMoved and change nothing; the new owner's go through; expiry is exempt; entries
+    /// of apply semantics 1 (replayed from an old log) are not fenced.
+    #[test]
+    fn requests_from_a_moved_sessions_old_connection_get_session_moved() {
+        let (shared, mut applier, recorder) = setup();
+        let session = new_session(&mut applier, &recorder, 1);
+        let old = origin(9, 3);
+        let new = Origin {
+            server_id: 2,
+            conn_id: 4,
+            xid: 0,
+        };
+        let reattach = TxnBody::Reattach {
+            session_id: session,
+            timeout_ms: 6000,
+        };
+        applier.apply(2, 1, &Txn::new(new, session, vec![], reattach).encode());
+        assert_eq!(take(&recorder), vec![Item::Reattached(new, session, true)]);
+        {
+            let state = shared.state().read();
+            let info = state.sessions.get(session).unwrap();
+            assert_eq!((info.owner, info.timeout_ms), (Some((2, 4)), 6000));
+        }
+        let eph = create("/moved", CreateMode::Ephemeral.wire());
+        applier.apply(3, 1, &Txn::new(old, session, vec![], eph.clone()).encode());
+        assert_eq!(
+            take(&recorder),
+            vec![Item::Applied(old, 3, Err(ErrorCode::SessionMoved))]
+        );
+        assert!(shared.state().read().tree.acl_of("/moved").is_none());
+        let close = TxnBody::CloseSession {
+            session_id: session,
+        };
+        applier.apply(
+            4,
+            1,
+            &Txn::new(old, session, vec![], close.clone()).encode(),
+        );
+        assert_eq!(
+            take(&recorder),
+            vec![Item::Applied(old, 4, Err(ErrorCode::SessionMoved))]
+        );
+        assert!(shared.state().read().sessions.contains(session));
+        // A replayed semantics-1 entry from the old connection applies as it did then.
+        let mut legacy = Txn::new(old, session, vec![], create("/legacy", 0));
+        legacy.semantics = 1;
+        applier.apply(5, 1, &legacy.encode());
+        assert!(matches!(take(&recorder).as_slice(), [Item::Applied(o, 5, Ok(_))] if *o == old));
+        // The new owner's requests go through.
+        let new_eph = Origin { xid: 1, ..new };
+        applier.apply(6, 1, &Txn::new(new_eph, session, vec![], eph).encode());
+        assert!(
+            matches!(take(&recorder).as_slice(), [Item::Applied(o, 6, Ok(_))] if *o == new_eph)
+        );
+        assert_eq!(
+            shared.state().read().tree.ephemerals_of(session).len(),
+            1,
+            "only the new owner's ephemeral"
+        );
+        // Expiry (housekeeping) is exempt; a Reattach of an ended session reports false.
+        let housekeeping = Origin::housekeeping(2);
+        applier.apply(
+            7,
+            1,
+            &Txn::new(housekeeping, session, vec![], close).encode(),
+        );
+        assert!(!shared.state().read().sessions.contains(session));
+        take(&recorder);
+        let again = TxnBody::Reattach {
+            session_id: session,
+            timeout_ms: 6000,
+        };
+        applier.apply(8, 1, &Txn::new(new, session, vec![], again).encode());
+        assert_eq!(take(&recorder), vec![Item::Reattached(new, session, false)]);
+    }
+
+    /// A snapshot install that no longer has a session this server tracked (it ended while
+    /// the server was behind) stops tracking it and closes its local connection; sessions the
+    /// snapshot has, with their owners, stay.
+    #[test]
+    fn snapshot_install_drops_vanished_sessions() {
+        let (shared, mut applier, recorder) = setup();
+        let kept = new_session(&mut applier, &recorder, 1);
+        let snapshot = applier.snapshot();
+        let gone = new_session(&mut applier, &recorder, 2);
+        assert_eq!(shared.tracker().len(), 2);
+        applier.restore(5, &snapshot).unwrap();
+        let server_id = shared.config().server_id;
+        assert_eq!(
+            take(&recorder),
+            vec![Item::Closed(gone, Origin::housekeeping(server_id))]
+        );
+        assert_eq!(shared.tracker().len(), 1);
+        let state = shared.state().read();
+        assert!(!state.sessions.contains(gone));
+        assert_eq!(
+            state.sessions.get(kept).and_then(|i| i.owner),
+            Some((1, 9)),
+            "owners survive the snapshot"
         );
     }
 

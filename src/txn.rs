@@ -17,8 +17,8 @@
 //!   changes such a check bumps `APPLY_SEMANTICS` and keeps the old branch in
 //!   `Applier::apply_txn`, keyed on the entry's number, so replaying old entries after an
 //!   upgrade gives the results their clients already got. Version-1 entries (no number) are
-//!   semantics 1. An entry from a newer semantics than this build knows is skipped with an
-//!   error, identically on every replica of this build.
+//!   semantics 1. An entry from a newer semantics than this build knows stops the server
+//!   (fail-stop) rather than being applied with older rules or skipped.
 
 use bytes::{BufMut, BytesMut};
 use rookery_protocol::{DecodeError, Id, Reader, Record, Request, RequestHeader};
@@ -52,10 +52,22 @@ pub enum TxnBody {
     },
     /// A client write (or the reaper's deleteContainer), checked and applied against the tree.
     Request(Request),
+    /// A client resumed `session_id` through the entry's origin connection (apply semantics
+    /// 2): every replica makes that connection the session's owner and takes the renegotiated
+    /// timeout; requests still arriving through the old connection then get SessionMoved.
+    Reattach {
+        /// The resumed session.
+        session_id: i64,
+        /// The timeout negotiated by the resume, in ms.
+        timeout_ms: i32,
+    },
 }
 
 /// The apply-semantics version this build stamps and understands (see the module docs).
-pub const APPLY_SEMANTICS: u32 = 1;
+/// * 1: the original rules.
+/// * 2: sessions have an owner connection (CreateSession, Reattach); a request or client
+///   closeSession proposed through another connection gets SessionMoved and is not applied.
+pub const APPLY_SEMANTICS: u32 = 2;
 
 impl Origin {
     /// The origin of an entry the server proposes for itself (session expiry, reaping):
@@ -97,6 +109,7 @@ pub struct Txn {
 const KIND_CREATE_SESSION: i32 = 1;
 const KIND_CLOSE_SESSION: i32 = 2;
 const KIND_REQUEST: i32 = 3;
+const KIND_REATTACH: i32 = 4;
 /// The original layout, without a semantics number (decoded as semantics 1).
 const FORMAT_V1: i32 = 1;
 /// The layout written today: the format version, then the apply-semantics version.
@@ -141,6 +154,14 @@ impl Txn {
                 out.put_i32(KIND_REQUEST);
                 request.encode_packet(self.origin.xid, &mut out);
             }
+            TxnBody::Reattach {
+                session_id,
+                timeout_ms,
+            } => {
+                out.put_i32(KIND_REATTACH);
+                out.put_i64(*session_id);
+                out.put_i32(*timeout_ms);
+            }
         }
         out.to_vec()
     }
@@ -177,6 +198,10 @@ impl Txn {
                 let header = RequestHeader::read(&mut input)?;
                 TxnBody::Request(Request::read_body(header.op_type, &mut input)?)
             }
+            KIND_REATTACH => TxnBody::Reattach {
+                session_id: input.read_i64()?,
+                timeout_ms: input.read_i32()?,
+            },
             other => {
                 return Err(DecodeError::InvalidValue {
                     field: "txn kind",
@@ -249,6 +274,21 @@ mod tests {
                 time_ms: 5,
                 auth: vec![],
                 body: TxnBody::CloseSession { session_id: 9 },
+            },
+            Txn {
+                semantics: 2,
+                origin: Origin {
+                    server_id: 2,
+                    conn_id: 5,
+                    xid: 0,
+                },
+                session_id: 9,
+                time_ms: 5,
+                auth: vec![],
+                body: TxnBody::Reattach {
+                    session_id: 9,
+                    timeout_ms: 3000,
+                },
             },
         ];
         for txn in txns {

@@ -534,6 +534,11 @@ fn handshake_answered(addr: &str) -> bool {
 /// Sends a create of an ephemeral `path` (world:anyone ALL) on a raw connection and reads
 /// the reply's error code.
 fn raw_create_ephemeral(s: &mut TcpStream, path: &str) -> i32 {
+    try_raw_create_ephemeral(s, path).expect("create reply")
+}
+
+/// [`raw_create_ephemeral`], `None` if the server closed the connection instead of replying.
+fn try_raw_create_ephemeral(s: &mut TcpStream, path: &str) -> Option<i32> {
     let mut body = Vec::new();
     body.extend_from_slice(&1i32.to_be_bytes()); // xid
     body.extend_from_slice(&1i32.to_be_bytes()); // create
@@ -549,12 +554,12 @@ fn raw_create_ephemeral(s: &mut TcpStream, path: &str) -> i32 {
     body.extend_from_slice(&1i32.to_be_bytes()); // ephemeral
     let mut frame = (body.len() as i32).to_be_bytes().to_vec();
     frame.extend_from_slice(&body);
-    s.write_all(&frame).unwrap();
+    s.write_all(&frame).ok()?;
     let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let mut reply = vec![0u8; i32::from_be_bytes(len) as usize];
-    s.read_exact(&mut reply).unwrap();
-    i32::from_be_bytes(reply[12..16].try_into().unwrap())
+    s.read_exact(&mut len).ok()?;
+    let mut reply = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+    s.read_exact(&mut reply).ok()?;
+    Some(i32::from_be_bytes(reply.get(12..16)?.try_into().ok()?))
 }
 
 /// Touch forwarding must not keep a dead client's session alive: a session on a follower
@@ -660,6 +665,78 @@ async fn an_observer_replicates_and_forwards_writes() {
         for id in 1..=3 {
             let data = read_after_sync(&ens.addr(id), "/from-observer").await;
             assert_eq!(data.as_deref(), Some(&b"obs"[..]), "server {id}");
+        }
+    })
+    .await;
+}
+
+/// A raw handshake resuming (`session_id`, `passwd`), or creating a session when
+/// `session_id` is 0: the socket and the answer's session id and password, `None` if the
+/// server closed the socket.
+fn raw_handshake(
+    addr: &str,
+    timeout_ms: i32,
+    session_id: i64,
+    passwd: &[u8],
+) -> Option<(TcpStream, i64, Vec<u8>)> {
+    let mut s =
+        TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).ok()?;
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut body = Vec::new();
+    body.extend_from_slice(&0i32.to_be_bytes()); // protocol version
+    body.extend_from_slice(&0i64.to_be_bytes()); // lastZxidSeen
+    body.extend_from_slice(&timeout_ms.to_be_bytes());
+    body.extend_from_slice(&session_id.to_be_bytes());
+    body.extend_from_slice(&(passwd.len() as i32).to_be_bytes());
+    body.extend_from_slice(passwd);
+    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&body);
+    s.write_all(&frame).ok()?;
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).ok()?;
+    let mut answer = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
+    s.read_exact(&mut answer).ok()?;
+    // protocolVersion, timeOut, sessionId, passwd (length-prefixed)[, readOnly]
+    let sid = i64::from_be_bytes(answer.get(8..16)?.try_into().ok()?);
+    let n = i32::from_be_bytes(answer.get(16..20)?.try_into().ok()?).max(0) as usize;
+    let pw = answer.get(20..20 + n)?.to_vec();
+    Some((s, sid, pw))
+}
+
+/// The Reattach fence (cluster.md §4.4, ZooKeeper's SessionMoved): a session created on one
+/// follower and resumed on another server belongs to the new connection; a create-ephemeral
+/// still sent on the old connection is not applied (SessionMoved -118, or the old server has
+/// already closed that connection), and the node's owner everywhere is the session as resumed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_on_a_moved_sessions_old_connection_is_fenced() {
+    let ens = Ensemble::start();
+    bounded("session moved", async {
+        let leader = ens.wait_leader(Duration::from_secs(20));
+        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        let (mut old, sid, pw) = raw_handshake(&ens.addr(followers[0]), 4000, 0, &[0; 16])
+            .expect("new session on a follower");
+        assert_ne!(sid, 0);
+        assert_eq!(raw_create_ephemeral(&mut old, "/fence-before"), 0);
+        let (mut new, resumed, _) = raw_handshake(&ens.addr(followers[1]), 4000, sid, &pw)
+            .expect("resume on the other follower");
+        assert_eq!(resumed, sid, "the resume was refused");
+        // The old connection: SessionMoved, or already closed by its server.
+        match try_raw_create_ephemeral(&mut old, "/fence-old") {
+            Some(code) => assert_eq!(code, -118, "old connection's create: expected SessionMoved"),
+            None => eprintln!("old connection closed by its server after the move"),
+        }
+        assert_eq!(raw_create_ephemeral(&mut new, "/fence-new"), 0);
+        for id in 1..=3 {
+            let c = connect(&ens.addr(id), Duration::from_secs(6)).await;
+            c.sync("/").await.unwrap();
+            assert!(
+                c.check_stat("/fence-old").await.unwrap().is_none(),
+                "server {id}: the old connection's ephemeral was applied"
+            );
+            for p in ["/fence-before", "/fence-new"] {
+                let st = c.check_stat(p).await.unwrap();
+                assert_eq!(st.map(|s| s.ephemeral_owner), Some(sid), "server {id}: {p}");
+            }
         }
     })
     .await;

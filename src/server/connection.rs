@@ -354,6 +354,22 @@ impl Connection {
             );
             // Heard from now: on a follower this also tells the leader (touch table).
             self.shared.tracker().touch(request.session_id);
+            // Move the session's ownership to this connection through the log (the Reattach
+            // fence): requests still arriving through its old connection, here or on another
+            // server, then get SessionMoved instead of being applied out of order.
+            match self.reattach(request.session_id, timeout_ms).await? {
+                Some(true) => {}
+                Some(false) => {
+                    info!(
+                        session = format_args!("{:#x}", request.session_id),
+                        "session ended before its resume applied"
+                    );
+                    self.send_connect_response(&request, 0, 0, vec![0; 16])
+                        .await?;
+                    return Ok(false);
+                }
+                None => return Ok(false),
+            }
             (request.session_id, request.passwd.clone())
         };
         self.session_id = session_id;
@@ -418,6 +434,57 @@ impl Connection {
         let created = self.wait_session_created(deadline).await;
         self.in_doubt.fetch_sub(1, Ordering::AcqRel);
         created
+    }
+
+    /// Proposes `Reattach{session_id, timeout_ms}` from this connection and waits for it to
+    /// apply: `Some(true)` once this connection owns the session, `Some(false)` if the session
+    /// had ended, `None` if the connection was closed meanwhile.
+    async fn reattach(
+        &mut self,
+        session_id: i64,
+        timeout_ms: i32,
+    ) -> Result<Option<bool>, ConnectionError> {
+        let txn = Txn::new(
+            self.origin(0),
+            session_id,
+            Vec::new(),
+            TxnBody::Reattach {
+                session_id,
+                timeout_ms,
+            },
+        );
+        if let Err(e) = self.raft.propose(txn.encode()) {
+            return Err(ConnectionError::Refused(format!(
+                "cannot resume the session: {e}"
+            )));
+        }
+        let deadline = self
+            .op_timeout(timeout_ms)
+            .map(|limit| tokio::time::Instant::now() + limit);
+        self.in_doubt.fetch_add(1, Ordering::AcqRel);
+        let result = loop {
+            let message = tokio::select! {
+                biased;
+                _ = self.close.cancelled() => break Ok(None),
+                _ = sleep_until_opt(deadline), if deadline.is_some() => {
+                    break Err(ConnectionError::Refused(
+                        "session resume not committed in time".into(),
+                    ));
+                }
+                message = self.rx.recv() => message,
+            };
+            match message {
+                Some(message) => {
+                    self.budget.release(message.charge());
+                    if let Outbound::SessionReattached { ok } = message {
+                        break Ok(Some(ok));
+                    }
+                }
+                None => break Ok(None),
+            }
+        };
+        self.in_doubt.fetch_sub(1, Ordering::AcqRel);
+        result
     }
 
     /// Waits for this connection's CreateSession to apply, until `deadline` if any.
@@ -939,7 +1006,7 @@ impl Connection {
                 }
                 next
             }
-            Outbound::SessionCreated { .. } => {
+            Outbound::SessionCreated { .. } | Outbound::SessionReattached { .. } => {
                 self.budget.release(message.charge());
                 Next::Continue
             }

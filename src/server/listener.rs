@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{check_cluster_id, Config, PeerRole};
+use crate::config::{check_cluster_id_of, Config, PeerRole};
 use crate::peer::{PeerConfig, PeerNetwork, RaftInbound};
 use crate::raft::{GroupOptions, RaftError, RaftHandle, RaftOptions};
 use crate::server::connection::Connection;
@@ -417,8 +417,7 @@ async fn start_ensemble(
     shared: Arc<Shared>,
     sink: Box<dyn ReplySink>,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>, Arc<PeerNetwork>), ServerError> {
-    check_cluster_id(&config.data_dir, config.cluster_id())
-        .map_err(|e| ServerError::Ensemble(e.to_string()))?;
+    check_cluster_id_of(config).map_err(|e| ServerError::Ensemble(e.to_string()))?;
     let voters: Vec<u64> = config
         .servers
         .iter()

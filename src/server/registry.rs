@@ -50,6 +50,11 @@ pub enum Outbound {
         /// The whole reply frame, length prefix included.
         frame: Bytes,
     },
+    /// The Reattach this connection proposed was applied; `ok` if the session was live.
+    SessionReattached {
+        /// False if the session had ended before the entry applied.
+        ok: bool,
+    },
     /// The CreateSession this connection proposed was applied.
     SessionCreated {
         /// The id the log assigned.
@@ -65,6 +70,7 @@ impl Outbound {
         match self {
             Outbound::Event { frame, .. } | Outbound::Reply { frame, .. } => frame.len(),
             Outbound::SessionCreated { passwd, .. } => passwd.len() + 64,
+            Outbound::SessionReattached { .. } => 64,
         }
     }
 }
@@ -368,6 +374,22 @@ impl ReplySink for ServerSink {
             if self.ours(&origin) != Some(conn_id) {
                 conns.close(conn_id);
             }
+        }
+    }
+
+    fn session_reattached(&mut self, origin: Origin, session_id: i64, ok: bool) {
+        let conns = self.conns.lock();
+        if ok {
+            // The session moved to `origin`'s connection: a connection of ours still carrying
+            // it is stale (its later requests would get SessionMoved); drop it now.
+            if let Some(conn_id) = conns.by_session.get(&session_id).copied() {
+                if self.ours(&origin) != Some(conn_id) {
+                    conns.close(conn_id);
+                }
+            }
+        }
+        if let Some(conn_id) = self.ours(&origin) {
+            conns.send(conn_id, Outbound::SessionReattached { ok });
         }
     }
 

@@ -309,14 +309,25 @@ impl Cluster {
                             LinkPort::Peer => target_member.peer_port,
                             LinkPort::Election => target_member.election_port,
                         };
-                        let h = rt.handle().clone();
-                        // Proxy::start spawns on the current runtime: enter ours from a fresh thread
-                        // (the caller may itself be inside a runtime).
-                        let proxy = std::thread::spawn(move || {
-                            h.block_on(Proxy::start(format!("127.0.0.1:{real}")))
-                        })
-                        .join()
-                        .expect("proxy start");
+                        // A proxy binds port 0 while the members' ports are still unbound, so
+                        // the kernel may hand it one of them (the member then fails to bind):
+                        // retry until it gets a port of its own.
+                        let mut proxy = None;
+                        for _ in 0..50 {
+                            let h = rt.handle().clone();
+                            // Proxy::start spawns on the current runtime: enter ours from a fresh
+                            // thread (the caller may itself be inside a runtime).
+                            let p = std::thread::spawn(move || {
+                                h.block_on(Proxy::start(format!("127.0.0.1:{real}")))
+                            })
+                            .join()
+                            .expect("proxy start");
+                            if !ports.contains(&p.port) {
+                                proxy = Some(p);
+                                break;
+                            }
+                        }
+                        let proxy = proxy.expect("a proxy port distinct from the members' ports");
                         links.push(Link {
                             from,
                             to,
@@ -751,6 +762,11 @@ impl Cluster {
     pub fn wait_ready(&self, secs: u64) -> usize {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
+            // A member that exited on its own (not killed by the test) fails loudly instead of
+            // leaving the others to form a smaller ensemble.
+            for i in 0..self.len() {
+                self.check_alive(i);
+            }
             let live = self.live();
             let mut leaders = vec![];
             let mut all = true;
