@@ -411,14 +411,9 @@ impl Node {
         self.stop();
     }
 
-    /// After a fatal error: publish it, fail queued proposals, and leave without touching the
-    /// storage again (after a failed fsync nothing more may be counted durable).
-    fn fail_stop(mut self, reason: String) {
-        // Also fails the read barrier's waiters.
-        self.shared.set_fatal(reason);
-        if self.was_leader {
-            self.sm.on_role_change(false, self.raw.raft.term);
-        }
+    /// Fails every proposal still queued (peeked, deferred or in the channel) so its client
+    /// sees ConnectionLoss at once instead of waiting for a timeout.
+    fn fail_queued_proposals(&mut self) {
         let queued: Vec<Command> = self
             .peeked
             .take()
@@ -432,6 +427,17 @@ impl Node {
                 self.sm.proposal_dropped(&data);
             }
         }
+    }
+
+    /// After a fatal error: publish it, fail queued proposals, and leave without touching the
+    /// storage again (after a failed fsync nothing more may be counted durable).
+    fn fail_stop(mut self, reason: String) {
+        // Also fails the read barrier's waiters.
+        self.shared.set_fatal(reason);
+        if self.was_leader {
+            self.sm.on_role_change(false, self.raw.raft.term);
+        }
+        self.fail_queued_proposals();
     }
 
     /// Runs a storage write, retrying it with backoff for as long as it fails for lack of space
@@ -1238,19 +1244,7 @@ impl Node {
         }
         // Fail whatever is still queued so clients do not wait for a timeout. Commands may
         // still arrive from live handles afterwards; those fail at send() once `rx` is dropped.
-        let queued: Vec<Command> = self
-            .peeked
-            .take()
-            .into_iter()
-            .chain(self.deferred.drain(..))
-            .chain(self.rx.try_iter())
-            .collect();
-        for cmd in queued {
-            if let Command::Propose(data) = cmd {
-                self.shared.dequeued(data.len());
-                self.sm.proposal_dropped(&data);
-            }
-        }
+        self.fail_queued_proposals();
         let stats = &self.shared.storage;
         tracing::info!(
             index = self.applied,
