@@ -14,7 +14,7 @@
 #   TARGET=rookery benches/ensemble.sh                   # rookery ensemble
 #
 # Knobs: TARGET (zk|rookery), MEMBERS (3), REPS, DURATION, WARMUP, JIT_WARMUP, SESSIONS,
-# WORKLOADS ("create set get"), VALUE_SIZE, KILLS, TICK (ms, 2000), ZK_HEAP (1g), SKIP_BUILD=1,
+# WORKLOADS ("create set get"), VALUE_SIZE, KILLS, SETTLE (s of idle before each throughput run, 0), TICK (ms, 2000), ZK_HEAP (1g), SKIP_BUILD=1,
 # MAX_SECONDS (watchdog, 1800), OUT, KEEP_WORK=1.
 # Every process is stopped by its recorded pid on exit; loopback only.
 set -uo pipefail
@@ -31,6 +31,7 @@ SESSIONS=${SESSIONS:-32}
 WORKLOADS=${WORKLOADS:-"create set get"}
 VALUE_SIZE=${VALUE_SIZE:-100}
 KILLS=${KILLS:-5}
+SETTLE=${SETTLE:-0}
 TICK=${TICK:-2000}
 ZK_HEAP=${ZK_HEAP:-1g}
 MAX_SECONDS=${MAX_SECONDS:-1800}
@@ -175,6 +176,7 @@ fi
 LOAD_TP=$(loadavg)
 for w in $WORKLOADS; do
     for r in $(seq "$REPS"); do
+        [ "$SETTLE" != 0 ] && sleep "$SETTLE"
         line=$(load --workload "$w" --sessions "$SESSIONS" --duration "$DURATION" --warmup "$WARMUP" \
             --value-size "$VALUE_SIZE" --cleanup --seed "$r" --label "$TARGET")
         echo "$line" >>"$RAW"
@@ -295,7 +297,7 @@ mkdir -p "$(dirname "$OUT")"
         echo "- rookery $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)"
     fi
     echo "- machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'); all $MEMBERS members and the load generator share them"
-    echo "- settings: tickTime=$TICK, REPS=$REPS DURATION=${DURATION}s WARMUP=${WARMUP}s JIT_WARMUP=${JIT_WARMUP}s SESSIONS=$SESSIONS (spread round-robin over the members, each syncs first) VALUE_SIZE=$VALUE_SIZE KILLS=$KILLS"
+    echo "- settings: tickTime=$TICK, REPS=$REPS DURATION=${DURATION}s WARMUP=${WARMUP}s JIT_WARMUP=${JIT_WARMUP}s SESSIONS=$SESSIONS (spread round-robin over the members, each syncs first) VALUE_SIZE=$VALUE_SIZE KILLS=$KILLS SETTLE=${SETTLE}s"
     echo "- load average (1/5/15 min): start $LOAD_START; before throughput $LOAD_TP; before failover $LOAD_FO; end $LOAD_END"
     echo
     python3 - "$RAW" "$FO" <<'PY'
