@@ -155,7 +155,9 @@ wait_ready() {
 load() { # rest = rookery-load args; appends the JSON line to $RAW
     local line rc
     line=$("$LOAD" --servers "$SERVERS" -q "$@" 2>"$WORK/load.err" | grep '^{' | tail -1); rc=${PIPESTATUS[0]}
-    [ -z "$line" ] && line="{\"failed\":true,\"exit\":$rc}"
+    local w=? a prev=""
+    for a in "$@"; do [ "$prev" = --workload ] && w=$a; prev=$a; done
+    [ -z "$line" ] && line="{\"failed\":true,\"exit\":$rc,\"workload\":\"$w\"}"
     [ "$rc" -ne 0 ] && log "rookery-load $*: exit $rc: $(tail -2 "$WORK/load.err" | tr '\n' ' ')"
     echo "$line"
 }
