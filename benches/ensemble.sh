@@ -11,10 +11,10 @@
 #
 #   benches/ensemble.sh                                  # REPS=3 DURATION=5 KILLS=5
 #   REPS=3 DURATION=3 KILLS=3 JIT_WARMUP=10 benches/ensemble.sh   # short run
-#   TARGET=rookery benches/ensemble.sh                   # rookery ensemble (needs issue 7)
+#   TARGET=rookery benches/ensemble.sh                   # rookery ensemble
 #
 # Knobs: TARGET (zk|rookery), MEMBERS (3), REPS, DURATION, WARMUP, JIT_WARMUP, SESSIONS,
-# WORKLOADS ("create set get"), VALUE_SIZE, KILLS, TICK (ms, 2000), ZK_HEAP (1g), SKIP_BUILD=1,
+# WORKLOADS ("create set get"), VALUE_SIZE, KILLS, SETTLE (s of idle before each throughput run, 0), TICK (ms, 2000), ZK_HEAP (1g), SKIP_BUILD=1,
 # MAX_SECONDS (watchdog, 1800), OUT, KEEP_WORK=1.
 # Every process is stopped by its recorded pid on exit; loopback only.
 set -uo pipefail
@@ -31,6 +31,7 @@ SESSIONS=${SESSIONS:-32}
 WORKLOADS=${WORKLOADS:-"create set get"}
 VALUE_SIZE=${VALUE_SIZE:-100}
 KILLS=${KILLS:-5}
+SETTLE=${SETTLE:-0}
 TICK=${TICK:-2000}
 ZK_HEAP=${ZK_HEAP:-1g}
 MAX_SECONDS=${MAX_SECONDS:-1800}
@@ -154,7 +155,9 @@ wait_ready() {
 load() { # rest = rookery-load args; appends the JSON line to $RAW
     local line rc
     line=$("$LOAD" --servers "$SERVERS" -q "$@" 2>"$WORK/load.err" | grep '^{' | tail -1); rc=${PIPESTATUS[0]}
-    [ -z "$line" ] && line="{\"failed\":true,\"exit\":$rc}"
+    local w=? a prev=""
+    for a in "$@"; do [ "$prev" = --workload ] && w=$a; prev=$a; done
+    [ -z "$line" ] && line="{\"failed\":true,\"exit\":$rc,\"workload\":\"$w\"}"
     [ "$rc" -ne 0 ] && log "rookery-load $*: exit $rc: $(tail -2 "$WORK/load.err" | tr '\n' ' ')"
     echo "$line"
 }
@@ -175,6 +178,7 @@ fi
 LOAD_TP=$(loadavg)
 for w in $WORKLOADS; do
     for r in $(seq "$REPS"); do
+        [ "$SETTLE" != 0 ] && sleep "$SETTLE"
         line=$(load --workload "$w" --sessions "$SESSIONS" --duration "$DURATION" --warmup "$WARMUP" \
             --value-size "$VALUE_SIZE" --cleanup --seed "$r" --label "$TARGET")
         echo "$line" >>"$RAW"
@@ -221,11 +225,25 @@ def create(s, xid):
     acl = struct.pack(">i", 1) + struct.pack(">i", 31) + s_(b"world") + s_(b"anyone")
     return call(s, xid, 1, s_(PATH) + s_(b"") + acl + struct.pack(">i", 0))
 
-# Before the kill: the node exists and a write works through every survivor.
+# Before the kill: the node exists and a write works through every survivor. A member may
+# refuse a handshake for a while after a restart (rookery's serving gate): retry for up to 20 s,
+# and say so on stderr; a survivor that never accepts fails the probe (no kill).
 for p in ports:
-    s = session(p); err = create(s, 1)
-    assert err in (0, -110), err
-    assert set_data(s, 2) == 0; s.close()
+    t_pre, tries = time.monotonic(), 0
+    while True:
+        tries += 1
+        try:
+            s = session(p); err = create(s, 1)
+            assert err in (0, -110), err
+            assert set_data(s, 2) == 0; s.close()
+            break
+        except OSError as e:
+            if time.monotonic() - t_pre > 20:
+                print(f"PRECHECK-FAIL port {p}: {e} ({tries} tries over 20 s)", file=sys.stderr); sys.exit(2)
+            time.sleep(0.05)
+    if tries > 1:
+        print(f"pre-check: port {p} accepted a write after {tries} tries, "
+              f"{(time.monotonic() - t_pre) * 1000:.0f} ms", file=sys.stderr)
 
 done = threading.Event(); first = []; lock = threading.Lock(); t0 = [0.0]
 def worker(port):
@@ -257,7 +275,10 @@ for k in $(seq "$KILLS"); do
     LEADER=$(wait_ready) || exit 1
     sleep 2
     survivors=$(for i in $(seq "$MEMBERS"); do [ "$i" != "$LEADER" ] && printf '%s,' "${CPORT[$i]}"; done); survivors=${survivors%,}
-    res=$(probe "${PID[$LEADER]}" "$survivors") || res="FAIL"
+    res=$(probe "${PID[$LEADER]}" "$survivors" 2>"$WORK/probe-$k.err") || res="FAIL"
+    [ -s "$WORK/probe-$k.err" ] && log "probe $k: $(tr '\n' ' ' <"$WORK/probe-$k.err" | cut -c1-300)"
+    # The probe exits before its kill if a pre-check fails: never wait on a live leader.
+    alive "${PID[$LEADER]}" && { log "kill $k: probe did not kill the leader; SIGKILL it now"; kill -KILL "${PID[$LEADER]}"; }
     wait "${PID[$LEADER]}" 2>/dev/null
     echo "$k $LEADER $res" >>"$FO"
     log "kill $k: leader member $LEADER SIGKILLed; first acknowledged write after ${res%% *} ms"
@@ -278,7 +299,7 @@ mkdir -p "$(dirname "$OUT")"
         echo "- rookery $(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null)"
     fi
     echo "- machine: $(nproc) cores, $(lscpu | awk -F: '/Model name/{gsub(/^ +/,"",$2); print $2; exit}'); all $MEMBERS members and the load generator share them"
-    echo "- settings: tickTime=$TICK, REPS=$REPS DURATION=${DURATION}s WARMUP=${WARMUP}s JIT_WARMUP=${JIT_WARMUP}s SESSIONS=$SESSIONS (spread round-robin over the members, each syncs first) VALUE_SIZE=$VALUE_SIZE KILLS=$KILLS"
+    echo "- settings: tickTime=$TICK, REPS=$REPS DURATION=${DURATION}s WARMUP=${WARMUP}s JIT_WARMUP=${JIT_WARMUP}s SESSIONS=$SESSIONS (spread round-robin over the members, each syncs first) VALUE_SIZE=$VALUE_SIZE KILLS=$KILLS SETTLE=${SETTLE}s"
     echo "- load average (1/5/15 min): start $LOAD_START; before throughput $LOAD_TP; before failover $LOAD_FO; end $LOAD_END"
     echo
     python3 - "$RAW" "$FO" <<'PY'

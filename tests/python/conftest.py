@@ -6,6 +6,14 @@ Servers:
   server     - parametrised over $ROOKERY_TESTS_TARGETS (default "zk,rookery"),
                ids "zk" and "rookery".
 
+Ensemble mode: ROOKERY_TESTS_ENSEMBLE=1 makes `zookeeper`, `zookeeper2` and `rookery` 3-member
+ensembles on loopback instead (zoo.cfg with server.N lines and dataDir/myid, started as
+QuorumPeerMain / `rookery --config zoo.cfg`; ready when every member's `srvr` says leader or
+follower, with exactly one leader). Their `hosts` lists all members (clients pick one at
+random); `member_hosts(i)` pins a client to member i. Tests get a longer timeout
+(ROOKERY_TESTS_ENSEMBLE_TIMEOUT, 180 s). The SASL fixtures and the tests that start their own
+servers stay standalone.
+
 A missing ZooKeeper install or rookery binary is an error, never a skip.
 """
 
@@ -29,6 +37,9 @@ TARGET_FIXTURES = {"zk": "zookeeper", "rookery": "rookery"}
 
 SERVER_START_TIMEOUT = 60.0
 CLIENT_TIMEOUT = 15.0
+ENSEMBLE = os.environ.get("ROOKERY_TESTS_ENSEMBLE", "") not in ("", "0")
+ENSEMBLE_SIZE = 3
+ENSEMBLE_START_TIMEOUT = 90.0
 
 
 def targets():
@@ -48,7 +59,15 @@ def pytest_configure(config):
 
 
 def pytest_report_header(config):
-    return f"rookery test targets: {','.join(targets())}"
+    mode = f"{ENSEMBLE_SIZE}-member ensembles" if ENSEMBLE else "standalone servers"
+    return f"rookery test targets: {','.join(targets())} ({mode})"
+
+
+def pytest_collection_modifyitems(config, items):
+    if ENSEMBLE:  # every write goes through a leader and a quorum: slower than standalone
+        t = float(os.environ.get("ROOKERY_TESTS_ENSEMBLE_TIMEOUT", "180"))
+        for item in items:
+            item.add_marker(pytest.mark.timeout(t))
 
 
 def pytest_generate_tests(metafunc):
@@ -111,9 +130,19 @@ class ServerProcess:
         self.log_path = log_path
         self.data_dir = data_dir
 
+    ensemble = False
+
     @property
     def hosts(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def members(self):
+        return [self]
+
+    def member_hosts(self, i):
+        """The connection string of one member (here: the only one)."""
+        return self.hosts
 
     def __repr__(self):
         return f"<{self.kind} pid={self.proc.pid} port={self.port}>"
@@ -257,9 +286,165 @@ def start_rookery(workdir: Path, extra_args=(), env=None) -> ServerProcess:
     return srv
 
 
+# ----------------------------------------------------------------------------- ensembles
+
+
+class Ensemble:
+    """ENSEMBLE_SIZE servers of one kind forming a replicated ensemble; stopped by PID."""
+
+    ensemble = True
+
+    def __init__(self, kind, members):
+        self.kind = kind
+        self.members = members
+
+    @property
+    def hosts(self):
+        return ",".join(m.hosts for m in self.members)
+
+    @property
+    def port(self):  # for tests that talk to "the" server: the first member
+        return self.members[0].port
+
+    @property
+    def proc(self):
+        return self.members[0].proc
+
+    @property
+    def log_path(self):
+        return self.members[0].log_path
+
+    def member_hosts(self, i):
+        return self.members[i % len(self.members)].hosts
+
+    def modes(self):
+        out = []
+        for m in self.members:
+            r = four_letter(m.port, "srvr") or ""
+            mode = re.search(r"^Mode: (\S+)", r, re.M)
+            out.append(mode.group(1) if mode else None)
+        return out
+
+    def __repr__(self):
+        return f"<{self.kind} ensemble {self.members!r}>"
+
+    def stop(self, grace=5.0):
+        for m in self.members:
+            try:
+                m.stop(grace)
+            except Exception:
+                pass
+
+
+def free_ports(n):
+    """n distinct free loopback ports (all bound at once, so no duplicates)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def start_ensemble(kind, workdir: Path, n=ENSEMBLE_SIZE) -> Ensemble:
+    """n members on loopback, zoo.cfg as tests/common/cluster.rs writes it."""
+    ports = free_ports(3 * n)
+    client = ports[0::3]
+    peer = ports[1::3]
+    election = ports[2::3]
+    servers = [f"server.{j + 1}=127.0.0.1:{peer[j]}:{election[j]};127.0.0.1:{client[j]}"
+               for j in range(n)]
+    if kind == "zk":
+        java = shutil.which("java")
+        if not os.path.exists(ZK_JAR) or java is None:
+            raise RuntimeError(f"Apache ZooKeeper not installed ({ZK_JAR} or java missing)")
+        classpath = ":".join([ZK_JAR] + [j for j in ZK_LOG_JARS if os.path.exists(j)])
+    else:
+        binary = rookery_binary()
+        if not binary.is_file() or not os.access(binary, os.X_OK):
+            raise RuntimeError(f"rookery binary {binary} missing: run `cargo build` (or set ROOKERY_BIN)")
+    members = []
+    try:
+        for i in range(n):
+            d = workdir / f"m{i + 1}"
+            data = d / "data"
+            data.mkdir(parents=True, exist_ok=True)
+            (data / "myid").write_text(f"{i + 1}\n")
+            cfg = d / "zoo.cfg"
+            lines = [
+                "tickTime=2000", "initLimit=10", "syncLimit=5", f"dataDir={data}",
+                f"clientPort={client[i]}", "clientPortAddress=127.0.0.1",
+                "4lw.commands.whitelist=*", "maxClientCnxns=0", "admin.enableServer=false",
+                "standaloneEnabled=false",
+            ]
+            if kind == "zk":
+                lines.append("extendedTypesEnabled=true")
+            cfg.write_text("\n".join(lines + servers + [""]))
+            if kind == "zk":
+                log = d / "zookeeper.log"
+                (d / "log4j.properties").write_text(
+                    "log4j.rootLogger=INFO, F\n"
+                    "log4j.appender.F=org.apache.log4j.FileAppender\n"
+                    f"log4j.appender.F.File={log}\n"
+                    "log4j.appender.F.layout=org.apache.log4j.PatternLayout\n"
+                    "log4j.appender.F.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1} - %m%n\n"
+                )
+                cmd = [
+                    java, "-Xmx512m", "-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1",
+                    "-Dzookeeper.admin.enableServer=false",
+                    "-Dzookeeper.extendedTypesEnabled=true",
+                    "-Dznode.container.checkIntervalMs=1000",
+                    "-Dzookeeper.4lw.commands.whitelist=*",
+                    "-Dzookeeper.forceSync=no",
+                    f"-Dlog4j.configuration=file:{d / 'log4j.properties'}",
+                    "-cp", classpath,
+                    "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg),
+                ]
+                out = d / "stdout.log"
+            else:
+                cmd = [str(binary), "--config", str(cfg), "--container-check-interval-ms", "1000"]
+                log = out = d / "rookery.log"
+            with open(out, "wb") as f:
+                proc = subprocess.Popen(
+                    cmd, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, cwd=d,
+                    preexec_fn=_die_with_parent,
+                )
+            members.append(ServerProcess(kind, client[i], proc, log, data))
+        ens = Ensemble(kind, members)
+        deadline = time.monotonic() + ENSEMBLE_START_TIMEOUT
+        modes = []
+        while time.monotonic() < deadline:
+            for m in members:
+                if m.proc.poll() is not None:
+                    raise RuntimeError(
+                        f"{kind} member on port {m.port} exited with status {m.proc.returncode} "
+                        f"before the ensemble was ready; log tail:\n{_tail(m.log_path)}")
+            modes = ens.modes()
+            if "standalone" in modes:
+                raise RuntimeError(f"{kind} ensemble member reports Mode: standalone: {modes}")
+            if all(x in ("leader", "follower") for x in modes) and modes.count("leader") == 1:
+                return ens
+            time.sleep(0.2)
+        raise RuntimeError(
+            f"{kind} ensemble not ready after {ENSEMBLE_START_TIMEOUT}s (modes {modes}); "
+            + "".join(f"\n--- member {i + 1} log tail:\n{_tail(m.log_path, 20)}"
+                      for i, m in enumerate(members)))
+    except BaseException:
+        for m in members:
+            m.stop()
+        raise
+
+
 @pytest.fixture(scope="session")
 def zookeeper(tmp_path_factory):
-    srv = start_zookeeper(tmp_path_factory.mktemp("zookeeper"))
+    if ENSEMBLE:
+        srv = start_ensemble("zk", tmp_path_factory.mktemp("zookeeper-ensemble"))
+    else:
+        srv = start_zookeeper(tmp_path_factory.mktemp("zookeeper"))
     yield srv
     srv.stop()
 
@@ -267,14 +452,20 @@ def zookeeper(tmp_path_factory):
 @pytest.fixture(scope="session")
 def zookeeper2(tmp_path_factory):
     """A second, independent ZooKeeper (differential harness self-check)."""
-    srv = start_zookeeper(tmp_path_factory.mktemp("zookeeper2"))
+    if ENSEMBLE:
+        srv = start_ensemble("zk", tmp_path_factory.mktemp("zookeeper2-ensemble"))
+    else:
+        srv = start_zookeeper(tmp_path_factory.mktemp("zookeeper2"))
     yield srv
     srv.stop()
 
 
 @pytest.fixture(scope="session")
 def rookery(tmp_path_factory):
-    srv = start_rookery(tmp_path_factory.mktemp("rookery"))
+    if ENSEMBLE:
+        srv = start_ensemble("rookery", tmp_path_factory.mktemp("rookery-ensemble"))
+    else:
+        srv = start_rookery(tmp_path_factory.mktemp("rookery"))
     yield srv
     srv.stop()
 
@@ -334,13 +525,15 @@ def sasl_server(request):
 
 
 def check_alive(srv):
-    """Fail at once (with the server's log) if a session-scoped server has died."""
-    if srv.proc.poll() is not None:
-        pytest.fail(
-            f"{srv.kind} (pid {srv.proc.pid}) has exited with status {srv.proc.returncode}; "
-            f"log tail:\n{_tail(srv.log_path)}",
-            pytrace=False,
-        )
+    """Fail at once (with the server's log) if a session-scoped server (or any member of an
+    ensemble) has died."""
+    for m in srv.members:
+        if m.proc.poll() is not None:
+            pytest.fail(
+                f"{m.kind} (pid {m.proc.pid}, port {m.port}) has exited with status "
+                f"{m.proc.returncode}; log tail:\n{_tail(m.log_path)}",
+                pytrace=False,
+            )
     return srv
 
 

@@ -92,7 +92,8 @@ class CreateContainer(Create2):
 class Session:
     def __init__(self, side, slot):
         self.side, self.slot = side, slot
-        self.client = KazooClient(hosts=side.server.hosts, timeout=15.0)
+        # On an ensemble (ROOKERY_TESTS_ENSEMBLE=1) session k is pinned to member k.
+        self.client = KazooClient(hosts=side.server.member_hosts(slot), timeout=15.0)
         self.client.start(timeout=15.0)
         if AUTHS[slot]:
             self.client.add_auth_async("digest", AUTHS[slot]).get(timeout=OP_TIMEOUT)
@@ -116,7 +117,11 @@ class Session:
         self.delivered.append((event.type, event.path))
 
     def flush(self):
-        """Afterwards every event the server sent before answering a read is recorded."""
+        """Afterwards every event the server sent before answering a read is recorded.
+        On an ensemble a sync first: the member then has applied every earlier write (made
+        through any member), so the next op and the events compared are deterministic."""
+        if self.side.server.ensemble:
+            self.client.sync_async("/").get(timeout=OP_TIMEOUT)
         self.client.exists_async("/").get(timeout=OP_TIMEOUT)
         done = threading.Event()
         # callbacks run in order on one thread: once this one ran, all watch callbacks did
