@@ -80,6 +80,12 @@ pub(super) struct Node {
     /// Highest commit index the current leader told this node (MsgAppend, MsgHeartbeat,
     /// MsgSnapshot) since the last leader change; a follower is fresh once applied reaches it.
     leader_commit: u64,
+    /// The index a follower must have applied to count as fresh: the leader's commit index
+    /// when the freshness probe was answered (and what earlier messages had told). Fixed per
+    /// probe, not raised by every later append: a follower that applies continuously under
+    /// load is always a little behind the newest commit it heard of, and must not flap to
+    /// "not fresh" (refusing handshakes, closing clients) because of that.
+    fresh_at: u64,
     /// The leader or term moved: resend the read barrier's request at once.
     barrier_force: bool,
     /// The freshness probe in flight: a ReadIndex asking the current leader for its commit
@@ -276,6 +282,7 @@ impl Node {
             last_leader,
             contact: (0, 0),
             leader_commit: 0,
+            fresh_at: 0,
             barrier_force: false,
             probe: None,
             probe_seq: 0,
@@ -635,6 +642,7 @@ impl Node {
                 self.probe = None;
                 self.probe_for = leader;
                 self.leader_commit = self.leader_commit.max(index);
+                self.fresh_at = self.leader_commit;
                 tracing::debug!(
                     leader_id = leader.0,
                     term = leader.1,
@@ -706,7 +714,7 @@ impl Node {
                 _ => {
                     self.contact == leader
                         && self.probe_for == leader
-                        && self.applied >= self.leader_commit
+                        && self.applied >= self.fresh_at
                 }
             };
         self.shared.role.store(role.to_u8(), Ordering::Release);

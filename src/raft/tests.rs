@@ -1112,6 +1112,40 @@ fn leader_kill_fires_on_leader_change_on_the_survivors() {
 }
 
 #[test]
+fn a_follower_applying_under_load_stays_fresh() {
+    // A follower always lags the newest commit index it heard of by the entries it is about
+    // to apply; that must not count as "not fresh" (the server would refuse handshakes and,
+    // past an election timeout, close every client while the leader is alive and well).
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    propose_n(&ms[l].h, "warm", 5);
+    for m in &ms {
+        wait_until("fresh", || applied_count(&m.obs) == 5 && m.h.is_fresh());
+    }
+    let f = (l + 1) % 3;
+    let (mut samples, mut unfresh) = (0u32, 0u32);
+    for round in 0..40 {
+        propose_n(&ms[l].h, &format!("load{round}"), 50);
+        let until = Instant::now() + Duration::from_millis(10);
+        while Instant::now() < until {
+            samples += 1;
+            if !ms[f].h.is_fresh() {
+                unfresh += 1;
+            }
+        }
+    }
+    wait_until("all applied", || applied_count(&ms[f].obs) == 5 + 40 * 50);
+    assert!(samples > 100, "{samples} samples");
+    assert_eq!(
+        unfresh, 0,
+        "follower not fresh in {unfresh} of {samples} samples under load"
+    );
+}
+
+#[test]
 fn a_partitioned_follower_is_not_fresh_until_it_caught_up_again() {
     let tmp = tempfile::tempdir().unwrap();
     let net = Net::default();
