@@ -126,6 +126,11 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_restart() {
     // An existing session that only reads, pings and watches; 4 s timeout.
     let mut reader = try_session(&addr, 4_000).expect("reader session");
     assert_eq!(create(&mut reader, "/watched", b"v0"), Outcome::Reply(0));
+    // Sessions that will each try one write while the disk is full (10 s timeout; expiry is a
+    // log entry too, so none expires while full).
+    let mut spares: Vec<_> = (0..6)
+        .map(|_| try_session(&addr, 10_000).expect("spare session"))
+        .collect();
 
     // Fill the disk: 32 KiB creates until one is not acknowledged, from this writer and two
     // concurrent ones (so the writes that hit the wall share Readies across sessions).
@@ -205,13 +210,24 @@ fn full_disk_refuses_writes_keeps_reads_and_recovers_without_restart() {
         reads += 1;
         if round % 4 == 0 {
             assert_eq!(get_data_watch(&mut reader, "/watched"), Outcome::Reply(0));
-            // A resumed session can read, but its write closes the connection.
-            let mut w = resume(&addr, &writer).expect("resume the writer's session while full");
-            assert_eq!(exists(&mut w, "/watched"), Outcome::Reply(0));
-            assert_eq!(
-                create(&mut w, &format!("/refused-{round}"), b"x"),
-                Outcome::Closed
+            // Resuming a session is a log entry (the Reattach fence moves its ownership to
+            // the new connection), so like a new session it is refused while full: the
+            // connection closes without a zero-timeout ("expired") answer, the session stays
+            // live, and the same resume succeeds once space is freed (below).
+            assert!(
+                resume(&addr, &writer).is_none(),
+                "a resume needs a log entry and must be refused while full"
             );
+            // A session connected before the disk filled reads, and its write closes its
+            // connection (ConnectionLoss); one spare session per round, since none can be
+            // resumed while full.
+            if let Some(mut w) = spares.pop() {
+                assert_eq!(exists(&mut w, "/watched"), Outcome::Reply(0));
+                assert_eq!(
+                    create(&mut w, &format!("/refused-{round}"), b"x"),
+                    Outcome::Closed
+                );
+            }
             refused_writes += 1;
             assert!(
                 try_session(&addr, 4_000).is_none(),
