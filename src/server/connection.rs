@@ -709,18 +709,8 @@ impl Connection {
         let start = self.out.len();
         write_frame(&mut self.out, fill);
         let len = self.out.len() - start;
-        let was_closed = self.budget.is_closed();
-        if !self.budget.charge(len) {
+        if !self.budget.charge_or_close(len, self.session_id, self.peer) {
             self.out.truncate(start);
-            if !was_closed {
-                warn!(
-                    session = format_args!("{:#x}", self.session_id),
-                    peer = %self.peer,
-                    queued = self.budget.queued(),
-                    cap = self.budget.cap(),
-                    "connection output over its cap; closing it"
-                );
-            }
         }
     }
 

@@ -128,6 +128,26 @@ impl OutputBudget {
         }
     }
 
+    /// [`OutputBudget::charge`], logging (once, when the connection is first closed for it)
+    /// which session and client went over the cap. Both senders of a connection, the apply
+    /// side and the connection task itself, charge through here.
+    pub fn charge_or_close(&self, bytes: usize, session_id: i64, peer: SocketAddr) -> bool {
+        let was_closed = self.is_closed();
+        if self.charge(bytes) {
+            return true;
+        }
+        if !was_closed {
+            warn!(
+                session = format_args!("{session_id:#x}"),
+                peer = %peer,
+                queued = self.queued(),
+                cap = self.cap(),
+                "connection output over its cap; closing it"
+            );
+        }
+        false
+    }
+
     /// Charges `bytes`. Past the cap the charge is undone, the close signal fires and false is
     /// returned: the caller drops the message, the connection is going away.
     pub fn charge(&self, bytes: usize) -> bool {
@@ -208,18 +228,10 @@ impl ConnHandle {
     /// Never blocks.
     pub fn send(&self, message: Outbound) {
         let bytes = message.charge();
-        let was_closed = self.budget.is_closed();
-        if !self.budget.charge(bytes) {
-            if was_closed {
-                return;
-            }
-            warn!(
-                session = format_args!("{:#x}", self.session_id),
-                peer = %self.peer,
-                queued = self.budget.queued(),
-                cap = self.budget.cap(),
-                "connection output over its cap; closing it"
-            );
+        if !self
+            .budget
+            .charge_or_close(bytes, self.session_id, self.peer)
+        {
             return;
         }
         if self.tx.send(message).is_err() {
