@@ -122,6 +122,9 @@ pub trait Inbound: Send + Sync + 'static {
     fn raft(&self, from: u64, msgs: Vec<Message>);
     /// Session touches from peer `from` (a follower telling the leader its sessions live).
     fn touch(&self, from: u64, touches: Vec<SessionTouch>);
+    /// Peer `from` closed the connection it sends to us on (EOF or reset), which its kernel
+    /// does at once when the process dies. Not called for a connection it replaced.
+    fn closed(&self, _from: u64) {}
 }
 
 /// Where transport feedback goes: Raft must hear about undeliverable messages, or it keeps
@@ -190,6 +193,13 @@ impl Inbound for RaftInbound {
 
     fn touch(&self, from: u64, touches: Vec<SessionTouch>) {
         (self.on_touch)(from, touches);
+    }
+
+    fn closed(&self, from: u64) {
+        if let Some(h) = self.handle.get() {
+            // Err only once the raft thread is gone, when nobody needs the news.
+            let _ = h.peer_connection_closed(from);
+        }
     }
 }
 
@@ -1004,6 +1014,11 @@ async fn serve_inbound(
             tracing::debug!(my_id = inner.my_id, peer = from, %error, "peer connection ended")
         }
         _ => tracing::warn!(my_id = inner.my_id, peer = from, %error, "closing peer connection"),
+    }
+    // The peer's side went away (not our decision, not a newer connection of its own): it
+    // may have died, which the raft thread wants to know before a timeout tells it.
+    if matches!(error, PeerError::Closed | PeerError::Io(_)) {
+        inner.inbound.closed(from);
     }
 }
 

@@ -290,6 +290,8 @@ struct Recorder {
     unreachable: Mutex<Vec<u64>>,
     /// report_snapshot calls.
     snapshots: Mutex<Vec<(u64, SnapshotStatus)>>,
+    /// Peers whose connection to us was closed by their side.
+    closed: Mutex<Vec<u64>>,
 }
 
 impl Inbound for Recorder {
@@ -301,6 +303,9 @@ impl Inbound for Recorder {
     }
     fn touch(&self, from: u64, touches: Vec<SessionTouch>) {
         self.touches.lock().unwrap().push((from, touches));
+    }
+    fn closed(&self, from: u64) {
+        self.closed.lock().unwrap().push(from);
     }
 }
 
@@ -1250,6 +1255,30 @@ fn a_message_not_matching_the_handshake_closes_the_connection() {
     );
     wait_until("delivery", Duration::from_secs(5), || {
         rec2.datas() == ["fine".to_string()]
+    });
+    rt.block_on(n2.shutdown());
+}
+
+#[test]
+fn a_peer_that_goes_away_is_reported_closed() {
+    let rt = rt();
+    let _g = rt.enter();
+    let (l1, l2) = rt.block_on(async { (bind().await, bind().await) });
+    let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let (n1, _rec1) = start_net(1, CLUSTER, &[(2, a2.to_string())], l1, test_limits());
+    let (n2, rec2) = start_net(2, CLUSTER, &[(1, a1.to_string())], l2, test_limits());
+    wait_until("connected", Duration::from_secs(10), || {
+        n1.is_connected(2) && n2.is_connected(1)
+    });
+    n1.transport().send(vec![propose(1, 2, "hello")]);
+    wait_until("delivery", Duration::from_secs(10), || {
+        rec2.raft.lock().unwrap().len() == 1
+    });
+    assert!(rec2.closed.lock().unwrap().is_empty());
+    // Server 1 goes away: its sockets close, and 2 hears of it without waiting for a timeout.
+    rt.block_on(n1.shutdown());
+    wait_until("close reported", Duration::from_secs(5), || {
+        rec2.closed.lock().unwrap().as_slice() == [1]
     });
     rt.block_on(n2.shutdown());
 }

@@ -378,6 +378,8 @@ enum Command {
     },
     ReportUnreachable(u64),
     ReportSnapshot(u64, SnapshotStatus),
+    /// The connection on which a peer sends to us was closed by its side (EOF or reset).
+    PeerConnectionClosed(u64),
     Shutdown,
     /// Exit without the orderly shutdown steps (lazy commit index not flushed), to test
     /// recovery from a crash.
@@ -770,6 +772,15 @@ impl RaftHandle {
     /// Transport feedback after sending a snapshot (Raft pauses the peer until this arrives).
     pub fn report_snapshot(&self, peer: u64, status: SnapshotStatus) -> Result<(), RaftError> {
         self.send(Command::ReportSnapshot(peer, status))
+    }
+
+    /// Transport news: `peer` closed the connection it sends to us on (EOF or reset), as its
+    /// kernel does when the process dies. If `peer` is our leader, this follower campaigns
+    /// after a tick or a few instead of waiting out a whole election timeout, as a ZooKeeper
+    /// follower goes LOOKING as soon as its leader's socket closes. A live leader's next
+    /// message cancels that, and pre-vote keeps a premature campaign from disturbing it.
+    pub fn peer_connection_closed(&self, peer: u64) -> Result<(), RaftError> {
+        self.send(Command::PeerConnectionClosed(peer))
     }
 }
 

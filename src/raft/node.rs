@@ -677,6 +677,58 @@ impl Node {
         }
     }
 
+    /// `peer` closed its connection to us. If it is our leader, it has most likely died (a
+    /// killed process's sockets are closed by its kernel): bring the election forward to a
+    /// tick or a few, staggered by this node's rank among the remaining voters so that two
+    /// followers do not split the vote. The lease is given up too (elapsed ≥ the election
+    /// timeout), so the other followers, which saw the same close, grant the (pre-)vote. If
+    /// the leader is alive after all, its next message resets the timer, and pre-vote keeps
+    /// the term unchanged until a quorum agrees that it is gone.
+    fn leader_may_be_gone(&mut self, peer: u64) {
+        {
+            let raft = &self.raw.raft;
+            if raft.state != StateRole::Follower || peer != raft.leader_id || !raft.promotable() {
+                return;
+            }
+        }
+        let cs = self.raw.store().conf_state();
+        let mut others: Vec<u64> = cs
+            .voters
+            .iter()
+            .chain(cs.voters_outgoing.iter())
+            .copied()
+            .filter(|id| *id != peer)
+            .collect();
+        others.sort_unstable();
+        others.dedup();
+        let raft = &mut self.raw.raft;
+        let Some(rank) = others.iter().position(|id| *id == raft.id) else {
+            return;
+        };
+        let timeout = raft.election_timeout();
+        // raft-rs accepts a randomized timeout in [timeout, 2 × timeout).
+        let Some(delay) = 1usize
+            .checked_add(rank.saturating_mul(2))
+            .filter(|d| *d < timeout)
+        else {
+            return;
+        };
+        let remaining = raft
+            .randomized_election_timeout()
+            .saturating_sub(raft.election_elapsed);
+        if remaining <= delay {
+            return; // the campaign is due this soon anyway
+        }
+        raft.set_randomized_election_timeout(timeout + delay);
+        raft.election_elapsed = timeout;
+        tracing::info!(
+            leader_id = peer,
+            term = raft.term,
+            delay_ticks = delay,
+            "leader closed its connection; campaigning early unless it speaks again"
+        );
+    }
+
     /// Notes a message from the current leader: leader contact time and the commit index it
     /// told us, for freshness.
     fn note_leader_message(&mut self, from: u64, term: u64, commit: u64) {
@@ -862,6 +914,7 @@ impl Node {
             } => self.snapshot_written(*meta, result, bytes, started),
             Command::ReportUnreachable(id) => self.raw.report_unreachable(id),
             Command::ReportSnapshot(id, status) => self.raw.report_snapshot(id, status),
+            Command::PeerConnectionClosed(id) => self.leader_may_be_gone(id),
             Command::Shutdown => *stopping = true,
             #[cfg(test)]
             Command::Crash => {

@@ -1501,3 +1501,96 @@ fn a_sync_lost_with_a_dead_leader_completes_under_the_next_one() {
     assert!(leader_of(&ms).is_some_and(|n| ms[n].id != old.id));
     stop_members(&net, ms);
 }
+
+/// Like [`start_members`], but with an election timeout of `election_tick` 10 ms ticks.
+fn start_slow_electing(
+    net: &Net,
+    root: &Path,
+    voters: &[u64],
+    election_tick: usize,
+) -> Vec<Member> {
+    voters
+        .iter()
+        .map(|id| {
+            let (sm, obs) = TestSm::new();
+            let o = RaftOptions {
+                node_id: *id,
+                voters: voters.to_vec(),
+                ..opts(&root.join(format!("n{id}")), 1_000_000)
+            };
+            let group = GroupOptions {
+                election_tick,
+                ..GroupOptions::default()
+            };
+            let (h, j) = RaftHandle::start_group(o, group, sm, Box::new(net.clone())).unwrap();
+            net.peers.lock().unwrap().insert(*id, h.clone());
+            Member { id: *id, h, j, obs }
+        })
+        .collect()
+}
+
+/// Makes `m` campaign now (what a leader transfer's MsgTimeoutNow does).
+fn campaign_now(m: &Member) {
+    let mut msg = Message::default();
+    msg.set_msg_type(::raft::eraftpb::MessageType::MsgTimeoutNow);
+    msg.to = m.id;
+    m.h.step(msg).unwrap();
+}
+
+#[test]
+fn a_closed_leader_connection_brings_the_election_forward() {
+    // Election timeout 3-6 s: without the early campaign no new leader could appear within
+    // the 1.5 s allowed below.
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let mut ms = start_slow_electing(&net, tmp.path(), &[1, 2, 3], 300);
+    campaign_now(&ms[0]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    let (old_id, old_term) = (ms[l].id, ms[l].h.term());
+    propose_n(&ms[l].h, "a", 5);
+    for m in &ms {
+        wait_until("replicated", || applied_count(&m.obs) == 5);
+    }
+
+    // A live leader: a closed connection alone changes nothing (its heartbeats keep coming,
+    // and the other follower still holds the lease).
+    let f = (l + 1) % 3;
+    ms[f].h.peer_connection_closed(old_id).unwrap();
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(ms[l].h.role(), NodeRole::Leader);
+    for m in &ms {
+        assert_eq!((m.h.leader_id(), m.h.term()), (old_id, old_term));
+    }
+    // Nor does the close of a connection from a peer that does not lead.
+    let other = ms[(l + 2) % 3].id;
+    ms[f].h.peer_connection_closed(other).unwrap();
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(ms[f].h.term(), old_term);
+
+    // The leader dies; its kernel closes its connections and both followers hear of it.
+    let old = ms.remove(l);
+    net.peers.lock().unwrap().remove(&old.id);
+    stop(old.h, old.j);
+    let killed = Instant::now();
+    for m in &ms {
+        m.h.peer_connection_closed(old_id).unwrap();
+    }
+    while leader_of(&ms).is_none() {
+        assert!(
+            killed.elapsed() < Duration::from_millis(1500),
+            "no new leader 1.5 s after the old one's connections closed"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    let n = leader_of(&ms).unwrap();
+    // Staggered by rank: the lower id among the survivors goes first and, with an equal
+    // log, wins in the first round (no split vote, so exactly one term more).
+    assert_eq!(ms[n].id, *ms.iter().map(|m| &m.id).min().unwrap());
+    assert_eq!(ms[n].h.term(), old_term + 1);
+    propose_n(&ms[n].h, "b", 3);
+    for m in &ms {
+        wait_until("replicated after failover", || applied_count(&m.obs) == 8);
+    }
+    stop_members(&net, ms);
+}
