@@ -405,6 +405,9 @@ struct Shared {
     caught_up: AtomicBool,
     /// Number of snapshots written by this process.
     snapshots_taken: AtomicU64,
+    /// Entries applied as soon as the group committed them, before this node's own copy was
+    /// durable (see `Node::apply_committed_ahead`).
+    applied_ahead: AtomicU64,
     /// Snapshot writes that failed (retried later); lets tests and `mntr` see an ENOSPC there.
     snapshot_failures: AtomicU64,
     /// LMDB counters (write transactions, entries) for group-commit metrics.
@@ -463,6 +466,9 @@ pub struct RaftStats {
     pub snapshots_taken: u64,
     /// Snapshot writes that failed since start (each is retried later).
     pub snapshot_failures: u64,
+    /// Entries applied once the group committed them but before this node's own copy was
+    /// durable (a follower, or a leader, whose fsync trails the quorum's).
+    pub applied_ahead: u64,
 }
 
 impl Shared {
@@ -729,6 +735,7 @@ impl RaftHandle {
             syncs: self.shared.storage.syncs.load(Ordering::Relaxed),
             snapshots_taken: self.shared.snapshots_taken.load(Ordering::Relaxed),
             snapshot_failures: self.shared.snapshot_failures.load(Ordering::Relaxed),
+            applied_ahead: self.shared.applied_ahead.load(Ordering::Relaxed),
         }
     }
 

@@ -530,7 +530,13 @@ impl Node {
             }
         }
         let mut dropped = 0usize;
-        for e in earlier.iter().chain(entries) {
+        // Entries already applied (committed by the followers, see `apply_committed_ahead`)
+        // were answered: their fate is known.
+        for e in earlier
+            .iter()
+            .chain(entries)
+            .filter(|e| e.index > self.applied)
+        {
             if e.get_entry_type() == EntryType::EntryNormal && !e.data.is_empty() {
                 self.sm.proposal_dropped(&e.data);
                 dropped += 1;
@@ -1070,6 +1076,7 @@ impl Node {
             .map(|(first, last)| (first.index, last.index));
         self.apply_entries(rd.take_committed_entries())?;
         self.raw.advance_append_async(rd);
+        self.apply_committed_ahead()?;
         self.unpersisted.push_back(Unpersisted {
             number,
             txn,
@@ -1132,10 +1139,79 @@ impl Node {
         Ok(())
     }
 
+    /// Applies entries the group committed that this node has not yet made durable itself, as
+    /// a ZooKeeper follower applies a COMMIT for a proposal it is still logging. raft-rs hands
+    /// out committed entries only up to the local persisted index, so without this a member
+    /// whose own fsync is slower than the quorum's lags the others by a flush (and its
+    /// clients read older data than the leader's, for longer than they must).
+    ///
+    /// Safe: a committed entry is durable on a quorum and is in every future leader's log, so
+    /// it can never be taken back; the local copy is written already (or will be by this
+    /// node's next transaction) and a crash before that only loses what the leader resends.
+    /// raft-rs later hands the same entries out again; [`Node::apply_entries`] skips them.
+    /// Conf changes stay on raft-rs's path (it must apply them itself).
+    fn apply_committed_ahead(&mut self) -> Result<(), RaftError> {
+        let raft_log = &self.raw.raft.raft_log;
+        let committed = raft_log.committed;
+        let from = self.applied.saturating_add(1).max(raft_log.first_index());
+        if committed < from {
+            return Ok(());
+        }
+        let entries = match raft_log.slice(
+            from,
+            committed.saturating_add(1),
+            Some(self.max_batch_bytes as u64),
+            raft::GetEntriesContext::empty(false),
+        ) {
+            Ok(entries) => entries,
+            // Compacted or unavailable: raft-rs's own path gets there.
+            Err(error) => {
+                tracing::debug!(%error, from, committed, "cannot read committed entries ahead");
+                return Ok(());
+            }
+        };
+        let normal: Vec<Entry> = entries
+            .into_iter()
+            .take_while(|e| e.get_entry_type() == EntryType::EntryNormal)
+            .collect();
+        if let Some(last) = normal.last() {
+            tracing::trace!(
+                from,
+                to = last.index,
+                durable = self.raw.store().durable_index(),
+                "applying committed entries ahead of local durability"
+            );
+        }
+        let before = self.applied;
+        self.apply_normal_entries(normal, true)?;
+        let ahead = self
+            .applied
+            .saturating_sub(before.max(self.raw.store().durable_index()));
+        if ahead > 0 {
+            self.shared
+                .applied_ahead
+                .fetch_add(ahead, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     fn apply_entries(&mut self, entries: Vec<Entry>) -> Result<(), RaftError> {
+        self.apply_normal_entries(entries, false)
+    }
+
+    /// Applies `entries` in order, skipping any already applied. `committed_ahead`: the
+    /// entries are known committed by the group, so they need not be locally durable.
+    fn apply_normal_entries(
+        &mut self,
+        entries: Vec<Entry>,
+        committed_ahead: bool,
+    ) -> Result<(), RaftError> {
         for e in entries {
+            if e.index <= self.applied {
+                continue;
+            }
             let durable = self.raw.store().durable_index();
-            if e.index > durable {
+            if e.index > durable && !committed_ahead {
                 // Raft was told about persistence early: applying would acknowledge an entry
                 // a power failure can still take back.
                 return Err(RaftError::NotDurable {
@@ -1181,6 +1257,12 @@ impl Node {
             return Ok(());
         }
         let index = self.applied;
+        // Entries applied ahead of local durability (`apply_committed_ahead`) must be durable
+        // here before a snapshot covers them: the log is later compacted up to snapshots, and
+        // a restart must find log and snapshot agreeing. Snapshots are rare; one sync is cheap.
+        if self.raw.store().durable_index() < index {
+            self.persist_all()?;
+        }
         let store = self.raw.store();
         let term = store.term(index)?;
         // Conf changes are persisted as they are applied, so this is membership at `index`.

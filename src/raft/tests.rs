@@ -1594,3 +1594,79 @@ fn a_closed_leader_connection_brings_the_election_forward() {
     }
     stop_members(&net, ms);
 }
+
+#[test]
+fn members_apply_what_the_group_committed_before_their_own_flush() {
+    // Under load a member often learns that entries are committed while its own copy is
+    // written but not yet durable; it applies them then (as a ZooKeeper follower applies a
+    // COMMIT), not a flush later. Every member still applies the same entries exactly once,
+    // in the same order, and snapshots taken meanwhile (every 150 entries) stay consistent
+    // with the log: a restart reproduces the same sequence.
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let mut ms: Vec<Member> = [1u64, 2, 3]
+        .iter()
+        .map(|id| {
+            let (sm, obs) = TestSm::new();
+            let o = RaftOptions {
+                node_id: *id,
+                voters: vec![1, 2, 3],
+                ..opts(&tmp.path().join(format!("n{id}")), 150)
+            };
+            let (h, j) =
+                RaftHandle::start_group(o, GroupOptions::default(), sm, Box::new(net.clone()))
+                    .unwrap();
+            net.peers.lock().unwrap().insert(*id, h.clone());
+            Member { id: *id, h, j, obs }
+        })
+        .collect();
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    let mut total = 0;
+    // Bounded: 30 bursts of 200 at most; one or two normally suffice.
+    for burst in 0..30 {
+        propose_n(&ms[l].h, &format!("b{burst}-"), 200);
+        total += 200;
+        for m in &ms {
+            wait_until("replicated", || applied_count(&m.obs) == total);
+        }
+        if ms.iter().map(|m| m.h.stats().applied_ahead).sum::<u64>() > 0 && burst >= 1 {
+            break;
+        }
+    }
+    let ahead: Vec<u64> = ms.iter().map(|m| m.h.stats().applied_ahead).collect();
+    assert!(
+        ahead.iter().sum::<u64>() > 0,
+        "no member ever applied ahead of its own flush in {total} entries: {ahead:?}"
+    );
+    let first = ms[0].obs.lock().unwrap().entries.clone();
+    assert_eq!(first.len(), total);
+    for m in &ms[1..] {
+        assert_eq!(m.obs.lock().unwrap().entries, first);
+    }
+    // The member that applied ahead the most restarts and replays the same history.
+    let most = (0..3).max_by_key(|i| ahead[*i]).unwrap();
+    let m = ms.remove(most);
+    net.peers.lock().unwrap().remove(&m.id);
+    stop(m.h, m.j);
+    let (sm, obs) = TestSm::new();
+    let o = RaftOptions {
+        node_id: m.id,
+        voters: vec![1, 2, 3],
+        ..opts(&tmp.path().join(format!("n{}", m.id)), 150)
+    };
+    let (h, j) =
+        RaftHandle::start_group(o, GroupOptions::default(), sm, Box::new(net.clone())).unwrap();
+    net.peers.lock().unwrap().insert(m.id, h.clone());
+    let restored = obs.lock().unwrap().restored_from;
+    wait_until("replayed after restart", || applied_count(&obs) == total);
+    let again = obs.lock().unwrap().entries.clone();
+    assert_eq!(again, first, "restart from snapshot {restored:?} + log");
+    ms.push(Member {
+        id: m.id,
+        h,
+        j,
+        obs,
+    });
+    stop_members(&net, ms);
+}

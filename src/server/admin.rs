@@ -220,6 +220,10 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
             raft_stats.snapshots_taken.to_string(),
         ),
         (
+            "rookery_raft_applied_ahead",
+            raft_stats.applied_ahead.to_string(),
+        ),
+        (
             "rookery_raft_applied_index",
             raft.applied_index().to_string(),
         ),
