@@ -35,6 +35,15 @@ from kazoo.security import ACL, ANYONE_ID_UNSAFE, OPEN_ACL_UNSAFE, Permissions, 
 WAIT = 20.0  # upper bound for anything that should happen "soon"
 
 
+def caught_up(client, path):
+    """ZooKeeper's rule for reading another client's writes: the reader syncs first. Clients
+    may sit on different ensemble members, and a member applies a commit a moment after the
+    one that answered the writer (on ZooKeeper as on rookery); without the sync such a read
+    may see the state just before the write."""
+    client.sync(path)
+    return client
+
+
 def wait_until(pred, timeout=WAIT, what="condition", interval=0.02):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -240,6 +249,7 @@ def test_queue_fifo_and_priority(make_client, base):
     items = [f"item-{i}".encode() for i in range(12)]
     for it in items:
         q_put.put(it)
+    caught_up(consumer, base + "/q")
     assert len(q_get) == 12
     got = [q_get.get() for _ in range(12)]
     assert got == items
@@ -258,6 +268,7 @@ def test_locking_queue(make_client, base):
     qb = LockingQueue(b, base + "/lq")
     qa.put_all([b"one", b"two", b"three"])
     qa.put(b"urgent", priority=0)
+    caught_up(b, base + "/lq")
     assert len(qb) == 4
 
     assert qa.get(timeout=WAIT) == b"urgent"
@@ -314,6 +325,7 @@ def test_barrier(make_client, base):
     bar_a, bar_b = Barrier(a, path), Barrier(b, path)
     assert bar_b.wait(timeout=0.1) is True  # no barrier node: passes at once
     bar_a.create()
+    caught_up(b, path)
     assert bar_b.wait(timeout=0.3) is False
     w = start(bar_b.wait, WAIT)
     time.sleep(0.2)
@@ -421,6 +433,7 @@ def test_children_watch_sequence(make_client, base):
 def test_raw_watch_events_order(make_client, base):
     writer, w = make_client(), make_client()
     writer.create(base + "/x", b"0", makepath=True)
+    caught_up(w, base)
     events = []
     rec = events.append
     assert w.exists(base + "/new", watch=rec) is None  # exists on a missing node arms a watch
@@ -432,7 +445,7 @@ def test_raw_watch_events_order(make_client, base):
     writer.set(base + "/x", b"1")
     writer.set(base + "/x", b"2")  # one-shot: no second event
     writer.create(base + "/new")
-    w.exists(base + "/new", watch=rec)
+    caught_up(w, base).exists(base + "/new", watch=rec)
     writer.delete(base + "/new")
     wait_until(lambda: len(events) >= 4, what="4 watch events")
     time.sleep(0.2)
@@ -489,6 +502,7 @@ def test_transaction_all_or_nothing(make_client, base, failing_at, build, error)
     client.create(base + "/a", b"a0", makepath=True)
     before = sorted(client.get_children(base))
     _, stat_before = client.get(base + "/a")
+    caught_up(observer, base)
     fired = []
     observer.get_children(base, watch=fired.append)
     observer.get(base + "/a", watch=fired.append)
@@ -529,7 +543,7 @@ def test_ephemeral_nodes_die_with_session(make_client, base):
     owner.create(base + "/keep", makepath=True)
     owner.create(base + "/eph", b"e", ephemeral=True)
     owner.create(base + "/keep/eph-", ephemeral=True, sequence=True)
-    _, stat = observer.get(base + "/eph")
+    _, stat = caught_up(observer, base).get(base + "/eph")
     assert stat.ephemeralOwner == owner.client_id[0]
     assert observer.get(base + "/keep")[1].ephemeralOwner == 0
     with pytest.raises(NoChildrenForEphemeralsError):
@@ -539,7 +553,7 @@ def test_ephemeral_nodes_die_with_session(make_client, base):
     observer.get_children(base + "/keep", watch=events.append)
 
     owner.stop()
-    assert observer.exists(base + "/eph") is None
+    assert caught_up(observer, base).exists(base + "/eph") is None
     assert observer.get_children(base + "/keep") == []
     assert sorted(observer.get_children(base)) == ["keep"]
     wait_until(lambda: len(events) == 2, what="deleted + child events")
@@ -644,6 +658,7 @@ def test_acl_enforcement(make_client, base):
     owner, stranger = _owner_and_stranger(make_client, base)
     owner.create(base + "/secret", b"s", acl=OWNER_ONLY)
     owner.create(base + "/ro", b"r", acl=[ACL(Permissions.READ, ANYONE_ID_UNSAFE)] + OWNER_ONLY)
+    caught_up(stranger, base)
     with pytest.raises(NoAuthError):
         stranger.get(base + "/secret")
     with pytest.raises(NoAuthError):
@@ -659,7 +674,7 @@ def test_acl_enforcement(make_client, base):
         stranger.set(base + "/ro", b"x")
     # deleting needs DELETE on the parent, not on the node
     stranger.delete(base + "/secret")
-    assert owner.exists(base + "/secret") is None
+    assert caught_up(owner, base).exists(base + "/secret") is None
     # an ACL with the "auth" scheme is InvalidACL for a session with no identity
     from kazoo.exceptions import InvalidACLError
     from kazoo.security import Id
@@ -674,7 +689,7 @@ def test_acl_enforcement(make_client, base):
 def test_exists_needs_no_read_permission(make_client, base):
     owner, stranger = _owner_and_stranger(make_client, base)
     owner.create(base + "/secret", b"abc", acl=OWNER_ONLY)
-    stat = stranger.exists(base + "/secret")
+    stat = caught_up(stranger, base).exists(base + "/secret")
     assert stat is not None and stat.dataLength == 3
 
 
@@ -684,6 +699,7 @@ def test_watch_events_filtered_by_read_acl(make_client, base):
     Debian's 3.8.0-11+deb12u2). Child events are checked against the parent's ACL."""
     owner, stranger = _owner_and_stranger(make_client, base)
     owner.create(base + "/secret", b"s")
+    caught_up(stranger, base)
     seen = []
     rec = seen.append
     assert stranger.get(base + "/secret", watch=rec)[0] == b"s"
@@ -712,6 +728,7 @@ def test_watch_acl_filter_inside_a_multi(make_client, base):
     owner, stranger = _owner_and_stranger(make_client, base)
     owner.create(base + "/closed", b"c", acl=OWNER_ONLY)
     owner.create(base + "/open", b"o")
+    caught_up(stranger, base)
     seen = []
     rec = seen.append
     assert stranger.exists(base + "/closed", watch=rec) is not None
@@ -769,9 +786,9 @@ def test_session_resumes_after_connection_drop(make_client, base):
     client._connection._socket.shutdown(socket.SHUT_RDWR)
     wait_until(lambda: states[-2:] == ["SUSPENDED", "CONNECTED"], what="reconnect")
     assert client.client_id[0] == sid
-    assert observer.exists(base + "/eph").ephemeralOwner == sid
+    assert caught_up(observer, base).exists(base + "/eph").ephemeralOwner == sid
     client.set(base + "/eph", b"still mine")
-    assert observer.get(base + "/eph")[0] == b"still mine"
+    assert caught_up(observer, base).get(base + "/eph")[0] == b"still mine"
 
 
 def test_client_ahead_of_server_is_refused(make_client, base):
