@@ -170,10 +170,13 @@ pub struct LmdbStorage {
     /// Cached copy of what is on disk, plus a commit index that may be ahead of disk
     /// (see `hard_state_dirty`). Raft reads it through `initial_state` only at startup.
     hard_state: HardState,
-    /// The commit index advanced in memory (LightReady) but was not written yet. Writing it
-    /// eagerly would cost a second fsync per Ready; it rides along with the next write
-    /// transaction instead. Losing it in a crash is safe: a lower commit index on disk only
-    /// means Raft re-learns the commit point (every entry up to the real one is durable).
+    /// The commit index advanced in memory but was not written. It is written only when the
+    /// term or vote changes anyway, at snapshots/compaction, on a membership change and at
+    /// shutdown ([`LmdbStorage::flush`]): rewriting the `state` record for a commit-only move
+    /// would dirty one more scattered page in almost every transaction (a slower fdatasync).
+    /// Losing it in a crash is safe: a lower commit index on disk only means Raft re-learns
+    /// the commit point (every entry up to the real one is durable), and start-up raises it to
+    /// the newest snapshot's index (`ensure_commit`).
     hard_state_dirty: bool,
     /// Membership Raft starts from (`initial_state`) and the one a new snapshot records.
     conf_state: ConfState,
@@ -582,6 +585,18 @@ impl LmdbStorage {
         hs: Option<&HardState>,
         snapshot: Option<&SnapshotMetadata>,
     ) -> Result<(), LogError> {
+        self.write_ready_with(entries, hs, snapshot, false)
+    }
+
+    /// [`LmdbStorage::write_ready`]; `write_commit`: also write a commit index that moved
+    /// only in memory.
+    fn write_ready_with(
+        &mut self,
+        entries: &[Entry],
+        hs: Option<&HardState>,
+        snapshot: Option<&SnapshotMetadata>,
+        write_commit: bool,
+    ) -> Result<(), LogError> {
         let mut new_hs = self.hard_state.clone();
         let mut new_snap = None;
         let mut new_cs = None;
@@ -629,11 +644,22 @@ impl LmdbStorage {
         if let Some(e) = entries.last() {
             (last_index, last_term) = (e.index, e.term);
         }
-        let hs_changed = hs.is_some() || snapshot.is_some() || self.hard_state_dirty;
+        // Term and vote are on disk before anything depends on them (this transaction); the
+        // commit index alone stays in memory (see `hard_state_dirty`).
+        let term_or_vote_moved =
+            hs.is_some_and(|h| h.term != self.hard_state.term || h.vote != self.hard_state.vote);
+        let commit_moved = new_hs.commit != self.hard_state.commit;
+        let hs_changed = term_or_vote_moved
+            || snapshot.is_some()
+            || (write_commit && (self.hard_state_dirty || commit_moved));
         let hs_bytes = hs_changed.then(|| new_hs.write_to_bytes()).transpose()?;
         let snap_bytes = new_snap.as_ref().map(|m| m.write_to_bytes()).transpose()?;
         let cs_bytes = new_cs.as_ref().map(|c| c.write_to_bytes()).transpose()?;
         if encoded.is_empty() && hs_bytes.is_none() && snap_bytes.is_none() {
+            if commit_moved {
+                self.hard_state = new_hs;
+                self.hard_state_dirty = true;
+            }
             return Ok(());
         }
 
@@ -669,8 +695,12 @@ impl LmdbStorage {
         self.stats
             .entries_appended
             .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+        self.hard_state_dirty = if hs_bytes.is_some() {
+            false
+        } else {
+            self.hard_state_dirty || commit_moved
+        };
         self.hard_state = new_hs;
-        self.hard_state_dirty = false;
         if let Some(m) = new_snap {
             self.snapshot_meta = m;
         }
@@ -706,7 +736,7 @@ impl LmdbStorage {
         if !self.hard_state_dirty {
             return Ok(());
         }
-        self.write_ready(&[], None, None)
+        self.write_ready_with(&[], None, None, true)
     }
 
     /// Persists the membership after a conf change was applied.
@@ -1086,5 +1116,63 @@ mod tests {
         assert_eq!(s.last_index().unwrap(), 5);
         assert_eq!(s.term(5).unwrap(), 2);
         assert_eq!(s.hard_state().term, 2);
+    }
+
+    /// Reads the hard state as stored on disk (not the cache).
+    fn stored_hard_state(dir: &Path) -> HardState {
+        let s = LmdbStorage::open(dir, None).unwrap();
+        s.hard_state().clone()
+    }
+
+    #[test]
+    fn a_commit_only_move_is_not_written_until_needed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        {
+            let mut s = LmdbStorage::open(&dir, None).unwrap();
+            s.bootstrap(ConfState {
+                voters: vec![1],
+                ..Default::default()
+            })
+            .unwrap();
+            // Term 1 is new: written with the entries.
+            s.write_ready(&[ent(1, 1), ent(2, 1)], Some(&hs(1, 0)), None)
+                .unwrap();
+            // Later Readies move only the commit index: entries are written, the state
+            // record is not (one scattered page less per transaction).
+            s.write_ready(&[ent(3, 1)], Some(&hs(1, 2)), None).unwrap();
+            s.write_ready(&[ent(4, 1)], Some(&hs(1, 3)), None).unwrap();
+            assert_eq!(s.hard_state().commit, 3, "the cache has the newest commit");
+            // A crash here (no flush) keeps the entries and an older commit index.
+            drop(s);
+        }
+        assert_eq!(stored_hard_state(&dir).commit, 0);
+        {
+            let s = LmdbStorage::open(&dir, None).unwrap();
+            assert_eq!(s.last_index().unwrap(), 4);
+        }
+        {
+            let mut s = LmdbStorage::open(&dir, None).unwrap();
+            s.write_ready(&[ent(5, 1)], Some(&hs(1, 4)), None).unwrap();
+            // A new term is written at once, with the newest commit.
+            s.write_ready(&[ent(6, 2)], Some(&hs(2, 5)), None).unwrap();
+            assert_eq!(stored_hard_state_of(&s), (2, 5));
+            // Commit-only again, then an orderly shutdown writes it.
+            s.write_ready(&[], Some(&hs(2, 6)), None).unwrap();
+            assert_eq!(stored_hard_state_of(&s), (2, 5));
+            s.flush().unwrap();
+            assert_eq!(stored_hard_state_of(&s), (2, 6));
+        }
+        let stored = stored_hard_state(&dir);
+        assert_eq!((stored.term, stored.commit), (2, 6));
+    }
+
+    /// (term, commit) of the hard state record in LMDB, read through a fresh transaction.
+    fn stored_hard_state_of(s: &LmdbStorage) -> (u64, u64) {
+        let rtxn = s.env.read_txn().unwrap();
+        let bytes = s.dbs.state.get(&rtxn, KEY_HARD_STATE).unwrap().unwrap();
+        let mut hs = HardState::default();
+        protobuf::Message::merge_from_bytes(&mut hs, bytes).unwrap();
+        (hs.term, hs.commit)
     }
 }
