@@ -191,7 +191,7 @@ fn session_count() -> usize {
     std::env::var("ENSEMBLE_SESSIONS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(500)
+        .unwrap_or(2000)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
