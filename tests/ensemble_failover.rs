@@ -4,11 +4,14 @@
 //!   clients; report the time to the first acknowledged write after the kill; no acknowledged
 //!   write is lost on any member; follower clients keep their sessions and ephemerals; a client
 //!   of the dead server resumes elsewhere within its session timeout.
-//! * `many_sessions_survive_leader_kill`: `ENSEMBLE_SESSIONS` (500) sessions survive a leader
+//! * `many_sessions_survive_leader_kill`: `ENSEMBLE_SESSIONS` (2,000) sessions survive a leader
 //!   kill, none expired, even one session timeout after the recovery (no expiry storm).
 //! * `idle_follower_sessions_survive`: clients idle on a follower for five session timeouts keep
 //!   their sessions and ephemerals (cluster.md §5 bug 1).
 //! * `observer_serves_and_keeps_sessions_through_leader_kill`: 3 voters + 1 observer.
+//! * `five_servers_tolerate_two_failures_not_three`: 5 voters; the leader and a follower die
+//!   under load (nothing lost, sessions kept), then a third (no write acknowledged without a
+//!   quorum), then all come back (every acknowledged write on every member).
 //!
 //! **Run by hand**, not by the CI: each test starts three servers (JVMs for ZooKeeper) and runs
 //! for tens of seconds on a shared 2-core machine, and rookery does not serve as an ensemble
@@ -361,6 +364,116 @@ async fn observer_serves_and_keeps_sessions_through_leader_kill() {
             "observer ({:?}): member {obs} served as observer; its client kept session {sid:#x} through the kill of leader {leader} ({:?} until usable)",
             common::target(),
             t.elapsed()
+        );
+    })
+    .await
+}
+
+/// A 5-server ensemble tolerates two dead servers (the leader among them) with no lost write
+/// and no lost session; with three dead, the remaining two (a minority) take no writes; once
+/// the dead servers are back every member holds every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ensemble suite, run by hand (3+ servers, tens of seconds): cargo test --test <file> -- --ignored --test-threads=1"]
+async fn five_servers_tolerate_two_failures_not_three() {
+    if !ensemble_tests_enabled("five_servers_tolerate_two_failures_not_three") {
+        return;
+    }
+    let _one = exclusive();
+    within(BOUND_SECS, "five_servers_tolerate_two_failures_not_three", async {
+        let c = Cluster::start_async(ClusterOpts {
+            voters: 5,
+            ..ClusterOpts::default()
+        })
+        .await;
+        let leader = c.blocking(|c| c.wait_ready(90)).await;
+        let mntr = c.blocking(move |c| c.mntr(leader)).await;
+        if common::target() == Target::Rookery {
+            assert_eq!(mntr.get("zk_quorum_size").map(String::as_str), Some("3"), "{mntr:?}");
+        }
+        let followers = c.others(leader);
+        let base = unique("ens-five");
+        let eph = format!("{base}-eph");
+        {
+            let a = c.client(followers[0]).await;
+            a.create(&base, b"", &anyone()).await.unwrap();
+            a.create(&eph, b"", &anyone()).await.unwrap();
+        }
+        // One session holder on each of the three followers that will survive.
+        let survivors = followers[..3].to_vec();
+        let doomed = followers[3];
+        let mut holders = vec![];
+        for &f in &survivors {
+            let cl = c.client_with(f, connector(SESSION)).await;
+            let p = format!("{eph}/f{f}");
+            cl.create(&p, b"", &opts(CreateMode::Ephemeral)).await.unwrap();
+            holders.push((f, cl, p));
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(load::Acks::default());
+        let cs = c.connect_string_of(&survivors);
+        let writers = load::spawn_writers(4, &base, |_| cs.clone(), &stop, &acks);
+        load::wait_progress(&acks, 200, 60, "load before the kills").await;
+
+        // Two failures: the leader and a follower.
+        let t_kill = Instant::now();
+        c.kill9(leader);
+        c.kill9(doomed);
+        let sv = survivors.clone();
+        let new_leader = c.blocking(move |c| c.wait_leader_among(&sv, 30)).await;
+        let election = t_kill.elapsed();
+        load::wait_progress(&acks, 200, 60, "load with two servers dead").await;
+        for (f, cl, p) in &holders {
+            let st = usable_again(cl, p, Instant::now() + Duration::from_secs(30)).await;
+            assert!(st.is_some(), "member {f}: session or ephemeral {p} lost");
+        }
+        for (_, cl, p) in &holders {
+            ephemeral_on_all(&c, &survivors, p, cl.session_id().0).await;
+        }
+        let ledgers = load::finish(&stop, writers).await;
+        let dumps = c.dump_children(&survivors, &base).await;
+        let (problems, checked) = load::verify(&ledgers, &dumps);
+        assert!(problems.is_empty(), "{} problems on the survivors:\n{}", problems.len(), problems.join("\n"));
+
+        // A third failure: two of five left, no quorum, no write gets acknowledged.
+        let minority: Vec<usize> = survivors.iter().copied().filter(|m| *m != new_leader).collect();
+        c.kill9(new_leader);
+        // A minority member stops serving: the connect itself may be refused; if it is
+        // accepted (before the member noticed), the write must not be acknowledged.
+        let addr = c.addr(minority[0]);
+        let minority_path = format!("{base}/minority");
+        let attempt = tokio::time::timeout(Duration::from_secs(8), async {
+            let probe = connector(SESSION).connect(&addr).await?;
+            probe.create(&minority_path, b"", &anyone()).await.map(|_| ())
+        })
+        .await;
+        assert!(
+            !matches!(attempt, Ok(Ok(()))),
+            "a write was acknowledged by two servers out of five"
+        );
+
+        // Everybody back: every acknowledged write is on every member, and the minority's
+        // write attempt was not (it never had a quorum).
+        c.blocking(move |c| {
+            for m in [leader, doomed, new_leader] {
+                c.start_again(m, 90);
+            }
+            c.wait_ready(90)
+        })
+        .await;
+        let all: Vec<usize> = (0..c.len()).collect();
+        let dumps = c.dump_children(&all, &base).await;
+        let (problems, _) = load::verify(&ledgers, &dumps);
+        assert!(problems.is_empty(), "{} problems after the restarts:\n{}", problems.len(), problems.join("\n"));
+        for (m, children) in &dumps {
+            assert!(
+                !children.contains_key("minority"),
+                "member {m} holds the write attempted without a quorum"
+            );
+        }
+        eprintln!(
+            "five servers ({:?}): leader {leader} and follower {doomed} killed; new leader {new_leader} after {election:?}; \
+             {checked} acknowledged values checked on every member",
+            common::target()
         );
     })
     .await
