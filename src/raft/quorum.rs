@@ -11,10 +11,13 @@
 //! `recent_active` every election timeout, so a live member would read inactive until its next
 //! heartbeat response; the time it was last seen active is therefore kept here, and it stays
 //! active for one election timeout after that. A killed or cut-off member stops counting
-//! within two to three election timeouts (at once when the transport reports it unreachable,
-//! which drops it back to `Probe`), and a restarted one counts again once it acknowledged an
-//! append. A member still catching up by appends counts once it is in `Replicate`, as a
-//! ZooKeeper follower counts once its DIFF is sent.
+//! within two to three election timeouts (sooner under writes: the transport reports it
+//! unreachable, which drops it back to `Probe`, and the next entry leaves it behind). A member
+//! in `Probe` whose acknowledged index is the leader's last index also counts: raft-rs only
+//! moves a probed peer back to `Replicate` when it sends it an append, so in an idle ensemble a
+//! restarted follower that has every entry would otherwise never count again. A member still
+//! catching up by appends counts once it is in `Replicate`, as a ZooKeeper follower counts once
+//! its DIFF is sent.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -33,7 +36,8 @@ pub struct PeerProgress {
     pub voter: bool,
     /// Answered the leader within the last election timeout (raft-rs `recent_active`).
     pub active: bool,
-    /// Synced, in the sense of the module docs: `Replicate` and active.
+    /// Synced, in the sense of the module docs: active, and `Replicate` (or probed but
+    /// holding every entry).
     pub synced: bool,
 }
 
@@ -115,6 +119,7 @@ pub(super) fn publish<T: Storage>(raft: &Raft<T>, shared: &Shared, caught_up: bo
         return;
     }
     let now = Instant::now();
+    let last_index = raft.raft_log.last_index();
     let conf = raft.prs().conf();
     let status = &mut *status;
     status.peers.clear();
@@ -134,7 +139,12 @@ pub(super) fn publish<T: Storage>(raft: &Raft<T>, shared: &Shared, caught_up: bo
             id,
             voter: conf.voters().contains(id),
             active,
-            synced: active && pr.state == ProgressState::Replicate,
+            synced: active
+                && match pr.state {
+                    ProgressState::Replicate => true,
+                    ProgressState::Probe => pr.matched >= last_index,
+                    ProgressState::Snapshot => false,
+                },
         });
     }
     status.peers.sort_by_key(|p| p.id);
@@ -268,8 +278,21 @@ mod tests {
         assert_eq!(status(&raft, &shared).synced(), (2, 0));
     }
 
+    fn propose(raft: &mut Raft<MemStorage>, len: usize) {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = 1;
+        m.to = 1;
+        let e = Entry {
+            data: vec![7u8; len].into(),
+            ..Entry::default()
+        };
+        m.entries = vec![e].into();
+        raft.step(m).unwrap();
+    }
+
     #[test]
-    fn an_unreachable_follower_is_not_synced_at_once() {
+    fn an_unreachable_follower_stops_counting_once_it_misses_an_entry() {
         let shared = Shared::default();
         let mut raft = leader_of(vec![1, 2, 3], vec![]);
         ack(&mut raft, 2);
@@ -280,7 +303,15 @@ mod tests {
         m.from = 3;
         m.to = 1;
         raft.step(m).unwrap();
-        assert_eq!(status(&raft, &shared).synced(), (1, 0));
+        // Probed, but it holds every entry: still synced (an idle restarted follower).
+        assert_eq!(status(&raft, &shared).synced(), (2, 0));
+        propose(&mut raft, 5);
+        ack(&mut raft, 2);
+        let s = status(&raft, &shared);
+        assert_eq!(s.synced(), (1, 0), "{s:?}");
+        // It answers the probe: back in Replicate.
+        ack(&mut raft, 3);
+        assert_eq!(status(&raft, &shared).synced(), (2, 0));
     }
 
     #[test]
@@ -294,16 +325,7 @@ mod tests {
             "the no-op is not a proposal"
         );
         for len in [10usize, 3, 40] {
-            let mut m = Message::default();
-            m.set_msg_type(MessageType::MsgPropose);
-            m.from = 1;
-            m.to = 1;
-            let e = Entry {
-                data: vec![7u8; len].into(),
-                ..Entry::default()
-            };
-            m.entries = vec![e].into();
-            raft.step(m).unwrap();
+            propose(&mut raft, len);
             // Published after each proposal, and once more with nothing new: no double count.
             publish(&raft, &shared, true);
         }
