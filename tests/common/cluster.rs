@@ -662,6 +662,30 @@ impl Cluster {
         }
     }
 
+    /// Cuts only the link dialled by `from` towards `to` (both its ports). For rookery, whose
+    /// peer connections are one-way, that stops `from`'s messages to `to` while `to`'s messages
+    /// to `from` still flow. Requires `proxied`; undo with [`Cluster::restore_link`].
+    pub fn cut_link(&self, from: usize, to: usize) {
+        assert!(
+            self.inner.opts.proxied,
+            "cut_link needs ClusterOpts::proxied"
+        );
+        for l in &self.inner.links {
+            if l.from == from && l.to == to {
+                l.proxy.cut();
+            }
+        }
+    }
+
+    /// Restores the link dialled by `from` towards `to`.
+    pub fn restore_link(&self, from: usize, to: usize) {
+        for l in &self.inner.links {
+            if l.from == from && l.to == to {
+                l.proxy.restore();
+            }
+        }
+    }
+
     /// Four-letter word to member `i`; `Err` if it does not answer.
     pub fn four_letter(&self, i: usize, word: &str) -> std::io::Result<String> {
         four_letter_word(self.m(i).client_port, word)
