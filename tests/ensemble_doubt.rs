@@ -104,38 +104,49 @@ fn assert_at_most_once(counts: &[usize]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stopped_leader() {
-    let (_guard, c, leader, _, _, client) = setup().await;
-    within(120, "stopped leader", async {
-        c.sigstop(leader);
+/// Injects `fault`, sends the create in doubt, expects ConnectionLoss, undoes the fault with
+/// `heal`, then expects the node at most once on every member.
+async fn in_doubt(
+    what: &str,
+    c: &Cluster,
+    client: &zk::Client,
+    fault: impl FnOnce(),
+    heal: impl FnOnce(),
+) {
+    within(120, what, async {
+        fault();
         let t = Instant::now();
-        let result = sequential_create(&client).await;
+        let result = sequential_create(client).await;
         let took = t.elapsed();
-        eprintln!("stopped leader: the follower answered {result:?} after {took:?}");
+        eprintln!("{what}: the follower answered {result:?} after {took:?}");
         assert_connection_loss(&result, took);
-        c.sigcont(leader);
-        let counts = children_everywhere(&c).await;
-        eprintln!("stopped leader: children per member {counts:?}");
+        heal();
+        let counts = children_everywhere(c).await;
+        eprintln!("{what}: children per member {counts:?}");
         assert_at_most_once(&counts);
     })
     .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_leader() {
+    let (_guard, c, leader, _, _, client) = setup().await;
+    in_doubt(
+        "stopped leader",
+        &c,
+        &client,
+        || c.sigstop(leader),
+        || c.sigcont(leader),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitioned_follower() {
     let (_guard, c, _, follower, _, client) = setup().await;
-    within(120, "partitioned follower", async {
-        c.partition(follower);
-        let t = Instant::now();
-        let result = sequential_create(&client).await;
-        let took = t.elapsed();
-        eprintln!("partitioned follower answered {result:?} after {took:?}");
-        assert_connection_loss(&result, took);
-        c.heal(follower);
-        let counts = children_everywhere(&c).await;
-        eprintln!("partitioned follower: children per member {counts:?}");
-        assert_at_most_once(&counts);
+    let fault = || c.partition(follower);
+    in_doubt("partitioned follower", &c, &client, fault, || {
+        c.heal(follower)
     })
     .await;
 }
