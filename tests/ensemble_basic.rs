@@ -121,7 +121,8 @@ async fn write_on_a_follower_is_readable_on_all_three() {
         // Admin: roles, quorum size, the server lines.
         let mntr = four(&ens, leader, "mntr");
         assert!(mntr.contains("zk_server_state\tleader"), "{mntr}");
-        assert!(mntr.contains("zk_quorum_size\t2"), "{mntr}");
+        // ZooKeeper's quorum size is the number of voters (its voting view), not the majority.
+        assert!(mntr.contains("zk_quorum_size\t3"), "{mntr}");
         let conf = four(&ens, follower, "conf");
         for id in 1..=3 {
             assert!(conf.contains(&format!("server.{id}=127.0.0.1:")), "{conf}");
@@ -550,7 +551,7 @@ async fn an_observer_replicates_and_forwards_writes() {
         assert_ne!(leader, observer, "an observer never leads");
         assert_eq!(ens.mode(observer), Some(Mode::Observer));
         let mntr = four(&ens, leader, "mntr");
-        // Two participants: a quorum of 2; the observer is a learner, not a voter.
+        // Two participants (the voting view); the observer is a learner, not a voter.
         assert!(mntr.contains("zk_quorum_size\t2"), "{mntr}");
         wait_mntr(&ens, leader, "zk_synced_observers", "1", 10).await;
         wait_mntr(&ens, leader, "zk_synced_followers", "1", 10).await;

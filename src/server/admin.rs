@@ -250,7 +250,7 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
         .collect()
 }
 
-/// mntr's ensemble rows: `zk_quorum_size` everywhere; on the leader only (as ZooKeeper, whose
+/// mntr's ensemble rows: `zk_quorum_size` (the number of voting members) everywhere; on the leader only (as ZooKeeper, whose
 /// `LeaderZooKeeperServer` alone registers them) the learner counts from Raft progress, pending
 /// syncs, leader uptime and proposal sizes. "Synced" is defined in [`crate::raft::QuorumStatus`]
 /// (Replicate state and heard from within an election timeout).
@@ -261,7 +261,9 @@ fn ensemble_rows(shared: &Shared, raft: &RaftHandle, rows: &mut Vec<(&str, Strin
         .iter()
         .filter(|s| s.role == PeerRole::Participant)
         .count();
-    rows.push(("zk_quorum_size", (participants / 2 + 1).to_string()));
+    // ZooKeeper's `QuorumPeer.getQuorumSize()` is the size of the voting view (3 for three
+    // participants, observers not counted), not the majority needed.
+    rows.push(("zk_quorum_size", participants.to_string()));
     if raft.role() == NodeRole::Leader {
         let quorum = raft.quorum_status();
         let counts = LeaderCounts::of(&quorum, |id| {
