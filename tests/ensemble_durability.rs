@@ -4,13 +4,23 @@
 //! a random member otherwise, which may be the leader too), each restarted on its data dir
 //! and waited for until it serves again. At the end every member, after a `sync`, holds every
 //! acknowledged write (its last acknowledged value or a later attempted one), nothing that
-//! was never attempted, and no half-applied multi.
+//! was never attempted, and no half-applied multi; and all members hold the same tree.
 //!
 //! * `ensemble_acknowledged_writes_survive_20_sigkills` (CI): 20 kills, about 25 s here.
-//! * `ensemble_acknowledged_writes_survive_60_sigkills` (`#[ignore]`d, over a minute):
+//! * `ensemble_acknowledged_writes_survive_60_sigkills` (`#[ignore]`d, over a minute;
+//!   `ENSEMBLE_KILLS` overrides the 60):
 //!   `cargo test --test ensemble_durability -- --ignored --test-threads=1 --nocapture`.
 //!
-//! `E2E_TARGET=zk` runs it against a ZooKeeper 3.8 ensemble (much slower: JVM restarts).
+//! The kill schedule comes from `ENSEMBLE_SEED` (printed; the time by default), so a failing
+//! schedule can be replayed (the timing of the load cannot).
+//!
+//! `E2E_TARGET=zk` runs it against a ZooKeeper 3.8 ensemble (slower: JVM restarts). Its
+//! predecessor (in tests/ensemble_rolling.rs) failed once in about 21 runs against Debian's
+//! ZooKeeper 3.8.0 (2026-12-01): after the last restart and a `sync`, one member held an older
+//! value of a node than its last acknowledged setData while the other two held the acknowledged
+//! one. That matches ZooKeeper's known follower txn-loss bugs around crashes during DIFF sync
+//! (ZOOKEEPER-4646, -4643, -4785, fixed after 3.8.0): a rare ZooKeeper failure here is a
+//! ZooKeeper finding, not a test bug. A failed run keeps the members' dirs and logs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
@@ -50,7 +60,16 @@ async fn sigkill_rounds(kills: usize, bound_secs: u64) {
         let writers = ledger::spawn_writers(WRITERS, "/dur", |k| c.addr(k % MEMBERS), &stop, &acks);
         ledger::wait_progress(&acks, 50, 60, "load before the first kill").await;
         let started = Instant::now();
-        let mut rng = Rng::seeded(7);
+        let seed = std::env::var("ENSEMBLE_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_secs()
+            });
+        let mut rng = Rng::seeded(seed);
         // Per round: (victim, it was the leader, ms from the kill until the whole ensemble
         // served again).
         let log: Arc<Mutex<Vec<(usize, bool, u128)>>> = Arc::default();
@@ -85,12 +104,16 @@ async fn sigkill_rounds(kills: usize, bound_secs: u64) {
         let dumps = c.dump_children(&[0, 1, 2], "/dur").await;
         let sizes: Vec<usize> = dumps.iter().map(|(_, m)| m.len()).collect();
         let checked = ledger::assert_ledgers_hold(&ledgers, &dumps);
+        for (m, d) in &dumps {
+            assert_eq!(d, &dumps[0].1, "member {m} differs from member {}", dumps[0].0);
+        }
         let (acked, unknown) = ledger::totals(&ledgers);
         eprintln!(
-            "ensemble durability: {kills} SIGKILLs ({leader_kills} of the leader) in \
+            "ensemble durability ({:?}, ENSEMBLE_SEED={seed}): {kills} SIGKILLs ({leader_kills} of the leader) in \
              {load_time:?}, victims {victims:?}, kill-to-whole-ensemble ms {recoveries:?}; \
              {acked} acknowledged / {unknown} failed-or-unknown ops; nodes per member {sizes:?}; \
-             {checked} values checked over all members; acks per round {per_round:?}"
+             {checked} values checked over all members; acks per round {per_round:?}",
+            common::target()
         );
         assert!(
             leader_kills * 3 >= kills,
@@ -112,5 +135,9 @@ async fn ensemble_acknowledged_writes_survive_20_sigkills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "over a minute: run with --ignored"]
 async fn ensemble_acknowledged_writes_survive_60_sigkills() {
-    sigkill_rounds(60, 900).await;
+    let kills = std::env::var("ENSEMBLE_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(60);
+    sigkill_rounds(kills, 900.max(15 * kills as u64)).await;
 }
