@@ -215,6 +215,14 @@ mod tests {
         raft.step(m).unwrap();
     }
 
+    /// Leader 1 of {1, 2, 3} whose followers both acknowledged its log.
+    fn replicating_leader() -> Raft<MemStorage> {
+        let mut raft = leader_of(vec![1, 2, 3], vec![]);
+        ack(&mut raft, 2);
+        ack(&mut raft, 3);
+        raft
+    }
+
     fn status(raft: &Raft<MemStorage>, shared: &Shared) -> QuorumStatus {
         publish(raft, shared, true);
         shared.quorum.lock().clone()
@@ -263,9 +271,7 @@ mod tests {
             election_timeout: std::time::Duration::from_secs(60),
             ..Shared::default()
         };
-        let mut raft = leader_of(vec![1, 2, 3], vec![]);
-        ack(&mut raft, 2);
-        ack(&mut raft, 3);
+        let mut raft = replicating_leader();
         assert_eq!(status(&raft, &shared).synced(), (2, 0));
         // check_quorum just cleared recent_active; no heartbeat response yet.
         for _ in 0..raft.election_timeout() {
@@ -294,9 +300,7 @@ mod tests {
     #[test]
     fn an_unreachable_follower_stops_counting_once_it_misses_an_entry() {
         let shared = Shared::default();
-        let mut raft = leader_of(vec![1, 2, 3], vec![]);
-        ack(&mut raft, 2);
-        ack(&mut raft, 3);
+        let mut raft = replicating_leader();
         assert_eq!(status(&raft, &shared).synced(), (2, 0));
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgUnreachable);
@@ -345,9 +349,7 @@ mod tests {
     #[test]
     fn pending_reads_count_unconfirmed_read_index_requests() {
         let shared = Shared::default();
-        let mut raft = leader_of(vec![1, 2, 3], vec![]);
-        ack(&mut raft, 2);
-        ack(&mut raft, 3);
+        let mut raft = replicating_leader();
         // The acks committed the no-op of the term (raft-rs postpones reads until then).
         assert_eq!(raft.raft_log.committed, raft.raft_log.last_index());
         let mut m = Message::default();
