@@ -20,7 +20,7 @@
 //! CI: `cargo test --test ensemble_doubt` (a few seconds each). `E2E_TARGET=zk` runs the first
 //! two against ZooKeeper 3.8 (both pass; with the leader stopped ZooKeeper's follower also
 //! answers ConnectionLoss, after syncLimit × tickTime, and the create then commits once when
-//! the leader resumes, where rookery's forwarded proposal is dropped by the leader change).
+//! the leader resumes; in rookery's runs so far it never committed: 0 children).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
