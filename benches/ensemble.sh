@@ -39,12 +39,13 @@ STAMP=$(date -u +%Y-%m-%d-%H%M%S)
 OUT=${OUT:-$HERE/results/ensemble-$TARGET-$STAMP.md}
 LOAD=$ROOT/target/release/rookery-load
 ROOKERY=${ROOKERY:-$ROOT/target/release/rookery}
-ZK_CP=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
 WORK=$(mktemp -d /tmp/rookery-ensemble.XXXXXX)
 RAW=$WORK/raw.jsonl
 FO=$WORK/failover.txt
 : >"$RAW"; : >"$FO"
-declare -a PID CPORT PPORT EPORT
+# Ports, zoo.cfg, member start-up: shared with scripts/ensemble-fg.sh.
+# shellcheck source=../scripts/lib-ensemble.sh
+. "$ROOT/scripts/lib-ensemble.sh"
 WATCHDOG=""
 
 log() { echo "[ensemble $(date +%H:%M:%S)] $*" >&2; }
@@ -88,48 +89,12 @@ fi
 [ -x "$LOAD" ] || die "$LOAD missing"
 [ "$TARGET" = rookery ] && { [ -x "$ROOKERY" ] || die "$ROOKERY missing"; }
 
-# Distinct free loopback ports: client, peer, election per member.
-read -r -a PORTS <<<"$(python3 - "$MEMBERS" <<'PY'
-import socket, sys
-n = int(sys.argv[1]); socks = []
-for _ in range(3 * n):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
-for i in $(seq "$MEMBERS"); do
-    CPORT[$i]=${PORTS[$((3 * (i - 1)))]}; PPORT[$i]=${PORTS[$((3 * (i - 1) + 1))]}; EPORT[$i]=${PORTS[$((3 * (i - 1) + 2))]}
-done
-SERVERS=$(for i in $(seq "$MEMBERS"); do printf '127.0.0.1:%s,' "${CPORT[$i]}"; done); SERVERS=${SERVERS%,}
+ens_ports
+SERVERS=$ENS_CONNECT
 
-write_cfg() { # $1 = member
-    local i=$1 d=$WORK/m$1
-    mkdir -p "$d/data"; echo "$i" >"$d/data/myid"
-    {
-        echo "tickTime=$TICK"; echo "initLimit=10"; echo "syncLimit=5"
-        echo "dataDir=$d/data"; echo "clientPort=${CPORT[$i]}"; echo "clientPortAddress=127.0.0.1"
-        echo "4lw.commands.whitelist=*"; echo "maxClientCnxns=0"; echo "admin.enableServer=false"
-        echo "standaloneEnabled=false"
-        for j in $(seq "$MEMBERS"); do echo "server.$j=127.0.0.1:${PPORT[$j]}:${EPORT[$j]};127.0.0.1:${CPORT[$j]}"; done
-    } >"$d/zoo.cfg"
-    printf '%s\n' "log4j.rootLogger=WARN, F" "log4j.appender.F=org.apache.log4j.FileAppender" \
-        "log4j.appender.F.File=$d/zk.log" "log4j.appender.F.layout=org.apache.log4j.PatternLayout" \
-        "log4j.appender.F.layout.ConversionPattern=%d %p %c{1}: %m%n" >"$d/log4j.properties"
-}
-
-start_member() { # $1 = member
-    local i=$1 d=$WORK/m$1
-    if [ "$TARGET" = zk ]; then
-        java -Xmx"$ZK_HEAP" -XX:+UseG1GC -Dzookeeper.admin.enableServer=false \
-            -Dlog4j.configuration="file:$d/log4j.properties" \
-            -cp "$ZK_CP" org.apache.zookeeper.server.quorum.QuorumPeerMain "$d/zoo.cfg" >>"$d/out.log" 2>&1 &
-    else
-        "$ROOKERY" --config "$d/zoo.cfg" >>"$d/out.log" 2>&1 &
-    fi
-    PID[$i]=$!
-}
-
-mode_of() { echo srvr | timeout 3 nc -w 2 127.0.0.1 "${CPORT[$1]}" 2>/dev/null | awk '/^Mode:/{print $2}'; }
+write_cfg() { ens_write_cfg "$1" "$WORK/m$1"; } # $1 = member
+start_member() { ens_start_member "$1" "$WORK/m$1" "$WORK/m$1/out.log"; } # $1 = member
+mode_of() { ens_mode_of "$1"; }
 
 # Every running member is leader/follower, exactly one leader; prints its member number. 90 s.
 wait_ready() {

@@ -6,8 +6,9 @@
 #   TARGET=rookery scripts/ensemble-fg.sh     # 3 rookery members (target/debug/rookery; ROOKERY=...)
 #   MEMBERS=5 TICK=500 scripts/ensemble-fg.sh
 #
-# Same zoo.cfg as tests/common/cluster.rs and benches/ensemble.sh: server.N=127.0.0.1:peer:election;
-# 127.0.0.1:client, myid in each dataDir. Prints each member's pid, ports, config and log, then the
+# zoo.cfg, ports and start-up come from scripts/lib-ensemble.sh (shared with benches/ensemble.sh;
+# the same zoo.cfg as tests/common/cluster.rs). ZooKeeper logs to m<N>/zk.log (ZK_LOG_LEVEL,
+# INFO here). Prints each member's pid, ports, config and log, then the
 # connect string and `srvr` modes every 5 s. Stops every member by its pid on exit; the work dir
 # is removed unless KEEP_WORK=1.
 set -uo pipefail
@@ -17,9 +18,10 @@ MEMBERS=${MEMBERS:-3}
 TICK=${TICK:-2000}
 MAX_SECONDS=${MAX_SECONDS:-3600}
 ROOKERY=${ROOKERY:-$ROOT/target/debug/rookery}
-ZK_CP=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
+ZK_LOG_LEVEL=${ZK_LOG_LEVEL:-INFO}
+# shellcheck source=lib-ensemble.sh
+. "$ROOT/scripts/lib-ensemble.sh"
 WORK=$(mktemp -d /tmp/rookery-ensemble-manual.XXXXXX)
-declare -a PID CPORT PPORT EPORT
 
 cleanup() {
     for i in $(seq "$MEMBERS"); do
@@ -40,42 +42,19 @@ case "$TARGET" in
     *) echo "TARGET must be zk or rookery"; exit 1 ;;
 esac
 
-read -r -a PORTS <<<"$(python3 - "$MEMBERS" <<'PY'
-import socket, sys
-n = int(sys.argv[1]); socks = []
-for _ in range(3 * n):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-)"
+ens_ports
 for i in $(seq "$MEMBERS"); do
-    CPORT[$i]=${PORTS[$((3 * (i - 1)))]}; PPORT[$i]=${PORTS[$((3 * (i - 1) + 1))]}; EPORT[$i]=${PORTS[$((3 * (i - 1) + 2))]}
-done
-for i in $(seq "$MEMBERS"); do
-    d=$WORK/m$i; mkdir -p "$d/data"; echo "$i" >"$d/data/myid"
-    {
-        echo "tickTime=$TICK"; echo "initLimit=10"; echo "syncLimit=5"
-        echo "dataDir=$d/data"; echo "clientPort=${CPORT[$i]}"; echo "clientPortAddress=127.0.0.1"
-        echo "4lw.commands.whitelist=*"; echo "maxClientCnxns=0"; echo "admin.enableServer=false"
-        echo "standaloneEnabled=false"
-        for j in $(seq "$MEMBERS"); do echo "server.$j=127.0.0.1:${PPORT[$j]}:${EPORT[$j]};127.0.0.1:${CPORT[$j]}"; done
-    } >"$d/zoo.cfg"
-    if [ "$TARGET" = zk ]; then
-        java -Xmx512m -XX:+UseG1GC -Dzookeeper.admin.enableServer=false -cp "$ZK_CP" \
-            org.apache.zookeeper.server.quorum.QuorumPeerMain "$d/zoo.cfg" >"$d/server.log" 2>&1 &
-    else
-        "$ROOKERY" --config "$d/zoo.cfg" >"$d/server.log" 2>&1 &
-    fi
-    PID[$i]=$!
+    d=$WORK/m$i
+    ens_write_cfg "$i" "$d"
+    ens_start_member "$i" "$d" "$d/server.log"
     echo "member $i: pid ${PID[$i]}, client ${CPORT[$i]}, peer ${PPORT[$i]}, election ${EPORT[$i]}, config $d/zoo.cfg, log $d/server.log"
 done
-CS=$(for i in $(seq "$MEMBERS"); do printf '127.0.0.1:%s,' "${CPORT[$i]}"; done); CS=${CS%,}
-echo "connect string: $CS"
+echo "connect string: $ENS_CONNECT"
 START=$(date +%s)
 while [ $(( $(date +%s) - START )) -lt "$MAX_SECONDS" ]; do
     line=""
     for i in $(seq "$MEMBERS"); do
-        m=$(echo srvr | timeout 3 nc -w 2 127.0.0.1 "${CPORT[$i]}" 2>/dev/null | awk '/^Mode:/{print $2}')
+        m=$(ens_mode_of "$i")
         kill -0 "${PID[$i]}" 2>/dev/null || m=exited
         line="$line m$i=${m:-not-serving}"
     done

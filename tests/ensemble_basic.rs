@@ -1,22 +1,27 @@
-//! A real 3-server ensemble on loopback (three `rookery` processes): a write made on a
-//! follower is readable on every server after sync; kill -9 of the leader under writes from
-//! clients on the followers (a new leader takes writes within 10 s, no acknowledged write is
-//! lost, no write in flight hangs, the followers' sessions and their ephemerals survive); a
-//! session idle on a follower for 5 × its timeout survives, while a dead client's session on a
-//! follower still expires; a follower cut off from the other two stops serving; an observer
-//! (Raft learner) replicates, forwards writes and reports `Mode: observer`.
+//! A real 3-server ensemble on loopback (three `rookery` processes, launched by
+//! `tests/common/cluster.rs`): a write made on a follower is readable on every server after
+//! sync; kill -9 of the leader under writes from clients on the followers (a new leader takes
+//! writes within 10 s, no acknowledged write is lost, no write in flight hangs, the followers'
+//! sessions and their ephemerals survive); a session idle on a follower for 5 × its timeout
+//! survives, while a dead client's session on a follower still expires; a follower cut off
+//! from the other two stops serving; an observer (Raft learner) replicates, forwards writes and
+//! reports `Mode: observer`; the leader's `mntr` quorum metrics follow Raft progress (a killed
+//! follower stops counting as synced within a few seconds and counts again once restarted).
 //!
-//! The launcher is local to this file: zoo.cfg with `server.N=127.0.0.1:P:E;127.0.0.1:C` and
-//! `dataDir/myid`; every process is killed (SIGKILL, by its own handle) on drop.
+//! In the CI (`cargo test --test ensemble_basic`): one ensemble at a time
+//! ([`common::cluster::exclusive`]), each test well under a minute. The same tests run against
+//! a ZooKeeper 3.8 ensemble with `E2E_TARGET=zk` (all of them passed against Debian's 3.8.0 on
+//! 2026-12-02), which checks that what they assert is ZooKeeper's behaviour.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::cluster::{exclusive, Cluster, ClusterOpts, ExclusiveGuard, Mode};
+use common::raw::{self, ConnectRequest, RawConn, ReadOutcome};
 use zookeeper_client as zk;
 
 /// tickTime of every test ensemble.
@@ -26,206 +31,39 @@ const MIN_SESSION_MS: u64 = 2000;
 /// Upper bound of any one test.
 const TEST_BOUND: Duration = Duration::from_secs(150);
 
-/// One server of the ensemble.
-struct Member {
-    id: u64,
-    client_port: u16,
-    child: Option<Child>,
+/// Three servers, the last `observers` of them observers (Raft learners); the guard keeps other
+/// ensemble tests of this process from running at the same time (2 cores).
+async fn ensemble(observers: usize) -> (ExclusiveGuard, Cluster) {
+    let guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
+    let opts = ClusterOpts {
+        voters: 3 - observers,
+        observers,
+        tick_time_ms: TICK_MS,
+        extra_cfg: vec![
+            format!("minSessionTimeout={MIN_SESSION_MS}"),
+            "maxSessionTimeout=20000".to_string(),
+        ],
+        ..ClusterOpts::default()
+    };
+    (guard, Cluster::start_async(opts).await)
 }
 
-/// Three rookery processes on loopback.
-struct Ensemble {
-    dir: tempfile::TempDir,
-    members: Vec<Member>,
+/// The leader, once every running member serves (bounded).
+async fn wait_leader(ens: &Cluster) -> usize {
+    ens.blocking(|c| c.wait_ready(20)).await
 }
 
-fn free_ports(n: usize) -> Vec<u16> {
-    // Hold all listeners at once so the ports are distinct, then release them.
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().unwrap().port())
-        .collect()
-}
-
-impl Ensemble {
-    fn start() -> Ensemble {
-        Self::start_with_observer(None)
-    }
-
-    /// Three servers; `observer` (if any) is listed as `:observer` (a Raft learner).
-    fn start_with_observer(observer: Option<u64>) -> Ensemble {
-        let dir = tempfile::tempdir().unwrap();
-        let ports = free_ports(9);
-        let lines: Vec<String> = (0..3)
-            .map(|i| {
-                let role = if observer == Some(i as u64 + 1) {
-                    ":observer"
-                } else {
-                    ""
-                };
-                format!(
-                    "server.{}=127.0.0.1:{}:{}{role};127.0.0.1:{}",
-                    i + 1,
-                    ports[3 + i],
-                    ports[6 + i],
-                    ports[i]
-                )
-            })
-            .collect();
-        let mut members = Vec::new();
-        for (i, &client_port) in ports.iter().take(3).enumerate() {
-            let id = (i + 1) as u64;
-            let sdir = dir.path().join(format!("s{id}"));
-            let data = sdir.join("data");
-            std::fs::create_dir_all(&data).unwrap();
-            std::fs::write(data.join("myid"), format!("{id}\n")).unwrap();
-            let cfg = format!(
-                "tickTime={TICK_MS}\ninitLimit=10\nsyncLimit=5\nminSessionTimeout={MIN_SESSION_MS}\n\
-                 maxSessionTimeout=20000\ndataDir={}\nclientPort={}\nclientPortAddress=127.0.0.1\n\
-                 4lw.commands.whitelist=*\n{}\n",
-                data.display(),
-                client_port,
-                lines.join("\n")
-            );
-            std::fs::write(sdir.join("zoo.cfg"), cfg).unwrap();
-            members.push(Member {
-                id,
-                client_port,
-                child: None,
-            });
-        }
-        let mut ensemble = Ensemble { dir, members };
-        for id in 1..=3 {
-            ensemble.spawn(id);
-        }
-        ensemble
-    }
-
-    fn spawn(&mut self, id: u64) {
-        let sdir = self.dir.path().join(format!("s{id}"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(sdir.join("rookery.log"))
-            .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rookery"))
-            .arg("--config")
-            .arg(sdir.join("zoo.cfg"))
-            .env("ROOKERY_LOG", "info,raft=warn")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.members[(id - 1) as usize].child = Some(child);
-    }
-
-    /// kill -9 of one server.
-    fn kill(&mut self, id: u64) {
-        if let Some(mut child) = self.members[(id - 1) as usize].child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn addr(&self, id: u64) -> String {
-        format!("127.0.0.1:{}", self.members[(id - 1) as usize].client_port)
-    }
-
-    fn alive(&self) -> Vec<u64> {
-        self.members
-            .iter()
-            .filter(|m| m.child.is_some())
-            .map(|m| m.id)
-            .collect()
-    }
-
-    /// A four-letter word's answer, or "" if the server does not answer.
-    fn four(&self, id: u64, word: &str) -> String {
-        let Ok(mut s) =
-            TcpStream::connect_timeout(&self.addr(id).parse().unwrap(), Duration::from_millis(500))
-        else {
-            return String::new();
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(word.as_bytes()).is_err() {
-            return String::new();
-        }
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        out
-    }
-
-    fn mode(&self, id: u64) -> Option<String> {
-        self.four(id, "srvr")
-            .lines()
-            .find_map(|l| l.strip_prefix("Mode: ").map(str::to_string))
-    }
-
-    /// Waits (bounded) until exactly one live server says leader and the others follower;
-    /// returns the leader's id.
-    fn wait_leader(&self, limit: Duration) -> u64 {
-        let deadline = Instant::now() + limit;
-        loop {
-            let alive = self.alive();
-            let modes: Vec<(u64, Option<String>)> =
-                alive.iter().map(|id| (*id, self.mode(*id))).collect();
-            let leaders: Vec<u64> = modes
-                .iter()
-                .filter(|(_, m)| m.as_deref() == Some("leader"))
-                .map(|(id, _)| *id)
-                .collect();
-            let followers = modes
-                .iter()
-                .filter(|(_, m)| matches!(m.as_deref(), Some("follower" | "observer")))
-                .count();
-            if leaders.len() == 1 && followers + 1 == alive.len() {
-                return leaders[0];
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no stable leader within {limit:?}: {modes:?}\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn logs(&self) -> String {
-        let mut out = String::new();
-        for id in 1..=3 {
-            let path = self.dir.path().join(format!("s{id}/rookery.log"));
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(15).collect();
-            out.push_str(&format!("--- server {id} ---\n"));
-            for line in tail.into_iter().rev() {
-                out.push_str(line);
-                out.push('\n');
-            }
-        }
-        out
-    }
-}
-
-impl Drop for Ensemble {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("{}", self.logs());
-        }
-        for id in 1..=3 {
-            self.kill(id);
-        }
-    }
+/// A four-letter word's answer, or "" if the member does not answer.
+fn four(ens: &Cluster, i: usize, word: &str) -> String {
+    ens.four_letter(i, word).unwrap_or_default()
 }
 
 fn anyone() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+    common::anyone()
 }
 
 fn ephemeral() -> zk::CreateOptions<'static> {
-    zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all())
+    common::opts(zk::CreateMode::Ephemeral)
 }
 
 async fn connect(addr: &str, session: Duration) -> zk::Client {
@@ -244,15 +82,14 @@ async fn connect_detached(addr: &str, session: Duration) -> zk::Client {
     .await
 }
 
+/// Connects, retrying (bounded, 20 s) while the member is not serving yet.
 async fn connect_with(addr: &str, connector: zk::Connector) -> zk::Client {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let attempt =
-            tokio::time::timeout(Duration::from_secs(5), connector.clone().connect(addr)).await;
-        match attempt {
-            Ok(Ok(client)) => return client,
-            other => {
-                assert!(Instant::now() < deadline, "connect to {addr}: {other:?}");
+        match common::try_connect(addr, connector.clone(), 5).await {
+            Ok(client) => return client,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "connect to {addr}: {e:?}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
@@ -279,15 +116,16 @@ async fn read_after_sync(addr: &str, path: &str) -> Option<Vec<u8>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn write_on_a_follower_is_readable_on_all_three() {
-    let ens = Ensemble::start();
+    let (_guard, ens) = ensemble(0).await;
     bounded("write on a follower", async {
-        let leader = ens.wait_leader(Duration::from_secs(20));
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let leader = wait_leader(&ens).await;
+        let follower = ens.others(leader)[0];
         // Admin: roles, quorum size, the server lines.
-        let mntr = ens.four(leader, "mntr");
+        let mntr = four(&ens, leader, "mntr");
         assert!(mntr.contains("zk_server_state\tleader"), "{mntr}");
-        assert!(mntr.contains("zk_quorum_size\t2"), "{mntr}");
-        let conf = ens.four(follower, "conf");
+        // ZooKeeper's quorum size is the number of voters (its voting view), not the majority.
+        assert!(mntr.contains("zk_quorum_size\t3"), "{mntr}");
+        let conf = four(&ens, follower, "conf");
         for id in 1..=3 {
             assert!(conf.contains(&format!("server.{id}=127.0.0.1:")), "{conf}");
         }
@@ -295,13 +133,13 @@ async fn write_on_a_follower_is_readable_on_all_three() {
         c.create("/from-follower", b"hello", &anyone())
             .await
             .unwrap();
-        for id in 1..=3 {
-            let data = read_after_sync(&ens.addr(id), "/from-follower").await;
-            assert_eq!(data.as_deref(), Some(&b"hello"[..]), "server {id}");
+        for i in 0..3 {
+            let data = read_after_sync(&ens.addr(i), "/from-follower").await;
+            assert_eq!(data.as_deref(), Some(&b"hello"[..]), "member {i}");
         }
         // A session created on a follower resumes on another server (unknown there only
         // until applied: the barrier covers that).
-        let other = (1..=3).find(|id| *id != leader && *id != follower).unwrap();
+        let other = ens.others(leader)[1];
         c.create("/eph-moving", b"", &ephemeral()).await.unwrap();
         let sid = c.session_id();
         // Detach without closing the session.
@@ -325,10 +163,10 @@ async fn write_on_a_follower_is_readable_on_all_three() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_kill_under_follower_writes_loses_nothing() {
-    let mut ens = Ensemble::start();
+    let (_guard, ens) = ensemble(0).await;
     bounded("failover", async {
-        let leader = ens.wait_leader(Duration::from_secs(20));
-        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+        let leader = wait_leader(&ens).await;
+        let followers = ens.others(leader);
         let setup = connect(&ens.addr(followers[0]), Duration::from_secs(4)).await;
         setup.create("/w", b"", &anyone()).await.unwrap();
         // A session on the leader, with an ephemeral; resumed on a follower after the kill.
@@ -348,15 +186,14 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
         let first_after: Arc<Mutex<Option<Instant>>> = Arc::default();
         let mut writers = Vec::new();
         let mut sessions = Vec::new();
-        for f in &followers {
-            let c = connect(&ens.addr(*f), Duration::from_secs(6)).await;
+        for &f in &followers {
+            let c = connect(&ens.addr(f), Duration::from_secs(6)).await;
             c.create(&format!("/eph-{f}"), b"", &ephemeral())
                 .await
                 .unwrap();
-            sessions.push((c.session_id(), *f));
+            sessions.push((c.session_id(), f));
             let (acked, stop) = (acked.clone(), stop.clone());
             let (killed, first_after) = (killed.clone(), first_after.clone());
-            let f = *f;
             writers.push(tokio::spawn(async move {
                 let mut failures = 0u32;
                 let mut hung = 0u32;
@@ -392,10 +229,14 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
                 (c, failures, hung)
             }));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        common::eventually(10, "a write acknowledged before the kill", || {
+            let n = acked.lock().unwrap().len();
+            async move { n > 0 }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let before = acked.lock().unwrap().len();
-        assert!(before > 0, "no write acknowledged before the kill");
-        ens.kill(leader); // returns once the process is dead
+        ens.kill9(leader); // returns once the process is dead
         let killed_at = Instant::now();
         *killed.lock().unwrap() = Some(killed_at);
         // A new leader takes writes: the first acknowledgement of a write issued after the kill.
@@ -405,8 +246,7 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
             }
             assert!(
                 killed_at.elapsed() < Duration::from_secs(10),
-                "no write acknowledged within 10 s of killing the leader\n{}",
-                ens.logs()
+                "no write acknowledged within 10 s of killing the leader"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         };
@@ -429,36 +269,25 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
         let acked = acked.lock().unwrap().clone();
         assert!(acked.len() > before, "writes resumed after the failover");
         // Every acknowledged write is on both survivors.
-        for id in &followers {
-            let c = connect(&ens.addr(*id), Duration::from_secs(4)).await;
+        for &i in &followers {
+            let c = connect(&ens.addr(i), Duration::from_secs(4)).await;
             c.sync("/w").await.unwrap();
             let children: std::collections::HashSet<String> =
                 c.list_children("/w").await.unwrap().into_iter().collect();
             for path in &acked {
                 let name = path.trim_start_matches("/w/");
-                assert!(children.contains(name), "{path} lost on server {id}");
+                assert!(children.contains(name), "{path} lost on member {i}");
             }
         }
         // The killed leader restarts on its data dir, rejoins as a follower and catches up.
-        ens.spawn(leader);
-        let new_leader = ens.wait_leader(Duration::from_secs(20));
+        ens.start_member(leader);
+        let new_leader = wait_leader(&ens).await;
         assert_ne!(
             new_leader, leader,
             "the restarted server has the shorter log"
         );
+        assert_eq!(ens.mode(leader), Some(Mode::Follower));
         let last = acked.last().unwrap().clone();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if ens.mode(leader).as_deref() == Some("follower") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "restarted server never serves\n{}",
-                ens.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
         assert!(
             read_after_sync(&ens.addr(leader), &last).await.is_some(),
             "restarted server lacks {last}"
@@ -466,12 +295,12 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
         // The followers' sessions survived with their ephemerals.
         for ((sid, f), (c, failures, hung)) in sessions.iter().zip(&clients) {
             // A write in doubt fails (ConnectionLoss) well within 5 s; it never hangs.
-            assert_eq!(*hung, 0, "writes of the client on server {f} hung for 5 s");
-            eprintln!("client on server {f}: {failures} writes failed (in doubt), none hung");
+            assert_eq!(*hung, 0, "writes of the client on member {f} hung for 5 s");
+            eprintln!("client on member {f}: {failures} writes failed (in doubt), none hung");
             assert_eq!(c.session_id(), *sid);
             assert!(
                 c.check_stat(&format!("/eph-{f}")).await.unwrap().is_some(),
-                "ephemeral of the session on server {f} (failures {failures})"
+                "ephemeral of the session on member {f} (failures {failures})"
             );
         }
     })
@@ -480,10 +309,10 @@ async fn leader_kill_under_follower_writes_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_idle_on_a_follower_for_five_timeouts_survives() {
-    let ens = Ensemble::start();
+    let (_guard, ens) = ensemble(0).await;
     bounded("idle session", async {
-        let leader = ens.wait_leader(Duration::from_secs(20));
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let leader = wait_leader(&ens).await;
+        let follower = ens.others(leader)[0];
         let timeout = Duration::from_secs(2);
         let c = connect(&ens.addr(follower), timeout).await;
         assert_eq!(c.session_timeout(), timeout);
@@ -493,84 +322,66 @@ async fn session_idle_on_a_follower_for_five_timeouts_survives() {
         // Only the client library's pings for 5 session timeouts.
         tokio::time::sleep(timeout * 5).await;
         let now = state.peek_state();
-        assert_eq!(now, zk::SessionState::SyncConnected, "{}", ens.logs());
+        assert_eq!(now, zk::SessionState::SyncConnected);
         assert_eq!(c.session_id(), sid);
         // Seen from the leader, after a sync: still there.
         let data = read_after_sync(&ens.addr(leader), "/idle-eph").await;
         assert!(data.is_some(), "ephemeral of the idle session is gone");
-        let dump = ens.four(leader, "dump");
+        let dump = four(&ens, leader, "dump");
         assert!(dump.contains(&format!("{:#x}", sid.0)), "{dump}");
     })
     .await;
 }
 
-/// A raw handshake for a new session of `timeout_ms`: the socket (after the answer's length)
-/// if the server answered, `None` if it closed the socket.
-fn raw_session(addr: &str, timeout_ms: i32) -> Option<TcpStream> {
-    let mut s =
-        TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
-    let mut body = Vec::new();
-    body.extend_from_slice(&0i32.to_be_bytes()); // protocol version
-    body.extend_from_slice(&0i64.to_be_bytes()); // lastZxidSeen
-    body.extend_from_slice(&timeout_ms.to_be_bytes());
-    body.extend_from_slice(&0i64.to_be_bytes()); // session id
-    body.extend_from_slice(&16i32.to_be_bytes());
-    body.extend_from_slice(&[0u8; 16]);
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    s.write_all(&frame).ok()?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut answer = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
-    s.read_exact(&mut answer).ok()?;
-    Some(s)
+/// A raw handshake resuming (`session_id`, `passwd`), or creating a session when
+/// `session_id` is 0; `None` if the server closed the socket instead of answering.
+fn raw_handshake(addr: &str, timeout_ms: i32, session_id: i64, passwd: &[u8]) -> Option<RawConn> {
+    let req = ConnectRequest {
+        session_id,
+        passwd: passwd.to_vec(),
+        ..ConnectRequest::new(timeout_ms)
+    };
+    RawConn::connect_req(addr, &req).ok().map(|(conn, _)| conn)
 }
 
 fn handshake_answered(addr: &str) -> bool {
-    raw_session(addr, 4000).is_some()
+    raw_handshake(addr, 4000, 0, &[0; 16]).is_some()
 }
 
 /// Sends a create of an ephemeral `path` (world:anyone ALL) on a raw connection and reads
 /// the reply's error code.
-fn raw_create_ephemeral(s: &mut TcpStream, path: &str) -> i32 {
-    try_raw_create_ephemeral(s, path).expect("create reply")
+fn raw_create_ephemeral(conn: &mut RawConn, path: &str) -> i32 {
+    try_raw_create_ephemeral(conn, path).expect("create reply")
 }
 
 /// [`raw_create_ephemeral`], `None` if the server closed the connection instead of replying.
-fn try_raw_create_ephemeral(s: &mut TcpStream, path: &str) -> Option<i32> {
-    let mut body = Vec::new();
-    body.extend_from_slice(&1i32.to_be_bytes()); // xid
-    body.extend_from_slice(&1i32.to_be_bytes()); // create
-    body.extend_from_slice(&(path.len() as i32).to_be_bytes());
-    body.extend_from_slice(path.as_bytes());
-    body.extend_from_slice(&0i32.to_be_bytes()); // empty data
-    body.extend_from_slice(&1i32.to_be_bytes()); // one ACL
-    body.extend_from_slice(&31i32.to_be_bytes()); // ALL
-    for part in ["world", "anyone"] {
-        body.extend_from_slice(&(part.len() as i32).to_be_bytes());
-        body.extend_from_slice(part.as_bytes());
+fn try_raw_create_ephemeral(conn: &mut RawConn, path: &str) -> Option<i32> {
+    let xid = conn.next_xid();
+    let body = raw::create_req(path, b"", raw::mode::EPHEMERAL);
+    let request = raw::Enc::new()
+        .i32(xid)
+        .i32(raw::op::CREATE)
+        .raw(&body)
+        .bytes();
+    if !conn.try_write_raw(&raw::frame(&request)) {
+        return None;
     }
-    body.extend_from_slice(&1i32.to_be_bytes()); // ephemeral
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    s.write_all(&frame).ok()?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut reply = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
-    s.read_exact(&mut reply).ok()?;
-    Some(i32::from_be_bytes(reply.get(12..16)?.try_into().ok()?))
+    match conn.read_frame(Duration::from_secs(10)) {
+        ReadOutcome::Frame(reply) => Some(i32::from_be_bytes(reply.get(12..16)?.try_into().ok()?)),
+        ReadOutcome::Closed | ReadOutcome::TimedOut => None,
+    }
 }
 
 /// Touch forwarding must not keep a dead client's session alive: a session on a follower
 /// whose client vanished expires at the leader, and its ephemeral goes everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_clients_session_on_a_follower_still_expires() {
-    let ens = Ensemble::start();
+    let (_guard, ens) = ensemble(0).await;
     bounded("expiry of a follower session", async {
-        let leader = ens.wait_leader(Duration::from_secs(20));
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
-        let mut raw = raw_session(&ens.addr(follower), 2000).expect("handshake on the follower");
+        let leader = wait_leader(&ens).await;
+        let follower = ens.others(leader)[0];
+        let mut raw = raw_handshake(&ens.addr(follower), 2000, 0, &[0; 16])
+            .expect("handshake on the follower");
         assert_eq!(raw_create_ephemeral(&mut raw, "/dead-eph"), 0);
         let created = Instant::now();
         drop(raw); // the client vanishes without closing its session
@@ -591,8 +402,8 @@ async fn a_dead_clients_session_on_a_follower_still_expires() {
             gone >= Duration::from_millis(1500),
             "expired early: {gone:?}"
         );
-        for id in 1..=3 {
-            assert_eq!(read_after_sync(&ens.addr(id), "/dead-eph").await, None);
+        for i in 0..3 {
+            assert_eq!(read_after_sync(&ens.addr(i), "/dead-eph").await, None);
         }
     })
     .await;
@@ -600,17 +411,15 @@ async fn a_dead_clients_session_on_a_follower_still_expires() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_cut_off_from_the_others_stops_serving() {
-    let mut ens = Ensemble::start();
+    let (_guard, ens) = ensemble(0).await;
     bounded("isolated follower", async {
-        let leader = ens.wait_leader(Duration::from_secs(20));
-        let follower = (1..=3).find(|id| *id != leader).unwrap();
+        let leader = wait_leader(&ens).await;
+        let follower = ens.others(leader)[0];
         assert!(handshake_answered(&ens.addr(follower)));
         let c = connect(&ens.addr(follower), Duration::from_secs(6)).await;
         let mut state = c.state_watcher();
-        for id in 1..=3 {
-            if id != follower {
-                ens.kill(id);
-            }
+        for other in ens.others(follower) {
+            ens.kill9(other);
         }
         let killed = Instant::now();
         // A sync there goes through a ReadIndex barrier that no leader answers: it fails
@@ -638,7 +447,7 @@ async fn a_follower_cut_off_from_the_others_stops_serving() {
             "isolated follower dropped its client {:?} after the cut",
             killed.elapsed()
         );
-        let srvr = ens.four(follower, "srvr");
+        let srvr = four(&ens, follower, "srvr");
         assert_eq!(
             srvr.trim_end(),
             "This ZooKeeper instance is not currently serving requests"
@@ -648,59 +457,114 @@ async fn a_follower_cut_off_from_the_others_stops_serving() {
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_observer_replicates_and_forwards_writes() {
-    let ens = Ensemble::start_with_observer(Some(3));
-    bounded("observer", async {
-        let leader = ens.wait_leader(Duration::from_secs(20));
-        assert_ne!(leader, 3, "an observer never leads");
-        assert_eq!(ens.mode(3).as_deref(), Some("observer"));
-        let mntr = ens.four(leader, "mntr");
-        // Two participants: a quorum of 2; the observer is a learner, not a voter.
-        assert!(mntr.contains("zk_quorum_size\t2"), "{mntr}");
-        assert!(mntr.contains("zk_synced_observers\t1"), "{mntr}");
-        assert!(mntr.contains("zk_synced_followers\t1"), "{mntr}");
-        let c = connect(&ens.addr(3), Duration::from_secs(4)).await;
-        c.create("/from-observer", b"obs", &anyone()).await.unwrap();
-        for id in 1..=3 {
-            let data = read_after_sync(&ens.addr(id), "/from-observer").await;
-            assert_eq!(data.as_deref(), Some(&b"obs"[..]), "server {id}");
+/// Polls member `i`'s `mntr` until `key` has the value `want` (bounded by `secs`); returns how
+/// long that took.
+async fn wait_mntr(ens: &Cluster, i: usize, key: &str, want: &str, secs: u64) -> Duration {
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(secs);
+    loop {
+        let mntr = ens.mntr(i);
+        if mntr.get(key).map(String::as_str) == Some(want) {
+            return start.elapsed();
         }
+        assert!(
+            Instant::now() < deadline,
+            "member {i}: {key} never became {want} within {secs}s: {mntr:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Keys ZooKeeper's `LeaderZooKeeperServer` registers: printed by the leader only.
+const LEADER_ONLY: [&str; 9] = [
+    "zk_learners",
+    "zk_synced_followers",
+    "zk_synced_non_voting_followers",
+    "zk_synced_observers",
+    "zk_pending_syncs",
+    "zk_leader_uptime",
+    "zk_last_proposal_size",
+    "zk_min_proposal_size",
+    "zk_max_proposal_size",
+];
+
+/// The leader's quorum metrics come from Raft progress: a SIGKILLed follower stops counting
+/// as synced within a few seconds (two to three election timeouts of 500 ms at most), and
+/// counts again once restarted; followers print none of the leader-only keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_quorum_metrics_follow_raft_progress() {
+    let (_guard, ens) = ensemble(0).await;
+    bounded("quorum metrics", async {
+        let leader = wait_leader(&ens).await;
+        let follower = ens.others(leader)[0];
+        wait_mntr(&ens, leader, "zk_synced_followers", "2", 10).await;
+        let c = connect(&ens.addr(leader), Duration::from_secs(4)).await;
+        c.create("/big", &[7u8; 1000], &anyone()).await.unwrap();
+        let m = ens.mntr(leader);
+        for key in LEADER_ONLY {
+            assert!(m.contains_key(key), "leader lacks {key}: {m:?}");
+        }
+        assert_eq!(m["zk_learners"], "2", "{m:?}");
+        assert_eq!(m["zk_synced_observers"], "0", "{m:?}");
+        assert_eq!(m["zk_synced_non_voting_followers"], "0", "{m:?}");
+        assert!(m["zk_pending_syncs"].parse::<u64>().is_ok(), "{m:?}");
+        let uptime: u64 = m["zk_leader_uptime"].parse().unwrap();
+        assert!(uptime > 0 && uptime < 600_000, "{m:?}");
+        let size = |k: &str| m[k].parse::<i64>().unwrap();
+        // The create's transaction carries its 1000 data bytes.
+        assert!(size("zk_max_proposal_size") > 1000, "{m:?}");
+        assert!(size("zk_min_proposal_size") > 0, "{m:?}");
+        assert!(
+            size("zk_min_proposal_size") <= size("zk_last_proposal_size"),
+            "{m:?}"
+        );
+        let srvr = four(&ens, leader, "srvr");
+        assert!(srvr.contains("Proposal sizes last/min/max: "), "{srvr}");
+        let on_follower = ens.mntr(follower);
+        for key in LEADER_ONLY {
+            assert!(!on_follower.contains_key(key), "follower prints {key}");
+        }
+        assert!(!four(&ens, follower, "srvr").contains("Proposal sizes"));
+
+        ens.kill9(follower);
+        let dropped = wait_mntr(&ens, leader, "zk_synced_followers", "1", 5).await;
+        eprintln!("zk_synced_followers dropped to 1 {dropped:?} after SIGKILL of a follower");
+        wait_mntr(&ens, leader, "zk_learners", "1", 5).await;
+        assert_eq!(
+            ens.leader(),
+            Some(leader),
+            "a follower kill moved the leader"
+        );
+
+        ens.start_member(follower);
+        let back = wait_mntr(&ens, leader, "zk_synced_followers", "2", 20).await;
+        eprintln!("zk_synced_followers back to 2 {back:?} after the restart");
+        assert_eq!(ens.mntr(leader)["zk_learners"], "2");
     })
     .await;
 }
 
-/// A raw handshake resuming (`session_id`, `passwd`), or creating a session when
-/// `session_id` is 0: the socket and the answer's session id and password, `None` if the
-/// server closed the socket.
-fn raw_handshake(
-    addr: &str,
-    timeout_ms: i32,
-    session_id: i64,
-    passwd: &[u8],
-) -> Option<(TcpStream, i64, Vec<u8>)> {
-    let mut s =
-        TcpStream::connect_timeout(&addr.parse().unwrap(), Duration::from_millis(500)).ok()?;
-    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    let mut body = Vec::new();
-    body.extend_from_slice(&0i32.to_be_bytes()); // protocol version
-    body.extend_from_slice(&0i64.to_be_bytes()); // lastZxidSeen
-    body.extend_from_slice(&timeout_ms.to_be_bytes());
-    body.extend_from_slice(&session_id.to_be_bytes());
-    body.extend_from_slice(&(passwd.len() as i32).to_be_bytes());
-    body.extend_from_slice(passwd);
-    let mut frame = (body.len() as i32).to_be_bytes().to_vec();
-    frame.extend_from_slice(&body);
-    s.write_all(&frame).ok()?;
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).ok()?;
-    let mut answer = vec![0u8; i32::from_be_bytes(len).max(0) as usize];
-    s.read_exact(&mut answer).ok()?;
-    // protocolVersion, timeOut, sessionId, passwd (length-prefixed)[, readOnly]
-    let sid = i64::from_be_bytes(answer.get(8..16)?.try_into().ok()?);
-    let n = i32::from_be_bytes(answer.get(16..20)?.try_into().ok()?).max(0) as usize;
-    let pw = answer.get(20..20 + n)?.to_vec();
-    Some((s, sid, pw))
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_observer_replicates_and_forwards_writes() {
+    let (_guard, ens) = ensemble(1).await;
+    bounded("observer", async {
+        let leader = wait_leader(&ens).await;
+        let observer = 2;
+        assert_ne!(leader, observer, "an observer never leads");
+        assert_eq!(ens.mode(observer), Some(Mode::Observer));
+        let mntr = four(&ens, leader, "mntr");
+        // Two participants (the voting view); the observer is a learner, not a voter.
+        assert!(mntr.contains("zk_quorum_size\t2"), "{mntr}");
+        wait_mntr(&ens, leader, "zk_synced_observers", "1", 10).await;
+        wait_mntr(&ens, leader, "zk_synced_followers", "1", 10).await;
+        let c = connect(&ens.addr(observer), Duration::from_secs(4)).await;
+        c.create("/from-observer", b"obs", &anyone()).await.unwrap();
+        for i in 0..3 {
+            let data = read_after_sync(&ens.addr(i), "/from-observer").await;
+            assert_eq!(data.as_deref(), Some(&b"obs"[..]), "member {i}");
+        }
+    })
+    .await;
 }
 
 /// The Reattach fence (cluster.md §4.4, ZooKeeper's SessionMoved): a session created on one
@@ -709,33 +573,34 @@ fn raw_handshake(
 /// already closed that connection), and the node's owner everywhere is the session as resumed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_on_a_moved_sessions_old_connection_is_fenced() {
-    let ens = Ensemble::start();
+    let (_guard, ens) = ensemble(0).await;
     bounded("session moved", async {
-        let leader = ens.wait_leader(Duration::from_secs(20));
-        let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
-        let (mut old, sid, pw) = raw_handshake(&ens.addr(followers[0]), 4000, 0, &[0; 16])
+        let leader = wait_leader(&ens).await;
+        let followers = ens.others(leader);
+        let mut old = raw_handshake(&ens.addr(followers[0]), 4000, 0, &[0; 16])
             .expect("new session on a follower");
+        let (sid, pw) = (old.session_id, old.passwd.clone());
         assert_ne!(sid, 0);
         assert_eq!(raw_create_ephemeral(&mut old, "/fence-before"), 0);
-        let (mut new, resumed, _) = raw_handshake(&ens.addr(followers[1]), 4000, sid, &pw)
+        let mut new = raw_handshake(&ens.addr(followers[1]), 4000, sid, &pw)
             .expect("resume on the other follower");
-        assert_eq!(resumed, sid, "the resume was refused");
+        assert_eq!(new.session_id, sid, "the resume was refused");
         // The old connection: SessionMoved, or already closed by its server.
         match try_raw_create_ephemeral(&mut old, "/fence-old") {
             Some(code) => assert_eq!(code, -118, "old connection's create: expected SessionMoved"),
             None => eprintln!("old connection closed by its server after the move"),
         }
         assert_eq!(raw_create_ephemeral(&mut new, "/fence-new"), 0);
-        for id in 1..=3 {
-            let c = connect(&ens.addr(id), Duration::from_secs(6)).await;
+        for i in 0..3 {
+            let c = connect(&ens.addr(i), Duration::from_secs(6)).await;
             c.sync("/").await.unwrap();
             assert!(
                 c.check_stat("/fence-old").await.unwrap().is_none(),
-                "server {id}: the old connection's ephemeral was applied"
+                "member {i}: the old connection's ephemeral was applied"
             );
             for p in ["/fence-before", "/fence-new"] {
                 let st = c.check_stat(p).await.unwrap();
-                assert_eq!(st.map(|s| s.ephemeral_owner), Some(sid), "server {id}: {p}");
+                assert_eq!(st.map(|s| s.ephemeral_owner), Some(sid), "member {i}: {p}");
             }
         }
     })

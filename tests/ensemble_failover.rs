@@ -30,7 +30,8 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::cluster::{ensemble_tests_enabled, exclusive, load, Cluster, ClusterOpts};
+use common::cluster::{ensemble_tests_enabled, exclusive, Cluster, ClusterOpts};
+use common::ledger as load;
 use common::*;
 use zookeeper_client::{self as zk, CreateMode, SessionState};
 

@@ -47,6 +47,7 @@
 mod barrier;
 mod logger;
 mod node;
+mod quorum;
 
 #[cfg(test)]
 mod tests;
@@ -63,6 +64,7 @@ pub use raft::eraftpb::Message;
 pub use raft::SnapshotStatus;
 
 pub use barrier::{ReadBarrier, READ_RESEND};
+pub use quorum::{PeerProgress, ProposalSizes, QuorumStatus};
 
 use crate::storage::{LogError, SnapshotError, StorageStats};
 
@@ -449,6 +451,9 @@ struct Shared {
     stopped: AtomicBool,
     /// The per-node [`ReadBarrier`] state (one ReadIndex in flight for all queued waiters).
     barrier: parking_lot::Mutex<barrier::BarrierState>,
+    /// The leader's view of the other members and of its proposals (empty unless leader);
+    /// refreshed with every status update ([`quorum::publish`]).
+    quorum: parking_lot::Mutex<QuorumStatus>,
 }
 
 /// Counters for metrics and tests.
@@ -715,6 +720,12 @@ impl RaftHandle {
     /// shared by every caller. See [`ReadBarrier`].
     pub fn read_barrier(&self) -> ReadBarrier {
         ReadBarrier::new(self.clone())
+    }
+
+    /// The leader's quorum metrics (synced members, pending ReadIndex requests, uptime,
+    /// proposal sizes); [`QuorumStatus::default`] unless this node leads.
+    pub fn quorum_status(&self) -> QuorumStatus {
+        self.shared.quorum.lock().clone()
     }
 
     /// Highest log index handed to the state machine.

@@ -777,6 +777,7 @@ impl Node {
             };
         self.shared.role.store(role.to_u8(), Ordering::Release);
         self.shared.commit.store(committed, Ordering::Release);
+        super::quorum::publish(raft, &self.shared, caught_up);
         self.shared
             .caught_up_with_leader
             .store(with_leader, Ordering::Release);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use rookery_protocol::FourLetterWord;
 
 use crate::config::PeerRole;
-use crate::raft::{NodeRole, RaftHandle};
+use crate::raft::{NodeRole, QuorumStatus, RaftHandle};
 use crate::server::registry::ConnRegistry;
 use crate::state::Shared;
 
@@ -160,6 +160,15 @@ fn server_summary(
         server_state(shared, raft),
         node_count,
     );
+    // ZooKeeper's StatCommand adds this line on the leader only.
+    if shared.config().is_ensemble() && raft.role() == NodeRole::Leader {
+        let sizes = raft.quorum_status().proposals;
+        let _ = writeln!(
+            out,
+            "Proposal sizes last/min/max: {}/{}/{}",
+            sizes.last, sizes.min, sizes.max
+        );
+    }
     out
 }
 
@@ -245,9 +254,10 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
         .collect()
 }
 
-/// mntr's ensemble rows: `zk_quorum_size` everywhere, the learner counts on the leader.
-/// "Synced" here means the leader's connection to that peer is up (not yet a matched-index
-/// check).
+/// mntr's ensemble rows: `zk_quorum_size` (the number of voting members) everywhere; on the leader only (as ZooKeeper, whose
+/// `LeaderZooKeeperServer` alone registers them) the learner counts from Raft progress, pending
+/// syncs, leader uptime and proposal sizes. "Synced" is defined in [`crate::raft::QuorumStatus`]
+/// (Replicate state and heard from within an election timeout).
 fn ensemble_rows(shared: &Shared, raft: &RaftHandle, rows: &mut Vec<(&str, String)>) {
     let config = shared.config();
     let participants = config
@@ -255,34 +265,73 @@ fn ensemble_rows(shared: &Shared, raft: &RaftHandle, rows: &mut Vec<(&str, Strin
         .iter()
         .filter(|s| s.role == PeerRole::Participant)
         .count();
-    rows.push(("zk_quorum_size", (participants / 2 + 1).to_string()));
+    // ZooKeeper's `QuorumPeer.getQuorumSize()` is the size of the voting view (3 for three
+    // participants, observers not counted), not the majority needed.
+    rows.push(("zk_quorum_size", participants.to_string()));
     if raft.role() == NodeRole::Leader {
-        let connected = |id: u64| shared.peer_connected(id);
-        let others: Vec<_> = config
-            .servers
-            .iter()
-            .filter(|s| s.id != config.server_id)
-            .collect();
-        let followers = others
-            .iter()
-            .filter(|s| s.role == PeerRole::Participant && connected(s.id))
-            .count();
-        let observers = others
-            .iter()
-            .filter(|s| s.role == PeerRole::Observer && connected(s.id))
-            .count();
-        rows.push(("zk_learners", (followers + observers).to_string()));
-        rows.push(("zk_synced_followers", followers.to_string()));
-        rows.push(("zk_synced_non_voting_followers", "0".to_string()));
-        rows.push(("zk_synced_observers", observers.to_string()));
+        let quorum = raft.quorum_status();
+        let counts = LeaderCounts::of(&quorum, |id| {
+            config
+                .servers
+                .iter()
+                .any(|s| s.id == id && s.role == PeerRole::Observer)
+        });
+        rows.push(("zk_learners", counts.learners.to_string()));
+        rows.push(("zk_synced_followers", counts.followers.to_string()));
         rows.push((
-            "zk_pending_syncs",
-            raft.read_barrier().pending().to_string(),
+            "zk_synced_non_voting_followers",
+            counts.non_voting.to_string(),
         ));
+        rows.push(("zk_synced_observers", counts.observers.to_string()));
+        rows.push(("zk_pending_syncs", quorum.pending_reads.to_string()));
+        rows.push(("zk_leader_uptime", leader_uptime_ms(&quorum).to_string()));
+        rows.push(("zk_last_proposal_size", quorum.proposals.last.to_string()));
+        rows.push(("zk_max_proposal_size", quorum.proposals.max.to_string()));
+        rows.push(("zk_min_proposal_size", quorum.proposals.min.to_string()));
     }
     rows.push(("rookery_raft_term", raft.term().to_string()));
     rows.push(("rookery_raft_leader_id", raft.leader_id().to_string()));
     rows.push(("rookery_raft_commit_index", raft.commit_index().to_string()));
+}
+
+/// ms since this leader started serving, 0 before (ZooKeeper's `Leader.getUptime`).
+fn leader_uptime_ms(quorum: &QuorumStatus) -> u128 {
+    quorum
+        .serving_since
+        .map(|since| since.elapsed().as_millis())
+        .unwrap_or(0)
+}
+
+/// The leader's learner counts, ZooKeeper's way: `learners` = members connected to the leader
+/// (its LearnerHandlers, synced or not), then the synced ones split into voting followers,
+/// non-voting followers (Raft learners that zoo.cfg lists as participants: being caught up
+/// before a promotion) and observers.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct LeaderCounts {
+    learners: usize,
+    followers: usize,
+    non_voting: usize,
+    observers: usize,
+}
+
+impl LeaderCounts {
+    fn of(quorum: &QuorumStatus, is_observer: impl Fn(u64) -> bool) -> LeaderCounts {
+        let mut counts = LeaderCounts::default();
+        for peer in &quorum.peers {
+            counts.learners += usize::from(peer.active);
+            if !peer.synced {
+                continue;
+            }
+            if peer.voter {
+                counts.followers += 1;
+            } else if is_observer(peer.id) {
+                counts.observers += 1;
+            } else {
+                counts.non_voting += 1;
+            }
+        }
+        counts
+    }
 }
 
 fn configuration(shared: &Shared) -> String {
@@ -404,4 +453,42 @@ fn dir_size(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::raft::PeerProgress;
+
+    fn peer(id: u64, voter: bool, active: bool, synced: bool) -> PeerProgress {
+        PeerProgress {
+            id,
+            voter,
+            active,
+            synced,
+        }
+    }
+
+    #[test]
+    fn leader_counts_split_synced_members_by_role() {
+        let mut quorum = QuorumStatus::default();
+        quorum.peers = vec![
+            peer(2, true, true, true),
+            peer(3, true, true, false), // connected, still probing: a learner, not synced
+            peer(4, true, false, false), // gone
+            peer(5, false, true, true), // observer
+            peer(6, false, true, true), // participant being caught up as a Raft learner
+        ];
+        let counts = LeaderCounts::of(&quorum, |id| id == 5);
+        assert_eq!(
+            counts,
+            LeaderCounts {
+                learners: 4,
+                followers: 1,
+                non_voting: 1,
+                observers: 1,
+            }
+        );
+        assert_eq!(leader_uptime_ms(&quorum), 0);
+    }
 }

@@ -662,6 +662,30 @@ impl Cluster {
         }
     }
 
+    /// Cuts only the link dialled by `from` towards `to` (both its ports). For rookery, whose
+    /// peer connections are one-way, that stops `from`'s messages to `to` while `to`'s messages
+    /// to `from` still flow. Requires `proxied`; undo with [`Cluster::restore_link`].
+    pub fn cut_link(&self, from: usize, to: usize) {
+        assert!(
+            self.inner.opts.proxied,
+            "cut_link needs ClusterOpts::proxied"
+        );
+        for l in &self.inner.links {
+            if l.from == from && l.to == to {
+                l.proxy.cut();
+            }
+        }
+    }
+
+    /// Restores the link dialled by `from` towards `to`.
+    pub fn restore_link(&self, from: usize, to: usize) {
+        for l in &self.inner.links {
+            if l.from == from && l.to == to {
+                l.proxy.restore();
+            }
+        }
+    }
+
     /// Four-letter word to member `i`; `Err` if it does not answer.
     pub fn four_letter(&self, i: usize, word: &str) -> std::io::Result<String> {
         four_letter_word(self.m(i).client_port, word)
@@ -905,32 +929,7 @@ impl Cluster {
         let mut out = vec![];
         for &i in members {
             let c = self.client(i).await;
-            super::within(30, "sync before dump", c.sync("/"))
-                .await
-                .unwrap_or_else(|e| panic!("sync on member {i}: {e}"));
-            // A missing `dir` is an empty map: the callers' checks then report what is missing.
-            let kids = match super::within(30, "list", c.list_children(dir)).await {
-                Ok(k) => k,
-                Err(zk::Error::NoNode) => vec![],
-                Err(e) => panic!("list {dir} on member {i}: {e}"),
-            };
-            let mut m = BTreeMap::new();
-            for chunk in kids.chunks(200) {
-                let futs = chunk.iter().map(|k| {
-                    let c = &c;
-                    let p = format!("{dir}/{k}");
-                    async move {
-                        match c.get_data(&p).await {
-                            Ok((d, _)) => Some((p, d)),
-                            Err(zk::Error::NoNode) => None,
-                            Err(e) => panic!("getData {p} on member {i}: {e}"),
-                        }
-                    }
-                });
-                let r = super::within(60, "reads", futures::future::join_all(futs)).await;
-                m.extend(r.into_iter().flatten());
-            }
-            out.push((i, m));
+            out.push((i, super::ledger::dump_children(&c, dir).await));
         }
         out
     }
@@ -983,291 +982,4 @@ fn signal(pid: u32, sig: &str) {
 fn kill_child(mut c: Child) -> std::io::Result<()> {
     let _ = c.kill();
     c.wait().map(|_| ())
-}
-
-// ---------------------------------------------------------------------- write load + ledger
-
-/// Write load with a ledger of what was acknowledged, shared by the ensemble tests: each writer
-/// creates `<base>/w<k>-c<i>` nodes and sets data on its own acknowledged ones, through a client
-/// with the given connect string (reconnecting on terminal errors).
-pub mod load {
-    use super::*;
-    use std::sync::atomic::AtomicU64;
-
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub enum Outcome {
-        Acked,
-        Unknown,
-    }
-
-    #[derive(Default, Debug)]
-    pub struct Ledger {
-        /// path -> every value written to it, in issue order (index 0 = the create).
-        pub writes: BTreeMap<String, Vec<(Vec<u8>, Outcome)>>,
-        /// Multi-created pairs: (a, b, outcome).
-        pub pairs: Vec<(String, String, Outcome)>,
-        pub acked: u64,
-        pub unknown: u64,
-    }
-
-    /// Acknowledgement times, shared by all writers: (sent, acked).
-    #[derive(Default)]
-    pub struct Acks {
-        pub times: Mutex<Vec<(Instant, Instant)>>,
-        pub count: AtomicU64,
-    }
-
-    impl Acks {
-        /// Earliest ack of a write *sent* after `t`, as a delay from `t`.
-        pub fn first_ack_sent_after(&self, t: Instant) -> Option<Duration> {
-            self.times
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(s, _)| *s >= t)
-                .map(|(_, a)| *a - t)
-                .min()
-        }
-    }
-
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-    }
-
-    const OP_BOUND: Duration = Duration::from_secs(45);
-
-    async fn new_client(cs: &str, session_ms: u64) -> zk::Client {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let connector =
-                zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms));
-            match try_connect(cs, connector, 20).await {
-                Ok(c) => return c,
-                Err(e) if Instant::now() < deadline => {
-                    eprintln!("writer: connect to {cs} failed ({e}), retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await
-                }
-                Err(e) => panic!("writer: could not connect to {cs} within 60s: {e}"),
-            }
-        }
-    }
-
-    fn terminal(e: &zk::Error) -> bool {
-        matches!(
-            e,
-            zk::Error::SessionExpired
-                | zk::Error::ClientClosed
-                | zk::Error::AuthFailed
-                | zk::Error::NoHosts
-                | zk::Error::Timeout
-        )
-    }
-
-    /// Runs until `stop`; every op is bounded by 45 s (a longer wait panics: a hung request).
-    pub async fn writer(
-        k: usize,
-        base: String,
-        cs: String,
-        stop: Arc<AtomicBool>,
-        acks: Arc<Acks>,
-    ) -> Ledger {
-        let mut ledger = Ledger::default();
-        let mut rng = Rng((k as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-        let mut client = new_client(&cs, 10_000).await;
-        let mut mine: Vec<String> = vec![];
-        let mut i = 0u64;
-        while !stop.load(Ordering::SeqCst) {
-            i += 1;
-            let sent = Instant::now();
-            let choice = rng.next() % 10;
-            let (paths, value, r) = if mine.is_empty() || choice < 4 {
-                let path = format!("{base}/w{k}-c{i}");
-                let value = format!("w{k}-c{i}-v0").into_bytes();
-                let r = tokio::time::timeout(
-                    OP_BOUND,
-                    client.create(&path, &value, &super::super::anyone()),
-                )
-                .await
-                .unwrap_or_else(|_| panic!("writer {k}: create not answered in {OP_BOUND:?}"))
-                .map(|_| ());
-                if r.is_ok() {
-                    mine.push(path.clone());
-                }
-                (vec![path], value, r)
-            } else if choice < 8 {
-                let path = mine[(rng.next() % mine.len() as u64) as usize].clone();
-                let value = format!("w{k}-s{i}").into_bytes();
-                let r = tokio::time::timeout(OP_BOUND, client.set_data(&path, &value, None))
-                    .await
-                    .unwrap_or_else(|_| panic!("writer {k}: setData not answered in {OP_BOUND:?}"))
-                    .map(|_| ());
-                (vec![path], value, r)
-            } else {
-                // A two-node multi: all or nothing.
-                let a = format!("{base}/w{k}-m{i}-a");
-                let b = format!("{base}/w{k}-m{i}-b");
-                let value = format!("w{k}-m{i}").into_bytes();
-                let mut w = client.new_multi_writer();
-                w.add_create(&a, &value, &super::super::anyone()).unwrap();
-                w.add_create(&b, &value, &super::super::anyone()).unwrap();
-                let r = tokio::time::timeout(OP_BOUND, w.commit())
-                    .await
-                    .unwrap_or_else(|_| panic!("writer {k}: multi not answered in {OP_BOUND:?}"))
-                    .map(|_| ())
-                    .map_err(zk::Error::from);
-                let outcome = if r.is_ok() {
-                    Outcome::Acked
-                } else {
-                    Outcome::Unknown
-                };
-                ledger.pairs.push((a.clone(), b.clone(), outcome));
-                (vec![a, b], value, r)
-            };
-            let outcome = if r.is_ok() {
-                Outcome::Acked
-            } else {
-                Outcome::Unknown
-            };
-            for path in paths {
-                ledger
-                    .writes
-                    .entry(path)
-                    .or_default()
-                    .push((value.clone(), outcome));
-            }
-            match r {
-                Ok(()) => {
-                    ledger.acked += 1;
-                    acks.count.fetch_add(1, Ordering::SeqCst);
-                    acks.times.lock().unwrap().push((sent, Instant::now()));
-                }
-                Err(e) => {
-                    ledger.unknown += 1;
-                    if terminal(&e) || client.state().is_terminated() {
-                        client = new_client(&cs, 10_000).await;
-                    } else {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
-                }
-            }
-        }
-        ledger
-    }
-
-    /// Checks the ledgers against what members hold: every acknowledged create exists with its
-    /// last acknowledged value or a later attempted one; nothing unattempted exists; the two
-    /// nodes of a multi exist together or not at all. Returns the
-    /// problems (empty = fine) and the number of values checked.
-    pub fn verify(
-        ledgers: &[Ledger],
-        per_member: &[(usize, BTreeMap<String, Vec<u8>>)],
-    ) -> (Vec<String>, usize) {
-        let mut problems = vec![];
-        let mut checked = 0;
-        let mut attempted: BTreeMap<&str, &Vec<(Vec<u8>, Outcome)>> = BTreeMap::new();
-        for l in ledgers {
-            for (p, w) in &l.writes {
-                attempted.insert(p, w);
-            }
-        }
-        for (member, present) in per_member {
-            for l in ledgers {
-                for (a, b, o) in &l.pairs {
-                    let (ea, eb) = (present.contains_key(a), present.contains_key(b));
-                    if ea != eb {
-                        problems.push(format!(
-                            "member {member}: multi half-applied: {a} exists={ea}, {b} exists={eb} ({o:?})"
-                        ));
-                    }
-                }
-            }
-            for p in present.keys() {
-                if !attempted.contains_key(p.as_str()) {
-                    problems.push(format!(
-                        "member {member}: {p} exists but was never attempted"
-                    ));
-                }
-            }
-            for (p, writes) in &attempted {
-                let last_ack = writes.iter().rposition(|(_, o)| *o == Outcome::Acked);
-                match (last_ack, present.get(*p)) {
-                    (Some(_), None) => {
-                        problems.push(format!("member {member}: acknowledged create {p} lost"))
-                    }
-                    (None, None) => {}
-                    (_, Some(data)) => {
-                        checked += 1;
-                        let from = last_ack.unwrap_or(0);
-                        if !writes[from..].iter().any(|(v, _)| v == data) {
-                            let pos = writes.iter().position(|(v, _)| v == data);
-                            problems.push(format!(
-                                "member {member}: {p} holds {:?} (write #{pos:?}) but the last acknowledged write is #{from} of {}: {:?}",
-                                String::from_utf8_lossy(data),
-                                writes.len(),
-                                writes.iter().map(|(v, o)| (String::from_utf8_lossy(v).into_owned(), *o)).collect::<Vec<_>>()
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-        (problems, checked)
-    }
-
-    /// Starts `n` writers, writer `k` on connect string `cs(k)`.
-    pub fn spawn_writers(
-        n: usize,
-        base: &str,
-        cs: impl Fn(usize) -> String,
-        stop: &Arc<AtomicBool>,
-        acks: &Arc<Acks>,
-    ) -> Vec<tokio::task::JoinHandle<Ledger>> {
-        (0..n)
-            .map(|k| {
-                tokio::spawn(writer(
-                    k,
-                    base.to_string(),
-                    cs(k),
-                    stop.clone(),
-                    acks.clone(),
-                ))
-            })
-            .collect()
-    }
-
-    /// Stops the writers and collects their ledgers (90 s bound).
-    pub async fn finish(
-        stop: &Arc<AtomicBool>,
-        handles: Vec<tokio::task::JoinHandle<Ledger>>,
-    ) -> Vec<Ledger> {
-        stop.store(true, Ordering::SeqCst);
-        let mut out = vec![];
-        for h in handles {
-            out.push(
-                super::super::within(90, "writers to finish", h)
-                    .await
-                    .expect("writer panicked"),
-            );
-        }
-        out
-    }
-
-    /// Waits until `acks.count` grows by at least `n` (bounded by `secs`).
-    pub async fn wait_progress(acks: &Acks, n: u64, secs: u64, what: &str) {
-        let start = acks.count.load(Ordering::SeqCst);
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while acks.count.load(Ordering::SeqCst) < start + n {
-            assert!(
-                Instant::now() < deadline,
-                "{what}: fewer than {n} writes acknowledged in {secs}s"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
 }

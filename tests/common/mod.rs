@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod ledger;
 pub mod proxy;
 pub mod raw;
 
