@@ -389,7 +389,7 @@ async fn five_servers_tolerate_two_failures_not_three() {
         let leader = c.blocking(|c| c.wait_ready(90)).await;
         let mntr = c.blocking(move |c| c.mntr(leader)).await;
         if common::target() == Target::Rookery {
-            assert_eq!(mntr.get("zk_quorum_size").map(String::as_str), Some("3"), "{mntr:?}");
+            assert_eq!(mntr.get("zk_quorum_size").map(String::as_str), Some("5"), "{mntr:?}");
         }
         let followers = c.others(leader);
         let base = unique("ens-five");
