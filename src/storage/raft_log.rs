@@ -1,16 +1,24 @@
 //! The Raft log in LMDB (via heed), implementing [`raft::Storage`].
 //!
-//! Layout of the environment (`data_dir/raft/`):
+//! Layout of the environment (`data_dir/raft/`), all in LMDB's unnamed main database, whose
+//! root lives in the meta page (a named database's root is a record in the main database, so
+//! every commit to it dirtied one more page: the main database's leaf):
 //!
-//! * database `entries`: key = log index as big-endian u64 (so LMDB's byte order is log order and
-//!   appends can use `MDB_APPEND`), value = protobuf `eraftpb::Entry`.
-//! * database `state`, fixed keys, protobuf values:
-//!   * `hard_state`: term, vote, commit.
-//!   * `conf_state`: membership as of the last applied conf change.
-//!   * `initial_conf_state`: membership the group was bootstrapped with; the starting point for
-//!     a replay from index 1 when no snapshot exists.
-//!   * `snapshot_meta`: the compaction point (index, term, conf state): every entry `<= index`
-//!     is gone, and `term(index)` is answered from here.
+//! * log entries: key = log index (>= 1) as big-endian u64 (so LMDB's byte order is log order
+//!   and appends can use `MDB_APPEND`), value = protobuf `eraftpb::Entry`.
+//! * four small records under all-zero keys of 1 to 4 bytes, which sort before every 8-byte
+//!   entry key (so appends stay appends), protobuf values:
+//!   * `[0]` hard state: term, vote, commit.
+//!   * `[0, 0]` conf state: membership as of the last applied conf change.
+//!   * `[0, 0, 0]` initial conf state: membership the group was bootstrapped with; the
+//!     starting point for a replay from index 1 when no snapshot exists.
+//!   * `[0, 0, 0, 0]` snapshot metadata: the compaction point (index, term, conf state):
+//!     every entry `<= index` is gone, and `term(index)` is answered from here.
+//!
+//! Layout 1 (before 2026-12) kept the entries in a named database `entries` and the records
+//! in a named database `state` under the names `hard_state`, `conf_state`,
+//! `initial_conf_state` and `snapshot_meta`. [`LmdbStorage::open`] converts such an
+//! environment in one write transaction (all or nothing) and logs that it did.
 //!
 //! All mutations for one `Ready` go through one write transaction ([`LmdbStorage::write_ready`])
 //! (group commit). The environment is opened with `MDB_NOMETASYNC`: a commit fdatasyncs the data
@@ -44,10 +52,29 @@ const INITIAL_MAP_SIZE: usize = 64 << 30;
 /// The map is doubled on `MDB_MAP_FULL` up to this; beyond it the log counts as full (retried
 /// until space is freed by compaction) rather than reserving ever more address space.
 const MAX_MAP_SIZE: usize = 1 << 40;
-const KEY_HARD_STATE: &str = "hard_state";
-const KEY_CONF_STATE: &str = "conf_state";
-const KEY_INITIAL_CONF_STATE: &str = "initial_conf_state";
-const KEY_SNAPSHOT_META: &str = "snapshot_meta";
+const KEY_HARD_STATE: &[u8] = &[0];
+const KEY_CONF_STATE: &[u8] = &[0, 0];
+const KEY_INITIAL_CONF_STATE: &[u8] = &[0, 0, 0];
+const KEY_SNAPSHOT_META: &[u8] = &[0, 0, 0, 0];
+/// Every state record, for counting entries without a scan.
+const STATE_KEYS: [&[u8]; 4] = [
+    KEY_HARD_STATE,
+    KEY_CONF_STATE,
+    KEY_INITIAL_CONF_STATE,
+    KEY_SNAPSHOT_META,
+];
+/// The smallest entry key: Raft logs start at index 1, and the range `FIRST_ENTRY..` never
+/// touches the state records.
+const FIRST_ENTRY: u64 = 1;
+/// Layout 1's named databases and record names, for the conversion in [`LmdbStorage::open`].
+const V1_ENTRIES_DB: &str = "entries";
+const V1_STATE_DB: &str = "state";
+const V1_STATE_KEYS: [(&str, &[u8]); 4] = [
+    ("hard_state", KEY_HARD_STATE),
+    ("conf_state", KEY_CONF_STATE),
+    ("initial_conf_state", KEY_INITIAL_CONF_STATE),
+    ("snapshot_meta", KEY_SNAPSHOT_META),
+];
 
 /// Errors from the LMDB-backed log.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +156,54 @@ impl LogError {
     }
 }
 
+/// Converts a layout-1 environment (named databases `entries` and `state`) to layout 2 inside
+/// `wtxn`: entries and records are copied into the main database and the named databases are
+/// dropped. Returns the number of entries moved, or None if there was nothing to convert. One
+/// transaction, so a crash leaves either layout, never a mix.
+fn convert_layout_1(
+    env: &Env<WithoutTls>,
+    wtxn: &mut RwTxn,
+    dbs: Dbs,
+) -> Result<Option<u64>, LogError> {
+    let old_entries: Option<Database<U64<BigEndian>, Bytes>> =
+        env.open_database(wtxn, Some(V1_ENTRIES_DB))?;
+    let old_state: Option<Database<Str, Bytes>> = env.open_database(wtxn, Some(V1_STATE_DB))?;
+    if old_entries.is_none() && old_state.is_none() {
+        return Ok(None);
+    }
+    let mut moved = 0u64;
+    if let Some(old) = old_entries {
+        let copied: Vec<(u64, Vec<u8>)> = old
+            .iter(wtxn)?
+            .map(|item| item.map(|(k, v)| (k, v.to_vec())))
+            .collect::<Result<_, _>>()?;
+        for (index, bytes) in &copied {
+            if *index < FIRST_ENTRY {
+                return Err(LogError::Inconsistent(format!(
+                    "layout-1 log holds an entry under index {index}"
+                )));
+            }
+            // Not MDB_APPEND: the named databases' own records ("entries", "state") still
+            // sort after these keys until they are dropped below.
+            dbs.entries.put(wtxn, index, bytes)?;
+        }
+        moved = copied.len() as u64;
+        // SAFETY: the handle is not used after this, and no other transaction or thread uses
+        // this environment yet (`open` has not returned).
+        unsafe { old.remove(wtxn)? };
+    }
+    if let Some(old) = old_state {
+        for (name, key) in V1_STATE_KEYS {
+            if let Some(value) = old.get(wtxn, name)?.map(<[u8]>::to_vec) {
+                dbs.state.put(wtxn, key, &value)?;
+            }
+        }
+        // SAFETY: as above.
+        unsafe { old.remove(wtxn)? };
+    }
+    Ok(Some(moved))
+}
+
 impl From<LogError> for raft::Error {
     fn from(e: LogError) -> Self {
         raft::Error::Store(StorageError::Other(Box::new(e)))
@@ -149,13 +224,15 @@ pub struct StorageStats {
     pub syncs: AtomicU64,
 }
 
-/// The two LMDB databases; `Copy` so a write closure can take them without borrowing `self`.
+/// Two typed views of LMDB's main database; `Copy` so a write closure can take them without
+/// borrowing `self`.
 #[derive(Clone, Copy)]
 struct Dbs {
-    /// Log entries keyed by big-endian index.
+    /// Log entries keyed by big-endian index (only ever used with ranges from
+    /// [`FIRST_ENTRY`], which exclude the state records).
     entries: Database<U64<BigEndian>, Bytes>,
     /// Small fixed-key records (hard state, conf states, compaction point).
-    state: Database<Str, Bytes>,
+    state: Database<Bytes, Bytes>,
 }
 
 /// LMDB-backed `raft::Storage`. Owned by the raft thread (inside the `RawNode`).
@@ -284,14 +361,23 @@ impl LmdbStorage {
             source,
         })?;
         let mut wtxn = env.write_txn()?;
+        let main: Database<Bytes, Bytes> = env.create_database(&mut wtxn, None)?;
         let dbs = Dbs {
-            entries: env.create_database(&mut wtxn, Some("entries"))?,
-            state: env.create_database(&mut wtxn, Some("state"))?,
+            entries: main.remap_key_type::<U64<BigEndian>>(),
+            state: main,
         };
+        let converted = convert_layout_1(&env, &mut wtxn, dbs)?;
         wtxn.commit()?;
+        if let Some(entries) = converted {
+            tracing::info!(
+                dir = %dir.display(),
+                entries,
+                "converted the raft log to layout 2 (everything in LMDB's main database)"
+            );
+        }
 
         let rtxn = env.read_txn()?;
-        let get_state = |key: &'static str| -> Result<Option<Vec<u8>>, LogError> {
+        let get_state = |key: &'static [u8]| -> Result<Option<Vec<u8>>, LogError> {
             Ok(dbs.state.get(&rtxn, key)?.map(<[u8]>::to_vec))
         };
         let hard_state: HardState = match get_state(KEY_HARD_STATE)? {
@@ -310,9 +396,15 @@ impl LmdbStorage {
             Some(b) => decode("snapshot metadata", 0, &b)?,
             None => SnapshotMetadata::default(),
         };
-        let first = dbs.entries.first(&rtxn)?.map(|(k, _)| k);
-        let last = match dbs.entries.last(&rtxn)? {
-            Some((k, v)) => Some((k, decode::<Entry>("entry", k, v)?)),
+        let first = match dbs.entries.range(&rtxn, &(FIRST_ENTRY..))?.next() {
+            Some(item) => Some(item?.0),
+            None => None,
+        };
+        let last = match dbs.entries.rev_range(&rtxn, &(FIRST_ENTRY..))?.next() {
+            Some(item) => {
+                let (k, v) = item?;
+                Some((k, decode::<Entry>("entry", k, v)?))
+            }
             None => None,
         };
         drop(rtxn);
@@ -390,9 +482,9 @@ impl LmdbStorage {
         // SAFETY: as in `open`.
         let env = unsafe { opts.open(dir)? };
         let mut wtxn = env.write_txn()?;
-        let state: Database<Str, Bytes> = env
-            .open_database(&wtxn, Some("state"))?
-            .ok_or_else(|| LogError::Inconsistent("no state database".into()))?;
+        let state: Database<Bytes, Bytes> = env
+            .open_database(&wtxn, None)?
+            .ok_or_else(|| LogError::Inconsistent("no main database".into()))?;
         // Rewriting a record commits a new transaction into the newest one's meta slot.
         let hs = state.get(&wtxn, KEY_HARD_STATE)?.map(<[u8]>::to_vec);
         state.put(&mut wtxn, KEY_HARD_STATE, &hs.unwrap_or_default())?;
@@ -670,7 +762,7 @@ impl LmdbStorage {
         };
         self.write(rewrite_from, |txn, dbs| {
             if let Some(b) = &snap_bytes {
-                dbs.entries.clear(txn)?;
+                dbs.entries.delete_range(txn, &(FIRST_ENTRY..))?;
                 dbs.state.put(txn, KEY_SNAPSHOT_META, b)?;
             }
             if let Some(b) = &cs_bytes {
@@ -783,7 +875,7 @@ impl LmdbStorage {
         let hs_bytes = new_hs.write_to_bytes()?;
         let meta_bytes = meta.write_to_bytes()?;
         self.write(None, |txn, dbs| {
-            dbs.entries.delete_range(txn, &(..=index))?;
+            dbs.entries.delete_range(txn, &(FIRST_ENTRY..=index))?;
             dbs.state.put(txn, KEY_SNAPSHOT_META, &meta_bytes)?;
             dbs.state.put(txn, KEY_HARD_STATE, &hs_bytes)?;
             Ok(())
@@ -798,7 +890,13 @@ impl LmdbStorage {
     /// Number of entries physically present (test/diagnostics; scans nothing, uses LMDB stats).
     pub fn stored_entry_count(&self) -> Result<u64, LogError> {
         let rtxn = self.env.read_txn()?;
-        Ok(self.dbs.entries.len(&rtxn)?)
+        let mut records = 0;
+        for key in STATE_KEYS {
+            if self.dbs.state.get(&rtxn, key)?.is_some() {
+                records += 1;
+            }
+        }
+        Ok(self.dbs.state.len(&rtxn)?.saturating_sub(records))
     }
 
     fn term_of(&self, idx: u64) -> Result<u64, LogError> {
@@ -1174,5 +1272,103 @@ mod tests {
         let mut hs = HardState::default();
         protobuf::Message::merge_from_bytes(&mut hs, bytes).unwrap();
         (hs.term, hs.commit)
+    }
+
+    /// Writes a layout-1 environment by hand: entries 6..=9 (terms 1, 1, 2, 2) in a named
+    /// database, the four records in another, compacted through 5.
+    fn write_layout_1(dir: &Path) {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut opts = EnvOpenOptions::new().read_txn_without_tls();
+        opts.map_size(INITIAL_MAP_SIZE).max_dbs(4);
+        // SAFETY: test only; nothing else has this directory open.
+        let env = unsafe { opts.open(dir).unwrap() };
+        let mut wtxn = env.write_txn().unwrap();
+        let entries: Database<U64<BigEndian>, Bytes> =
+            env.create_database(&mut wtxn, Some("entries")).unwrap();
+        let state: Database<Str, Bytes> = env.create_database(&mut wtxn, Some("state")).unwrap();
+        for (index, term) in [(6, 1), (7, 1), (8, 2), (9, 2)] {
+            let e = ent(index, term);
+            entries
+                .put(&mut wtxn, &index, &e.write_to_bytes().unwrap())
+                .unwrap();
+        }
+        let cs = ConfState {
+            voters: vec![1, 2, 3],
+            ..Default::default()
+        };
+        let mut meta = SnapshotMetadata {
+            index: 5,
+            term: 1,
+            ..Default::default()
+        };
+        meta.set_conf_state(cs.clone());
+        let records: [(&str, Vec<u8>); 4] = [
+            ("hard_state", hs(2, 8).write_to_bytes().unwrap()),
+            ("conf_state", cs.write_to_bytes().unwrap()),
+            ("initial_conf_state", cs.write_to_bytes().unwrap()),
+            ("snapshot_meta", meta.write_to_bytes().unwrap()),
+        ];
+        for (name, bytes) in &records {
+            state.put(&mut wtxn, name, bytes).unwrap();
+        }
+        wtxn.commit().unwrap();
+        env.force_sync().unwrap();
+        env.prepare_for_closing().wait();
+    }
+
+    #[test]
+    fn a_layout_1_log_is_converted_losslessly_on_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("raft");
+        write_layout_1(&dir);
+        {
+            let mut s = LmdbStorage::open(&dir, None).unwrap();
+            assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (6, 9));
+            assert_eq!(s.term(5).unwrap(), 1);
+            assert_eq!(s.term(8).unwrap(), 2);
+            assert_eq!((s.hard_state().term, s.hard_state().commit), (2, 8));
+            assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+            assert_eq!(s.initial_conf_state().voters, vec![1, 2, 3]);
+            assert_eq!(s.stored_entry_count().unwrap(), 4);
+            let got: Vec<(u64, u64)> = s
+                .entries(6, 10, None, ctx())
+                .unwrap()
+                .iter()
+                .map(|e| (e.index, e.term))
+                .collect();
+            assert_eq!(got, [(6, 1), (7, 1), (8, 2), (9, 2)]);
+            // The converted log takes appends (MDB_APPEND: entries are the largest keys),
+            // truncation and compaction as before.
+            s.write_ready(&[ent(10, 3), ent(11, 3)], Some(&hs(3, 9)), None)
+                .unwrap();
+            s.write_ready(&[ent(11, 4)], Some(&hs(4, 9)), None).unwrap();
+            s.set_commit(10);
+            s.compact(&SnapshotMetadata {
+                index: 7,
+                term: 1,
+                ..Default::default()
+            })
+            .unwrap();
+            s.flush().unwrap();
+        }
+        let s = LmdbStorage::open(&dir, None).unwrap();
+        assert_eq!((s.first_index().unwrap(), s.last_index().unwrap()), (8, 11));
+        assert_eq!(s.term(11).unwrap(), 4);
+        assert_eq!(s.stored_entry_count().unwrap(), 4);
+        assert_eq!(s.hard_state().term, 4);
+        assert_eq!(s.conf_state().voters, vec![1, 2, 3]);
+        // The named databases are gone: nothing is left to convert a second time.
+        let rtxn = s.env.read_txn().unwrap();
+        let old: Option<Database<Str, Bytes>> = s.env.open_database(&rtxn, Some("state")).unwrap();
+        assert!(old.is_none());
+    }
+
+    #[test]
+    fn state_records_sort_before_every_entry_key() {
+        // The layout's premise: appends stay appends.
+        let smallest_entry = FIRST_ENTRY.to_be_bytes();
+        for key in STATE_KEYS {
+            assert!(key < &smallest_entry[..], "{key:?}");
+        }
     }
 }
