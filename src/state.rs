@@ -3,6 +3,7 @@
 //! server implements the sink (`server::registry::ServerSink`) and routes results to its own
 //! connections, so every replica can apply every entry and still answer only its own clients.
 
+use std::io::Read as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -222,11 +223,29 @@ impl Shared {
     }
 }
 
-/// Magic and version at the start of a state-machine snapshot.
-/// `RKSTATE2` records session owners; `RKSTATE1` (no owners) is still read.
+/// Magic and version at the start of a state-machine snapshot. `RKSTATE3` is
+/// `magic | last_zxid i64 | sessions_len u64 | sessions | tree`: the length prefix lets a
+/// restore stream the tree from a file. `RKSTATE2` (no length; records session owners) and
+/// `RKSTATE1` (no owners) are still read, from memory.
+const SNAPSHOT_MAGIC_V3: &[u8; 8] = b"RKSTATE3";
+/// The layout with session owners and no sessions length.
 const SNAPSHOT_MAGIC: &[u8; 8] = b"RKSTATE2";
 /// The layout before session owners were recorded.
 const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"RKSTATE1";
+
+/// Writes an `RKSTATE3` snapshot of `state` to `w`, the tree streamed in bounded pieces.
+/// Only reads `state`: no lock, no logging (it may run in a forked child).
+fn write_snapshot(state: &ReplicatedState, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let mut head = BytesMut::new();
+    head.extend_from_slice(SNAPSHOT_MAGIC_V3);
+    state.last_zxid.write(&mut head);
+    let mut sessions = BytesMut::new();
+    state.sessions.serialize(&mut sessions);
+    head.extend_from_slice(&(sessions.len() as u64).to_be_bytes());
+    w.write_all(&head)?;
+    w.write_all(&sessions)?;
+    state.tree.serialize_into(w)
+}
 
 /// The Raft state machine of one server: applies entries to the shared state and hands what
 /// they produce to a [`ReplySink`].
@@ -456,32 +475,81 @@ impl StateMachine for Applier {
     }
 
     fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        // Writing into a Vec cannot fail.
+        let _ = write_snapshot(&self.shared.state.read(), &mut out);
+        out
+    }
+
+    fn snapshot_into(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        write_snapshot(&self.shared.state.read(), w)
+    }
+
+    fn with_frozen(&self, f: &mut dyn FnMut(crate::raft::SnapshotWriter<'_>)) {
+        // Held across `f`: no writer can change the state (nor be half-way through a change)
+        // while `f` runs, e.g. while it forks a child that serializes this very memory.
         let state = self.shared.state.read();
-        let mut out = BytesMut::new();
-        out.extend_from_slice(SNAPSHOT_MAGIC);
-        state.last_zxid.write(&mut out);
-        state.sessions.serialize(&mut out);
-        let mut tree = Vec::new();
-        state.tree.serialize(&mut tree);
-        out.extend_from_slice(&tree);
-        out.to_vec()
+        f(&|w| write_snapshot(&state, w));
+    }
+
+    fn fork_safe(&self) -> bool {
+        // write_snapshot only reads the state it is handed (no locks, no logging, no I/O
+        // besides the writer), so a forked child may run it.
+        true
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {
-        let (body, with_owners) = match data.strip_prefix(SNAPSHOT_MAGIC.as_slice()) {
-            Some(body) => (body, true),
-            None => (
-                data.strip_prefix(SNAPSHOT_MAGIC_V1.as_slice())
-                    .ok_or("state snapshot has a bad magic")?,
-                false,
-            ),
+        self.restore_from(index, data.len() as u64, &mut &data[..])
+    }
+
+    fn restore_from(
+        &mut self,
+        index: u64,
+        len: u64,
+        r: &mut dyn std::io::Read,
+    ) -> Result<(), String> {
+        let io = |e: std::io::Error| format!("reading state snapshot: {e}");
+        let mut magic = [0u8; 8];
+        r.read_exact(&mut magic).map_err(io)?;
+        let (last_zxid, sessions, tree) = if &magic == SNAPSHOT_MAGIC_V3 {
+            let mut head = [0u8; 16];
+            r.read_exact(&mut head).map_err(io)?;
+            let (zxid, sessions_len) = head.split_at(8);
+            let last_zxid = i64::from_be_bytes(zxid.try_into().map_err(|_| "short header")?);
+            let sessions_len =
+                u64::from_be_bytes(sessions_len.try_into().map_err(|_| "short header")?);
+            let rest = len
+                .checked_sub(24)
+                .and_then(|l| l.checked_sub(sessions_len))
+                .ok_or("state snapshot sessions length exceeds the snapshot")?;
+            let mut table = Vec::new();
+            r.take(sessions_len).read_to_end(&mut table).map_err(io)?;
+            let mut input = Reader::new(&table);
+            let sessions =
+                SessionTable::deserialize(&mut input, true).map_err(|e| e.to_string())?;
+            if input.remaining() != 0 {
+                return Err("state snapshot sessions length is wrong".into());
+            }
+            let tree = DataTree::deserialize_from(r, rest).map_err(|e| e.to_string())?;
+            (last_zxid, sessions, tree)
+        } else {
+            // Older layouts have no sessions length: read them whole (only ever once, when a
+            // data dir written by an older build is loaded; the next snapshot is RKSTATE3).
+            let with_owners = match &magic {
+                m if m == SNAPSHOT_MAGIC => true,
+                m if m == SNAPSHOT_MAGIC_V1 => false,
+                _ => return Err("state snapshot has a bad magic".into()),
+            };
+            let mut body = Vec::new();
+            r.read_to_end(&mut body).map_err(io)?;
+            let mut input = Reader::new(&body);
+            let last_zxid = i64::read(&mut input).map_err(|e| e.to_string())?;
+            let sessions =
+                SessionTable::deserialize(&mut input, with_owners).map_err(|e| e.to_string())?;
+            let consumed = body.len() - input.remaining();
+            let tree = DataTree::deserialize(&body[consumed..]).map_err(|e| e.to_string())?;
+            (last_zxid, sessions, tree)
         };
-        let mut input = Reader::new(body);
-        let last_zxid = i64::read(&mut input).map_err(|e| e.to_string())?;
-        let sessions =
-            SessionTable::deserialize(&mut input, with_owners).map_err(|e| e.to_string())?;
-        let consumed = body.len() - input.remaining();
-        let tree = DataTree::deserialize(&body[consumed..]).map_err(|e| e.to_string())?;
         // Sessions this server tracked that the snapshot no longer has ended while it was
         // behind: stop tracking them and close their local connections (a follower that
         // installs a snapshot must not keep serving a session the ensemble closed).

@@ -149,6 +149,8 @@ impl Node {
         let snaps = SnapshotDir::open(opts.data_dir.join("snapshots"))?;
         let mut storage = LmdbStorage::open(&opts.data_dir.join("raft"), Some(snaps.clone()))?;
         storage.use_stats(shared.storage.clone());
+        // A streaming transport gets descriptors of snapshot files, never whole images.
+        storage.set_snapshot_by_reference(transport.streams_snapshots());
 
         if storage.is_fresh() {
             let cs = ConfState {
@@ -179,7 +181,15 @@ impl Node {
         }
 
         let compacted_to = storage.snapshot_metadata().index;
-        let restored = match snaps.load_newest_valid()? {
+        // Verified by streaming, and restored from the file below: never a whole image in RAM.
+        let restored = match snaps
+            .newest_valid_header()?
+            .map(|(h, path)| StartupSnapshot {
+                index: h.index,
+                term: h.term,
+                conf_state: h.conf_state,
+                path,
+            }) {
             None if compacted_to == 0 => None,
             None => {
                 return Err(RaftError::MissingHistory {
@@ -222,11 +232,7 @@ impl Node {
                     }
                 }
                 storage.set_replay_conf_state(snap.conf_state.clone());
-                sm.restore(snap.index, &snap.data)
-                    .map_err(|reason| RaftError::Restore {
-                        index: snap.index,
-                        reason,
-                    })?;
+                restore_from_file(sm.as_mut(), &snaps, snap.index, &snap.path)?;
                 tracing::info!(index = snap.index, term = snap.term, path = %snap.path.display(), "restored snapshot");
                 newest_snapshot = Some(m);
                 snap.index
@@ -839,6 +845,9 @@ impl Node {
                 }
                 let ty = msg.get_msg_type();
                 let (from, term) = (msg.from, msg.term);
+                if ty == MessageType::MsgSnapshot && !self.snapshot_message_ready(&msg) {
+                    return;
+                }
                 let commit = match ty {
                     MessageType::MsgAppend | MessageType::MsgHeartbeat => Some(msg.commit),
                     MessageType::MsgSnapshot => {
@@ -924,28 +933,7 @@ impl Node {
         } else {
             let snap = rd.snapshot();
             let m = snap.get_metadata().clone();
-            // File first: once LMDB forgets the log, the file is the only copy of that prefix.
-            let data = snap.data.clone();
-            self.retry_while_full(
-                "incoming snapshot file",
-                |node| {
-                    node.snaps
-                        .write(m.index, m.term, m.get_conf_state(), &data)
-                        .map_err(RaftError::from)
-                },
-                |_| {},
-            )?;
-            self.sm
-                .restore(m.index, &snap.data)
-                .map_err(|reason| RaftError::Restore {
-                    index: m.index,
-                    reason,
-                })?;
-            tracing::info!(
-                index = m.index,
-                term = m.term,
-                "installed snapshot from leader"
-            );
+            self.install_snapshot(&m, &snap.data)?;
             Some(m)
         };
 
@@ -1115,6 +1103,70 @@ impl Node {
         Ok(())
     }
 
+    /// Whether an incoming MsgSnapshot may be stepped: one carrying a descriptor only once
+    /// its file was received, fsynced and verified (the peer network does that before it
+    /// steps the message; this guards against anything else). Raft must never accept a
+    /// snapshot this node cannot install.
+    fn snapshot_message_ready(&self, msg: &Message) -> bool {
+        let data = &msg.get_snapshot().data;
+        if !crate::storage::SnapshotRef::is_ref(data) {
+            return true;
+        }
+        let checked = crate::storage::SnapshotRef::decode(data)
+            .ok_or_else(|| "damaged snapshot descriptor".to_string())
+            .and_then(|r| self.snaps.check_received(&r).map_err(|e| e.to_string()));
+        match checked {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(from = msg.from, %error, "ignoring a MsgSnapshot whose file is not here");
+                false
+            }
+        }
+    }
+
+    /// Installs the snapshot Raft accepted: its file becomes this node's newest snapshot file
+    /// (durably, before LMDB forgets the log: then the file is the only copy of that prefix),
+    /// and the state machine is restored from it. A descriptor names a file already received
+    /// (`recv-<index>.bin`), renamed into place and streamed into the restore; a whole image
+    /// (in-process transports) is written out first.
+    fn install_snapshot(&mut self, m: &SnapshotMetadata, data: &[u8]) -> Result<(), RaftError> {
+        let started = Instant::now();
+        let path = if crate::storage::SnapshotRef::is_ref(data) {
+            let r = crate::storage::SnapshotRef::decode(data)
+                .filter(|r| r.index == m.index && r.term == m.term)
+                .ok_or_else(|| RaftError::Restore {
+                    index: m.index,
+                    reason: "snapshot descriptor damaged or not for this snapshot".into(),
+                })?;
+            self.snaps.adopt_received(&r)?
+        } else {
+            let mut path = std::path::PathBuf::new();
+            self.retry_while_full(
+                "incoming snapshot file",
+                |node| {
+                    path = node
+                        .snaps
+                        .write(m.index, m.term, m.get_conf_state(), data)
+                        .map_err(RaftError::from)?;
+                    Ok(())
+                },
+                |_| {},
+            )?;
+            path
+        };
+        restore_from_file(self.sm.as_mut(), &self.snaps, m.index, &path)?;
+        self.shared
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            index = m.index,
+            term = m.term,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "installed snapshot from leader"
+        );
+        Ok(())
+    }
+
     fn maybe_snapshot(&mut self, requested: bool) -> Result<(), RaftError> {
         if self.snapshot_in_flight {
             return Ok(());
@@ -1263,6 +1315,30 @@ impl Node {
             "raft thread stopped"
         );
     }
+}
+
+/// The newest valid snapshot found at startup (verified, not loaded).
+struct StartupSnapshot {
+    /// Its index.
+    index: u64,
+    /// Term of `index`.
+    term: u64,
+    /// Membership at `index`.
+    conf_state: ConfState,
+    /// The file.
+    path: std::path::PathBuf,
+}
+
+/// Restores `sm` by streaming the payload of the snapshot file at `path`.
+fn restore_from_file(
+    sm: &mut dyn StateMachine,
+    snaps: &SnapshotDir,
+    index: u64,
+    path: &std::path::Path,
+) -> Result<(), RaftError> {
+    let (h, mut payload) = snaps.open_payload(path)?;
+    sm.restore_from(index, h.payload_len, &mut payload)
+        .map_err(|reason| RaftError::Restore { index, reason })
 }
 
 /// Payload bytes a command adds to the next Ready (only proposals carry any).

@@ -447,6 +447,11 @@ async fn start_ensemble(
     }));
     let net = PeerNetwork::start(peer_config, peer_listener, inbound.clone())
         .map_err(|e| ServerError::Ensemble(e.to_string()))?;
+    // Snapshots travel as their files, streamed in chunks beside the Raft messages (the raft
+    // thread opens and cleans this directory; the network only reads and receives files).
+    net.serve_snapshots(crate::storage::SnapshotDir::existing(
+        config.data_dir.join("snapshots"),
+    ));
     // Not the leader yet: record touches instead of expiring, until promoted.
     shared.tracker().demote();
     let options = raft_options(config, voters, timing.tick);

@@ -1,0 +1,251 @@
+//! InstallSnapshot for a large tree (cluster.md §4.7): a follower that missed more than the
+//! leader's log retains catches up through a snapshot streamed to it in chunks.
+//!
+//! * `follower_catches_up_through_a_streamed_snapshot` (normal suite, ~20k znodes): a 3-member
+//!   ensemble with a small `snapCount`; one follower is stopped, the others take enough writes
+//!   for the leader to take several snapshots and compact its log past the follower; the
+//!   follower restarts and must install a snapshot (`rookery_snapshots_installed` in its `mntr`,
+//!   the leader's `rookery_snapshot` log line) and end with the leader's tree: equal
+//!   `zk_znode_count` and spot reads of data written before and after its stop.
+//! * `million_znode_catch_up` (`#[ignore]`d, by hand): the same with 1M znodes of ~100 bytes;
+//!   prints the transfer time and the peak RSS (`VmHWM`) of leader and follower.
+//!
+//! ```text
+//! cargo test --test ensemble_snapshot -- --test-threads=1 --nocapture
+//! cargo test --release --test ensemble_snapshot -- --ignored --test-threads=1 --nocapture
+//! ```
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::{exclusive, Cluster, ClusterOpts};
+use common::*;
+use futures::stream::{FuturesUnordered, StreamExt};
+use zookeeper_client as zk;
+
+/// Children per parent node (so no single node has a huge child list).
+const FANOUT: usize = 1000;
+/// Creates per multi.
+const PER_MULTI: usize = 100;
+/// Multis in flight at once.
+const IN_FLIGHT: usize = 64;
+
+fn path_of(base: &str, i: usize) -> String {
+    format!("{base}/p{:04}/n{:07}", i / FANOUT, i)
+}
+
+/// ~100 bytes, different per node, so a wrong node or a torn copy shows in a spot read.
+fn data_of(i: usize) -> Vec<u8> {
+    let mut v = format!("value-{i:09}-").into_bytes();
+    v.resize(100, b'a' + (i % 26) as u8);
+    v
+}
+
+/// Creates znodes `from..to` under `base` (parents included) with pipelined multis.
+async fn populate(client: &zk::Client, base: &str, from: usize, to: usize) {
+    for p in (from / FANOUT)..to.div_ceil(FANOUT) {
+        match client
+            .create(&format!("{base}/p{p:04}"), b"", &anyone())
+            .await
+        {
+            Ok(_) | Err(zk::Error::NodeExists) => {}
+            Err(e) => panic!("create parent {p}: {e}"),
+        }
+    }
+    let mut pending = FuturesUnordered::new();
+    let mut next = from;
+    while next < to || !pending.is_empty() {
+        while next < to && pending.len() < IN_FLIGHT {
+            let end = (next + PER_MULTI).min(to);
+            let mut w = client.new_multi_writer();
+            for i in next..end {
+                w.add_create(&path_of(base, i), &data_of(i), &anyone())
+                    .unwrap();
+            }
+            pending.push(w.commit());
+            next = end;
+        }
+        if let Some(r) = pending.next().await {
+            r.unwrap();
+        }
+    }
+}
+
+fn stat_of(c: &Cluster, i: usize, key: &str) -> u64 {
+    c.mntr(i)
+        .get(key)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("member {i} mntr has no numeric {key}"))
+}
+
+/// `VmHWM` and `VmRSS` of `pid` in KiB.
+fn rss_kib(pid: u32) -> (u64, u64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmHWM:"), field("VmRSS:"))
+}
+
+struct Outcome {
+    transfer: Duration,
+    leader_hwm_kib: u64,
+    follower_hwm_kib: u64,
+    znodes: u64,
+}
+
+async fn catch_up_through_snapshot(znodes: usize, snap_count: u64, bound_secs: u64) -> Outcome {
+    let _one = exclusive();
+    within(bound_secs, "catch_up_through_snapshot", async {
+        let c = Cluster::start_async(ClusterOpts {
+            extra_cfg: vec![format!("snapCount={snap_count}")],
+            ..ClusterOpts::default()
+        })
+        .await;
+        let leader = c.blocking(|c| c.wait_ready(60)).await;
+        let follower = c.others(leader)[0];
+        let base = unique("snapxfer");
+        let client = c.client(leader).await;
+        client.create(&base, b"", &anyone()).await.unwrap();
+        // Written before the stop: the follower has these in its log already.
+        populate(&client, &base, 0, 10).await;
+        c.blocking(move |c| c.stop(follower, 10)).await;
+
+        let started = Instant::now();
+        populate(&client, &base, 10, znodes).await;
+        eprintln!(
+            "populated {znodes} znodes in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        // Enough snapshots that the leader compacted its log past the follower's position:
+        // it can only catch up through InstallSnapshot. Writes keep coming so that a new
+        // snapshot has something to cover.
+        let mut extra = znodes;
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while stat_of(&c, leader, "rookery_raft_snapshots") < 2 {
+            assert!(Instant::now() < deadline, "the leader took no 2 snapshots");
+            populate(&client, &base, extra, extra + 200).await;
+            extra += 200;
+        }
+        let total = extra;
+        let expected = stat_of(&c, leader, "zk_znode_count");
+        let pause_us = stat_of(&c, leader, "rookery_snapshot_pause_us");
+        eprintln!("leader: {expected} znodes, last snapshot paused its raft thread {pause_us} µs");
+
+        let restart = Instant::now();
+        c.blocking(move |c| c.start_member(follower)).await;
+        let follower_pid = c.pid(follower).unwrap();
+        let leader_pid = c.pid(leader).unwrap();
+        let mut follower_hwm = 0;
+        let mut leader_hwm = 0;
+        let deadline = Instant::now() + Duration::from_secs(bound_secs / 2);
+        loop {
+            follower_hwm = follower_hwm.max(rss_kib(follower_pid).0);
+            leader_hwm = leader_hwm.max(rss_kib(leader_pid).0);
+            let caught_up = c
+                .four_letter(follower, "mntr")
+                .ok()
+                .filter(|m| m.contains("zk_znode_count"))
+                .map(|_| c.mntr(follower))
+                .and_then(|m| {
+                    let count: u64 = m.get("zk_znode_count")?.parse().ok()?;
+                    let installed: u64 = m.get("rookery_snapshots_installed")?.parse().ok()?;
+                    Some(count == expected && installed >= 1)
+                })
+                .unwrap_or(false);
+            if caught_up {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "follower did not catch up; leader log:\n{}\nfollower log:\n{}",
+                c.log_tail(leader, 30),
+                c.log_tail(follower, 30)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let transfer = restart.elapsed();
+        c.blocking(move |c| c.wait_member_ready(follower, 60)).await;
+        assert!(
+            c.log_tail(leader, 400)
+                .contains("snapshot streamed to follower"),
+            "the leader logged no snapshot stream"
+        );
+        assert!(
+            c.log_tail(follower, 400)
+                .contains("installed snapshot from leader"),
+            "the follower logged no snapshot install"
+        );
+        assert_eq!(stat_of(&c, follower, "zk_znode_count"), expected);
+
+        // Spot reads on the follower: nodes from before its stop, inside the snapshot, and the
+        // newest ones (log entries after the snapshot).
+        let reader = c.client(follower).await;
+        let step = (total / 50).max(1);
+        let mut samples: Vec<usize> = (0..total).step_by(step).collect();
+        samples.extend([0, 9, 10, total - 1]);
+        for i in samples {
+            let (data, _) = reader
+                .get_data(&path_of(&base, i))
+                .await
+                .unwrap_or_else(|e| panic!("read node {i} on the follower: {e}"));
+            assert_eq!(data, data_of(i), "node {i} differs on the follower");
+        }
+        // And writes keep flowing to the caught-up follower.
+        client
+            .create(&format!("{base}/after"), b"x", &anyone())
+            .await
+            .unwrap();
+        eventually(30, "follower sees a write after the install", || {
+            let reader = &reader;
+            let path = format!("{base}/after");
+            async move { reader.sync(&path).await.is_ok() && reader.get_data(&path).await.is_ok() }
+        })
+        .await;
+        Outcome {
+            transfer,
+            leader_hwm_kib: leader_hwm,
+            follower_hwm_kib: follower_hwm,
+            znodes: expected,
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follower_catches_up_through_a_streamed_snapshot() {
+    if is_zk() {
+        return; // rookery's own snapshot transfer and metrics
+    }
+    let o = catch_up_through_snapshot(20_000, 50, 300).await;
+    eprintln!(
+        "20k catch-up: {} znodes in {:.2}s; peak RSS leader {} KiB, follower {} KiB",
+        o.znodes,
+        o.transfer.as_secs_f64(),
+        o.leader_hwm_kib,
+        o.follower_hwm_kib
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "1M znodes, minutes: cargo test --release --test ensemble_snapshot -- --ignored --test-threads=1 --nocapture"]
+async fn million_znode_catch_up() {
+    if is_zk() {
+        return;
+    }
+    let o = catch_up_through_snapshot(1_000_000, 2_000, 1500).await;
+    eprintln!(
+        "1M catch-up: {} znodes in {:.2}s; peak RSS (VmHWM) leader {} KiB, follower {} KiB",
+        o.znodes,
+        o.transfer.as_secs_f64(),
+        o.leader_hwm_kib,
+        o.follower_hwm_kib
+    );
+}
