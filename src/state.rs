@@ -494,8 +494,11 @@ impl StateMachine for Applier {
 
     fn fork_safe(&self) -> bool {
         // write_snapshot only reads the state it is handed (no locks, no logging, no I/O
-        // besides the writer), so a forked child may run it.
-        true
+        // besides the writer), so a forked child may run it. ROOKERY_SNAPSHOT_FORK=0 turns
+        // that off (the raft thread then serializes in-process, pausing for it): for
+        // measuring, or a platform where fork misbehaves.
+        static FORK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *FORK.get_or_init(|| std::env::var("ROOKERY_SNAPSHOT_FORK").map_or(true, |v| v != "0"))
     }
 
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String> {

@@ -1185,9 +1185,18 @@ impl Node {
         // Conf changes are persisted as they are applied, so this is membership at `index`.
         let cs = store.conf_state().clone();
         let started = Instant::now();
+        if self.sm.fork_safe() {
+            match self.fork_snapshot(index, term, &cs, started) {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, index, "cannot fork the snapshot writer; serializing on the raft thread");
+                }
+            }
+        }
         // Serializing needs the state as of `index`, so it happens here; writing and fsyncing
         // the file (the slow part) happens on a helper thread so writes keep flowing.
         let data = self.sm.snapshot();
+        self.note_snapshot_pause(index, started.elapsed(), "serialize");
         let snaps = self.snaps.clone();
         let commands = self.commands.clone();
         let new_meta = meta(index, term, cs.clone());
@@ -1219,6 +1228,105 @@ impl Node {
             self.snapshot_in_flight = false;
             self.snapshot_failed_at = Some(index);
             tracing::error!(error = %e, index, "cannot start the snapshot writer");
+        }
+        Ok(())
+    }
+
+    /// Records how long taking a snapshot stopped the raft thread (heartbeats included).
+    fn note_snapshot_pause(&self, index: u64, pause: Duration, how: &'static str) {
+        let pause_us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .snapshot_pause_us
+            .store(pause_us, Ordering::Relaxed);
+        tracing::info!(index, pause_us, how, "raft thread paused for a snapshot");
+    }
+
+    /// Takes the snapshot at `index` in a forked child (Redis-style): the raft thread is
+    /// stopped only for the `fork()` itself, under the state's read lock, and the child
+    /// serializes from its copy-on-write image of that frozen memory straight into the file
+    /// (no image in memory). A reaper thread waits for the child (killing it after
+    /// [`SNAPSHOT_CHILD_TIMEOUT`]), renames the file into place and reports back as the
+    /// in-process writer does. `Err` only if no child was started (the caller falls back).
+    fn fork_snapshot(
+        &mut self,
+        index: u64,
+        term: u64,
+        cs: &ConfState,
+        started: Instant,
+    ) -> Result<(), RaftError> {
+        let (tmp, file) = self.snaps.create_tmp(index)?;
+        let mut forked: Result<libc::pid_t, std::io::Error> = Ok(0);
+        let mut pause = Duration::ZERO;
+        self.sm.with_frozen(&mut |write| {
+            let fork_started = Instant::now();
+            // SAFETY: fork() in a multi-threaded process. The child runs only
+            // `child_write_snapshot`: it reads the frozen state (no thread can be changing it,
+            // the read lock is held across the fork), writes the inherited file, allocates
+            // (glibc's malloc is reset for the child by its own fork handlers), takes no other
+            // lock, logs nothing and leaves with `_exit`, never returning into Rust code that
+            // other (now absent) threads could be needed for.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                child_write_snapshot(&tmp, &file, index, term, cs, write);
+            }
+            pause = fork_started.elapsed();
+            forked = if pid < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(pid)
+            };
+        });
+        let pid = match forked {
+            Ok(pid) => pid,
+            Err(e) => {
+                drop(file);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(RaftError::from(crate::storage::SnapshotError::Io {
+                    path: tmp,
+                    source: e,
+                }));
+            }
+        };
+        drop(file);
+        self.note_snapshot_pause(index, pause, "fork");
+        let snaps = self.snaps.clone();
+        let commands = self.commands.clone();
+        let new_meta = meta(index, term, cs.clone());
+        self.snapshot_in_flight = true;
+        let reaper = std::thread::Builder::new()
+            .name("snapshot-reaper".into())
+            .spawn(move || {
+                let written = reap_snapshot_child(pid, SNAPSHOT_CHILD_TIMEOUT).map_err(|source| {
+                    crate::storage::SnapshotError::Io {
+                        path: tmp.clone(),
+                        source,
+                    }
+                });
+                let bytes = std::fs::metadata(&tmp).map_or(0, |m| m.len() as usize);
+                let result = snaps
+                    .finish_tmp(index, &tmp, written)
+                    .map_err(|e| e.to_string());
+                let _ = commands.send(Command::SnapshotWritten {
+                    meta: Box::new(new_meta),
+                    result,
+                    bytes,
+                    started,
+                });
+            });
+        if let Err(e) = reaper {
+            // No reaper: reap here, blocking (rare: thread creation failed).
+            tracing::error!(error = %e, index, "cannot start the snapshot reaper; waiting for the child here");
+            let written = reap_snapshot_child(pid, SNAPSHOT_CHILD_TIMEOUT);
+            let tmp = self.snaps.tmp_path(index);
+            let written = written.map_err(|source| crate::storage::SnapshotError::Io {
+                path: tmp.clone(),
+                source,
+            });
+            let result = self
+                .snaps
+                .finish_tmp(index, &tmp, written)
+                .map_err(|e| e.to_string());
+            self.snapshot_written(meta(index, term, cs.clone()), result, 0, started);
         }
         Ok(())
     }
@@ -1314,6 +1422,94 @@ impl Node {
             entries = stats.entries_appended.load(Ordering::Relaxed),
             "raft thread stopped"
         );
+    }
+}
+
+/// Longest a forked snapshot writer may run before it is killed (and the snapshot retried):
+/// a 1M-znode tree takes about a second, so this only catches a wedged child.
+const SNAPSHOT_CHILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The forked child: writes the snapshot file and exits, never returning. Exit status 0 once
+/// the file is complete and fsynced; otherwise the errno of the failure (ENOSPC stays
+/// recognisable as a full disk), or 125 for a failure without one.
+fn child_write_snapshot(
+    tmp: &std::path::Path,
+    file: &std::fs::File,
+    index: u64,
+    term: u64,
+    cs: &ConfState,
+    write: super::SnapshotWriter<'_>,
+) -> ! {
+    // SAFETY: prctl and getppid only set and read this process's own attributes. Dying with
+    // the server means a child can never outlive it and write after it is gone.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    let code = match file.try_clone() {
+        Ok(file) => {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::storage::write_file(tmp, file, index, term, cs, |w| write(w))
+            }));
+            match run {
+                Ok(Ok(())) => 0,
+                Ok(Err(crate::storage::SnapshotError::Io { source, .. })) => source
+                    .raw_os_error()
+                    .filter(|e| (1..125).contains(e))
+                    .unwrap_or(125),
+                Ok(Err(_)) | Err(_) => 125,
+            }
+        }
+        Err(e) => e
+            .raw_os_error()
+            .filter(|e| (1..125).contains(e))
+            .unwrap_or(125),
+    };
+    // SAFETY: _exit ends the child at once: no atexit handlers, no destructors, no flushing
+    // of stdio buffers copied from the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// Waits for the snapshot child `pid` (polling, so that it can be killed after `timeout`
+/// and reaped either way: never left a zombie). Ok once it exited with status 0.
+fn reap_snapshot_child(pid: libc::pid_t, timeout: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid on our own child, with a valid pointer to `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "snapshot child timed out and was killed",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            125 => Err(std::io::Error::other("snapshot child failed")),
+            errno => Err(std::io::Error::from_raw_os_error(errno)),
+        }
+    } else {
+        Err(std::io::Error::other(format!(
+            "snapshot child died (wait status {status})"
+        )))
     }
 }
 

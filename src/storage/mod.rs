@@ -11,8 +11,8 @@ pub mod snapshot;
 
 pub use raft_log::{LmdbStorage, LogError, StorageStats};
 pub use snapshot::{
-    verify_file, SnapshotDir, SnapshotError, SnapshotFile, SnapshotHeader, SnapshotReceiver,
-    SnapshotRef,
+    verify_file, write_file, SnapshotDir, SnapshotError, SnapshotFile, SnapshotHeader,
+    SnapshotReceiver, SnapshotRef,
 };
 
 pub use dirs::{create_dir_durable, fsync_dir};

@@ -526,6 +526,14 @@ impl SnapshotDir {
             .join(format!("{FILE_PREFIX}{index:020}{FILE_SUFFIX}{TMP_SUFFIX}"))
     }
 
+    /// Creates the temporary file of the snapshot at `index` (for a writer in a forked child,
+    /// which inherits the open file).
+    pub fn create_tmp(&self, index: u64) -> Result<(PathBuf, File), SnapshotError> {
+        let tmp_path = self.tmp_path(index);
+        let file = File::create(&tmp_path).map_err(io_err(&tmp_path))?;
+        Ok((tmp_path, file))
+    }
+
     /// Durably writes a snapshot whose payload `payload` streams into the writer it is given
     /// (buffered): no image of the payload is built in memory. The header's length and crc
     /// are patched in once the payload is written; then fsync, rename, fsync dir.
@@ -773,8 +781,11 @@ impl SnapshotDir {
     }
 }
 
-/// Writes header placeholder, streamed payload, then the real header, and fsyncs.
-fn write_file(
+/// Writes a snapshot file into the already created `file` (at `path`, normally
+/// [`SnapshotDir::tmp_path`]): header placeholder, streamed payload, the real header, fsync.
+/// The caller then calls [`SnapshotDir::finish_tmp`]. Takes no lock and logs nothing, so a
+/// forked child may run it.
+pub fn write_file(
     path: &Path,
     file: File,
     index: u64,
