@@ -906,6 +906,59 @@ mod tests {
     /// the server was behind) stops tracking it and closes its local connection; sessions the
     /// snapshot has, with their owners, stay.
     #[test]
+    fn snapshot_streams_into_a_restore_and_old_layouts_still_load() {
+        let (shared, mut applier, recorder) = setup();
+        let kept = new_session(&mut applier, &recorder, 1);
+        let eph = Txn::new(
+            origin(9, 2),
+            kept,
+            vec![],
+            create("/e", CreateMode::Ephemeral.wire()),
+        );
+        applier.apply(2, 1, &eph.encode());
+        let mut streamed = Vec::new();
+        applier.snapshot_into(&mut streamed).unwrap();
+        assert_eq!(streamed, applier.snapshot());
+        assert_eq!(&streamed[..8], SNAPSHOT_MAGIC_V3);
+        let before_nodes = shared.state().read().tree.node_count();
+
+        // Restored from a reader (what the raft thread hands over from the file).
+        let (shared2, mut applier2, _rec2) = setup();
+        applier2
+            .restore_from(2, streamed.len() as u64, &mut &streamed[..])
+            .unwrap();
+        {
+            let st = shared2.state().read();
+            assert_eq!(st.tree.node_count(), before_nodes);
+            assert!(st.sessions.contains(kept));
+            assert_eq!(st.tree.ephemerals_of(kept), vec!["/e"]);
+        }
+        // A wrong sessions length is refused, not misread.
+        let mut bad = streamed.clone();
+        bad[16..24].copy_from_slice(&u64::MAX.to_be_bytes());
+        let (_s3, mut applier3, _r3) = setup();
+        assert!(applier3
+            .restore_from(2, bad.len() as u64, &mut &bad[..])
+            .is_err());
+
+        // RKSTATE2 (no sessions length), as written by older builds, still restores.
+        let state = shared.state().read();
+        let mut old = BytesMut::new();
+        old.extend_from_slice(SNAPSHOT_MAGIC);
+        state.last_zxid.write(&mut old);
+        state.sessions.serialize(&mut old);
+        let mut tree = Vec::new();
+        state.tree.serialize(&mut tree);
+        old.extend_from_slice(&tree);
+        drop(state);
+        let (shared4, mut applier4, _r4) = setup();
+        applier4.restore(2, &old).unwrap();
+        let st = shared4.state().read();
+        assert_eq!(st.tree.node_count(), before_nodes);
+        assert_eq!(st.sessions.get(kept).and_then(|i| i.owner), Some((1, 9)));
+    }
+
+    #[test]
     fn snapshot_install_drops_vanished_sessions() {
         let (shared, mut applier, recorder) = setup();
         let kept = new_session(&mut applier, &recorder, 1);

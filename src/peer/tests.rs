@@ -1253,3 +1253,123 @@ fn a_message_not_matching_the_handshake_closes_the_connection() {
     });
     rt.block_on(n2.shutdown());
 }
+
+/// A MsgSnapshot from 1 to 2 carrying the descriptor of `dir`'s snapshot file at `index`.
+fn snapshot_msg(dir: &crate::storage::SnapshotDir, index: u64) -> Message {
+    let h = crate::storage::verify_file(&dir.file_path(index))
+        .or_else(|_| {
+            // A damaged file still has a readable header; the receiver must catch the rest.
+            dir.newest_header().map(|h| h.map(|(h, _)| h).unwrap())
+        })
+        .unwrap();
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    m.from = 1;
+    m.to = 2;
+    m.term = h.term;
+    let snap = m.mut_snapshot();
+    snap.data = crate::storage::SnapshotRef::of(&h).encode().into();
+    snap.mut_metadata().index = h.index;
+    snap.mut_metadata().term = h.term;
+    m
+}
+
+#[test]
+fn snapshot_files_stream_in_checked_chunks_and_bad_ones_are_refused() {
+    let rt = rt();
+    let _g = rt.enter();
+    let tmp = tempfile::tempdir().unwrap();
+    let leader_dir = crate::storage::SnapshotDir::open(tmp.path().join("n1")).unwrap();
+    let follower_dir = crate::storage::SnapshotDir::open(tmp.path().join("n2")).unwrap();
+    // ~1.2 MB of payload: several 256 KiB chunks under test_limits' frame cap.
+    let payload: Vec<u8> = (0..1_200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let cs = raft::eraftpb::ConfState {
+        voters: vec![1, 2],
+        ..Default::default()
+    };
+    leader_dir.write(7, 3, &cs, &payload).unwrap();
+
+    let (l1, l2) = rt.block_on(async { (bind().await, bind().await) });
+    let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let (n1, rec1) = start_net(1, CLUSTER, &[(2, a2.to_string())], l1, test_limits());
+    let (n2, rec2) = start_net(2, CLUSTER, &[(1, a1.to_string())], l2, test_limits());
+    n1.serve_snapshots(leader_dir.clone());
+    n2.serve_snapshots(follower_dir.clone());
+    assert!(n1.transport().streams_snapshots());
+
+    n1.transport().send(vec![snapshot_msg(&leader_dir, 7)]);
+    wait_until("snapshot delivered", Duration::from_secs(20), || {
+        !rec1.snapshots.lock().unwrap().is_empty()
+    });
+    assert_eq!(
+        rec1.snapshots.lock().unwrap().as_slice(),
+        &[(2, SnapshotStatus::Finish)]
+    );
+    {
+        let got = rec2.raft.lock().unwrap();
+        assert_eq!(
+            got.len(),
+            1,
+            "the MsgSnapshot is stepped once its file is here"
+        );
+        assert_eq!(got[0].1.get_msg_type(), MessageType::MsgSnapshot);
+    }
+    let recv = follower_dir.received_path(7);
+    assert_eq!(
+        std::fs::read(&recv).unwrap(),
+        std::fs::read(leader_dir.file_path(7)).unwrap()
+    );
+    assert_eq!(
+        (n1.stats().snapshots_sent, n2.stats().snapshots_received),
+        (1, 1)
+    );
+    std::fs::remove_file(&recv).unwrap();
+
+    // The leader's file is damaged (same length, one payload byte): the follower refuses it,
+    // Raft hears Failure (so it retries), and nothing is stepped or left on the follower.
+    let path = leader_dir.file_path(7);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 1000;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    n1.transport().send(vec![snapshot_msg(&leader_dir, 7)]);
+    wait_until("failure reported", Duration::from_secs(20), || {
+        rec1.snapshots.lock().unwrap().len() == 2
+    });
+    assert_eq!(
+        rec1.snapshots.lock().unwrap()[1],
+        (2, SnapshotStatus::Failure)
+    );
+    assert_eq!(rec2.raft.lock().unwrap().len(), 1);
+    assert_eq!(n2.stats().snapshot_receive_failures, 1);
+    let left: Vec<_> = std::fs::read_dir(follower_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // A descriptor whose file is gone (compacted away): Failure at once, nothing sent.
+    std::fs::remove_file(&path).unwrap();
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    m.from = 1;
+    m.to = 2;
+    m.mut_snapshot().data = crate::storage::SnapshotRef {
+        index: 7,
+        term: 3,
+        file_len: 10,
+        payload_crc: 0,
+    }
+    .encode()
+    .into();
+    n1.transport().send(vec![m]);
+    wait_until("missing file reported", Duration::from_secs(10), || {
+        rec1.snapshots.lock().unwrap().len() == 3
+    });
+    assert_eq!(
+        rec1.snapshots.lock().unwrap()[2],
+        (2, SnapshotStatus::Failure)
+    );
+    rt.block_on(n1.shutdown());
+    rt.block_on(n2.shutdown());
+}

@@ -92,6 +92,10 @@ pub struct RaftOptions {
     /// Applied entries between automatic snapshots (like ZooKeeper's snapCount); bounds both
     /// log size and restart replay time.
     pub snapshot_every: u64,
+    /// Log bytes appended since the last snapshot that make the raft thread take one even
+    /// before `snapshot_every` entries (ZooKeeper's snapSizeLimitInKb): bounds the log's size,
+    /// hence what compaction leaves, by bytes as well as by count. 0: no byte bound.
+    pub snapshot_bytes: u64,
     /// Upper bound on commands drained from the queue per loop turn, i.e. on proposals folded
     /// into one Ready / one LMDB write transaction; keeps latency bounded under heavy load.
     pub max_batch: usize,
@@ -118,6 +122,7 @@ impl RaftOptions {
             data_dir: data_dir.into(),
             tick_interval: Duration::from_millis(100),
             snapshot_every: 100_000,
+            snapshot_bytes: DEFAULT_SNAPSHOT_BYTES,
             max_batch: 1024,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
@@ -125,6 +130,9 @@ impl RaftOptions {
         }
     }
 }
+
+/// Default [`RaftOptions::snapshot_bytes`]: ZooKeeper's snapSizeLimitInKb default, 4 GiB.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 4 << 30;
 
 /// Default [`GroupOptions::election_tick`]: the standalone value (10 ticks of 100 ms).
 pub const DEFAULT_ELECTION_TICK: usize = 10;

@@ -34,6 +34,10 @@ pub(super) struct Node {
     tick_interval: Duration,
     /// Applied entries between automatic snapshots.
     snapshot_every: u64,
+    /// Log bytes appended between automatic snapshots (0: no byte bound).
+    snapshot_bytes: u64,
+    /// `StorageStats::bytes_appended` when the last snapshot was started.
+    bytes_at_snapshot: u64,
     /// Max commands drained per loop turn (bounds one Ready's size).
     max_batch: usize,
     /// Max proposal bytes drained per loop turn (bounds one LMDB transaction's size).
@@ -300,6 +304,8 @@ impl Node {
             shared,
             tick_interval: opts.tick_interval,
             snapshot_every: opts.snapshot_every,
+            snapshot_bytes: opts.snapshot_bytes,
+            bytes_at_snapshot: 0,
             max_batch: opts.max_batch,
             max_batch_bytes: opts.max_batch_bytes,
             rx,
@@ -1176,9 +1182,15 @@ impl Node {
             return Ok(());
         }
         let since = self.snapshot_failed_at.unwrap_or(last);
-        if !requested && self.applied.saturating_sub(since) < self.snapshot_every {
+        let appended = self.shared.storage.bytes_appended.load(Ordering::Relaxed);
+        let by_bytes = self.snapshot_bytes > 0
+            && appended.saturating_sub(self.bytes_at_snapshot) >= self.snapshot_bytes;
+        if !requested && !by_bytes && self.applied.saturating_sub(since) < self.snapshot_every {
             return Ok(());
         }
+        // Counted from here whether or not this attempt succeeds: a failing disk is retried
+        // after another `snapshot_bytes`, not on every turn.
+        self.bytes_at_snapshot = appended;
         let index = self.applied;
         let store = self.raw.store();
         let term = store.term(index)?;

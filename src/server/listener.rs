@@ -401,6 +401,7 @@ fn raft_options(config: &Config, voters: Vec<u64>, tick: Duration) -> RaftOption
         data_dir: config.data_dir.clone(),
         tick_interval: tick,
         snapshot_every: config.snap_count,
+        snapshot_bytes: config.snap_size_limit_kb.saturating_mul(1024),
         max_batch: 4096,
         max_batch_bytes: crate::raft::DEFAULT_MAX_BATCH_BYTES,
         max_uncommitted_bytes: crate::raft::DEFAULT_MAX_UNCOMMITTED_BYTES,

@@ -144,6 +144,9 @@ pub struct StorageStats {
     pub write_txns: AtomicU64,
     /// Log entries written, including ones later truncated by a new leader.
     pub entries_appended: AtomicU64,
+    /// Encoded bytes of the log entries written (what the log grew by); the raft thread
+    /// takes a snapshot once this grew by `RaftOptions::snapshot_bytes` since the last one.
+    pub bytes_appended: AtomicU64,
     /// Explicit flushes ([`LmdbStorage::sync`]) that made the newest transaction durable
     /// because no later transaction was coming soon; ≪ `write_txns` under load.
     pub syncs: AtomicU64,
@@ -673,6 +676,10 @@ impl LmdbStorage {
         self.stats
             .entries_appended
             .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+        self.stats.bytes_appended.fetch_add(
+            encoded.iter().map(|e| e.1.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
         self.hard_state = new_hs;
         self.hard_state_dirty = false;
         if let Some(m) = new_snap {

@@ -993,4 +993,189 @@ mod tests {
         assert_eq!(dir.remove_older_than(6).unwrap(), 1);
         assert!(dir.load_newest_valid().unwrap().is_none());
     }
+
+    /// A snapshot file of `payload` at index 7 in a fresh directory.
+    fn leader_file(payload: &[u8]) -> (tempfile::TempDir, SnapshotDir, SnapshotRef) {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(tmp.path().join("leader")).unwrap();
+        let p = dir.write(7, 3, &cs(&[1, 2, 3]), payload).unwrap();
+        let h = verify_file(&p).unwrap();
+        (tmp, dir, SnapshotRef::of(&h))
+    }
+
+    fn pseudo_random(len: usize) -> Vec<u8> {
+        let mut x = 0x9e37_79b9_u32;
+        (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect()
+    }
+
+    #[test]
+    fn streamed_write_gives_the_same_bytes_as_a_whole_image() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = SnapshotDir::open(tmp.path().join("s")).unwrap();
+        let payload = pseudo_random(3 * STREAM_BUF + 17);
+        let p = dir
+            .write_with(9, 2, &cs(&[1]), |w| {
+                // Many small writes, as a tree encoder makes them.
+                for piece in payload.chunks(1000) {
+                    w.write_all(piece)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            fs::read(&p).unwrap(),
+            encode(9, 2, &cs(&[1]), &payload).unwrap()
+        );
+        let h = verify_file(&p).unwrap();
+        assert_eq!(
+            (h.index, h.term, h.payload_len),
+            (9, 2, payload.len() as u64)
+        );
+        let (_, mut r) = dir.open_payload(&p).unwrap();
+        let mut back = Vec::new();
+        r.read_to_end(&mut back).unwrap();
+        assert_eq!(back, payload);
+        // A writer that fails leaves no file, temporary or final.
+        let err = dir.write_with(10, 2, &cs(&[1]), |_| Err(io::Error::other("boom")));
+        assert!(err.is_err());
+        assert!(!dir.tmp_path(10).exists() && !dir.file_path(10).exists());
+    }
+
+    #[test]
+    fn snapshot_ref_round_trips_and_refuses_damage() {
+        let r = SnapshotRef {
+            index: 5,
+            term: 2,
+            file_len: 1 << 33,
+            payload_crc: 0xdead_beef,
+        };
+        let b = r.encode();
+        assert!(SnapshotRef::is_ref(&b));
+        assert_eq!(SnapshotRef::decode(&b), Some(r));
+        for i in 8..b.len() {
+            let mut c = b.clone();
+            c[i] ^= 1;
+            assert_eq!(SnapshotRef::decode(&c), None, "flip at {i}");
+        }
+        assert_eq!(SnapshotRef::decode(&b[..b.len() - 1]), None);
+        assert!(!SnapshotRef::is_ref(b"RKSTATE3..."));
+    }
+
+    /// Streams `file` into a receiver in `chunk`-byte pieces, returning the receiver.
+    fn feed(dir: &SnapshotDir, r: SnapshotRef, file: &[u8], chunk: usize) -> SnapshotReceiver {
+        let mut rc = dir.receive(r).unwrap();
+        for (i, piece) in file.chunks(chunk).enumerate() {
+            rc.write_chunk((i * chunk) as u64, piece).unwrap();
+        }
+        rc
+    }
+
+    #[test]
+    fn a_chunked_transfer_is_verified_then_installed() {
+        let payload = pseudo_random(2 * STREAM_BUF + 5);
+        let (tmp, leader, r) = leader_file(&payload);
+        let file = fs::read(leader.file_path(7)).unwrap();
+        let follower = SnapshotDir::open(tmp.path().join("follower")).unwrap();
+        let rc = feed(&follower, r, &file, 1 << 16);
+        assert_eq!(rc.received(), file.len() as u64);
+        let recv = rc.finish(crc32fast::hash(&file)).unwrap();
+        assert_eq!(recv, follower.received_path(7));
+        // Received is not installed: not a snapshot of this node until Raft accepts it.
+        assert!(follower.list().unwrap().is_empty());
+        assert_eq!(follower.check_received(&r).unwrap(), recv);
+        let other = SnapshotRef { term: 4, ..r };
+        assert!(follower.check_received(&other).is_err());
+        let installed = follower.adopt_received(&r).unwrap();
+        assert_eq!(installed, follower.file_path(7));
+        assert_eq!(fs::read(&installed).unwrap(), file);
+        let (h, _) = follower.newest_valid_header().unwrap().unwrap();
+        assert_eq!((h.index, h.term), (7, 3));
+        assert_eq!(h.conf_state.voters, vec![1, 2, 3]);
+    }
+
+    /// No temporary or received file is left: nothing of a refused transfer can be installed.
+    fn assert_nothing_received(dir: &SnapshotDir) {
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(names.is_empty(), "left behind: {names:?}");
+    }
+
+    #[test]
+    fn a_checksum_mismatch_is_refused() {
+        let payload = pseudo_random(100_000);
+        let (tmp, leader, r) = leader_file(&payload);
+        let file = fs::read(leader.file_path(7)).unwrap();
+        let follower = SnapshotDir::open(tmp.path().join("follower")).unwrap();
+        // The sender's whole-file crc disagrees with what arrived.
+        let rc = feed(&follower, r, &file, 4096);
+        let err = rc.finish(crc32fast::hash(&file) ^ 1).unwrap_err();
+        assert!(matches!(err, SnapshotError::Transfer { .. }), "{err}");
+        assert_nothing_received(&follower);
+        // A byte damaged in the leader's own file: the stream's crc matches what was sent,
+        // the payload crc in the header does not.
+        let mut bad = file.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 0x10;
+        let rc = feed(&follower, r, &bad, 4096);
+        let err = rc.finish(crc32fast::hash(&bad)).unwrap_err();
+        assert!(matches!(err, SnapshotError::Corrupt { .. }), "{err}");
+        assert_nothing_received(&follower);
+    }
+
+    #[test]
+    fn a_truncated_or_disordered_stream_is_refused() {
+        let payload = pseudo_random(50_000);
+        let (tmp, leader, r) = leader_file(&payload);
+        let file = fs::read(leader.file_path(7)).unwrap();
+        let follower = SnapshotDir::open(tmp.path().join("follower")).unwrap();
+        // Truncated: the stream ends before the announced length.
+        let rc = feed(&follower, r, &file[..file.len() - 1], 4096);
+        let err = rc.finish(crc32fast::hash(&file)).unwrap_err();
+        assert!(err.to_string().contains("stream ended"), "{err}");
+        assert_nothing_received(&follower);
+        // A gap, a repeat, and a chunk past the end are refused as they arrive.
+        let mut rc = follower.receive(r).unwrap();
+        rc.write_chunk(0, &file[..100]).unwrap();
+        assert!(rc.write_chunk(200, &file[200..300]).is_err());
+        assert!(rc.write_chunk(0, &file[..100]).is_err());
+        let mut long = file[100..].to_vec();
+        long.push(0);
+        assert!(rc.write_chunk(100, &long).is_err());
+        // A connection dropped mid-stream: the receiver goes, and so does its file.
+        drop(rc);
+        assert_nothing_received(&follower);
+        // Received files never survive a restart (Raft's state then is new).
+        feed(&follower, r, &file, 4096)
+            .finish(crc32fast::hash(&file))
+            .unwrap();
+        let follower = SnapshotDir::open(follower.path()).unwrap();
+        assert_nothing_received(&follower);
+    }
+
+    #[test]
+    fn a_file_being_sent_survives_compaction() {
+        let payload = pseudo_random(300_000);
+        let (_tmp, leader, r) = leader_file(&payload);
+        let mut f = leader.open_for_send(r.index).unwrap();
+        leader.write(9, 3, &cs(&[1]), b"newer").unwrap();
+        assert_eq!(leader.remove_older_than(9).unwrap(), 1);
+        assert!(!leader.file_path(7).exists());
+        // The open file still streams completely.
+        let mut sent = Vec::new();
+        f.read_to_end(&mut sent).unwrap();
+        assert_eq!(sent.len() as u64, r.file_len);
+        assert_eq!(decode(Path::new("x"), &sent).unwrap().data, payload);
+        // And the leader now offers the newer one (header only).
+        let (h, _) = leader.newest_header().unwrap().unwrap();
+        assert_eq!(h.index, 9);
+    }
 }
