@@ -139,10 +139,14 @@ async fn catch_up_through_snapshot(znodes: usize, snap_count: u64, bound_secs: u
         let pause_us = stat_of(&c, leader, "rookery_snapshot_pause_us");
         eprintln!("leader: {expected} znodes, last snapshot paused its raft thread {pause_us} µs");
 
+        let leader_pid = c.pid(leader).unwrap();
+        let (leader_hwm_before, leader_rss_before) = rss_kib(leader_pid);
+        eprintln!(
+            "leader before the transfer: VmHWM {leader_hwm_before} KiB, VmRSS {leader_rss_before} KiB"
+        );
         let restart = Instant::now();
         c.blocking(move |c| c.start_member(follower)).await;
         let follower_pid = c.pid(follower).unwrap();
-        let leader_pid = c.pid(leader).unwrap();
         let mut follower_hwm = 0;
         let mut leader_hwm = 0;
         let deadline = Instant::now() + Duration::from_secs(bound_secs / 2);
@@ -172,6 +176,20 @@ async fn catch_up_through_snapshot(znodes: usize, snap_count: u64, bound_secs: u
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let transfer = restart.elapsed();
+        let (f_hwm, f_rss) = rss_kib(follower_pid);
+        let (l_hwm, l_rss) = rss_kib(leader_pid);
+        eprintln!(
+            "after the transfer: follower VmHWM {f_hwm} KiB VmRSS {f_rss} KiB; leader VmHWM {l_hwm} KiB VmRSS {l_rss} KiB"
+        );
+        for line in c.log_tail(leader, 400).lines().chain(c.log_tail(follower, 400).lines()) {
+            if line.contains("snapshot streamed")
+                || line.contains("installed snapshot")
+                || line.contains("paused for a snapshot")
+                || line.contains("wrote snapshot")
+            {
+                eprintln!("  log: {line}");
+            }
+        }
         c.blocking(move |c| c.wait_member_ready(follower, 60)).await;
         assert!(
             c.log_tail(leader, 400)
