@@ -1457,6 +1457,11 @@ fn child_write_snapshot(
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
+    // Every other descriptor (client and peer sockets, listeners, LMDB) is closed in the
+    // child at once: a copy held open here would keep a connection the server closed alive
+    // (no FIN) until the child exits. Best effort: on a kernel without close_range they stay
+    // open for the child's lifetime.
+    close_fds_except(std::os::fd::AsRawFd::as_raw_fd(file));
     let code = match file.try_clone() {
         Ok(file) => {
             let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1479,6 +1484,24 @@ fn child_write_snapshot(
     // SAFETY: _exit ends the child at once: no atexit handlers, no destructors, no flushing
     // of stdio buffers copied from the parent.
     unsafe { libc::_exit(code) }
+}
+
+/// Closes every descriptor above stderr but `keep` (in the forked snapshot child).
+fn close_fds_except(keep: std::os::fd::RawFd) {
+    let close_range = |first: libc::c_uint, last: libc::c_uint| {
+        if first <= last {
+            // SAFETY: close_range(2) only closes this process's descriptors; the child uses
+            // none of those but `keep` and stdio.
+            unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+        }
+    };
+    let keep = libc::c_uint::try_from(keep).unwrap_or(0);
+    if keep < 3 {
+        close_range(3, libc::c_uint::MAX);
+        return;
+    }
+    close_range(3, keep - 1);
+    close_range(keep.saturating_add(1), libc::c_uint::MAX);
 }
 
 /// Waits for the snapshot child `pid` (polling, so that it can be killed after `timeout`
