@@ -1262,7 +1262,6 @@ async fn stream_snapshot(
     r: SnapshotRef,
     file: std::fs::File,
 ) -> Result<u64, PeerError> {
-    use tokio::io::AsyncReadExt as _;
     let limits = &inner.limits;
     let stream = tokio::time::timeout(limits.handshake_timeout, TcpStream::connect(&peer.addr))
         .await
@@ -1291,25 +1290,35 @@ async fn stream_snapshot(
     let mut buf = BytesMut::new();
     read_verdict(&mut rd, &mut buf, limits.handshake_timeout).await?;
 
-    let mut file = tokio::fs::File::from_std(file);
     let chunk = snapshot_chunk(limits);
-    // One chunk in memory at a time: the payload under construction and its frame.
+    // One chunk in memory at a time: the payload under construction and its frame, both
+    // reused. The file is read on the blocking pool into that same buffer (moved there and
+    // back), so no per-read buffers pile up in the pool threads' allocator arenas.
     let mut payload = vec![0u8; 8 + chunk];
     let mut out = BytesMut::with_capacity(chunk + 64);
     let mut hasher = crc32fast::Hasher::new();
     let mut offset = 0u64;
+    let mut file = file;
     loop {
-        let mut n = 0;
-        while n < chunk {
-            let got = file
-                .read(&mut payload[8 + n..8 + chunk])
-                .await
-                .map_err(PeerError::Io)?;
-            if got == 0 {
-                break;
-            }
-            n += got;
-        }
+        let (f, p, n) = tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            let read = loop {
+                if n == chunk {
+                    break Ok(n);
+                }
+                match std::io::Read::read(&mut file, &mut payload[8 + n..8 + chunk]) {
+                    Ok(0) => break Ok(n),
+                    Ok(got) => n += got,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            (file, payload, read)
+        })
+        .await
+        .map_err(|e| PeerError::Io(std::io::Error::other(e.to_string())))?;
+        (file, payload) = (f, p);
+        let n = n.map_err(PeerError::Io)?;
         if n == 0 {
             break;
         }
