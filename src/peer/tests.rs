@@ -867,6 +867,20 @@ fn start_node(
     peers: BTreeMap<u64, String>,
     listener: TcpListener,
 ) -> TestNode {
+    start_node_with(rt, id, dir, peers, listener, 1_000_000, false)
+}
+
+/// Like [`start_node`], with a snapshot every `snapshot_every` entries and, if `stream`,
+/// snapshot files streamed by the network (as a server does).
+fn start_node_with(
+    rt: &Runtime,
+    id: u64,
+    dir: &std::path::Path,
+    peers: BTreeMap<u64, String>,
+    listener: TcpListener,
+    snapshot_every: u64,
+    stream: bool,
+) -> TestNode {
     let _g = rt.enter();
     let inbound = Arc::new(RaftInbound::new(|_, _| {}));
     let cfg = PeerConfig {
@@ -876,12 +890,17 @@ fn start_node(
         limits: test_limits(),
     };
     let net = PeerNetwork::start(cfg, listener, inbound.clone()).unwrap();
+    if stream {
+        net.serve_snapshots(crate::storage::SnapshotDir::existing(
+            dir.join(format!("n{id}")).join("snapshots"),
+        ));
+    }
     let applied: Applied = Arc::default();
     let opts = RaftOptions {
         node_id: id,
         voters: vec![1, 2, 3],
         tick_interval: Duration::from_millis(20),
-        snapshot_every: 1_000_000,
+        snapshot_every,
         max_batch: 256,
         ..RaftOptions::standalone(dir.join(format!("n{id}")))
     };
@@ -1372,4 +1391,85 @@ fn snapshot_files_stream_in_checked_chunks_and_bad_ones_are_refused() {
     );
     rt.block_on(n1.shutdown());
     rt.block_on(n2.shutdown());
+}
+
+#[test]
+fn a_lagging_node_catches_up_through_a_streamed_snapshot_over_tcp() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let listeners: Vec<TcpListener> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(bind().await);
+        }
+        v
+    });
+    let addrs: BTreeMap<u64, SocketAddr> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
+        .collect();
+    let mut listeners = listeners.into_iter();
+    // Nodes 1 and 2 form the quorum; node 3 starts only once their logs are compacted.
+    let mut nodes: Vec<TestNode> = (1..=2u64)
+        .map(|id| {
+            let l = listeners.next().unwrap();
+            start_node_with(&rt, id, tmp.path(), direct_peers(id, &addrs), l, 40, true)
+        })
+        .collect();
+    let late = listeners.next().unwrap();
+    let limit = Duration::from_secs(20);
+    wait_until("a leader", limit, || leader(&nodes).is_some());
+    let l = leader(&nodes).unwrap();
+    // Enough entries (and enough bytes: the snapshot spans several 256 KiB chunks) for two
+    // snapshots, hence a compaction past index 1.
+    let big = vec![b'z'; 8 * 1024];
+    // In waves: a snapshot covers what is applied when it is taken.
+    for wave in 0..5 {
+        for i in 0..40 {
+            let mut data = format!("e{wave}-{i:03}-").into_bytes();
+            data.extend_from_slice(&big);
+            nodes[l].raft.propose(data).unwrap();
+        }
+        for n in &nodes {
+            wait_until("replication", limit, || datas(n).len() == 40 * (wave + 1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + limit;
+    while nodes[l].raft.stats().snapshots_taken < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no two snapshots: {:?}, applied {}",
+            nodes[l].raft.stats(),
+            nodes[l].raft.applied_index()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let n3 = start_node_with(&rt, 3, tmp.path(), direct_peers(3, &addrs), late, 40, true);
+    nodes.push(n3);
+    wait_until("node 3 installed a snapshot", limit, || {
+        nodes[2].raft.stats().snapshots_installed >= 1
+    });
+    nodes[l].raft.propose(b"after".to_vec()).unwrap();
+    for n in &nodes {
+        wait_until("all apply the write after the install", limit, || {
+            n.raft.applied_index() >= nodes[l].raft.applied_index()
+                && datas(n).last().is_some_and(|(_, d)| d == b"after")
+        });
+    }
+    assert_eq!(datas(&nodes[2]), datas(&nodes[l]), "node 3 diverged");
+    assert!(nodes[l].net.stats().snapshots_sent >= 1);
+    assert!(nodes[2].net.stats().snapshots_received >= 1);
+    // The installed file is node 3's own snapshot now, and nothing received is left over.
+    let dir3 = tmp.path().join("n3").join("snapshots");
+    let names: Vec<String> = std::fs::read_dir(&dir3)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("snap-")), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("recv-")), "{names:?}");
+    for n in nodes {
+        stop_node(&rt, n);
+    }
 }
