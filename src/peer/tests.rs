@@ -1393,10 +1393,14 @@ fn snapshot_files_stream_in_checked_chunks_and_bad_ones_are_refused() {
     rt.block_on(n2.shutdown());
 }
 
-#[test]
-fn a_lagging_node_catches_up_through_a_streamed_snapshot_over_tcp() {
-    let rt = rt();
-    let tmp = tempfile::tempdir().unwrap();
+/// Nodes 1 and 2 (streaming snapshots, one every 40 entries) with 200 entries of ~8 KiB
+/// applied in waves and at least two snapshots taken (so the log is compacted past index 1),
+/// plus node 3's listener and the address book. Returns (nodes, leader index, node 3's
+/// listener, addresses).
+fn compacted_pair(
+    rt: &Runtime,
+    dir: &std::path::Path,
+) -> (Vec<TestNode>, usize, TcpListener, BTreeMap<u64, SocketAddr>) {
     let listeners: Vec<TcpListener> = rt.block_on(async {
         let mut v = Vec::new();
         for _ in 0..3 {
@@ -1410,21 +1414,19 @@ fn a_lagging_node_catches_up_through_a_streamed_snapshot_over_tcp() {
         .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
         .collect();
     let mut listeners = listeners.into_iter();
-    // Nodes 1 and 2 form the quorum; node 3 starts only once their logs are compacted.
-    let mut nodes: Vec<TestNode> = (1..=2u64)
+    let nodes: Vec<TestNode> = (1..=2u64)
         .map(|id| {
             let l = listeners.next().unwrap();
-            start_node_with(&rt, id, tmp.path(), direct_peers(id, &addrs), l, 40, true)
+            start_node_with(rt, id, dir, direct_peers(id, &addrs), l, 40, true)
         })
         .collect();
     let late = listeners.next().unwrap();
     let limit = Duration::from_secs(20);
     wait_until("a leader", limit, || leader(&nodes).is_some());
     let l = leader(&nodes).unwrap();
-    // Enough entries (and enough bytes: the snapshot spans several 256 KiB chunks) for two
-    // snapshots, hence a compaction past index 1.
+    // Enough bytes that the snapshot spans several 256 KiB chunks; in waves, since a
+    // snapshot covers what is applied when it is taken.
     let big = vec![b'z'; 8 * 1024];
-    // In waves: a snapshot covers what is applied when it is taken.
     for wave in 0..5 {
         for i in 0..40 {
             let mut data = format!("e{wave}-{i:03}-").into_bytes();
@@ -1446,29 +1448,89 @@ fn a_lagging_node_catches_up_through_a_streamed_snapshot_over_tcp() {
         );
         std::thread::sleep(Duration::from_millis(5));
     }
-    let n3 = start_node_with(&rt, 3, tmp.path(), direct_peers(3, &addrs), late, 40, true);
-    nodes.push(n3);
-    wait_until("node 3 installed a snapshot", limit, || {
-        nodes[2].raft.stats().snapshots_installed >= 1
-    });
+    (nodes, l, late, addrs)
+}
+
+/// Node 3 applies a write made after it joined, and then holds exactly the leader's entries;
+/// its snapshot directory has its installed snapshot and no received file left over.
+fn assert_caught_up(nodes: &[TestNode], l: usize, dir: &std::path::Path) {
+    let limit = Duration::from_secs(20);
     nodes[l].raft.propose(b"after".to_vec()).unwrap();
-    for n in &nodes {
+    for n in nodes {
         wait_until("all apply the write after the install", limit, || {
-            n.raft.applied_index() >= nodes[l].raft.applied_index()
-                && datas(n).last().is_some_and(|(_, d)| d == b"after")
+            datas(n).last().is_some_and(|(_, d)| d == b"after")
         });
     }
     assert_eq!(datas(&nodes[2]), datas(&nodes[l]), "node 3 diverged");
-    assert!(nodes[l].net.stats().snapshots_sent >= 1);
-    assert!(nodes[2].net.stats().snapshots_received >= 1);
-    // The installed file is node 3's own snapshot now, and nothing received is left over.
-    let dir3 = tmp.path().join("n3").join("snapshots");
-    let names: Vec<String> = std::fs::read_dir(&dir3)
+    let names: Vec<String> = std::fs::read_dir(dir.join("n3").join("snapshots"))
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().any(|n| n.starts_with("snap-")), "{names:?}");
     assert!(!names.iter().any(|n| n.starts_with("recv-")), "{names:?}");
+}
+
+#[test]
+fn a_lagging_node_catches_up_through_a_streamed_snapshot_over_tcp() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut nodes, l, late, addrs) = compacted_pair(&rt, tmp.path());
+    let n3 = start_node_with(&rt, 3, tmp.path(), direct_peers(3, &addrs), late, 40, true);
+    nodes.push(n3);
+    wait_until(
+        "node 3 installed a snapshot",
+        Duration::from_secs(20),
+        || nodes[2].raft.stats().snapshots_installed >= 1,
+    );
+    assert_caught_up(&nodes, l, tmp.path());
+    assert!(nodes[l].net.stats().snapshots_sent >= 1);
+    assert!(nodes[2].net.stats().snapshots_received >= 1);
+    for n in nodes {
+        stop_node(&rt, n);
+    }
+}
+
+#[test]
+fn a_refused_snapshot_is_retried_by_raft_until_a_good_one_lands() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut nodes, l, late, addrs) = compacted_pair(&rt, tmp.path());
+    // Damage one payload byte of the leader's newest file (its header stays valid): every
+    // stream of it is refused by the follower's verification.
+    let leader_dir = tmp
+        .path()
+        .join(format!("n{}", nodes[l].id))
+        .join("snapshots");
+    let snaps = crate::storage::SnapshotDir::existing(&leader_dir);
+    let (newest, _) = snaps.list().unwrap()[0].clone();
+    let path = snaps.file_path(newest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let n3 = start_node_with(&rt, 3, tmp.path(), direct_peers(3, &addrs), late, 40, true);
+    nodes.push(n3);
+    let limit = Duration::from_secs(20);
+    wait_until("a refused stream, retried", limit, || {
+        nodes[l].net.stats().snapshot_send_failures >= 2
+    });
+    assert_eq!(nodes[2].raft.stats().snapshots_installed, 0);
+    assert_eq!(
+        nodes[2].raft.applied_index(),
+        0,
+        "nothing of the bad file was applied"
+    );
+    // New writes make the leader take a newer (good) snapshot; raft's next retry sends it.
+    for i in 0..45 {
+        nodes[l]
+            .raft
+            .propose(format!("more-{i}").into_bytes())
+            .unwrap();
+    }
+    wait_until("node 3 installed a good snapshot", limit, || {
+        nodes[2].raft.stats().snapshots_installed >= 1
+    });
+    assert_caught_up(&nodes, l, tmp.path());
     for n in nodes {
         stop_node(&rt, n);
     }
