@@ -1387,6 +1387,29 @@ mod tests {
     }
 
     #[test]
+    fn snap_size_limit_bounds_the_log_by_bytes() {
+        let mut config = Config::default();
+        assert_eq!(
+            config.snap_size_limit_kb,
+            4 * 1024 * 1024,
+            "ZooKeeper's default"
+        );
+        config
+            .apply_file(Path::new("zoo.cfg"), "snapSizeLimitInKb=1024\n")
+            .unwrap();
+        assert_eq!(config.snap_size_limit_kb, 1024);
+        // As in ZooKeeper, zero or negative turns the byte bound off.
+        config
+            .apply_file(Path::new("zoo.cfg"), "snapSizeLimitInKb=-1\n")
+            .unwrap();
+        assert_eq!(config.snap_size_limit_kb, 0);
+        let err = config
+            .apply_file(Path::new("zoo.cfg"), "snapSizeLimitInKb=lots\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("snapSizeLimitInKb"), "{err}");
+    }
+
+    #[test]
     fn sasl_keys() {
         let dir = std::env::temp_dir().join(format!("rookery-sasl-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
