@@ -284,6 +284,13 @@ async fn catch_up_through_snapshot(znodes: usize, snap_count: u64, bound_secs: u
                 .unwrap_or_else(|e| panic!("read node {i} on the follower: {e}"));
             assert_eq!(data, data_of(i), "node {i} differs on the follower");
         }
+        // The installed snapshot is the follower's own now: a restart loads it (streamed)
+        // and replays the tail, with the same tree.
+        c.blocking(move |c| c.restart(follower, 60)).await;
+        assert_eq!(stat_of(&c, follower, "zk_znode_count"), expected);
+        let reader = c.client(follower).await;
+        let (data, _) = reader.get_data(&path_of(&base, total - 1)).await.unwrap();
+        assert_eq!(data, data_of(total - 1));
         // And writes keep flowing to the caught-up follower.
         client
             .create(&format!("{base}/after"), b"x", &anyone())

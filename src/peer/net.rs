@@ -376,6 +376,10 @@ struct Inner {
     receiving: Mutex<HashSet<u64>>,
     /// Bounds the snapshot streams running at once ([`PeerLimits::snapshot_senders`]).
     send_slots: Semaphore,
+    /// Consecutive failed snapshot streams per peer: the Failure report is delayed by a
+    /// backoff, so a follower that keeps refusing (full disk, a damaged file) is not sent the
+    /// whole file again on every heartbeat.
+    stream_failures: Mutex<HashMap<u64, u32>>,
 }
 
 impl Inner {
@@ -522,6 +526,7 @@ impl PeerNetwork {
             sending: Mutex::new(HashSet::new()),
             receiving: Mutex::new(HashSet::new()),
             send_slots: Semaphore::new(senders),
+            stream_failures: Mutex::new(HashMap::new()),
             my_id: config.my_id,
             cluster_id: config.cluster_id,
             limits: config.limits,
@@ -1132,6 +1137,14 @@ fn snapshot_chunk(limits: &PeerLimits) -> usize {
         .max(1)
 }
 
+/// Delay before the `n`th consecutive failed snapshot stream to a peer is reported: 50 ms,
+/// doubling, at most 5 s.
+fn snapshot_retry_backoff(n: u32) -> Duration {
+    let base = Duration::from_millis(50);
+    base.saturating_mul(1u32 << n.saturating_sub(1).min(7))
+        .min(Duration::from_secs(5))
+}
+
 /// A refusal reason that fits a handshake-sized frame.
 fn short_reason(reason: String) -> String {
     if reason.len() <= 1024 {
@@ -1199,9 +1212,10 @@ fn start_snapshot_stream(inner: &Arc<Inner>, msg: Message) -> Option<Message> {
                 stream_snapshot(&inner, &peer, msg, r, file).await
             } => r,
         };
-        inner.sending.lock().remove(&to);
         match result {
             Ok(bytes) => {
+                inner.stream_failures.lock().remove(&to);
+                inner.sending.lock().remove(&to);
                 bump(&inner.counters.snapshots_sent, 1);
                 tracing::info!(
                     my_id = inner.my_id,
@@ -1215,7 +1229,20 @@ fn start_snapshot_stream(inner: &Arc<Inner>, msg: Message) -> Option<Message> {
             }
             Err(error) => {
                 bump(&inner.counters.snapshot_send_failures, 1);
-                tracing::warn!(my_id = inner.my_id, peer = to, index = r.index, %error, "snapshot stream failed; raft will retry");
+                let failures = {
+                    let mut f = inner.stream_failures.lock();
+                    let n = f.entry(to).or_insert(0);
+                    *n = n.saturating_add(1);
+                    *n
+                };
+                let backoff = snapshot_retry_backoff(failures);
+                tracing::warn!(my_id = inner.my_id, peer = to, index = r.index, %error, failures, backoff_ms = backoff.as_millis() as u64, "snapshot stream failed; raft retries after a backoff");
+                // Raft keeps the peer paused (heartbeats still flow) until it hears Failure.
+                tokio::select! {
+                    _ = inner.cancel.cancelled() => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                inner.sending.lock().remove(&to);
                 inner.snapshot(to, SnapshotStatus::Failure);
             }
         }
@@ -1492,4 +1519,18 @@ async fn run_blocking_with(
         .await
         .map_err(|e| format!("snapshot file task failed: {e}"))?
         .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_retries_back_off_exponentially_to_a_cap() {
+        assert_eq!(snapshot_retry_backoff(1), Duration::from_millis(50));
+        assert_eq!(snapshot_retry_backoff(2), Duration::from_millis(100));
+        assert_eq!(snapshot_retry_backoff(5), Duration::from_millis(800));
+        assert_eq!(snapshot_retry_backoff(8), Duration::from_secs(5));
+        assert_eq!(snapshot_retry_backoff(u32::MAX), Duration::from_secs(5));
+    }
 }
