@@ -129,6 +129,7 @@ async fn catch_up_through_snapshot(znodes: usize, snap_count: u64, bound_secs: u
         .await;
         let leader = c.blocking(|c| c.wait_ready(60)).await;
         let follower = c.others(leader)[0];
+        let term = stat_of(&c, leader, "rookery_raft_term");
         let base = unique("snapxfer");
         let client = c.client(leader).await;
         client.create(&base, b"", &anyone()).await.unwrap();
@@ -302,6 +303,9 @@ async fn catch_up_through_snapshot(znodes: usize, snap_count: u64, bound_secs: u
             async move { reader.sync(&path).await.is_ok() && reader.get_data(&path).await.is_ok() }
         })
         .await;
+        // Taking and shipping snapshots never stalled the leader long enough for an election.
+        assert_eq!(c.leader(), Some(leader), "leadership moved");
+        assert_eq!(stat_of(&c, leader, "rookery_raft_term"), term, "the term changed");
         Outcome {
             transfer,
             leader_hwm_kib: leader_hwm,
