@@ -75,13 +75,62 @@ async fn populate(client: &zk::Client, base: &str, from: usize, to: usize) {
                 w.add_create(&path_of(base, i), &data_of(i), &anyone())
                     .unwrap();
             }
-            pending.push(w.commit());
+            let commit = w.commit();
+            pending.push(async move { (next, commit.await) });
             next = end;
         }
-        if let Some(r) = pending.next().await {
-            r.unwrap();
+        if let Some((first, r)) = pending.next().await {
+            if let Err(e) = r {
+                // A write whose answer was lost (ConnectionLoss: on a loaded 2-core machine a
+                // write can exceed the ensemble's answer deadline): redo it; NodeExists then
+                // means the first attempt was applied (a multi is all or nothing).
+                retry_multi(client, base, first, (first + PER_MULTI).min(to), e).await;
+            }
         }
     }
+}
+
+/// Redoes the multi creating `from..to` after `first_error` (a lost answer), a few times at
+/// most; any other error fails the test.
+async fn retry_multi(
+    client: &zk::Client,
+    base: &str,
+    from: usize,
+    to: usize,
+    first_error: zk::MultiWriteError,
+) {
+    let lost = |e: &zk::MultiWriteError| {
+        matches!(
+            e,
+            zk::MultiWriteError::RequestFailed {
+                source: zk::Error::ConnectionLoss
+            }
+        )
+    };
+    let mut last = first_error;
+    for _ in 0..10 {
+        assert!(lost(&last), "creating nodes {from}..{to}: {last}");
+        eprintln!("multi {from}..{to} lost its answer ({last}); redoing it");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut w = client.new_multi_writer();
+        for i in from..to {
+            w.add_create(&path_of(base, i), &data_of(i), &anyone())
+                .unwrap();
+        }
+        match w.commit().await {
+            Ok(_) => return,
+            Err(zk::MultiWriteError::OperationFailed {
+                source: zk::Error::NodeExists,
+                ..
+            }) => {
+                let (data, _) = client.get_data(&path_of(base, to - 1)).await.unwrap();
+                assert_eq!(data, data_of(to - 1));
+                return;
+            }
+            Err(e) => last = e,
+        }
+    }
+    panic!("creating nodes {from}..{to} kept failing: {last}");
 }
 
 fn stat_of(c: &Cluster, i: usize, key: &str) -> u64 {
@@ -119,11 +168,19 @@ struct Outcome {
     znodes: u64,
 }
 
-async fn catch_up_through_snapshot(znodes: usize, snap_count: u64, bound_secs: u64) -> Outcome {
+/// `tick_time_ms`: zoo.cfg tickTime; 2000 (ZooKeeper's default) gives the default 1 s
+/// election timeout, the harness's 500 a 250 ms one.
+async fn catch_up_through_snapshot(
+    znodes: usize,
+    snap_count: u64,
+    tick_time_ms: u64,
+    bound_secs: u64,
+) -> Outcome {
     let _one = exclusive();
     within(bound_secs, "catch_up_through_snapshot", async {
         let c = Cluster::start_async(ClusterOpts {
             extra_cfg: vec![format!("snapCount={snap_count}")],
+            tick_time_ms,
             ..ClusterOpts::default()
         })
         .await;
@@ -321,7 +378,7 @@ async fn follower_catches_up_through_a_streamed_snapshot() {
     if is_zk() {
         return; // rookery's own snapshot transfer and metrics
     }
-    let o = catch_up_through_snapshot(20_000, 50, 300).await;
+    let o = catch_up_through_snapshot(20_000, 50, 500, 300).await;
     eprintln!(
         "20k catch-up: {} znodes in {:.2}s; peak RSS leader {} KiB, follower {} KiB",
         o.znodes,
@@ -337,7 +394,7 @@ async fn million_znode_catch_up() {
     if is_zk() {
         return;
     }
-    let o = catch_up_through_snapshot(1_000_000, 2_000, 1500).await;
+    let o = catch_up_through_snapshot(1_000_000, 2_000, 2000, 1500).await;
     eprintln!(
         "1M catch-up: {} znodes in {:.2}s; peak RSS (VmHWM) leader {} KiB, follower {} KiB",
         o.znodes,
