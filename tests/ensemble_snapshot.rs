@@ -79,13 +79,11 @@ async fn populate(client: &zk::Client, base: &str, from: usize, to: usize) {
             pending.push(async move { (next, commit.await) });
             next = end;
         }
-        if let Some((first, r)) = pending.next().await {
-            if let Err(e) = r {
-                // A write whose answer was lost (ConnectionLoss: on a loaded 2-core machine a
-                // write can exceed the ensemble's answer deadline): redo it; NodeExists then
-                // means the first attempt was applied (a multi is all or nothing).
-                retry_multi(client, base, first, (first + PER_MULTI).min(to), e).await;
-            }
+        if let Some((first, Err(e))) = pending.next().await {
+            // A write whose answer was lost (ConnectionLoss: on a loaded 2-core machine a
+            // write can exceed the ensemble's answer deadline): redo it; NodeExists then
+            // means the first attempt was applied (a multi is all or nothing).
+            retry_multi(client, base, first, (first + PER_MULTI).min(to), e).await;
         }
     }
 }
