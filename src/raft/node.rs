@@ -1266,6 +1266,7 @@ impl Node {
         cs: &ConfState,
         started: Instant,
     ) -> Result<(), RaftError> {
+        install_snapshot_child_panic_hook();
         let (tmp, file) = self.snaps.create_tmp(index)?;
         let mut forked: Result<libc::pid_t, std::io::Error> = Ok(0);
         let mut pause = Duration::ZERO;
@@ -1441,6 +1442,26 @@ impl Node {
 /// a 1M-znode tree takes about a second, so this only catches a wedged child.
 const SNAPSHOT_CHILD_TIMEOUT: Duration = Duration::from_secs(600);
 
+/// Set in a forked snapshot child only: see [`install_snapshot_child_panic_hook`].
+static IN_SNAPSHOT_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Wraps the panic hook (once, in the server process) so that a panic in a forked snapshot
+/// child exits it at once with status 125: the default hook would print to stderr, whose
+/// lock another thread (a logger) may have held at the fork, and the child would hang.
+fn install_snapshot_child_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_SNAPSHOT_CHILD.load(Ordering::Relaxed) {
+                // SAFETY: ends the forked child without touching anything shared.
+                unsafe { libc::_exit(125) }
+            }
+            previous(info)
+        }));
+    });
+}
+
 /// The forked child: writes the snapshot file and exits, never returning. Exit status 0 once
 /// the file is complete and fsynced; otherwise the errno of the failure (ENOSPC stays
 /// recognisable as a full disk), or 125 for a failure without one.
@@ -1452,8 +1473,9 @@ fn child_write_snapshot(
     cs: &ConfState,
     write: super::SnapshotWriter<'_>,
 ) -> ! {
-    // SAFETY: prctl and getppid only set and read this process's own attributes. Dying with
-    // the server means a child can never outlive it and write after it is gone.
+    IN_SNAPSHOT_CHILD.store(true, Ordering::Relaxed);
+    // SAFETY: prctl only sets this process's own parent-death signal. Dying with the server
+    // means a child can never outlive it and write after it is gone.
     unsafe {
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
