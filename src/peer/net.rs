@@ -1460,7 +1460,7 @@ async fn receive_snapshot_inner(
     let _guard = ReceivingGuard { inner, from };
     let mut receiver = {
         let dir = dir.clone();
-        run_blocking(move || dir.receive(r)).await?
+        run_blocking(move || dir.receive(r, from)).await?
     };
     let accepted = frame_bytes(FrameKind::HelloReply, &HelloReply::Accepted.encode())
         .map_err(|e| e.to_string())?;

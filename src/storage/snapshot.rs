@@ -711,10 +711,12 @@ impl SnapshotDir {
             .join(format!("{RECV_PREFIX}{index:020}{FILE_SUFFIX}"))
     }
 
-    /// Starts receiving the snapshot file `r` from a leader (see [`SnapshotReceiver`]).
-    pub fn receive(&self, r: SnapshotRef) -> Result<SnapshotReceiver, SnapshotError> {
+    /// Starts receiving the snapshot file `r` from server `from` (see [`SnapshotReceiver`]).
+    /// The temporary file is per sender: two leaders streaming the same index at once (one
+    /// deposed) never write into one file.
+    pub fn receive(&self, r: SnapshotRef, from: u64) -> Result<SnapshotReceiver, SnapshotError> {
         let tmp = self.dir.join(format!(
-            "{RECV_PREFIX}{:020}{FILE_SUFFIX}{TMP_SUFFIX}",
+            "{RECV_PREFIX}{:020}{FILE_SUFFIX}.from-{from}{TMP_SUFFIX}",
             r.index
         ));
         let file = File::create(&tmp).map_err(io_err(&tmp))?;
@@ -1070,7 +1072,7 @@ mod tests {
 
     /// Streams `file` into a receiver in `chunk`-byte pieces, returning the receiver.
     fn feed(dir: &SnapshotDir, r: SnapshotRef, file: &[u8], chunk: usize) -> SnapshotReceiver {
-        let mut rc = dir.receive(r).unwrap();
+        let mut rc = dir.receive(r, 1).unwrap();
         for (i, piece) in file.chunks(chunk).enumerate() {
             rc.write_chunk((i * chunk) as u64, piece).unwrap();
         }
@@ -1143,7 +1145,7 @@ mod tests {
         assert!(err.to_string().contains("stream ended"), "{err}");
         assert_nothing_received(&follower);
         // A gap, a repeat, and a chunk past the end are refused as they arrive.
-        let mut rc = follower.receive(r).unwrap();
+        let mut rc = follower.receive(r, 1).unwrap();
         rc.write_chunk(0, &file[..100]).unwrap();
         assert!(rc.write_chunk(200, &file[200..300]).is_err());
         assert!(rc.write_chunk(0, &file[..100]).is_err());
@@ -1177,5 +1179,30 @@ mod tests {
         // And the leader now offers the newer one (header only).
         let (h, _) = leader.newest_header().unwrap().unwrap();
         assert_eq!(h.index, 9);
+    }
+
+    #[test]
+    fn two_senders_of_one_index_never_share_a_file() {
+        let payload = pseudo_random(40_000);
+        let (tmp, leader, r) = leader_file(&payload);
+        let file = fs::read(leader.file_path(7)).unwrap();
+        let follower = SnapshotDir::open(tmp.path().join("follower")).unwrap();
+        let mut a = follower.receive(r, 1).unwrap();
+        let mut b = follower.receive(r, 2).unwrap();
+        let half = file.len() / 2;
+        a.write_chunk(0, &file[..half]).unwrap();
+        b.write_chunk(0, &file[..half]).unwrap();
+        a.write_chunk(half as u64, &file[half..]).unwrap();
+        a.finish(crc32fast::hash(&file)).unwrap();
+        // The other goes on with different (damaged) bytes, then breaks off: none of that may
+        // reach the verified file, and its own file goes.
+        let damaged: Vec<u8> = file[half..].iter().map(|b| !b).collect();
+        b.write_chunk(half as u64, &damaged).unwrap();
+        drop(b);
+        assert_eq!(fs::read(follower.received_path(7)).unwrap(), file);
+        assert_eq!(
+            follower.check_received(&r).unwrap(),
+            follower.received_path(7)
+        );
     }
 }
