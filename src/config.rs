@@ -230,6 +230,9 @@ pub struct Config {
     pub ttl_enabled: bool,
     /// Applied entries between snapshots: bounds log size and restart time.
     pub snap_count: u64,
+    /// KiB of log since the last snapshot that trigger a snapshot before `snap_count` entries
+    /// (snapSizeLimitInKb; 0 = no byte bound).
+    pub snap_size_limit_kb: u64,
     /// Period of the container/TTL reaper.
     pub container_check_interval: Duration,
     /// The superuser's digest, whose holder bypasses every ACL.
@@ -284,6 +287,7 @@ impl Default for Config {
             jute_maxbuffer: rookery_protocol::DEFAULT_MAX_FRAME,
             ttl_enabled: true,
             snap_count: 100_000,
+            snap_size_limit_kb: crate::raft::DEFAULT_SNAPSHOT_BYTES / 1024,
             container_check_interval: Duration::from_secs(60),
             super_digest: None,
             sasl_provider: false,
@@ -325,6 +329,7 @@ const KNOWN_KEYS: &[&str] = &[
     "extendedTypesEnabled",
     "zookeeper.extendedTypesEnabled",
     "snapCount",
+    "snapSizeLimitInKb",
     "znode.container.checkIntervalMs",
     "superDigest",
     "DigestAuthenticationProvider.superDigest",
@@ -471,6 +476,13 @@ impl Config {
                         .ok()
                         .filter(|n| *n > 0)
                         .ok_or_else(|| bad("must be a positive count"))?
+                }
+                "snapSizeLimitInKb" => {
+                    // As in ZooKeeper, zero or a negative value disables the byte bound.
+                    let kb: i64 = value
+                        .parse()
+                        .map_err(|_| bad("must be a whole number of KiB"))?;
+                    self.snap_size_limit_kb = u64::try_from(kb).unwrap_or(0);
                 }
                 "znode.container.checkIntervalMs" => {
                     self.container_check_interval = parse_ms(value).map_err(|r| bad(&r))?
@@ -1372,6 +1384,29 @@ mod tests {
             .apply_file(Path::new("zoo.cfg"), "tickTime\n")
             .unwrap_err();
         assert!(err.to_string().contains("key=value"), "{err}");
+    }
+
+    #[test]
+    fn snap_size_limit_bounds_the_log_by_bytes() {
+        let mut config = Config::default();
+        assert_eq!(
+            config.snap_size_limit_kb,
+            4 * 1024 * 1024,
+            "ZooKeeper's default"
+        );
+        config
+            .apply_file(Path::new("zoo.cfg"), "snapSizeLimitInKb=1024\n")
+            .unwrap();
+        assert_eq!(config.snap_size_limit_kb, 1024);
+        // As in ZooKeeper, zero or negative turns the byte bound off.
+        config
+            .apply_file(Path::new("zoo.cfg"), "snapSizeLimitInKb=-1\n")
+            .unwrap();
+        assert_eq!(config.snap_size_limit_kb, 0);
+        let err = config
+            .apply_file(Path::new("zoo.cfg"), "snapSizeLimitInKb=lots\n")
+            .unwrap_err();
+        assert!(err.to_string().contains("snapSizeLimitInKb"), "{err}");
     }
 
     #[test]

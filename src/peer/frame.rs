@@ -33,8 +33,9 @@ pub enum FrameKind {
     HelloReply = 2,
     /// `u32 count | (u32 len | protobuf eraftpb::Message)*`: Raft messages in send order.
     RaftBatch = 3,
-    /// One MsgSnapshot (`protobuf eraftpb::Message`) in a frame of its own, under the larger
-    /// snapshot cap, until snapshots are streamed in chunks (design §4.7).
+    /// One MsgSnapshot (`protobuf eraftpb::Message`) in a frame of its own, under the snapshot
+    /// cap: only when the network streams no snapshot files (see `PeerNetwork::serve_snapshots`),
+    /// so the message carries the whole image.
     RaftSnapshot = 4,
     /// `u32 count | (i64 session | u32 timeout_ms)*`: sessions a follower saw alive, for the
     /// leader's expiry tracker (global sessions, design §4.4).
@@ -43,11 +44,13 @@ pub enum FrameKind {
     AppRequest = 6,
     /// Reserved: the answer to an [`FrameKind::AppRequest`].
     AppReply = 7,
-    /// Reserved: start of a streamed snapshot (design §4.7).
+    /// First frame of a snapshot connection (instead of [`FrameKind::Hello`]):
+    /// [`SnapHeader`], the handshake plus what is coming. The acceptor answers with a
+    /// [`HelloReply`], and again after [`FrameKind::SnapDone`].
     SnapHeader = 8,
-    /// Reserved: one chunk of a streamed snapshot.
+    /// `u64 offset | bytes`: the next piece of the snapshot file.
     SnapChunk = 9,
-    /// Reserved: end of a streamed snapshot.
+    /// `u64 file_len | u32 crc32 of the whole file`: the file is complete.
     SnapDone = 10,
 }
 
@@ -377,6 +380,85 @@ pub fn encode_raft_snapshot(msg: &Message) -> Result<Vec<u8>, protobuf::Protobuf
 /// Decodes a [`FrameKind::RaftSnapshot`] payload.
 pub fn decode_raft_snapshot(payload: &[u8]) -> Result<Message, FrameError> {
     parse_message(FrameKind::RaftSnapshot, payload)
+}
+
+/// What opens a snapshot connection: the handshake, the file descriptor
+/// (`storage::SnapshotRef` bytes) and the MsgSnapshot the follower steps once the file is
+/// durable.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SnapHeader {
+    /// The same introduction as on a message connection.
+    pub hello: Hello,
+    /// The encoded `SnapshotRef` of the file that follows.
+    pub snapshot_ref: Vec<u8>,
+    /// The MsgSnapshot (its data is `snapshot_ref` too).
+    pub msg: Message,
+}
+
+impl SnapHeader {
+    /// `u32 len | Hello | u32 len | snapshot_ref | protobuf MsgSnapshot`.
+    pub fn encode(&self) -> Result<Vec<u8>, protobuf::ProtobufError> {
+        let hello = self.hello.encode();
+        let msg = self.msg.write_to_bytes()?;
+        let mut v = Vec::with_capacity(8 + hello.len() + self.snapshot_ref.len() + msg.len());
+        v.extend_from_slice(&(hello.len() as u32).to_be_bytes());
+        v.extend_from_slice(&hello);
+        v.extend_from_slice(&(self.snapshot_ref.len() as u32).to_be_bytes());
+        v.extend_from_slice(&self.snapshot_ref);
+        v.extend_from_slice(&msg);
+        Ok(v)
+    }
+
+    /// Inverse of [`SnapHeader::encode`].
+    pub fn decode(payload: &[u8]) -> Result<SnapHeader, FrameError> {
+        let kind = FrameKind::SnapHeader;
+        let mut r = Reader::new(kind, payload);
+        let n = r.u32()? as usize;
+        let hello = Hello::decode(r.take(n)?)?;
+        let n = r.u32()? as usize;
+        let snapshot_ref = r.take(n)?.to_vec();
+        let msg = parse_message(kind, r.rest)?;
+        Ok(SnapHeader {
+            hello,
+            snapshot_ref,
+            msg,
+        })
+    }
+}
+
+/// A [`FrameKind::SnapChunk`] payload header (the data follows it).
+pub fn encode_snap_chunk_header(offset: u64) -> [u8; 8] {
+    offset.to_be_bytes()
+}
+
+/// Splits a [`FrameKind::SnapChunk`] payload into offset and data.
+pub fn decode_snap_chunk(payload: &Bytes) -> Result<(u64, Bytes), FrameError> {
+    if payload.len() < 8 {
+        return Err(FrameError::Malformed {
+            kind: FrameKind::SnapChunk,
+            reason: "shorter than its offset".into(),
+        });
+    }
+    let mut offset = [0u8; 8];
+    offset.copy_from_slice(&payload[..8]);
+    Ok((u64::from_be_bytes(offset), payload.slice(8..)))
+}
+
+/// A [`FrameKind::SnapDone`] payload.
+pub fn encode_snap_done(file_len: u64, file_crc: u32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12);
+    v.extend_from_slice(&file_len.to_be_bytes());
+    v.extend_from_slice(&file_crc.to_be_bytes());
+    v
+}
+
+/// Decodes a [`FrameKind::SnapDone`] payload: (file length, crc32 of the file).
+pub fn decode_snap_done(payload: &[u8]) -> Result<(u64, u32), FrameError> {
+    let mut r = Reader::new(FrameKind::SnapDone, payload);
+    let len = r.u64()?;
+    let crc = r.u32()?;
+    r.finish()?;
+    Ok((len, crc))
 }
 
 /// "Session `session_id` was alive here, with this timeout": a follower's report to the

@@ -12,6 +12,13 @@
 //!   message and calls `report_unreachable`; a dropped MsgSnapshot is reported as
 //!   `SnapshotStatus::Failure`. A writer task per peer drains the whole queue into one write
 //!   (TCP_NODELAY).
+//! * **Snapshots as files** ([`PeerNetwork::serve_snapshots`]): a MsgSnapshot carries only a
+//!   descriptor of the leader's snapshot file. The transport streams the file on a connection
+//!   and task of its own (at most `snapshot_senders` at once, one per peer): a
+//!   [`FrameKind::SnapHeader`] (handshake + descriptor + the MsgSnapshot), 1 MiB
+//!   [`FrameKind::SnapChunk`]s (offset-checked, each frame crc'd), a [`FrameKind::SnapDone`]
+//!   with the whole-file crc. The follower fsyncs and re-verifies the file before it steps the
+//!   MsgSnapshot and answers; the leader reports `Finish` on that answer, `Failure` otherwise.
 //! * **At most once**: when a connection dies, what was queued for it is dropped, never
 //!   re-sent on the next connection (a replayed MsgPropose is a duplicate client write; Raft
 //!   itself retransmits what it still needs). Reconnects back off from 50 ms to 2 s, jittered.

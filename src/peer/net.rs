@@ -1,11 +1,11 @@
 //! The TCP peer network: one dialer task per peer (our outbound half), one accept loop (the
 //! peers' outbound halves), and the [`PeerTransport`] the raft thread sends through.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use parking_lot::Mutex;
@@ -13,17 +13,18 @@ use protobuf::Message as _;
 use raft::eraftpb::MessageType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{
     self, decode_frame, encode_frame, FrameCaps, FrameError, FrameKind, Hello, HelloReply,
-    RawFrame, SessionTouch,
+    RawFrame, SessionTouch, SnapHeader,
 };
 use super::PeerError;
 use crate::config::Config;
 use crate::raft::{Message, RaftHandle, SnapshotStatus, Transport};
+use crate::storage::{SnapshotDir, SnapshotReceiver, SnapshotRef};
 
 /// Bounds and timings of the peer network. The defaults suit production; tests shrink them.
 #[derive(Debug, Clone)]
@@ -32,9 +33,17 @@ pub struct PeerLimits {
     /// jute.maxbuffer + 64 KiB: one Raft message carries up to 1 MiB of entries (raft
     /// `max_size_per_msg`), plus one oversized entry.
     pub max_frame: usize,
-    /// Largest [`FrameKind::RaftSnapshot`] frame: raft-rs ships a snapshot as one message until
-    /// streaming lands (design §4.7), so this must exceed the largest snapshot.
+    /// Largest [`FrameKind::RaftSnapshot`] frame. A server streams snapshot files in
+    /// [`FrameKind::SnapChunk`]s of at most [`SNAPSHOT_CHUNK`] (within `max_frame`) on a
+    /// connection of their own ([`PeerNetwork::serve_snapshots`]); its MsgSnapshot carries only
+    /// a descriptor. Only a network without a snapshot directory (tests) sends whole images in
+    /// one frame, and those are bounded by this.
     pub max_snapshot_frame: usize,
+    /// Snapshot files streamed to followers at once (each on its own connection and task).
+    pub snapshot_senders: usize,
+    /// How long a snapshot stream may wait for the follower's verdict after the last chunk
+    /// (it fsyncs and re-reads the file first), and for each frame while receiving.
+    pub snapshot_timeout: Duration,
     /// Messages queued per peer before new ones are dropped (and Raft told the peer is
     /// unreachable). Bounded so a dead or slow peer cannot grow memory without limit.
     pub queue_messages: usize,
@@ -58,7 +67,9 @@ impl Default for PeerLimits {
     fn default() -> Self {
         PeerLimits {
             max_frame: 2 * rookery_protocol::DEFAULT_MAX_FRAME + 64 * 1024,
-            max_snapshot_frame: 1 << 30,
+            max_snapshot_frame: 4 * rookery_protocol::DEFAULT_MAX_FRAME,
+            snapshot_senders: 2,
+            snapshot_timeout: Duration::from_secs(60),
             queue_messages: 4096,
             queue_bytes: 64 << 20,
             backoff_min: Duration::from_millis(50),
@@ -104,6 +115,7 @@ impl PeerConfig {
             peers,
             limits: PeerLimits {
                 max_frame: config.jute_maxbuffer.saturating_mul(2) + 64 * 1024,
+                max_snapshot_frame: config.jute_maxbuffer.saturating_mul(4),
                 ..PeerLimits::default()
             },
         })
@@ -222,6 +234,14 @@ pub struct PeerStats {
     pub writes: u64,
     /// Inbound handshakes refused.
     pub refused: u64,
+    /// Snapshot files streamed to a follower that accepted them.
+    pub snapshots_sent: u64,
+    /// Snapshot streams that failed (either side; Raft was told `Failure`).
+    pub snapshot_send_failures: u64,
+    /// Snapshot files received, verified and handed to Raft.
+    pub snapshots_received: u64,
+    /// Snapshot streams refused or broken on the receiving side.
+    pub snapshot_receive_failures: u64,
 }
 
 /// Atomic form of [`PeerStats`].
@@ -235,6 +255,10 @@ struct Counters {
     sent: AtomicU64,
     writes: AtomicU64,
     refused: AtomicU64,
+    snapshots_sent: AtomicU64,
+    snapshot_send_failures: AtomicU64,
+    snapshots_received: AtomicU64,
+    snapshot_receive_failures: AtomicU64,
 }
 
 fn bump(c: &AtomicU64, n: u64) {
@@ -351,6 +375,21 @@ struct Inner {
     cancel: CancellationToken,
     /// Counters.
     counters: Counters,
+    /// Where snapshot files are read from (sending) and received into; unset, snapshots
+    /// travel as one [`FrameKind::RaftSnapshot`] frame.
+    snapshots: OnceLock<SnapshotDir>,
+    /// Runs the snapshot streams (spawned from the raft thread, which is not a tokio thread).
+    runtime: tokio::runtime::Handle,
+    /// Peers a snapshot is being streamed to: one stream per peer at a time.
+    sending: Mutex<HashSet<u64>>,
+    /// Peers a snapshot is being received from: one stream per peer at a time.
+    receiving: Mutex<HashSet<u64>>,
+    /// Bounds the snapshot streams running at once ([`PeerLimits::snapshot_senders`]).
+    send_slots: Semaphore,
+    /// Consecutive failed snapshot streams per peer: the Failure report is delayed by a
+    /// backoff, so a follower that keeps refusing (full disk, a damaged file) is not sent the
+    /// whole file again on every heartbeat.
+    stream_failures: Mutex<HashMap<u64, u32>>,
 }
 
 impl Inner {
@@ -424,10 +463,18 @@ pub struct PeerTransport {
 }
 
 impl Transport for PeerTransport {
+    fn streams_snapshots(&self) -> bool {
+        PeerTransport::streams_snapshots(self)
+    }
+
     fn send(&self, msgs: Vec<Message>) {
         let mut unreachable: Vec<u64> = Vec::new();
         for msg in msgs {
             let to = msg.to;
+            // A MsgSnapshot carrying a descriptor goes on a stream of its own.
+            let Some(msg) = start_snapshot_stream(&self.inner, msg) else {
+                continue;
+            };
             let size = msg.compute_size() as usize;
             if let Err(error) = self.inner.enqueue(to, Outgoing::Raft(msg, size)) {
                 tracing::trace!(peer = to, %error, "raft message dropped");
@@ -482,7 +529,14 @@ impl PeerNetwork {
                 (*id, Arc::new(q))
             })
             .collect::<HashMap<_, _>>();
+        let senders = config.limits.snapshot_senders.max(1);
         let inner = Arc::new(Inner {
+            snapshots: OnceLock::new(),
+            runtime: runtime.clone(),
+            sending: Mutex::new(HashSet::new()),
+            receiving: Mutex::new(HashSet::new()),
+            send_slots: Semaphore::new(senders),
+            stream_failures: Mutex::new(HashMap::new()),
             my_id: config.my_id,
             cluster_id: config.cluster_id,
             limits: config.limits,
@@ -530,6 +584,16 @@ impl PeerNetwork {
         let _ = self.inner.feedback.set(feedback);
     }
 
+    /// Streams snapshot files from and into `dir` (the raft thread's `data_dir/snapshots`):
+    /// a MsgSnapshot whose data is a `SnapshotRef` is sent as that file, in checksummed chunks
+    /// on a connection and task of its own (never delaying the message connection, so
+    /// heartbeats keep flowing), and one received is written to `recv-<index>.bin`, fsynced
+    /// and verified before its MsgSnapshot is stepped. Call before the raft thread starts
+    /// (see [`PeerTransport::streams_snapshots`]). Later calls are ignored.
+    pub fn serve_snapshots(&self, dir: SnapshotDir) {
+        let _ = self.inner.snapshots.set(dir);
+    }
+
     /// Queues session touches for peer `to` (normally the leader). Dropped, with an error,
     /// when there is no connection or the queue is full: the next touch round makes up for it.
     pub fn send_touch(&self, to: u64, touches: Vec<SessionTouch>) -> Result<(), PeerError> {
@@ -565,6 +629,10 @@ impl PeerNetwork {
             sent: get(&c.sent),
             writes: get(&c.writes),
             refused: get(&c.refused),
+            snapshots_sent: get(&c.snapshots_sent),
+            snapshot_send_failures: get(&c.snapshot_send_failures),
+            snapshots_received: get(&c.snapshots_received),
+            snapshot_receive_failures: get(&c.snapshot_receive_failures),
         }
     }
 
@@ -605,7 +673,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
 /// Caps during the handshake: nobody gets to make us buffer megabytes before saying who
 /// they are.
 const HANDSHAKE_CAPS: FrameCaps = FrameCaps {
-    max_frame: 1024,
+    max_frame: 4096,
     max_snapshot_frame: 0,
 };
 
@@ -943,6 +1011,13 @@ async fn serve_inbound(
         read_frame(&mut rd, &mut buf, HANDSHAKE_CAPS),
     )
     .await;
+    if let Ok(Ok(f)) = &first {
+        if f.kind == FrameKind::SnapHeader {
+            let payload = f.payload.clone();
+            receive_snapshot(&inner, rd, wr, buf, &payload, addr).await;
+            return;
+        }
+    }
     let hello = match first {
         Ok(Ok(f)) if f.kind == FrameKind::Hello => {
             Hello::decode(&f.payload).map_err(PeerError::from)
@@ -1058,4 +1133,419 @@ fn deliver(inner: &Inner, from: u64, f: RawFrame) -> Result<(), PeerError> {
         }
     }
     Ok(())
+}
+
+impl PeerTransport {
+    /// Whether snapshot files are streamed ([`PeerNetwork::serve_snapshots`] was called): the
+    /// raft thread then hands out descriptors, not images, in MsgSnapshot.
+    pub fn streams_snapshots(&self) -> bool {
+        self.inner.snapshots.get().is_some()
+    }
+}
+
+/// Bytes of file per [`FrameKind::SnapChunk`] (the frame cap permitting).
+pub const SNAPSHOT_CHUNK: usize = 1 << 20;
+
+fn snapshot_chunk(limits: &PeerLimits) -> usize {
+    SNAPSHOT_CHUNK
+        .min(limits.max_frame.saturating_sub(64))
+        .max(1)
+}
+
+/// Delay before the `n`th consecutive failed snapshot stream to a peer is reported: 50 ms,
+/// doubling, at most 5 s.
+fn snapshot_retry_backoff(n: u32) -> Duration {
+    let base = Duration::from_millis(50);
+    base.saturating_mul(1u32 << n.saturating_sub(1).min(7))
+        .min(Duration::from_secs(5))
+}
+
+/// A refusal reason that fits a handshake-sized frame.
+fn short_reason(reason: String) -> String {
+    if reason.len() <= 1024 {
+        return reason;
+    }
+    let mut cut = 1024;
+    while !reason.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    reason[..cut].to_string()
+}
+
+/// If `msg` is a MsgSnapshot carrying a descriptor and this network streams snapshots, starts
+/// streaming its file and returns `None`; otherwise hands `msg` back for the message queue.
+/// Called on the raft thread: opens the file (which pins it against compaction) and spawns.
+fn start_snapshot_stream(inner: &Arc<Inner>, msg: Message) -> Option<Message> {
+    if msg.get_msg_type() != MessageType::MsgSnapshot {
+        return Some(msg);
+    }
+    let Some(dir) = inner.snapshots.get() else {
+        return Some(msg);
+    };
+    if !SnapshotRef::is_ref(&msg.get_snapshot().data) {
+        return Some(msg);
+    }
+    let to = msg.to;
+    let fail = |error: String| {
+        tracing::warn!(peer = to, %error, "cannot stream snapshot");
+        bump(&inner.counters.snapshot_send_failures, 1);
+        inner.snapshot(to, SnapshotStatus::Failure);
+        None
+    };
+    let Some(r) = SnapshotRef::decode(&msg.get_snapshot().data) else {
+        return fail("damaged snapshot descriptor".into());
+    };
+    let Some(peer) = inner.peers.get(&to).cloned() else {
+        return fail(format!("unknown peer {to}"));
+    };
+    if !inner.sending.lock().insert(to) {
+        // raft-rs sends one snapshot per peer until it hears Finish or Failure; the stream in
+        // flight will report, for this one too.
+        tracing::debug!(
+            peer = to,
+            index = r.index,
+            "snapshot stream to peer already running"
+        );
+        return None;
+    }
+    let file = match dir.open_for_send(r.index) {
+        Ok(f) => f,
+        Err(e) => {
+            inner.sending.lock().remove(&to);
+            return fail(e.to_string());
+        }
+    };
+    let task_inner = inner.clone();
+    inner.runtime.spawn(async move {
+        let inner = task_inner;
+        let started = Instant::now();
+        let result = tokio::select! {
+            _ = inner.cancel.cancelled() => Err(PeerError::Closed),
+            r = async {
+                // Closed only if the network is gone; then the stream is moot.
+                let _slot = inner.send_slots.acquire().await.map_err(|_| PeerError::Closed)?;
+                stream_snapshot(&inner, &peer, msg, r, file).await
+            } => r,
+        };
+        match result {
+            Ok(bytes) => {
+                inner.stream_failures.lock().remove(&to);
+                inner.sending.lock().remove(&to);
+                bump(&inner.counters.snapshots_sent, 1);
+                tracing::info!(
+                    my_id = inner.my_id,
+                    peer = to,
+                    index = r.index,
+                    bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "snapshot streamed to follower"
+                );
+                inner.snapshot(to, SnapshotStatus::Finish);
+            }
+            Err(error) => {
+                bump(&inner.counters.snapshot_send_failures, 1);
+                let failures = {
+                    let mut f = inner.stream_failures.lock();
+                    let n = f.entry(to).or_insert(0);
+                    *n = n.saturating_add(1);
+                    *n
+                };
+                let backoff = snapshot_retry_backoff(failures);
+                tracing::warn!(my_id = inner.my_id, peer = to, index = r.index, %error, failures, backoff_ms = backoff.as_millis() as u64, "snapshot stream failed; raft retries after a backoff");
+                // Raft keeps the peer paused (heartbeats still flow) until it hears Failure.
+                tokio::select! {
+                    _ = inner.cancel.cancelled() => {}
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                inner.sending.lock().remove(&to);
+                inner.snapshot(to, SnapshotStatus::Failure);
+            }
+        }
+    });
+    None
+}
+
+async fn write_timed(
+    limits: &PeerLimits,
+    wr: &mut (impl AsyncWriteExt + Unpin),
+    bytes: &[u8],
+) -> Result<(), PeerError> {
+    match tokio::time::timeout(limits.write_timeout, wr.write_all(bytes)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(PeerError::Io(e)),
+        Err(_) => Err(PeerError::WriteTimeout),
+    }
+}
+
+/// Reads the acceptor's [`HelloReply`] within `wait`.
+async fn read_verdict(
+    rd: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    wait: Duration,
+) -> Result<(), PeerError> {
+    let reply = tokio::time::timeout(wait, read_frame(rd, buf, HANDSHAKE_CAPS))
+        .await
+        .map_err(|_| PeerError::HandshakeTimeout)??;
+    if reply.kind != FrameKind::HelloReply {
+        return Err(PeerError::Unexpected(reply.kind));
+    }
+    match HelloReply::decode(&reply.payload)? {
+        HelloReply::Accepted => Ok(()),
+        HelloReply::Refused(reason) => Err(PeerError::Refused(reason)),
+    }
+}
+
+/// Streams snapshot file `file` (described by `r`) to `peer` on a new connection: header,
+/// verdict, chunks, done, verdict. Returns the bytes sent.
+async fn stream_snapshot(
+    inner: &Inner,
+    peer: &PeerQueue,
+    msg: Message,
+    r: SnapshotRef,
+    file: std::fs::File,
+) -> Result<u64, PeerError> {
+    let limits = &inner.limits;
+    let stream = tokio::time::timeout(limits.handshake_timeout, TcpStream::connect(&peer.addr))
+        .await
+        .map_err(|_| PeerError::HandshakeTimeout)?
+        .map_err(PeerError::Io)?;
+    stream.set_nodelay(true).map_err(PeerError::Io)?;
+    let (mut rd, mut wr) = stream.into_split();
+    let header = SnapHeader {
+        hello: Hello {
+            version: frame::VERSION,
+            cluster_id: inner.cluster_id,
+            from: inner.my_id,
+            to: peer.id,
+        },
+        snapshot_ref: r.encode(),
+        msg,
+    }
+    .encode()
+    .map_err(|e| PeerError::Encode(e.to_string()))?;
+    write_timed(
+        limits,
+        &mut wr,
+        &frame_bytes(FrameKind::SnapHeader, &header)?,
+    )
+    .await?;
+    let mut buf = BytesMut::new();
+    read_verdict(&mut rd, &mut buf, limits.handshake_timeout).await?;
+
+    let chunk = snapshot_chunk(limits);
+    // One chunk in memory at a time: the payload under construction and its frame, both
+    // reused. The file is read on the blocking pool into that same buffer (moved there and
+    // back), so no per-read buffers pile up in the pool threads' allocator arenas.
+    let mut payload = vec![0u8; 8 + chunk];
+    let mut out = BytesMut::with_capacity(chunk + 64);
+    let mut hasher = crc32fast::Hasher::new();
+    let mut offset = 0u64;
+    let mut file = file;
+    loop {
+        let (f, p, n) = tokio::task::spawn_blocking(move || {
+            let mut n = 0;
+            let read = loop {
+                if n == chunk {
+                    break Ok(n);
+                }
+                match std::io::Read::read(&mut file, &mut payload[8 + n..8 + chunk]) {
+                    Ok(0) => break Ok(n),
+                    Ok(got) => n += got,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
+            (file, payload, read)
+        })
+        .await
+        .map_err(|e| PeerError::Io(std::io::Error::other(e.to_string())))?;
+        (file, payload) = (f, p);
+        let n = n.map_err(PeerError::Io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&payload[8..8 + n]);
+        payload[..8].copy_from_slice(&frame::encode_snap_chunk_header(offset));
+        out.clear();
+        encode_frame(FrameKind::SnapChunk, &payload[..8 + n], &mut out)?;
+        write_timed(limits, &mut wr, &out).await?;
+        offset += n as u64;
+        if offset > r.file_len {
+            return Err(PeerError::Encode(format!(
+                "snapshot file {} is longer than its descriptor says ({})",
+                r.index, r.file_len
+            )));
+        }
+    }
+    if offset != r.file_len {
+        return Err(PeerError::Encode(format!(
+            "snapshot file {} is {offset} bytes, its descriptor says {}",
+            r.index, r.file_len
+        )));
+    }
+    let done = frame::encode_snap_done(offset, hasher.finalize());
+    write_timed(limits, &mut wr, &frame_bytes(FrameKind::SnapDone, &done)?).await?;
+    read_verdict(&mut rd, &mut buf, limits.snapshot_timeout).await?;
+    Ok(offset)
+}
+
+/// Removes a peer from [`Inner::receiving`] however the receive ends.
+struct ReceivingGuard<'a> {
+    /// The network.
+    inner: &'a Inner,
+    /// The sending peer.
+    from: u64,
+}
+
+impl Drop for ReceivingGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.receiving.lock().remove(&self.from);
+    }
+}
+
+/// Serves a snapshot connection whose first frame was `payload` (a [`SnapHeader`]); every
+/// refusal is logged and answered, and leaves no file behind.
+async fn receive_snapshot(
+    inner: &Inner,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
+    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut buf: BytesMut,
+    payload: &[u8],
+    addr: SocketAddr,
+) {
+    let reply = |verdict: HelloReply| frame_bytes(FrameKind::HelloReply, &verdict.encode());
+    let outcome = tokio::select! {
+        _ = inner.cancel.cancelled() => Err("server shutting down".to_string()),
+        r = receive_snapshot_inner(inner, &mut rd, &mut wr, &mut buf, payload) => r,
+    };
+    match outcome {
+        Ok((from, index, bytes)) => {
+            bump(&inner.counters.snapshots_received, 1);
+            tracing::info!(
+                my_id = inner.my_id,
+                peer = from,
+                index,
+                bytes,
+                "snapshot received from leader; handed to raft"
+            );
+            if let Ok(b) = reply(HelloReply::Accepted) {
+                let _ = write_timed(&inner.limits, &mut wr, &b).await;
+            }
+        }
+        Err(reason) => {
+            bump(&inner.counters.snapshot_receive_failures, 1);
+            tracing::warn!(my_id = inner.my_id, %addr, %reason, "snapshot stream refused");
+            if let Ok(b) = reply(HelloReply::Refused(short_reason(reason))) {
+                let _ = write_timed(&inner.limits, &mut wr, &b).await;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// The receive itself: Ok((from, index, bytes)) once the file is durable and verified and
+/// its MsgSnapshot was stepped; Err(reason) otherwise.
+async fn receive_snapshot_inner(
+    inner: &Inner,
+    rd: &mut tokio::net::tcp::OwnedReadHalf,
+    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    buf: &mut BytesMut,
+    payload: &[u8],
+) -> Result<(u64, u64, u64), String> {
+    let header = SnapHeader::decode(payload).map_err(|e| e.to_string())?;
+    check_hello(inner, &header.hello)?;
+    let from = header.hello.from;
+    let Some(dir) = inner.snapshots.get() else {
+        return Err("this server does not receive snapshot files".into());
+    };
+    let r = SnapshotRef::decode(&header.snapshot_ref).ok_or("damaged snapshot descriptor")?;
+    let msg = header.msg;
+    check_message(inner, from, &msg).map_err(|e| e.to_string())?;
+    let meta = msg.get_snapshot().get_metadata();
+    if msg.get_msg_type() != MessageType::MsgSnapshot
+        || meta.index != r.index
+        || meta.term != r.term
+        || msg.get_snapshot().data != header.snapshot_ref
+    {
+        return Err("the MsgSnapshot does not match the announced file".into());
+    }
+    if !inner.receiving.lock().insert(from) {
+        return Err(format!("already receiving a snapshot from server {from}"));
+    }
+    let _guard = ReceivingGuard { inner, from };
+    let mut receiver = {
+        let dir = dir.clone();
+        run_blocking(move || dir.receive(r, from)).await?
+    };
+    let accepted = frame_bytes(FrameKind::HelloReply, &HelloReply::Accepted.encode())
+        .map_err(|e| e.to_string())?;
+    write_timed(&inner.limits, wr, &accepted)
+        .await
+        .map_err(|e| e.to_string())?;
+    let caps = inner.caps();
+    loop {
+        let f = tokio::time::timeout(inner.limits.snapshot_timeout, read_frame(rd, buf, caps))
+            .await
+            .map_err(|_| "the leader stalled mid-snapshot".to_string())?
+            .map_err(|e| e.to_string())?;
+        match f.kind {
+            FrameKind::SnapChunk => {
+                let (offset, data) =
+                    frame::decode_snap_chunk(&f.payload).map_err(|e| e.to_string())?;
+                receiver = run_blocking_with(receiver, move |rc: &mut SnapshotReceiver| {
+                    rc.write_chunk(offset, &data)
+                })
+                .await?;
+            }
+            FrameKind::SnapDone => {
+                let (len, crc) = frame::decode_snap_done(&f.payload).map_err(|e| e.to_string())?;
+                if len != receiver.received() {
+                    return Err(format!(
+                        "leader says {len} bytes, {} arrived",
+                        receiver.received()
+                    ));
+                }
+                run_blocking(move || receiver.finish(crc)).await?;
+                // Durable and verified: now Raft may learn of it.
+                inner.inbound.raft(from, vec![msg]);
+                return Ok((from, r.index, len));
+            }
+            other => return Err(format!("unexpected {other:?} frame in a snapshot stream")),
+        }
+    }
+}
+
+/// Runs blocking file work off the async threads.
+async fn run_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::storage::SnapshotError> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("snapshot file task failed: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+/// Like [`run_blocking`] on a receiver that is handed back afterwards.
+async fn run_blocking_with(
+    mut rc: SnapshotReceiver,
+    f: impl FnOnce(&mut SnapshotReceiver) -> Result<(), crate::storage::SnapshotError> + Send + 'static,
+) -> Result<SnapshotReceiver, String> {
+    tokio::task::spawn_blocking(move || f(&mut rc).map(|()| rc))
+        .await
+        .map_err(|e| format!("snapshot file task failed: {e}"))?
+        .map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_retries_back_off_exponentially_to_a_cap() {
+        assert_eq!(snapshot_retry_backoff(1), Duration::from_millis(50));
+        assert_eq!(snapshot_retry_backoff(2), Duration::from_millis(100));
+        assert_eq!(snapshot_retry_backoff(5), Duration::from_millis(800));
+        assert_eq!(snapshot_retry_backoff(8), Duration::from_secs(5));
+        assert_eq!(snapshot_retry_backoff(u32::MAX), Duration::from_secs(5));
+    }
 }

@@ -872,6 +872,20 @@ fn start_node(
     peers: BTreeMap<u64, String>,
     listener: TcpListener,
 ) -> TestNode {
+    start_node_with(rt, id, dir, peers, listener, 1_000_000, false)
+}
+
+/// Like [`start_node`], with a snapshot every `snapshot_every` entries and, if `stream`,
+/// snapshot files streamed by the network (as a server does).
+fn start_node_with(
+    rt: &Runtime,
+    id: u64,
+    dir: &std::path::Path,
+    peers: BTreeMap<u64, String>,
+    listener: TcpListener,
+    snapshot_every: u64,
+    stream: bool,
+) -> TestNode {
     let _g = rt.enter();
     let inbound = Arc::new(RaftInbound::new(|_, _| {}));
     let cfg = PeerConfig {
@@ -881,12 +895,17 @@ fn start_node(
         limits: test_limits(),
     };
     let net = PeerNetwork::start(cfg, listener, inbound.clone()).unwrap();
+    if stream {
+        net.serve_snapshots(crate::storage::SnapshotDir::existing(
+            dir.join(format!("n{id}")).join("snapshots"),
+        ));
+    }
     let applied: Applied = Arc::default();
     let opts = RaftOptions {
         node_id: id,
         voters: vec![1, 2, 3],
         tick_interval: Duration::from_millis(20),
-        snapshot_every: 1_000_000,
+        snapshot_every,
         max_batch: 256,
         ..RaftOptions::standalone(dir.join(format!("n{id}")))
     };
@@ -1281,4 +1300,266 @@ fn a_peer_that_goes_away_is_reported_closed() {
         rec2.closed.lock().unwrap().as_slice() == [1]
     });
     rt.block_on(n2.shutdown());
+}
+/// A MsgSnapshot from 1 to 2 carrying the descriptor of `dir`'s snapshot file at `index`.
+fn snapshot_msg(dir: &crate::storage::SnapshotDir, index: u64) -> Message {
+    let h = crate::storage::verify_file(&dir.file_path(index))
+        .or_else(|_| {
+            // A damaged file still has a readable header; the receiver must catch the rest.
+            dir.newest_header().map(|h| h.map(|(h, _)| h).unwrap())
+        })
+        .unwrap();
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    m.from = 1;
+    m.to = 2;
+    m.term = h.term;
+    let snap = m.mut_snapshot();
+    snap.data = crate::storage::SnapshotRef::of(&h).encode().into();
+    snap.mut_metadata().index = h.index;
+    snap.mut_metadata().term = h.term;
+    m
+}
+
+#[test]
+fn snapshot_files_stream_in_checked_chunks_and_bad_ones_are_refused() {
+    let rt = rt();
+    let _g = rt.enter();
+    let tmp = tempfile::tempdir().unwrap();
+    let leader_dir = crate::storage::SnapshotDir::open(tmp.path().join("n1")).unwrap();
+    let follower_dir = crate::storage::SnapshotDir::open(tmp.path().join("n2")).unwrap();
+    // ~1.2 MB of payload: several 256 KiB chunks under test_limits' frame cap.
+    let payload: Vec<u8> = (0..1_200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let cs = raft::eraftpb::ConfState {
+        voters: vec![1, 2],
+        ..Default::default()
+    };
+    leader_dir.write(7, 3, &cs, &payload).unwrap();
+
+    let (l1, l2) = rt.block_on(async { (bind().await, bind().await) });
+    let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let (n1, rec1) = start_net(1, CLUSTER, &[(2, a2.to_string())], l1, test_limits());
+    let (n2, rec2) = start_net(2, CLUSTER, &[(1, a1.to_string())], l2, test_limits());
+    n1.serve_snapshots(leader_dir.clone());
+    n2.serve_snapshots(follower_dir.clone());
+    assert!(n1.transport().streams_snapshots());
+
+    n1.transport().send(vec![snapshot_msg(&leader_dir, 7)]);
+    wait_until("snapshot delivered", Duration::from_secs(20), || {
+        !rec1.snapshots.lock().unwrap().is_empty()
+    });
+    assert_eq!(
+        rec1.snapshots.lock().unwrap().as_slice(),
+        &[(2, SnapshotStatus::Finish)]
+    );
+    {
+        let got = rec2.raft.lock().unwrap();
+        assert_eq!(
+            got.len(),
+            1,
+            "the MsgSnapshot is stepped once its file is here"
+        );
+        assert_eq!(got[0].1.get_msg_type(), MessageType::MsgSnapshot);
+    }
+    let recv = follower_dir.received_path(7);
+    assert_eq!(
+        std::fs::read(&recv).unwrap(),
+        std::fs::read(leader_dir.file_path(7)).unwrap()
+    );
+    assert_eq!(
+        (n1.stats().snapshots_sent, n2.stats().snapshots_received),
+        (1, 1)
+    );
+    std::fs::remove_file(&recv).unwrap();
+
+    // The leader's file is damaged (same length, one payload byte): the follower refuses it,
+    // Raft hears Failure (so it retries), and nothing is stepped or left on the follower.
+    let path = leader_dir.file_path(7);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 1000;
+    bytes[at] ^= 0x20;
+    std::fs::write(&path, &bytes).unwrap();
+    n1.transport().send(vec![snapshot_msg(&leader_dir, 7)]);
+    wait_until("failure reported", Duration::from_secs(20), || {
+        rec1.snapshots.lock().unwrap().len() == 2
+    });
+    assert_eq!(
+        rec1.snapshots.lock().unwrap()[1],
+        (2, SnapshotStatus::Failure)
+    );
+    assert_eq!(rec2.raft.lock().unwrap().len(), 1);
+    assert_eq!(n2.stats().snapshot_receive_failures, 1);
+    let left: Vec<_> = std::fs::read_dir(follower_dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+
+    // A descriptor whose file is gone (compacted away): Failure at once, nothing sent.
+    std::fs::remove_file(&path).unwrap();
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    m.from = 1;
+    m.to = 2;
+    m.mut_snapshot().data = crate::storage::SnapshotRef {
+        index: 7,
+        term: 3,
+        file_len: 10,
+        payload_crc: 0,
+    }
+    .encode()
+    .into();
+    n1.transport().send(vec![m]);
+    wait_until("missing file reported", Duration::from_secs(10), || {
+        rec1.snapshots.lock().unwrap().len() == 3
+    });
+    assert_eq!(
+        rec1.snapshots.lock().unwrap()[2],
+        (2, SnapshotStatus::Failure)
+    );
+    rt.block_on(n1.shutdown());
+    rt.block_on(n2.shutdown());
+}
+
+/// Nodes 1 and 2 (streaming snapshots, one every 40 entries) with 200 entries of ~8 KiB
+/// applied in waves and at least two snapshots taken (so the log is compacted past index 1),
+/// plus node 3's listener and the address book. Returns (nodes, leader index, node 3's
+/// listener, addresses).
+fn compacted_pair(
+    rt: &Runtime,
+    dir: &std::path::Path,
+) -> (Vec<TestNode>, usize, TcpListener, BTreeMap<u64, SocketAddr>) {
+    let listeners: Vec<TcpListener> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(bind().await);
+        }
+        v
+    });
+    let addrs: BTreeMap<u64, SocketAddr> = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
+        .collect();
+    let mut listeners = listeners.into_iter();
+    let nodes: Vec<TestNode> = (1..=2u64)
+        .map(|id| {
+            let l = listeners.next().unwrap();
+            start_node_with(rt, id, dir, direct_peers(id, &addrs), l, 40, true)
+        })
+        .collect();
+    let late = listeners.next().unwrap();
+    let limit = Duration::from_secs(20);
+    wait_until("a leader", limit, || leader(&nodes).is_some());
+    let l = leader(&nodes).unwrap();
+    // Enough bytes that the snapshot spans several 256 KiB chunks; in waves, since a
+    // snapshot covers what is applied when it is taken.
+    let big = vec![b'z'; 8 * 1024];
+    for wave in 0..5 {
+        for i in 0..40 {
+            let mut data = format!("e{wave}-{i:03}-").into_bytes();
+            data.extend_from_slice(&big);
+            nodes[l].raft.propose(data).unwrap();
+        }
+        for n in &nodes {
+            wait_until("replication", limit, || datas(n).len() == 40 * (wave + 1));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + limit;
+    while nodes[l].raft.stats().snapshots_taken < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no two snapshots: {:?}, applied {}",
+            nodes[l].raft.stats(),
+            nodes[l].raft.applied_index()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    (nodes, l, late, addrs)
+}
+
+/// Node 3 applies a write made after it joined, and then holds exactly the leader's entries;
+/// its snapshot directory has its installed snapshot and no received file left over.
+fn assert_caught_up(nodes: &[TestNode], l: usize, dir: &std::path::Path) {
+    let limit = Duration::from_secs(20);
+    nodes[l].raft.propose(b"after".to_vec()).unwrap();
+    for n in nodes {
+        wait_until("all apply the write after the install", limit, || {
+            datas(n).last().is_some_and(|(_, d)| d == b"after")
+        });
+    }
+    assert_eq!(datas(&nodes[2]), datas(&nodes[l]), "node 3 diverged");
+    let names: Vec<String> = std::fs::read_dir(dir.join("n3").join("snapshots"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().any(|n| n.starts_with("snap-")), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("recv-")), "{names:?}");
+}
+
+#[test]
+fn a_lagging_node_catches_up_through_a_streamed_snapshot_over_tcp() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut nodes, l, late, addrs) = compacted_pair(&rt, tmp.path());
+    let n3 = start_node_with(&rt, 3, tmp.path(), direct_peers(3, &addrs), late, 40, true);
+    nodes.push(n3);
+    wait_until(
+        "node 3 installed a snapshot",
+        Duration::from_secs(20),
+        || nodes[2].raft.stats().snapshots_installed >= 1,
+    );
+    assert_caught_up(&nodes, l, tmp.path());
+    assert!(nodes[l].net.stats().snapshots_sent >= 1);
+    assert!(nodes[2].net.stats().snapshots_received >= 1);
+    for n in nodes {
+        stop_node(&rt, n);
+    }
+}
+
+#[test]
+fn a_refused_snapshot_is_retried_by_raft_until_a_good_one_lands() {
+    let rt = rt();
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut nodes, l, late, addrs) = compacted_pair(&rt, tmp.path());
+    // Damage one payload byte of the leader's newest file (its header stays valid): every
+    // stream of it is refused by the follower's verification.
+    let leader_dir = tmp
+        .path()
+        .join(format!("n{}", nodes[l].id))
+        .join("snapshots");
+    let snaps = crate::storage::SnapshotDir::existing(&leader_dir);
+    let (newest, _) = snaps.list().unwrap()[0].clone();
+    let path = snaps.file_path(newest);
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.len() - 100;
+    bytes[at] ^= 0x04;
+    std::fs::write(&path, &bytes).unwrap();
+    let n3 = start_node_with(&rt, 3, tmp.path(), direct_peers(3, &addrs), late, 40, true);
+    nodes.push(n3);
+    let limit = Duration::from_secs(20);
+    wait_until("a refused stream, retried", limit, || {
+        nodes[l].net.stats().snapshot_send_failures >= 2
+    });
+    assert_eq!(nodes[2].raft.stats().snapshots_installed, 0);
+    assert_eq!(
+        nodes[2].raft.applied_index(),
+        0,
+        "nothing of the bad file was applied"
+    );
+    // New writes make the leader take a newer (good) snapshot; raft's next retry sends it.
+    for i in 0..45 {
+        nodes[l]
+            .raft
+            .propose(format!("more-{i}").into_bytes())
+            .unwrap();
+    }
+    wait_until("node 3 installed a good snapshot", limit, || {
+        nodes[2].raft.stats().snapshots_installed >= 1
+    });
+    assert_caught_up(&nodes, l, tmp.path());
+    for n in nodes {
+        stop_node(&rt, n);
+    }
 }

@@ -94,6 +94,10 @@ pub struct RaftOptions {
     /// Applied entries between automatic snapshots (like ZooKeeper's snapCount); bounds both
     /// log size and restart replay time.
     pub snapshot_every: u64,
+    /// Log bytes appended since the last snapshot that make the raft thread take one even
+    /// before `snapshot_every` entries (ZooKeeper's snapSizeLimitInKb): bounds the log's size,
+    /// hence what compaction leaves, by bytes as well as by count. 0: no byte bound.
+    pub snapshot_bytes: u64,
     /// Upper bound on commands drained from the queue per loop turn, i.e. on proposals folded
     /// into one Ready / one LMDB write transaction; keeps latency bounded under heavy load.
     pub max_batch: usize,
@@ -120,6 +124,7 @@ impl RaftOptions {
             data_dir: data_dir.into(),
             tick_interval: Duration::from_millis(100),
             snapshot_every: 100_000,
+            snapshot_bytes: DEFAULT_SNAPSHOT_BYTES,
             max_batch: 1024,
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             max_uncommitted_bytes: DEFAULT_MAX_UNCOMMITTED_BYTES,
@@ -127,6 +132,9 @@ impl RaftOptions {
         }
     }
 }
+
+/// Default [`RaftOptions::snapshot_bytes`]: ZooKeeper's snapSizeLimitInKb default, 4 GiB.
+pub const DEFAULT_SNAPSHOT_BYTES: u64 = 4 << 30;
 
 /// Default [`GroupOptions::election_tick`]: the standalone value (10 ticks of 100 ms).
 pub const DEFAULT_ELECTION_TICK: usize = 10;
@@ -211,6 +219,9 @@ impl NodeRole {
     }
 }
 
+/// Streams a snapshot of a frozen state into a writer (see [`StateMachine::with_frozen`]).
+pub type SnapshotWriter<'a> = &'a dyn Fn(&mut dyn std::io::Write) -> std::io::Result<()>;
+
 /// The replicated state machine. Lives on the raft thread; all calls come from it.
 pub trait StateMachine: Send + 'static {
     /// Apply one committed normal entry with non-empty data, strictly in log order.
@@ -228,6 +239,37 @@ pub trait StateMachine: Send + 'static {
     fn snapshot(&self) -> Vec<u8>;
     /// Replace the whole state with a snapshot taken at `index`.
     fn restore(&mut self, index: u64, data: &[u8]) -> Result<(), String>;
+    /// Streams the snapshot of [`StateMachine::snapshot`] into `w` instead of building it in
+    /// memory. Default: writes `snapshot()`.
+    fn snapshot_into(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        w.write_all(&self.snapshot())
+    }
+    /// Calls `f` once while the state cannot change, with a function that streams the
+    /// snapshot of that frozen state into a writer (without taking the state's lock again).
+    /// The raft thread uses it to fork a child that serializes from the frozen memory.
+    /// Default: hands `f` [`StateMachine::snapshot_into`].
+    fn with_frozen(&self, f: &mut dyn FnMut(SnapshotWriter<'_>)) {
+        f(&|w| self.snapshot_into(w));
+    }
+    /// Whether the writer [`StateMachine::with_frozen`] hands out may run in a forked child
+    /// process: it must take no lock, log nothing and touch nothing but the frozen state and
+    /// the writer. Default: no (the raft thread then serializes in-process).
+    fn fork_safe(&self) -> bool {
+        false
+    }
+    /// Replace the whole state with the snapshot of `len` bytes taken at `index` that `r`
+    /// streams, without reading it into memory whole. Default: reads it, then `restore`.
+    fn restore_from(
+        &mut self,
+        index: u64,
+        len: u64,
+        r: &mut dyn std::io::Read,
+    ) -> Result<(), String> {
+        let mut data = Vec::with_capacity(usize::try_from(len).unwrap_or(0).min(1 << 26));
+        r.read_to_end(&mut data)
+            .map_err(|e| format!("reading snapshot: {e}"))?;
+        self.restore(index, &data)
+    }
     /// Raft could not accept a proposal (e.g. not leader); the server fails the waiting client
     /// with ConnectionLoss.
     fn proposal_dropped(&mut self, data: &[u8]);
@@ -255,6 +297,11 @@ pub trait StateMachine: Send + 'static {
 pub trait Transport: Send + 'static {
     /// Delivers `msgs` (best effort: Raft retransmits what is lost).
     fn send(&self, msgs: Vec<Message>);
+    /// Whether a MsgSnapshot may carry a snapshot-file descriptor instead of the whole image:
+    /// the transport then streams the file itself. Default: no.
+    fn streams_snapshots(&self) -> bool {
+        false
+    }
 }
 
 /// Transport for a one-voter group: there is nobody to talk to.
@@ -412,6 +459,11 @@ struct Shared {
     applied_ahead: AtomicU64,
     /// Snapshot writes that failed (retried later); lets tests and `mntr` see an ENOSPC there.
     snapshot_failures: AtomicU64,
+    /// Snapshots received from a leader and installed since start.
+    snapshots_installed: AtomicU64,
+    /// How long the raft thread was stopped by the newest snapshot it took, in µs (the
+    /// serialize, or the fork of the child that serializes).
+    snapshot_pause_us: AtomicU64,
     /// LMDB counters (write transactions, entries) for group-commit metrics.
     storage: Arc<StorageStats>,
     /// Set while a write failed for lack of space and is being retried; proposals are refused
@@ -474,6 +526,10 @@ pub struct RaftStats {
     /// Entries applied once the group committed them but before this node's own copy was
     /// durable (a follower, or a leader, whose fsync trails the quorum's).
     pub applied_ahead: u64,
+    /// Snapshots received from a leader and installed since start.
+    pub snapshots_installed: u64,
+    /// Raft-thread pause of the newest snapshot taken, in µs.
+    pub snapshot_pause_us: u64,
 }
 
 impl Shared {
@@ -747,6 +803,8 @@ impl RaftHandle {
             snapshots_taken: self.shared.snapshots_taken.load(Ordering::Relaxed),
             snapshot_failures: self.shared.snapshot_failures.load(Ordering::Relaxed),
             applied_ahead: self.shared.applied_ahead.load(Ordering::Relaxed),
+            snapshots_installed: self.shared.snapshots_installed.load(Ordering::Relaxed),
+            snapshot_pause_us: self.shared.snapshot_pause_us.load(Ordering::Relaxed),
         }
     }
 

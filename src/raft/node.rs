@@ -34,6 +34,10 @@ pub(super) struct Node {
     tick_interval: Duration,
     /// Applied entries between automatic snapshots.
     snapshot_every: u64,
+    /// Log bytes appended between automatic snapshots (0: no byte bound).
+    snapshot_bytes: u64,
+    /// `StorageStats::bytes_appended` when the last snapshot was started.
+    bytes_at_snapshot: u64,
     /// Max commands drained per loop turn (bounds one Ready's size).
     max_batch: usize,
     /// Max proposal bytes drained per loop turn (bounds one LMDB transaction's size).
@@ -149,6 +153,8 @@ impl Node {
         let snaps = SnapshotDir::open(opts.data_dir.join("snapshots"))?;
         let mut storage = LmdbStorage::open(&opts.data_dir.join("raft"), Some(snaps.clone()))?;
         storage.use_stats(shared.storage.clone());
+        // A streaming transport gets descriptors of snapshot files, never whole images.
+        storage.set_snapshot_by_reference(transport.streams_snapshots());
 
         if storage.is_fresh() {
             let cs = ConfState {
@@ -179,7 +185,15 @@ impl Node {
         }
 
         let compacted_to = storage.snapshot_metadata().index;
-        let restored = match snaps.load_newest_valid()? {
+        // Verified by streaming, and restored from the file below: never a whole image in RAM.
+        let restored = match snaps
+            .newest_valid_header()?
+            .map(|(h, path)| StartupSnapshot {
+                index: h.index,
+                term: h.term,
+                conf_state: h.conf_state,
+                path,
+            }) {
             None if compacted_to == 0 => None,
             None => {
                 return Err(RaftError::MissingHistory {
@@ -222,11 +236,7 @@ impl Node {
                     }
                 }
                 storage.set_replay_conf_state(snap.conf_state.clone());
-                sm.restore(snap.index, &snap.data)
-                    .map_err(|reason| RaftError::Restore {
-                        index: snap.index,
-                        reason,
-                    })?;
+                restore_from_file(sm.as_mut(), &snaps, snap.index, &snap.path)?;
                 tracing::info!(index = snap.index, term = snap.term, path = %snap.path.display(), "restored snapshot");
                 newest_snapshot = Some(m);
                 snap.index
@@ -294,6 +304,8 @@ impl Node {
             shared,
             tick_interval: opts.tick_interval,
             snapshot_every: opts.snapshot_every,
+            snapshot_bytes: opts.snapshot_bytes,
+            bytes_at_snapshot: 0,
             max_batch: opts.max_batch,
             max_batch_bytes: opts.max_batch_bytes,
             rx,
@@ -898,6 +910,9 @@ impl Node {
                 }
                 let ty = msg.get_msg_type();
                 let (from, term) = (msg.from, msg.term);
+                if ty == MessageType::MsgSnapshot && !self.snapshot_message_ready(&msg) {
+                    return;
+                }
                 let commit = match ty {
                     MessageType::MsgAppend | MessageType::MsgHeartbeat => Some(msg.commit),
                     MessageType::MsgSnapshot => {
@@ -984,28 +999,7 @@ impl Node {
         } else {
             let snap = rd.snapshot();
             let m = snap.get_metadata().clone();
-            // File first: once LMDB forgets the log, the file is the only copy of that prefix.
-            let data = snap.data.clone();
-            self.retry_while_full(
-                "incoming snapshot file",
-                |node| {
-                    node.snaps
-                        .write(m.index, m.term, m.get_conf_state(), &data)
-                        .map_err(RaftError::from)
-                },
-                |_| {},
-            )?;
-            self.sm
-                .restore(m.index, &snap.data)
-                .map_err(|reason| RaftError::Restore {
-                    index: m.index,
-                    reason,
-                })?;
-            tracing::info!(
-                index = m.index,
-                term = m.term,
-                "installed snapshot from leader"
-            );
+            self.install_snapshot(&m, &snap.data)?;
             Some(m)
         };
 
@@ -1245,6 +1239,70 @@ impl Node {
         Ok(())
     }
 
+    /// Whether an incoming MsgSnapshot may be stepped: one carrying a descriptor only once
+    /// its file was received, fsynced and verified (the peer network does that before it
+    /// steps the message; this guards against anything else). Raft must never accept a
+    /// snapshot this node cannot install.
+    fn snapshot_message_ready(&self, msg: &Message) -> bool {
+        let data = &msg.get_snapshot().data;
+        if !crate::storage::SnapshotRef::is_ref(data) {
+            return true;
+        }
+        let checked = crate::storage::SnapshotRef::decode(data)
+            .ok_or_else(|| "damaged snapshot descriptor".to_string())
+            .and_then(|r| self.snaps.check_received(&r).map_err(|e| e.to_string()));
+        match checked {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::warn!(from = msg.from, %error, "ignoring a MsgSnapshot whose file is not here");
+                false
+            }
+        }
+    }
+
+    /// Installs the snapshot Raft accepted: its file becomes this node's newest snapshot file
+    /// (durably, before LMDB forgets the log: then the file is the only copy of that prefix),
+    /// and the state machine is restored from it. A descriptor names a file already received
+    /// (`recv-<index>.bin`), renamed into place and streamed into the restore; a whole image
+    /// (in-process transports) is written out first.
+    fn install_snapshot(&mut self, m: &SnapshotMetadata, data: &[u8]) -> Result<(), RaftError> {
+        let started = Instant::now();
+        let path = if crate::storage::SnapshotRef::is_ref(data) {
+            let r = crate::storage::SnapshotRef::decode(data)
+                .filter(|r| r.index == m.index && r.term == m.term)
+                .ok_or_else(|| RaftError::Restore {
+                    index: m.index,
+                    reason: "snapshot descriptor damaged or not for this snapshot".into(),
+                })?;
+            self.snaps.adopt_received(&r)?
+        } else {
+            let mut path = std::path::PathBuf::new();
+            self.retry_while_full(
+                "incoming snapshot file",
+                |node| {
+                    path = node
+                        .snaps
+                        .write(m.index, m.term, m.get_conf_state(), data)
+                        .map_err(RaftError::from)?;
+                    Ok(())
+                },
+                |_| {},
+            )?;
+            path
+        };
+        restore_from_file(self.sm.as_mut(), &self.snaps, m.index, &path)?;
+        self.shared
+            .snapshots_installed
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(
+            index = m.index,
+            term = m.term,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "installed snapshot from leader"
+        );
+        Ok(())
+    }
+
     fn maybe_snapshot(&mut self, requested: bool) -> Result<(), RaftError> {
         if self.snapshot_in_flight {
             return Ok(());
@@ -1254,9 +1312,15 @@ impl Node {
             return Ok(());
         }
         let since = self.snapshot_failed_at.unwrap_or(last);
-        if !requested && self.applied.saturating_sub(since) < self.snapshot_every {
+        let appended = self.shared.storage.bytes_appended.load(Ordering::Relaxed);
+        let by_bytes = self.snapshot_bytes > 0
+            && appended.saturating_sub(self.bytes_at_snapshot) >= self.snapshot_bytes;
+        if !requested && !by_bytes && self.applied.saturating_sub(since) < self.snapshot_every {
             return Ok(());
         }
+        // Counted from here whether or not this attempt succeeds: a failing disk is retried
+        // after another `snapshot_bytes`, not on every turn.
+        self.bytes_at_snapshot = appended;
         let index = self.applied;
         // Entries applied ahead of local durability (`apply_committed_ahead`) must be durable
         // here before a snapshot covers them: the log is later compacted up to snapshots, and
@@ -1269,9 +1333,18 @@ impl Node {
         // Conf changes are persisted as they are applied, so this is membership at `index`.
         let cs = store.conf_state().clone();
         let started = Instant::now();
+        if self.sm.fork_safe() {
+            match self.fork_snapshot(index, term, &cs, started) {
+                Ok(()) => return Ok(()),
+                Err(error) => {
+                    tracing::warn!(%error, index, "cannot fork the snapshot writer; serializing on the raft thread");
+                }
+            }
+        }
         // Serializing needs the state as of `index`, so it happens here; writing and fsyncing
         // the file (the slow part) happens on a helper thread so writes keep flowing.
         let data = self.sm.snapshot();
+        self.note_snapshot_pause(index, started.elapsed(), "serialize");
         let snaps = self.snaps.clone();
         let commands = self.commands.clone();
         let new_meta = meta(index, term, cs.clone());
@@ -1303,6 +1376,106 @@ impl Node {
             self.snapshot_in_flight = false;
             self.snapshot_failed_at = Some(index);
             tracing::error!(error = %e, index, "cannot start the snapshot writer");
+        }
+        Ok(())
+    }
+
+    /// Records how long taking a snapshot stopped the raft thread (heartbeats included).
+    fn note_snapshot_pause(&self, index: u64, pause: Duration, how: &'static str) {
+        let pause_us = u64::try_from(pause.as_micros()).unwrap_or(u64::MAX);
+        self.shared
+            .snapshot_pause_us
+            .store(pause_us, Ordering::Relaxed);
+        tracing::info!(index, pause_us, how, "raft thread paused for a snapshot");
+    }
+
+    /// Takes the snapshot at `index` in a forked child (Redis-style): the raft thread is
+    /// stopped only for the `fork()` itself, under the state's read lock, and the child
+    /// serializes from its copy-on-write image of that frozen memory straight into the file
+    /// (no image in memory). A reaper thread waits for the child (killing it after
+    /// [`SNAPSHOT_CHILD_TIMEOUT`]), renames the file into place and reports back as the
+    /// in-process writer does. `Err` only if no child was started (the caller falls back).
+    fn fork_snapshot(
+        &mut self,
+        index: u64,
+        term: u64,
+        cs: &ConfState,
+        started: Instant,
+    ) -> Result<(), RaftError> {
+        install_snapshot_child_panic_hook();
+        let (tmp, file) = self.snaps.create_tmp(index)?;
+        let mut forked: Result<libc::pid_t, std::io::Error> = Ok(0);
+        let mut pause = Duration::ZERO;
+        self.sm.with_frozen(&mut |write| {
+            let fork_started = Instant::now();
+            // SAFETY: fork() in a multi-threaded process. The child runs only
+            // `child_write_snapshot`: it reads the frozen state (no thread can be changing it,
+            // the read lock is held across the fork), writes the inherited file, allocates
+            // (glibc's malloc is reset for the child by its own fork handlers), takes no other
+            // lock, logs nothing and leaves with `_exit`, never returning into Rust code that
+            // other (now absent) threads could be needed for.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                child_write_snapshot(&tmp, &file, index, term, cs, write);
+            }
+            pause = fork_started.elapsed();
+            forked = if pid < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(pid)
+            };
+        });
+        let pid = match forked {
+            Ok(pid) => pid,
+            Err(e) => {
+                drop(file);
+                let _ = std::fs::remove_file(&tmp);
+                return Err(RaftError::from(crate::storage::SnapshotError::Io {
+                    path: tmp,
+                    source: e,
+                }));
+            }
+        };
+        drop(file);
+        self.note_snapshot_pause(index, pause, "fork");
+        let snaps = self.snaps.clone();
+        let commands = self.commands.clone();
+        let new_meta = meta(index, term, cs.clone());
+        self.snapshot_in_flight = true;
+        let reaper = std::thread::Builder::new()
+            .name("snapshot-reaper".into())
+            .spawn(move || {
+                let written = reap_snapshot_child(pid, SNAPSHOT_CHILD_TIMEOUT).map_err(|source| {
+                    crate::storage::SnapshotError::Io {
+                        path: tmp.clone(),
+                        source,
+                    }
+                });
+                let bytes = std::fs::metadata(&tmp).map_or(0, |m| m.len() as usize);
+                let result = snaps
+                    .finish_tmp(index, &tmp, written)
+                    .map_err(|e| e.to_string());
+                let _ = commands.send(Command::SnapshotWritten {
+                    meta: Box::new(new_meta),
+                    result,
+                    bytes,
+                    started,
+                });
+            });
+        if let Err(e) = reaper {
+            // No reaper: reap here, blocking (rare: thread creation failed).
+            tracing::error!(error = %e, index, "cannot start the snapshot reaper; waiting for the child here");
+            let written = reap_snapshot_child(pid, SNAPSHOT_CHILD_TIMEOUT);
+            let tmp = self.snaps.tmp_path(index);
+            let written = written.map_err(|source| crate::storage::SnapshotError::Io {
+                path: tmp.clone(),
+                source,
+            });
+            let result = self
+                .snaps
+                .finish_tmp(index, &tmp, written)
+                .map_err(|e| e.to_string());
+            self.snapshot_written(meta(index, term, cs.clone()), result, 0, started);
         }
         Ok(())
     }
@@ -1399,6 +1572,162 @@ impl Node {
             "raft thread stopped"
         );
     }
+}
+
+/// Longest a forked snapshot writer may run before it is killed (and the snapshot retried):
+/// a 1M-znode tree takes about a second, so this only catches a wedged child.
+const SNAPSHOT_CHILD_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Set in a forked snapshot child only: see [`install_snapshot_child_panic_hook`].
+static IN_SNAPSHOT_CHILD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Wraps the panic hook (once, in the server process) so that a panic in a forked snapshot
+/// child exits it at once with status 125: the default hook would print to stderr, whose
+/// lock another thread (a logger) may have held at the fork, and the child would hang.
+fn install_snapshot_child_panic_hook() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if IN_SNAPSHOT_CHILD.load(Ordering::Relaxed) {
+                // SAFETY: ends the forked child without touching anything shared.
+                unsafe { libc::_exit(125) }
+            }
+            previous(info)
+        }));
+    });
+}
+
+/// The forked child: writes the snapshot file and exits, never returning. Exit status 0 once
+/// the file is complete and fsynced; otherwise the errno of the failure (ENOSPC stays
+/// recognisable as a full disk), or 125 for a failure without one.
+fn child_write_snapshot(
+    tmp: &std::path::Path,
+    file: &std::fs::File,
+    index: u64,
+    term: u64,
+    cs: &ConfState,
+    write: super::SnapshotWriter<'_>,
+) -> ! {
+    IN_SNAPSHOT_CHILD.store(true, Ordering::Relaxed);
+    // SAFETY: prctl only sets this process's own parent-death signal. Dying with the server
+    // means a child can never outlive it and write after it is gone.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+    }
+    // Every other descriptor (client and peer sockets, listeners, LMDB) is closed in the
+    // child at once: a copy held open here would keep a connection the server closed alive
+    // (no FIN) until the child exits. Best effort: on a kernel without close_range they stay
+    // open for the child's lifetime.
+    close_fds_except(std::os::fd::AsRawFd::as_raw_fd(file));
+    let code = match file.try_clone() {
+        Ok(file) => {
+            let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                crate::storage::write_file(tmp, file, index, term, cs, |w| write(w))
+            }));
+            match run {
+                Ok(Ok(())) => 0,
+                Ok(Err(crate::storage::SnapshotError::Io { source, .. })) => source
+                    .raw_os_error()
+                    .filter(|e| (1..125).contains(e))
+                    .unwrap_or(125),
+                Ok(Err(_)) | Err(_) => 125,
+            }
+        }
+        Err(e) => e
+            .raw_os_error()
+            .filter(|e| (1..125).contains(e))
+            .unwrap_or(125),
+    };
+    // SAFETY: _exit ends the child at once: no atexit handlers, no destructors, no flushing
+    // of stdio buffers copied from the parent.
+    unsafe { libc::_exit(code) }
+}
+
+/// Closes every descriptor above stderr but `keep` (in the forked snapshot child).
+fn close_fds_except(keep: std::os::fd::RawFd) {
+    let close_range = |first: libc::c_uint, last: libc::c_uint| {
+        if first <= last {
+            // SAFETY: close_range(2) only closes this process's descriptors; the child uses
+            // none of those but `keep` and stdio.
+            unsafe { libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint) };
+        }
+    };
+    let keep = libc::c_uint::try_from(keep).unwrap_or(0);
+    if keep < 3 {
+        close_range(3, libc::c_uint::MAX);
+        return;
+    }
+    close_range(3, keep - 1);
+    close_range(keep.saturating_add(1), libc::c_uint::MAX);
+}
+
+/// Waits for the snapshot child `pid` (polling, so that it can be killed after `timeout`
+/// and reaped either way: never left a zombie). Ok once it exited with status 0.
+fn reap_snapshot_child(pid: libc::pid_t, timeout: Duration) -> std::io::Result<()> {
+    let deadline = Instant::now() + timeout;
+    let mut status: libc::c_int = 0;
+    loop {
+        // SAFETY: waitpid on our own child, with a valid pointer to `status`.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            break;
+        }
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if Instant::now() > deadline {
+            // SAFETY: signals and reaps our own child.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+                libc::waitpid(pid, &mut status, 0);
+            }
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "snapshot child timed out and was killed",
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if libc::WIFEXITED(status) {
+        match libc::WEXITSTATUS(status) {
+            0 => Ok(()),
+            125 => Err(std::io::Error::other("snapshot child failed")),
+            errno => Err(std::io::Error::from_raw_os_error(errno)),
+        }
+    } else {
+        Err(std::io::Error::other(format!(
+            "snapshot child died (wait status {status})"
+        )))
+    }
+}
+
+/// The newest valid snapshot found at startup (verified, not loaded).
+struct StartupSnapshot {
+    /// Its index.
+    index: u64,
+    /// Term of `index`.
+    term: u64,
+    /// Membership at `index`.
+    conf_state: ConfState,
+    /// The file.
+    path: std::path::PathBuf,
+}
+
+/// Restores `sm` by streaming the payload of the snapshot file at `path`.
+fn restore_from_file(
+    sm: &mut dyn StateMachine,
+    snaps: &SnapshotDir,
+    index: u64,
+    path: &std::path::Path,
+) -> Result<(), RaftError> {
+    let (h, mut payload) = snaps.open_payload(path)?;
+    sm.restore_from(index, h.payload_len, &mut payload)
+        .map_err(|reason| RaftError::Restore { index, reason })
 }
 
 /// Payload bytes a command adds to the next Ready (only proposals carry any).

@@ -343,6 +343,41 @@ fn request_snapshot_is_honoured() {
     stop(h, j);
 }
 
+#[test]
+fn the_log_is_bounded_by_bytes_as_well_as_by_count() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    // The count bound is never reached; 64 KiB of log triggers a snapshot.
+    let o = RaftOptions {
+        snapshot_bytes: 64 * 1024,
+        ..opts(tmp.path(), 1_000_000)
+    };
+    let (h, j) = RaftHandle::start(o, sm).unwrap();
+    let big = vec![b'b'; 4096];
+    // 15 entries of 4 KiB: under the bound, no snapshot.
+    for _ in 0..15 {
+        h.propose(big.clone()).unwrap();
+    }
+    wait_until("applied", || applied_count(&obs) == 15);
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(
+        h.stats().snapshots_taken,
+        0,
+        "snapshot before the byte bound"
+    );
+    // Past 64 KiB: one snapshot.
+    for _ in 0..5 {
+        h.propose(big.clone()).unwrap();
+    }
+    wait_until("applied", || applied_count(&obs) == 20);
+    wait_until("a snapshot by bytes", || h.stats().snapshots_taken == 1);
+    // Small entries that add up to less than the bound take no further snapshot.
+    propose_applied(&h, &obs, "s", 50, 70);
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(h.stats().snapshots_taken, 1);
+    stop(h, j);
+}
+
 /// Builds snapshots S1 < S2 with log entries after S2, returns (S1, S2, applied state).
 fn two_snapshots(dir: &Path) -> (u64, u64, Vec<(u64, Vec<u8>)>) {
     let (sm, obs) = TestSm::new();

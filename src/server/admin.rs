@@ -245,6 +245,14 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
             "rookery_snapshot_failures",
             raft_stats.snapshot_failures.to_string(),
         ),
+        (
+            "rookery_snapshots_installed",
+            raft_stats.snapshots_installed.to_string(),
+        ),
+        (
+            "rookery_snapshot_pause_us",
+            raft_stats.snapshot_pause_us.to_string(),
+        ),
     ];
     if shared.config().is_ensemble() {
         ensemble_rows(shared, raft, &mut rows);

@@ -401,6 +401,7 @@ fn raft_options(config: &Config, voters: Vec<u64>, tick: Duration) -> RaftOption
         data_dir: config.data_dir.clone(),
         tick_interval: tick,
         snapshot_every: config.snap_count,
+        snapshot_bytes: config.snap_size_limit_kb.saturating_mul(1024),
         max_batch: 4096,
         max_batch_bytes: crate::raft::DEFAULT_MAX_BATCH_BYTES,
         max_uncommitted_bytes: crate::raft::DEFAULT_MAX_UNCOMMITTED_BYTES,
@@ -447,6 +448,11 @@ async fn start_ensemble(
     }));
     let net = PeerNetwork::start(peer_config, peer_listener, inbound.clone())
         .map_err(|e| ServerError::Ensemble(e.to_string()))?;
+    // Snapshots travel as their files, streamed in chunks beside the Raft messages (the raft
+    // thread opens and cleans this directory; the network only reads and receives files).
+    net.serve_snapshots(crate::storage::SnapshotDir::existing(
+        config.data_dir.join("snapshots"),
+    ));
     // Not the leader yet: record touches instead of expiring, until promoted.
     shared.tracker().demote();
     let options = raft_options(config, voters, timing.tick);

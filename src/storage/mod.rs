@@ -10,7 +10,10 @@ pub mod raft_log;
 pub mod snapshot;
 
 pub use raft_log::{LmdbStorage, LogError, StorageStats};
-pub use snapshot::{SnapshotDir, SnapshotError, SnapshotFile};
+pub use snapshot::{
+    verify_file, write_file, SnapshotDir, SnapshotError, SnapshotFile, SnapshotHeader,
+    SnapshotReceiver, SnapshotRef,
+};
 
 pub use dirs::{create_dir_durable, fsync_dir};
 

@@ -219,6 +219,9 @@ pub struct StorageStats {
     pub write_txns: AtomicU64,
     /// Log entries written, including ones later truncated by a new leader.
     pub entries_appended: AtomicU64,
+    /// Encoded bytes of the log entries written (what the log grew by); the raft thread
+    /// takes a snapshot once this grew by `RaftOptions::snapshot_bytes` since the last one.
+    pub bytes_appended: AtomicU64,
     /// Explicit flushes ([`LmdbStorage::sync`]) that made the newest transaction durable
     /// because no later transaction was coming soon; ≪ `write_txns` under load.
     pub syncs: AtomicU64,
@@ -269,6 +272,9 @@ pub struct LmdbStorage {
     /// Where snapshot files live, so `Storage::snapshot` can hand the newest to a lagging
     /// follower. `None` in unit tests that exercise only the log.
     snapshot_dir: Option<SnapshotDir>,
+    /// `Storage::snapshot` hands out a [`super::SnapshotRef`] (the transport streams the file)
+    /// instead of reading the whole file into the message.
+    snapshot_by_reference: bool,
     /// Shared counters (write transactions, entries).
     stats: Arc<StorageStats>,
     /// LMDB id of the newest committed write transaction. With `MDB_NOMETASYNC` its meta page
@@ -451,6 +457,7 @@ impl LmdbStorage {
             last_index,
             last_term,
             snapshot_dir,
+            snapshot_by_reference: false,
             stats: Arc::new(StorageStats::default()),
             written_txn,
             durable_txn: written_txn,
@@ -792,6 +799,10 @@ impl LmdbStorage {
         } else {
             self.hard_state_dirty || commit_moved
         };
+        self.stats.bytes_appended.fetch_add(
+            encoded.iter().map(|e| e.1.len() as u64).sum(),
+            Ordering::Relaxed,
+        );
         self.hard_state = new_hs;
         if let Some(m) = new_snap {
             self.snapshot_meta = m;
@@ -829,6 +840,12 @@ impl LmdbStorage {
             return Ok(());
         }
         self.write_ready_with(&[], None, None, true)
+    }
+
+    /// Whether `Storage::snapshot` hands out descriptors of snapshot files (the transport
+    /// streams them) rather than whole images.
+    pub fn set_snapshot_by_reference(&mut self, by_reference: bool) {
+        self.snapshot_by_reference = by_reference;
     }
 
     /// Persists the membership after a conf change was applied.
@@ -988,12 +1005,41 @@ impl Storage for LmdbStorage {
         Ok(self.last_index)
     }
 
-    /// The newest snapshot file, for a follower that needs entries we compacted away.
+    /// The newest snapshot file, for a follower that needs entries we compacted away. By
+    /// reference (the transport streams files): only the header is read, and the data is a
+    /// descriptor. Otherwise the whole file is read and checked (in-process transports).
     fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
         let unavailable = || raft::Error::Store(StorageError::SnapshotTemporarilyUnavailable);
         let Some(dir) = &self.snapshot_dir else {
             return Err(unavailable());
         };
+        if self.snapshot_by_reference {
+            let newest = dir.newest_header().map_err(|e| {
+                tracing::warn!(error = %e, to, "cannot read snapshot header for follower");
+                unavailable()
+            })?;
+            return match newest {
+                Some((h, _)) if h.index >= request_index => {
+                    let mut s = Snapshot {
+                        data: super::SnapshotRef::of(&h).encode().into(),
+                        ..Default::default()
+                    };
+                    let meta = s.mut_metadata();
+                    meta.index = h.index;
+                    meta.term = h.term;
+                    meta.set_conf_state(h.conf_state.clone());
+                    tracing::info!(
+                        index = h.index,
+                        term = h.term,
+                        to,
+                        bytes = h.file_len(),
+                        "sending snapshot (streamed)"
+                    );
+                    Ok(s)
+                }
+                _ => Err(unavailable()),
+            };
+        }
         let newest = dir.load_newest_valid().map_err(|e| {
             tracing::warn!(error = %e, to, "cannot read snapshot for follower");
             unavailable()

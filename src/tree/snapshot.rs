@@ -16,6 +16,7 @@
 //! at least, so that decoding then encoding reproduces the input byte for byte.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{Read, Write};
 
 use rookery_protocol::{ephemeral_owner, Acl, Id};
 
@@ -25,6 +26,8 @@ use super::path::is_valid_path;
 use super::{java_len, DataTree};
 
 const MAGIC: &[u8; 8] = b"RKTREE\0\0";
+/// Encoded bytes buffered before they go to the writer.
+const ENCODE_CHUNK: usize = 256 * 1024;
 const VERSION: u32 = 3;
 /// The format before null data; decoded, never written.
 const VERSION_NO_NULL: u32 = 2;
@@ -56,6 +59,9 @@ pub enum TreeError {
     /// Bytes left after the last node.
     #[error("{0} trailing bytes in tree snapshot")]
     TrailingBytes(usize),
+    /// Reading the snapshot failed (a streamed restore).
+    #[error("reading tree snapshot: {0}")]
+    Io(String),
 }
 
 fn put_u32(out: &mut Vec<u8>, v: u32) {
@@ -93,25 +99,108 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// A bounds-checked reader.
-struct Cursor<'a> {
-    /// Unread input.
-    buf: &'a [u8],
+/// A bounds-checked, buffered reader over the body of a tree snapshot (everything before the
+/// trailing crc), computing the crc as it goes: a snapshot streams from a file or a socket
+/// without ever being held whole in memory.
+struct Cursor<R: Read> {
+    /// The input.
+    r: R,
+    /// Bytes pulled from `r`, `buf[pos..end]` not consumed yet.
+    buf: Box<[u8]>,
+    /// Next unconsumed byte of `buf`.
+    pos: usize,
+    /// End of the valid bytes in `buf`.
+    end: usize,
+    /// Body bytes not pulled from `r` yet.
+    unread: u64,
+    /// crc32 of every body byte pulled so far.
+    hasher: crc32fast::Hasher,
 }
 
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], TreeError> {
-        if self.buf.len() < n {
+/// Read buffer of a [`Cursor`].
+const CURSOR_BUF: usize = 256 * 1024;
+
+impl<R: Read> Cursor<R> {
+    fn new(r: R, body_len: u64) -> Self {
+        Cursor {
+            r,
+            buf: vec![0u8; CURSOR_BUF].into_boxed_slice(),
+            pos: 0,
+            end: 0,
+            unread: body_len,
+            hasher: crc32fast::Hasher::new(),
+        }
+    }
+
+    /// Body bytes left (buffered or not).
+    fn remaining(&self) -> u64 {
+        self.unread + (self.end - self.pos) as u64
+    }
+
+    fn refill(&mut self) -> Result<(), TreeError> {
+        if self.unread == 0 {
             return Err(TreeError::Truncated);
         }
-        let (head, tail) = self.buf.split_at(n);
-        self.buf = tail;
-        Ok(head)
+        let want = self
+            .buf
+            .len()
+            .min(usize::try_from(self.unread).unwrap_or(usize::MAX));
+        let n = loop {
+            match self.r.read(&mut self.buf[..want]) {
+                Ok(0) => return Err(TreeError::Truncated),
+                Ok(n) => break n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(TreeError::Io(e.to_string())),
+            }
+        };
+        self.hasher.update(&self.buf[..n]);
+        self.unread -= n as u64;
+        self.pos = 0;
+        self.end = n;
+        Ok(())
+    }
+
+    fn byte(&mut self) -> Result<u8, TreeError> {
+        if self.pos == self.end {
+            self.refill()?;
+        }
+        let b = self.buf[self.pos];
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn fill(&mut self, out: &mut [u8]) -> Result<(), TreeError> {
+        if out.len() as u64 > self.remaining() {
+            return Err(TreeError::Truncated);
+        }
+        let mut done = 0;
+        while done < out.len() {
+            if self.pos == self.end {
+                self.refill()?;
+            }
+            let n = (self.end - self.pos).min(out.len() - done);
+            out[done..done + n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Reads `n` bytes into `out` (replacing its contents). The length was checked against
+    /// the input left, so a damaged length cannot make this allocate more than the input.
+    fn take_into(&mut self, n: u64, out: &mut Vec<u8>) -> Result<(), TreeError> {
+        if n > self.remaining() {
+            return Err(TreeError::Truncated);
+        }
+        let n = usize::try_from(n).map_err(|_| TreeError::Truncated)?;
+        out.clear();
+        out.resize(n, 0);
+        self.fill(out)
     }
 
     fn array<const N: usize>(&mut self) -> Result<[u8; N], TreeError> {
         let mut a = [0u8; N];
-        a.copy_from_slice(self.take(N)?);
+        self.fill(&mut a)?;
         Ok(a)
     }
 
@@ -127,20 +216,18 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_be_bytes(self.array()?))
     }
 
-    fn bytes(&mut self) -> Result<&'a [u8], TreeError> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
-    fn string(&mut self) -> Result<&'a str, TreeError> {
-        std::str::from_utf8(self.bytes()?).map_err(|_| TreeError::Invalid("string is not UTF-8"))
+    fn string(&mut self) -> Result<String, TreeError> {
+        let n = self.u32()?;
+        let mut v = Vec::new();
+        self.take_into(u64::from(n), &mut v)?;
+        String::from_utf8(v).map_err(|_| TreeError::Invalid("string is not UTF-8"))
     }
 
     /// A minimal LEB128 varint (anything else is refused, to keep the encoding canonical).
     fn var(&mut self) -> Result<u64, TreeError> {
         let mut v = 0u64;
         for i in 0..10 {
-            let b = self.take(1)?[0];
+            let b = self.byte()?;
             if i == 9 && b > 1 {
                 return Err(TreeError::Invalid("varint overflow"));
             }
@@ -167,25 +254,56 @@ impl<'a> Cursor<'a> {
         u32::try_from(self.var()?).map_err(|_| TreeError::Invalid("length out of range"))
     }
 
-    fn var_bytes(&mut self) -> Result<&'a [u8], TreeError> {
-        let n = self.var()?;
-        self.take(usize::try_from(n).map_err(|_| TreeError::Truncated)?)
+    /// After the last node: no body bytes may be left, and the trailing crc must match.
+    fn finish(mut self) -> Result<(), TreeError> {
+        let left = self.remaining();
+        if left != 0 {
+            return Err(TreeError::TrailingBytes(
+                usize::try_from(left).unwrap_or(usize::MAX),
+            ));
+        }
+        let mut crc = [0u8; 4];
+        self.r.read_exact(&mut crc).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                TreeError::Truncated
+            } else {
+                TreeError::Io(e.to_string())
+            }
+        })?;
+        if self.hasher.finalize() != u32::from_be_bytes(crc) {
+            return Err(TreeError::Checksum);
+        }
+        Ok(())
     }
 }
 
-/// One decoded node: name, child count, stat, ACL cache index, data (`None` if null).
-type NodeRecord<'a> = (&'a str, u32, PersistedStat, u32, Option<&'a [u8]>);
+/// Reusable buffers for one decoded node's name and data (no allocation per node).
+#[derive(Default)]
+struct NodeBufs {
+    /// The node's name, UTF-8 checked.
+    name: Vec<u8>,
+    /// The node's data.
+    data: Vec<u8>,
+}
+
+/// One decoded node: child count, stat, ACL cache index, whether data is null; name and
+/// data are in the [`NodeBufs`].
+type NodeRecord = (u32, PersistedStat, u32, bool);
 
 /// Reads one node; `next_acl` enforces first-use numbering of the ACL table. `nullable`:
 /// the data length is stored + 1, with 0 for null (version 3), else as is (version 2).
-fn read_node<'a>(
-    c: &mut Cursor<'a>,
+fn read_node<R: Read>(
+    c: &mut Cursor<R>,
+    bufs: &mut NodeBufs,
     table: &[u32],
     next_acl: &mut usize,
     nullable: bool,
-) -> Result<NodeRecord<'a>, TreeError> {
-    let name =
-        std::str::from_utf8(c.var_bytes()?).map_err(|_| TreeError::Invalid("name is not UTF-8"))?;
+) -> Result<NodeRecord, TreeError> {
+    let name_len = c.var()?;
+    c.take_into(name_len, &mut bufs.name)?;
+    if std::str::from_utf8(&bufs.name).is_err() {
+        return Err(TreeError::Invalid("name is not UTF-8"));
+    }
     let num_children = c.var_u32()?;
     let czxid = c.var_i64()?;
     let mzxid = czxid.wrapping_add(c.var_i64()?);
@@ -210,15 +328,23 @@ fn read_node<'a>(
     if acl == *next_acl {
         *next_acl += 1;
     }
-    let data = if nullable {
+    let null = if nullable {
         match c.var()? {
-            0 => None,
-            n => Some(c.take(usize::try_from(n - 1).map_err(|_| TreeError::Truncated)?)?),
+            0 => {
+                bufs.data.clear();
+                true
+            }
+            n => {
+                c.take_into(n - 1, &mut bufs.data)?;
+                false
+            }
         }
     } else {
-        Some(c.var_bytes()?)
+        let n = c.var()?;
+        c.take_into(n, &mut bufs.data)?;
+        false
     };
-    Ok((name, num_children, stat, table[acl], data))
+    Ok((num_children, stat, table[acl], null))
 }
 
 impl DataTree {
@@ -244,17 +370,26 @@ impl DataTree {
 
     /// Appends the snapshot encoding of the whole tree to `out`.
     pub fn serialize(&self, out: &mut Vec<u8>) {
-        self.encode(out, VERSION);
+        // Writing into a Vec cannot fail.
+        let _ = self.encode(out, VERSION);
+    }
+
+    /// Streams the snapshot encoding of the whole tree into `w` in bounded pieces (no
+    /// image of the whole encoding is built). The bytes are those of [`DataTree::serialize`].
+    pub fn serialize_into(&self, w: &mut dyn Write) -> std::io::Result<()> {
+        self.encode(w, VERSION)
     }
 
     /// The version 2 encoding (null data written as empty), to test that old snapshots load.
     #[cfg(test)]
     pub(crate) fn serialize_v2(&self, out: &mut Vec<u8>) {
-        self.encode(out, VERSION_NO_NULL);
+        let _ = self.encode(out, VERSION_NO_NULL);
     }
 
-    fn encode(&self, out: &mut Vec<u8>, version: u32) {
-        let start = out.len();
+    fn encode(&self, w: &mut dyn Write, version: u32) -> std::io::Result<()> {
+        let mut hasher = crc32fast::Hasher::new();
+        let mut chunk = Vec::with_capacity(ENCODE_CHUNK + 64 * 1024);
+        let out = &mut chunk;
         out.extend_from_slice(MAGIC);
         put_u32(out, version);
         let order = self.canonical_order();
@@ -283,6 +418,11 @@ impl DataTree {
             let Some(node) = self.nodes.get(id) else {
                 continue;
             };
+            if out.len() >= ENCODE_CHUNK {
+                hasher.update(out);
+                w.write_all(out)?;
+                out.clear();
+            }
             put_var_bytes(out, node.name_bytes());
             put_var(out, node.num_children() as u64);
             for v in [
@@ -311,8 +451,10 @@ impl DataTree {
                 }
             }
         }
-        let crc = crc32fast::hash(&out[start..]);
+        hasher.update(out);
+        let crc = hasher.finalize();
         put_u32(out, crc);
+        w.write_all(out)
     }
 
     /// Decodes a snapshot made by [`DataTree::serialize`]. Rejects damaged or non-canonical
@@ -321,9 +463,35 @@ impl DataTree {
         if bytes.len() < MAGIC.len() + 4 + 4 {
             return Err(TreeError::Truncated);
         }
+        // Whole in memory: check the crc before parsing anything (the stream decoder can only
+        // check it at the end), so damage is reported as such.
         let (body, crc) = bytes.split_at(bytes.len() - 4);
-        let mut c = Cursor { buf: body };
-        if c.take(MAGIC.len())? != MAGIC {
+        let mut crc_bytes = [0u8; 4];
+        crc_bytes.copy_from_slice(crc);
+        if body[..MAGIC.len()] != MAGIC[..] {
+            return Err(TreeError::BadMagic);
+        }
+        let mut version = [0u8; 4];
+        version.copy_from_slice(&body[MAGIC.len()..MAGIC.len() + 4]);
+        let version = u32::from_be_bytes(version);
+        if version != VERSION && version != VERSION_NO_NULL {
+            return Err(TreeError::UnsupportedVersion(version));
+        }
+        if crc32fast::hash(body) != u32::from_be_bytes(crc_bytes) {
+            return Err(TreeError::Checksum);
+        }
+        Self::deserialize_from(bytes, bytes.len() as u64)
+    }
+
+    /// Decodes a snapshot of exactly `len` bytes (crc included) streamed from `r`, holding
+    /// nothing but the tree being built and a small read buffer. The crc is checked at the
+    /// end; the tree is only returned if everything checks out.
+    pub fn deserialize_from(r: impl Read, len: u64) -> Result<Self, TreeError> {
+        if len < (MAGIC.len() + 4 + 4) as u64 {
+            return Err(TreeError::Truncated);
+        }
+        let mut c = Cursor::new(r, len - 4);
+        if c.array::<8>()? != *MAGIC {
             return Err(TreeError::BadMagic);
         }
         let version = c.u32()?;
@@ -331,29 +499,24 @@ impl DataTree {
             return Err(TreeError::UnsupportedVersion(version));
         }
         let nullable = version == VERSION;
-        let mut crc_bytes = [0u8; 4];
-        crc_bytes.copy_from_slice(crc);
-        if crc32fast::hash(body) != u32::from_be_bytes(crc_bytes) {
-            return Err(TreeError::Checksum);
-        }
 
         // ACL table.
         let acl_count = c.u32()? as usize;
-        if acl_count > c.buf.len() / 4 {
+        if acl_count as u64 > c.remaining() / 4 {
             return Err(TreeError::Truncated);
         }
         let mut acls = AclCache::default();
         let mut table: Vec<u32> = Vec::with_capacity(acl_count);
         for _ in 0..acl_count {
             let n = c.u32()? as usize;
-            if n > c.buf.len() / MIN_ACL_BYTES {
+            if n as u64 > c.remaining() / MIN_ACL_BYTES as u64 {
                 return Err(TreeError::Truncated);
             }
             let mut list = Vec::with_capacity(n);
             for _ in 0..n {
                 let perms = c.i32()?;
-                let scheme = c.string()?.to_string();
-                let id = c.string()?.to_string();
+                let scheme = c.string()?;
+                let id = c.string()?;
                 list.push(Acl {
                     perms,
                     id: Id { scheme, id },
@@ -373,14 +536,16 @@ impl DataTree {
         if count == 0 {
             return Err(TreeError::Invalid("no root"));
         }
-        if count > (c.buf.len() / MIN_NODE_BYTES) as u64 {
+        if count > c.remaining() / MIN_NODE_BYTES as u64 {
             return Err(TreeError::Truncated);
         }
         let mut next_acl = 0usize;
+        let mut bufs = NodeBufs::default();
 
-        let (name, root_children, root_stat, root_acl, root_data) =
-            read_node(&mut c, &table, &mut next_acl, nullable)?;
-        if !name.is_empty() {
+        let (root_children, root_stat, root_acl, root_null) =
+            read_node(&mut c, &mut bufs, &table, &mut next_acl, nullable)?;
+        let root_data = (!root_null).then_some(bufs.data.as_slice());
+        if !bufs.name.is_empty() {
             return Err(TreeError::Invalid("root has a name"));
         }
         if root_stat.ephemeral_owner != 0 {
@@ -426,8 +591,12 @@ impl DataTree {
             });
         }
         for _ in 1..count {
-            let (name, num_children, stat, acl, data) =
-                read_node(&mut c, &table, &mut next_acl, nullable)?;
+            let (num_children, stat, acl, null) =
+                read_node(&mut c, &mut bufs, &table, &mut next_acl, nullable)?;
+            // read_node checked it is UTF-8.
+            let name = std::str::from_utf8(&bufs.name)
+                .map_err(|_| TreeError::Invalid("name is not UTF-8"))?;
+            let data = (!null).then_some(bufs.data.as_slice());
             while stack.last().is_some_and(|f| f.remaining == 0) {
                 stack.pop();
             }
@@ -481,9 +650,7 @@ impl DataTree {
         if next_acl != table.len() {
             return Err(TreeError::Invalid("unused ACL list"));
         }
-        if !c.buf.is_empty() {
-            return Err(TreeError::TrailingBytes(c.buf.len()));
-        }
+        c.finish()?;
         // Drop the table's own references: the nodes now hold theirs.
         for index in table {
             tree.acls.release(index);

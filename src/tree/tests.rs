@@ -1842,3 +1842,87 @@ fn hand_made_format_2_snapshot_loads() {
     assert_eq!(&again[8..12], &3u32.to_be_bytes());
     assert!(DataTree::deserialize(&again).unwrap() == t);
 }
+
+/// A reader that hands out at most `step` bytes per call (cycling 1..=step), like a socket.
+struct Trickle<'a> {
+    /// What is left.
+    rest: &'a [u8],
+    /// Largest piece.
+    step: usize,
+    /// Calls so far.
+    calls: usize,
+}
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.calls += 1;
+        let n = (self.calls % self.step + 1)
+            .min(buf.len())
+            .min(self.rest.len());
+        buf[..n].copy_from_slice(&self.rest[..n]);
+        self.rest = &self.rest[n..];
+        Ok(n)
+    }
+}
+
+#[test]
+fn snapshot_streams_out_and_back_in_pieces() {
+    let mut h = H::new();
+    h.create("/big", 0).unwrap();
+    // Well over the encoder's 256 KiB chunk, so the stream is written in several pieces.
+    for i in 0..1500 {
+        let data = vec![b'a' + (i % 26) as u8; 400];
+        h.write(create_req(
+            OpCode::Create,
+            &format!("/big/n{i:05}"),
+            &data,
+            world(perms::ALL),
+            0,
+        ))
+        .0
+        .unwrap();
+    }
+    h.create("/big/n00001/null", 0).unwrap();
+    let mut whole = Vec::new();
+    h.t.serialize(&mut whole);
+    assert!(whole.len() > 2 * 256 * 1024);
+    let mut streamed = Vec::new();
+    h.t.serialize_into(&mut streamed).unwrap();
+    assert_eq!(
+        streamed, whole,
+        "streamed bytes differ from the whole image"
+    );
+
+    let back = DataTree::deserialize_from(
+        Trickle {
+            rest: &whole,
+            step: 7,
+            calls: 0,
+        },
+        whole.len() as u64,
+    )
+    .unwrap();
+    back.check_invariants().unwrap();
+    assert!(back == h.t);
+
+    // A stream that ends early, or is damaged, or longer than announced, is refused.
+    let cut = &whole[..whole.len() - 10];
+    assert_eq!(
+        DataTree::deserialize_from(cut, whole.len() as u64),
+        Err(TreeError::Truncated)
+    );
+    let mut flipped = whole.clone();
+    flipped[whole.len() / 2] ^= 0x01;
+    assert!(DataTree::deserialize_from(&flipped[..], whole.len() as u64).is_err());
+    // A byte flipped inside some node's data still parses: only the crc at the end sees it.
+    let mut in_data = whole.clone();
+    let at = in_data.len() - 300;
+    in_data[at] ^= 0x01;
+    assert_eq!(
+        DataTree::deserialize_from(&in_data[..], whole.len() as u64),
+        Err(TreeError::Checksum)
+    );
+    let mut longer = whole.clone();
+    longer.extend_from_slice(&[0; 4]);
+    assert!(DataTree::deserialize_from(&longer[..], longer.len() as u64).is_err());
+}
