@@ -708,6 +708,8 @@ fn burst_costs_one_flush_per_commit() {
     // and only the last one needs an explicit sync.
     assert!((4..=6).contains(&txns), "{txns} commits for 4 batches");
     assert!(syncs <= 1, "{syncs} explicit syncs for {txns} commits");
+    // A sole voter commits only what it made durable itself: it never applies ahead.
+    assert_eq!(after.applied_ahead, 0);
     stop(h, j);
 }
 
