@@ -48,6 +48,11 @@ pub trait ReplySink: Send {
     /// creation in flight may be lost or may still commit, so the connections waiting on one
     /// must close (ConnectionLoss). Default no-op.
     fn leader_changed(&mut self, _leader_id: u64, _term: u64) {}
+    /// The whole state was replaced by a snapshot at `index` (at start-up, or a member too far
+    /// behind installed the leader's). The changes folded into it fired no watches here, so
+    /// the clients connected now must reconnect and re-register theirs: SetWatches then
+    /// delivers what they missed, as after a ZooKeeper learner's resync. Default no-op.
+    fn state_replaced(&mut self, _index: u64) {}
 }
 
 /// The state covered by the Raft log: everything here changes only by applying entries.
@@ -586,6 +591,8 @@ impl StateMachine for Applier {
             sessions = state.sessions.len(),
             "state restored from snapshot"
         );
+        drop(state);
+        self.sink.state_replaced(index);
         Ok(())
     }
 
@@ -682,6 +689,7 @@ mod tests {
         Closed(i64, Origin),
         Dropped(Origin),
         Reattached(Origin, i64, bool),
+        Replaced(u64),
     }
 
     /// Records everything; the test keeps a second handle on the log.
@@ -718,6 +726,9 @@ mod tests {
         }
         fn session_reattached(&mut self, origin: Origin, session_id: i64, ok: bool) {
             self.0.lock().push(Item::Reattached(origin, session_id, ok));
+        }
+        fn state_replaced(&mut self, index: u64) {
+            self.0.lock().push(Item::Replaced(index));
         }
     }
 
@@ -1046,9 +1057,14 @@ mod tests {
         assert_eq!(shared.tracker().len(), 2);
         applier.restore(5, &snapshot).unwrap();
         let server_id = shared.config().server_id;
+        // The vanished session's connection closes, and then every connection (their watches
+        // missed whatever the snapshot folded in).
         assert_eq!(
             take(&recorder),
-            vec![Item::Closed(gone, Origin::housekeeping(server_id))]
+            vec![
+                Item::Closed(gone, Origin::housekeeping(server_id)),
+                Item::Replaced(5)
+            ]
         );
         assert_eq!(shared.tracker().len(), 1);
         let state = shared.state().read();

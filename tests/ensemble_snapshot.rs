@@ -7,6 +7,10 @@
 //!   follower restarts and must install a snapshot (`rookery_snapshots_installed` in its `mntr`,
 //!   the leader's `rookery_snapshot` log line) and end with the leader's tree: equal
 //!   `zk_znode_count` and spot reads of data written before and after its stop.
+//! * `a_watch_on_a_follower_survives_a_snapshot_install` (normal suite): a follower SIGSTOPped
+//!   while a client on it watches a node; the change to that node reaches it only inside the
+//!   leader's snapshot, so installing it must close the member's client connections and the
+//!   client's reconnect (SetWatches) must deliver the event (without the close it is lost).
 //! * `million_znode_catch_up` (`#[ignore]`d, by hand): the same with 1M znodes of ~100 bytes;
 //!   prints the transfer time and the peak RSS (`VmHWM`) of leader and follower.
 //!
@@ -400,4 +404,99 @@ async fn million_znode_catch_up() {
         o.leader_hwm_kib,
         o.follower_hwm_kib
     );
+}
+
+/// A follower that falls so far behind that it installs the leader's snapshot while a client
+/// on it holds a watch: the change folded into the snapshot fired no event there, so the
+/// member closes its client connections, and the client's reconnect (SetWatches with its last
+/// zxid) brings the event it would otherwise have missed for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_on_a_follower_survives_a_snapshot_install() {
+    let _one = exclusive();
+    within(
+        240,
+        "a_watch_on_a_follower_survives_a_snapshot_install",
+        async {
+            // syncLimit 40 and minSessionTimeout 80 s make the election timeout 20 s (tickTime
+            // 500 × 40, and 80 s / 4), so the pause below (seconds, on a loaded machine) leaves
+            // the follower's serving gate open: it is the snapshot install, not a lost leader,
+            // that must close the watcher's connection.
+            let c = Cluster::start_async(ClusterOpts {
+                sync_limit: 40,
+                extra_cfg: vec![
+                    "snapCount=40".to_string(),
+                    "minSessionTimeout=80000".to_string(),
+                    "maxSessionTimeout=120000".to_string(),
+                ],
+                ..ClusterOpts::default()
+            })
+            .await;
+            let leader = c.blocking(|c| c.wait_ready(60)).await;
+            let follower = c.others(leader)[0];
+            let base = unique("snapwatch");
+            let writer = c.client(leader).await;
+            writer.create(&base, b"", &anyone()).await.unwrap();
+            let watched = format!("{base}/watched");
+            writer.create(&watched, b"v0", &anyone()).await.unwrap();
+            let watcher = c
+                .client_with(
+                    follower,
+                    zk::Client::connector().with_session_timeout(Duration::from_secs(90)),
+                )
+                .await;
+            within(30, "sync", watcher.sync(&watched)).await.unwrap();
+            let (data, _, watch) = watcher.get_and_watch_data(&watched).await.unwrap();
+            assert_eq!(data, b"v0");
+            let installed_before = stat_of(&c, follower, "rookery_snapshots_installed");
+
+            c.sigstop(follower);
+            // More appends than Raft keeps in flight to one follower (256), which the stopped
+            // process's socket buffer still accepts: it applies those after SIGCONT. The change
+            // it is watching comes after them, so it can only arrive through a snapshot.
+            let mut n = 0;
+            let create = |n: usize| {
+                let (writer, base) = (writer.clone(), base.clone());
+                async move {
+                    writer
+                        .create(&format!("{base}/n{n}"), b"x", &anyone())
+                        .await
+                        .unwrap();
+                }
+            };
+            while n < 400 {
+                create(n).await;
+                n += 1;
+            }
+            writer.set_data(&watched, b"v1", None).await.unwrap();
+            // Three more snapshots on the leader, which compacts to the one before the newest:
+            // its log then starts past the change.
+            let snapshots_at_change = stat_of(&c, leader, "rookery_raft_snapshots");
+            while stat_of(&c, leader, "rookery_raft_snapshots") < snapshots_at_change + 3 {
+                assert!(n < 2000, "the leader took no three snapshots in {n} writes");
+                create(n).await;
+                n += 1;
+            }
+            c.sigcont(follower);
+
+            let event = within(
+                60,
+                "the watch event after the snapshot install",
+                watch.changed(),
+            )
+            .await;
+            assert_eq!(
+                event.event_type,
+                zk::EventType::NodeDataChanged,
+                "{event:?}"
+            );
+            assert_eq!(event.path, watched);
+            assert!(
+                stat_of(&c, follower, "rookery_snapshots_installed") > installed_before,
+                "the follower caught up without a snapshot: the test did not test anything"
+            );
+            let (data, _) = watcher.get_data(&watched).await.unwrap();
+            assert_eq!(data, b"v1");
+        },
+    )
+    .await
 }

@@ -412,6 +412,18 @@ impl ReplySink for ServerSink {
         }
     }
 
+    fn state_replaced(&mut self, index: u64) {
+        let closed = self.conns.close_all();
+        if closed > 0 {
+            warn!(
+                index,
+                closed,
+                "installed a snapshot from the leader; closed every client connection so that \
+                 clients re-register their watches against the new state"
+            );
+        }
+    }
+
     fn leader_changed(&mut self, leader_id: u64, term: u64) {
         let closed = self.conns.lock().close_in_doubt();
         if closed > 0 {
