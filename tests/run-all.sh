@@ -78,6 +78,14 @@ client_rc=${PIPESTATUS[0]}
 set -e
 [ "$client_rc" -eq 0 ] || failed+=("rookery-client tests against rookery (exit $client_rc)")
 
+step "client library tests against a 3-member rookery ensemble (sessions spread over the members)"
+set +e
+CLIENT_TEST_ENSEMBLE=1 CLIENT_TEST_TARGET=rookery ROOKERY_BIN="$BIN_DIR/rookery" \
+  cargo test -p rookery-client 2>&1 | tee "$LOGDIR/client-rookery-ensemble.log"
+client_ens_rc=${PIPESTATUS[0]}
+set -e
+[ "$client_ens_rc" -eq 0 ] || failed+=("rookery-client tests against a rookery ensemble (exit $client_ens_rc)")
+
 step "benchmark tools smoke (about a second of load against rookery)"
 SMOKE_DIR=$(mktemp -d "${TMPDIR:-/tmp}/rookery-smoke.XXXXXX")
 SMOKE_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
@@ -116,6 +124,8 @@ echo "failpoint tests:"
 grep -E '^test result:' "$LOGDIR/failpoints.log" | sed 's/^/  /' || echo "  (no test result lines)"
 echo "rookery-client against rookery:"
 grep -E '^test result:' "$LOGDIR/client-rookery.log" | sed 's/^/  /' || echo "  (no test result lines)"
+echo "rookery-client against a rookery ensemble:"
+grep -E '^test result:' "$LOGDIR/client-rookery-ensemble.log" | sed 's/^/  /' || echo "  (no test result lines)"
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed;?$/) p += $i; if ($(i+1) ~ /^failed;?$/) f += $i } }
      END { printf "  cargo total: %d passed, %d failed\n", p, f }' "$LOGDIR/cargo-test.log"
 echo "pytest:"

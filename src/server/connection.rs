@@ -48,6 +48,8 @@ use crate::state::Shared;
 pub use crate::txn::now_ms;
 use crate::txn::{Origin, Txn, TxnBody};
 
+/// The smallest op deadline in an ensemble (see `Connection::op_timeout`).
+const MIN_OP_DEADLINE: Duration = Duration::from_secs(2);
 /// How long a connection that must close after its last reply (closeSession, a failed auth)
 /// keeps trying to write it to a client that does not read.
 const DRAIN_LIMIT: Duration = Duration::from_secs(5);
@@ -401,13 +403,22 @@ impl Connection {
 
     /// How long a write, sync or session creation may stay unanswered in an ensemble before
     /// the connection is closed (its fate is unknown: ConnectionLoss, never a guess):
-    /// min(session timeout, 2 × election timeout). `None` when standalone.
+    /// min(session timeout, max(2 × election timeout, 2 s)). A leader change closes such
+    /// connections at once; the deadline is the backstop for a proposal lost on its way to
+    /// the leader. The 2 s floor keeps a healthy but busy ensemble (a slow fsync, a loaded
+    /// machine) from failing writes that were merely slow, which ZooKeeper never does.
+    /// `None` when standalone.
     fn op_timeout(&self, timeout_ms: i32) -> Option<Duration> {
         if !self.shared.config().is_ensemble() {
             return None;
         }
         let session = Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0).max(1));
-        Some(session.min(self.raft.election_timeout().saturating_mul(2)))
+        let backstop = self
+            .raft
+            .election_timeout()
+            .saturating_mul(2)
+            .max(MIN_OP_DEADLINE);
+        Some(session.min(backstop))
     }
 
     async fn create_session(

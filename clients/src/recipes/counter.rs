@@ -75,6 +75,14 @@ impl Counter {
         self.update(|_| Some(value)).await.map(drop)
     }
 
+    /// After losing a race: the write that won may not be visible yet on the server this
+    /// client reads from (an ensemble member applies a commit a moment after the one that
+    /// answered the winner), and re-reading at once could see the old value again and again.
+    /// `sync` makes the next read see at least the winning write.
+    async fn catch_up(&self) -> Result<()> {
+        self.client.sync(&self.path).await.map(drop)
+    }
+
     /// Applies `f` with optimistic concurrency; None from `f` means "leave it".
     async fn update(&self, f: impl Fn(i64) -> Option<i64>) -> Result<Option<(i64, i64)>> {
         for _ in 0..MAX_ATTEMPTS {
@@ -90,7 +98,7 @@ impl Counter {
                         .await
                     {
                         Ok(_) => return Ok(Some((current, next))),
-                        Err(Error::BadVersion) | Err(Error::NoNode) => continue,
+                        Err(Error::BadVersion) | Err(Error::NoNode) => self.catch_up().await?,
                         Err(e) => return Err(e),
                     }
                 }
@@ -108,7 +116,7 @@ impl Counter {
                         .await
                     {
                         Ok(_) => return Ok(Some((0, next))),
-                        Err(Error::NodeExists) => continue,
+                        Err(Error::NodeExists) => self.catch_up().await?,
                         Err(e) => return Err(e),
                     }
                 }

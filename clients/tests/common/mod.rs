@@ -1,7 +1,10 @@
 //! Test harness: starts a real server on a free loopback port with a temp data dir.
 //!
 //! `CLIENT_TEST_TARGET=zk` (default) runs Apache ZooKeeper from the Debian package;
-//! `CLIENT_TEST_TARGET=rookery` runs `$ROOKERY_BIN`. The server runs under a `sh` guard that
+//! `CLIENT_TEST_TARGET=rookery` runs `$ROOKERY_BIN`. With `CLIENT_TEST_ENSEMBLE=1` the server
+//! every test of a binary shares ([`shared_server`]) is a 3-member ensemble of that kind
+//! (server.N lines, myid), and its connect string lists all three, so the client spreads its
+//! sessions over them; tests that restart their own server keep a standalone one. The server runs under a `sh` guard that
 //! kills it when our end of its stdin pipe closes, so it dies with the test process even when
 //! it is held in a static (statics are never dropped).
 #![allow(dead_code)]
@@ -39,6 +42,32 @@ pub struct TestServer {
     /// Data directory, kept across restarts.
     dir: tempfile::TempDir,
     target: Target,
+    /// The other two members of a shared ensemble (`CLIENT_TEST_ENSEMBLE=1`): their guards
+    /// (stdin closes kill them) and client ports. Empty for a standalone server.
+    others: Vec<(Child, ChildStdin, u16)>,
+}
+
+/// Whether the shared server is a 3-member ensemble.
+pub fn ensemble_mode() -> bool {
+    std::env::var("CLIENT_TEST_ENSEMBLE").is_ok_and(|v| v == "1")
+}
+
+/// Runs `command` under a `sh` guard that kills it when our end of its stdin closes.
+fn guarded(command: &str, log: &std::path::Path) -> (Child, ChildStdin) {
+    let script = format!(
+        "{command} >>'{}' 2>&1 </dev/null & pid=$!; cat >/dev/null; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; exit 0",
+        log.display()
+    );
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server guard");
+    let stdin = child.stdin.take().expect("guard stdin");
+    (child, stdin)
 }
 
 pub fn free_port() -> u16 {
@@ -55,8 +84,72 @@ impl TestServer {
             port: free_port(),
             dir,
             target: target(),
+            others: Vec::new(),
         };
         server.spawn();
+        server
+    }
+
+    /// A 3-member ensemble of [`target`] on loopback; `port` is member 1's client port.
+    pub fn start_ensemble() -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let target = target();
+        let client: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let peer: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let election: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let servers: String = (0..3)
+            .map(|j| {
+                format!(
+                    "server.{}=127.0.0.1:{}:{};127.0.0.1:{}\n",
+                    j + 1,
+                    peer[j],
+                    election[j],
+                    client[j]
+                )
+            })
+            .collect();
+        let mut guards = Vec::new();
+        for i in 0..3 {
+            let member = dir.path().join(format!("m{}", i + 1));
+            let data = member.join("data");
+            std::fs::create_dir_all(&data).expect("member data dir");
+            std::fs::write(data.join("myid"), format!("{}\n", i + 1)).expect("myid");
+            let cfg = member.join("zoo.cfg");
+            std::fs::write(
+                &cfg,
+                format!(
+                    "tickTime=500\ninitLimit=10\nsyncLimit=5\ndataDir={}\nclientPort={}\n\
+                     clientPortAddress=127.0.0.1\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n\
+                     admin.enableServer=false\nznode.container.checkIntervalMs=1000\n{servers}",
+                    data.display(),
+                    client[i]
+                ),
+            )
+            .expect("write zoo.cfg");
+            let command = match target {
+                Target::Zk => zk_command_for(&cfg),
+                Target::Rookery => format!(
+                    "exec '{}' --config '{}' --container-check-interval-ms 1000",
+                    rookery_bin(),
+                    cfg.display()
+                ),
+            };
+            guards.push(guarded(&command, &member.join("server.log")));
+        }
+        let mut guards = guards.into_iter();
+        let (first, first_stdin) = guards.next().expect("member 1");
+        let mut server = TestServer {
+            guard: Some(first),
+            guard_stdin: Some(first_stdin),
+            port: client[0],
+            dir,
+            target,
+            others: guards
+                .zip(client[1..].iter())
+                .map(|((child, stdin), port)| (child, stdin, *port))
+                .collect(),
+        };
+        server.wait_ready(Duration::from_secs(90));
         server
     }
 
@@ -72,19 +165,8 @@ impl TestServer {
         };
         let log = self.dir.path().join("server.log");
         // The guard runs the server in the background, waits for stdin to close, then kills it.
-        let script = format!(
-            "{command} >>'{}' 2>&1 </dev/null & pid=$!; cat >/dev/null; kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null; exit 0",
-            log.display()
-        );
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(&script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn server guard");
-        self.guard_stdin = child.stdin.take();
+        let (child, stdin) = guarded(&command, &log);
+        self.guard_stdin = Some(stdin);
         self.guard = Some(child);
         self.wait_ready(Duration::from_secs(60));
     }
@@ -104,22 +186,11 @@ impl TestServer {
             ),
         )
         .expect("write zoo.cfg");
-        // slf4j-nop silences ZooKeeper's logging; without it slf4j only prints a warning.
-        let mut classpath = "/usr/share/java/zookeeper.jar".to_string();
-        if std::path::Path::new("/usr/share/java/slf4j-nop.jar").exists() {
-            classpath.push_str(":/usr/share/java/slf4j-nop.jar");
-        }
-        format!(
-            "exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
-             -Dzookeeper.admin.enableServer=false -Dzookeeper.extendedTypesEnabled=true -Dznode.container.checkIntervalMs=1000 \
-             -cp {classpath} org.apache.zookeeper.server.quorum.QuorumPeerMain '{}'",
-            cfg.display()
-        )
+        zk_command_for(&cfg)
     }
 
     fn rookery_command(&self) -> String {
-        let bin = std::env::var("ROOKERY_BIN")
-            .expect("CLIENT_TEST_TARGET=rookery needs ROOKERY_BIN=path/to/rookery");
+        let bin = rookery_bin();
         let data = self.dir.path().join("data");
         std::fs::create_dir_all(&data).expect("data dir");
         format!(
@@ -129,18 +200,33 @@ impl TestServer {
         )
     }
 
+    /// Client ports of every member (one for a standalone server).
+    pub fn ports(&self) -> Vec<u16> {
+        std::iter::once(self.port)
+            .chain(self.others.iter().map(|(_, _, port)| *port))
+            .collect()
+    }
+
     fn wait_ready(&mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if four_letter(self.port, "ruok").as_deref() == Some("imok") {
-                let srvr = four_letter(self.port, "srvr").unwrap_or_default();
-                if !srvr.contains("not currently serving") {
-                    return;
-                }
+            let serving = |port: u16| {
+                four_letter(port, "ruok").as_deref() == Some("imok")
+                    && !four_letter(port, "srvr")
+                        .unwrap_or_default()
+                        .contains("not currently serving")
+            };
+            if self.ports().into_iter().all(serving) {
+                return;
             }
             if let Some(guard) = self.guard.as_mut() {
                 if let Ok(Some(status)) = guard.try_wait() {
                     panic!("server exited early ({status}); log:\n{}", self.log());
+                }
+            }
+            for (guard, _, port) in &mut self.others {
+                if let Ok(Some(status)) = guard.try_wait() {
+                    panic!("ensemble member on port {port} exited early ({status})");
                 }
             }
             if Instant::now() > deadline {
@@ -151,6 +237,17 @@ impl TestServer {
     }
 
     pub fn log(&self) -> String {
+        if !self.others.is_empty() {
+            return (1..=3)
+                .map(|i| {
+                    let log = self.dir.path().join(format!("m{i}/server.log"));
+                    format!(
+                        "--- member {i} ---\n{}",
+                        std::fs::read_to_string(log).unwrap_or_default()
+                    )
+                })
+                .collect();
+        }
         std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
@@ -158,6 +255,10 @@ impl TestServer {
     pub fn stop(&mut self) {
         drop(self.guard_stdin.take());
         if let Some(mut guard) = self.guard.take() {
+            let _ = guard.wait();
+        }
+        for (mut guard, stdin, _) in self.others.drain(..) {
+            drop(stdin);
             let _ = guard.wait();
         }
         // Wait until the port is free.
@@ -168,7 +269,11 @@ impl TestServer {
     }
 
     pub fn connect_string(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.ports()
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -193,10 +298,37 @@ pub fn four_letter(port: u16, word: &str) -> Option<String> {
     Some(out)
 }
 
-/// One server shared by all tests of a test binary.
+/// One server shared by all tests of a test binary (an ensemble with
+/// `CLIENT_TEST_ENSEMBLE=1`).
 pub fn shared_server() -> &'static TestServer {
     static SERVER: OnceLock<TestServer> = OnceLock::new();
-    SERVER.get_or_init(TestServer::start)
+    SERVER.get_or_init(|| {
+        if ensemble_mode() {
+            TestServer::start_ensemble()
+        } else {
+            TestServer::start()
+        }
+    })
+}
+
+fn rookery_bin() -> String {
+    std::env::var("ROOKERY_BIN")
+        .expect("CLIENT_TEST_TARGET=rookery needs ROOKERY_BIN=path/to/rookery")
+}
+
+/// The command line of ZooKeeper 3.8 (Debian) serving `cfg`.
+fn zk_command_for(cfg: &std::path::Path) -> String {
+    // slf4j-nop silences ZooKeeper's logging; without it slf4j only prints a warning.
+    let mut classpath = "/usr/share/java/zookeeper.jar".to_string();
+    if std::path::Path::new("/usr/share/java/slf4j-nop.jar").exists() {
+        classpath.push_str(":/usr/share/java/slf4j-nop.jar");
+    }
+    format!(
+        "exec java -Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 \
+         -Dzookeeper.admin.enableServer=false -Dzookeeper.extendedTypesEnabled=true -Dznode.container.checkIntervalMs=1000 \
+         -cp {classpath} org.apache.zookeeper.server.quorum.QuorumPeerMain '{}'",
+        cfg.display()
+    )
 }
 
 /// A unique path prefix per test, so tests sharing a server do not collide.
