@@ -19,9 +19,13 @@ pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving 
 
 /// `Mode:` / `zk_server_state`: `standalone`, else this member's role in the ensemble
 /// (`leader`, `follower`, `observer`; a candidate is not serving and never reaches here).
-pub fn server_state(shared: &Shared, raft: &RaftHandle) -> &'static str {
+/// `read-only` while in read-only mode (ZooKeeper's `ReadOnlyZooKeeperServer.getState`).
+pub fn server_state(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> &'static str {
     if !shared.config().is_ensemble() {
         return "standalone";
+    }
+    if conns.is_read_only() && !raft.is_fresh() {
+        return "read-only";
     }
     match raft.role() {
         NodeRole::Leader => "leader",
@@ -42,7 +46,9 @@ pub async fn four_letter_word(
     if !shared.config().four_letter_allowed(word.as_str()) {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
-    let serving = !shared.config().is_ensemble() || raft.is_fresh();
+    let fresh = !shared.config().is_ensemble() || raft.is_fresh();
+    let read_only = !fresh && conns.is_read_only();
+    let serving = fresh || read_only;
     match word {
         FourLetterWord::Ruok => "imok".to_string(),
         FourLetterWord::Srvr | FourLetterWord::Stat | FourLetterWord::Mntr if !serving => {
@@ -92,6 +98,10 @@ pub async fn four_letter_word(
                 .unwrap_or(0);
             format!("datadir_size: {size}\nlogdir_size: {size}\n")
         }
+        // ZooKeeper's IsroCommand: "null" while no server runs (not serving here), "ro" for
+        // a ReadOnlyZooKeeperServer. Kazoo's read-only clients poll it to find a rw server.
+        FourLetterWord::Isro if read_only => "ro".to_string(),
+        FourLetterWord::Isro if !fresh => "null".to_string(),
         FourLetterWord::Isro => "rw".to_string(),
         FourLetterWord::Dump => dump(shared),
         FourLetterWord::Srst => {
@@ -157,7 +167,7 @@ fn server_summary(
         // Unclamped: a negative value is an accounting bug and must show.
         stats.outstanding.load(Ordering::Relaxed),
         shared.last_zxid(),
-        server_state(shared, raft),
+        server_state(shared, conns, raft),
         node_count,
     );
     // ZooKeeper's StatCommand adds this line on the leader only.
@@ -194,7 +204,10 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
     let connections = conns.lock().by_id.len();
     let mut rows: Vec<(&str, String)> = vec![
         ("zk_version", VERSION.to_string()),
-        ("zk_server_state", server_state(shared, raft).to_string()),
+        (
+            "zk_server_state",
+            server_state(shared, conns, raft).to_string(),
+        ),
         ("zk_avg_latency", format!("{avg:.4}")),
         ("zk_max_latency", format!("{max:.0}")),
         ("zk_min_latency", format!("{min:.0}")),

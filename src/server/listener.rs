@@ -476,6 +476,8 @@ async fn start_ensemble(
 /// the leader; and the serving gate's second half: a server that has not been fresh for
 /// longer than the election timeout closes every client connection (ZooKeeper's
 /// `Learner.shutdown`), so a partitioned minority never keeps clients the leader expires.
+/// With `readonlymode.enabled` it enters read-only mode instead (closing the read-write
+/// connections only), and leaves it, closing the read-only ones, once fresh again.
 async fn ensemble_duties(
     shared: Arc<Shared>,
     conns: Arc<ConnRegistry>,
@@ -490,6 +492,7 @@ async fn ensemble_duties(
     touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     gate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let my_id = shared.config().server_id;
+    let read_only_enabled = shared.config().read_only_enabled;
     let mut unfresh_since: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -507,10 +510,25 @@ async fn ensemble_duties(
             _ = gate.tick() => {
                 if raft.is_fresh() {
                     unfresh_since = None;
+                    if let Some(closed) = conns.leave_read_only() {
+                        info!(closed, "in contact with the quorum again; left read-only mode and closed its connections");
+                    }
                     continue;
                 }
                 let since = *unfresh_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > raft.election_timeout() {
+                if since.elapsed() <= raft.election_timeout() {
+                    continue;
+                }
+                if read_only_enabled {
+                    // ZooKeeper's QuorumPeer starts its ReadOnlyZooKeeperServer once LOOKING
+                    // lasted a while: read-only clients are served from the local tree.
+                    let (entered, closed) = conns.read_only_tick(Instant::now());
+                    if entered {
+                        warn!(closed, "not in contact with a leader; entered read-only mode");
+                    } else if closed > 0 {
+                        warn!(closed, "read-only mode: closed read-write connections");
+                    }
+                } else {
                     let closed = conns.close_all();
                     if closed > 0 {
                         warn!(closed, "not in contact with a leader; closed every client connection");
