@@ -502,7 +502,10 @@ impl Config {
                 // so the switches are checked and otherwise have no effect.
                 "localSessionsEnabled" | "localSessionsUpgradingEnabled" => {
                     parse_bool(value).map_err(|r| bad(&r))?;
-                    tracing::debug!(key = key.as_str(), "accepted: sessions are local only in read-only mode");
+                    tracing::debug!(
+                        key = key.as_str(),
+                        "accepted: sessions are local only in read-only mode"
+                    );
                 }
                 // ZooKeeper turns unknown zoo.cfg keys into zookeeper.* system properties.
                 "superUser" | "zookeeper.superUser" => {

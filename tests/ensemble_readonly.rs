@@ -111,9 +111,11 @@ fn partitioned_follower_serves_read_only_clients() {
     });
 
     ens.partition(f);
-    wait_for("the partitioned follower reports Mode: read-only", 60, || {
-        ens.mode(f) == Some(Mode::ReadOnly)
-    });
+    wait_for(
+        "the partitioned follower reports Mode: read-only",
+        60,
+        || ens.mode(f) == Some(Mode::ReadOnly),
+    );
     assert_eq!(ens.four_letter(f, "isro").unwrap().trim(), "ro");
     assert_eq!(
         ens.mntr(f).get("zk_server_state").map(String::as_str),
@@ -173,7 +175,10 @@ fn partitioned_follower_serves_read_only_clients() {
     let multi = ro.call(OP_MULTI, &multi_body);
     assert_eq!(multi.err, NOT_READ_ONLY, "multi in read-only mode");
     let (err, data) = get_data(&mut ro, "/ro-data");
-    assert_eq!((err, data.as_deref()), (0, Some(&b"before the partition"[..])));
+    assert_eq!(
+        (err, data.as_deref()),
+        (0, Some(&b"before the partition"[..]))
+    );
 
     // A second read-only session, closed by the client: answered, then the socket closes.
     let (mut ro2, _) = connect_retrying(&ens.addr(f), true, 20);

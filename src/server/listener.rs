@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{check_cluster_id_of, Config, PeerRole};
 use crate::peer::{PeerConfig, PeerNetwork, RaftInbound};
 use crate::raft::{GroupOptions, RaftError, RaftHandle, RaftOptions};
+use crate::server::admin;
 use crate::server::connection::Connection;
 use crate::server::registry::{ConnRegistry, ServerSink};
 use crate::state::{Applier, ReplySink, Shared};
@@ -222,6 +223,22 @@ impl Server {
                 self.shutdown_tx.subscribe(),
             ))
         });
+        let control = self.peer_net.as_ref().and_then(|_| {
+            let path = self.shared.config().data_dir.join(admin::CONTROL_SOCKET);
+            match admin::bind_control(&path) {
+                Ok(listener) => Some(tokio::spawn(admin::serve_control(
+                    listener,
+                    path,
+                    self.raft.clone(),
+                    self.shutdown_tx.subscribe(),
+                ))),
+                Err(error) => {
+                    // Not fatal: the server serves; only `rookery admin` cannot reach it.
+                    warn!(%error, path = %path.display(), "cannot bind the control socket");
+                    None
+                }
+            }
+        });
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(stop);
         let raft = self.raft.clone();
@@ -282,6 +299,9 @@ impl Server {
             }
         }
         info!("shutting down");
+        if fatal.is_none() && self.peer_net.is_some() && self.raft.is_leader() {
+            self.hand_off_before_exit().await;
+        }
         let _ = self.shutdown_tx.send(true);
         let drained = tokio::time::timeout(Duration::from_secs(5), async {
             while tasks.join_next().await.is_some() {}
@@ -292,6 +312,9 @@ impl Server {
             tasks.abort_all();
         }
         housekeeping.abort();
+        if let Some(control) = control {
+            let _ = control.await;
+        }
         if let Some(duties) = duties {
             duties.abort();
             let _ = duties.await;
@@ -311,6 +334,29 @@ impl Server {
         match fatal {
             Some(reason) => Err(ServerError::Fatal(reason)),
             None => Ok(()),
+        }
+    }
+}
+
+impl Server {
+    /// A leader asked to stop hands leadership to the most caught-up active voter first, so
+    /// a planned restart costs the ensemble no election timeout (ZooKeeper has no such step:
+    /// its followers wait out syncLimit, then elect). Bounded: raft-rs abandons a transfer
+    /// after an election timeout, and this waits at most that plus half of it.
+    async fn hand_off_before_exit(&self) {
+        let election = self.raft.election_timeout();
+        let limit = election + election / 2;
+        match admin::hand_off_leadership(&self.raft, None, limit).await {
+            Ok(h) => info!(
+                to = h.leader,
+                term = h.term,
+                previous_term = h.old_term,
+                elapsed_ms = h.elapsed.as_millis() as u64,
+                "leadership handed off before exit"
+            ),
+            Err(error) => {
+                warn!(%error, "could not hand leadership off before exit; exiting anyway")
+            }
         }
     }
 }
