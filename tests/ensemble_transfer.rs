@@ -11,8 +11,10 @@
 //!   a term + 1 alone does not prove the handoff, hence the log line).
 //! * `planned_restart_write_gap` (measurement, no timing assertion): SIGTERM on the leader
 //!   while a client on a follower writes in a loop; prints the time from the SIGTERM to the
-//!   first acknowledged write sent after it, over 5 restarts, and their median. It runs
-//!   against ZooKeeper 3.8 too (`E2E_TARGET=zk`), which has no handoff.
+//!   first acknowledged write sent after it, and the longest silence between two acks, over 5
+//!   restarts, and their medians. It runs against ZooKeeper 3.8 too (`E2E_TARGET=zk`), which
+//!   has no handoff. `sigkill_write_gap` is the same with kill -9 (no handoff possible), for
+//!   reference.
 //!
 //! ```text
 //! cargo test --test ensemble_transfer -- --test-threads=1 --nocapture
@@ -242,12 +244,15 @@ fn writer(addr: String, stop: Arc<AtomicBool>, acks: Arc<Mutex<Vec<Ack>>>) {
     }
 }
 
-#[test]
-fn planned_restart_write_gap() {
+/// Stops the leader `rounds` times with `stop_leader` while a client on a follower writes, and
+/// prints, per round and as medians: the time from the stop to the first acknowledged write
+/// sent after it, and the longest silence between two acknowledgements around it.
+fn write_gap(what: &str, rounds: usize, stop_leader: impl Fn(&Cluster, usize)) {
     let _one = exclusive();
     let ens = Cluster::start(opts());
-    let mut gaps = vec![];
-    for round in 0..5 {
+    let mut firsts = vec![];
+    let mut silences = vec![];
+    for round in 0..rounds {
         let leader = ens.wait_ready(60);
         let follower = ens.others(leader)[0];
         let stop = Arc::new(AtomicBool::new(false));
@@ -256,36 +261,61 @@ fn planned_restart_write_gap() {
             let (addr, stop, acks) = (ens.addr(follower), stop.clone(), acks.clone());
             std::thread::spawn(move || writer(addr, stop, acks))
         };
-        // Warm up (ZooKeeper's JIT, rookery's connections), then the planned stop.
+        // Warm up (ZooKeeper's JIT, rookery's connections), then the stop.
         wait_for("writes flow", 30, || acks.lock().unwrap().len() > 50);
         std::thread::sleep(Duration::from_millis(500));
         let t0 = Instant::now();
-        ens.stop(leader, 20);
-        wait_for("a write sent after the SIGTERM is acknowledged", 60, || {
+        stop_leader(&ens, leader);
+        wait_for("a write sent after the stop is acknowledged", 60, || {
             acks.lock().unwrap().iter().any(|a| a.sent > t0)
         });
-        let gap = acks
-            .lock()
-            .unwrap()
+        // A little more traffic, so the silence is bounded on both sides.
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        w.join().unwrap();
+        let acks = acks.lock().unwrap();
+        let first = acks
             .iter()
             .find(|a| a.sent > t0)
             .map(|a| a.acked - t0)
             .unwrap();
-        stop.store(true, Ordering::SeqCst);
-        w.join().unwrap();
+        let silence = acks
+            .windows(2)
+            .filter(|p| p[1].acked > t0)
+            .map(|p| p[1].acked - p[0].acked)
+            .max()
+            .unwrap_or_default();
         eprintln!(
-            "round {round}: SIGTERM of the leader (member {leader}) -> first acked write: {} ms",
-            gap.as_millis()
+            "round {round}: {what} of the leader (member {leader}): first acked write after {} ms, \
+             longest silence between acks {} ms",
+            first.as_millis(),
+            silence.as_millis()
         );
-        gaps.push(gap);
+        firsts.push(first);
+        silences.push(silence);
         ens.start_again(leader, 60);
     }
-    gaps.sort();
+    firsts.sort();
+    silences.sort();
     eprintln!(
-        "{}: planned restart, SIGTERM -> first acked write, median of {}: {} ms (all: {:?})",
+        "{} {what}: median of {rounds}: first acked write {} ms (all {:?}), longest silence {} ms \
+         (all {:?})",
         if is_zk() { "zookeeper" } else { "rookery" },
-        gaps.len(),
-        gaps[gaps.len() / 2].as_millis(),
-        gaps.iter().map(|g| g.as_millis()).collect::<Vec<_>>()
+        firsts[rounds / 2].as_millis(),
+        firsts.iter().map(|g| g.as_millis()).collect::<Vec<_>>(),
+        silences[rounds / 2].as_millis(),
+        silences.iter().map(|g| g.as_millis()).collect::<Vec<_>>()
     );
+}
+
+#[test]
+fn planned_restart_write_gap() {
+    write_gap("SIGTERM", 5, |ens, leader| ens.stop(leader, 20));
+}
+
+/// Reference for the figure above: no handoff possible (kill -9); rookery's followers see the
+/// leader's sockets close and campaign early, ZooKeeper's go LOOKING.
+#[test]
+fn sigkill_write_gap() {
+    write_gap("SIGKILL", 5, |ens, leader| ens.kill9(leader));
 }

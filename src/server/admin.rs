@@ -530,6 +530,9 @@ pub enum HandoffError {
     /// Raft refused to start the transfer.
     #[error("{0}")]
     Refused(#[from] TransferError),
+    /// The raft thread did not take the request in time (it is stalled, e.g. on a full disk).
+    #[error("raft did not answer the transfer request in time")]
+    Unanswered,
     /// The transfer started but the target did not take over in time (raft-rs abandons it
     /// after an election timeout: the target may be too far behind, or unreachable).
     #[error("server {target} did not take over within {waited_ms} ms")]
@@ -563,10 +566,11 @@ pub async fn hand_off_leadership(
 ) -> Result<Handoff, HandoffError> {
     let started = Instant::now();
     let old_term = raft.term();
-    let target = raft
-        .transfer_leader(to)
-        .await
-        .unwrap_or(Err(TransferError::Stopped))?;
+    // Bounded too: a raft thread stalled on a full disk defers commands until it recovers.
+    let target = match tokio::time::timeout(limit, raft.transfer_leader(to)).await {
+        Ok(answer) => answer.unwrap_or(Err(TransferError::Stopped))?,
+        Err(_) => return Err(HandoffError::Unanswered),
+    };
     // Bounded by `limit`; polls the lock-free status the raft thread publishes.
     while started.elapsed() < limit {
         let term = raft.term();
