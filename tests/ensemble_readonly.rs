@@ -149,6 +149,12 @@ fn partitioned_follower_serves_read_only_clients() {
     let (err, data) = get_data(&mut ro, "/ro-data");
     assert_eq!(err, 0);
     assert_eq!(data.as_deref(), Some(&b"before the partition"[..]));
+    if !is_zk() {
+        assert_eq!(
+            ens.mntr(f).get("zk_local_sessions").map(String::as_str),
+            Some("1")
+        );
+    }
     let children = ro.call(OP_GET_CHILDREN, &raw::path_watch_req("/", false));
     assert_eq!(children.err, 0);
     assert!(Dec::new(&children.body)

@@ -240,6 +240,8 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
         ("zk_ephemerals_count", ephemerals.to_string()),
         ("zk_approximate_data_size", data_size.to_string()),
         ("zk_global_sessions", shared.tracker().len().to_string()),
+        // Local sessions exist only in read-only mode (ZooKeeper's local session tracker).
+        ("zk_local_sessions", conns.local_session_count().to_string()),
         ("zk_last_zxid", shared.last_zxid().to_string()),
         ("zk_uptime", shared.uptime().as_millis().to_string()),
         ("rookery_raft_write_txns", raft_stats.write_txns.to_string()),

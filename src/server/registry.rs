@@ -414,6 +414,11 @@ impl ConnRegistry {
         close_where(&tables, |_| true)
     }
 
+    /// Live local (read-only) sessions, for `mntr`.
+    pub fn local_session_count(&self) -> usize {
+        self.lock().read_only.session_count()
+    }
+
     /// Whether this server is in read-only mode.
     pub fn is_read_only(&self) -> bool {
         self.lock().read_only.active
