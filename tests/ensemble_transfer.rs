@@ -18,7 +18,8 @@
 //!
 //! ```text
 //! cargo test --test ensemble_transfer -- --test-threads=1 --nocapture
-//! E2E_TARGET=zk cargo test --test ensemble_transfer planned_restart -- --nocapture
+//! cargo test --test ensemble_transfer write_gap -- --ignored --test-threads=1 --nocapture
+//! E2E_TARGET=zk cargo test --test ensemble_transfer write_gap -- --ignored --test-threads=1 --nocapture
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
@@ -314,6 +315,7 @@ fn write_gap(what: &str, rounds: usize, stop_leader: impl Fn(&Cluster, usize)) {
 }
 
 #[test]
+#[ignore = "measurement (5 restarts, prints timings, asserts none): run by hand with --ignored"]
 fn planned_restart_write_gap() {
     write_gap("SIGTERM", 5, |ens, leader| ens.stop(leader, 20));
 }
@@ -321,6 +323,7 @@ fn planned_restart_write_gap() {
 /// Reference for the figure above: no handoff possible (kill -9); rookery's followers see the
 /// leader's sockets close and campaign early, ZooKeeper's go LOOKING.
 #[test]
+#[ignore = "measurement (5 restarts, prints timings, asserts none): run by hand with --ignored"]
 fn sigkill_write_gap() {
     write_gap("SIGKILL", 5, |ens, leader| ens.kill9(leader));
 }
