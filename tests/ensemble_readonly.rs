@@ -6,6 +6,8 @@
 //!   and reads what was written before the cut; creates, setData, multi and sync get
 //!   NotReadOnly (-119); a client that did not ask for read-only is refused (socket closed);
 //!   after healing, the read-only connection is closed and a normal session works there.
+//! * `partitioned_leader_goes_read_only`: the same for a leader cut off from both followers
+//!   (it steps down first; the majority elects a new leader).
 //!
 //! The same test runs against a ZooKeeper 3.8 ensemble with `E2E_TARGET=zk` (the harness turns
 //! `readonlymode.enabled=true` into ZooKeeper's system property), which checks that what it
@@ -216,5 +218,44 @@ fn partitioned_follower_serves_read_only_clients() {
     let (mut rw, resp) = connect_retrying(&ens.addr(f), true, 30);
     assert_eq!(resp.read_only, Some(false), "read-write server once healed");
     let created = rw.call(OP_CREATE, &raw::create_req("/after-heal-2", b"rw", 0));
+    assert_eq!(created.err, 0);
+}
+
+/// The leader cut off from both followers steps down (Raft check-quorum; ZooKeeper's leader
+/// loses its followers), goes read-only and serves read-only clients; the other two elect a
+/// leader; after healing the old leader rejoins and closes its read-only connections.
+#[test]
+fn partitioned_leader_goes_read_only() {
+    let _one = exclusive();
+    let ens = Cluster::start(opts());
+    let leader = ens.wait_ready(60);
+    let (mut writer, _) = connect_retrying(&ens.addr(leader), false, 20);
+    let created = writer.call(OP_CREATE, &raw::create_req("/from-leader", b"l", 0));
+    assert_eq!(created.err, 0);
+
+    ens.partition(leader);
+    wait_for("the cut-off leader reports Mode: read-only", 60, || {
+        ens.mode(leader) == Some(Mode::ReadOnly)
+    });
+    let majority = ens.others(leader);
+    let new_leader = ens.wait_leader_among(&majority, 60);
+    assert_ne!(new_leader, leader);
+    let (mut ro, resp) = connect_retrying(&ens.addr(leader), true, 20);
+    assert_eq!(resp.read_only, Some(true));
+    let (err, data) = get_data(&mut ro, "/from-leader");
+    assert_eq!((err, data.as_deref()), (0, Some(&b"l"[..])));
+    let create = ro.call(OP_CREATE, &raw::create_req("/from-ro-leader", b"x", 0));
+    assert_eq!(create.err, NOT_READ_ONLY);
+
+    ens.heal(leader);
+    assert!(
+        ro.wait_closed(Duration::from_secs(60)),
+        "the read-only connection stays open after healing"
+    );
+    wait_for("the old leader serves again", 60, || {
+        matches!(ens.mode(leader), Some(Mode::Follower | Mode::Leader))
+    });
+    let (mut normal, _) = connect_retrying(&ens.addr(leader), false, 30);
+    let created = normal.call(OP_CREATE, &raw::create_req("/after-heal", b"rw", 0));
     assert_eq!(created.err, 0);
 }
