@@ -8,6 +8,8 @@
 //!   after healing, the read-only connection is closed and a normal session works there.
 //! * `partitioned_leader_goes_read_only`: the same for a leader cut off from both followers
 //!   (it steps down first; the majority elects a new leader).
+//! * `cut_off_member_without_read_only_mode_answers_isro_null`: with the mode off, a cut-off
+//!   member answers `isro` with `null` and admits nobody.
 //!
 //! The same test runs against a ZooKeeper 3.8 ensemble with `E2E_TARGET=zk` (the harness turns
 //! `readonlymode.enabled=true` into ZooKeeper's system property), which checks that what it
@@ -258,4 +260,37 @@ fn partitioned_leader_goes_read_only() {
     let (mut normal, _) = connect_retrying(&ens.addr(leader), false, 30);
     let created = normal.call(OP_CREATE, &raw::create_req("/after-heal", b"rw", 0));
     assert_eq!(created.err, 0);
+}
+
+/// Without read-only mode, a member cut off from the quorum serves nobody: `isro` answers
+/// `null` (ZooKeeper's IsroCommand when no server runs), not `rw`, so a read-only client's
+/// search for a read-write server (kazoo polls `isro`) does not pick it; read-only and
+/// normal handshakes are both refused. Back to `rw` once healed.
+#[test]
+fn cut_off_member_without_read_only_mode_answers_isro_null() {
+    let _one = exclusive();
+    let mut o = opts();
+    o.extra_cfg.retain(|l| !l.starts_with("readonlymode"));
+    let ens = Cluster::start(o);
+    let leader = ens.wait_ready(60);
+    let f = ens.others(leader)[0];
+    assert_eq!(ens.four_letter(f, "isro").unwrap().trim(), "rw");
+    ens.partition(f);
+    wait_for("the cut-off follower stops serving", 60, || {
+        ens.mode(f) == Some(Mode::NotServing)
+    });
+    // ZooKeeper goes LOOKING (not serving) a little before it answers null: poll.
+    wait_for("isro answers null", 30, || {
+        ens.four_letter(f, "isro").unwrap_or_default().trim() == "null"
+    });
+    let mut req = ConnectRequest::new(6000);
+    req.read_only = true;
+    assert!(
+        RawConn::connect_req(&ens.addr(f), &req).is_err(),
+        "a read-only client was admitted without read-only mode"
+    );
+    ens.heal(f);
+    wait_for("isro answers rw again", 60, || {
+        ens.four_letter(f, "isro").unwrap_or_default().trim() == "rw"
+    });
 }
