@@ -193,6 +193,10 @@ pub struct Flags {
     /// $JVMFLAGS, and from the zoo.cfg key jaasLoginConfig).
     #[arg(long, value_name = "FILE")]
     pub jaas_config: Option<PathBuf>,
+    /// Serve read-only clients while cut off from the quorum (readonlymode.enabled=true,
+    /// ZooKeeper's -Dreadonlymode.enabled=true).
+    #[arg(long)]
+    pub read_only_mode: bool,
 }
 
 /// The effective configuration of a server.
@@ -505,6 +509,16 @@ impl Config {
                     self.read_only_enabled = parse_bool(value).map_err(|r| bad(&r))?
                 }
                 "jaasLoginConfig" => self.jaas_config = Some(PathBuf::from(value)),
+                // ZooKeeper needs local sessions for kazoo's read-only clients. Rookery's
+                // read-only sessions are always local and its read-write ones always global,
+                // so the switches are checked and otherwise have no effect.
+                "localSessionsEnabled" | "localSessionsUpgradingEnabled" => {
+                    parse_bool(value).map_err(|r| bad(&r))?;
+                    tracing::debug!(
+                        key = key.as_str(),
+                        "accepted: sessions are local only in read-only mode"
+                    );
+                }
                 // ZooKeeper turns unknown zoo.cfg keys into zookeeper.* system properties.
                 "superUser" | "zookeeper.superUser" => {
                     self.sasl_super_user = Some(value.clone()).filter(|v| !v.is_empty())
@@ -602,6 +616,9 @@ impl Config {
         }
         if flags.no_ttl {
             self.ttl_enabled = false;
+        }
+        if flags.read_only_mode {
+            self.read_only_enabled = true;
         }
         if let Some(n) = flags.snap_count {
             if n == 0 {

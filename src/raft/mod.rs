@@ -315,6 +315,37 @@ impl Transport for NoopTransport {
     }
 }
 
+/// Why a leadership transfer could not be started ([`RaftHandle::transfer_leader`]).
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum TransferError {
+    /// No leader is known, so nobody can hand leadership over.
+    #[error("no leader is known")]
+    NoLeader,
+    /// No target was named and this node does not lead, so it cannot pick one.
+    #[error("not the leader: name the target server")]
+    NotLeader,
+    /// The named server is not a voter (unknown, or an observer/learner).
+    #[error("server {0} is not a voting member")]
+    NotAVoter(u64),
+    /// A follower can forward only a transfer to itself: the peer transport accepts a
+    /// message only from the member it names as its sender, so a forwarded request naming
+    /// another target would be dropped. Ask the leader, or the target itself.
+    #[error("not the leader: send this to the leader (server {leader}) or to the target")]
+    AskLeaderOrTarget {
+        /// The leader this node knows.
+        leader: u64,
+    },
+    /// The named server leads already.
+    #[error("server {0} is already the leader")]
+    AlreadyLeader(u64),
+    /// No target was named and no other voter is active.
+    #[error("no other active voter to hand leadership to")]
+    NoCandidate,
+    /// The raft thread is gone.
+    #[error("raft is not running")]
+    Stopped,
+}
+
 /// Why the raft thread could not start, or a request to it failed.
 #[derive(thiserror::Error, Debug)]
 pub enum RaftError {
@@ -429,6 +460,11 @@ enum Command {
     ReportSnapshot(u64, SnapshotStatus),
     /// The connection on which a peer sends to us was closed by its side (EOF or reset).
     PeerConnectionClosed(u64),
+    /// Hand leadership to a voter (0: the most caught-up active one); the answer says to whom.
+    TransferLeader {
+        to: u64,
+        reply: tokio::sync::oneshot::Sender<Result<u64, TransferError>>,
+    },
     Shutdown,
     /// Exit without the orderly shutdown steps (lazy commit index not flushed), to test
     /// recovery from a crash.
@@ -811,6 +847,28 @@ impl RaftHandle {
     /// Asks the raft thread to take a snapshot now (if anything was applied since the last).
     pub fn request_snapshot(&self) -> Result<(), RaftError> {
         self.send(Command::Snapshot)
+    }
+
+    /// Starts handing leadership to voter `to`, or with `None` (on the leader only) to the
+    /// most caught-up active voter: raft-rs `transfer_leader` (the leader brings the target's
+    /// log up to date, then sends it MsgTimeoutNow; it campaigns at once, in term + 1). A
+    /// follower forwards a transfer to itself to its leader, and refuses any other. The answer names the target; the
+    /// move itself shows in [`RaftHandle::leader_id`] / [`RaftHandle::term`], and raft-rs
+    /// abandons it after an election timeout. Writes proposed meanwhile are dropped (their
+    /// clients get ConnectionLoss).
+    pub fn transfer_leader(
+        &self,
+        to: Option<u64>,
+    ) -> tokio::sync::oneshot::Receiver<Result<u64, TransferError>> {
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        let command = Command::TransferLeader {
+            to: to.unwrap_or(0),
+            reply,
+        };
+        if let Err(mpsc::SendError(Command::TransferLeader { reply, .. })) = self.tx.send(command) {
+            let _ = reply.send(Err(TransferError::Stopped));
+        }
+        rx
     }
 
     /// Stop the thread after finishing the current Ready; join via the JoinHandle.

@@ -937,6 +937,9 @@ impl Node {
             Command::ReportUnreachable(id) => self.raw.report_unreachable(id),
             Command::ReportSnapshot(id, status) => self.raw.report_snapshot(id, status),
             Command::PeerConnectionClosed(id) => self.leader_may_be_gone(id),
+            Command::TransferLeader { to, reply } => {
+                let _ = reply.send(self.transfer_leader(to));
+            }
             Command::Shutdown => *stopping = true,
             #[cfg(test)]
             Command::Crash => {
@@ -948,6 +951,66 @@ impl Node {
                 );
             }
         }
+    }
+
+    /// Starts a leadership transfer to `to`, or (0) to the best voter: see
+    /// [`super::RaftHandle::transfer_leader`].
+    fn transfer_leader(&mut self, to: u64) -> Result<u64, super::TransferError> {
+        use super::TransferError;
+        let raft = &self.raw.raft;
+        let leader = raft.leader_id;
+        if leader == raft::INVALID_ID {
+            return Err(TransferError::NoLeader);
+        }
+        let is_leader = raft.state == StateRole::Leader;
+        let target = if to != 0 {
+            if leader == to {
+                return Err(TransferError::AlreadyLeader(to));
+            }
+            // Only the leader knows the membership for sure; a follower's copy is as recent as
+            // its log, and raft-rs on the leader ignores a non-voter target anyway.
+            if is_leader && !raft.prs().conf().voters().contains(to) {
+                return Err(TransferError::NotAVoter(to));
+            }
+            if !is_leader && to != raft.id {
+                return Err(TransferError::AskLeaderOrTarget { leader });
+            }
+            to
+        } else if is_leader {
+            self.best_transferee().ok_or(TransferError::NoCandidate)?
+        } else {
+            return Err(TransferError::NotLeader);
+        };
+        tracing::info!(
+            to = target,
+            term = raft.term,
+            leader,
+            "transferring leadership"
+        );
+        self.raw.transfer_leader(target);
+        Ok(target)
+    }
+
+    /// The voter other than this leader that is active (answered within an election timeout)
+    /// and has the most of the log: it can take over soonest, with no catch-up. Ties go to the
+    /// lower id, so the choice is deterministic.
+    fn best_transferee(&self) -> Option<u64> {
+        let raft = &self.raw.raft;
+        let active: Vec<u64> = self
+            .shared
+            .quorum
+            .lock()
+            .peers
+            .iter()
+            .filter(|p| p.voter && p.active)
+            .map(|p| p.id)
+            .collect();
+        raft.prs()
+            .iter()
+            .filter(|(id, _)| **id != raft.id && active.contains(id))
+            .filter(|(id, _)| raft.prs().conf().voters().contains(**id))
+            .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id)
     }
 
     /// Handles Readies until Raft has nothing more to do. Advancing one Ready can make the next

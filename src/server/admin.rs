@@ -1,4 +1,7 @@
-//! Four-letter words: plain-text admin commands, gated by `4lw.commands.whitelist`.
+//! Four-letter words: plain-text admin commands, gated by `4lw.commands.whitelist`; and the
+//! local control socket (`dataDir/admin.sock`, mode 0600) that `rookery admin` talks to:
+//! one line in (`transfer-leader [N]`), one line out (`ok ...` or `error: ...`). It is a Unix
+//! socket, not a four-letter word, so that only the server's own user can move leadership.
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
@@ -6,8 +9,16 @@ use std::sync::Arc;
 
 use rookery_protocol::FourLetterWord;
 
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
 use crate::config::PeerRole;
-use crate::raft::{NodeRole, QuorumStatus, RaftHandle};
+use crate::raft::{NodeRole, QuorumStatus, RaftHandle, TransferError};
 use crate::server::registry::ConnRegistry;
 use crate::state::Shared;
 
@@ -19,9 +30,13 @@ pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving 
 
 /// `Mode:` / `zk_server_state`: `standalone`, else this member's role in the ensemble
 /// (`leader`, `follower`, `observer`; a candidate is not serving and never reaches here).
-pub fn server_state(shared: &Shared, raft: &RaftHandle) -> &'static str {
+/// `read-only` while in read-only mode (ZooKeeper's `ReadOnlyZooKeeperServer.getState`).
+pub fn server_state(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> &'static str {
     if !shared.config().is_ensemble() {
         return "standalone";
+    }
+    if conns.is_read_only() && !raft.is_fresh() {
+        return "read-only";
     }
     match raft.role() {
         NodeRole::Leader => "leader",
@@ -42,7 +57,9 @@ pub async fn four_letter_word(
     if !shared.config().four_letter_allowed(word.as_str()) {
         return format!("{word} is not executed because it is not in the whitelist.\n");
     }
-    let serving = !shared.config().is_ensemble() || raft.is_fresh();
+    let fresh = !shared.config().is_ensemble() || raft.is_fresh();
+    let read_only = !fresh && conns.is_read_only();
+    let serving = fresh || read_only;
     match word {
         FourLetterWord::Ruok => "imok".to_string(),
         FourLetterWord::Srvr | FourLetterWord::Stat | FourLetterWord::Mntr if !serving => {
@@ -92,6 +109,10 @@ pub async fn four_letter_word(
                 .unwrap_or(0);
             format!("datadir_size: {size}\nlogdir_size: {size}\n")
         }
+        // ZooKeeper's IsroCommand: "null" while no server runs (not serving here), "ro" for
+        // a ReadOnlyZooKeeperServer. Kazoo's read-only clients poll it to find a rw server.
+        FourLetterWord::Isro if read_only => "ro".to_string(),
+        FourLetterWord::Isro if !fresh => "null".to_string(),
         FourLetterWord::Isro => "rw".to_string(),
         FourLetterWord::Dump => dump(shared),
         FourLetterWord::Srst => {
@@ -157,7 +178,7 @@ fn server_summary(
         // Unclamped: a negative value is an accounting bug and must show.
         stats.outstanding.load(Ordering::Relaxed),
         shared.last_zxid(),
-        server_state(shared, raft),
+        server_state(shared, conns, raft),
         node_count,
     );
     // ZooKeeper's StatCommand adds this line on the leader only.
@@ -194,7 +215,10 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
     let connections = conns.lock().by_id.len();
     let mut rows: Vec<(&str, String)> = vec![
         ("zk_version", VERSION.to_string()),
-        ("zk_server_state", server_state(shared, raft).to_string()),
+        (
+            "zk_server_state",
+            server_state(shared, conns, raft).to_string(),
+        ),
         ("zk_avg_latency", format!("{avg:.4}")),
         ("zk_max_latency", format!("{max:.0}")),
         ("zk_min_latency", format!("{min:.0}")),
@@ -216,6 +240,8 @@ fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
         ("zk_ephemerals_count", ephemerals.to_string()),
         ("zk_approximate_data_size", data_size.to_string()),
         ("zk_global_sessions", shared.tracker().len().to_string()),
+        // Local sessions exist only in read-only mode (ZooKeeper's local session tracker).
+        ("zk_local_sessions", conns.local_session_count().to_string()),
         ("zk_last_zxid", shared.last_zxid().to_string()),
         ("zk_uptime", shared.uptime().as_millis().to_string()),
         ("rookery_raft_write_txns", raft_stats.write_txns.to_string()),
@@ -498,5 +524,175 @@ mod tests {
             }
         );
         assert_eq!(leader_uptime_ms(&quorum), 0);
+    }
+}
+
+/// File name of the control socket in the data dir.
+pub const CONTROL_SOCKET: &str = "admin.sock";
+/// Longest command line accepted on the control socket.
+const CONTROL_LINE_MAX: u64 = 256;
+/// How long a control client may take to send its line.
+const CONTROL_READ_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why leadership did not move ([`hand_off_leadership`]).
+#[derive(Debug, thiserror::Error)]
+pub enum HandoffError {
+    /// Raft refused to start the transfer.
+    #[error("{0}")]
+    Refused(#[from] TransferError),
+    /// The raft thread did not take the request in time (it is stalled, e.g. on a full disk).
+    #[error("raft did not answer the transfer request in time")]
+    Unanswered,
+    /// The transfer started but the target did not take over in time (raft-rs abandons it
+    /// after an election timeout: the target may be too far behind, or unreachable).
+    #[error("server {target} did not take over within {waited_ms} ms")]
+    TimedOut {
+        /// The server leadership was offered to.
+        target: u64,
+        /// How long it was waited for.
+        waited_ms: u64,
+    },
+}
+
+/// Where leadership went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handoff {
+    /// The new leader.
+    pub leader: u64,
+    /// Its term.
+    pub term: u64,
+    /// The term before the transfer.
+    pub old_term: u64,
+    /// How long the move took.
+    pub elapsed: Duration,
+}
+
+/// Moves leadership to `to` (or, on the leader, to the most caught-up active voter) and
+/// waits, at most `limit`, until this node sees the target lead in a later term.
+pub async fn hand_off_leadership(
+    raft: &RaftHandle,
+    to: Option<u64>,
+    limit: Duration,
+) -> Result<Handoff, HandoffError> {
+    let started = Instant::now();
+    let old_term = raft.term();
+    // Bounded too: a raft thread stalled on a full disk defers commands until it recovers.
+    let target = match tokio::time::timeout(limit, raft.transfer_leader(to)).await {
+        Ok(answer) => answer.unwrap_or(Err(TransferError::Stopped))?,
+        Err(_) => return Err(HandoffError::Unanswered),
+    };
+    // Bounded by `limit`; polls the lock-free status the raft thread publishes.
+    while started.elapsed() < limit {
+        let term = raft.term();
+        if raft.leader_id() == target && term > old_term {
+            return Ok(Handoff {
+                leader: target,
+                term,
+                old_term,
+                elapsed: started.elapsed(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Err(HandoffError::TimedOut {
+        target,
+        waited_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+    })
+}
+
+/// Binds the control socket at `path`, replacing a stale one (the data dir is locked by this
+/// process, so a socket file left there belongs to a dead predecessor), owner-only.
+pub fn bind_control(path: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves the control socket until shutdown, then removes it.
+pub async fn serve_control(
+    listener: UnixListener,
+    path: PathBuf,
+    raft: RaftHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let raft = raft.clone();
+                    tasks.spawn(async move { control_session(stream, raft).await });
+                }
+                Err(error) => {
+                    warn!(%error, "control socket accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    tasks.abort_all();
+    let _ = std::fs::remove_file(&path);
+}
+
+/// One control command: read a line, run it, answer a line.
+async fn control_session(stream: UnixStream, raft: RaftHandle) {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(read.take(CONTROL_LINE_MAX));
+    let answer = match tokio::time::timeout(CONTROL_READ_LIMIT, reader.read_line(&mut line)).await {
+        Ok(Ok(_)) => control_command(line.trim(), &raft).await,
+        Ok(Err(error)) => format!("error: {error}"),
+        Err(_) => "error: no command within 5 s".to_string(),
+    };
+    let _ = tokio::time::timeout(
+        CONTROL_READ_LIMIT,
+        write.write_all(format!("{answer}\n").as_bytes()),
+    )
+    .await;
+}
+
+/// Runs one control command line and returns its answer.
+pub async fn control_command(line: &str, raft: &RaftHandle) -> String {
+    let mut words = line.split_whitespace();
+    match (words.next(), words.next(), words.next()) {
+        (Some("transfer-leader"), to, None) => {
+            let to = match to.map(str::parse::<u64>) {
+                None => None,
+                Some(Ok(id)) if id > 0 => Some(id),
+                Some(_) => return "error: the target must be a server id".to_string(),
+            };
+            // raft-rs gives up after an election timeout; a little more covers the last
+            // messages in flight.
+            let limit = raft.election_timeout().saturating_mul(2);
+            match hand_off_leadership(raft, to, limit).await {
+                Ok(h) => {
+                    info!(
+                        leader = h.leader,
+                        term = h.term,
+                        "leadership transferred on request"
+                    );
+                    format!(
+                        "ok leader={} term={} previous_term={} elapsed_ms={}",
+                        h.leader,
+                        h.term,
+                        h.old_term,
+                        h.elapsed.as_millis()
+                    )
+                }
+                Err(error) => format!("error: {error}"),
+            }
+        }
+        (Some("leader"), None, None) => {
+            format!("ok leader={} term={}", raft.leader_id(), raft.term())
+        }
+        _ => "error: unknown command (expected `transfer-leader [N]` or `leader`)".to_string(),
     }
 }

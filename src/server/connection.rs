@@ -170,6 +170,8 @@ pub struct Connection {
     in_doubt: Arc<AtomicUsize>,
     /// The barrier of the `sync` at the head of the queue, while it runs.
     sync_wait: Option<oneshot::Receiver<u64>>,
+    /// Admitted in read-only mode: reads only; writes, sync and reconfig get NotReadOnly.
+    read_only: bool,
     /// The session (0 until the handshake ends).
     session_id: i64,
     /// The negotiated session timeout.
@@ -222,6 +224,7 @@ impl Connection {
             outstanding: Arc::default(),
             in_doubt: Arc::default(),
             sync_wait: None,
+            read_only: false,
             session_id: 0,
             timeout_ms: 0,
             auth: vec![Id {
@@ -303,6 +306,9 @@ impl Connection {
         let request = ConnectRequest::from_bytes(packet)?;
         let ensemble = self.shared.config().is_ensemble();
         if ensemble && !self.raft.is_fresh() {
+            if self.conns.is_read_only() {
+                return self.read_only_handshake(&request).await;
+            }
             // ZooKeeper's learner without a leader accepts no client: close the socket.
             return Err(ConnectionError::Refused(
                 "not serving: no fresh leader contact".into(),
@@ -380,6 +386,93 @@ impl Connection {
         self.send_connect_response(&request, timeout_ms, session_id, passwd)
             .await?;
         debug!(timeout_ms, "session established");
+        Ok(true)
+    }
+
+    /// The handshake while this server is in read-only mode (ZooKeeper's
+    /// `ReadOnlyZooKeeperServer`): only clients that allow a read-only server are admitted;
+    /// a new session is local (never replicated, gone when the server leaves read-only mode);
+    /// a resumed session is a local one of this server, or a global one this server knows
+    /// (served read-only: it cannot write, so it needs no Reattach through the log).
+    async fn read_only_handshake(
+        &mut self,
+        request: &ConnectRequest,
+    ) -> Result<bool, ConnectionError> {
+        if request.read_only != Some(true) {
+            // ZooKeeper closes the socket too (processConnectRequest, NOT_READ_ONLY_CLIENT).
+            return Err(ConnectionError::Refused(
+                "refusing a not-read-only client in read-only mode".into(),
+            ));
+        }
+        let last_zxid = self.shared.last_zxid();
+        if request.last_zxid_seen > last_zxid {
+            // Nobody can bring this server up to date while it is cut off: refuse at once.
+            return Err(ConnectionError::Refused(format!(
+                "client has seen zxid {:#x}, our last zxid is {:#x}",
+                request.last_zxid_seen, last_zxid
+            )));
+        }
+        let timeout_ms = self.shared.config().negotiate_timeout(request.time_out);
+        let global_valid = request.session_id != 0 && self.session_valid(request);
+        let mut passwd = vec![0u8; 16];
+        rand::rng().fill_bytes(&mut passwd);
+        let server_id = self.shared.config().server_id;
+        // One lock for the mode check, the session and the registration (see ReadOnlyMode).
+        let session_id = {
+            let mut conns = self.conns.lock();
+            if !conns.read_only.active {
+                None
+            } else {
+                let session_id = if request.session_id == 0 {
+                    Some(conns.read_only.create_session(
+                        server_id,
+                        now_ms(),
+                        timeout_ms,
+                        passwd.clone(),
+                    ))
+                } else if global_valid
+                    || conns.read_only.resume_session(
+                        request.session_id,
+                        &request.passwd,
+                        Instant::now(),
+                    )
+                {
+                    passwd = request.passwd.clone();
+                    Some(request.session_id)
+                } else {
+                    Some(0)
+                };
+                conns
+                    .by_id
+                    .insert(self.conn_id, self.handle(session_id.unwrap_or(0), true));
+                session_id
+            }
+        };
+        let Some(session_id) = session_id else {
+            // Left read-only mode meanwhile: the client retries and gets the normal path.
+            return Err(ConnectionError::Refused(
+                "left read-only mode during the handshake".into(),
+            ));
+        };
+        self.read_only = true;
+        if session_id == 0 {
+            info!(
+                session = format_args!("{:#x}", request.session_id),
+                "read-only mode: refusing to resume an unknown or expired session"
+            );
+            self.send_connect_response(request, 0, 0, vec![0; 16])
+                .await?;
+            return Ok(false);
+        }
+        self.session_id = session_id;
+        self.timeout_ms = timeout_ms;
+        self.attach_session();
+        self.send_connect_response(request, timeout_ms, session_id, passwd)
+            .await?;
+        info!(
+            session = format_args!("{session_id:#x}"),
+            "read-only session established"
+        );
         Ok(true)
     }
 
@@ -540,7 +633,7 @@ impl Connection {
             time_out: timeout_ms,
             session_id,
             passwd,
-            read_only: request.read_only.map(|_| false),
+            read_only: request.read_only.map(|_| self.read_only),
         };
         let mut frame = BytesMut::new();
         write_frame(&mut frame, |out| response.write(out));
@@ -556,18 +649,22 @@ impl Connection {
     }
 
     fn register(&self) {
-        self.conns.lock().by_id.insert(
-            self.conn_id,
-            ConnHandle {
-                tx: self.tx.clone(),
-                budget: Arc::clone(&self.budget),
-                session_id: 0,
-                peer: self.peer,
-                auth: self.auth.clone(),
-                outstanding: Arc::clone(&self.outstanding),
-                in_doubt: Arc::clone(&self.in_doubt),
-            },
-        );
+        let handle = self.handle(0, false);
+        self.conns.lock().by_id.insert(self.conn_id, handle);
+    }
+
+    /// This connection's entry in the registry.
+    fn handle(&self, session_id: i64, read_only: bool) -> ConnHandle {
+        ConnHandle {
+            tx: self.tx.clone(),
+            budget: Arc::clone(&self.budget),
+            session_id,
+            peer: self.peer,
+            auth: self.auth.clone(),
+            outstanding: Arc::clone(&self.outstanding),
+            in_doubt: Arc::clone(&self.in_doubt),
+            read_only,
+        }
     }
 
     /// Binds the session to this connection, closing any older connection that carried it.
@@ -589,6 +686,12 @@ impl Connection {
             conns.by_id.remove(&self.conn_id);
             if conns.by_session.get(&self.session_id) == Some(&self.conn_id) {
                 conns.by_session.remove(&self.session_id);
+                if self.read_only {
+                    // Resumable within its timeout, as a ZooKeeper session is.
+                    conns
+                        .read_only
+                        .detach_session(self.session_id, Instant::now());
+                }
             }
         }
         self.shared.watches().lock().remove_watcher(self.conn_id);
@@ -736,7 +839,10 @@ impl Connection {
         };
         let stats = self.shared.stats();
         stats.packets_received.fetch_add(1, Ordering::Relaxed);
-        self.shared.tracker().touch(self.session_id);
+        if !self.read_only {
+            // A local session is unknown to the tracker and the leader.
+            self.shared.tracker().touch(self.session_id);
+        }
         let received = Instant::now();
         let mut input = Reader::new(&packet);
         let header = RequestHeader::read(&mut input)?;
@@ -756,6 +862,11 @@ impl Connection {
         };
         if self.closing {
             return Ok(Next::Continue);
+        }
+        if self.read_only {
+            if let Some(next) = self.read_only_filter(&header, &request, received) {
+                return Ok(next);
+            }
         }
         let pending = if request::is_write(&request) {
             if matches!(request, Request::CloseSession) {
@@ -784,6 +895,44 @@ impl Connection {
         };
         self.enqueue(pending);
         Ok(self.pump())
+    }
+
+    /// ZooKeeper's `ReadOnlyRequestProcessor`: on a read-only connection, state-changing
+    /// requests, `sync` and `reconfig` are answered NotReadOnly in their turn; closeSession
+    /// ends the local session here and closes. `None` lets the request through (reads,
+    /// multiRead, watches, auth, ping).
+    fn read_only_filter(
+        &mut self,
+        header: &RequestHeader,
+        request: &Request,
+        received: Instant,
+    ) -> Option<Next> {
+        let header = RequestHeader {
+            xid: header.xid,
+            op_type: header.op_type,
+        };
+        match request {
+            Request::CloseSession => {
+                self.closing = true;
+                self.conns.lock().read_only.remove_session(self.session_id);
+                self.enqueue(Pending::Local {
+                    header,
+                    request: Request::Ping,
+                    received,
+                });
+                self.pump();
+                Some(Next::CloseAfterFlush)
+            }
+            Request::Sync(_) | Request::Reconfig(_) => {
+                self.queue_local_error(header, ErrorCode::NotReadOnly, received);
+                Some(Next::Continue)
+            }
+            other if request::is_write(other) => {
+                self.queue_local_error(header, ErrorCode::NotReadOnly, received);
+                Some(Next::Continue)
+            }
+            _ => None,
+        }
     }
 
     /// Adds a request to the pending queue and to the server-wide outstanding count; every

@@ -23,6 +23,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::{check_cluster_id_of, Config, PeerRole};
 use crate::peer::{PeerConfig, PeerNetwork, RaftInbound};
 use crate::raft::{GroupOptions, RaftError, RaftHandle, RaftOptions};
+use crate::server::admin;
 use crate::server::connection::Connection;
 use crate::server::registry::{ConnRegistry, ServerSink};
 use crate::state::{Applier, ReplySink, Shared};
@@ -222,6 +223,22 @@ impl Server {
                 self.shutdown_tx.subscribe(),
             ))
         });
+        let control = self.peer_net.as_ref().and_then(|_| {
+            let path = self.shared.config().data_dir.join(admin::CONTROL_SOCKET);
+            match admin::bind_control(&path) {
+                Ok(listener) => Some(tokio::spawn(admin::serve_control(
+                    listener,
+                    path,
+                    self.raft.clone(),
+                    self.shutdown_tx.subscribe(),
+                ))),
+                Err(error) => {
+                    // Not fatal: the server serves; only `rookery admin` cannot reach it.
+                    warn!(%error, path = %path.display(), "cannot bind the control socket");
+                    None
+                }
+            }
+        });
         let mut tasks = tokio::task::JoinSet::new();
         tokio::pin!(stop);
         let raft = self.raft.clone();
@@ -282,6 +299,9 @@ impl Server {
             }
         }
         info!("shutting down");
+        if fatal.is_none() && self.peer_net.is_some() && self.raft.is_leader() {
+            self.hand_off_before_exit().await;
+        }
         let _ = self.shutdown_tx.send(true);
         let drained = tokio::time::timeout(Duration::from_secs(5), async {
             while tasks.join_next().await.is_some() {}
@@ -292,6 +312,9 @@ impl Server {
             tasks.abort_all();
         }
         housekeeping.abort();
+        if let Some(control) = control {
+            let _ = control.await;
+        }
         if let Some(duties) = duties {
             duties.abort();
             let _ = duties.await;
@@ -311,6 +334,29 @@ impl Server {
         match fatal {
             Some(reason) => Err(ServerError::Fatal(reason)),
             None => Ok(()),
+        }
+    }
+}
+
+impl Server {
+    /// A leader asked to stop hands leadership to the most caught-up active voter first, so
+    /// a planned restart costs the ensemble no election timeout (ZooKeeper has no such step:
+    /// its followers wait out syncLimit, then elect). Bounded: raft-rs abandons a transfer
+    /// after an election timeout, and this waits at most that plus half of it.
+    async fn hand_off_before_exit(&self) {
+        let election = self.raft.election_timeout();
+        let limit = election + election / 2;
+        match admin::hand_off_leadership(&self.raft, None, limit).await {
+            Ok(h) => info!(
+                to = h.leader,
+                term = h.term,
+                previous_term = h.old_term,
+                elapsed_ms = h.elapsed.as_millis() as u64,
+                "leadership handed off before exit"
+            ),
+            Err(error) => {
+                warn!(%error, "could not hand leadership off before exit; exiting anyway")
+            }
         }
     }
 }
@@ -482,6 +528,8 @@ async fn start_ensemble(
 /// the leader; and the serving gate's second half: a server that has not been fresh for
 /// longer than the election timeout closes every client connection (ZooKeeper's
 /// `Learner.shutdown`), so a partitioned minority never keeps clients the leader expires.
+/// With `readonlymode.enabled` it enters read-only mode instead (closing the read-write
+/// connections only), and leaves it, closing the read-only ones, once fresh again.
 async fn ensemble_duties(
     shared: Arc<Shared>,
     conns: Arc<ConnRegistry>,
@@ -496,6 +544,7 @@ async fn ensemble_duties(
     touch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     gate.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let my_id = shared.config().server_id;
+    let read_only_enabled = shared.config().read_only_enabled;
     let mut unfresh_since: Option<Instant> = None;
     loop {
         tokio::select! {
@@ -513,10 +562,25 @@ async fn ensemble_duties(
             _ = gate.tick() => {
                 if raft.is_fresh() {
                     unfresh_since = None;
+                    if let Some(closed) = conns.leave_read_only() {
+                        info!(closed, "in contact with the quorum again; left read-only mode and closed its connections");
+                    }
                     continue;
                 }
                 let since = *unfresh_since.get_or_insert_with(Instant::now);
-                if since.elapsed() > raft.election_timeout() {
+                if since.elapsed() <= raft.election_timeout() {
+                    continue;
+                }
+                if read_only_enabled {
+                    // ZooKeeper's QuorumPeer starts its ReadOnlyZooKeeperServer once LOOKING
+                    // lasted a while: read-only clients are served from the local tree.
+                    let (entered, closed) = conns.read_only_tick(Instant::now());
+                    if entered {
+                        warn!(closed, "not in contact with a leader; entered read-only mode");
+                    } else if closed > 0 {
+                        warn!(closed, "read-only mode: closed read-write connections");
+                    }
+                } else {
                     let closed = conns.close_all();
                     if closed > 0 {
                         warn!(closed, "not in contact with a leader; closed every client connection");

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use parking_lot::{Mutex, MutexGuard};
@@ -221,6 +222,9 @@ pub struct ConnHandle {
     /// answered): their fate is unknown after a leader change, so the connection is closed
     /// then ([`ReplySink::leader_changed`]).
     pub in_doubt: Arc<AtomicUsize>,
+    /// Admitted while this server was in read-only mode: closed when the server leaves it,
+    /// so its client looks for a read-write server ([`ConnRegistry::leave_read_only`]).
+    pub read_only: bool,
 }
 
 impl ConnHandle {
@@ -248,6 +252,117 @@ pub struct ConnTables {
     pub by_id: HashMap<u64, ConnHandle>,
     /// Session id → the connection currently carrying it (a session moves on reconnect).
     pub by_session: HashMap<i64, u64>,
+    /// Read-only mode (ZooKeeper's `ReadOnlyZooKeeperServer`). Kept under the same lock as
+    /// the tables, so a read-only handshake registering and the server leaving read-only
+    /// mode are ordered: no read-only connection can slip in after the exit closed them.
+    pub read_only: ReadOnlyMode,
+}
+
+/// A session created while in read-only mode: local to this server, never replicated, and
+/// gone when the server leaves read-only mode (ZooKeeper's read-only sessions are never
+/// logged either).
+#[derive(Debug, Clone)]
+pub struct LocalSession {
+    /// The password handed to the client; a resume must present it.
+    pub passwd: Vec<u8>,
+    /// The negotiated timeout: how long a disconnected local session may still be resumed.
+    pub timeout_ms: i32,
+    /// When its last connection went away; `None` while a connection carries it.
+    pub detached_at: Option<Instant>,
+}
+
+/// The read-only state of this server.
+#[derive(Debug, Default)]
+pub struct ReadOnlyMode {
+    /// In read-only mode: only `readOnly` handshakes are admitted, and they are read-only.
+    pub active: bool,
+    /// The next local session id (0 until the first one of this read-only period).
+    next_local_id: i64,
+    /// Local sessions by id.
+    sessions: HashMap<i64, LocalSession>,
+}
+
+/// High bit of every local (read-only) session id. Global ids never have it: they are
+/// `(time << 24 >> 8) | ((server_id & 0x7f) << 56)` ([`crate::session::SessionTable`]), so a
+/// local id can never name a global session, here or on another server. ZooKeeper keeps
+/// the two apart by the same server-id prefix scheme; one more bit makes the split explicit.
+pub const LOCAL_SESSION_BIT: i64 = i64::MIN;
+
+impl ReadOnlyMode {
+    /// Creates a local session; its id has [`LOCAL_SESSION_BIT`] set.
+    pub fn create_session(
+        &mut self,
+        server_id: u64,
+        now_ms: i64,
+        timeout_ms: i32,
+        passwd: Vec<u8>,
+    ) -> i64 {
+        if self.next_local_id == 0 {
+            // The same layout as global ids (time, then the server id in the top byte), so
+            // ids differ across read-only periods and servers.
+            let base = ((now_ms as u64) << 24) >> 8;
+            self.next_local_id = (base | ((server_id & 0x7f) << 56)) as i64 | LOCAL_SESSION_BIT;
+        }
+        // Bounded: skips at most the ids in use.
+        while self.sessions.contains_key(&self.next_local_id) {
+            self.next_local_id = self.next_local_id.wrapping_add(1) | LOCAL_SESSION_BIT;
+        }
+        let id = self.next_local_id;
+        self.next_local_id = self.next_local_id.wrapping_add(1) | LOCAL_SESSION_BIT;
+        self.sessions.insert(
+            id,
+            LocalSession {
+                passwd,
+                timeout_ms,
+                detached_at: None,
+            },
+        );
+        id
+    }
+
+    /// Resumes a local session if it exists, the password matches and it has not timed out
+    /// since its last connection went away.
+    pub fn resume_session(&mut self, session_id: i64, passwd: &[u8], now: Instant) -> bool {
+        match self.sessions.get_mut(&session_id) {
+            Some(session) if session.passwd == passwd && !session.expired(now) => {
+                session.detached_at = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Its connection went away: the session may be resumed within its timeout.
+    pub fn detach_session(&mut self, session_id: i64, now: Instant) {
+        if let Some(session) = self.sessions.get_mut(&session_id) {
+            session.detached_at = Some(now);
+        }
+    }
+
+    /// Ends a local session (closeSession).
+    pub fn remove_session(&mut self, session_id: i64) {
+        self.sessions.remove(&session_id);
+    }
+
+    /// Drops local sessions that timed out while detached; returns how many.
+    pub fn prune(&mut self, now: Instant) -> usize {
+        let before = self.sessions.len();
+        self.sessions.retain(|_, session| !session.expired(now));
+        before - self.sessions.len()
+    }
+
+    /// Local sessions alive (for `mntr`).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+impl LocalSession {
+    fn expired(&self, now: Instant) -> bool {
+        let timeout = Duration::from_millis(u64::try_from(self.timeout_ms).unwrap_or(0));
+        self.detached_at
+            .is_some_and(|at| now.saturating_duration_since(at) > timeout)
+    }
 }
 
 impl ConnTables {
@@ -296,15 +411,56 @@ impl ConnRegistry {
     /// how many were open.
     pub fn close_all(&self) -> usize {
         let tables = self.lock();
-        let mut closed = 0;
-        for conn in tables.by_id.values() {
-            if !conn.budget.is_closed() {
-                conn.budget.close();
-                closed += 1;
-            }
-        }
-        closed
+        close_where(&tables, |_| true)
     }
+
+    /// Live local (read-only) sessions, for `mntr`.
+    pub fn local_session_count(&self) -> usize {
+        self.lock().read_only.session_count()
+    }
+
+    /// Whether this server is in read-only mode.
+    pub fn is_read_only(&self) -> bool {
+        self.lock().read_only.active
+    }
+
+    /// One gate tick while cut off from the quorum with read-only mode enabled: enters
+    /// read-only mode if not in it yet, closes every read-write connection (they would keep
+    /// sessions the leader expires), and drops local sessions that timed out. Returns
+    /// whether it entered read-only mode now, and how many connections it closed.
+    pub fn read_only_tick(&self, now: Instant) -> (bool, usize) {
+        let mut tables = self.lock();
+        let entered = !tables.read_only.active;
+        tables.read_only.active = true;
+        tables.read_only.prune(now);
+        let closed = close_where(&tables, |conn| !conn.read_only);
+        (entered, closed)
+    }
+
+    /// Leaves read-only mode (the server is fresh again): forgets the local sessions and
+    /// closes every read-only connection, so their clients find a read-write server (as
+    /// ZooKeeper's `ReadOnlyZooKeeperServer.shutdown` closes all its connections). Returns
+    /// how many it closed, or `None` if the server was not in read-only mode.
+    pub fn leave_read_only(&self) -> Option<usize> {
+        let mut tables = self.lock();
+        if !tables.read_only.active {
+            return None;
+        }
+        tables.read_only = ReadOnlyMode::default();
+        Some(close_where(&tables, |conn| conn.read_only))
+    }
+}
+
+/// Closes the open connections that `which` selects; returns how many.
+fn close_where(tables: &ConnTables, which: impl Fn(&ConnHandle) -> bool) -> usize {
+    let mut closed = 0;
+    for conn in tables.by_id.values() {
+        if which(conn) && !conn.budget.is_closed() {
+            conn.budget.close();
+            closed += 1;
+        }
+    }
+    closed
 }
 
 /// Routes the state machine's output to this server's connections.
@@ -451,6 +607,7 @@ mod tests {
             auth: vec![],
             outstanding: Arc::default(),
             in_doubt: Arc::default(),
+            read_only: false,
         };
         (handle, rx)
     }
@@ -597,5 +754,61 @@ mod tests {
         assert!(!busy.budget.overflowed());
         assert_eq!(conns.close_all(), 1);
         assert!(idle.budget.is_closed());
+    }
+
+    #[test]
+    fn read_only_mode_closes_rw_on_entry_and_ro_on_exit() {
+        let conns = Arc::new(ConnRegistry::default());
+        let (rw, _rx_rw) = handle(1 << 20, 10);
+        let (mut ro, _rx_ro) = handle(1 << 20, 11);
+        ro.read_only = true;
+        conns.lock().by_id.insert(1, rw.clone());
+        assert_eq!(conns.leave_read_only(), None, "not read-only yet");
+        let now = Instant::now();
+        assert_eq!(conns.read_only_tick(now), (true, 1));
+        assert!(rw.budget.is_closed());
+        conns.lock().by_id.insert(2, ro.clone());
+        assert_eq!(
+            conns.read_only_tick(now),
+            (false, 0),
+            "read-only connections stay"
+        );
+        assert!(conns.is_read_only());
+        assert_eq!(conns.leave_read_only(), Some(1));
+        assert!(ro.budget.is_closed());
+        assert!(!conns.is_read_only());
+    }
+
+    #[test]
+    fn local_sessions_are_in_their_own_id_space_and_time_out_when_detached() {
+        let mut mode = ReadOnlyMode::default();
+        let a = mode.create_session(3, 1_700_000_000_000, 1000, vec![1; 16]);
+        let b = mode.create_session(3, 1_700_000_000_000, 1000, vec![2; 16]);
+        assert_ne!(a, b);
+        assert!(a & LOCAL_SESSION_BIT != 0 && b & LOCAL_SESSION_BIT != 0);
+        let mut table = crate::session::SessionTable::default();
+        let global = table.create(
+            127,
+            1_700_000_000_000,
+            crate::session::SessionInfo {
+                timeout_ms: 1000,
+                passwd: vec![0; 16],
+                owner: None,
+            },
+        );
+        assert_eq!(
+            global & LOCAL_SESSION_BIT,
+            0,
+            "global ids never have the bit"
+        );
+        let now = Instant::now();
+        assert!(!mode.resume_session(a, &[9; 16], now), "wrong password");
+        assert!(mode.resume_session(a, &[1; 16], now));
+        mode.detach_session(a, now);
+        assert!(mode.resume_session(a, &[1; 16], now + Duration::from_millis(500)));
+        mode.detach_session(a, now);
+        assert_eq!(mode.prune(now + Duration::from_millis(1500)), 1);
+        assert!(!mode.resume_session(a, &[1; 16], now + Duration::from_millis(1500)));
+        assert_eq!(mode.session_count(), 1);
     }
 }

@@ -499,6 +499,15 @@ impl Cluster {
                     .arg("-XX:TieredStopAtLevel=1")
                     .arg("-Xshare:auto")
                     .arg("-Dzookeeper.admin.enableServer=false")
+                    // ZooKeeper reads its read-only switch only as a system property.
+                    .args(
+                        self.inner
+                            .opts
+                            .extra_cfg
+                            .iter()
+                            .filter(|l| l.starts_with("readonlymode.enabled="))
+                            .map(|l| format!("-D{l}")),
+                    )
                     .arg(format!(
                         "-Dlog4j.configuration=file:{}",
                         m.dir.join("log4j.properties").display()

@@ -350,8 +350,11 @@ def free_ports(n):
             s.close()
 
 
-def start_ensemble(kind, workdir: Path, n=ENSEMBLE_SIZE) -> Ensemble:
-    """n members on loopback, zoo.cfg as tests/common/cluster.rs writes it."""
+def start_ensemble(kind, workdir: Path, n=ENSEMBLE_SIZE, extra_cfg=(), extra_jvm=(),
+                   tick_time=2000) -> Ensemble:
+    """n members on loopback, zoo.cfg as tests/common/cluster.rs writes it. extra_cfg: more
+    zoo.cfg lines; extra_jvm: more JVM flags for ZooKeeper (e.g. -Dreadonlymode.enabled=true,
+    which it reads only as a system property)."""
     ports = free_ports(3 * n)
     client = ports[0::3]
     peer = ports[1::3]
@@ -376,13 +379,14 @@ def start_ensemble(kind, workdir: Path, n=ENSEMBLE_SIZE) -> Ensemble:
             (data / "myid").write_text(f"{i + 1}\n")
             cfg = d / "zoo.cfg"
             lines = [
-                "tickTime=2000", "initLimit=10", "syncLimit=5", f"dataDir={data}",
+                f"tickTime={tick_time}", "initLimit=10", "syncLimit=5", f"dataDir={data}",
                 f"clientPort={client[i]}", "clientPortAddress=127.0.0.1",
                 "4lw.commands.whitelist=*", "maxClientCnxns=0", "admin.enableServer=false",
                 "standaloneEnabled=false",
             ]
             if kind == "zk":
                 lines.append("extendedTypesEnabled=true")
+            lines.extend(extra_cfg)
             cfg.write_text("\n".join(lines + servers + [""]))
             if kind == "zk":
                 log = d / "zookeeper.log"
@@ -401,6 +405,7 @@ def start_ensemble(kind, workdir: Path, n=ENSEMBLE_SIZE) -> Ensemble:
                     "-Dzookeeper.4lw.commands.whitelist=*",
                     "-Dzookeeper.forceSync=no",
                     f"-Dlog4j.configuration=file:{d / 'log4j.properties'}",
+                    *extra_jvm,
                     "-cp", classpath,
                     "org.apache.zookeeper.server.quorum.QuorumPeerMain", str(cfg),
                 ]
