@@ -109,7 +109,7 @@ impl TestServer {
             })
             .collect();
         let mut guards = Vec::new();
-        for i in 0..3 {
+        for (i, client_port) in client.iter().enumerate() {
             let member = dir.path().join(format!("m{}", i + 1));
             let data = member.join("data");
             std::fs::create_dir_all(&data).expect("member data dir");
@@ -122,7 +122,7 @@ impl TestServer {
                      clientPortAddress=127.0.0.1\n4lw.commands.whitelist=*\nmaxClientCnxns=0\n\
                      admin.enableServer=false\nznode.container.checkIntervalMs=1000\n{servers}",
                     data.display(),
-                    client[i]
+                    client_port
                 ),
             )
             .expect("write zoo.cfg");
