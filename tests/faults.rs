@@ -88,7 +88,7 @@ fn lin_opts(seed: u64, secs: u64, servers: usize) -> RunOpts {
 }
 
 /// Runs the schedules and fails with the full report of the first failing one.
-async fn run_and_judge(opts: Vec<RunOpts>) {
+async fn run_and_judge(opts: Vec<RunOpts>, test_name: &str) {
     let mut summaries = vec![];
     for o in opts {
         let r = runner::run(o).await;
@@ -97,7 +97,7 @@ async fn run_and_judge(opts: Vec<RunOpts>) {
         if !r.report.ok() {
             panic!(
                 "{}\nall runs so far:\n{}",
-                invariants::render(&r.history, &r.report, &r.schedule.to_string()),
+                invariants::render(&r.history, &r.report, &r.schedule.to_string(), test_name),
                 summaries.join("\n")
             );
         }
@@ -114,7 +114,7 @@ async fn fault_schedule_ci() {
     common::within(
         400,
         "fault_schedule_ci",
-        run_and_judge(vec![lin_opts(seed, secs, 3)]),
+        run_and_judge(vec![lin_opts(seed, secs, 3)], "fault_schedule_ci"),
     )
     .await;
 }
@@ -130,7 +130,12 @@ async fn fault_schedules() {
     let servers = env_u64("FAULT_SERVERS", 3) as usize;
     let opts = (0..n).map(|i| lin_opts(seed + i, secs, servers)).collect();
     // Bound: each schedule is secs + start/recovery/final checks (< 4 min over the run time).
-    common::within(n * (secs + 240), "fault_schedules", run_and_judge(opts)).await;
+    common::within(
+        n * (secs + 240),
+        "fault_schedules",
+        run_and_judge(opts, "fault_schedules"),
+    )
+    .await;
 }
 
 /// Plain (unsynced) reads on followers while writers hit the leader, with follower partitions:
@@ -166,7 +171,12 @@ async fn stale_follower_reads_are_flagged() {
             if !r.report.anomalies.is_empty() {
                 eprintln!(
                     "flagged as expected:\n{}",
-                    invariants::render(&r.history, &r.report, &r.schedule.to_string())
+                    invariants::render(
+                        &r.history,
+                        &r.report,
+                        &r.schedule.to_string(),
+                        "stale_follower_reads_are_flagged"
+                    )
                 );
                 return;
             }
@@ -199,7 +209,12 @@ fn recheck_history() {
     assert!(
         r.ok(),
         "{}",
-        invariants::render(&h, &r, "(see the history's nemesis records)")
+        invariants::render(
+            &h,
+            &r,
+            "(see the history's nemesis records)",
+            "recheck_history"
+        )
     );
     eprintln!("{path}: OK");
 }

@@ -155,11 +155,11 @@ fn describe_op(o: &RegOp, rec: Option<&RegRecord>) -> String {
 
 /// Human-readable failure report: seed, replay command, witness sub-histories with the nemesis
 /// events overlapping them.
-pub fn render(h: &History, r: &Report, schedule: &str) -> String {
+pub fn render(h: &History, r: &Report, schedule: &str, test_name: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "FAULT RUN FAILED: target={} servers={} seed={}\nreplay: FAULT_TARGET={} FAULT_SERVERS={} FAULT_SEED={} FAULT_SCHEDULES=1 cargo test --test faults fault_schedules -- --ignored --nocapture",
+        "FAULT RUN FAILED: target={} servers={} seed={}\nreplay: FAULT_TARGET={} FAULT_SERVERS={} FAULT_SEED={} FAULT_SCHEDULES=1 cargo test --test faults {test_name} -- --ignored --exact --nocapture\n(the history alone: FAULT_RECHECK=<history file> cargo test --test faults recheck_history -- --ignored)",
         h.target, h.servers, h.seed, h.target, h.servers, h.seed
     );
     let _ = writeln!(s, "schedule:\n{schedule}");

@@ -148,6 +148,9 @@ fn outcome_unknown(e: &zk::Error) -> bool {
             | zk::Error::Timeout
             | zk::Error::NoHosts
             | zk::Error::SessionMoved
+            // The client library's own connection failures ("no response from connection in
+            // 2000ms"): the request may have reached the server.
+            | zk::Error::Custom(_)
     )
 }
 
