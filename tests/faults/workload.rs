@@ -432,6 +432,19 @@ pub async fn lock_client(ctx: Arc<Ctx>, client: u32, mut session: Session, seed:
                 Ok(Ok(None)) => {
                     end = "lost: node gone".into();
                     released_ns = Some(now_ns());
+                    // Nobody deletes another client's node, so it went with the session. A
+                    // session that still answers on the same connection afterwards means the
+                    // ephemeral vanished under a live session (an expired session's connection
+                    // is closed when the expiry is applied, before any later read is served).
+                    if let Ok(Ok(_)) =
+                        tokio::time::timeout(ctx.op_timeout, c.check_stat(&parent)).await
+                    {
+                        if !c.state().is_terminated() {
+                            ctx.violations.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                                "lock client {client}: ephemeral {my_path} of session {sid:#x} vanished while the session still answered"
+                            ));
+                        }
+                    }
                     break;
                 }
                 Ok(Err(e)) => {
