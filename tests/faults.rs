@@ -20,6 +20,8 @@ mod history;
 mod invariants;
 #[path = "faults/linearizability.rs"]
 mod linearizability;
+#[path = "faults/links.rs"]
+mod links;
 #[path = "faults/nemesis.rs"]
 mod nemesis;
 #[path = "faults/runner.rs"]

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use crate::common::cluster::{Cluster, Mode};
 
 use super::history::{now_ns, NemesisRecord};
+use super::links::Links;
 
 /// SplitMix64: small, seedable, and the same on every machine (the schedule must replay).
 #[derive(Clone, Debug)]
@@ -51,6 +52,12 @@ pub enum Fault {
     /// Two members cut off (each alone): a 5-member ensemble keeps a 3-member majority, a
     /// 3-member ensemble has no quorum at all for the hold.
     IsolateTwo(Who, Who),
+    /// Only the connections the first member dials to the second are cut (for rookery: the
+    /// first can no longer send to the second; the reverse direction works).
+    OneWay(Who, Who),
+    /// The others split into two halves that only the bridge member connects (3 servers: the
+    /// two non-bridge members cannot talk to each other; 5: two pairs).
+    Bridge(Who),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,7 +118,7 @@ impl Schedule {
             kinds.extend([2u8, 3]);
         }
         if mix.partitions {
-            kinds.extend([4u8, 5, 6]);
+            kinds.extend([4u8, 5, 6, 7, 8]);
         }
         if kinds.is_empty() {
             return Schedule { seed, steps };
@@ -138,6 +145,16 @@ impl Schedule {
                 ),
                 4 => (Fault::Isolate(Who::Leader), rng.range(2_000, 8_000)),
                 5 => (Fault::Isolate(who(&mut rng)), rng.range(2_000, 8_000)),
+                7 => {
+                    let a = who(&mut rng);
+                    let b = if a == Who::Leader {
+                        Who::Follower(rng.range(0, servers as u64 - 2) as usize)
+                    } else {
+                        Who::Leader
+                    };
+                    (Fault::OneWay(a, b), rng.range(2_000, 8_000))
+                }
+                8 => (Fault::Bridge(who(&mut rng)), rng.range(2_000, 8_000)),
                 _ => {
                     let a = who(&mut rng);
                     let mut b = Who::Follower(rng.range(0, servers as u64 - 2) as usize);
@@ -189,6 +206,7 @@ fn sleep_until(t: Instant, stop_at: Instant) {
 /// never past `stop_at`. Returns what was done, with times on the history clock.
 pub fn run(
     c: &Cluster,
+    links: &Links,
     schedule: &Schedule,
     start: Instant,
     stop_at: Instant,
@@ -230,9 +248,9 @@ pub fn run(
             Fault::Isolate(w) => {
                 let i = resolve(c, w, None);
                 let role = c.mode(i);
-                c.partition(i);
+                links.isolate(i);
                 sleep_until(hold_until, stop_at + Duration::from_secs(5));
-                c.heal(i);
+                links.heal_all();
                 format!(
                     "isolate member {i} ({role:?}) for {} ms, heal",
                     step.hold_ms
@@ -242,13 +260,37 @@ pub fn run(
                 let i = resolve(c, a, None);
                 let j = resolve(c, b, Some(i));
                 let (ri, rj) = (c.mode(i), c.mode(j));
-                c.partition(i);
-                c.partition(j);
+                links.isolate(i);
+                links.isolate(j);
                 sleep_until(hold_until, stop_at + Duration::from_secs(5));
-                c.heal(i);
-                c.heal(j);
+                links.heal_all();
                 format!(
                     "isolate members {i} ({ri:?}) and {j} ({rj:?}) for {} ms, heal",
+                    step.hold_ms
+                )
+            }
+            Fault::OneWay(a, b) => {
+                let i = resolve(c, a, None);
+                let j = resolve(c, b, Some(i));
+                let (ri, rj) = (c.mode(i), c.mode(j));
+                links.cut_one_way(i, j);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                links.heal_all();
+                format!(
+                    "one-way cut {i} ({ri:?}) -> {j} ({rj:?}) for {} ms, heal",
+                    step.hold_ms
+                )
+            }
+            Fault::Bridge(w) => {
+                let b = resolve(c, w, None);
+                let rest: Vec<usize> = (0..c.len()).filter(|&x| x != b).collect();
+                let (left, right) = rest.split_at(rest.len() / 2);
+                let rb = c.mode(b);
+                links.bridge(left, right);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                links.heal_all();
+                format!(
+                    "bridge: {left:?} | {right:?} joined only by {b} ({rb:?}) for {} ms, heal",
                     step.hold_ms
                 )
             }
@@ -269,10 +311,10 @@ pub fn run(
 }
 
 /// Undoes everything (SIGCONT, heal, start dead members) and waits for a serving ensemble.
-pub fn recover(c: &Cluster, secs: u64) {
+pub fn recover(c: &Cluster, links: &Links, secs: u64) {
+    links.heal_all();
     for i in 0..c.len() {
         c.sigcont(i);
-        c.heal(i);
     }
     for i in 0..c.len() {
         if !c.is_running(i) {

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use zookeeper_client as zk;
@@ -15,6 +16,7 @@ use crate::common::{anyone, target, Target};
 use super::history::{now_ns, History};
 use super::invariants::{self, Report};
 use super::linearizability::{RegCall, RegOp, RegOutcome, RegState};
+use super::links::Links;
 use super::nemesis::{self, FaultMix, Schedule};
 use super::workload::{self, Ctx, ReadMode, Session};
 
@@ -141,12 +143,18 @@ pub async fn run(opts: RunOpts) -> RunResult {
         opts.secs,
         opts.seed
     );
+    // The suite's own per-link proxies (links.rs) replace the harness's peer proxies.
     let cluster = Cluster::start_async(ClusterOpts {
         voters: opts.servers,
-        proxied: true,
+        proxied: false,
         ..ClusterOpts::default()
     })
     .await;
+    let links = Arc::new(Links::install(&cluster).await);
+    if opts.mix.partitions {
+        let l = links.clone();
+        cluster.blocking(move |c| l.self_test(c)).await;
+    }
     let root = format!("/faults-{}", opts.seed);
     let ctx = Ctx::new(root, opts.session_ms);
     let keys: Vec<String> = (0..opts.keys).map(|k| format!("k{k}")).collect();
@@ -232,10 +240,11 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let run_start = Instant::now();
     let stop_at = run_start + Duration::from_secs(opts.secs);
     let sched = schedule.clone();
+    let l = links.clone();
     let nemesis_events = cluster
         .blocking(move |c| {
-            let ev = nemesis::run(c, &sched, run_start, stop_at);
-            nemesis::recover(c, 120);
+            let ev = nemesis::run(c, &l, &sched, run_start, stop_at);
+            nemesis::recover(c, &l, 120);
             ev
         })
         .await;
@@ -373,6 +382,7 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let ops_total = reg_ops + history.seqs.len() + history.locks.len();
     drop(cl);
     drop(cluster);
+    drop(links);
     RunResult {
         history,
         report,
