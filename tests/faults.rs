@@ -82,7 +82,10 @@ fn lin_opts(seed: u64, secs: u64, servers: usize) -> RunOpts {
         servers,
         session_ms: SESSION_MS,
         keys: 4,
-        registers: RegisterPlan::Linearizable { per_member: 3 },
+        registers: RegisterPlan::Linearizable {
+            per_member: 3,
+            roaming: 3,
+        },
         seq_clients: true,
         lock_clients: true,
         mix: all_faults(),

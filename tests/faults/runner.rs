@@ -23,8 +23,10 @@ use super::workload::{self, Ctx, ReadMode, Session};
 /// Where register clients sit and how they read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RegisterPlan {
-    /// Every member serves `per_member` mixed clients (reads after sync, writes, CAS).
-    Linearizable { per_member: usize },
+    /// Every member serves `per_member` mixed clients (reads after sync, writes, CAS), plus
+    /// `roaming` clients with the whole connect string, whose sessions move to another member
+    /// on a connection loss (recorded with member = number of servers, "any").
+    Linearizable { per_member: usize, roaming: usize },
     /// Writers on the leader, plain readers on the followers: the stale-read probe that the
     /// checker must flag.
     FollowerPlainReads {
@@ -168,20 +170,27 @@ pub async fn run(opts: RunOpts) -> RunResult {
         client_no
     };
     match opts.registers {
-        RegisterPlan::Linearizable { per_member } => {
-            for m in 0..opts.servers {
-                for _ in 0..per_member {
-                    let id = next_client();
-                    tasks.push(tokio::spawn(workload::register_client(
-                        ctx.clone(),
-                        id,
-                        Session::new(cluster.addr(m), m, opts.session_ms),
-                        keys.clone(),
-                        ReadMode::SyncThenRead,
-                        40,
-                        opts.seed ^ (id as u64) << 20,
-                    )));
-                }
+        RegisterPlan::Linearizable {
+            per_member,
+            roaming,
+        } => {
+            let placements = (0..opts.servers)
+                .flat_map(|m| std::iter::repeat_n((cluster.addr(m), m), per_member))
+                .chain(std::iter::repeat_n(
+                    (cluster.connect_string(), opts.servers),
+                    roaming,
+                ));
+            for (addr, m) in placements.collect::<Vec<_>>() {
+                let id = next_client();
+                tasks.push(tokio::spawn(workload::register_client(
+                    ctx.clone(),
+                    id,
+                    Session::new(addr, m, opts.session_ms),
+                    keys.clone(),
+                    ReadMode::SyncThenRead,
+                    40,
+                    opts.seed ^ (id as u64) << 20,
+                )));
             }
         }
         RegisterPlan::FollowerPlainReads {
@@ -233,6 +242,30 @@ pub async fn run(opts: RunOpts) -> RunResult {
                 Session::new(cluster.addr(m), m, opts.session_ms),
                 opts.seed ^ (id as u64) << 24,
             )));
+        }
+    }
+
+    // One roaming lock client and one roaming sequential client: sessions that move between
+    // members (Reattach / SessionMoved paths) while holding ephemerals.
+    if let RegisterPlan::Linearizable { roaming, .. } = opts.registers {
+        if roaming > 0 {
+            if opts.seq_clients {
+                let id = next_client();
+                tasks.push(tokio::spawn(workload::sequential_client(
+                    ctx.clone(),
+                    id,
+                    Session::new(cluster.connect_string(), opts.servers, opts.session_ms),
+                )));
+            }
+            if opts.lock_clients {
+                let id = next_client();
+                tasks.push(tokio::spawn(workload::lock_client(
+                    ctx.clone(),
+                    id,
+                    Session::new(cluster.connect_string(), opts.servers, opts.session_ms),
+                    opts.seed ^ (id as u64) << 24,
+                )));
+            }
         }
     }
 
