@@ -5,7 +5,7 @@
 use proptest::prelude::*;
 
 use super::history::{History, LockRecord, RegRecord, SeqRecord};
-use super::invariants::{check_locks, check_sequential};
+use super::invariants::{check_locks, check_sequential, check_session_liveness};
 use super::linearizability::*;
 
 const INIT: RegState = RegState {
@@ -573,4 +573,44 @@ fn schedules_replay_from_their_seed() {
             assert!(s.hold_ms > 6000, "pauses must outlast the session timeout");
         }
     }
+}
+
+fn reg_rec(client: u32, call_ms: u64, ok: bool, error: Option<&str>) -> RegRecord {
+    RegRecord {
+        key: "k0".into(),
+        member: 0,
+        synced: true,
+        op: RegOp {
+            id: call_ms as usize,
+            client,
+            call_ns: call_ms * 1_000_000,
+            ret_ns: ok.then_some(call_ms * 1_000_000 + 1),
+            call: Read,
+            outcome: if ok { ReadOk(INIT) } else { Unknown },
+        },
+        error: error.map(str::to_string),
+    }
+}
+
+#[test]
+fn session_liveness_invariant() {
+    // Expired 100 ms after a success: violation.
+    let bad = vec![
+        reg_rec(1, 1000, true, None),
+        reg_rec(1, 1100, false, Some("session expired")),
+    ];
+    assert_eq!(check_session_liveness(&bad, 6000).len(), 1);
+    // Expired after a silence longer than timeout - slack: fine.
+    let fine = vec![
+        reg_rec(1, 1000, true, None),
+        reg_rec(1, 2000, false, Some("connection loss")),
+        reg_rec(1, 5000, false, Some("session expired")),
+    ];
+    assert!(check_session_liveness(&fine, 6000).is_empty());
+    // Another client's success does not count.
+    let other = vec![
+        reg_rec(2, 1000, true, None),
+        reg_rec(1, 1100, false, Some("session expired")),
+    ];
+    assert!(check_session_liveness(&other, 6000).is_empty());
 }

@@ -71,6 +71,8 @@ pub struct History {
     pub seed: u64,
     pub target: String,
     pub servers: usize,
+    /// The clients' session timeout.
+    pub session_ms: u64,
     pub inits: BTreeMap<String, RegState>,
     pub regs: Vec<RegRecord>,
     pub seqs: Vec<SeqRecord>,
@@ -140,8 +142,7 @@ impl History {
             std::fs::create_dir_all(dir)?;
         }
         let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-        let head =
-            json!({"t": "run", "seed": self.seed, "target": self.target, "servers": self.servers});
+        let head = json!({"t": "run", "seed": self.seed, "target": self.target, "servers": self.servers, "session_ms": self.session_ms});
         writeln!(f, "{head}")?;
         for (k, s) in &self.inits {
             writeln!(
@@ -219,6 +220,8 @@ impl History {
                     h.seed = u("seed")?;
                     h.target = s("target")?;
                     h.servers = u("servers")? as usize;
+                    // Files written before the field existed used the suite's 6 s sessions.
+                    h.session_ms = v["session_ms"].as_u64().unwrap_or(6_000);
                 }
                 "init" => {
                     h.inits.insert(

@@ -96,12 +96,60 @@ pub fn check_locks(locks: &[LockRecord]) -> Vec<String> {
     problems
 }
 
+/// How much earlier than its timeout ZooKeeper itself may expire a session whose client still
+/// gets answers: a follower cut off from the leader serves its clients for up to
+/// syncLimit × tickTime (2.5 s here) while the leader no longer hears their touches; plus one
+/// tickTime of touch and expiry-check periods.
+pub const EXPIRY_SLACK_MS: u64 = 3_000;
+
+/// Sessions: a client whose request (invoked at `c`) succeeded had its session alive and
+/// touched at or after `c`, so the session may not expire before `c + timeout - slack`; the
+/// client learns of an expiry no earlier than it happened. A "session expired" answer to a
+/// register client earlier than that is a violation. (Register clients only start a new session
+/// after the old one terminated, so their ops before an expiry all belong to that session.)
+pub fn check_session_liveness(regs: &[RegRecord], session_ms: u64) -> Vec<String> {
+    let mut by_client: BTreeMap<u32, Vec<&RegRecord>> = BTreeMap::new();
+    for r in regs {
+        by_client.entry(r.op.client).or_default().push(r);
+    }
+    let mut problems = vec![];
+    let window_ns = session_ms.saturating_sub(EXPIRY_SLACK_MS) * 1_000_000;
+    for (client, mut ops) in by_client {
+        ops.sort_by_key(|r| r.op.call_ns);
+        let mut last_ok: Option<&RegRecord> = None;
+        for r in ops {
+            if r.op.outcome != super::linearizability::RegOutcome::Unknown {
+                last_ok = Some(r);
+            } else if r.error.as_deref() == Some("session expired") {
+                if let Some(ok) = last_ok {
+                    // The expiry answer arrived no later than this op's call + its bound; use
+                    // the call time (conservative: it is earlier than the answer).
+                    if r.op.call_ns < ok.op.call_ns + window_ns {
+                        problems.push(format!(
+                            "session of client {client} (member {}) expired {} ms after a request it invoked succeeded \
+                             (timeout {session_ms} ms, slack {EXPIRY_SLACK_MS} ms): last success {:?}, expiry seen by op #{} invoked at {} ms",
+                            r.member,
+                            (r.op.call_ns - ok.op.call_ns) / 1_000_000,
+                            ok.op,
+                            r.op.id,
+                            r.op.call_ns / 1_000_000
+                        ));
+                    }
+                }
+                last_ok = None;
+            }
+        }
+    }
+    problems
+}
+
 /// The outcome of checking one run.
 #[derive(Debug, Default)]
 pub struct Report {
     pub anomalies: Vec<Anomaly>,
     pub seq_problems: Vec<String>,
     pub lock_problems: Vec<String>,
+    pub session_problems: Vec<String>,
     pub online: Vec<String>,
 }
 
@@ -110,6 +158,7 @@ impl Report {
         self.anomalies.is_empty()
             && self.seq_problems.is_empty()
             && self.lock_problems.is_empty()
+            && self.session_problems.is_empty()
             && self.online.is_empty()
     }
 }
@@ -123,6 +172,7 @@ pub fn check(h: &History) -> Report {
         ),
         seq_problems: check_sequential(&h.seqs, h.seq_final.as_deref()),
         lock_problems: check_locks(&h.locks),
+        session_problems: check_session_liveness(&h.regs, h.session_ms),
         online: h.online_violations.clone(),
     }
 }
@@ -209,6 +259,7 @@ pub fn render(h: &History, r: &Report, schedule: &str, test_name: &str) -> Strin
         .seq_problems
         .iter()
         .chain(&r.lock_problems)
+        .chain(&r.session_problems)
         .chain(&r.online)
     {
         let _ = writeln!(s, "{p}");

@@ -46,6 +46,8 @@ pub struct RunOpts {
     pub seq_clients: bool,
     pub lock_clients: bool,
     pub mix: FaultMix,
+    /// A fixed schedule (a kept regression) instead of one generated from the seed.
+    pub schedule: Option<Schedule>,
 }
 
 /// What a run produced.
@@ -68,7 +70,7 @@ impl RunResult {
             .filter(|r| r.op.outcome == RegOutcome::Unknown)
             .count();
         format!(
-            "seed {} target {} servers {}: {} ops in {:.0?} ({:.0} ops/s; {} register ops, {} unknown; {} seq creates; {} lock tenures), {} nemesis events; anomalies: {} registers, {} seq, {} lock, {} online; history {}",
+            "seed {} target {} servers {}: {} ops in {:.0?} ({:.0} ops/s; {} register ops, {} unknown; {} seq creates; {} lock tenures), {} nemesis events; anomalies: {} registers, {} seq, {} lock, {} session, {} online; history {}",
             self.history.seed,
             self.history.target,
             self.history.servers,
@@ -83,6 +85,7 @@ impl RunResult {
             self.report.anomalies.len(),
             self.report.seq_problems.len(),
             self.report.lock_problems.len(),
+            self.report.session_problems.len(),
             self.report.online.len(),
             self.history_path.display()
         )
@@ -131,13 +134,15 @@ async fn connect_bounded(cs: &str, session_ms: u64) -> zk::Client {
 /// consistency findings are in the returned report.
 pub async fn run(opts: RunOpts) -> RunResult {
     let t_start = Instant::now();
-    let schedule = Schedule::generate(
-        opts.seed,
-        opts.secs,
-        opts.servers,
-        opts.session_ms,
-        opts.mix,
-    );
+    let schedule = opts.schedule.clone().unwrap_or_else(|| {
+        Schedule::generate(
+            opts.seed,
+            opts.secs,
+            opts.servers,
+            opts.session_ms,
+            opts.mix,
+        )
+    });
     eprintln!(
         "fault run: target {} servers {} secs {} seed {}\nschedule:\n{schedule}",
         target_name(),
@@ -386,6 +391,7 @@ pub async fn run(opts: RunOpts) -> RunResult {
         seed: opts.seed,
         target: target_name().to_string(),
         servers: opts.servers,
+        session_ms: opts.session_ms,
         inits,
         regs,
         seqs: std::mem::take(&mut *ctx.seqs.lock().unwrap_or_else(|e| e.into_inner())),
@@ -414,6 +420,11 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let reg_ops = history.regs.len();
     let ops_total = reg_ops + history.seqs.len() + history.locks.len();
     drop(cl);
+    if !report.ok() {
+        // Keep the members' dirs (configs, server logs, data) for the diagnosis: the harness
+        // keeps them when ENSEMBLE_KEEP=1 at drop and prints where.
+        std::env::set_var("ENSEMBLE_KEEP", "1");
+    }
     drop(cluster);
     drop(links);
     RunResult {
