@@ -346,6 +346,52 @@ pub async fn sequential_client(ctx: Arc<Ctx>, client: u32, mut session: Session)
     }
 }
 
+/// The session-liveness rule of `invariants::check_session_liveness`, applied online to the
+/// lock clients' reads (their sessions change too often to be matched up afterwards): a
+/// "session expired" answer to a request invoked less than timeout - slack after a successful
+/// request of the same session is a violation.
+#[derive(Default)]
+struct Liveness {
+    session: i64,
+    last_ok_call_ns: Option<u64>,
+}
+
+impl Liveness {
+    fn observe<T>(
+        &mut self,
+        ctx: &Ctx,
+        client: u32,
+        member: usize,
+        session: i64,
+        call_ns: u64,
+        r: &Result<Result<T, zk::Error>, tokio::time::error::Elapsed>,
+    ) {
+        if self.session != session {
+            self.session = session;
+            self.last_ok_call_ns = None;
+        }
+        match r {
+            Ok(Ok(_)) => self.last_ok_call_ns = Some(call_ns),
+            Ok(Err(zk::Error::SessionExpired)) => {
+                let window = ctx
+                    .session_ms
+                    .saturating_sub(super::invariants::EXPIRY_SLACK_MS)
+                    * 1_000_000;
+                if let Some(ok) = self.last_ok_call_ns.filter(|ok| call_ns < ok + window) {
+                    ctx.violations.lock().unwrap_or_else(|e| e.into_inner()).push(format!(
+                        "lock client {client} (member {member}): session {session:#x} expired {} ms after a request it invoked succeeded (request at {} ms, timeout {} ms)",
+                        (call_ns - ok) / 1_000_000,
+                        call_ns / 1_000_000,
+                        ctx.session_ms
+                    ));
+                }
+                self.last_ok_call_ns = None;
+            }
+            _ => {}
+        }
+    }
+}
+
 fn seq_of(name: &str) -> Option<i64> {
     name.rsplit('-').next()?.parse().ok()
 }
@@ -360,6 +406,7 @@ pub async fn lock_client(ctx: Arc<Ctx>, client: u32, mut session: Session, seed:
     let parent = ctx.lock_parent();
     let prefix = format!("{parent}/l-");
     let opts = CreateMode::EphemeralSequential.with_acls(zk::Acls::anyone_all());
+    let mut liveness = Liveness::default();
     'outer: while !ctx.stopped() {
         let Some(c) = session.get().await else {
             continue;
@@ -392,7 +439,10 @@ pub async fn lock_client(ctx: Arc<Ctx>, client: u32, mut session: Session, seed:
                 let _ = tokio::time::timeout(ctx.op_timeout, c.delete(&my_path, None)).await;
                 continue 'outer;
             }
-            match tokio::time::timeout(ctx.op_timeout, c.list_children(&parent)).await {
+            let call_ns = now_ns();
+            let r = tokio::time::timeout(ctx.op_timeout, c.list_children(&parent)).await;
+            liveness.observe(&ctx, client, session.member, sid, call_ns, &r);
+            match r {
                 Ok(Ok(kids)) => {
                     let lowest = kids.iter().filter_map(|k| seq_of(k)).min();
                     if lowest == Some(me) {
@@ -417,7 +467,10 @@ pub async fn lock_client(ctx: Arc<Ctx>, client: u32, mut session: Session, seed:
         let mut end = "released".to_string();
         let mut released_ns = None;
         while Instant::now() < hold_until {
-            match tokio::time::timeout(ctx.op_timeout, c.check_stat(&my_path)).await {
+            let call_ns = now_ns();
+            let r = tokio::time::timeout(ctx.op_timeout, c.check_stat(&my_path)).await;
+            liveness.observe(&ctx, client, session.member, sid, call_ns, &r);
+            match r {
                 Ok(Ok(Some(stat))) => {
                     if stat.ephemeral_owner != sid {
                         ctx.violations
