@@ -199,6 +199,59 @@ async fn regression_seed_207_follower_sessions_expire_after_leader_pause() {
     .await;
 }
 
+/// Regression (finding 2, tests/faults/README.md): seed 303's schedule on 5 rookery servers.
+/// During a one-way cut follower -> leader (the last step: member 4 cannot send to leader 3,
+/// the leader still reaches it) the follower kept serving reads to its clients while the
+/// leader, hearing none of its touches, expired their sessions: a lock client on the follower
+/// took the lock from a stale listing (its own node, already deleted by the expiry, still
+/// lowest there) 16 ms after a client elsewhere had taken it, and held it for 78 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "regression schedule (5 servers, about 80 s per repetition): cargo test --test faults regression_seed_303 -- --ignored --nocapture"]
+async fn regression_seed_303_one_way_cut_follower_serves_expired_sessions() {
+    use nemesis::{Fault, Schedule, Step, Who};
+    apply_fault_target();
+    let _one = exclusive();
+    let steps = [
+        (2000, Fault::Isolate(Who::Leader), 2521),
+        (6134, Fault::OneWay(Who::Leader, Who::Follower(3)), 4286),
+        (13161, Fault::Isolate(Who::Follower(1)), 5169),
+        (20209, Fault::Pause(Who::Leader), 7856),
+        (
+            29184,
+            Fault::IsolateTwo(Who::Leader, Who::Follower(1)),
+            1835,
+        ),
+        (32668, Fault::Isolate(Who::Leader), 6061),
+        (40271, Fault::Pause(Who::Leader), 6697),
+        (49580, Fault::OneWay(Who::Follower(3), Who::Leader), 7331),
+    ]
+    .map(|(at_ms, fault, hold_ms)| Step {
+        at_ms,
+        fault,
+        hold_ms,
+    })
+    .to_vec();
+    let repeat = env_u64("FAULT_REPEAT", 3);
+    let opts = (0..repeat)
+        .map(|_| RunOpts {
+            schedule: Some(Schedule {
+                seed: 303,
+                steps: steps.clone(),
+            }),
+            ..lin_opts(303, 60, 5)
+        })
+        .collect();
+    common::within(
+        repeat * 300,
+        "regression_seed_303",
+        run_and_judge(
+            opts,
+            "regression_seed_303_one_way_cut_follower_serves_expired_sessions",
+        ),
+    )
+    .await;
+}
+
 /// Plain (unsynced) reads on followers while writers hit the leader, with follower partitions:
 /// ZooKeeper only promises sequential consistency for them, so stale reads are expected, and
 /// the checker must report them. Tries up to `FAULT_STALE_TRIES` schedules (default 3).
