@@ -3,8 +3,11 @@
 //! * Checker validation (fast, always run): hand-made linearizable and non-linearizable
 //!   register histories, unknown outcomes included, and a property test that compares the
 //!   Wing–Gong/Lowe search with an exhaustive reference on random small histories.
-//! * `fault_schedule_ci` (always run, about a minute): one short seeded schedule on 3 rookery
-//!   servers with kills, pauses and partitions; every checker must pass.
+//! * `fault_schedule_ci` (always run, about 40 s): one 30 s schedule (seed 8 unless
+//!   `FAULT_SEED`) on 3 rookery servers with kills, pauses, isolation and one-way cuts; every
+//!   checker must pass.
+//! * `regression_seed_207_*`, `regression_seed_303_*` (`#[ignore]`): the schedules of the two
+//!   rookery findings, kept verbatim.
 //! * `fault_schedules` (`#[ignore]`, the long run): `FAULT_SCHEDULES` schedules of `FAULT_SECS`
 //!   seconds on `FAULT_SERVERS` members of `FAULT_TARGET` (rookery|zk) from `FAULT_SEED`.
 //! * `stale_follower_reads_are_flagged` (`#[ignore]`): plain reads on followers must be found
@@ -115,7 +118,9 @@ async fn run_and_judge(opts: Vec<RunOpts>, test_name: &str) {
 async fn fault_schedule_ci() {
     apply_fault_target();
     let _one = exclusive();
-    let seed = env_u64("FAULT_SEED", default_seed());
+    // A fixed default seed: the CI replays the same schedule every time (the long run explores
+    // new seeds).
+    let seed = env_u64("FAULT_SEED", 8);
     let secs = env_u64("FAULT_CI_SECS", 30);
     common::within(
         400,
