@@ -403,8 +403,13 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let dir = std::env::var("FAULT_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("faults"));
+    // The wall-clock suffix keeps a replay of the same seed from overwriting a failing history.
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
     let history_path = dir.join(format!(
-        "{}-n{}-seed{}-{}.jsonl",
+        "{}-n{}-seed{}-{}-{stamp}.jsonl",
         target_name(),
         opts.servers,
         opts.seed,
