@@ -29,6 +29,8 @@ mod links;
 mod nemesis;
 #[path = "faults/runner.rs"]
 mod runner;
+#[path = "faults/targeted.rs"]
+mod targeted;
 #[path = "faults/workload.rs"]
 mod workload;
 
@@ -255,6 +257,27 @@ async fn regression_seed_303_one_way_cut_follower_serves_expired_sessions() {
         ),
     )
     .await;
+}
+
+/// Finding 2 in isolation (deterministic): a one-way cut follower -> leader longer than the
+/// session timeout. The follower's client must not be served after the leader expired its
+/// session (ZooKeeper's follower drops its clients within syncLimit × tickTime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targeted reproduction (3 servers, about 30 s): cargo test --test faults one_way_cut -- --ignored --nocapture"]
+async fn one_way_cut_follower_must_not_serve_an_expired_session() {
+    apply_fault_target();
+    let _one = exclusive();
+    let o = common::within(
+        120,
+        "one-way probe",
+        targeted::one_way_cut_probe(SESSION_MS, 15_000),
+    )
+    .await;
+    eprintln!("one-way probe: {o:?}");
+    assert_eq!(
+        o.reads_served_after_expiry, 0,
+        "the follower kept serving a session the leader had expired: {o:?}"
+    );
 }
 
 /// Plain (unsynced) reads on followers while writers hit the leader, with follower partitions:

@@ -1,0 +1,125 @@
+//! Targeted reproductions of the suite's findings: one fault, one observation, deterministic
+//! enough to fail every time while the bug is there.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use zookeeper_client::{self as zk, CreateMode};
+
+use crate::common::anyone;
+use crate::common::cluster::{Cluster, ClusterOpts};
+
+use super::links::Links;
+
+/// What the one-way-cut probe saw.
+#[derive(Debug)]
+pub struct OneWayOutcome {
+    /// When the cut started (since the probe's start).
+    pub cut_at: Duration,
+    /// When a client on the leader saw the follower client's ephemeral gone (the session
+    /// expired and the expiry was applied on the leader), if within the bound.
+    pub ephemeral_gone_at: Option<Duration>,
+    /// Successful plain reads of the follower client invoked after that point.
+    pub reads_served_after_expiry: usize,
+    /// The last one, for the report.
+    pub last_served_read_at: Option<Duration>,
+}
+
+/// Finding 2 in isolation: cut the connections a follower dials to the leader (for rookery:
+/// the follower can no longer send to the leader; the leader still reaches it), keep a client
+/// on the follower reading, and watch its ephemeral from a client on the leader. A correct
+/// server stops serving that client before its session can expire (ZooKeeper: the leader
+/// drops a silent follower after syncLimit × tickTime, the follower closes its clients).
+pub async fn one_way_cut_probe(session_ms: u64, cut_ms: u64) -> OneWayOutcome {
+    let c = Cluster::start_async(ClusterOpts {
+        voters: 3,
+        proxied: false,
+        ..ClusterOpts::default()
+    })
+    .await;
+    let links = Links::install(&c).await;
+    let leader = c.blocking(|c| c.wait_ready(60)).await;
+    let follower = c.others(leader)[0];
+    let connector =
+        || zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms));
+    let on_follower = c.client_with(follower, connector()).await;
+    let on_leader = c.client_with(leader, connector()).await;
+    let base = crate::common::unique("oneway");
+    on_leader
+        .create(&base, b"", &anyone())
+        .await
+        .expect("create base");
+    let eph = format!("{base}/eph");
+    on_follower
+        .create(
+            &eph,
+            b"",
+            &CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .expect("create ephemeral");
+    on_leader.sync(&eph).await.expect("sync");
+    assert!(on_leader.check_stat(&eph).await.expect("stat").is_some());
+
+    // Write load through the leader during the cut: with the follower's acks lost, the
+    // leader's window of unacknowledged appends to it fills up and replication to it pauses,
+    // as it would under any real load (with an idle ensemble the few entries still arrive).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = vec![];
+    for w in 0..2 {
+        let cl = c.client_with(leader, connector()).await;
+        let (stop, base) = (stop.clone(), base.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            // Bounded by `stop` and by a count.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 200_000 {
+                i += 1;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    cl.set_data(&base, format!("{w}-{i}").as_bytes(), None),
+                )
+                .await;
+            }
+        }));
+    }
+    let start = Instant::now();
+    links.cut_one_way(follower, leader);
+    let cut_at = start.elapsed();
+    let mut gone_at = None;
+    let mut served_after = 0;
+    let mut last_served = None;
+    let bound = Duration::from_millis(cut_ms);
+    while start.elapsed() < bound {
+        let call = start.elapsed();
+        let read = tokio::time::timeout(Duration::from_secs(2), on_follower.get_data(&base)).await;
+        if matches!(read, Ok(Ok(_))) {
+            if let Some(g) = gone_at {
+                if call > g {
+                    served_after += 1;
+                    last_served = Some(call);
+                }
+            }
+        }
+        if gone_at.is_none() {
+            if let Ok(Ok(None)) =
+                tokio::time::timeout(Duration::from_secs(2), on_leader.check_stat(&eph)).await
+            {
+                gone_at = Some(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        let _ = crate::common::within(30, "probe writers", w).await;
+    }
+    links.heal_all();
+    drop(on_follower);
+    drop(on_leader);
+    OneWayOutcome {
+        cut_at,
+        ephemeral_gone_at: gone_at,
+        reads_served_after_expiry: served_after,
+        last_served_read_at: last_served,
+    }
+}
