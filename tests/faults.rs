@@ -280,6 +280,31 @@ async fn one_way_cut_follower_must_not_serve_an_expired_session() {
     );
 }
 
+/// Finding 1 in isolation: the leader paused for 7 s (> the 6 s session timeout) while
+/// writers on both followers keep going; no writer may be told its session expired right after
+/// a successful write. `FAULT_REPEAT` repetitions (default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targeted reproduction (3 servers, about 25 s per repetition): cargo test --test faults leader_pause -- --ignored --nocapture"]
+async fn leader_pause_must_not_expire_sessions_served_by_followers() {
+    apply_fault_target();
+    let _one = exclusive();
+    let repeat = env_u64("FAULT_REPEAT", 3);
+    for r in 0..repeat {
+        let problems = common::within(
+            180,
+            "leader pause probe",
+            targeted::leader_pause_probe(SESSION_MS, 7_000, 3),
+        )
+        .await;
+        eprintln!("leader pause probe {r}: {} problems", problems.len());
+        assert!(
+            problems.is_empty(),
+            "repetition {r}:\n{}",
+            problems.join("\n")
+        );
+    }
+}
+
 /// Plain (unsynced) reads on followers while writers hit the leader, with follower partitions:
 /// ZooKeeper only promises sequential consistency for them, so stale reads are expected, and
 /// the checker must report them. Tries up to `FAULT_STALE_TRIES` schedules (default 3).

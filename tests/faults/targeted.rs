@@ -123,3 +123,91 @@ pub async fn one_way_cut_probe(session_ms: u64, cut_ms: u64) -> OneWayOutcome {
         last_served_read_at: last_served,
     }
 }
+
+/// Finding 1 in isolation: writers on both followers (one session each), the leader paused for
+/// longer than the session timeout, then resumed. Returns the session-liveness violations: a
+/// writer told "session expired" less than timeout - slack after a request it invoked
+/// succeeded.
+pub async fn leader_pause_probe(
+    session_ms: u64,
+    pause_ms: u64,
+    writers_per_follower: usize,
+) -> Vec<String> {
+    let c = Cluster::start_async(ClusterOpts {
+        voters: 3,
+        proxied: false,
+        ..ClusterOpts::default()
+    })
+    .await;
+    let leader = c.blocking(|c| c.wait_ready(60)).await;
+    let base = crate::common::unique("pause");
+    let setup = c.client(leader).await;
+    setup
+        .create(&base, b"", &anyone())
+        .await
+        .expect("create base");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = vec![];
+    for f in c.others(leader) {
+        for w in 0..writers_per_follower {
+            let cl = c
+                .client_with(
+                    f,
+                    zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms)),
+                )
+                .await;
+            let (stop, path) = (stop.clone(), format!("{base}/f{f}-w{w}"));
+            cl.create(&path, b"", &anyone()).await.expect("create");
+            writers.push(tokio::spawn(async move {
+                let t0 = Instant::now();
+                let mut last_ok: Option<Duration> = None;
+                let mut problems = vec![];
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 1_000_000 {
+                    i += 1;
+                    let call = t0.elapsed();
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(session_ms / 3),
+                        cl.set_data(&path, &i.to_be_bytes(), None),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => last_ok = Some(call),
+                        Ok(Err(zk::Error::SessionExpired)) => {
+                            let window = Duration::from_millis(
+                                session_ms.saturating_sub(super::invariants::EXPIRY_SLACK_MS),
+                            );
+                            if let Some(ok) = last_ok.filter(|ok| call < *ok + window) {
+                                problems.push(format!(
+                                    "{path}: session expired {:?} after a successful write (at {ok:?} / {call:?})",
+                                    call - ok
+                                ));
+                            }
+                            break;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                problems
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.sigstop(leader);
+    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    c.sigcont(leader);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut problems = vec![];
+    for w in writers {
+        problems.extend(
+            crate::common::within(30, "pause writers", w)
+                .await
+                .expect("writer"),
+        );
+    }
+    if !problems.is_empty() {
+        std::env::set_var("ENSEMBLE_KEEP", "1");
+    }
+    problems
+}
