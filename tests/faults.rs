@@ -98,21 +98,30 @@ fn lin_opts(seed: u64, secs: u64, servers: usize) -> RunOpts {
     }
 }
 
-/// Runs the schedules and fails with the full report of the first failing one.
+/// Runs every schedule (a failure does not stop the batch: the long run should report all it
+/// finds), then fails with the full report of every failing one.
 async fn run_and_judge(opts: Vec<RunOpts>, test_name: &str) {
     let mut summaries = vec![];
+    let mut failures = vec![];
     for o in opts {
         let r = runner::run(o).await;
         eprintln!("RESULT {}", r.summary());
         summaries.push(r.summary());
         if !r.report.ok() {
-            panic!(
-                "{}\nall runs so far:\n{}",
-                invariants::render(&r.history, &r.report, &r.schedule.to_string(), test_name),
-                summaries.join("\n")
-            );
+            let report =
+                invariants::render(&r.history, &r.report, &r.schedule.to_string(), test_name);
+            eprintln!("{report}");
+            failures.push(report);
         }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {} schedules failed:\n{}\nall runs:\n{}",
+        failures.len(),
+        summaries.len(),
+        failures.join("\n"),
+        summaries.join("\n")
+    );
     eprintln!("ALL PASSED:\n{}", summaries.join("\n"));
 }
 
