@@ -215,6 +215,63 @@ async fn regression_seed_207_follower_sessions_expire_after_leader_pause() {
     .await;
 }
 
+/// Regression (finding 1, root cause seen in this run's logs, tests/faults/regressions/):
+/// seed 700's schedule on 5 rookery servers. The last step pauses the leader (member 0) for
+/// 6.8 s; on SIGCONT its housekeeping expired its whole stale tracker (48 sessions) 3 ms
+/// before it learned of the new term, the proposals were forwarded to the new leader, which
+/// committed them: 15 live sessions, served by other members up to ~100 ms before, closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "regression schedule (5 servers, about 80 s per repetition): cargo test --test faults regression_seed_700 -- --ignored --nocapture"]
+async fn regression_seed_700_resumed_leader_expires_live_sessions() {
+    use nemesis::{Fault, Schedule, Step, Who};
+    apply_fault_target();
+    let _one = exclusive();
+    let steps = [
+        (2000, Fault::Isolate(Who::Follower(3)), 4341),
+        (7906, Fault::OneWay(Who::Follower(0), Who::Leader), 2939),
+        (
+            13173,
+            Fault::IsolateTwo(Who::Follower(3), Who::Follower(1)),
+            2233,
+        ),
+        (18245, Fault::Isolate(Who::Leader), 3784),
+        (
+            24273,
+            Fault::IsolateTwo(Who::Follower(2), Who::Follower(3)),
+            4534,
+        ),
+        (31669, Fault::Pause(Who::Follower(0)), 8360),
+        (41117, Fault::KillRestart(Who::Leader), 1123),
+        (44759, Fault::Pause(Who::Leader), 7437),
+        (54207, Fault::Pause(Who::Leader), 6820),
+    ]
+    .map(|(at_ms, fault, hold_ms)| Step {
+        at_ms,
+        fault,
+        hold_ms,
+    })
+    .to_vec();
+    let repeat = env_u64("FAULT_REPEAT", 3);
+    let opts = (0..repeat)
+        .map(|_| RunOpts {
+            schedule: Some(Schedule {
+                seed: 700,
+                steps: steps.clone(),
+            }),
+            ..lin_opts(700, 60, 5)
+        })
+        .collect();
+    common::within(
+        repeat * 300,
+        "regression_seed_700",
+        run_and_judge(
+            opts,
+            "regression_seed_700_resumed_leader_expires_live_sessions",
+        ),
+    )
+    .await;
+}
+
 /// Regression (finding 2, tests/faults/README.md): seed 303's schedule on 5 rookery servers.
 /// During a one-way cut follower -> leader (the last step: member 4 cannot send to leader 3,
 /// the leader still reaches it) the follower kept serving reads to its clients while the
