@@ -217,7 +217,7 @@ async fn regression_seed_207_follower_sessions_expire_after_leader_pause() {
 
 /// Regression (finding 1, root cause seen in this run's logs, tests/faults/regressions/):
 /// seed 700's schedule on 5 rookery servers. The last step pauses the leader (member 0) for
-/// 6.8 s; on SIGCONT its housekeeping expired its whole stale tracker (48 sessions) 3 ms
+/// 6.8 s; on SIGCONT its housekeeping expired its whole stale tracker (30 sessions) 3 ms
 /// before it learned of the new term, the proposals were forwarded to the new leader, which
 /// committed them: 15 live sessions, served by other members up to ~100 ms before, closed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
