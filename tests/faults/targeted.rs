@@ -192,6 +192,20 @@ pub async fn leader_pause_probe(
             }));
         }
     }
+    // Idle sessions on the followers (kept alive by the client library's pings): the resumed
+    // leader's stale tracker holds more sessions to expire, so its burst of proposals is longer
+    // and more likely to straddle its step-down (as with the 30 sessions of seed 700).
+    let mut idle = vec![];
+    for k in 0..24 {
+        let f = c.others(leader)[k % 2];
+        idle.push(
+            c.client_with(
+                f,
+                zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms)),
+            )
+            .await,
+        );
+    }
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.sigstop(leader);
     tokio::time::sleep(Duration::from_millis(pause_ms)).await;
@@ -199,6 +213,17 @@ pub async fn leader_pause_probe(
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut problems = vec![];
+    let idle_expired = idle
+        .iter()
+        .filter(|c| c.state() == zk::SessionState::Expired)
+        .count();
+    if idle_expired > 0 {
+        problems.push(format!(
+            "{idle_expired} of {} idle sessions on the followers expired (their clients were connected throughout)",
+            idle.len()
+        ));
+    }
+    drop(idle);
     for w in writers {
         problems.extend(
             crate::common::within(30, "pause writers", w)
