@@ -1,0 +1,453 @@
+//! Issue 9: a Jepsen-style fault suite with a linearizability checker (tests/faults/README.md).
+//!
+//! * Checker validation (fast, always run): hand-made linearizable and non-linearizable
+//!   register histories, unknown outcomes included, and a property test that compares the
+//!   Wing–Gong/Lowe search with an exhaustive reference on random small histories.
+//! * `fault_schedule_ci` (always run, about 40 s): one 30 s schedule (seed 8 unless
+//!   `FAULT_SEED`) on 3 rookery servers with kills, pauses, isolation and one-way cuts; every
+//!   checker must pass.
+//! * `regression_seed_207_*`, `regression_seed_303_*` (`#[ignore]`): the schedules of the two
+//!   rookery findings, kept verbatim.
+//! * `fault_schedules` (`#[ignore]`, the long run): `FAULT_SCHEDULES` schedules of `FAULT_SECS`
+//!   seconds on `FAULT_SERVERS` members of `FAULT_TARGET` (rookery|zk) from `FAULT_SEED`.
+//! * `stale_follower_reads_are_flagged` (`#[ignore]`): plain reads on followers must be found
+//!   non-linearizable (the checker can fail on a real system).
+//! * `recheck_history` (`#[ignore]`): re-checks a JSON-lines history, `FAULT_RECHECK=<file>`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
+
+mod common;
+
+#[path = "faults/history.rs"]
+mod history;
+#[path = "faults/invariants.rs"]
+mod invariants;
+#[path = "faults/linearizability.rs"]
+mod linearizability;
+#[path = "faults/links.rs"]
+mod links;
+#[path = "faults/nemesis.rs"]
+mod nemesis;
+#[path = "faults/runner.rs"]
+mod runner;
+#[path = "faults/targeted.rs"]
+mod targeted;
+#[path = "faults/workload.rs"]
+mod workload;
+
+#[path = "faults/checker_tests.rs"]
+mod checker_tests;
+
+use common::cluster::exclusive;
+use nemesis::FaultMix;
+use runner::{RegisterPlan, RunOpts};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        _ => default,
+    }
+}
+
+/// `FAULT_TARGET` (rookery|zk) selects the servers; it is the harness's `E2E_TARGET` under
+/// another name, so it is copied over before any server starts.
+fn apply_fault_target() {
+    if let Ok(t) = std::env::var("FAULT_TARGET") {
+        let v = match t.as_str() {
+            "zk" | "zookeeper" => "zk",
+            "rookery" | "" => "rookery",
+            other => panic!("FAULT_TARGET={other:?}: expected rookery or zk"),
+        };
+        std::env::set_var("E2E_TARGET", v);
+    }
+}
+
+fn default_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1)
+}
+
+const SESSION_MS: u64 = 6_000;
+
+fn all_faults() -> FaultMix {
+    FaultMix {
+        kills: true,
+        pauses: true,
+        partitions: true,
+    }
+}
+
+fn lin_opts(seed: u64, secs: u64, servers: usize) -> RunOpts {
+    RunOpts {
+        seed,
+        secs,
+        servers,
+        session_ms: SESSION_MS,
+        keys: 4,
+        registers: RegisterPlan::Linearizable {
+            per_member: 3,
+            roaming: 3,
+        },
+        seq_clients: true,
+        lock_clients: true,
+        mix: all_faults(),
+        schedule: None,
+    }
+}
+
+/// Runs every schedule (a failure does not stop the batch: the long run should report all it
+/// finds), then fails with the full report of every failing one.
+async fn run_and_judge(opts: Vec<RunOpts>, test_name: &str) {
+    let mut summaries = vec![];
+    let mut failures = vec![];
+    for o in opts {
+        let r = runner::run(o).await;
+        eprintln!("RESULT {}", r.summary());
+        summaries.push(r.summary());
+        if !r.report.ok() {
+            let report =
+                invariants::render(&r.history, &r.report, &r.schedule.to_string(), test_name);
+            eprintln!("{report}");
+            failures.push(report);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} schedules failed:\n{}\nall runs:\n{}",
+        failures.len(),
+        summaries.len(),
+        failures.join("\n"),
+        summaries.join("\n")
+    );
+    eprintln!("ALL PASSED:\n{}", summaries.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_schedule_ci() {
+    apply_fault_target();
+    let _one = exclusive();
+    // A fixed default seed: the CI replays the same schedule every time (the long run explores
+    // new seeds).
+    let seed = env_u64("FAULT_SEED", 8);
+    let secs = env_u64("FAULT_CI_SECS", 30);
+    common::within(
+        400,
+        "fault_schedule_ci",
+        run_and_judge(vec![lin_opts(seed, secs, 3)], "fault_schedule_ci"),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "long fault run; FAULT_SCHEDULES/FAULT_SECS/FAULT_SEED/FAULT_SERVERS/FAULT_TARGET, see tests/faults/README.md"]
+async fn fault_schedules() {
+    apply_fault_target();
+    let _one = exclusive();
+    let seed = env_u64("FAULT_SEED", default_seed());
+    let n = env_u64("FAULT_SCHEDULES", 3);
+    let secs = env_u64("FAULT_SECS", 60);
+    let servers = env_u64("FAULT_SERVERS", 3) as usize;
+    let opts = (0..n).map(|i| lin_opts(seed + i, secs, servers)).collect();
+    // Bound: each schedule is secs + start/recovery/final checks (< 4 min over the run time).
+    common::within(
+        n * (secs + 240),
+        "fault_schedules",
+        run_and_judge(opts, "fault_schedules"),
+    )
+    .await;
+}
+
+/// Regression (finding 1, tests/faults/README.md): seed 207's schedule on 3 rookery servers.
+/// In the first run, after the leader (member 1) was paused for 7 s, the sessions of the three
+/// register clients on follower member 2, which had acked writes every ~13 ms until then, and
+/// of a lock client there, were expired ~100 ms after their last successful request (when the
+/// paused leader was resumed), and a second client took the lock 14 ms before the first learned
+/// it had lost it. The schedule is kept verbatim so that changes to the generator do not change
+/// it; the bug is timing-dependent, so a pass does not prove it fixed: run it a few times
+/// (`FAULT_REPEAT`, default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "regression schedule (about 75 s per repetition): cargo test --test faults regression_seed_207 -- --ignored --nocapture"]
+async fn regression_seed_207_follower_sessions_expire_after_leader_pause() {
+    use nemesis::{Fault, Schedule, Step, Who};
+    apply_fault_target();
+    let _one = exclusive();
+    let steps = [
+        (2000, Fault::Bridge(Who::Follower(1)), 6177),
+        (10112, Fault::Bridge(Who::Leader), 6652),
+        (18308, Fault::Isolate(Who::Leader), 5737),
+        (27004, Fault::Isolate(Who::Leader), 5399),
+        (33587, Fault::KillRestart(Who::Leader), 1464),
+        (37029, Fault::OneWay(Who::Leader, Who::Follower(0)), 4454),
+        (
+            42891,
+            Fault::IsolateTwo(Who::Leader, Who::Follower(0)),
+            2587,
+        ),
+        (47790, Fault::Pause(Who::Leader), 6993),
+    ]
+    .map(|(at_ms, fault, hold_ms)| Step {
+        at_ms,
+        fault,
+        hold_ms,
+    })
+    .to_vec();
+    let repeat = env_u64("FAULT_REPEAT", 3);
+    let opts = (0..repeat)
+        .map(|_| RunOpts {
+            schedule: Some(Schedule {
+                seed: 207,
+                steps: steps.clone(),
+            }),
+            ..lin_opts(207, 60, 3)
+        })
+        .collect();
+    common::within(
+        repeat * 300,
+        "regression_seed_207",
+        run_and_judge(
+            opts,
+            "regression_seed_207_follower_sessions_expire_after_leader_pause",
+        ),
+    )
+    .await;
+}
+
+/// Regression (finding 1, root cause seen in this run's logs, tests/faults/regressions/):
+/// seed 700's schedule on 5 rookery servers. The last step pauses the leader (member 0) for
+/// 6.8 s; on SIGCONT its housekeeping expired its whole stale tracker (30 sessions) 3 ms
+/// before it learned of the new term, the proposals were forwarded to the new leader, which
+/// committed them: 15 live sessions, served by other members up to ~100 ms before, closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "regression schedule (5 servers, about 80 s per repetition): cargo test --test faults regression_seed_700 -- --ignored --nocapture"]
+async fn regression_seed_700_resumed_leader_expires_live_sessions() {
+    use nemesis::{Fault, Schedule, Step, Who};
+    apply_fault_target();
+    let _one = exclusive();
+    let steps = [
+        (2000, Fault::Isolate(Who::Follower(3)), 4341),
+        (7906, Fault::OneWay(Who::Follower(0), Who::Leader), 2939),
+        (
+            13173,
+            Fault::IsolateTwo(Who::Follower(3), Who::Follower(1)),
+            2233,
+        ),
+        (18245, Fault::Isolate(Who::Leader), 3784),
+        (
+            24273,
+            Fault::IsolateTwo(Who::Follower(2), Who::Follower(3)),
+            4534,
+        ),
+        (31669, Fault::Pause(Who::Follower(0)), 8360),
+        (41117, Fault::KillRestart(Who::Leader), 1123),
+        (44759, Fault::Pause(Who::Leader), 7437),
+        (54207, Fault::Pause(Who::Leader), 6820),
+    ]
+    .map(|(at_ms, fault, hold_ms)| Step {
+        at_ms,
+        fault,
+        hold_ms,
+    })
+    .to_vec();
+    let repeat = env_u64("FAULT_REPEAT", 3);
+    let opts = (0..repeat)
+        .map(|_| RunOpts {
+            schedule: Some(Schedule {
+                seed: 700,
+                steps: steps.clone(),
+            }),
+            ..lin_opts(700, 60, 5)
+        })
+        .collect();
+    common::within(
+        repeat * 300,
+        "regression_seed_700",
+        run_and_judge(
+            opts,
+            "regression_seed_700_resumed_leader_expires_live_sessions",
+        ),
+    )
+    .await;
+}
+
+/// Regression (finding 2, tests/faults/README.md): seed 303's schedule on 5 rookery servers.
+/// During a one-way cut follower -> leader (the last step: member 4 cannot send to leader 3,
+/// the leader still reaches it) the follower kept serving reads to its clients while the
+/// leader, hearing none of its touches, expired their sessions: a lock client on the follower
+/// took the lock from a stale listing (its own node, already deleted by the expiry, still
+/// lowest there) 16 ms after a client elsewhere had taken it, and held it for 78 ms.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "regression schedule (5 servers, about 80 s per repetition): cargo test --test faults regression_seed_303 -- --ignored --nocapture"]
+async fn regression_seed_303_one_way_cut_follower_serves_expired_sessions() {
+    use nemesis::{Fault, Schedule, Step, Who};
+    apply_fault_target();
+    let _one = exclusive();
+    let steps = [
+        (2000, Fault::Isolate(Who::Leader), 2521),
+        (6134, Fault::OneWay(Who::Leader, Who::Follower(3)), 4286),
+        (13161, Fault::Isolate(Who::Follower(1)), 5169),
+        (20209, Fault::Pause(Who::Leader), 7856),
+        (
+            29184,
+            Fault::IsolateTwo(Who::Leader, Who::Follower(1)),
+            1835,
+        ),
+        (32668, Fault::Isolate(Who::Leader), 6061),
+        (40271, Fault::Pause(Who::Leader), 6697),
+        (49580, Fault::OneWay(Who::Follower(3), Who::Leader), 7331),
+    ]
+    .map(|(at_ms, fault, hold_ms)| Step {
+        at_ms,
+        fault,
+        hold_ms,
+    })
+    .to_vec();
+    let repeat = env_u64("FAULT_REPEAT", 3);
+    let opts = (0..repeat)
+        .map(|_| RunOpts {
+            schedule: Some(Schedule {
+                seed: 303,
+                steps: steps.clone(),
+            }),
+            ..lin_opts(303, 60, 5)
+        })
+        .collect();
+    common::within(
+        repeat * 300,
+        "regression_seed_303",
+        run_and_judge(
+            opts,
+            "regression_seed_303_one_way_cut_follower_serves_expired_sessions",
+        ),
+    )
+    .await;
+}
+
+/// Finding 2 in isolation (deterministic): a one-way cut follower -> leader longer than the
+/// session timeout. The follower's client must not be served after the leader expired its
+/// session (ZooKeeper's follower drops its clients within syncLimit × tickTime).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targeted reproduction (3 servers, about 30 s): cargo test --test faults one_way_cut -- --ignored --nocapture"]
+async fn one_way_cut_follower_must_not_serve_an_expired_session() {
+    apply_fault_target();
+    let _one = exclusive();
+    let o = common::within(
+        120,
+        "one-way probe",
+        targeted::one_way_cut_probe(SESSION_MS, 15_000),
+    )
+    .await;
+    eprintln!("one-way probe: {o:?}");
+    assert_eq!(
+        o.reads_served_after_expiry, 0,
+        "the follower kept serving a session the leader had expired: {o:?}"
+    );
+}
+
+/// Finding 1 in isolation: the leader paused for 7 s (> the 6 s session timeout) while
+/// writers on both followers keep going; no writer may be told its session expired right after
+/// a successful write. `FAULT_REPEAT` repetitions (default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targeted reproduction (3 servers, about 25 s per repetition): cargo test --test faults leader_pause -- --ignored --nocapture"]
+async fn leader_pause_must_not_expire_sessions_served_by_followers() {
+    apply_fault_target();
+    let _one = exclusive();
+    let repeat = env_u64("FAULT_REPEAT", 3);
+    for r in 0..repeat {
+        let problems = common::within(
+            180,
+            "leader pause probe",
+            targeted::leader_pause_probe(SESSION_MS, 7_000, 3),
+        )
+        .await;
+        eprintln!("leader pause probe {r}: {} problems", problems.len());
+        assert!(
+            problems.is_empty(),
+            "repetition {r}:\n{}",
+            problems.join("\n")
+        );
+    }
+}
+
+/// Plain (unsynced) reads on followers while writers hit the leader, with follower partitions:
+/// ZooKeeper only promises sequential consistency for them, so stale reads are expected, and
+/// the checker must report them. Tries up to `FAULT_STALE_TRIES` schedules (default 3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "validation run (3 servers, about a minute per try): cargo test --test faults stale -- --ignored --nocapture"]
+async fn stale_follower_reads_are_flagged() {
+    apply_fault_target();
+    let _one = exclusive();
+    let seed = env_u64("FAULT_SEED", default_seed());
+    let tries = env_u64("FAULT_STALE_TRIES", 3);
+    let secs = env_u64("FAULT_SECS", 30);
+    common::within(tries * (secs + 240), "stale reads", async {
+        let mut summaries = vec![];
+        for i in 0..tries {
+            let mut o = lin_opts(seed + i, secs, 3);
+            o.keys = 1;
+            o.registers = RegisterPlan::FollowerPlainReads {
+                writers: 3,
+                readers_per_follower: 3,
+            };
+            o.seq_clients = false;
+            o.lock_clients = false;
+            o.mix = FaultMix {
+                kills: false,
+                pauses: true,
+                partitions: true,
+            };
+            let r = runner::run(o).await;
+            eprintln!("RESULT {}", r.summary());
+            summaries.push(r.summary());
+            if !r.report.anomalies.is_empty() {
+                eprintln!(
+                    "flagged as expected:\n{}",
+                    invariants::render(
+                        &r.history,
+                        &r.report,
+                        &r.schedule.to_string(),
+                        "stale_follower_reads_are_flagged"
+                    )
+                );
+                return;
+            }
+        }
+        panic!(
+            "plain follower reads were never flagged as non-linearizable in {tries} runs:\n{}",
+            summaries.join("\n")
+        );
+    })
+    .await;
+}
+
+/// Offline re-check: `FAULT_RECHECK=<history.jsonl> cargo test --test faults recheck_history
+/// -- --ignored --nocapture`.
+#[test]
+#[ignore = "offline re-check of a history file: FAULT_RECHECK=<file>"]
+fn recheck_history() {
+    let path = std::env::var("FAULT_RECHECK").expect("set FAULT_RECHECK=<history.jsonl>");
+    let h = history::History::read_jsonl(std::path::Path::new(&path))
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let r = invariants::check(&h);
+    eprintln!(
+        "{path}: {} register ops over {} keys, {} seq creates, {} lock tenures, {} nemesis events",
+        h.regs.len(),
+        h.inits.len(),
+        h.seqs.len(),
+        h.locks.len(),
+        h.nemesis.len()
+    );
+    assert!(
+        r.ok(),
+        "{}",
+        invariants::render(
+            &h,
+            &r,
+            "(see the history's nemesis records)",
+            "recheck_history"
+        )
+    );
+    eprintln!("{path}: OK");
+}

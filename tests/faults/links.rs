@@ -1,0 +1,193 @@
+//! Per-link control of the peer network, owned by the fault suite (so that
+//! `tests/common/cluster.rs` stays untouched): every member's `server.N` lines for the *other*
+//! members are rewritten to name proxies of this module, one per (dialler, target, port), and
+//! each member is restarted once on its rewritten config before the workloads start.
+//!
+//! A cut of link `i -> j` aborts the connections `i` dialled to `j` and refuses new ones. For
+//! rookery, whose peers dial one-way connections (A dials B to send A -> B), that is a one-way
+//! partition: `i` cannot send to `j`, `j` still reaches `i`. For ZooKeeper, whose connections
+//! carry both directions, it drops the connections `i` opened (the lower id's election
+//! connection is dialled back by the higher id, so the effect is close to a full cut of the
+//! pair).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::common::cluster::Cluster;
+use crate::common::proxy::Proxy;
+
+struct Link {
+    from: usize,
+    to: usize,
+    proxy: Proxy,
+}
+
+pub struct Links {
+    links: Vec<Link>,
+}
+
+/// The `server.N` line of member `j` from its own config (its real ports).
+fn own_line(c: &Cluster, j: usize) -> (String, String) {
+    let cfg = std::fs::read_to_string(c.config_path(j)).expect("member config");
+    let key = format!("server.{}", c.id(j));
+    let line = cfg
+        .lines()
+        .find(|l| l.starts_with(&format!("{key}=")))
+        .unwrap_or_else(|| panic!("no {key} line in member {j}'s config"));
+    (key, line.to_string())
+}
+
+/// `server.N=host:peer:election[:observer];client` -> (peer, election, rest after the ports).
+fn split_ports(line: &str) -> (u16, u16, String) {
+    let value = line.split_once('=').expect("server line").1;
+    let (quorum, client) = value.split_once(';').unwrap_or((value, ""));
+    let parts: Vec<&str> = quorum.split(':').collect();
+    let peer = parts[1].parse().expect("peer port");
+    let election = parts[2].parse().expect("election port");
+    let role = if parts.len() > 3 {
+        format!(":{}", parts[3..].join(":"))
+    } else {
+        String::new()
+    };
+    (peer, election, format!("{role};{client}"))
+}
+
+impl Links {
+    /// Creates the proxies, rewrites every member's config and restarts the members one by one
+    /// (each waits until it serves again). Runs on the current tokio runtime (the proxies'
+    /// tasks); the restarts run on a blocking thread.
+    pub async fn install(c: &Cluster) -> Links {
+        let n = c.len();
+        let real: Vec<(String, u16, u16, String)> = (0..n)
+            .map(|j| {
+                let (key, line) = own_line(c, j);
+                let (p, e, rest) = split_ports(&line);
+                (key, p, e, rest)
+            })
+            .collect();
+        let mut links = vec![];
+        // member i's view of member j: (peer proxy port, election proxy port)
+        let mut view: BTreeMap<(usize, usize), (u16, u16)> = BTreeMap::new();
+        let member_ports: Vec<u16> = real.iter().flat_map(|r| [r.1, r.2]).collect();
+        for i in 0..n {
+            for (j, r) in real.iter().enumerate() {
+                if i == j {
+                    continue;
+                }
+                let mut ports = vec![];
+                for upstream in [r.1, r.2] {
+                    // A proxy must not take a member's port (they are bound only while the
+                    // member runs): retry until it gets one of its own.
+                    let mut got = None;
+                    for _ in 0..50 {
+                        let p = Proxy::start(format!("127.0.0.1:{upstream}")).await;
+                        if !member_ports.contains(&p.port) {
+                            got = Some(p);
+                            break;
+                        }
+                    }
+                    let p = got.expect("a free proxy port");
+                    ports.push(p.port);
+                    links.push(Link {
+                        from: i,
+                        to: j,
+                        proxy: p,
+                    });
+                }
+                view.insert((i, j), (ports[0], ports[1]));
+            }
+        }
+        for i in 0..n {
+            let cfg = std::fs::read_to_string(c.config_path(i)).expect("config");
+            let mut out = String::new();
+            for line in cfg.lines() {
+                let j = real
+                    .iter()
+                    .position(|r| line.starts_with(&format!("{}=", r.0)));
+                match j {
+                    Some(j) if j != i => {
+                        let (pp, ep) = view[&(i, j)];
+                        out.push_str(&format!("{}=127.0.0.1:{pp}:{ep}{}\n", real[j].0, real[j].3));
+                    }
+                    _ => {
+                        out.push_str(line);
+                        out.push('\n');
+                    }
+                }
+            }
+            std::fs::write(c.config_path(i), out).expect("rewrite config");
+        }
+        c.blocking(move |c| {
+            for i in 0..c.len() {
+                c.stop(i, 10);
+                c.start_again(i, 90);
+                c.wait_ready(90);
+            }
+        })
+        .await;
+        Links { links }
+    }
+
+    fn each(&self, mut f: impl FnMut(&Link) -> bool, cut: bool) {
+        for l in &self.links {
+            if f(l) {
+                if cut {
+                    l.proxy.cut()
+                } else {
+                    l.proxy.restore()
+                }
+            }
+        }
+    }
+
+    /// Member `i` cut off both ways.
+    pub fn isolate(&self, i: usize) {
+        self.each(|l| l.from == i || l.to == i, true);
+    }
+
+    /// Only the connections `from` dials to `to` (rookery: `from` can no longer send to `to`).
+    pub fn cut_one_way(&self, from: usize, to: usize) {
+        self.each(|l| l.from == from && l.to == to, true);
+    }
+
+    /// Two sides that only `bridge` connects: every link between `a` and `b` cut.
+    pub fn bridge(&self, a: &[usize], b: &[usize]) {
+        self.each(
+            |l| {
+                (a.contains(&l.from) && b.contains(&l.to))
+                    || (b.contains(&l.from) && a.contains(&l.to))
+            },
+            true,
+        );
+    }
+
+    pub fn heal_all(&self) {
+        self.each(|_| true, false);
+    }
+
+    /// Self-test: isolating the leader must make the others elect another one (otherwise the
+    /// members do not use the rewritten addresses and every partition would be a no-op).
+    pub fn self_test(&self, c: &Cluster) {
+        let leader = c.wait_ready(60);
+        self.isolate(leader);
+        let others = c.others(leader);
+        let t = Instant::now();
+        let new = c.wait_leader_among(&others, 60);
+        self.heal_all();
+        assert_ne!(new, leader);
+        eprintln!(
+            "links: isolating leader {leader} made {new} leader in {:?}",
+            t.elapsed()
+        );
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while c.leader().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "no leader after the links self-test"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.wait_ready(60);
+    }
+}

@@ -1,0 +1,342 @@
+//! The nemesis: a schedule of faults generated from a seed *before* the run and printed, so a
+//! failing run can be replayed with the same seed. Steps run one after another; each injects a
+//! fault, holds it, and undoes it (restart, SIGCONT, heal), then the ensemble gets a quiet gap.
+//! Offsets are "not before": a slow restart pushes the later steps back, it never drops one.
+#![allow(dead_code)]
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use crate::common::cluster::{Cluster, Mode};
+
+use super::history::{now_ns, NemesisRecord};
+use super::links::Links;
+
+/// SplitMix64: small, seedable, and the same on every machine (the schedule must replay).
+#[derive(Clone, Debug)]
+pub struct SeededRng(u64);
+
+impl SeededRng {
+    pub fn new(seed: u64) -> Self {
+        SeededRng(seed)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `lo..=hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo + 1)
+    }
+}
+
+/// Whom a step hits, resolved when the step runs (the leader changes during a run).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Who {
+    Leader,
+    /// The `k`-th non-leader (mod their count).
+    Follower(usize),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// SIGKILL, stay down for the hold, start again on the same data dir.
+    KillRestart(Who),
+    /// SIGSTOP for the hold (longer than the session timeout), then SIGCONT.
+    Pause(Who),
+    /// Cut every peer link of one member, both directions (through the peer-link proxies).
+    Isolate(Who),
+    /// Two members cut off (each alone): a 5-member ensemble keeps a 3-member majority, a
+    /// 3-member ensemble has no quorum at all for the hold.
+    IsolateTwo(Who, Who),
+    /// Only the connections the first member dials to the second are cut (for rookery: the
+    /// first can no longer send to the second; the reverse direction works).
+    OneWay(Who, Who),
+    /// The others split into two halves that only the bridge member connects (3 servers: the
+    /// two non-bridge members cannot talk to each other; 5: two pairs).
+    Bridge(Who),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub at_ms: u64,
+    pub fault: Fault,
+    pub hold_ms: u64,
+}
+
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub seed: u64,
+    pub steps: Vec<Step>,
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "  seed {} ({} steps)", self.seed, self.steps.len())?;
+        for s in &self.steps {
+            writeln!(
+                f,
+                "  at {:>6} ms  {:?} for {} ms",
+                s.at_ms, s.fault, s.hold_ms
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Which faults a schedule may use.
+#[derive(Clone, Copy, Debug)]
+pub struct FaultMix {
+    pub kills: bool,
+    pub pauses: bool,
+    pub partitions: bool,
+}
+
+impl Schedule {
+    /// A schedule for a run of `secs` seconds on `servers` members whose clients use
+    /// `session_ms` sessions: pauses are longer than the session timeout.
+    pub fn generate(
+        seed: u64,
+        secs: u64,
+        servers: usize,
+        session_ms: u64,
+        mix: FaultMix,
+    ) -> Schedule {
+        let mut rng = SeededRng::new(seed);
+        let mut steps = vec![];
+        let total_ms = secs * 1000;
+        // Let the workloads warm up; leave a tail for recovery before the run ends.
+        let mut t = 2_000;
+        let mut kinds = vec![];
+        if mix.kills {
+            kinds.extend([0u8, 1]);
+        }
+        if mix.pauses {
+            kinds.extend([2u8, 3]);
+        }
+        if mix.partitions {
+            kinds.extend([4u8, 5, 6, 7, 8]);
+        }
+        if kinds.is_empty() {
+            return Schedule { seed, steps };
+        }
+        while t + 4_000 < total_ms {
+            let who = |rng: &mut SeededRng| {
+                if rng.next_u64().is_multiple_of(2) {
+                    Who::Leader
+                } else {
+                    Who::Follower(rng.range(0, servers as u64 - 2) as usize)
+                }
+            };
+            let kind = kinds[(rng.next_u64() % kinds.len() as u64) as usize];
+            let (fault, hold_ms) = match kind {
+                0 => (Fault::KillRestart(Who::Leader), rng.range(500, 3_000)),
+                1 => (Fault::KillRestart(who(&mut rng)), rng.range(500, 3_000)),
+                2 => (
+                    Fault::Pause(Who::Leader),
+                    session_ms + rng.range(500, 2_500),
+                ),
+                3 => (
+                    Fault::Pause(who(&mut rng)),
+                    session_ms + rng.range(500, 2_500),
+                ),
+                4 => (Fault::Isolate(Who::Leader), rng.range(2_000, 8_000)),
+                5 => (Fault::Isolate(who(&mut rng)), rng.range(2_000, 8_000)),
+                7 => {
+                    let a = who(&mut rng);
+                    let b = if a == Who::Leader {
+                        Who::Follower(rng.range(0, servers as u64 - 2) as usize)
+                    } else {
+                        Who::Leader
+                    };
+                    (Fault::OneWay(a, b), rng.range(2_000, 8_000))
+                }
+                8 => (Fault::Bridge(who(&mut rng)), rng.range(2_000, 8_000)),
+                _ => {
+                    let a = who(&mut rng);
+                    let mut b = Who::Follower(rng.range(0, servers as u64 - 2) as usize);
+                    if a == b {
+                        b = Who::Follower(
+                            (rng.range(0, servers as u64 - 2) as usize + 1) % (servers - 1),
+                        );
+                    }
+                    (Fault::IsolateTwo(a, b), rng.range(1_500, 5_000))
+                }
+            };
+            steps.push(Step {
+                at_ms: t,
+                fault,
+                hold_ms,
+            });
+            t += hold_ms + rng.range(1_000, 3_000);
+        }
+        Schedule { seed, steps }
+    }
+}
+
+/// Resolves `who` among the members now: the live leader (or member 0 when none is known), or
+/// the k-th other member.
+fn resolve(c: &Cluster, who: Who, exclude: Option<usize>) -> usize {
+    let leader = c.leader();
+    match who {
+        Who::Leader => leader
+            .filter(|l| Some(*l) != exclude)
+            .unwrap_or_else(|| (0..c.len()).find(|i| Some(*i) != exclude).unwrap_or(0)),
+        Who::Follower(k) => {
+            let others: Vec<usize> = (0..c.len())
+                .filter(|i| Some(*i) != leader && Some(*i) != exclude)
+                .collect();
+            others[k % others.len()]
+        }
+    }
+}
+
+fn sleep_until(t: Instant, stop_at: Instant) {
+    let until = t.min(stop_at);
+    let now = Instant::now();
+    if until > now {
+        std::thread::sleep(until - now);
+    }
+}
+
+/// Runs `schedule` against `c` from `start` (blocking; call through `Cluster::blocking`),
+/// never past `stop_at`. Returns what was done, with times on the history clock.
+pub fn run(
+    c: &Cluster,
+    links: &Links,
+    schedule: &Schedule,
+    start: Instant,
+    stop_at: Instant,
+) -> Vec<NemesisRecord> {
+    let mut done = vec![];
+    for step in &schedule.steps {
+        let at = start + Duration::from_millis(step.at_ms);
+        if at >= stop_at {
+            break;
+        }
+        sleep_until(at, stop_at);
+        let t0 = now_ns();
+        let hold_until = Instant::now() + Duration::from_millis(step.hold_ms);
+        let what = match step.fault {
+            Fault::KillRestart(w) => {
+                let i = resolve(c, w, None);
+                let role = c.mode(i);
+                c.kill9(i);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                c.start_member(i);
+                // Bounded: a member that does not come back fails the run loudly.
+                c.wait_member_ready(i, 90);
+                format!(
+                    "kill -9 member {i} ({role:?}), down {} ms, restarted",
+                    step.hold_ms
+                )
+            }
+            Fault::Pause(w) => {
+                let i = resolve(c, w, None);
+                let role = c.mode(i);
+                c.sigstop(i);
+                sleep_until(hold_until, stop_at + Duration::from_secs(15));
+                c.sigcont(i);
+                format!(
+                    "SIGSTOP member {i} ({role:?}) for {} ms, SIGCONT",
+                    step.hold_ms
+                )
+            }
+            Fault::Isolate(w) => {
+                let i = resolve(c, w, None);
+                let role = c.mode(i);
+                links.isolate(i);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                links.heal_all();
+                format!(
+                    "isolate member {i} ({role:?}) for {} ms, heal",
+                    step.hold_ms
+                )
+            }
+            Fault::IsolateTwo(a, b) => {
+                let i = resolve(c, a, None);
+                let j = resolve(c, b, Some(i));
+                let (ri, rj) = (c.mode(i), c.mode(j));
+                links.isolate(i);
+                links.isolate(j);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                links.heal_all();
+                format!(
+                    "isolate members {i} ({ri:?}) and {j} ({rj:?}) for {} ms, heal",
+                    step.hold_ms
+                )
+            }
+            Fault::OneWay(a, b) => {
+                let i = resolve(c, a, None);
+                let j = resolve(c, b, Some(i));
+                let (ri, rj) = (c.mode(i), c.mode(j));
+                links.cut_one_way(i, j);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                links.heal_all();
+                format!(
+                    "one-way cut {i} ({ri:?}) -> {j} ({rj:?}) for {} ms, heal",
+                    step.hold_ms
+                )
+            }
+            Fault::Bridge(w) => {
+                let b = resolve(c, w, None);
+                let rest: Vec<usize> = (0..c.len()).filter(|&x| x != b).collect();
+                let (left, right) = rest.split_at(rest.len() / 2);
+                let rb = c.mode(b);
+                links.bridge(left, right);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                links.heal_all();
+                format!(
+                    "bridge: {left:?} | {right:?} joined only by {b} ({rb:?}) for {} ms, heal",
+                    step.hold_ms
+                )
+            }
+        };
+        let rec = NemesisRecord {
+            start_ns: t0,
+            end_ns: now_ns(),
+            what,
+        };
+        eprintln!(
+            "nemesis: [{:.0} ms] {}",
+            rec.start_ns as f64 / 1e6,
+            rec.what
+        );
+        done.push(rec);
+    }
+    done
+}
+
+/// Undoes everything (SIGCONT, heal, start dead members) and waits for a serving ensemble.
+pub fn recover(c: &Cluster, links: &Links, secs: u64) {
+    links.heal_all();
+    for i in 0..c.len() {
+        c.sigcont(i);
+    }
+    for i in 0..c.len() {
+        if !c.is_running(i) {
+            c.start_member(i);
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let all_serving = (0..c.len()).all(|i| {
+            matches!(
+                c.mode(i),
+                Some(Mode::Leader | Mode::Follower | Mode::Observer)
+            )
+        });
+        if all_serving && c.leader().is_some() {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ensemble did not recover within {secs}s after the schedule: modes {:?}",
+            (0..c.len()).map(|i| c.mode(i)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -1,0 +1,238 @@
+//! Targeted reproductions of the suite's findings: one fault, one observation, deterministic
+//! enough to fail every time while the bug is there.
+#![allow(dead_code)]
+
+use std::time::{Duration, Instant};
+
+use zookeeper_client::{self as zk, CreateMode};
+
+use crate::common::anyone;
+use crate::common::cluster::{Cluster, ClusterOpts};
+
+use super::links::Links;
+
+/// What the one-way-cut probe saw.
+#[derive(Debug)]
+pub struct OneWayOutcome {
+    /// When the cut started (since the probe's start).
+    pub cut_at: Duration,
+    /// When a client on the leader saw the follower client's ephemeral gone (the session
+    /// expired and the expiry was applied on the leader), if within the bound.
+    pub ephemeral_gone_at: Option<Duration>,
+    /// Successful plain reads of the follower client invoked after that point.
+    pub reads_served_after_expiry: usize,
+    /// The last one, for the report.
+    pub last_served_read_at: Option<Duration>,
+}
+
+/// Finding 2 in isolation: cut the connections a follower dials to the leader (for rookery:
+/// the follower can no longer send to the leader; the leader still reaches it), keep a client
+/// on the follower reading, and watch its ephemeral from a client on the leader. A correct
+/// server stops serving that client before its session can expire (ZooKeeper: the leader
+/// drops a silent follower after syncLimit × tickTime, the follower closes its clients).
+pub async fn one_way_cut_probe(session_ms: u64, cut_ms: u64) -> OneWayOutcome {
+    let c = Cluster::start_async(ClusterOpts {
+        voters: 3,
+        proxied: false,
+        ..ClusterOpts::default()
+    })
+    .await;
+    let links = Links::install(&c).await;
+    let leader = c.blocking(|c| c.wait_ready(60)).await;
+    let follower = c.others(leader)[0];
+    let connector =
+        || zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms));
+    let on_follower = c.client_with(follower, connector()).await;
+    let on_leader = c.client_with(leader, connector()).await;
+    let base = crate::common::unique("oneway");
+    on_leader
+        .create(&base, b"", &anyone())
+        .await
+        .expect("create base");
+    let eph = format!("{base}/eph");
+    on_follower
+        .create(
+            &eph,
+            b"",
+            &CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all()),
+        )
+        .await
+        .expect("create ephemeral");
+    on_leader.sync(&eph).await.expect("sync");
+    assert!(on_leader.check_stat(&eph).await.expect("stat").is_some());
+
+    // Write load through the leader during the cut: with the follower's acks lost, the
+    // leader's window of unacknowledged appends to it fills up and replication to it pauses,
+    // as it would under any real load (with an idle ensemble the few entries still arrive).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = vec![];
+    for w in 0..2 {
+        let cl = c.client_with(leader, connector()).await;
+        let (stop, base) = (stop.clone(), base.clone());
+        writers.push(tokio::spawn(async move {
+            let mut i = 0u64;
+            // Bounded by `stop` and by a count.
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 200_000 {
+                i += 1;
+                let _ = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    cl.set_data(&base, format!("{w}-{i}").as_bytes(), None),
+                )
+                .await;
+            }
+        }));
+    }
+    let start = Instant::now();
+    links.cut_one_way(follower, leader);
+    let cut_at = start.elapsed();
+    let mut gone_at = None;
+    let mut served_after = 0;
+    let mut last_served = None;
+    let bound = Duration::from_millis(cut_ms);
+    while start.elapsed() < bound {
+        let call = start.elapsed();
+        let read = tokio::time::timeout(Duration::from_secs(2), on_follower.get_data(&base)).await;
+        if matches!(read, Ok(Ok(_))) {
+            if let Some(g) = gone_at {
+                if call > g {
+                    served_after += 1;
+                    last_served = Some(call);
+                }
+            }
+        }
+        if gone_at.is_none() {
+            if let Ok(Ok(None)) =
+                tokio::time::timeout(Duration::from_secs(2), on_leader.check_stat(&eph)).await
+            {
+                gone_at = Some(start.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for w in writers {
+        let _ = crate::common::within(30, "probe writers", w).await;
+    }
+    links.heal_all();
+    drop(on_follower);
+    drop(on_leader);
+    OneWayOutcome {
+        cut_at,
+        ephemeral_gone_at: gone_at,
+        reads_served_after_expiry: served_after,
+        last_served_read_at: last_served,
+    }
+}
+
+/// Finding 1 in isolation: writers on both followers (one session each), the leader paused for
+/// longer than the session timeout, then resumed. Returns the session-liveness violations: a
+/// writer told "session expired" less than timeout - slack after a request it invoked
+/// succeeded.
+pub async fn leader_pause_probe(
+    session_ms: u64,
+    pause_ms: u64,
+    writers_per_follower: usize,
+) -> Vec<String> {
+    let c = Cluster::start_async(ClusterOpts {
+        voters: 3,
+        proxied: false,
+        ..ClusterOpts::default()
+    })
+    .await;
+    let leader = c.blocking(|c| c.wait_ready(60)).await;
+    let base = crate::common::unique("pause");
+    let setup = c.client(leader).await;
+    setup
+        .create(&base, b"", &anyone())
+        .await
+        .expect("create base");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut writers = vec![];
+    for f in c.others(leader) {
+        for w in 0..writers_per_follower {
+            let cl = c
+                .client_with(
+                    f,
+                    zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms)),
+                )
+                .await;
+            let (stop, path) = (stop.clone(), format!("{base}/f{f}-w{w}"));
+            cl.create(&path, b"", &anyone()).await.expect("create");
+            writers.push(tokio::spawn(async move {
+                let t0 = Instant::now();
+                let mut last_ok: Option<Duration> = None;
+                let mut problems = vec![];
+                let mut i = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) && i < 1_000_000 {
+                    i += 1;
+                    let call = t0.elapsed();
+                    let r = tokio::time::timeout(
+                        Duration::from_millis(session_ms / 3),
+                        cl.set_data(&path, &i.to_be_bytes(), None),
+                    )
+                    .await;
+                    match r {
+                        Ok(Ok(_)) => last_ok = Some(call),
+                        Ok(Err(zk::Error::SessionExpired)) => {
+                            let window = Duration::from_millis(
+                                session_ms.saturating_sub(super::invariants::EXPIRY_SLACK_MS),
+                            );
+                            if let Some(ok) = last_ok.filter(|ok| call < *ok + window) {
+                                problems.push(format!(
+                                    "{path}: session expired {:?} after a successful write (at {ok:?} / {call:?})",
+                                    call - ok
+                                ));
+                            }
+                            break;
+                        }
+                        _ => tokio::time::sleep(Duration::from_millis(20)).await,
+                    }
+                }
+                problems
+            }));
+        }
+    }
+    // Idle sessions on the followers (kept alive by the client library's pings): the resumed
+    // leader's stale tracker holds more sessions to expire, so its burst of proposals is longer
+    // and more likely to straddle its step-down (as with the 30 sessions of seed 700).
+    let mut idle = vec![];
+    for k in 0..24 {
+        let f = c.others(leader)[k % 2];
+        idle.push(
+            c.client_with(
+                f,
+                zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms)),
+            )
+            .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    c.sigstop(leader);
+    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+    c.sigcont(leader);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut problems = vec![];
+    let idle_expired = idle
+        .iter()
+        .filter(|c| c.state() == zk::SessionState::Expired)
+        .count();
+    if idle_expired > 0 {
+        problems.push(format!(
+            "{idle_expired} of {} idle sessions on the followers expired (their clients were connected throughout)",
+            idle.len()
+        ));
+    }
+    drop(idle);
+    for w in writers {
+        problems.extend(
+            crate::common::within(30, "pause writers", w)
+                .await
+                .expect("writer"),
+        );
+    }
+    if !problems.is_empty() {
+        std::env::set_var("ENSEMBLE_KEEP", "1");
+    }
+    problems
+}
