@@ -446,6 +446,11 @@ impl RaftError {
 /// Requests from handles to the raft thread.
 enum Command {
     Propose(Vec<u8>),
+    /// A proposal only the leader of this term may make (session expiry, container reaping):
+    /// dropped unless this node still leads in `term` when the raft thread takes it, so that a
+    /// deposed leader's decisions (say, expiries after it was paused) are never forwarded to
+    /// the new leader and committed there.
+    ProposeAsLeader(u64, Vec<u8>),
     Step(Box<Message>),
     ReadIndex(Vec<u8>),
     Snapshot,
@@ -711,6 +716,28 @@ impl RaftHandle {
         self.send(Command::Propose(data)).inspect_err(|_| {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
         })
+    }
+
+    /// Like [`RaftHandle::propose`], for what only the leader of `term` decides (session
+    /// expiry, container reaping): the raft thread drops it, silently, unless this node still
+    /// leads in `term` and has caught up. Without this, a leader that was paused and deposed
+    /// meanwhile would have its stale decisions forwarded to the new leader (raft-rs forwards
+    /// a follower's proposals) and committed.
+    pub fn propose_as_leader(&self, term: u64, data: Vec<u8>) -> Result<(), RaftError> {
+        if self.storage_full() {
+            return Err(RaftError::StorageFull);
+        }
+        let len = data.len() as u64;
+        let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
+        // One proposal always fits an empty queue, however large (jute.maxbuffer bounds it).
+        if before > 0 && before.saturating_add(len) > self.shared.max_queued_bytes {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            return Err(RaftError::Overloaded);
+        }
+        self.send(Command::ProposeAsLeader(term, data))
+            .inspect_err(|_| {
+                self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+            })
     }
 
     /// True while a write failed for lack of space and is being retried (writes are refused).

@@ -99,8 +99,15 @@ pub(super) struct Node {
     /// Sequence numbers of freshness probes.
     probe_seq: u64,
     /// The (leader, term) whose commit index a probe answered; freshness requires the current
-    /// one. Reset when contact with the leader is lost for an election timeout.
+    /// one. Reset when contact with the leader is lost for an election timeout, or when no
+    /// probe was answered for two (see `probe_ok_at`).
     probe_for: (u64, u64),
+    /// When a freshness probe was last answered. Probes repeat every half election timeout:
+    /// hearing the leader is not enough, the leader must hear us too. A follower whose own
+    /// messages do not reach the leader (a one-way cut) still gets heartbeats whose commit
+    /// index is capped at what it acknowledged, so it looks up to date while the leader has
+    /// moved on, and expired its sessions, without it.
+    probe_ok_at: Option<Instant>,
     /// Set by `Command::Crash`: leave the loop without the orderly shutdown.
     #[cfg(test)]
     crashed: bool,
@@ -297,6 +304,7 @@ impl Node {
             probe: None,
             probe_seq: 0,
             probe_for: (0, 0),
+            probe_ok_at: None,
             raw,
             sm,
             snaps,
@@ -441,7 +449,7 @@ impl Node {
             .chain(self.rx.try_iter())
             .collect();
         for cmd in queued {
-            if let Command::Propose(data) = cmd {
+            if let Command::Propose(data) | Command::ProposeAsLeader(_, data) = cmd {
                 self.shared.dequeued(data.len());
                 self.sm.proposal_dropped(&data);
             }
@@ -573,7 +581,7 @@ impl Node {
                 return Ok(());
             }
             match self.rx.recv_timeout(left) {
-                Ok(Command::Propose(data)) => {
+                Ok(Command::Propose(data) | Command::ProposeAsLeader(_, data)) => {
                     self.shared.dequeued(data.len());
                     self.sm.proposal_dropped(&data);
                 }
@@ -657,10 +665,15 @@ impl Node {
         let seq = <[u8; 8]>::try_from(rest).map(u64::from_be_bytes).ok();
         if let Some((want, leader, _)) = self.probe {
             if seq == Some(want) && leader == (self.raw.raft.leader_id, self.raw.raft.term) {
+                let renewal = self.probe_for == leader;
                 self.probe = None;
                 self.probe_for = leader;
+                self.probe_ok_at = Some(Instant::now());
                 self.leader_commit = self.leader_commit.max(index);
-                self.fresh_at = self.leader_commit;
+                // A renewal proves the round trip; it does not move the bar (see `fresh_at`).
+                if !renewal {
+                    self.fresh_at = self.leader_commit;
+                }
                 tracing::debug!(
                     leader_id = leader.0,
                     term = leader.1,
@@ -679,11 +692,26 @@ impl Node {
         if self.raw.raft.state == StateRole::Leader || self.probe_for == (0, 0) {
             return;
         }
+        let timeout = self.shared.election_timeout;
+        let unheard = self
+            .probe_ok_at
+            .is_none_or(|t| t.elapsed() > timeout.saturating_mul(2));
+        if unheard {
+            tracing::info!(
+                leader_id = self.raw.raft.leader_id,
+                term = self.raw.raft.term,
+                index = self.applied,
+                "no freshness probe answered for two election timeouts (the leader does not \
+                 hear us); not fresh"
+            );
+            self.probe_for = (0, 0);
+            return;
+        }
         let stale = self
             .shared
             .leader_contact
             .lock()
-            .is_none_or(|t| t.elapsed() > self.shared.election_timeout);
+            .is_none_or(|t| t.elapsed() > timeout);
         if stale {
             tracing::info!(
                 leader_id = self.raw.raft.leader_id,
@@ -793,7 +821,10 @@ impl Node {
         self.shared
             .caught_up_with_leader
             .store(with_leader, Ordering::Release);
-        if leader.0 != 0 && role != NodeRole::Leader && self.probe_for != leader {
+        let renew = self
+            .probe_ok_at
+            .is_none_or(|t| t.elapsed() > self.shared.election_timeout / 2);
+        if leader.0 != 0 && role != NodeRole::Leader && (self.probe_for != leader || renew) {
             self.maybe_probe(leader);
         }
         if leader != self.last_leader {
@@ -889,6 +920,23 @@ impl Node {
 
     fn handle(&mut self, cmd: Command, stopping: &mut bool, snapshot_requested: &mut bool) {
         match cmd {
+            Command::ProposeAsLeader(term, data) => {
+                let raft = &self.raw.raft;
+                let leads = raft.state == StateRole::Leader
+                    && raft.term == term
+                    && self.shared.caught_up.load(Ordering::Acquire);
+                if leads {
+                    self.handle(Command::Propose(data), stopping, snapshot_requested);
+                } else {
+                    self.shared.dequeued(data.len());
+                    tracing::info!(
+                        decided_in = term,
+                        term = raft.term,
+                        is_leader = raft.state == StateRole::Leader,
+                        "dropped a leader-only proposal decided under an earlier leadership"
+                    );
+                }
+            }
             Command::Propose(data) => {
                 self.shared.dequeued(data.len());
                 // raft-rs consumes the data even on failure; the copy lets the state machine
@@ -1796,7 +1844,7 @@ fn restore_from_file(
 /// Payload bytes a command adds to the next Ready (only proposals carry any).
 fn proposal_bytes(cmd: &Command) -> usize {
     match cmd {
-        Command::Propose(data) => data.len(),
+        Command::Propose(data) | Command::ProposeAsLeader(_, data) => data.len(),
         _ => 0,
     }
 }

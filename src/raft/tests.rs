@@ -1707,3 +1707,37 @@ fn members_apply_what_the_group_committed_before_their_own_flush() {
     });
     stop_members(&net, ms);
 }
+
+#[test]
+fn leader_only_proposals_of_an_earlier_term_are_dropped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (sm, obs) = TestSm::new();
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    wait_until("leadership", || h.is_caught_up_leader());
+    let term = h.term();
+    h.propose_as_leader(term, b"now".to_vec()).unwrap();
+    wait_until("applied", || applied_count(&obs) == 1);
+    // Decided under another leadership (an older term, or one this node never led): never
+    // proposed, so never applied, and the queue's byte count is given back.
+    h.propose_as_leader(term.saturating_sub(1), b"stale".to_vec())
+        .unwrap();
+    h.propose_as_leader(term + 1, b"future".to_vec()).unwrap();
+    propose_n(&h, "after", 2);
+    wait_until("applied", || applied_count(&obs) == 3);
+    let datas: Vec<Vec<u8>> = obs
+        .lock()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|(_, d)| d.clone())
+        .collect();
+    assert_eq!(datas[0], b"now");
+    assert!(!datas.contains(&b"stale".to_vec()) && !datas.contains(&b"future".to_vec()));
+    assert_eq!(
+        h.shared
+            .queued_bytes
+            .load(std::sync::atomic::Ordering::Acquire),
+        0
+    );
+    stop(h, j);
+}

@@ -380,10 +380,13 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                 if !raft.is_caught_up_leader() || raft.storage_full() {
                     continue;
                 }
+                // The term this decision is made in: the raft thread drops it if it no longer
+                // leads in that term (a paused, deposed leader's expiries must not commit).
+                let term = raft.term();
                 for session_id in shared.tracker().take_expired(Instant::now()) {
-                    info!(session = format_args!("{session_id:#x}"), "session expired");
+                    info!(session = format_args!("{session_id:#x}"), term, "session expired");
                     let txn = Txn::new(origin, session_id, Vec::new(), TxnBody::CloseSession { session_id });
-                    if let Err(err) = raft.propose(txn.encode()) {
+                    if let Err(err) = raft.propose_as_leader(term, txn.encode()) {
                         error!(%err, "cannot propose session expiry");
                     }
                 }
@@ -392,11 +395,12 @@ async fn housekeeping(shared: Arc<Shared>, raft: RaftHandle, mut shutdown: watch
                 if !raft.is_caught_up_leader() || raft.storage_full() {
                     continue;
                 }
+                let term = raft.term();
                 let paths = shared.state().read().tree.reapable_nodes(now_ms());
                 for path in paths {
                     let body = TxnBody::Request(Request::DeleteContainer(SyncRequest { path }));
                     let txn = Txn::new(origin, 0, Vec::new(), body);
-                    if let Err(err) = raft.propose(txn.encode()) {
+                    if let Err(err) = raft.propose_as_leader(term, txn.encode()) {
                         error!(%err, "cannot propose container removal");
                     }
                 }
