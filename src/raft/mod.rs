@@ -703,19 +703,7 @@ impl RaftHandle {
     /// is gone, or [`RaftError::StorageFull`] while a write is stalled for lack of space. A
     /// proposal Raft refuses comes back via `StateMachine::proposal_dropped`.
     pub fn propose(&self, data: Vec<u8>) -> Result<(), RaftError> {
-        if self.storage_full() {
-            return Err(RaftError::StorageFull);
-        }
-        let len = data.len() as u64;
-        let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
-        // One proposal always fits an empty queue, however large (jute.maxbuffer bounds it).
-        if before > 0 && before.saturating_add(len) > self.shared.max_queued_bytes {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            return Err(RaftError::Overloaded);
-        }
-        self.send(Command::Propose(data)).inspect_err(|_| {
-            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-        })
+        self.enqueue_proposal(data.len(), Command::Propose(data))
     }
 
     /// Like [`RaftHandle::propose`], for what only the leader of `term` decides (session
@@ -724,20 +712,24 @@ impl RaftHandle {
     /// meanwhile would have its stale decisions forwarded to the new leader (raft-rs forwards
     /// a follower's proposals) and committed.
     pub fn propose_as_leader(&self, term: u64, data: Vec<u8>) -> Result<(), RaftError> {
+        self.enqueue_proposal(data.len(), Command::ProposeAsLeader(term, data))
+    }
+
+    /// Queues a proposal of `len` payload bytes, within the queue's byte bound.
+    fn enqueue_proposal(&self, len: usize, cmd: Command) -> Result<(), RaftError> {
         if self.storage_full() {
             return Err(RaftError::StorageFull);
         }
-        let len = data.len() as u64;
+        let len = len as u64;
         let before = self.shared.queued_bytes.fetch_add(len, Ordering::AcqRel);
         // One proposal always fits an empty queue, however large (jute.maxbuffer bounds it).
         if before > 0 && before.saturating_add(len) > self.shared.max_queued_bytes {
             self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
             return Err(RaftError::Overloaded);
         }
-        self.send(Command::ProposeAsLeader(term, data))
-            .inspect_err(|_| {
-                self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
-            })
+        self.send(cmd).inspect_err(|_| {
+            self.shared.queued_bytes.fetch_sub(len, Ordering::AcqRel);
+        })
     }
 
     /// True while a write failed for lack of space and is being retried (writes are refused).
