@@ -146,14 +146,7 @@ async fn partitioned_leader_loses_writes_majority_goes_on() {
         // Heal: the old leader rejoins and catches up.
         c.heal(leader);
         c.blocking(|c| c.wait_ready(60)).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let dumps = loop {
-            let d = c.dump_children(&[0, 1, 2], &base).await;
-            if d.iter().all(|(_, m)| *m == d[0].1) || Instant::now() > deadline {
-                break d;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let dumps = c.converged_children(&[0, 1, 2], &base, 30).await;
         for (m, data) in &dumps {
             assert_eq!(data, &dumps[0].1, "member {m} differs from member {} after healing", dumps[0].0);
         }
@@ -286,14 +279,7 @@ async fn paused_leader_is_replaced_and_catches_up() {
         }
         c.sigcont(leader);
         c.blocking(|c| c.wait_ready(60)).await;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let dumps = loop {
-            let d = c.dump_children(&[0, 1, 2], &base).await;
-            if d.iter().all(|(_, m)| *m == d[0].1) || Instant::now() > deadline {
-                break d;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
+        let dumps = c.converged_children(&[0, 1, 2], &base, 30).await;
         for (m, data) in &dumps {
             assert_eq!(data.len(), 20, "member {m} holds {} of the 20 nodes", data.len());
             assert_eq!(data, &dumps[0].1, "member {m} differs after SIGCONT");

@@ -160,6 +160,38 @@ async fn fault_schedules() {
     .await;
 }
 
+/// Replays a kept schedule (`(at_ms, fault, hold_ms)` steps, verbatim so that changes to the
+/// generator do not change it) on `servers` servers, `FAULT_REPEAT` (3) times: the findings
+/// are timing-dependent, so one pass proves little.
+async fn run_regression(
+    name: &str,
+    seed: u64,
+    servers: usize,
+    steps: &[(u64, nemesis::Fault, u64)],
+) {
+    apply_fault_target();
+    let _one = exclusive();
+    let steps: Vec<nemesis::Step> = steps
+        .iter()
+        .map(|&(at_ms, fault, hold_ms)| nemesis::Step {
+            at_ms,
+            fault,
+            hold_ms,
+        })
+        .collect();
+    let repeat = env_u64("FAULT_REPEAT", 3);
+    let opts = (0..repeat)
+        .map(|_| RunOpts {
+            schedule: Some(nemesis::Schedule {
+                seed,
+                steps: steps.clone(),
+            }),
+            ..lin_opts(seed, 60, servers)
+        })
+        .collect();
+    common::within(repeat * 300, name, run_and_judge(opts, name)).await;
+}
+
 /// Regression (finding 1, tests/faults/README.md): seed 207's schedule on 3 rookery servers.
 /// In the first run, after the leader (member 1) was paused for 7 s, the sessions of the three
 /// register clients on follower member 2, which had acked writes every ~13 ms until then, and
@@ -171,9 +203,7 @@ async fn fault_schedules() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "regression schedule (about 75 s per repetition): cargo test --test faults regression_seed_207 -- --ignored --nocapture"]
 async fn regression_seed_207_follower_sessions_expire_after_leader_pause() {
-    use nemesis::{Fault, Schedule, Step, Who};
-    apply_fault_target();
-    let _one = exclusive();
+    use nemesis::{Fault, Who};
     let steps = [
         (2000, Fault::Bridge(Who::Follower(1)), 6177),
         (10112, Fault::Bridge(Who::Leader), 6652),
@@ -187,30 +217,12 @@ async fn regression_seed_207_follower_sessions_expire_after_leader_pause() {
             2587,
         ),
         (47790, Fault::Pause(Who::Leader), 6993),
-    ]
-    .map(|(at_ms, fault, hold_ms)| Step {
-        at_ms,
-        fault,
-        hold_ms,
-    })
-    .to_vec();
-    let repeat = env_u64("FAULT_REPEAT", 3);
-    let opts = (0..repeat)
-        .map(|_| RunOpts {
-            schedule: Some(Schedule {
-                seed: 207,
-                steps: steps.clone(),
-            }),
-            ..lin_opts(207, 60, 3)
-        })
-        .collect();
-    common::within(
-        repeat * 300,
-        "regression_seed_207",
-        run_and_judge(
-            opts,
-            "regression_seed_207_follower_sessions_expire_after_leader_pause",
-        ),
+    ];
+    run_regression(
+        "regression_seed_207_follower_sessions_expire_after_leader_pause",
+        207,
+        3,
+        &steps,
     )
     .await;
 }
@@ -223,9 +235,7 @@ async fn regression_seed_207_follower_sessions_expire_after_leader_pause() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "regression schedule (5 servers, about 80 s per repetition): cargo test --test faults regression_seed_700 -- --ignored --nocapture"]
 async fn regression_seed_700_resumed_leader_expires_live_sessions() {
-    use nemesis::{Fault, Schedule, Step, Who};
-    apply_fault_target();
-    let _one = exclusive();
+    use nemesis::{Fault, Who};
     let steps = [
         (2000, Fault::Isolate(Who::Follower(3)), 4341),
         (7906, Fault::OneWay(Who::Follower(0), Who::Leader), 2939),
@@ -244,30 +254,12 @@ async fn regression_seed_700_resumed_leader_expires_live_sessions() {
         (41117, Fault::KillRestart(Who::Leader), 1123),
         (44759, Fault::Pause(Who::Leader), 7437),
         (54207, Fault::Pause(Who::Leader), 6820),
-    ]
-    .map(|(at_ms, fault, hold_ms)| Step {
-        at_ms,
-        fault,
-        hold_ms,
-    })
-    .to_vec();
-    let repeat = env_u64("FAULT_REPEAT", 3);
-    let opts = (0..repeat)
-        .map(|_| RunOpts {
-            schedule: Some(Schedule {
-                seed: 700,
-                steps: steps.clone(),
-            }),
-            ..lin_opts(700, 60, 5)
-        })
-        .collect();
-    common::within(
-        repeat * 300,
-        "regression_seed_700",
-        run_and_judge(
-            opts,
-            "regression_seed_700_resumed_leader_expires_live_sessions",
-        ),
+    ];
+    run_regression(
+        "regression_seed_700_resumed_leader_expires_live_sessions",
+        700,
+        5,
+        &steps,
     )
     .await;
 }
@@ -281,9 +273,7 @@ async fn regression_seed_700_resumed_leader_expires_live_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "regression schedule (5 servers, about 80 s per repetition): cargo test --test faults regression_seed_303 -- --ignored --nocapture"]
 async fn regression_seed_303_one_way_cut_follower_serves_expired_sessions() {
-    use nemesis::{Fault, Schedule, Step, Who};
-    apply_fault_target();
-    let _one = exclusive();
+    use nemesis::{Fault, Who};
     let steps = [
         (2000, Fault::Isolate(Who::Leader), 2521),
         (6134, Fault::OneWay(Who::Leader, Who::Follower(3)), 4286),
@@ -297,30 +287,12 @@ async fn regression_seed_303_one_way_cut_follower_serves_expired_sessions() {
         (32668, Fault::Isolate(Who::Leader), 6061),
         (40271, Fault::Pause(Who::Leader), 6697),
         (49580, Fault::OneWay(Who::Follower(3), Who::Leader), 7331),
-    ]
-    .map(|(at_ms, fault, hold_ms)| Step {
-        at_ms,
-        fault,
-        hold_ms,
-    })
-    .to_vec();
-    let repeat = env_u64("FAULT_REPEAT", 3);
-    let opts = (0..repeat)
-        .map(|_| RunOpts {
-            schedule: Some(Schedule {
-                seed: 303,
-                steps: steps.clone(),
-            }),
-            ..lin_opts(303, 60, 5)
-        })
-        .collect();
-    common::within(
-        repeat * 300,
-        "regression_seed_303",
-        run_and_judge(
-            opts,
-            "regression_seed_303_one_way_cut_follower_serves_expired_sessions",
-        ),
+    ];
+    run_regression(
+        "regression_seed_303_one_way_cut_follower_serves_expired_sessions",
+        303,
+        5,
+        &steps,
     )
     .await;
 }

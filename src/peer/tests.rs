@@ -935,6 +935,23 @@ fn leader(nodes: &[TestNode]) -> Option<usize> {
     nodes.iter().position(|n| n.raft.is_caught_up_leader())
 }
 
+/// Three loopback listeners for servers 1..=3, and their address book.
+fn bind_three(rt: &Runtime) -> (Vec<TcpListener>, BTreeMap<u64, SocketAddr>) {
+    let listeners: Vec<TcpListener> = rt.block_on(async {
+        let mut v = Vec::new();
+        for _ in 0..3 {
+            v.push(bind().await);
+        }
+        v
+    });
+    let addrs = listeners
+        .iter()
+        .enumerate()
+        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
+        .collect();
+    (listeners, addrs)
+}
+
 fn datas(n: &TestNode) -> Vec<(u64, Vec<u8>)> {
     n.applied.lock().unwrap().clone()
 }
@@ -943,18 +960,7 @@ fn datas(n: &TestNode) -> Vec<(u64, Vec<u8>)> {
 fn three_node_raft_group_replicates_fails_over_and_catches_up_over_tcp() {
     let rt = rt();
     let tmp = tempfile::tempdir().unwrap();
-    let listeners: Vec<TcpListener> = rt.block_on(async {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            v.push(bind().await);
-        }
-        v
-    });
-    let addrs: BTreeMap<u64, SocketAddr> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
-        .collect();
+    let (listeners, addrs) = bind_three(&rt);
     let mut nodes: Vec<TestNode> = listeners
         .into_iter()
         .enumerate()
@@ -1055,18 +1061,7 @@ fn three_node_raft_group_replicates_fails_over_and_catches_up_over_tcp() {
 fn forwarded_proposals_are_applied_at_most_once_across_a_reconnect() {
     let rt = rt();
     let tmp = tempfile::tempdir().unwrap();
-    let listeners: Vec<TcpListener> = rt.block_on(async {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            v.push(bind().await);
-        }
-        v
-    });
-    let addrs: BTreeMap<u64, SocketAddr> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
-        .collect();
+    let (listeners, addrs) = bind_three(&rt);
     // Every link goes through its own proxy, so one direction of one link can be cut.
     let mut proxies = BTreeMap::new();
     for from in 1..=3u64 {
@@ -1429,18 +1424,7 @@ fn compacted_pair(
     rt: &Runtime,
     dir: &std::path::Path,
 ) -> (Vec<TestNode>, usize, TcpListener, BTreeMap<u64, SocketAddr>) {
-    let listeners: Vec<TcpListener> = rt.block_on(async {
-        let mut v = Vec::new();
-        for _ in 0..3 {
-            v.push(bind().await);
-        }
-        v
-    });
-    let addrs: BTreeMap<u64, SocketAddr> = listeners
-        .iter()
-        .enumerate()
-        .map(|(i, l)| (i as u64 + 1, l.local_addr().unwrap()))
-        .collect();
+    let (listeners, addrs) = bind_three(rt);
     let mut listeners = listeners.into_iter();
     let nodes: Vec<TestNode> = (1..=2u64)
         .map(|id| {

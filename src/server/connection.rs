@@ -566,27 +566,12 @@ impl Connection {
             .op_timeout(timeout_ms)
             .map(|limit| tokio::time::Instant::now() + limit);
         self.in_doubt.fetch_add(1, Ordering::AcqRel);
-        let result = loop {
-            let message = tokio::select! {
-                biased;
-                _ = self.close.cancelled() => break Ok(None),
-                _ = sleep_until_opt(deadline), if deadline.is_some() => {
-                    break Err(ConnectionError::Refused(
-                        "session resume not committed in time".into(),
-                    ));
-                }
-                message = self.rx.recv() => message,
-            };
-            match message {
-                Some(message) => {
-                    self.budget.release(message.charge());
-                    if let Outbound::SessionReattached { ok } = message {
-                        break Ok(Some(ok));
-                    }
-                }
-                None => break Ok(None),
-            }
-        };
+        let result = self
+            .wait_handshake_answer(deadline, "session resume", |message| match message {
+                Outbound::SessionReattached { ok } => Some(ok),
+                _ => None,
+            })
+            .await;
         self.in_doubt.fetch_sub(1, Ordering::AcqRel);
         result
     }
@@ -596,22 +581,38 @@ impl Connection {
         &mut self,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<Option<(i64, Vec<u8>)>, ConnectionError> {
+        self.wait_handshake_answer(deadline, "session creation", |message| match message {
+            Outbound::SessionCreated { session_id, passwd } => Some((session_id, passwd)),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits for the outbound message `pick` accepts (the apply of this handshake's entry),
+    /// until `deadline` if any; anything else queued meanwhile is released and dropped (no
+    /// request runs before the handshake is answered). None: the connection was closed.
+    async fn wait_handshake_answer<T>(
+        &mut self,
+        deadline: Option<tokio::time::Instant>,
+        what: &str,
+        pick: impl Fn(Outbound) -> Option<T>,
+    ) -> Result<Option<T>, ConnectionError> {
         loop {
             let message = tokio::select! {
                 biased;
                 _ = self.close.cancelled() => return Ok(None),
                 _ = sleep_until_opt(deadline), if deadline.is_some() => {
-                    return Err(ConnectionError::Refused(
-                        "session creation not committed in time".into(),
-                    ));
+                    return Err(ConnectionError::Refused(format!(
+                        "{what} not committed in time"
+                    )));
                 }
                 message = self.rx.recv() => message,
             };
             match message {
                 Some(message) => {
                     self.budget.release(message.charge());
-                    if let Outbound::SessionCreated { session_id, passwd } = message {
-                        return Ok(Some((session_id, passwd)));
+                    if let Some(answer) = pick(message) {
+                        return Ok(Some(answer));
                     }
                 }
                 None => return Ok(None),

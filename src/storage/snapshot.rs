@@ -618,37 +618,31 @@ impl SnapshotDir {
     /// Newest snapshot whose checksums verify. Corrupt files are logged and renamed to
     /// `*.corrupt` so that retention never counts them as a usable fallback.
     pub fn load_newest_valid(&self) -> Result<Option<SnapshotFile>, SnapshotError> {
-        for (index, path) in self.list()? {
-            match self.load(&path) {
-                Ok(s) if s.index == index => return Ok(Some(s)),
-                Ok(s) => {
-                    tracing::warn!(
-                        path = %path.display(),
-                        index = s.index,
-                        "snapshot header index does not match its file name; skipping"
-                    );
-                    self.quarantine(&path)?;
-                }
-                Err(SnapshotError::Corrupt { reason, .. }) => {
-                    tracing::warn!(path = %path.display(), index, %reason, "skipping corrupt snapshot");
-                    self.quarantine(&path)?;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(None)
+        Ok(self
+            .newest_valid_by(|path| self.load(path), |s| s.index)?
+            .map(|(snap, _)| snap))
     }
 
     /// Newest snapshot whose checksums verify, checked by streaming (never loaded whole);
     /// corrupt files are quarantined as in [`SnapshotDir::load_newest_valid`].
     pub fn newest_valid_header(&self) -> Result<Option<(SnapshotHeader, PathBuf)>, SnapshotError> {
+        self.newest_valid_by(verify_file, |h| h.index)
+    }
+
+    /// Newest file that `check` accepts and whose header index matches its name; the others
+    /// are quarantined, newest first.
+    fn newest_valid_by<T>(
+        &self,
+        check: impl Fn(&Path) -> Result<T, SnapshotError>,
+        index_of: impl Fn(&T) -> u64,
+    ) -> Result<Option<(T, PathBuf)>, SnapshotError> {
         for (index, path) in self.list()? {
-            match verify_file(&path) {
-                Ok(h) if h.index == index => return Ok(Some((h, path))),
-                Ok(h) => {
+            match check(&path) {
+                Ok(found) if index_of(&found) == index => return Ok(Some((found, path))),
+                Ok(found) => {
                     tracing::warn!(
                         path = %path.display(),
-                        index = h.index,
+                        index = index_of(&found),
                         "snapshot header index does not match its file name; skipping"
                     );
                     self.quarantine(&path)?;

@@ -543,19 +543,7 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn member {i} ({:?}): {e}", target()));
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "while kill -0 {me} 2>/dev/null && kill -0 {srv} 2>/dev/null; do sleep 0.5; done; \
-                 kill -9 {srv} 2>/dev/null",
-                me = std::process::id(),
-                srv = child.id()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn watchdog");
+        let watchdog = super::spawn_watchdog(child.id(), "");
         m.stopped.store(false, Ordering::SeqCst);
         *guard = Some((child, watchdog));
     }
@@ -930,6 +918,25 @@ impl Cluster {
     }
 
     /// On each given member: sync, then path -> data of every child of `dir` (one level).
+    /// [`Cluster::dump_children`] of `members`, retried for up to `secs` until every member
+    /// holds the same children (a member that just rejoined may still be catching up); the
+    /// last dump is returned either way, for the caller to assert on.
+    pub async fn converged_children(
+        &self,
+        members: &[usize],
+        dir: &str,
+        secs: u64,
+    ) -> Vec<(usize, BTreeMap<String, Vec<u8>>)> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let d = self.dump_children(members, dir).await;
+            if d.iter().all(|(_, m)| *m == d[0].1) || Instant::now() > deadline {
+                return d;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     pub async fn dump_children(
         &self,
         members: &[usize],

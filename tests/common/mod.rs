@@ -303,19 +303,7 @@ impl TestServer {
         } else {
             String::new()
         };
-        let watchdog = Command::new("sh")
-            .arg("-c")
-            .arg(format!(
-                "while kill -0 {me} 2>/dev/null && kill -0 {srv} 2>/dev/null; do sleep 0.5; done; \
-                 kill -9 {srv} 2>/dev/null; {rm}",
-                me = std::process::id(),
-                srv = child.id()
-            ))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn watchdog");
+        let watchdog = spawn_watchdog(child.id(), &rm);
         // Wait until it serves: `ruok` -> `imok` (plus `srvr` shows a Mode for ZooKeeper, whose
         // `ruok` answers before the database is loaded).
         let limit = if is_zk() {
@@ -580,4 +568,21 @@ pub fn opts(mode: zk::CreateMode) -> zk::CreateOptions<'static> {
 pub fn sorted(mut v: Vec<String>) -> Vec<String> {
     v.sort();
     v
+}
+
+/// A `sh` loop that SIGKILLs server `pid` once this test process is gone (then runs `then`),
+/// so a server never outlives a test that panicked or was killed.
+pub fn spawn_watchdog(pid: u32, then: &str) -> std::process::Child {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 0.5; done; \
+             kill -9 {pid} 2>/dev/null; {then}",
+            me = std::process::id(),
+        ))
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn watchdog")
 }
