@@ -199,6 +199,8 @@ async fn create_modes() {
     eph_list.sort();
     assert_eq!(eph_list, vec![eph.clone(), s2.clone()]);
     c.close().await;
+    // The close applied on c's member; other's may be a moment behind (sync, as ZooKeeper asks).
+    other.sync(&base).await.unwrap();
     assert_eq!(other.exists(&eph).await.unwrap(), None);
     assert_eq!(other.exists(&s2).await.unwrap(), None);
     assert_eq!(c.get_data(&base).await, Err(Error::Closed));
@@ -639,6 +641,9 @@ async fn chroot_is_applied_and_stripped() {
         .await
         .unwrap();
     assert_eq!(path, "/a");
+    // Another client's write: on an ensemble the two may sit on different members, and
+    // ZooKeeper's rule is to sync before reading it.
+    plain.sync(&root).await.unwrap();
     assert_eq!(plain.get_data(&format!("{root}/a")).await.unwrap().0, b"x");
     let (seq, _) = c
         .create("/s-", b"", &CreateOptions::ephemeral_sequential())
