@@ -67,7 +67,9 @@ async fn lock_mutual_exclusion_and_no_herd() {
         .await
         .unwrap()
         .is_none());
-    // A failed attempt leaves no node behind.
+    // A failed attempt leaves no node behind. b deleted its node on b's member; a's may be a
+    // moment behind (sync, as ZooKeeper asks).
+    a.sync(&base).await.unwrap();
     assert_eq!(lock_a.participants().await.unwrap().len(), 1);
     let waiter = tokio::spawn(async move { lock_b.acquire().await });
     bounded("second contender queued", 10, async {
@@ -330,6 +332,8 @@ async fn counter_compare_and_set() {
         bounded("counter", 60, t).await.unwrap();
     }
     let c = client().await;
+    // The increments applied on their own members; c's may be a moment behind.
+    c.sync(&path).await.unwrap();
     let counter = Counter::new(c.clone(), &path);
     assert_eq!(counter.get().await.unwrap(), 100);
     assert_eq!(counter.add(-10).await.unwrap(), (100, 90));
