@@ -19,9 +19,10 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 step "system packages"
 missing=()
+# openssl: tests/python/test_tls.py makes its certificates at run time.
 # strace: tests/dir_fsync.rs checks directory fsyncs on the real binary; libzookeeper-mt-dev
 # and gcc: tests/python/test_null_data.py compiles a C client program.
-for p in zookeeper zookeeper-bin netcat-openbsd strace libzookeeper-mt-dev gcc; do
+for p in zookeeper zookeeper-bin netcat-openbsd strace libzookeeper-mt-dev gcc openssl; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

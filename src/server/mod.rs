@@ -7,3 +7,4 @@ pub mod listener;
 pub mod registry;
 pub mod request;
 pub mod sasl;
+pub mod tls;
