@@ -294,6 +294,13 @@ pub struct Config {
     pub secure_client_address: Option<IpAddr>,
     /// The `ssl.*` settings of the TLS client port.
     pub client_tls: crate::server::tls::TlsSettings,
+    /// `sslQuorum`: TLS between ensemble members, with `quorum_tls`.
+    pub ssl_quorum: bool,
+    /// The `ssl.quorum.*` settings (peers always require each other's certificate).
+    pub quorum_tls: crate::server::tls::TlsSettings,
+    /// `ssl.quorum.hostnameVerification` (default true): a dialed peer's certificate must
+    /// name the host of its `server.N` line.
+    pub quorum_hostname_verification: bool,
     /// Whether the `x509` ACL scheme is registered: `authProvider.N=...X509AuthenticationProvider`,
     /// or implied by a `secureClientPort` (ZooKeeper needs the explicit line and closes TLS
     /// connections that present a certificate without it; rookery registers it for them).
@@ -340,6 +347,9 @@ impl Default for Config {
             secure_client_address: None,
             client_tls: crate::server::tls::TlsSettings::default(),
             x509_provider: false,
+            ssl_quorum: false,
+            quorum_tls: crate::server::tls::TlsSettings::default(),
+            quorum_hostname_verification: true,
         }
     }
 }
@@ -383,9 +393,6 @@ const KNOWN_KEYS: &[&str] = &[
     "zookeeper.superUser",
     "serverCnxnFactory",
     "zookeeper.serverCnxnFactory",
-    "ssl.keyStore.password",
-    "ssl.trustStore.password",
-    "ssl.hostnameVerification",
 ];
 
 /// The X509AuthenticationProvider class name of `authProvider.N` lines.
@@ -563,6 +570,9 @@ impl Config {
                 "superUser" | "zookeeper.superUser" => {
                     self.sasl_super_user = Some(value.clone()).filter(|v| !v.is_empty())
                 }
+                "sslQuorum" | "zookeeper.sslQuorum" => {
+                    self.ssl_quorum = parse_bool(value).map_err(|r| bad(&r))?
+                }
                 "secureClientPort" => {
                     self.secure_client_port = Some(value.parse().map_err(|_| bad("not a port"))?)
                 }
@@ -572,10 +582,7 @@ impl Config {
                 }
                 // ZooKeeper reads these as zookeeper.ssl.* system properties; zoo.cfg may
                 // spell them either way.
-                other
-                    if self
-                        .apply_client_tls_key(other, value)
-                        .map_err(|r| bad(&r))? => {}
+                other if self.apply_tls_key(other, value).map_err(|r| bad(&r))? => {}
                 // ZooKeeper loads authProvider.N (or the zookeeper.authProvider.N property)
                 // classes into its ProviderRegistry; SASL and X509 are the ones rookery knows.
                 other
@@ -622,23 +629,38 @@ impl Config {
         }
     }
 
-    /// Applies one `ssl.*` key of the client port (with or without the `zookeeper.` prefix).
-    /// Returns false if `key` is not one of them.
-    fn apply_client_tls_key(&mut self, key: &str, value: &str) -> Result<bool, String> {
+    /// Applies one `ssl.*` (client port) or `ssl.quorum.*` (peers) key, with or without the
+    /// `zookeeper.` prefix. Returns false if `key` is not one of them.
+    fn apply_tls_key(&mut self, key: &str, value: &str) -> Result<bool, String> {
         let key = key.strip_prefix("zookeeper.").unwrap_or(key);
-        let tls = &mut self.client_tls;
+        if key == "X509AuthenticationProvider.superUser" {
+            self.client_tls.super_user = Some(value.to_string()).filter(|v| !v.is_empty());
+            return Ok(true);
+        }
+        let (tls, name, quorum) = if let Some(name) = key.strip_prefix("ssl.quorum.") {
+            (&mut self.quorum_tls, name, true)
+        } else if let Some(name) = key.strip_prefix("ssl.") {
+            (&mut self.client_tls, name, false)
+        } else {
+            return Ok(false);
+        };
         let text = || Some(value.to_string()).filter(|v| !v.is_empty());
-        match key {
-            "ssl.keyStore.location" => tls.key_store = text().map(PathBuf::from),
-            "ssl.keyStore.type" => tls.key_store_type = text(),
-            "ssl.keyStore.password" => tls.key_store_password = text(),
-            "ssl.trustStore.location" => tls.trust_store = text().map(PathBuf::from),
-            "ssl.trustStore.type" => tls.trust_store_type = text(),
-            "ssl.clientAuth" => tls.client_auth = crate::server::tls::ClientAuth::parse(value)?,
-            "ssl.protocol" => tls.protocol = text(),
-            "ssl.enabledProtocols" => tls.enabled_protocols = text(),
-            "ssl.ciphersuites" => tls.cipher_suites = text(),
-            "X509AuthenticationProvider.superUser" => tls.super_user = text(),
+        match name {
+            "keyStore.location" => tls.key_store = text().map(PathBuf::from),
+            "keyStore.type" => tls.key_store_type = text(),
+            "keyStore.password" => tls.key_store_password = text(),
+            "trustStore.location" => tls.trust_store = text().map(PathBuf::from),
+            "trustStore.type" => tls.trust_store_type = text(),
+            "clientAuth" => tls.client_auth = crate::server::tls::ClientAuth::parse(value)?,
+            "protocol" => tls.protocol = text(),
+            "enabledProtocols" => tls.enabled_protocols = text(),
+            "ciphersuites" => tls.cipher_suites = text(),
+            "trustStore.password" => {}
+            "hostnameVerification" if quorum => {
+                self.quorum_hostname_verification = parse_bool(value)?
+            }
+            // The client side's own check of the server's name: nothing for a server to do.
+            "hostnameVerification" => {}
             _ => return Ok(false),
         }
         Ok(true)
@@ -1754,6 +1776,27 @@ mod tests {
         )
         .unwrap();
         assert!(plain.x509_provider && plain.secure_client_port.is_none());
+        let quorum = load_in(
+            tmp.path(),
+            "sslQuorum=true\nssl.quorum.keyStore.location=/n.pem\n\
+             zookeeper.ssl.quorum.trustStore.location=/ca.pem\nssl.quorum.hostnameVerification=false\n",
+            Flags::default(),
+        )
+        .unwrap();
+        assert!(quorum.ssl_quorum && !quorum.quorum_hostname_verification);
+        assert_eq!(
+            quorum.quorum_tls.key_store.as_deref(),
+            Some(Path::new("/n.pem"))
+        );
+        assert_eq!(
+            quorum.quorum_tls.trust_store.as_deref(),
+            Some(Path::new("/ca.pem"))
+        );
+        // The quorum keys do not touch the client port's.
+        assert_eq!(
+            quorum.client_tls,
+            crate::server::tls::TlsSettings::default()
+        );
     }
 
     fn load_in(dir: &Path, cfg: &str, flags: Flags) -> Result<Config, ConfigError> {

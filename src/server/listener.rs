@@ -26,7 +26,7 @@ use crate::raft::{GroupOptions, RaftError, RaftHandle, RaftOptions};
 use crate::server::admin;
 use crate::server::connection::{ClientSocket, Connection};
 use crate::server::registry::{ConnRegistry, ServerSink};
-use crate::server::tls::{TlsAcceptor, TlsError};
+use crate::server::tls::{PeerTls, TlsAcceptor, TlsError};
 use crate::state::{Applier, ReplySink, Shared};
 use crate::txn::{now_ms, Origin, Txn, TxnBody};
 
@@ -587,8 +587,18 @@ async fn start_ensemble(
         .collect();
     let timing = config.raft_timing();
     let group = GroupOptions::from_timing(&timing, learners);
-    let peer_config = PeerConfig::from_config(config)
+    let mut peer_config = PeerConfig::from_config(config)
         .ok_or_else(|| ServerError::Ensemble("no servers configured".into()))?;
+    if config.ssl_quorum {
+        let (settings, verify) = (
+            config.quorum_tls.clone(),
+            config.quorum_hostname_verification,
+        );
+        let tls = tokio::task::spawn_blocking(move || PeerTls::load(&settings, verify))
+            .await
+            .map_err(|e| TlsError::Rustls(format!("loading quorum certificates: {e}")))??;
+        peer_config.tls = Some(Arc::new(tls));
+    }
     let peer_address = PeerConfig::listen_address(config)
         .ok_or_else(|| ServerError::Ensemble("this server is not in the server list".into()))?;
     let peer_listener = TcpListener::bind(peer_address.as_str())

@@ -139,6 +139,161 @@ pub struct TlsAcceptor {
     stamps: parking_lot::Mutex<Vec<Option<(SystemTime, u64)>>>,
 }
 
+/// TLS between ensemble members (`sslQuorum=true`, the `ssl.quorum.*` keys): both ends present
+/// the quorum key store's certificate and verify the other's against the quorum trust store,
+/// so a peer without a valid certificate never gets past the handshake. Loaded once at start.
+pub struct PeerTls {
+    /// The accepting side (client certificates required).
+    acceptor: tokio_rustls::TlsAcceptor,
+    /// The dialing side (presents our certificate; verifies the peer's).
+    connector: tokio_rustls::TlsConnector,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerTls").finish_non_exhaustive()
+    }
+}
+
+impl PeerTls {
+    /// Reads the quorum stores; `verify_hostname` (`ssl.quorum.hostnameVerification`, default
+    /// true) checks that a dialed peer's certificate names the host of its `server.N` line.
+    pub fn load(settings: &TlsSettings, verify_hostname: bool) -> Result<PeerTls, TlsError> {
+        let mut server_side = settings.clone();
+        server_side.client_auth = ClientAuth::Need;
+        let server = build_config(&server_side)?;
+        let client = build_client_config(settings, verify_hostname)?;
+        info!(
+            key_store = ?settings.key_store,
+            trust_store = ?settings.trust_store,
+            verify_hostname,
+            "TLS between ensemble members (sslQuorum) configured"
+        );
+        Ok(PeerTls {
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            connector: tokio_rustls::TlsConnector::from(Arc::new(client)),
+        })
+    }
+
+    /// The accepting handshake (bounded by `limit`).
+    pub async fn accept(
+        &self,
+        socket: TcpStream,
+        limit: Duration,
+    ) -> std::io::Result<TlsStream<TcpStream>> {
+        tokio::time::timeout(limit, self.acceptor.accept(socket))
+            .await
+            .map_err(|_| timed_out())?
+    }
+
+    /// The dialing handshake to `address` (`host:port`, as in a `server.N` line).
+    pub async fn connect(
+        &self,
+        address: &str,
+        socket: TcpStream,
+        limit: Duration,
+    ) -> std::io::Result<tokio_rustls::client::TlsStream<TcpStream>> {
+        let host = match address.rsplit_once(':') {
+            Some((host, _)) => host.trim_start_matches('[').trim_end_matches(']'),
+            None => address,
+        };
+        let name = rustls_pki_types::ServerName::try_from(host.to_string()).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("peer host {host:?}: {e}"),
+            )
+        })?;
+        tokio::time::timeout(limit, self.connector.connect(name, socket))
+            .await
+            .map_err(|_| timed_out())?
+    }
+}
+
+fn timed_out() -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
+}
+
+/// A server-certificate check that accepts a certificate for another name
+/// (`ssl.quorum.hostnameVerification=false`), and nothing else.
+#[derive(Debug)]
+struct IgnoreHostname(Arc<rustls::client::WebPkiServerVerifier>);
+
+impl rustls::client::danger::ServerCertVerifier for IgnoreHostname {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(rustls::client::danger::ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+fn build_client_config(
+    settings: &TlsSettings,
+    verify_hostname: bool,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let (certs, key) = load_key_store(settings)?;
+    let roots = load_trust_store(settings)?.ok_or_else(|| {
+        TlsError::Missing(
+            "sslQuorum needs ssl.quorum.trustStore.location: the CA file peer certificates              chain to"
+                .into(),
+        )
+    })?;
+    let provider = Arc::new(crypto_provider(settings)?);
+    let versions = protocol_versions(settings)?;
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&versions)
+        .map_err(|e| TlsError::Rustls(format!("protocols and cipher suites do not fit: {e}")))?;
+    let webpki =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            .build()
+            .map_err(|e| TlsError::Rustls(format!("peer verifier: {e}")))?;
+    let builder = if verify_hostname {
+        builder.with_webpki_verifier(webpki)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(IgnoreHostname(webpki)))
+    };
+    builder
+        .with_client_auth_cert(certs, key)
+        .map_err(|e| TlsError::Rustls(format!("quorum key store certificate and key: {e}")))
+}
+
 /// A client socket after a successful handshake.
 pub struct Accepted {
     /// The encrypted stream.
@@ -318,9 +473,12 @@ fn read_file(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 fn load_key_store(
     settings: &TlsSettings,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
-    const WHAT: &str = "key store (ssl.keyStore.location)";
+    const WHAT: &str = "key store (ssl.keyStore.location / ssl.quorum.keyStore.location)";
     let path = settings.key_store.as_deref().ok_or_else(|| {
-        TlsError::Missing("secureClientPort needs ssl.keyStore.location (a PEM file)".into())
+        TlsError::Missing(
+            "secureClientPort needs ssl.keyStore.location, and sslQuorum              ssl.quorum.keyStore.location (a PEM file)"
+                .into(),
+        )
     })?;
     check_store_type("ssl.keyStore.type", &settings.key_store_type, path)?;
     let bytes = read_file(WHAT, path)?;
@@ -354,7 +512,7 @@ fn load_key_store(
 }
 
 fn load_trust_store(settings: &TlsSettings) -> Result<Option<RootCertStore>, TlsError> {
-    const WHAT: &str = "trust store (ssl.trustStore.location)";
+    const WHAT: &str = "trust store (ssl.trustStore.location / ssl.quorum.trustStore.location)";
     let Some(path) = settings.trust_store.as_deref() else {
         return Ok(None);
     };
