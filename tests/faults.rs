@@ -17,6 +17,8 @@
 
 mod common;
 
+#[path = "faults/disks.rs"]
+mod disks;
 #[path = "faults/history.rs"]
 mod history;
 #[path = "faults/invariants.rs"]
@@ -72,11 +74,21 @@ fn default_seed() -> u64 {
 
 const SESSION_MS: u64 = 6_000;
 
+/// Every fault; disk faults only where tmpfs can be mounted (root), said once per run.
 fn all_faults() -> FaultMix {
+    let disk = match disks::available() {
+        Ok(()) => true,
+        Err(reason) => {
+            eprintln!("fault suite: no disk-full faults here ({reason})");
+            false
+        }
+    };
     FaultMix {
         kills: true,
         pauses: true,
         partitions: true,
+        slow: true,
+        disk,
     }
 }
 
@@ -137,6 +149,25 @@ async fn fault_schedule_ci() {
         400,
         "fault_schedule_ci",
         run_and_judge(vec![lin_opts(seed, secs, 3)], "fault_schedule_ci"),
+    )
+    .await;
+}
+
+/// The CI's second schedule: 5 servers (majority/minority splits that keep a quorum), also
+/// fixed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_schedule_ci_five_servers() {
+    apply_fault_target();
+    let _one = exclusive();
+    let seed = env_u64("FAULT_SEED", 9);
+    let secs = env_u64("FAULT_CI_SECS", 30);
+    common::within(
+        400,
+        "fault_schedule_ci_five_servers",
+        run_and_judge(
+            vec![lin_opts(seed, secs, 5)],
+            "fault_schedule_ci_five_servers",
+        ),
     )
     .await;
 }
@@ -369,6 +400,8 @@ async fn stale_follower_reads_are_flagged() {
                 kills: false,
                 pauses: true,
                 partitions: true,
+                slow: false,
+                disk: false,
             };
             let r = runner::run(o).await;
             eprintln!("RESULT {}", r.summary());
@@ -422,4 +455,46 @@ fn recheck_history() {
         )
     );
     eprintln!("{path}: OK");
+}
+
+/// The slow-link fault must really slow links: a round trip through a delayed proxy takes at
+/// least twice the delay (one per direction), and `restore` ends the delay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_delay_slows_both_directions() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let echo = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 64];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let proxy = common::proxy::Proxy::start(echo_addr.to_string()).await;
+    let mut s = tokio::net::TcpStream::connect(proxy.addr()).await.unwrap();
+    async fn rtt(s: &mut tokio::net::TcpStream) -> std::time::Duration {
+        let t = std::time::Instant::now();
+        s.write_all(b"ping").await.unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"ping");
+        t.elapsed()
+    }
+    rtt(&mut s).await;
+    proxy.delay(150);
+    let slow = rtt(&mut s).await;
+    assert!(
+        slow >= std::time::Duration::from_millis(300),
+        "a 150 ms delay each way gave a {slow:?} round trip"
+    );
+    proxy.restore();
+    // Still the same connection, now undelayed (no upper bound asserted: the machine is shared).
+    let fast = rtt(&mut s).await;
+    eprintln!("round trip delayed {slow:?}, restored {fast:?}");
 }

@@ -561,6 +561,8 @@ fn schedules_replay_from_their_seed() {
         kills: true,
         pauses: true,
         partitions: true,
+        slow: true,
+        disk: true,
     };
     let a = super::nemesis::Schedule::generate(99, 60, 5, 6000, mix);
     let b = super::nemesis::Schedule::generate(99, 60, 5, 6000, mix);

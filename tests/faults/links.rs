@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 use crate::common::cluster::Cluster;
 use crate::common::proxy::Proxy;
 
+use super::disks::Disks;
+use std::sync::{Arc, Mutex};
+
 struct Link {
     from: usize,
     to: usize,
@@ -25,6 +28,8 @@ struct Link {
 
 pub struct Links {
     links: Vec<Link>,
+    /// Every member's tmpfs data disk, for `Fault::DiskFull` (None: no disk faults).
+    disks: Option<Arc<Mutex<Disks>>>,
 }
 
 /// The `server.N` line of member `j` from its own config (its real ports).
@@ -56,8 +61,10 @@ fn split_ports(line: &str) -> (u16, u16, String) {
 impl Links {
     /// Creates the proxies, rewrites every member's config and restarts the members one by one
     /// (each waits until it serves again). Runs on the current tokio runtime (the proxies'
-    /// tasks); the restarts run on a blocking thread.
-    pub async fn install(c: &Cluster) -> Links {
+    /// tasks); the restarts run on a blocking thread. With `disks`, each member's data moves
+    /// onto a tmpfs of its own during its restart ([`Disks`]); the caller checked
+    /// [`super::disks::available`].
+    pub async fn install(c: &Cluster, disks: bool) -> Links {
         let n = c.len();
         let real: Vec<(String, u16, u16, String)> = (0..n)
             .map(|j| {
@@ -118,15 +125,23 @@ impl Links {
             }
             std::fs::write(c.config_path(i), out).expect("rewrite config");
         }
+        let disks = disks.then(|| Arc::new(Mutex::new(Disks::new())));
+        let d = disks.clone();
         c.blocking(move |c| {
             for i in 0..c.len() {
                 c.stop(i, 10);
+                if let Some(d) = &d {
+                    d.lock()
+                        .unwrap()
+                        .mount_member(c, i)
+                        .unwrap_or_else(|e| panic!("tmpfs for member {i}: {e}"));
+                }
                 c.start_again(i, 90);
                 c.wait_ready(90);
             }
         })
         .await;
-        Links { links }
+        Links { links, disks }
     }
 
     fn each(&self, mut f: impl FnMut(&Link) -> bool, cut: bool) {
@@ -162,7 +177,32 @@ impl Links {
         );
     }
 
+    /// Every link of member `i`, both directions, delays what it forwards by `ms`.
+    pub fn slow(&self, i: usize, ms: u64) {
+        for l in &self.links {
+            if l.from == i || l.to == i {
+                l.proxy.delay(ms);
+            }
+        }
+    }
+
+    /// Fills member `i`'s disk; returns the bytes it took (0 without disks).
+    pub fn fill_disk(&self, c: &Cluster, i: usize) -> u64 {
+        self.disks
+            .as_ref()
+            .map_or(0, |d| d.lock().unwrap().fill(c, i))
+    }
+
+    /// Whether members have tmpfs disks (disk faults possible).
+    pub fn has_disks(&self) -> bool {
+        self.disks.is_some()
+    }
+
+    /// Ends every cut and every delay, and frees every filled disk.
     pub fn heal_all(&self) {
+        if let Some(d) = &self.disks {
+            d.lock().unwrap().free_all();
+        }
         self.each(|_| true, false);
     }
 

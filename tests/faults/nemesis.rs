@@ -58,6 +58,12 @@ pub enum Fault {
     /// The others split into two halves that only the bridge member connects (3 servers: the
     /// two non-bridge members cannot talk to each other; 5: two pairs).
     Bridge(Who),
+    /// Every peer link of one member delayed by the given milliseconds, both directions (a
+    /// slow network through the userspace proxies: the kernel here has no netem).
+    Slow(Who, u64),
+    /// One member's data disk (a tmpfs of its own, `disks.rs`) filled to the last byte, then
+    /// freed.
+    DiskFull(Who),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -93,6 +99,10 @@ pub struct FaultMix {
     pub kills: bool,
     pub pauses: bool,
     pub partitions: bool,
+    /// Slow links (`Fault::Slow`).
+    pub slow: bool,
+    /// Full disks (`Fault::DiskFull`; needs root for the tmpfs mounts).
+    pub disk: bool,
 }
 
 impl Schedule {
@@ -119,6 +129,12 @@ impl Schedule {
         }
         if mix.partitions {
             kinds.extend([4u8, 5, 6, 7, 8]);
+        }
+        if mix.slow {
+            kinds.push(9u8);
+        }
+        if mix.disk {
+            kinds.push(10u8);
         }
         if kinds.is_empty() {
             return Schedule { seed, steps };
@@ -155,6 +171,12 @@ impl Schedule {
                     (Fault::OneWay(a, b), rng.range(2_000, 8_000))
                 }
                 8 => (Fault::Bridge(who(&mut rng)), rng.range(2_000, 8_000)),
+                // From a little latency to more than a heartbeat interval, under load.
+                9 => (
+                    Fault::Slow(who(&mut rng), rng.range(20, 700)),
+                    rng.range(2_000, 8_000),
+                ),
+                10 => (Fault::DiskFull(who(&mut rng)), rng.range(2_000, 6_000)),
                 _ => {
                     let a = who(&mut rng);
                     let mut b = Who::Follower(rng.range(0, servers as u64 - 2) as usize);
@@ -278,6 +300,37 @@ pub fn run(
                 links.heal_all();
                 format!(
                     "one-way cut {i} ({ri:?}) -> {j} ({rj:?}) for {} ms, heal",
+                    step.hold_ms
+                )
+            }
+            Fault::Slow(w, ms) => {
+                let i = resolve(c, w, None);
+                let role = c.mode(i);
+                links.slow(i, ms);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                links.heal_all();
+                format!(
+                    "slow links of member {i} ({role:?}) by {ms} ms for {} ms, heal",
+                    step.hold_ms
+                )
+            }
+            Fault::DiskFull(w) => {
+                let i = resolve(c, w, None);
+                let role = c.mode(i);
+                let bytes = links.fill_disk(c, i);
+                // Whether the member noticed (rookery's mntr says so once a write failed;
+                // ZooKeeper has no such key): evidence that the fault bites.
+                sleep_until(Instant::now() + Duration::from_millis(1_000), hold_until);
+                let noticed = match c.mntr(i).get("rookery_storage_full") {
+                    Some(v) => format!("storage_full={v}"),
+                    // A member that stopped serving answers no mntr.
+                    None => format!("now {:?}", c.mode(i)),
+                };
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                links.heal_all();
+                format!(
+                    "disk of member {i} ({role:?}) full ({} MiB of ballast; {noticed}) for {} ms, freed",
+                    bytes >> 20,
                     step.hold_ms
                 )
             }

@@ -157,7 +157,7 @@ pub async fn run(opts: RunOpts) -> RunResult {
         ..ClusterOpts::default()
     })
     .await;
-    let links = Arc::new(Links::install(&cluster).await);
+    let links = Arc::new(Links::install(&cluster, opts.mix.disk).await);
     if opts.mix.partitions {
         let l = links.clone();
         cluster.blocking(move |c| l.self_test(c)).await;

@@ -37,7 +37,7 @@ pub async fn one_way_cut_probe(session_ms: u64, cut_ms: u64) -> OneWayOutcome {
         ..ClusterOpts::default()
     })
     .await;
-    let links = Links::install(&c).await;
+    let links = Links::install(&c, false).await;
     let leader = c.blocking(|c| c.wait_ready(60)).await;
     let follower = c.others(leader)[0];
     let connector =
