@@ -2,7 +2,7 @@
 //! flags, each overriding the one before.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,6 +197,20 @@ pub struct Flags {
     /// ZooKeeper's -Dreadonlymode.enabled=true).
     #[arg(long)]
     pub read_only_mode: bool,
+    /// Serve Prometheus metrics on this port at /metrics (metricsProvider.httpPort with
+    /// metricsProvider.className=...PrometheusMetricsProvider; 0 picks a free port).
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+    /// Address of the /metrics endpoint (metricsProvider.httpHost; default 0.0.0.0).
+    #[arg(long, value_name = "IP")]
+    pub metrics_address: Option<IpAddr>,
+    /// Serve ZooKeeper's AdminServer (JSON commands under /commands) on this port
+    /// (admin.enableServer=true, admin.serverPort; 0 picks a free port).
+    #[arg(long, value_name = "PORT")]
+    pub admin_port: Option<u16>,
+    /// Address of the AdminServer (admin.serverAddress; default 0.0.0.0).
+    #[arg(long, value_name = "IP")]
+    pub admin_address: Option<IpAddr>,
 }
 
 /// The effective configuration of a server.
@@ -271,6 +285,18 @@ pub struct Config {
     pub standalone_enabled: bool,
     /// `readonlymode.enabled`: whether a server cut off from the quorum serves reads.
     pub read_only_enabled: bool,
+    /// Where `/metrics` is served (Prometheus text format), if anywhere: set by
+    /// `metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider`
+    /// (address from `metricsProvider.httpHost`/`httpPort`, ZooKeeper's 0.0.0.0:7000) or by
+    /// `--metrics-port`. Off by default, as ZooKeeper's NullMetricsProvider.
+    pub metrics: Option<SocketAddr>,
+    /// Where the AdminServer listens, if anywhere (`admin.enableServer=true`,
+    /// `admin.serverAddress`/`admin.serverPort`, ZooKeeper's 0.0.0.0:8080, or `--admin-port`).
+    /// Off by default (ZooKeeper's is on): it answers `dump`, `cons` and the like to anyone
+    /// who reaches the port, which rookery does not do unasked.
+    pub admin_server: Option<SocketAddr>,
+    /// `admin.commandURL`: the path the commands live under (ZooKeeper's `/commands`).
+    pub admin_command_url: String,
 }
 
 impl Default for Config {
@@ -308,12 +334,27 @@ impl Default for Config {
             reconfig_enabled: false,
             standalone_enabled: true,
             read_only_enabled: false,
+            metrics: None,
+            admin_server: None,
+            admin_command_url: DEFAULT_ADMIN_COMMAND_URL.to_string(),
         }
     }
 }
 
 /// Room for reply headers and framing beside a jute.maxbuffer-sized payload.
 const OUTPUT_SLACK: usize = 64 * 1024;
+
+/// ZooKeeper's Prometheus metrics provider class (`metricsProvider.className`).
+pub const PROMETHEUS_PROVIDER_CLASS: &str =
+    "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
+/// ZooKeeper's default metrics provider: no metrics endpoint.
+const NULL_PROVIDER_CLASS: &str = "org.apache.zookeeper.metrics.impl.NullMetricsProvider";
+/// `metricsProvider.httpPort` default (ZooKeeper's PrometheusMetricsProvider).
+pub const DEFAULT_METRICS_PORT: u16 = 7000;
+/// `admin.serverPort` default (ZooKeeper's JettyAdminServer).
+pub const DEFAULT_ADMIN_PORT: u16 = 8080;
+/// `admin.commandURL` default.
+pub const DEFAULT_ADMIN_COMMAND_URL: &str = "/commands";
 
 /// Keys of zoo.cfg that rookery understands.
 const KNOWN_KEYS: &[&str] = &[
@@ -341,6 +382,14 @@ const KNOWN_KEYS: &[&str] = &[
     "initLimit",
     "syncLimit",
     "admin.enableServer",
+    "admin.serverPort",
+    "admin.serverAddress",
+    "admin.commandURL",
+    "admin.idleTimeout",
+    "metricsProvider.className",
+    "metricsProvider.httpPort",
+    "metricsProvider.httpHost",
+    "metricsProvider.exportJvmInfo",
     "peerType",
     "reconfigEnabled",
     "standaloneEnabled",
@@ -350,6 +399,24 @@ const KNOWN_KEYS: &[&str] = &[
     "superUser",
     "zookeeper.superUser",
 ];
+
+/// An HTTP endpoint after the flags: a port or an address flag turns it on (the other part
+/// coming from the file, else the default port or 0.0.0.0).
+fn flag_endpoint(
+    from_file: Option<SocketAddr>,
+    port: Option<u16>,
+    address: Option<IpAddr>,
+    default_port: u16,
+) -> Option<SocketAddr> {
+    if port.is_none() && address.is_none() {
+        return from_file;
+    }
+    let port = port.or(from_file.map(|a| a.port())).unwrap_or(default_port);
+    let address = address
+        .or(from_file.map(|a| a.ip()))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    Some(SocketAddr::new(address, port))
+}
 
 /// The JVM system property ZooKeeper reads its JAAS file from.
 const JAAS_PROPERTY: &str = "-Djava.security.auth.login.config=";
@@ -535,6 +602,8 @@ impl Config {
                         tracing::warn!(key = other, value = %value, "unsupported authProvider ignored");
                     }
                 }
+                // Read together below: they only mean something as a group.
+                other if other.starts_with("admin.") || other.starts_with("metricsProvider.") => {}
                 other if KNOWN_KEYS.contains(&other) => {
                     tracing::info!(
                         key = other,
@@ -544,6 +613,7 @@ impl Config {
                 other => tracing::warn!(key = other, file = %origin, "unknown config key ignored"),
             }
         }
+        self.apply_http_keys(&origin, &entries)?;
         // ZooKeeper derives the session bounds from tickTime unless they are given.
         if !tick_set_min {
             self.min_session_timeout = self.tick_time * 2;
@@ -552,6 +622,71 @@ impl Config {
             self.max_session_timeout = self.tick_time * 20;
         }
         self.source = origin;
+        Ok(())
+    }
+
+    /// The metrics provider's and the AdminServer's keys (ZooKeeper's `metricsProvider.*`
+    /// and `admin.*`), which only mean something together.
+    fn apply_http_keys(
+        &mut self,
+        origin: &str,
+        entries: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &str, reason: &str| ConfigError::InvalidValue {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let get = |key: &str| entries.get(key).map(String::as_str);
+        let port = |key: &str, default: u16| match get(key) {
+            None => Ok(default),
+            Some(v) => v.parse::<u16>().map_err(|_| bad(key, v, "not a port")),
+        };
+        // ZooKeeper resolves the host (an IP address or a name) when it binds.
+        let host = |key: &str, port: u16| -> Result<SocketAddr, ConfigError> {
+            let host = get(key).unwrap_or("0.0.0.0");
+            (host, port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| bad(key, host, "not an address this host can bind"))
+        };
+        match get("metricsProvider.className") {
+            Some(PROMETHEUS_PROVIDER_CLASS) => {
+                let port = port("metricsProvider.httpPort", DEFAULT_METRICS_PORT)?;
+                self.metrics = Some(host("metricsProvider.httpHost", port)?);
+            }
+            None | Some(NULL_PROVIDER_CLASS) => {}
+            Some(other) => {
+                tracing::warn!(
+                    class = other,
+                    "unsupported metricsProvider.className ignored"
+                )
+            }
+        }
+        if let Some(v) = get("metricsProvider.exportJvmInfo") {
+            parse_bool(v).map_err(|r| bad("metricsProvider.exportJvmInfo", v, &r))?;
+        }
+        let enabled = match get("admin.enableServer") {
+            Some(v) => parse_bool(v).map_err(|r| bad("admin.enableServer", v, &r))?,
+            None => false,
+        };
+        if enabled {
+            let port = port("admin.serverPort", DEFAULT_ADMIN_PORT)?;
+            self.admin_server = Some(host("admin.serverAddress", port)?);
+        }
+        if let Some(url) = get("admin.commandURL") {
+            let trimmed = url.trim_end_matches('/');
+            if !trimmed.starts_with('/') {
+                return Err(bad(
+                    "admin.commandURL",
+                    url,
+                    "must be a path starting with /",
+                ));
+            }
+            self.admin_command_url = trimmed.to_string();
+        }
         Ok(())
     }
 
@@ -620,6 +755,18 @@ impl Config {
         if flags.read_only_mode {
             self.read_only_enabled = true;
         }
+        self.metrics = flag_endpoint(
+            self.metrics,
+            flags.metrics_port,
+            flags.metrics_address,
+            DEFAULT_METRICS_PORT,
+        );
+        self.admin_server = flag_endpoint(
+            self.admin_server,
+            flags.admin_port,
+            flags.admin_address,
+            DEFAULT_ADMIN_PORT,
+        );
         if let Some(n) = flags.snap_count {
             if n == 0 {
                 return Err(flag_error("--snap-count", "0", "must be positive"));
