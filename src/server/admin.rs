@@ -69,7 +69,7 @@ pub async fn four_letter_word(
         FourLetterWord::Stat => server_summary(shared, conns, raft, true),
         FourLetterWord::Mntr => monitor(shared, conns, raft),
         FourLetterWord::Conf => configuration(shared),
-        FourLetterWord::Cons => connections(conns),
+        FourLetterWord::Cons => connections(shared, conns),
         FourLetterWord::Envi => environment(shared),
         FourLetterWord::Wchs => {
             let summary = shared.watches().lock().summary();
@@ -145,7 +145,7 @@ fn server_summary(
     let mut out = format!("Zookeeper version: {VERSION}, built by rookery\n");
     if with_clients {
         out.push_str("Clients:\n");
-        out.push_str(&connections(conns));
+        out.push_str(&connections(shared, conns));
         out.push('\n');
     }
     let (min, avg, max) = monitor::latency(shared);
@@ -218,7 +218,7 @@ fn server_lines(config: &crate::config::Config) -> String {
     out
 }
 
-fn connections(conns: &ConnRegistry) -> String {
+fn connections(shared: &Shared, conns: &ConnRegistry) -> String {
     // Copy out under the lock, format after.
     let rows: Vec<_> = conns
         .lock()
@@ -228,13 +228,34 @@ fn connections(conns: &ConnRegistry) -> String {
             (
                 conn.peer,
                 conn.outstanding.load(Ordering::Relaxed),
+                conn.counters.received.load(Ordering::Relaxed),
+                conn.counters.sent.load(Ordering::Relaxed),
                 conn.session_id,
+                conn.counters.established_ms,
             )
         })
         .collect();
+    let timeouts: std::collections::HashMap<i64, i32> = {
+        let state = shared.state().read();
+        rows.iter()
+            .filter_map(|row| state.sessions.get(row.4).map(|s| (row.4, s.timeout_ms)))
+            .collect()
+    };
+    // ZooKeeper's field order (`ServerCnxn.dumpConnectionInfo`), with the fields rookery keeps.
     let mut lines: Vec<String> = rows
         .into_iter()
-        .map(|(peer, queued, sid)| format!(" /{peer}[1](queued={queued},sid={sid:#x})\n"))
+        .map(|(peer, queued, recved, sent, sid, est)| {
+            let mut line = format!(" /{peer}[1](queued={queued},recved={recved},sent={sent}");
+            // As ZooKeeper, the session's fields only once it has one.
+            if sid != 0 {
+                let _ = write!(line, ",sid={sid:#x},est={est}");
+                if let Some(to) = timeouts.get(&sid) {
+                    let _ = write!(line, ",to={to}");
+                }
+            }
+            line.push_str(")\n");
+            line
+        })
         .collect();
     lines.sort();
     lines.concat()

@@ -317,7 +317,7 @@ fn configuration(ctx: &AdminContext, data: &mut Map<String, Value>) {
 
 /// ZooKeeper's `ServerCnxn.getConnectionInfo(false)`, with the fields rookery tracks.
 fn connection_infos(ctx: &AdminContext) -> Vec<Value> {
-    let rows: Vec<(String, usize, i64)> = ctx
+    let rows: Vec<(String, usize, u64, u64, i64, i64)> = ctx
         .conns
         .lock()
         .by_id
@@ -326,23 +326,29 @@ fn connection_infos(ctx: &AdminContext) -> Vec<Value> {
             (
                 conn.peer.to_string(),
                 conn.outstanding.load(Ordering::Relaxed),
+                conn.counters.received.load(Ordering::Relaxed),
+                conn.counters.sent.load(Ordering::Relaxed),
                 conn.session_id,
+                conn.counters.established_ms,
             )
         })
         .collect();
     let timeouts: BTreeMap<i64, i32> = {
         let state = ctx.shared.state().read();
         rows.iter()
-            .filter_map(|(_, _, sid)| state.sessions.get(*sid).map(|s| (*sid, s.timeout_ms)))
+            .filter_map(|row| state.sessions.get(row.4).map(|s| (row.4, s.timeout_ms)))
             .collect()
     };
     let mut out: Vec<Value> = rows
         .into_iter()
-        .map(|(peer, outstanding, sid)| {
+        .map(|(peer, outstanding, received, sent, sid, established)| {
             let mut info = Map::new();
             info.insert("remote_socket_address".into(), json!(peer));
             info.insert("outstanding_requests".into(), json!(outstanding));
+            info.insert("packets_received".into(), json!(received));
+            info.insert("packets_sent".into(), json!(sent));
             info.insert("session_id".into(), json!(sid));
+            info.insert("established".into(), json!(established));
             if let Some(timeout) = timeouts.get(&sid) {
                 info.insert("session_timeout".into(), json!(timeout));
             }
