@@ -126,6 +126,9 @@ pub struct ClusterOpts {
     pub extra_cfg: Vec<String>,
     /// ZooKeeper heap per member.
     pub zk_heap: String,
+    /// rookery only: each member serves Prometheus `/metrics` on a port of its own
+    /// ([`Cluster::metrics_port`]; ZooKeeper's Debian jar has no Prometheus provider).
+    pub metrics: bool,
 }
 
 impl Default for ClusterOpts {
@@ -139,6 +142,7 @@ impl Default for ClusterOpts {
             proxied: false,
             extra_cfg: vec![],
             zk_heap: "256m".to_string(),
+            metrics: false,
         }
     }
 }
@@ -189,6 +193,8 @@ struct Member {
     client_port: u16,
     peer_port: u16,
     election_port: u16,
+    /// `/metrics` port when `ClusterOpts::metrics`.
+    metrics_port: u16,
     dir: PathBuf,
     child: Mutex<Option<(Child, Child)>>,
     stopped: AtomicBool,
@@ -272,7 +278,7 @@ impl Cluster {
             .prefix("rookery-ens-")
             .tempdir()
             .expect("tempdir");
-        let ports = free_ports(3 * n);
+        let ports = free_ports(4 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| {
                 let dir = tmp.path().join(format!("m{}", i + 1));
@@ -284,6 +290,7 @@ impl Cluster {
                     client_port: ports[3 * i],
                     peer_port: ports[3 * i + 1],
                     election_port: ports[3 * i + 2],
+                    metrics_port: ports[3 * n + i],
                     dir,
                     child: Mutex::new(None),
                     stopped: AtomicBool::new(false),
@@ -379,6 +386,11 @@ impl Cluster {
         self.m(i).client_port
     }
 
+    /// Member `i`'s Prometheus `/metrics` port (with `ClusterOpts::metrics`).
+    pub fn metrics_port(&self, i: usize) -> u16 {
+        self.m(i).metrics_port
+    }
+
     /// Client address of member `i`.
     pub fn addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.m(i).client_port)
@@ -470,6 +482,13 @@ impl Cluster {
         for l in &o.extra_cfg {
             cfg.push_str(l);
             cfg.push('\n');
+        }
+        if o.metrics {
+            cfg.push_str(&format!(
+                "metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider\n\
+                 metricsProvider.httpHost=127.0.0.1\nmetricsProvider.httpPort={}\n",
+                m.metrics_port
+            ));
         }
         std::fs::write(self.config_path(i), cfg).unwrap();
         if is_zk() {
