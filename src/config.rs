@@ -1551,6 +1551,79 @@ mod tests {
     }
 
     #[test]
+    fn metrics_and_admin_server_keys_follow_zookeeper() {
+        let mut config = Config::default();
+        assert_eq!(config.metrics, None, "NullMetricsProvider by default");
+        assert_eq!(config.admin_server, None, "off unless enabled");
+        assert_eq!(config.admin_command_url, "/commands");
+        config
+            .apply_file(
+                Path::new("zoo.cfg"),
+                &format!("metricsProvider.className={PROMETHEUS_PROVIDER_CLASS}\nadmin.enableServer=true\n"),
+            )
+            .unwrap();
+        // ZooKeeper's defaults: 0.0.0.0:7000 and 0.0.0.0:8080.
+        assert_eq!(config.metrics, Some(SocketAddr::from(([0, 0, 0, 0], 7000))));
+        assert_eq!(
+            config.admin_server,
+            Some(SocketAddr::from(([0, 0, 0, 0], 8080)))
+        );
+
+        let mut config = Config::default();
+        let text = format!(
+            "metricsProvider.className={PROMETHEUS_PROVIDER_CLASS}\nmetricsProvider.httpHost=127.0.0.1\n\
+             metricsProvider.httpPort=7001\nmetricsProvider.exportJvmInfo=false\n\
+             admin.enableServer=true\nadmin.serverAddress=127.0.0.1\nadmin.serverPort=9090\n\
+             admin.commandURL=/zk/\n"
+        );
+        config.apply_file(Path::new("zoo.cfg"), &text).unwrap();
+        assert_eq!(
+            config.metrics,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7001)))
+        );
+        assert_eq!(
+            config.admin_server,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        assert_eq!(config.admin_command_url, "/zk");
+
+        // The port alone does nothing without the provider class / enableServer.
+        let mut config = Config::default();
+        config
+            .apply_file(
+                Path::new("zoo.cfg"),
+                "metricsProvider.httpPort=7001\nadmin.serverPort=9090\nadmin.enableServer=false\n",
+            )
+            .unwrap();
+        assert_eq!((config.metrics, config.admin_server), (None, None));
+
+        for bad in [
+            format!("metricsProvider.className={PROMETHEUS_PROVIDER_CLASS}\nmetricsProvider.httpPort=x\n"),
+            "admin.enableServer=maybe\n".to_string(),
+            "admin.commandURL=commands\n".to_string(),
+        ] {
+            let err = Config::default()
+                .apply_file(Path::new("zoo.cfg"), &bad)
+                .unwrap_err();
+            assert!(err.to_string().contains("Provider") || err.to_string().contains("admin"), "{err}");
+        }
+
+        // Flags: a port or an address turns an endpoint on and overrides the file.
+        let flags = Flags {
+            metrics_port: Some(0),
+            admin_address: Some(IpAddr::from([127, 0, 0, 1])),
+            ..Flags::default()
+        };
+        let mut config = Config::default();
+        config.apply_flags(&flags).unwrap();
+        assert_eq!(config.metrics, Some(SocketAddr::from(([0, 0, 0, 0], 0))));
+        assert_eq!(
+            config.admin_server,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
+    }
+
+    #[test]
     fn snap_size_limit_bounds_the_log_by_bytes() {
         let mut config = Config::default();
         assert_eq!(

@@ -40,8 +40,10 @@ fn admin_cfg(port: u16) -> Vec<(String, String)> {
 
 fn start_rookery() -> Endpoints {
     let (metrics, admin) = (free_port(), free_port());
-    let mut opts = ServerOpts::default();
-    opts.extra_cfg = admin_cfg(admin);
+    let mut opts = ServerOpts {
+        extra_cfg: admin_cfg(admin),
+        ..ServerOpts::default()
+    };
     opts.extra_cfg.extend([
         (
             "metricsProvider.className".into(),
@@ -61,8 +63,10 @@ fn start_rookery() -> Endpoints {
 /// Apache ZooKeeper 3.8 with its AdminServer on a free loopback port.
 fn start_zookeeper() -> (TestServer, u16) {
     let admin = free_port();
-    let mut opts = ServerOpts::default();
-    opts.extra_cfg = admin_cfg(admin);
+    let opts = ServerOpts {
+        extra_cfg: admin_cfg(admin),
+        ..ServerOpts::default()
+    };
     let server = TestServer::start_as(Target::ZooKeeper, opts);
     // Jetty starts a moment after the client port.
     let deadline = Instant::now() + Duration::from_secs(30);
