@@ -219,46 +219,24 @@ fn server_lines(config: &crate::config::Config) -> String {
 }
 
 fn connections(shared: &Shared, conns: &ConnRegistry) -> String {
-    // Copy out under the lock, format after.
-    let rows: Vec<_> = conns
-        .lock()
-        .by_id
-        .values()
-        .map(|conn| {
-            (
-                conn.peer,
-                conn.outstanding.load(Ordering::Relaxed),
-                conn.counters.received.load(Ordering::Relaxed),
-                conn.counters.sent.load(Ordering::Relaxed),
-                conn.session_id,
-                conn.counters.established_ms,
-            )
-        })
-        .collect();
-    let timeouts: std::collections::HashMap<i64, i32> = {
-        let state = shared.state().read();
-        rows.iter()
-            .filter_map(|row| state.sessions.get(row.4).map(|s| (row.4, s.timeout_ms)))
-            .collect()
-    };
     // ZooKeeper's field order (`ServerCnxn.dumpConnectionInfo`), with the fields rookery keeps.
-    let mut lines: Vec<String> = rows
-        .into_iter()
-        .map(|(peer, queued, recved, sent, sid, est)| {
-            let mut line = format!(" /{peer}[1](queued={queued},recved={recved},sent={sent}");
-            // As ZooKeeper, the session's fields only once it has one.
-            if sid != 0 {
-                let _ = write!(line, ",sid={sid:#x},est={est}");
-                if let Some(to) = timeouts.get(&sid) {
-                    let _ = write!(line, ",to={to}");
-                }
+    let mut out = String::new();
+    for row in monitor::connection_rows(shared, conns) {
+        let _ = write!(
+            out,
+            " /{}[1](queued={},recved={},sent={}",
+            row.peer, row.queued, row.received, row.sent
+        );
+        // As ZooKeeper, the session's fields only once it has one.
+        if row.session_id != 0 {
+            let _ = write!(out, ",sid={:#x},est={}", row.session_id, row.established_ms);
+            if let Some(to) = row.timeout_ms {
+                let _ = write!(out, ",to={to}");
             }
-            line.push_str(")\n");
-            line
-        })
-        .collect();
-    lines.sort();
-    lines.concat()
+        }
+        out.push_str(")\n");
+    }
+    out
 }
 
 fn environment(shared: &Shared) -> String {

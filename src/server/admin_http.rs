@@ -317,46 +317,22 @@ fn configuration(ctx: &AdminContext, data: &mut Map<String, Value>) {
 
 /// ZooKeeper's `ServerCnxn.getConnectionInfo(false)`, with the fields rookery tracks.
 fn connection_infos(ctx: &AdminContext) -> Vec<Value> {
-    let rows: Vec<(String, usize, u64, u64, i64, i64)> = ctx
-        .conns
-        .lock()
-        .by_id
-        .values()
-        .map(|conn| {
-            (
-                conn.peer.to_string(),
-                conn.outstanding.load(Ordering::Relaxed),
-                conn.counters.received.load(Ordering::Relaxed),
-                conn.counters.sent.load(Ordering::Relaxed),
-                conn.session_id,
-                conn.counters.established_ms,
-            )
-        })
-        .collect();
-    let timeouts: BTreeMap<i64, i32> = {
-        let state = ctx.shared.state().read();
-        rows.iter()
-            .filter_map(|row| state.sessions.get(row.4).map(|s| (row.4, s.timeout_ms)))
-            .collect()
-    };
-    let mut out: Vec<Value> = rows
+    monitor::connection_rows(&ctx.shared, &ctx.conns)
         .into_iter()
-        .map(|(peer, outstanding, received, sent, sid, established)| {
+        .map(|row| {
             let mut info = Map::new();
-            info.insert("remote_socket_address".into(), json!(peer));
-            info.insert("outstanding_requests".into(), json!(outstanding));
-            info.insert("packets_received".into(), json!(received));
-            info.insert("packets_sent".into(), json!(sent));
-            info.insert("session_id".into(), json!(sid));
-            info.insert("established".into(), json!(established));
-            if let Some(timeout) = timeouts.get(&sid) {
+            info.insert("remote_socket_address".into(), json!(row.peer.to_string()));
+            info.insert("outstanding_requests".into(), json!(row.queued));
+            info.insert("packets_received".into(), json!(row.received));
+            info.insert("packets_sent".into(), json!(row.sent));
+            info.insert("session_id".into(), json!(row.session_id));
+            info.insert("established".into(), json!(row.established_ms));
+            if let Some(timeout) = row.timeout_ms {
                 info.insert("session_timeout".into(), json!(timeout));
             }
             Value::Object(info)
         })
-        .collect();
-    out.sort_by_key(|v| v["remote_socket_address"].as_str().map(str::to_string));
-    out
+        .collect()
 }
 
 async fn data_dir_size(ctx: &AdminContext) -> u64 {

@@ -135,6 +135,52 @@ pub fn file_descriptors() -> (i64, i64) {
     (open, max)
 }
 
+/// One client connection as `cons` and the AdminServer's `connections` show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnRow {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// Requests received and not answered yet.
+    pub queued: usize,
+    /// Packets read from the client.
+    pub received: u64,
+    /// Packets written to the client.
+    pub sent: u64,
+    /// Its session, 0 before the handshake.
+    pub session_id: i64,
+    /// When it was accepted, ms since the epoch.
+    pub established_ms: i64,
+    /// The session's negotiated timeout, if the session is known.
+    pub timeout_ms: Option<i32>,
+}
+
+/// Every connection, sorted by address: copied out of the registry's lock, then the session
+/// timeouts out of the state's read lock (never both at once).
+pub fn connection_rows(shared: &Shared, conns: &ConnRegistry) -> Vec<ConnRow> {
+    let mut rows: Vec<ConnRow> = conns
+        .lock()
+        .by_id
+        .values()
+        .map(|conn| ConnRow {
+            peer: conn.peer,
+            queued: conn.outstanding.load(Ordering::Relaxed),
+            received: conn.counters.received.load(Ordering::Relaxed),
+            sent: conn.counters.sent.load(Ordering::Relaxed),
+            session_id: conn.session_id,
+            established_ms: conn.counters.established_ms,
+            timeout_ms: None,
+        })
+        .collect();
+    {
+        let state = shared.state().read();
+        for row in &mut rows {
+            row.timeout_ms = state.sessions.get(row.session_id).map(|s| s.timeout_ms);
+        }
+    }
+    rows.sort_by_key(|r| r.peer.to_string());
+    rows
+}
+
 /// Every monitoring value, in `mntr` order.
 pub fn rows(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> Vec<Row> {
     let raft_stats = raft.stats();

@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use tracing::warn;
 
 use crate::histogram::HistogramSnapshot;
-use crate::raft::RaftHandle;
+use crate::raft::{PeerProgress, RaftHandle};
 use crate::server::monitor::{self, Kind, Value};
 use crate::server::registry::ConnRegistry;
 use crate::state::Shared;
@@ -63,6 +63,24 @@ fn histogram(
         })
         .collect();
     metric.encode_histogram::<NoLabelSet>(h.sum, h.count, &own, None)
+}
+
+/// A gauge with one `peer="N"` series per member.
+fn per_peer(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    peers: &[PeerProgress],
+    value: impl Fn(&PeerProgress) -> u64,
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for peer in peers {
+        let labels = [("peer".to_string(), peer.id.to_string())];
+        metric
+            .encode_family(&labels)?
+            .encode_gauge(&i64::try_from(value(peer)).unwrap_or(i64::MAX))?;
+    }
+    Ok(())
 }
 
 impl Collector for ServerCollector {
@@ -119,30 +137,20 @@ impl Collector for ServerCollector {
         )?;
         let quorum = self.raft.quorum_status();
         if !quorum.peers.is_empty() {
-            let mut lag = encoder.encode_descriptor(
+            per_peer(
+                &mut encoder,
                 "rookery_raft_peer_lag_entries",
                 "leader's last log index minus what the member is known to hold (leader only)",
-                None,
-                MetricType::Gauge,
+                &quorum.peers,
+                |peer| quorum.last_index.saturating_sub(peer.matched),
             )?;
-            for peer in &quorum.peers {
-                let labels = [("peer".to_string(), peer.id.to_string())];
-                let behind = quorum.last_index.saturating_sub(peer.matched);
-                lag.encode_family(&labels)?
-                    .encode_gauge(&i64::try_from(behind).unwrap_or(i64::MAX))?;
-            }
-            let mut matched = encoder.encode_descriptor(
+            per_peer(
+                &mut encoder,
                 "rookery_raft_peer_matched_index",
                 "highest log index the leader knows the member holds (leader only)",
-                None,
-                MetricType::Gauge,
+                &quorum.peers,
+                |peer| peer.matched,
             )?;
-            for peer in &quorum.peers {
-                let labels = [("peer".to_string(), peer.id.to_string())];
-                matched
-                    .encode_family(&labels)?
-                    .encode_gauge(&i64::try_from(peer.matched).unwrap_or(i64::MAX))?;
-            }
         }
         Ok(())
     }
