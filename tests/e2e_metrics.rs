@@ -160,7 +160,11 @@ impl Scrape {
             let family = ["_bucket", "_sum", "_count"]
                 .iter()
                 .find_map(|s| name.strip_suffix(s))
-                .filter(|f| out.types.get(*f).is_some_and(|t| t == "histogram"))
+                .filter(|f| {
+                    out.types
+                        .get(*f)
+                        .is_some_and(|t| t == "histogram" || t == "summary")
+                })
                 .unwrap_or(name);
             assert!(out.types.contains_key(family), "{name} has no # TYPE");
             out.samples.insert(series.to_string(), value);
@@ -219,6 +223,9 @@ async fn metrics_follow_the_tree() {
             ("rookery_raft_log_flush_seconds", "histogram"),
             ("rookery_snapshot_duration_seconds", "histogram"),
             ("rookery_snapshot_pause_seconds", "histogram"),
+            // ZooKeeper's summaries (ms), as its alerting examples use them.
+            ("fsynctime", "summary"),
+            ("snapshottime", "summary"),
         ] {
             assert_eq!(
                 before.types.get(name).map(String::as_str),
@@ -263,6 +270,11 @@ async fn metrics_follow_the_tree() {
         assert!(grew("rookery_raft_batch_entries_sum") >= 12.0);
         assert!(grew("rookery_raft_batch_entries_count") >= 1.0);
         assert!(grew("rookery_raft_log_commit_seconds_count") >= 1.0);
+        assert!(grew("fsynctime_count") >= 1.0);
+        assert!(grew("fsynctime_sum") > 0.0);
+        let fsyncs = after.get("rookery_raft_log_commit_seconds_count")
+            + after.get("rookery_raft_log_flush_seconds_count");
+        assert_eq!(after.get("fsynctime_count"), fsyncs);
         assert_eq!(
             after.get("rookery_raft_batch_entries_count"),
             after.get("rookery_raft_batch_entries_bucket{le=\"+Inf\"}")
@@ -423,6 +435,41 @@ fn prometheus_server_scrapes_rookery() {
         "prometheus reported the target up after {:?}",
         started.elapsed()
     );
+    // What ZooKeeper's alerting examples and dashboard query is there (`up` included).
+    for query in [
+        "up",
+        "znode_count",
+        "num_alive_connections",
+        "approximate_data_size",
+        "watch_count",
+        "open_file_descriptor_count",
+        "avg_latency",
+        "rate(fsynctime_sum[1m])",
+        "rate(snapshottime_sum[5m])",
+    ] {
+        let path = format!(
+            "/api/v1/query?query={}",
+            query.replace('[', "%5B").replace(']', "%5D")
+        );
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let (status, _, body) = http_get(web, &path).unwrap();
+            assert_eq!(status, 200, "{query}: {body}");
+            let v: Value = serde_json::from_str(&body).unwrap();
+            if v["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                if query == "up" {
+                    assert_eq!(v["data"]["result"][0]["value"][1], "1", "{body}");
+                }
+                break;
+            }
+            // A rate needs two samples: wait for the next scrape.
+            assert!(Instant::now() < deadline, "{query}: no result: {body}");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
     // The scraped znode_count is the server's.
     let nodes = Scrape::parse(&scrape(ep.metrics)).get("znode_count");
     let (status, _, body) = http_get(web, "/api/v1/query?query=znode_count").unwrap();

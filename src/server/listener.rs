@@ -247,6 +247,7 @@ impl Server {
             tasks.push(tokio::spawn(prometheus::serve(
                 listener,
                 registry,
+                self.raft.clone(),
                 self.shutdown_tx.subscribe(),
             )));
         }

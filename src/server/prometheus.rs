@@ -167,22 +167,65 @@ pub fn registry(shared: Arc<Shared>, conns: Arc<ConnRegistry>, raft: RaftHandle)
     registry
 }
 
-/// The scrape's body, in the Prometheus text format.
-pub fn render(registry: &Registry) -> Result<String, std::fmt::Error> {
+/// The scrape's body, in the Prometheus text format: the registry, then ZooKeeper's two
+/// summaries rookery has the data for ([`zookeeper_summaries`]).
+pub fn render(registry: &Registry, raft: &RaftHandle) -> Result<String, std::fmt::Error> {
     let mut out = String::new();
     prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
+    zookeeper_summaries(&mut out, raft)?;
     Ok(out)
 }
 
+/// ZooKeeper's `fsynctime` and `snapshottime` summaries (ms; ZooKeeper's alerting examples
+/// use `rate(fsynctime_sum[1m])` and `rate(snapshottime_sum[5m])`), written by hand because
+/// prometheus-client has no summary type. Only `_sum` and `_count`: the raft thread keeps
+/// buckets, not a quantile sketch, so a `quantile="0.5"` line would be a guess (the same
+/// observations, bucketed, are the `rookery_raft_log_*_seconds` histograms).
+fn zookeeper_summaries(out: &mut String, raft: &RaftHandle) -> Result<(), std::fmt::Error> {
+    use std::fmt::Write as _;
+    let h = raft.histograms();
+    // ZooKeeper's fsync of its transaction log: rookery's log commits (each fdatasyncs)
+    // plus its explicit flushes.
+    let fsync_ms = (h.commit_latency.sum + h.flush_latency.sum) * 1000.0;
+    let fsyncs = h.commit_latency.count + h.flush_latency.count;
+    let snapshot_ms = h.snapshot_durations.sum * 1000.0;
+    for (name, help, sum, count) in [
+        (
+            "fsynctime",
+            "time to fsync the transaction log, in ms",
+            fsync_ms,
+            fsyncs,
+        ),
+        (
+            "snapshottime",
+            "time to write a snapshot, in ms",
+            snapshot_ms,
+            h.snapshot_durations.count,
+        ),
+    ] {
+        writeln!(out, "# HELP {name} {help}.")?;
+        writeln!(out, "# TYPE {name} summary")?;
+        writeln!(out, "{name}_sum {sum:?}")?;
+        writeln!(out, "{name}_count {count}")?;
+    }
+    Ok(())
+}
+
 /// Serves `/metrics` on `listener` until `shutdown` flips.
-pub async fn serve(listener: TcpListener, registry: Registry, shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Registry,
+    raft: RaftHandle,
+    shutdown: watch::Receiver<bool>,
+) {
     let registry = Arc::new(registry);
     let app = Router::new().route(
         "/metrics",
         get(move || {
             let registry = Arc::clone(&registry);
+            let raft = raft.clone();
             async move {
-                match render(&registry) {
+                match render(&registry, &raft) {
                     Ok(body) => (
                         [(
                             CONTENT_TYPE,
