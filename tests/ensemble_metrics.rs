@@ -1,26 +1,25 @@
-//! Prometheus `/metrics` on a 3-member rookery ensemble: ZooKeeper's quorum gauges
-//! (`quorum_size` everywhere; `learners`, `synced_followers` on the leader only, as
-//! ZooKeeper's LeaderZooKeeperServer registers them) and rookery's per-member replication lag
-//! on the leader, following a follower's SIGKILL and restart. rookery only (Debian's
-//! ZooKeeper jar has no Prometheus provider).
+//! Monitoring on a 3-member ensemble.
+//!
+//! - Prometheus `/metrics` (rookery only: Debian's ZooKeeper jar has no Prometheus provider):
+//!   ZooKeeper's quorum gauges (`quorum_size` everywhere; `learners`, `synced_followers` on the
+//!   leader only, as ZooKeeper's LeaderZooKeeperServer registers them) and rookery's
+//!   per-member replication lag on the leader, through a follower's SIGKILL and restart.
+//! - The AdminServer's ensemble answers (`leader`, `voting_view`, `zabstate`, the leader-only
+//!   `monitor` and `server_stats` fields) on every member. The assertions hold for Apache
+//!   ZooKeeper 3.8 too: `E2E_TARGET=zk cargo test --test ensemble_metrics`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::cluster::{exclusive, Cluster, ClusterOpts};
 use common::*;
 
 fn scrape(port: u16) -> BTreeMap<String, f64> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET /metrics HTTP/1.0\r\n\r\n").unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).unwrap();
-    let body = raw.split_once("\r\n\r\n").unwrap().1;
+    let (status, _, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200, "{body}");
     body.lines()
         .filter(|l| !l.starts_with('#') && !l.is_empty())
         .map(|l| {
@@ -129,6 +128,101 @@ async fn quorum_gauges_and_replication_lag() {
             until(port, 60, "the restarted follower caught up", |m| {
                 m.get("synced_followers") == Some(&2.0) && lag(m, victim_id) == Some(0.0)
             })
+        })
+        .await;
+    })
+    .await;
+}
+
+fn command(port: u16, name: &str) -> serde_json::Value {
+    let (status, content_type, body) = http_get(port, &format!("/commands/{name}")).unwrap();
+    assert_eq!(status, 200, "{name}: {body}");
+    assert_eq!(content_type, "application/json", "{name}");
+    serde_json::from_str(&body).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_server_on_an_ensemble() {
+    let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
+    let c = Cluster::start_async(ClusterOpts {
+        admin: true,
+        ..ClusterOpts::default()
+    })
+    .await;
+    within(150, "ensemble AdminServer", async {
+        let leader = c.blocking(|c| c.wait_ready(60)).await;
+        let leader_id = c.id(leader);
+        c.blocking(move |c| {
+            // Jetty may come up a moment after the client port (ZooKeeper).
+            let deadline = Instant::now() + Duration::from_secs(30);
+            for i in 0..c.len() {
+                while http_get(c.admin_port(i), "/commands/ruok").is_err() {
+                    assert!(Instant::now() < deadline, "no AdminServer on member {i}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+            for i in 0..c.len() {
+                let port = c.admin_port(i);
+                let is_leader = i == leader;
+                let lead = command(port, "leader");
+                assert_eq!(lead["error"], serde_json::Value::Null, "{lead}");
+                assert_eq!(lead["is_leader"], is_leader, "member {i}: {lead}");
+                assert_eq!(lead["leader_id"], leader_id, "member {i}: {lead}");
+                assert_eq!(lead["leader_ip"], "127.0.0.1", "member {i}: {lead}");
+
+                let view = command(port, "voting_view");
+                let config = view["current_config"].as_object().unwrap();
+                assert_eq!(config.len(), 3, "{view}");
+                for j in 0..c.len() {
+                    let member = &config[&c.id(j).to_string()];
+                    assert_eq!(member["learner_type"], "participant", "{view}");
+                    assert_eq!(
+                        member["server_addresses"].as_array().unwrap().len(),
+                        1,
+                        "{view}"
+                    );
+                    assert!(member["election_addresses"].is_array(), "{view}");
+                    assert!(member["client_address"].is_string(), "{view}");
+                }
+
+                let zab = command(port, "zabstate");
+                assert_eq!(zab["zabstate"], "broadcast", "member {i}: {zab}");
+                assert_eq!(zab["voting"], true, "{zab}");
+                assert_eq!(zab["myid"], c.id(i), "{zab}");
+                assert_eq!(zab["is_leader"], is_leader, "{zab}");
+                assert!(
+                    zab["last_zxid"].as_str().unwrap().starts_with("0x"),
+                    "{zab}"
+                );
+
+                let conf = command(port, "configuration");
+                assert_eq!(conf["server_id"], c.id(i), "{conf}");
+                assert_eq!(conf["client_port"], c.client_port(i), "{conf}");
+
+                let stats = command(port, "server_stats");
+                let state = if is_leader { "leader" } else { "follower" };
+                assert_eq!(stats["server_stats"]["server_state"], state, "{stats}");
+                assert_eq!(
+                    stats.get("proposal_stats").is_some(),
+                    is_leader,
+                    "member {i}: {stats}"
+                );
+                let deadline = Instant::now() + Duration::from_secs(30);
+                loop {
+                    let monitor = command(port, "monitor");
+                    assert_eq!(monitor["server_state"], state);
+                    assert_eq!(monitor["quorum_size"], 3, "{monitor}");
+                    if !is_leader {
+                        assert!(monitor.get("synced_followers").is_none(), "{monitor}");
+                        break;
+                    }
+                    if monitor["synced_followers"] == 2 && monitor["learners"] == 2 {
+                        break;
+                    }
+                    assert!(Instant::now() < deadline, "leader's monitor: {monitor}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         })
         .await;
     })

@@ -129,6 +129,8 @@ pub struct ClusterOpts {
     /// rookery only: each member serves Prometheus `/metrics` on a port of its own
     /// ([`Cluster::metrics_port`]; ZooKeeper's Debian jar has no Prometheus provider).
     pub metrics: bool,
+    /// Each member runs the AdminServer on a port of its own ([`Cluster::admin_port`]).
+    pub admin: bool,
 }
 
 impl Default for ClusterOpts {
@@ -143,6 +145,7 @@ impl Default for ClusterOpts {
             extra_cfg: vec![],
             zk_heap: "256m".to_string(),
             metrics: false,
+            admin: false,
         }
     }
 }
@@ -195,6 +198,8 @@ struct Member {
     election_port: u16,
     /// `/metrics` port when `ClusterOpts::metrics`.
     metrics_port: u16,
+    /// AdminServer port when `ClusterOpts::admin`.
+    admin_port: u16,
     dir: PathBuf,
     child: Mutex<Option<(Child, Child)>>,
     stopped: AtomicBool,
@@ -278,7 +283,7 @@ impl Cluster {
             .prefix("rookery-ens-")
             .tempdir()
             .expect("tempdir");
-        let ports = free_ports(4 * n);
+        let ports = free_ports(5 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| {
                 let dir = tmp.path().join(format!("m{}", i + 1));
@@ -291,6 +296,7 @@ impl Cluster {
                     peer_port: ports[3 * i + 1],
                     election_port: ports[3 * i + 2],
                     metrics_port: ports[3 * n + i],
+                    admin_port: ports[4 * n + i],
                     dir,
                     child: Mutex::new(None),
                     stopped: AtomicBool::new(false),
@@ -384,6 +390,11 @@ impl Cluster {
 
     pub fn client_port(&self, i: usize) -> u16 {
         self.m(i).client_port
+    }
+
+    /// Member `i`'s AdminServer port (with `ClusterOpts::admin`).
+    pub fn admin_port(&self, i: usize) -> u16 {
+        self.m(i).admin_port
     }
 
     /// Member `i`'s Prometheus `/metrics` port (with `ClusterOpts::metrics`).
@@ -483,6 +494,14 @@ impl Cluster {
             cfg.push_str(l);
             cfg.push('\n');
         }
+        if o.admin {
+            // After the admin.enableServer=false above: the last one wins, for ZooKeeper too
+            // (it turns the key into the zookeeper.admin.enableServer property).
+            cfg.push_str(&format!(
+                "admin.enableServer=true\nadmin.serverAddress=127.0.0.1\nadmin.serverPort={}\n",
+                m.admin_port
+            ));
+        }
         if o.metrics {
             cfg.push_str(&format!(
                 "metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider\n\
@@ -533,8 +552,9 @@ impl Cluster {
                     ))
                     .arg("-cp")
                     .arg(
+                        // servlet-api: the AdminServer's Jetty, with ClusterOpts::admin.
                         "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:\
-                         /usr/share/java/log4j-1.2.jar",
+                         /usr/share/java/log4j-1.2.jar:/usr/share/java/servlet-api.jar",
                     )
                     .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
                     .arg(self.config_path(i));
