@@ -194,6 +194,18 @@ async fn admin_server_on_an_ensemble() {
                     zab["last_zxid"].as_str().unwrap().starts_with("0x"),
                     "{zab}"
                 );
+                // ZooKeeper's MultipleAddresses, as Jackson writes it.
+                let quorum = &zab["quorum_address"];
+                assert_eq!(quorum["empty"], false, "{zab}");
+                assert_eq!(quorum["all_host_strings"][0], "127.0.0.1", "{zab}");
+                let one = quorum["one"].as_str().unwrap();
+                assert_eq!(quorum["all_addresses"][0], one, "{zab}");
+                assert_eq!(
+                    format!("127.0.0.1:{}", quorum["all_ports"][0]),
+                    one,
+                    "{zab}"
+                );
+                assert!(zab["election_address"]["one"].is_string(), "{zab}");
 
                 let conf = command(port, "configuration");
                 assert_eq!(conf["server_id"], c.id(i), "{conf}");

@@ -587,13 +587,14 @@ fn zab_state(ctx: &AdminContext, data: &mut Map<String, Value>) {
         "is_leader".into(),
         json!(ctx.raft.role() == NodeRole::Leader),
     );
-    data.insert("quorum_address".into(), json!(me.peer_address()));
+    data.insert(
+        "quorum_address".into(),
+        multiple_addresses(&me.host, me.peer_port),
+    );
     data.insert(
         "election_address".into(),
-        json!(me
-            .election_port
-            .map(|p| format!("{}:{p}", me.host))
-            .unwrap_or_default()),
+        me.election_port
+            .map_or(Value::Null, |port| multiple_addresses(&me.host, port)),
     );
     data.insert(
         "client_address".into(),
@@ -606,6 +607,23 @@ fn zab_state(ctx: &AdminContext, data: &mut Map<String, Value>) {
     data.insert("zab_epoch".into(), json!(zxid >> 32));
     data.insert("zab_counter".into(), json!(zxid & 0xffff_ffff));
     data.insert("zabstate".into(), json!(state));
+}
+
+/// How ZooKeeper's Jackson writes a `MultipleAddresses` (its bean getters) for one address.
+fn multiple_addresses(host: &str, port: u16) -> Value {
+    let address = format!("{host}:{port}");
+    json!({
+        "all_addresses": [address],
+        "all_host_strings": [host],
+        "all_ports": [port],
+        "all_reachable_addresses": [address],
+        "all_reachable_addresses_or_all": [address],
+        "empty": false,
+        "one": address,
+        "reachable_address": address,
+        "reachable_or_one": address,
+        "wildcard_addresses": [format!("0.0.0.0:{port}")],
+    })
 }
 
 fn json_response(value: &Value) -> Response {
