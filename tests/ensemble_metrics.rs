@@ -240,3 +240,72 @@ async fn admin_server_on_an_ensemble() {
     })
     .await;
 }
+
+/// A member cut off from its quorum (the other two killed) serves nobody: the commands that
+/// need a running server answer ZooKeeper's "not currently serving" error, the rest still run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_server_without_a_quorum() {
+    let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
+    let c = Cluster::start_async(ClusterOpts {
+        admin: true,
+        ..ClusterOpts::default()
+    })
+    .await;
+    within(150, "AdminServer without a quorum", async {
+        let leader = c.blocking(|c| c.wait_ready(60)).await;
+        let alone = c.others(leader)[0];
+        for i in c.others(alone) {
+            c.kill9(i);
+        }
+        let port = c.admin_port(alone);
+        c.blocking(move |_| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let (status, _, _) = http_get(port, "/commands/ruok").unwrap_or_default();
+                if status == 200 && command(port, "ruok")["error"] != serde_json::Value::Null {
+                    break;
+                }
+                assert!(Instant::now() < deadline, "member never stopped serving");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            for name in [
+                "ruok",
+                "srvr",
+                "stats",
+                "connections",
+                "dump",
+                "leader",
+                "is_read_only",
+            ] {
+                let v = command(port, name);
+                assert_eq!(
+                    v["error"], "This ZooKeeper instance is not currently serving requests",
+                    "{name}: {v}"
+                );
+            }
+            // ZooKeeper 3.8 runs monitor without a server and fails (HTTP 500, a
+            // NullPointerException); rookery answers the not-serving error instead.
+            let (status, _, body) = http_get(port, "/commands/monitor").unwrap();
+            if is_zk() {
+                assert_eq!(status, 500, "{body}");
+            } else {
+                assert_eq!(status, 200, "{body}");
+                let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+                assert_eq!(
+                    v["error"], "This ZooKeeper instance is not currently serving requests",
+                    "{v}"
+                );
+            }
+            let zab = command(port, "zabstate");
+            eprintln!("zabstate without a quorum: {zab}");
+            assert_eq!(zab["error"], serde_json::Value::Null, "{zab}");
+            assert_eq!(zab["zabstate"], "", "{zab}");
+            assert_eq!(zab["voting"], false, "{zab}");
+            let env = command(port, "environment");
+            assert_eq!(env["error"], serde_json::Value::Null, "{env}");
+            assert!(env["zookeeper.version"].is_string(), "{env}");
+        })
+        .await;
+    })
+    .await;
+}

@@ -569,14 +569,21 @@ fn voting_view(ctx: &AdminContext, data: &mut Map<String, Value>) {
 
 fn zab_state(ctx: &AdminContext, data: &mut Map<String, Value>) {
     let config = ctx.shared.config();
-    let Some(me) = config.servers.iter().find(|s| s.id == config.server_id) else {
+    // Standalone, or (as a ZooKeeper member between leaders, which has no server object) not
+    // serving: nothing to tell.
+    let me = config
+        .servers
+        .iter()
+        .find(|s| s.id == config.server_id)
+        .filter(|_| serving(ctx));
+    let Some(me) = me else {
         data.insert("voting".into(), json!(false));
         data.insert("zabstate".into(), json!(""));
         return;
     };
     let zxid = ctx.shared.last_zxid();
     // ZooKeeper's election → discovery → synchronization → broadcast: a member that knows a
-    // leader and has caught up with it broadcasts; else it is electing.
+    // leader and has caught up with it broadcasts; one serving in read-only mode elects.
     let state = if ctx.raft.is_fresh() {
         "broadcast"
     } else {
