@@ -603,7 +603,9 @@ impl Config {
                     }
                 }
                 // Read together below: they only mean something as a group.
-                other if other.starts_with("admin.") || other.starts_with("metricsProvider.") => {}
+                other
+                    if (other.starts_with("admin.") || other.starts_with("metricsProvider."))
+                        && KNOWN_KEYS.contains(&other) => {}
                 other if KNOWN_KEYS.contains(&other) => {
                     tracing::info!(
                         key = other,
