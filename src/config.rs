@@ -211,6 +211,20 @@ pub struct Flags {
     /// Address of the AdminServer (admin.serverAddress; default 0.0.0.0).
     #[arg(long, value_name = "IP")]
     pub admin_address: Option<IpAddr>,
+    /// TLS client port (secureClientPort); needs --ssl-keystore.
+    #[arg(long, value_name = "PORT")]
+    pub secure_port: Option<u16>,
+    /// PEM file with the TLS private key and certificate chain (ssl.keyStore.location).
+    #[arg(long, value_name = "FILE")]
+    pub ssl_keystore: Option<PathBuf>,
+    /// PEM file with the CA certificates client certificates must chain to
+    /// (ssl.trustStore.location).
+    #[arg(long, value_name = "FILE")]
+    pub ssl_truststore: Option<PathBuf>,
+    /// Whether TLS clients must present a certificate: need (default), want or none
+    /// (ssl.clientAuth).
+    #[arg(long, value_name = "MODE")]
+    pub ssl_client_auth: Option<String>,
 }
 
 /// The effective configuration of a server.
@@ -297,6 +311,26 @@ pub struct Config {
     pub admin_server: Option<SocketAddr>,
     /// `admin.commandURL`: the path the commands live under (ZooKeeper's `/commands`).
     pub admin_command_url: String,
+    /// Whether the plain `clientPort` is served. False when zoo.cfg names a
+    /// `secureClientPort` and no `clientPort` (TLS only, as ZooKeeper).
+    pub plain_port_enabled: bool,
+    /// `secureClientPort`: the TLS client port, if any ([`crate::server::tls`]).
+    pub secure_client_port: Option<u16>,
+    /// `secureClientPortAddress`: where the TLS port listens (default: the client address).
+    pub secure_client_address: Option<IpAddr>,
+    /// The `ssl.*` settings of the TLS client port.
+    pub client_tls: crate::server::tls::TlsSettings,
+    /// `sslQuorum`: TLS between ensemble members, with `quorum_tls`.
+    pub ssl_quorum: bool,
+    /// The `ssl.quorum.*` settings (peers always require each other's certificate).
+    pub quorum_tls: crate::server::tls::TlsSettings,
+    /// `ssl.quorum.hostnameVerification` (default true): a dialed peer's certificate must
+    /// name the host of its `server.N` line.
+    pub quorum_hostname_verification: bool,
+    /// Whether the `x509` ACL scheme is registered: `authProvider.N=...X509AuthenticationProvider`,
+    /// or implied by a `secureClientPort` (ZooKeeper needs the explicit line and closes TLS
+    /// connections that present a certificate without it; rookery registers it for them).
+    pub x509_provider: bool,
 }
 
 impl Default for Config {
@@ -337,6 +371,14 @@ impl Default for Config {
             metrics: None,
             admin_server: None,
             admin_command_url: DEFAULT_ADMIN_COMMAND_URL.to_string(),
+            plain_port_enabled: true,
+            secure_client_port: None,
+            secure_client_address: None,
+            client_tls: crate::server::tls::TlsSettings::default(),
+            x509_provider: false,
+            ssl_quorum: false,
+            quorum_tls: crate::server::tls::TlsSettings::default(),
+            quorum_hostname_verification: true,
         }
     }
 }
@@ -398,6 +440,8 @@ const KNOWN_KEYS: &[&str] = &[
     "jaasLoginConfig",
     "superUser",
     "zookeeper.superUser",
+    "serverCnxnFactory",
+    "zookeeper.serverCnxnFactory",
 ];
 
 /// An HTTP endpoint after the flags: a port or an address flag turns it on (the other part
@@ -417,6 +461,9 @@ fn flag_endpoint(
         .unwrap_or(IpAddr::from([0, 0, 0, 0]));
     Some(SocketAddr::new(address, port))
 }
+
+/// The X509AuthenticationProvider class name of `authProvider.N` lines.
+pub const X509_PROVIDER_CLASS: &str = "org.apache.zookeeper.server.auth.X509AuthenticationProvider";
 
 /// The JVM system property ZooKeeper reads its JAAS file from.
 const JAAS_PROPERTY: &str = "-Djava.security.auth.login.config=";
@@ -590,14 +637,29 @@ impl Config {
                 "superUser" | "zookeeper.superUser" => {
                     self.sasl_super_user = Some(value.clone()).filter(|v| !v.is_empty())
                 }
+                "sslQuorum" | "zookeeper.sslQuorum" => {
+                    self.ssl_quorum = parse_bool(value).map_err(|r| bad(&r))?
+                }
+                "secureClientPort" => {
+                    self.secure_client_port = Some(value.parse().map_err(|_| bad("not a port"))?)
+                }
+                "secureClientPortAddress" => {
+                    self.secure_client_address =
+                        Some(value.parse().map_err(|_| bad("not an IP address"))?)
+                }
+                // ZooKeeper reads these as zookeeper.ssl.* system properties; zoo.cfg may
+                // spell them either way.
+                other if self.apply_tls_key(other, value).map_err(|r| bad(&r))? => {}
                 // ZooKeeper loads authProvider.N (or the zookeeper.authProvider.N property)
-                // classes into its ProviderRegistry; SASL is the one rookery knows.
+                // classes into its ProviderRegistry; SASL and X509 are the ones rookery knows.
                 other
                     if other.starts_with("authProvider.")
                         || other.starts_with("zookeeper.authProvider.") =>
                 {
                     if value == crate::server::sasl::SASL_PROVIDER_CLASS {
                         self.sasl_provider = true;
+                    } else if value == X509_PROVIDER_CLASS {
+                        self.x509_provider = true;
                     } else {
                         tracing::warn!(key = other, value = %value, "unsupported authProvider ignored");
                     }
@@ -616,6 +678,10 @@ impl Config {
             }
         }
         self.apply_http_keys(&origin, &entries)?;
+        // secureClientPort without clientPort: TLS only.
+        if entries.contains_key("secureClientPort") && !entries.contains_key("clientPort") {
+            self.plain_port_enabled = false;
+        }
         // ZooKeeper derives the session bounds from tickTime unless they are given.
         if !tick_set_min {
             self.min_session_timeout = self.tick_time * 2;
@@ -692,6 +758,51 @@ impl Config {
         Ok(())
     }
 
+    /// The optional ACL schemes this configuration registers.
+    pub fn auth_providers(&self) -> crate::tree::AuthProviders {
+        crate::tree::AuthProviders {
+            sasl: self.sasl_provider,
+            x509: self.x509_provider,
+        }
+    }
+
+    /// Applies one `ssl.*` (client port) or `ssl.quorum.*` (peers) key, with or without the
+    /// `zookeeper.` prefix. Returns false if `key` is not one of them.
+    fn apply_tls_key(&mut self, key: &str, value: &str) -> Result<bool, String> {
+        let key = key.strip_prefix("zookeeper.").unwrap_or(key);
+        if key == "X509AuthenticationProvider.superUser" {
+            self.client_tls.super_user = Some(value.to_string()).filter(|v| !v.is_empty());
+            return Ok(true);
+        }
+        let (tls, name, quorum) = if let Some(name) = key.strip_prefix("ssl.quorum.") {
+            (&mut self.quorum_tls, name, true)
+        } else if let Some(name) = key.strip_prefix("ssl.") {
+            (&mut self.client_tls, name, false)
+        } else {
+            return Ok(false);
+        };
+        let text = || Some(value.to_string()).filter(|v| !v.is_empty());
+        match name {
+            "keyStore.location" => tls.key_store = text().map(PathBuf::from),
+            "keyStore.type" => tls.key_store_type = text(),
+            "keyStore.password" => tls.key_store_password = text(),
+            "trustStore.location" => tls.trust_store = text().map(PathBuf::from),
+            "trustStore.type" => tls.trust_store_type = text(),
+            "clientAuth" => tls.client_auth = crate::server::tls::ClientAuth::parse(value)?,
+            "protocol" => tls.protocol = text(),
+            "enabledProtocols" => tls.enabled_protocols = text(),
+            "ciphersuites" => tls.cipher_suites = text(),
+            "trustStore.password" => {}
+            "hostnameVerification" if quorum => {
+                self.quorum_hostname_verification = parse_bool(value)?
+            }
+            // The client side's own check of the server's name: nothing for a server to do.
+            "hostnameVerification" => {}
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
     fn apply_flags(&mut self, flags: &Flags) -> Result<(), ConfigError> {
         let flag_error = |key: &str, value: &str, reason: &str| ConfigError::InvalidValue {
             origin: "command line".to_string(),
@@ -701,6 +812,24 @@ impl Config {
         };
         if let Some(port) = flags.port {
             self.client_port = port;
+            self.plain_port_enabled = true;
+        }
+        if let Some(port) = flags.secure_port {
+            self.secure_client_port = Some(port);
+        }
+        if let Some(path) = &flags.ssl_keystore {
+            self.client_tls.key_store = Some(path.clone());
+        }
+        if let Some(path) = &flags.ssl_truststore {
+            self.client_tls.trust_store = Some(path.clone());
+        }
+        if let Some(mode) = &flags.ssl_client_auth {
+            self.client_tls.client_auth = crate::server::tls::ClientAuth::parse(mode)
+                .map_err(|r| flag_error("--ssl-client-auth", mode, &r))?;
+        }
+        if self.secure_client_port.is_some() {
+            // A verified client certificate authenticates as x509:<DN> (see `x509_provider`).
+            self.x509_provider = true;
         }
         if let Some(address) = flags.address {
             self.client_address = address;
@@ -1821,6 +1950,75 @@ mod tests {
             .unwrap_err()
             .contains("1..=255"));
         assert!(ServerSpec::parse(256, "h:1:2").is_err());
+    }
+
+    #[test]
+    fn tls_keys_as_zookeeper_spells_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = load_in(
+            tmp.path(),
+            "secureClientPort=2281\nssl.keyStore.location=/k.pem\nssl.keyStore.type=PEM\n\
+             zookeeper.ssl.trustStore.location=/ca.pem\nssl.clientAuth=want\n\
+             ssl.enabledProtocols=TLSv1.3\nX509AuthenticationProvider.superUser=CN=admin\n",
+            Flags::default(),
+        )
+        .unwrap();
+        assert_eq!(c.secure_client_port, Some(2281));
+        // secureClientPort without clientPort: TLS only, as ZooKeeper.
+        assert!(!c.plain_port_enabled);
+        assert!(c.x509_provider);
+        assert_eq!(c.client_tls.key_store.as_deref(), Some(Path::new("/k.pem")));
+        assert_eq!(
+            c.client_tls.trust_store.as_deref(),
+            Some(Path::new("/ca.pem"))
+        );
+        assert_eq!(
+            c.client_tls.client_auth,
+            crate::server::tls::ClientAuth::Want
+        );
+        assert_eq!(c.client_tls.super_user.as_deref(), Some("CN=admin"));
+        let both = load_in(
+            tmp.path(),
+            "clientPort=2181\nsecureClientPort=2281\nssl.keyStore.location=/k.pem\n",
+            Flags::default(),
+        )
+        .unwrap();
+        assert!(both.plain_port_enabled);
+        let bad = load_in(
+            tmp.path(),
+            "secureClientPort=2281\nssl.clientAuth=sometimes\n",
+            Flags::default(),
+        );
+        assert!(bad.unwrap_err().to_string().contains("ssl.clientAuth"));
+        // Without TLS, x509 is registered only by its authProvider line.
+        let plain = load_in(
+            tmp.path(),
+            "authProvider.2=org.apache.zookeeper.server.auth.X509AuthenticationProvider\n",
+            Flags::default(),
+        )
+        .unwrap();
+        assert!(plain.x509_provider && plain.secure_client_port.is_none());
+        let quorum = load_in(
+            tmp.path(),
+            "sslQuorum=true\nssl.quorum.keyStore.location=/n.pem\n\
+             zookeeper.ssl.quorum.trustStore.location=/ca.pem\nssl.quorum.hostnameVerification=false\n",
+            Flags::default(),
+        )
+        .unwrap();
+        assert!(quorum.ssl_quorum && !quorum.quorum_hostname_verification);
+        assert_eq!(
+            quorum.quorum_tls.key_store.as_deref(),
+            Some(Path::new("/n.pem"))
+        );
+        assert_eq!(
+            quorum.quorum_tls.trust_store.as_deref(),
+            Some(Path::new("/ca.pem"))
+        );
+        // The quorum keys do not touch the client port's.
+        assert_eq!(
+            quorum.client_tls,
+            crate::server::tls::TlsSettings::default()
+        );
     }
 
     fn load_in(dir: &Path, cfg: &str, flags: Flags) -> Result<Config, ConfigError> {

@@ -391,7 +391,7 @@ impl Applier {
                             session_id: txn.session_id,
                             auth: &txn.auth,
                             ttl_enabled: shared.config.ttl_enabled,
-                            sasl_provider: shared.config.sasl_provider,
+                            providers: shared.config.auth_providers(),
                         };
                         state.tree.apply_write(&ctx, request)
                     };

@@ -26,7 +26,7 @@ fn ctx(zxid: i64, auth: &[Id]) -> OpContext<'_> {
         session_id: 1,
         auth,
         ttl_enabled: true,
-        sasl_provider: false,
+        providers: rookery::tree::AuthProviders::default(),
     }
 }
 

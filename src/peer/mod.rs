@@ -51,6 +51,10 @@ pub enum PeerError {
     /// Socket error (connect, read, write).
     #[error("i/o: {0}")]
     Io(#[source] std::io::Error),
+    /// The TLS handshake with a peer failed (`sslQuorum`): a bad, untrusted or missing
+    /// certificate on either side.
+    #[error("TLS: {0}")]
+    Tls(#[source] std::io::Error),
     /// The byte stream broke the framing rules.
     #[error("framing: {0}")]
     Frame(#[from] FrameError),

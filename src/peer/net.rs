@@ -93,6 +93,37 @@ pub struct PeerConfig {
     pub peers: BTreeMap<u64, String>,
     /// Bounds and timings.
     pub limits: PeerLimits,
+    /// `sslQuorum`: every peer connection (Raft traffic and snapshot streams, both ways)
+    /// runs over TLS with mutual certificate checks. None: plain TCP.
+    pub tls: Option<Arc<crate::server::tls::PeerTls>>,
+}
+
+/// A peer connection's read half: plain TCP or TLS.
+type PeerRead = Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>;
+/// A peer connection's write half: plain TCP or TLS.
+type PeerWrite = Box<dyn tokio::io::AsyncWrite + Send + Sync + Unpin>;
+
+/// Splits a peer socket: a plain one lock-free (`into_split`), a TLS one with `io::split`.
+fn split_plain(stream: TcpStream) -> (PeerRead, PeerWrite) {
+    let (rd, wr) = stream.into_split();
+    (Box::new(rd), Box::new(wr))
+}
+
+/// Opens a connection to `addr`: TCP (no Nagle), then the TLS handshake under `sslQuorum`.
+async fn open_peer_stream(inner: &Inner, addr: &str) -> Result<(PeerRead, PeerWrite), PeerError> {
+    let stream = TcpStream::connect(addr).await.map_err(PeerError::Io)?;
+    stream.set_nodelay(true).map_err(PeerError::Io)?;
+    match &inner.tls {
+        None => Ok(split_plain(stream)),
+        Some(tls) => {
+            let stream = tls
+                .connect(addr, stream, inner.limits.handshake_timeout)
+                .await
+                .map_err(PeerError::Tls)?;
+            let (rd, wr) = tokio::io::split(stream);
+            Ok((Box::new(rd), Box::new(wr)))
+        }
+    }
 }
 
 impl PeerConfig {
@@ -118,6 +149,7 @@ impl PeerConfig {
                 max_snapshot_frame: config.jute_maxbuffer.saturating_mul(4),
                 ..PeerLimits::default()
             },
+            tls: None,
         })
     }
 
@@ -359,6 +391,8 @@ impl PeerQueue {
 
 /// State shared by the network's tasks and its transports.
 struct Inner {
+    /// `sslQuorum`'s certificates; None: plain TCP.
+    tls: Option<Arc<crate::server::tls::PeerTls>>,
     /// This server's id.
     my_id: u64,
     /// Our cluster id, for handshakes.
@@ -545,6 +579,7 @@ impl PeerNetwork {
             inbound,
             cancel: CancellationToken::new(),
             counters: Counters::default(),
+            tls: config.tls,
         });
         let mut tasks = JoinSet::new();
         for peer in inner.peers.values() {
@@ -684,29 +719,25 @@ fn frame_bytes(kind: FrameKind, payload: &[u8]) -> Result<BytesMut, PeerError> {
 }
 
 /// Connects to `peer` and runs the handshake.
-async fn dial(inner: &Inner, peer: &PeerQueue) -> Result<TcpStream, PeerError> {
+async fn dial(inner: &Inner, peer: &PeerQueue) -> Result<(PeerRead, PeerWrite), PeerError> {
     let work = async {
-        let mut stream = TcpStream::connect(&peer.addr)
-            .await
-            .map_err(PeerError::Io)?;
-        stream.set_nodelay(true).map_err(PeerError::Io)?;
+        let (mut rd, mut wr) = open_peer_stream(inner, &peer.addr).await?;
         let hello = Hello {
             version: frame::VERSION,
             cluster_id: inner.cluster_id,
             from: inner.my_id,
             to: peer.id,
         };
-        stream
-            .write_all(&frame_bytes(FrameKind::Hello, &hello.encode())?)
+        wr.write_all(&frame_bytes(FrameKind::Hello, &hello.encode())?)
             .await
             .map_err(PeerError::Io)?;
         let mut buf = BytesMut::new();
-        let reply = read_frame(&mut stream, &mut buf, HANDSHAKE_CAPS).await?;
+        let reply = read_frame(&mut rd, &mut buf, HANDSHAKE_CAPS).await?;
         if reply.kind != FrameKind::HelloReply {
             return Err(PeerError::Unexpected(reply.kind));
         }
         match HelloReply::decode(&reply.payload)? {
-            HelloReply::Accepted => Ok(stream),
+            HelloReply::Accepted => Ok((rd, wr)),
             HelloReply::Refused(reason) => Err(PeerError::Refused(reason)),
         }
     };
@@ -777,8 +808,11 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<PeerQueue>) {
 
 /// Drains the queue into the connection until it fails; returns why. Everything queued at one
 /// moment goes out in one write.
-async fn run_connection(inner: &Inner, peer: &PeerQueue, stream: TcpStream) -> PeerError {
-    let (mut rd, mut wr) = stream.into_split();
+async fn run_connection(
+    inner: &Inner,
+    peer: &PeerQueue,
+    (mut rd, mut wr): (PeerRead, PeerWrite),
+) -> PeerError {
     let mut out = BytesMut::new();
     let mut probe = [0u8; 16];
     loop {
@@ -954,7 +988,25 @@ async fn accept_loop(inner: Arc<Inner>, listener: TcpListener) {
                     tracing::warn!(my_id = inner.my_id, %addr, "too many peer connections; closing a new one");
                     continue;
                 }
-                conns.spawn(serve_inbound(inner.clone(), registry.clone(), stream, addr));
+                let (inner, registry) = (inner.clone(), registry.clone());
+                conns.spawn(async move {
+                    let _ = stream.set_nodelay(true);
+                    let halves = match &inner.tls {
+                        None => split_plain(stream),
+                        Some(tls) => match tls.accept(stream, inner.limits.handshake_timeout).await {
+                            Ok(stream) => {
+                                let (rd, wr) = tokio::io::split(stream);
+                                (Box::new(rd) as PeerRead, Box::new(wr) as PeerWrite)
+                            }
+                            Err(error) => {
+                                bump(&inner.counters.refused, 1);
+                                tracing::warn!(my_id = inner.my_id, %addr, %error, "peer TLS handshake failed (sslQuorum); closing");
+                                return;
+                            }
+                        },
+                    };
+                    serve_inbound(inner, registry, halves, addr).await
+                });
             }
             Err(error) => {
                 // E.g. out of file descriptors: back off instead of spinning.
@@ -1000,11 +1052,9 @@ fn check_hello(inner: &Inner, hello: &Hello) -> Result<(), String> {
 async fn serve_inbound(
     inner: Arc<Inner>,
     registry: Arc<Registry>,
-    stream: TcpStream,
+    (mut rd, mut wr): (PeerRead, PeerWrite),
     addr: SocketAddr,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
     let mut buf = BytesMut::with_capacity(64 * 1024);
     let first = tokio::time::timeout(
         inner.limits.handshake_timeout,
@@ -1305,12 +1355,12 @@ async fn stream_snapshot(
     file: std::fs::File,
 ) -> Result<u64, PeerError> {
     let limits = &inner.limits;
-    let stream = tokio::time::timeout(limits.handshake_timeout, TcpStream::connect(&peer.addr))
-        .await
-        .map_err(|_| PeerError::HandshakeTimeout)?
-        .map_err(PeerError::Io)?;
-    stream.set_nodelay(true).map_err(PeerError::Io)?;
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::time::timeout(
+        limits.handshake_timeout,
+        open_peer_stream(inner, &peer.addr),
+    )
+    .await
+    .map_err(|_| PeerError::HandshakeTimeout)??;
     let header = SnapHeader {
         hello: Hello {
             version: frame::VERSION,
@@ -1407,8 +1457,8 @@ impl Drop for ReceivingGuard<'_> {
 /// refusal is logged and answered, and leaves no file behind.
 async fn receive_snapshot(
     inner: &Inner,
-    mut rd: tokio::net::tcp::OwnedReadHalf,
-    mut wr: tokio::net::tcp::OwnedWriteHalf,
+    mut rd: PeerRead,
+    mut wr: PeerWrite,
     mut buf: BytesMut,
     payload: &[u8],
     addr: SocketAddr,
@@ -1447,8 +1497,8 @@ async fn receive_snapshot(
 /// its MsgSnapshot was stepped; Err(reason) otherwise.
 async fn receive_snapshot_inner(
     inner: &Inner,
-    rd: &mut tokio::net::tcp::OwnedReadHalf,
-    wr: &mut tokio::net::tcp::OwnedWriteHalf,
+    rd: &mut PeerRead,
+    wr: &mut PeerWrite,
     buf: &mut BytesMut,
     payload: &[u8],
 ) -> Result<(u64, u64, u64), String> {

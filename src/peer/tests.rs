@@ -358,6 +358,7 @@ fn start_net(
         cluster_id,
         peers: peers.iter().cloned().collect::<BTreeMap<_, _>>(),
         limits,
+        tls: None,
     };
     let net = PeerNetwork::start(cfg, listener, rec.clone()).unwrap();
     net.attach_feedback(rec.clone());
@@ -893,6 +894,7 @@ fn start_node_with(
         cluster_id: CLUSTER,
         peers,
         limits: test_limits(),
+        tls: None,
     };
     let net = PeerNetwork::start(cfg, listener, inbound.clone()).unwrap();
     if stream {

@@ -34,7 +34,7 @@ use rookery_protocol::{
     Id, Reader, Record, ReplyHeader, Request, RequestHeader, Response, WatcherEvent,
 };
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::codec::FramedRead;
@@ -145,9 +145,9 @@ pub struct Connection {
     /// Where writes are proposed.
     raft: RaftHandle,
     /// Inbound frames.
-    reader: FramedRead<OwnedReadHalf, FrameCodec>,
-    /// The socket's write half; only ever written from the main loop's write arm.
-    writer: OwnedWriteHalf,
+    reader: FramedRead<Box<dyn AsyncRead + Send + Sync + Unpin>, FrameCodec>,
+    /// The socket's write half (plain or TLS); only ever written from the main loop's write arm.
+    writer: Box<dyn AsyncWrite + Send + Sync + Unpin>,
     /// Replies and events encoded but not yet written: one syscall for many messages.
     out: BytesMut,
     /// Replies of writes and watch events, in the order the state machine produced them.
@@ -192,18 +192,48 @@ pub struct Connection {
     shutdown: watch::Receiver<bool>,
 }
 
+/// An accepted client socket: plain TCP, or TLS after its handshake.
+pub enum ClientSocket {
+    /// The plain client port.
+    Plain(TcpStream),
+    /// The TLS port, handshake done (boxed: the TLS state is large).
+    Tls(Box<super::tls::Accepted>),
+}
+
 impl Connection {
     /// A connection for an accepted socket; `run` serves it.
     pub fn new(
-        stream: TcpStream,
+        socket: ClientSocket,
         peer: SocketAddr,
         shared: Arc<Shared>,
         conns: Arc<ConnRegistry>,
         raft: RaftHandle,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
-        let _ = stream.set_nodelay(true);
-        let (read_half, write_half) = stream.into_split();
+        let mut auth = vec![Id {
+            scheme: "ip".to_string(),
+            id: peer.ip().to_string(),
+        }];
+        let (read_half, write_half): (
+            Box<dyn AsyncRead + Send + Sync + Unpin>,
+            Box<dyn AsyncWrite + Send + Sync + Unpin>,
+        ) = match socket {
+            ClientSocket::Plain(stream) => {
+                let _ = stream.set_nodelay(true);
+                let (read_half, write_half) = stream.into_split();
+                (Box::new(read_half), Box::new(write_half))
+            }
+            ClientSocket::Tls(accepted) => {
+                let super::tls::Accepted { stream, subject } = *accepted;
+                let _ = stream.get_ref().0.set_nodelay(true);
+                if let Some(subject) = subject {
+                    let super_user = shared.config().client_tls.super_user.clone();
+                    auth.extend(super::tls::auth_ids(&subject, super_user.as_deref()));
+                }
+                let (read_half, write_half) = tokio::io::split(stream);
+                (Box::new(read_half), Box::new(write_half))
+            }
+        };
         let config = shared.config();
         let max_frame = config.jute_maxbuffer;
         let close = CancellationToken::new();
@@ -230,10 +260,7 @@ impl Connection {
             read_only: false,
             session_id: 0,
             timeout_ms: 0,
-            auth: vec![Id {
-                scheme: "ip".to_string(),
-                id: peer.ip().to_string(),
-            }],
+            auth,
             sasl: super::sasl::SaslState::default(),
             queue: VecDeque::new(),
             closing: false,

@@ -23,8 +23,9 @@ use tracing::{debug, error, info, warn};
 use crate::config::{check_cluster_id_of, Config, PeerRole};
 use crate::peer::{PeerConfig, PeerNetwork, RaftInbound};
 use crate::raft::{GroupOptions, RaftError, RaftHandle, RaftOptions};
-use crate::server::connection::Connection;
+use crate::server::connection::{ClientSocket, Connection};
 use crate::server::registry::{ConnRegistry, ServerSink};
+use crate::server::tls::{PeerTls, TlsAcceptor, TlsError};
 use crate::server::{admin, admin_http, prometheus};
 use crate::state::{Applier, ReplySink, Shared};
 use crate::txn::{now_ms, Origin, Txn, TxnBody};
@@ -48,6 +49,9 @@ pub enum ServerError {
         /// Why (in use, permission).
         source: std::io::Error,
     },
+    /// The TLS port's configuration or files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     /// Another process holds the data directory's lock.
     #[error("data directory {path} is in use by another rookery process")]
     DataDirLocked {
@@ -88,8 +92,10 @@ pub struct Server {
     peer_net: Option<Arc<PeerNetwork>>,
     /// Joined at shutdown, after Raft is told to stop.
     raft_thread: Option<std::thread::JoinHandle<()>>,
-    /// The client port.
-    listener: TcpListener,
+    /// The plain client port (None: TLS only, `secureClientPort` without `clientPort`).
+    listener: Option<TcpListener>,
+    /// The TLS client port (`secureClientPort`) and its certificates.
+    secure: Option<(TcpListener, Arc<TlsAcceptor>)>,
     /// The Prometheus `/metrics` port, when configured.
     metrics_listener: Option<TcpListener>,
     /// The AdminServer's port, when enabled.
@@ -167,6 +173,17 @@ impl Server {
                 })
             }
         }
+        // Certificates first: a bad file is a start-up error before any state is opened.
+        let tls = match config.secure_client_port {
+            Some(_) => {
+                let settings = config.client_tls.clone();
+                let acceptor = tokio::task::spawn_blocking(move || TlsAcceptor::load(settings))
+                    .await
+                    .map_err(|e| TlsError::Rustls(format!("loading certificates: {e}")))??;
+                Some(Arc::new(acceptor))
+            }
+            None => None,
+        };
         let shared = Shared::new(config.clone());
         let conns = Arc::new(ConnRegistry::default());
         let sink = ServerSink::new(config.server_id, Arc::clone(&conns));
@@ -179,14 +196,33 @@ impl Server {
                 start_standalone(&config, Arc::clone(&shared), Box::new(sink)).await?;
             (raft, thread, None)
         };
-        let address = SocketAddr::new(config.client_address, config.client_port);
-        let listener = match TcpListener::bind(address).await {
-            Ok(listener) => listener,
-            Err(source) => {
-                raft.shutdown();
-                return Err(ServerError::Bind { address, source });
+        let mut addresses = Vec::new();
+        if config.plain_port_enabled {
+            addresses.push(SocketAddr::new(config.client_address, config.client_port));
+        }
+        if let Some(port) = config.secure_client_port {
+            let host = config
+                .secure_client_address
+                .unwrap_or(config.client_address);
+            addresses.push(SocketAddr::new(host, port));
+        }
+        let mut bound = Vec::new();
+        for address in addresses {
+            match TcpListener::bind(address).await {
+                Ok(listener) => bound.push(listener),
+                Err(source) => {
+                    raft.shutdown();
+                    return Err(ServerError::Bind { address, source });
+                }
             }
+        }
+        let mut bound = bound.into_iter();
+        let listener = if config.plain_port_enabled {
+            bound.next()
+        } else {
+            None
         };
+        let secure = bound.next().zip(tls);
         // Bound before serving, so a taken port stops start-up as ZooKeeper's provider and
         // AdminServer do, instead of running without the endpoint.
         let mut http = Vec::new();
@@ -212,6 +248,7 @@ impl Server {
             peer_net,
             raft_thread: Some(raft_thread),
             listener,
+            secure,
             metrics_listener,
             admin_listener,
             shutdown_tx,
@@ -219,9 +256,14 @@ impl Server {
         })
     }
 
-    /// The bound client address.
+    /// The bound plain client address (None when only TLS is served).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        self.listener.local_addr().ok()
+        self.listener.as_ref()?.local_addr().ok()
+    }
+
+    /// The bound TLS client address, if `secureClientPort` is configured.
+    pub fn secure_addr(&self) -> Option<SocketAddr> {
+        self.secure.as_ref()?.0.local_addr().ok()
     }
 
     /// The bound `/metrics` address, if metrics are on.
@@ -314,7 +356,10 @@ impl Server {
         let fatal_error = async move { raft.fatal_error().await };
         tokio::pin!(fatal_error);
         let mut fatal = None;
-        info!(address = ?self.local_addr(), "serving clients");
+        let reloader = self.secure.as_ref().map(|(_, tls)| {
+            tokio::spawn(Arc::clone(tls).watch_files(self.shutdown_tx.subscribe()))
+        });
+        info!(address = ?self.local_addr(), secure_address = ?self.secure_addr(), "serving clients");
         loop {
             tokio::select! {
                 _ = &mut stop => break,
@@ -323,36 +368,12 @@ impl Server {
                     fatal = Some(reason);
                     break;
                 }
-                accepted = self.listener.accept() => {
-                    let (stream, peer) = match accepted {
-                        Ok(accepted) => accepted,
-                        Err(error) => {
-                            // Out of file descriptors and the like: back off, don't spin.
-                            warn!(%error, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    let limit = self.shared.config().max_client_cnxns;
-                    let global_limit = self.shared.config().max_cnxns;
-                    if global_limit != 0 && per_ip.total.load(Ordering::Relaxed) >= global_limit {
-                        // ZooKeeper's maxCnxns: refuse at accept, before any per-connection state.
-                        warn!(%peer, limit = global_limit, "too many connections in total; closing");
+                accepted = accept_on(self.listener.as_ref()) => {
+                    let Some((stream, peer, guard)) = self.admit(accepted, &per_ip).await else {
                         continue;
-                    }
-                    {
-                        let mut counts = per_ip.counts.lock();
-                        let count = counts.entry(peer.ip()).or_insert(0);
-                        if limit != 0 && *count >= limit {
-                            warn!(%peer, limit, "too many connections from this address; closing");
-                            continue;
-                        }
-                        *count += 1;
-                    }
-                    per_ip.total.fetch_add(1, Ordering::Relaxed);
-                    let guard = PerIpGuard { per_ip: Arc::clone(&per_ip), ip: peer.ip() };
+                    };
                     let connection = Connection::new(
-                        stream,
+                        ClientSocket::Plain(stream),
                         peer,
                         Arc::clone(&self.shared),
                         Arc::clone(&self.conns),
@@ -361,6 +382,36 @@ impl Server {
                     );
                     tasks.spawn(async move {
                         connection.run().await;
+                        drop(guard);
+                    });
+                }
+                accepted = accept_on(self.secure.as_ref().map(|(l, _)| l)) => {
+                    let Some((stream, peer, guard)) = self.admit(accepted, &per_ip).await else {
+                        continue;
+                    };
+                    let Some(tls) = self.secure.as_ref().map(|(_, tls)| Arc::clone(tls)) else {
+                        continue;
+                    };
+                    let (shared, conns, raft) =
+                        (Arc::clone(&self.shared), Arc::clone(&self.conns), self.raft.clone());
+                    let shutdown = self.shutdown_tx.subscribe();
+                    tasks.spawn(async move {
+                        // The handshake runs in the connection's own task: a slow client
+                        // never holds up the accept loop.
+                        match tls.accept(stream).await {
+                            Ok(accepted) => {
+                                let connection = Connection::new(
+                                    ClientSocket::Tls(Box::new(accepted)),
+                                    peer,
+                                    shared,
+                                    conns,
+                                    raft,
+                                    shutdown,
+                                );
+                                connection.run().await;
+                            }
+                            Err(error) => info!(%peer, %error, "TLS handshake failed; closing"),
+                        }
                         drop(guard);
                     });
                 }
@@ -391,6 +442,9 @@ impl Server {
                 abort.abort();
             }
         }
+        if let Some(reloader) = reloader {
+            reloader.abort();
+        }
         if let Some(control) = control {
             let _ = control.await;
         }
@@ -417,7 +471,57 @@ impl Server {
     }
 }
 
+/// Accepts on `listener`, or never if there is none (so a `select!` arm stays idle).
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Server {
+    /// Applies maxCnxns and maxClientCnxns to an accepted socket: the socket, its address and
+    /// the guard that gives the slot back, or None if it was refused (and closed).
+    async fn admit(
+        &self,
+        accepted: std::io::Result<(tokio::net::TcpStream, SocketAddr)>,
+        per_ip: &Arc<PerIp>,
+    ) -> Option<(tokio::net::TcpStream, SocketAddr, PerIpGuard)> {
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors and the like: back off, don't spin.
+                warn!(%error, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return None;
+            }
+        };
+        let limit = self.shared.config().max_client_cnxns;
+        let global_limit = self.shared.config().max_cnxns;
+        if global_limit != 0 && per_ip.total.load(Ordering::Relaxed) >= global_limit {
+            // ZooKeeper's maxCnxns: refuse at accept, before any per-connection state.
+            warn!(%peer, limit = global_limit, "too many connections in total; closing");
+            return None;
+        }
+        {
+            let mut counts = per_ip.counts.lock();
+            let count = counts.entry(peer.ip()).or_insert(0);
+            if limit != 0 && *count >= limit {
+                warn!(%peer, limit, "too many connections from this address; closing");
+                return None;
+            }
+            *count += 1;
+        }
+        per_ip.total.fetch_add(1, Ordering::Relaxed);
+        let guard = PerIpGuard {
+            per_ip: Arc::clone(per_ip),
+            ip: peer.ip(),
+        };
+        Some((stream, peer, guard))
+    }
+
     /// A leader asked to stop hands leadership to the most caught-up active voter first, so
     /// a planned restart costs the ensemble no election timeout (ZooKeeper has no such step:
     /// its followers wait out syncLimit, then elect). Bounded: raft-rs abandons a transfer
@@ -562,8 +666,18 @@ async fn start_ensemble(
         .collect();
     let timing = config.raft_timing();
     let group = GroupOptions::from_timing(&timing, learners);
-    let peer_config = PeerConfig::from_config(config)
+    let mut peer_config = PeerConfig::from_config(config)
         .ok_or_else(|| ServerError::Ensemble("no servers configured".into()))?;
+    if config.ssl_quorum {
+        let (settings, verify) = (
+            config.quorum_tls.clone(),
+            config.quorum_hostname_verification,
+        );
+        let tls = tokio::task::spawn_blocking(move || PeerTls::load(&settings, verify))
+            .await
+            .map_err(|e| TlsError::Rustls(format!("loading quorum certificates: {e}")))??;
+        peer_config.tls = Some(Arc::new(tls));
+    }
     let peer_address = PeerConfig::listen_address(config)
         .ok_or_else(|| ServerError::Ensemble("this server is not in the server list".into()))?;
     let peer_listener = TcpListener::bind(peer_address.as_str())

@@ -10,6 +10,7 @@ pub mod prometheus;
 pub mod registry;
 pub mod request;
 pub mod sasl;
+pub mod tls;
 
 /// Resolves once `shutdown` flips to true (or its sender is gone): the HTTP endpoints'
 /// graceful-shutdown signal.

@@ -154,7 +154,7 @@ fn read(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutcome {
         session_id: ctx.session_id,
         auth: ctx.auth,
         ttl_enabled: ctx.shared.config().ttl_enabled,
-        sasl_provider: ctx.shared.config().sasl_provider,
+        providers: ctx.shared.config().auth_providers(),
     };
     let result = state.tree.read(&op_ctx, request);
     // Arm the watch while still holding the read lock, so no write slips in between the read
@@ -351,8 +351,9 @@ fn java_set_order(ids: &[Id]) -> Vec<&Id> {
 fn user_name(id: &Id) -> String {
     match id.scheme.as_str() {
         "digest" => id.id.split(':').next().unwrap_or_default().to_string(),
-        // ZooKeeper 3.8 reports the sasl id itself (whoAmI after DIGEST-MD5: sasl/bob).
-        "ip" | "sasl" => id.id.clone(),
+        // ZooKeeper 3.8 reports the sasl id itself (whoAmI after DIGEST-MD5: sasl/bob), and
+        // the certificate's DN for x509.
+        "ip" | "sasl" | "x509" => id.id.clone(),
         _ => String::new(),
     }
 }

@@ -9,25 +9,45 @@ use base64::Engine;
 use rookery_protocol::{Acl, ErrorCode, Id};
 use sha1::{Digest, Sha1};
 
+/// The optional authentication providers registered beside `ip` and `digest` (which every
+/// ZooKeeper has): `authProvider.N` naming SASLAuthenticationProvider or
+/// X509AuthenticationProvider. Without one, ZooKeeper refuses its scheme in ACLs (InvalidACL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuthProviders {
+    /// The `sasl` scheme (SASLAuthenticationProvider).
+    pub sasl: bool,
+    /// The `x509` scheme (X509AuthenticationProvider: TLS client certificates).
+    pub x509: bool,
+}
+
+impl AuthProviders {
+    /// Every optional provider: ACL checks use it, since an entry of a scheme exists only if a
+    /// server that had the provider accepted it.
+    const ALL: AuthProviders = AuthProviders {
+        sasl: true,
+        x509: true,
+    };
+}
+
 /// The authentication providers a default ZooKeeper registers: `ip` and `digest`
-/// (`ProviderRegistry.initialize`), plus `sasl` when `authProvider.N` names
-/// SASLAuthenticationProvider. Other schemes (x509, ...) need configuration there, and
-/// without it ZooKeeper refuses them in ACLs (InvalidACL) and never matches them.
+/// (`ProviderRegistry.initialize`), plus those of [`AuthProviders`] when configured.
+/// Other schemes never match, and ACLs naming them are InvalidACL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Provider {
     Ip,
     Digest,
     Sasl,
+    X509,
 }
 
 impl Provider {
-    /// The provider of a scheme; `sasl` only if registered. ACL checks pass `true`: a `sasl`
-    /// ACL entry exists only if it was accepted by a server that had the provider.
-    fn for_scheme(scheme: &str, sasl: bool) -> Option<Provider> {
+    /// The provider of a scheme, if registered.
+    fn for_scheme(scheme: &str, registered: AuthProviders) -> Option<Provider> {
         match scheme {
             "ip" => Some(Provider::Ip),
             "digest" => Some(Provider::Digest),
-            "sasl" if sasl => Some(Provider::Sasl),
+            "sasl" if registered.sasl => Some(Provider::Sasl),
+            "x509" if registered.x509 => Some(Provider::X509),
             _ => None,
         }
     }
@@ -35,7 +55,7 @@ impl Provider {
     /// `AuthenticationProvider.isAuthenticated`: whether an id of this scheme names a user,
     /// so that the `auth` ACL scheme expands to it.
     fn is_authenticated(self) -> bool {
-        matches!(self, Provider::Digest | Provider::Sasl)
+        matches!(self, Provider::Digest | Provider::Sasl | Provider::X509)
     }
 
     /// `AuthenticationProvider.isValid`.
@@ -45,6 +65,8 @@ impl Provider {
             Provider::Digest => java_split(id, ':').len() == 2,
             Provider::Ip => ip_acl_is_valid(id),
             Provider::Sasl => kerberos_name_is_valid(id),
+            // X509AuthenticationProvider.isValid: any DN.
+            Provider::X509 => true,
         }
     }
 
@@ -55,6 +77,8 @@ impl Provider {
             Provider::Ip => ip_matches(id, acl_expr),
             // SASLAuthenticationProvider: the SASL user "super" matches every sasl ACL.
             Provider::Sasl => id == "super" || id == acl_expr,
+            // The certificate's DN exactly (its super user gets `super` at handshake).
+            Provider::X509 => id == acl_expr,
         }
     }
 }
@@ -166,12 +190,16 @@ fn is_world_anyone(id: &Id) -> bool {
 /// `auth` to the session's authenticated ids (InvalidACL if it has none), and checks that
 /// every other id is well formed for its scheme.
 pub(crate) fn fixup_acl(acls: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
-    fixup_acl_with(acls, auth, true)
+    fixup_acl_with(acls, auth, AuthProviders::ALL)
 }
 
-/// [`fixup_acl`] where `sasl` says whether the `sasl` provider is registered (without it,
-/// `sasl:` ACLs are InvalidACL and `auth` does not expand to sasl ids).
-pub(crate) fn fixup_acl_with(acls: &[Acl], auth: &[Id], sasl: bool) -> Result<Vec<Acl>, ErrorCode> {
+/// [`fixup_acl`] with the optional providers that are registered (without one, its scheme's
+/// ACLs are InvalidACL and `auth` does not expand to its ids).
+pub(crate) fn fixup_acl_with(
+    acls: &[Acl],
+    auth: &[Id],
+    registered: AuthProviders,
+) -> Result<Vec<Acl>, ErrorCode> {
     let mut unique: Vec<&Acl> = Vec::with_capacity(acls.len());
     for acl in acls {
         if !unique.contains(&acl) {
@@ -188,7 +216,9 @@ pub(crate) fn fixup_acl_with(acls: &[Acl], auth: &[Id], sasl: bool) -> Result<Ve
         } else if acl.id.scheme == "auth" {
             let mut expanded = false;
             for id in auth {
-                if Provider::for_scheme(&id.scheme, sasl).is_some_and(Provider::is_authenticated) {
+                if Provider::for_scheme(&id.scheme, registered)
+                    .is_some_and(Provider::is_authenticated)
+                {
                     expanded = true;
                     out.push(Acl {
                         perms: acl.perms,
@@ -200,7 +230,7 @@ pub(crate) fn fixup_acl_with(acls: &[Acl], auth: &[Id], sasl: bool) -> Result<Ve
                 return Err(ErrorCode::InvalidAcl);
             }
         } else {
-            match Provider::for_scheme(&acl.id.scheme, sasl) {
+            match Provider::for_scheme(&acl.id.scheme, registered) {
                 Some(provider) if provider.is_valid(&acl.id.id) => out.push(acl.clone()),
                 _ => return Err(ErrorCode::InvalidAcl),
             }
@@ -222,7 +252,7 @@ pub(crate) fn check_acl(acl: &[Acl], perm: i32, auth: &[Id]) -> Result<(), Error
         if is_world_anyone(&entry.id) {
             return Ok(());
         }
-        if let Some(provider) = Provider::for_scheme(&entry.id.scheme, true) {
+        if let Some(provider) = Provider::for_scheme(&entry.id.scheme, AuthProviders::ALL) {
             if auth
                 .iter()
                 .any(|id| id.scheme == entry.id.scheme && provider.matches(&id.id, &entry.id.id))
@@ -483,9 +513,9 @@ mod tests {
             Ok(())
         );
         // An unknown scheme never matches, even with an equal id.
-        let x = vec![acl(perms::ALL, "x509", "CN=a")];
+        let x = vec![acl(perms::ALL, "krb5", "CN=a")];
         assert_eq!(
-            check_acl(&x, perms::READ, &[id("x509", "CN=a")]),
+            check_acl(&x, perms::READ, &[id("krb5", "CN=a")]),
             Err(ErrorCode::NoAuth)
         );
     }
@@ -524,12 +554,46 @@ mod tests {
             acl(31, "", ""),
         ] {
             assert_eq!(
-                fixup_acl_with(std::slice::from_ref(&bad), &auth, false),
+                fixup_acl_with(std::slice::from_ref(&bad), &auth, AuthProviders::default()),
                 Err(ErrorCode::InvalidAcl),
                 "{bad:?}"
             );
         }
         assert!(fixup_acl(&[acl(31, "ip", "127.0.0.0/8")], &[]).is_ok());
+    }
+
+    const SASL: AuthProviders = AuthProviders {
+        sasl: true,
+        x509: false,
+    };
+
+    /// With X509AuthenticationProvider registered: any `x509:` DN is valid, `auth` expands to
+    /// the certificate's id, and only the exact DN matches.
+    #[test]
+    fn x509_provider() {
+        let x509 = AuthProviders {
+            sasl: false,
+            x509: true,
+        };
+        let alice = [id("ip", "127.0.0.1"), id("x509", "CN=alice,O=rookery")];
+        assert_eq!(
+            fixup_acl_with(&[acl(31, "auth", "")], &alice, x509),
+            Ok(vec![acl(31, "x509", "CN=alice,O=rookery")])
+        );
+        assert!(fixup_acl_with(&[acl(1, "x509", "CN=bob,O=rookery")], &[], x509).is_ok());
+        let only_alice = [acl(perms::READ, "x509", "CN=alice,O=rookery")];
+        assert_eq!(check_acl(&only_alice, perms::READ, &alice), Ok(()));
+        let bob = [id("x509", "CN=bob,O=rookery")];
+        assert_eq!(
+            check_acl(&only_alice, perms::READ, &bob),
+            Err(ErrorCode::NoAuth)
+        );
+        // A DN is not a prefix match.
+        let alice_too = [id("x509", "CN=alice,O=rookery,C=X")];
+        assert_eq!(
+            check_acl(&only_alice, perms::READ, &alice_too),
+            Err(ErrorCode::NoAuth)
+        );
     }
 
     /// With SASLAuthenticationProvider registered: `sasl:` ACLs are valid (KerberosName
@@ -538,29 +602,29 @@ mod tests {
     fn sasl_provider() {
         let bob = [id("ip", "127.0.0.1"), id("sasl", "bob")];
         assert_eq!(
-            fixup_acl_with(&[acl(1, "sasl", "alice")], &bob, true),
+            fixup_acl_with(&[acl(1, "sasl", "alice")], &bob, SASL),
             Ok(vec![acl(1, "sasl", "alice")])
         );
         for good in ["bob", "bob@EXAMPLE.COM", "zk/host@EXAMPLE.COM"] {
             assert!(
-                fixup_acl_with(&[acl(1, "sasl", good)], &[], true).is_ok(),
+                fixup_acl_with(&[acl(1, "sasl", good)], &[], SASL).is_ok(),
                 "{good}"
             );
         }
         for bad in ["a@b@c", "a/b/c@R", "a@R/x"] {
             assert_eq!(
-                fixup_acl_with(&[acl(1, "sasl", bad)], &[], true),
+                fixup_acl_with(&[acl(1, "sasl", bad)], &[], SASL),
                 Err(ErrorCode::InvalidAcl),
                 "{bad}"
             );
         }
         assert_eq!(
-            fixup_acl_with(&[acl(31, "auth", "")], &bob, true),
+            fixup_acl_with(&[acl(31, "auth", "")], &bob, SASL),
             Ok(vec![acl(31, "sasl", "bob")])
         );
         // Without the provider, a sasl id is not one `auth` can expand to.
         assert_eq!(
-            fixup_acl_with(&[acl(31, "auth", "")], &bob, false),
+            fixup_acl_with(&[acl(31, "auth", "")], &bob, AuthProviders::default()),
             Err(ErrorCode::InvalidAcl)
         );
         let only_bob = [acl(perms::READ, "sasl", "bob")];

@@ -33,6 +33,7 @@ use rookery_protocol::{
 use crate::watch::WatchTrigger;
 
 pub use acl::digest_id;
+pub use acl::AuthProviders;
 pub(crate) use acl::{check_acl, fixup_acl};
 pub use path::{validate_path, SPECIAL_PATHS};
 pub use snapshot::TreeError;
@@ -54,9 +55,9 @@ pub struct OpContext<'a> {
     pub auth: &'a [Id],
     /// ZooKeeper's `extendedTypesEnabled`: without it, TTL creates answer Unimplemented.
     pub ttl_enabled: bool,
-    /// Whether the `sasl` authentication provider is registered (authProvider.N): without it
-    /// `sasl:` ACLs are InvalidACL. Every replica must agree, like `ttl_enabled`.
-    pub sasl_provider: bool,
+    /// The optional authentication providers registered (authProvider.N): without one, its
+    /// scheme's ACLs are InvalidACL. Every replica must agree, like `ttl_enabled`.
+    pub providers: AuthProviders,
 }
 
 /// The whole znode tree.

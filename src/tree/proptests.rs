@@ -276,7 +276,7 @@ fn super_get(h: &H, path: &str) -> Option<Vec<u8>> {
         session_id: 0,
         auth: &[id("super", "")],
         ttl_enabled: true,
-        sasl_provider: false,
+        providers: AuthProviders::default(),
     };
     let req = Request::GetData(GetDataRequest {
         path: path.into(),
@@ -300,7 +300,7 @@ fn check_global(h: &H) {
                 session_id: 0,
                 auth: &[id("super", "")],
                 ttl_enabled: true,
-                sasl_provider: false,
+                providers: AuthProviders::default(),
             },
             &Request::GetChildren(GetChildrenRequest {
                 path: path.clone(),

@@ -134,7 +134,10 @@ impl H {
             session_id: self.session,
             auth: &self.auth,
             ttl_enabled: self.ttl,
-            sasl_provider: self.sasl,
+            providers: AuthProviders {
+                sasl: self.sasl,
+                x509: self.sasl,
+            },
         };
         let before = self.t.clone();
         let out = self.t.apply_write(&ctx, &req);
@@ -155,7 +158,10 @@ impl H {
             session_id: self.session,
             auth: &self.auth,
             ttl_enabled: self.ttl,
-            sasl_provider: self.sasl,
+            providers: AuthProviders {
+                sasl: self.sasl,
+                x509: self.sasl,
+            },
         };
         self.t.read(&ctx, &req)
     }
@@ -1523,7 +1529,7 @@ fn million_znodes() {
         session_id: 1,
         auth: &auth,
         ttl_enabled: false,
-        sasl_provider: false,
+        providers: AuthProviders::default(),
     };
     let data = vec![7u8; 100];
     let start = std::time::Instant::now();

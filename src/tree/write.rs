@@ -347,7 +347,7 @@ impl DataTree {
             return Err(ErrorCode::BadArguments);
         }
         let parent_path = parent_for_create(spec.path)?;
-        let acl = fixup_acl_with(spec.acl, ctx.auth, ctx.sasl_provider)?;
+        let acl = fixup_acl_with(spec.acl, ctx.auth, ctx.providers)?;
         let parent = self.nodes.lookup(parent_path).ok_or(ErrorCode::NoNode)?;
         let pnode = self.node(parent)?;
         check_acl(self.acls.get(pnode.acl), perms::CREATE, ctx.auth)?;
@@ -564,7 +564,7 @@ impl DataTree {
         if !is_valid_path(path) {
             return Err(ErrorCode::BadArguments);
         }
-        let acl = fixup_acl_with(acl, ctx.auth, ctx.sasl_provider)?;
+        let acl = fixup_acl_with(acl, ctx.auth, ctx.providers)?;
         let id = self.nodes.lookup(path).ok_or(ErrorCode::NoNode)?;
         let node = self.node(id)?;
         check_acl(self.acls.get(node.acl), perms::ADMIN, ctx.auth)?;

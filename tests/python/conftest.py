@@ -32,6 +32,12 @@ from kazoo.client import KazooClient
 
 REPO = Path(__file__).resolve().parents[2]
 ZK_JAR = "/usr/share/java/zookeeper.jar"
+# ZooKeeper's NettyServerCnxnFactory (TLS client port) needs all of Netty (Debian's libnetty-java,
+# a dependency of the zookeeper package), not only the jars its manifest names.
+NETTY_JARS = [f"/usr/share/java/netty-{m}.jar" for m in (
+    "buffer", "codec", "common", "handler", "resolver", "transport",
+    "transport-native-unix-common", "transport-native-epoll")
+    if os.path.exists(f"/usr/share/java/netty-{m}.jar")]
 ZK_LOG_JARS = ["/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar"]
 TARGET_FIXTURES = {"zk": "zookeeper", "rookery": "rookery"}
 
@@ -177,8 +183,9 @@ class ServerProcess:
             self.proc.wait(timeout=10)
 
 
-def start_zookeeper(workdir: Path, extra_cfg=(), extra_jvm=()) -> ServerProcess:
-    """extra_cfg: more zoo.cfg lines; extra_jvm: more JVM flags (e.g. -Djava.security...)."""
+def start_zookeeper(workdir: Path, extra_cfg=(), extra_jvm=(), extra_classpath=()) -> ServerProcess:
+    """extra_cfg: more zoo.cfg lines; extra_jvm: more JVM flags (e.g. -Djava.security...);
+    extra_classpath: more jars (e.g. NETTY_JARS for the Netty connection factory)."""
     java = shutil.which("java")
     if not os.path.exists(ZK_JAR) or java is None:
         raise RuntimeError(
@@ -216,7 +223,8 @@ def start_zookeeper(workdir: Path, extra_cfg=(), extra_jvm=()) -> ServerProcess:
         "log4j.appender.F.layout=org.apache.log4j.PatternLayout\n"
         "log4j.appender.F.layout.ConversionPattern=%d{ISO8601} %-5p [%t] %c{1} - %m%n\n"
     )
-    classpath = ":".join([ZK_JAR] + [j for j in ZK_LOG_JARS if os.path.exists(j)])
+    classpath = ":".join([ZK_JAR] + [j for j in ZK_LOG_JARS if os.path.exists(j)]
+                         + list(extra_classpath))
     cmd = [
         java,
         "-Xmx512m",
