@@ -141,26 +141,35 @@ fn command(port: u16, name: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn admin_server_on_an_ensemble() {
-    let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
+/// Three members with the AdminServer, each answering (Jetty may come up a moment after
+/// ZooKeeper's client port).
+async fn admin_ensemble() -> (common::cluster::ExclusiveGuard, Cluster) {
+    let guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
     let c = Cluster::start_async(ClusterOpts {
         admin: true,
         ..ClusterOpts::default()
     })
     .await;
+    c.blocking(|c| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for i in 0..c.len() {
+            while http_get(c.admin_port(i), "/commands/ruok").is_err() {
+                assert!(Instant::now() < deadline, "no AdminServer on member {i}");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    })
+    .await;
+    (guard, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_server_on_an_ensemble() {
+    let (_guard, c) = admin_ensemble().await;
     within(150, "ensemble AdminServer", async {
         let leader = c.blocking(|c| c.wait_ready(60)).await;
         let leader_id = c.id(leader);
         c.blocking(move |c| {
-            // Jetty may come up a moment after the client port (ZooKeeper).
-            let deadline = Instant::now() + Duration::from_secs(30);
-            for i in 0..c.len() {
-                while http_get(c.admin_port(i), "/commands/ruok").is_err() {
-                    assert!(Instant::now() < deadline, "no AdminServer on member {i}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            }
             for i in 0..c.len() {
                 let port = c.admin_port(i);
                 let is_leader = i == leader;
@@ -245,12 +254,7 @@ async fn admin_server_on_an_ensemble() {
 /// need a running server answer ZooKeeper's "not currently serving" error, the rest still run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_server_without_a_quorum() {
-    let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
-    let c = Cluster::start_async(ClusterOpts {
-        admin: true,
-        ..ClusterOpts::default()
-    })
-    .await;
+    let (_guard, c) = admin_ensemble().await;
     within(150, "AdminServer without a quorum", async {
         let leader = c.blocking(|c| c.wait_ready(60)).await;
         let alone = c.others(leader)[0];
