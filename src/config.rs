@@ -2,7 +2,7 @@
 //! flags, each overriding the one before.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -197,6 +197,20 @@ pub struct Flags {
     /// ZooKeeper's -Dreadonlymode.enabled=true).
     #[arg(long)]
     pub read_only_mode: bool,
+    /// Serve Prometheus metrics on this port at /metrics (metricsProvider.httpPort with
+    /// metricsProvider.className=...PrometheusMetricsProvider; 0 picks a free port).
+    #[arg(long, value_name = "PORT")]
+    pub metrics_port: Option<u16>,
+    /// Address of the /metrics endpoint (metricsProvider.httpHost; default 0.0.0.0).
+    #[arg(long, value_name = "IP")]
+    pub metrics_address: Option<IpAddr>,
+    /// Serve ZooKeeper's AdminServer (JSON commands under /commands) on this port
+    /// (admin.enableServer=true, admin.serverPort; 0 picks a free port).
+    #[arg(long, value_name = "PORT")]
+    pub admin_port: Option<u16>,
+    /// Address of the AdminServer (admin.serverAddress; default 0.0.0.0).
+    #[arg(long, value_name = "IP")]
+    pub admin_address: Option<IpAddr>,
     /// TLS client port (secureClientPort); needs --ssl-keystore.
     #[arg(long, value_name = "PORT")]
     pub secure_port: Option<u16>,
@@ -285,6 +299,18 @@ pub struct Config {
     pub standalone_enabled: bool,
     /// `readonlymode.enabled`: whether a server cut off from the quorum serves reads.
     pub read_only_enabled: bool,
+    /// Where `/metrics` is served (Prometheus text format), if anywhere: set by
+    /// `metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider`
+    /// (address from `metricsProvider.httpHost`/`httpPort`, ZooKeeper's 0.0.0.0:7000) or by
+    /// `--metrics-port`. Off by default, as ZooKeeper's NullMetricsProvider.
+    pub metrics: Option<SocketAddr>,
+    /// Where the AdminServer listens, if anywhere (`admin.enableServer=true`,
+    /// `admin.serverAddress`/`admin.serverPort`, ZooKeeper's 0.0.0.0:8080, or `--admin-port`).
+    /// Off by default (ZooKeeper's is on): it answers `dump`, `cons` and the like to anyone
+    /// who reaches the port, which rookery does not do unasked.
+    pub admin_server: Option<SocketAddr>,
+    /// `admin.commandURL`: the path the commands live under (ZooKeeper's `/commands`).
+    pub admin_command_url: String,
     /// Whether the plain `clientPort` is served. False when zoo.cfg names a
     /// `secureClientPort` and no `clientPort` (TLS only, as ZooKeeper).
     pub plain_port_enabled: bool,
@@ -342,6 +368,9 @@ impl Default for Config {
             reconfig_enabled: false,
             standalone_enabled: true,
             read_only_enabled: false,
+            metrics: None,
+            admin_server: None,
+            admin_command_url: DEFAULT_ADMIN_COMMAND_URL.to_string(),
             plain_port_enabled: true,
             secure_client_port: None,
             secure_client_address: None,
@@ -356,6 +385,18 @@ impl Default for Config {
 
 /// Room for reply headers and framing beside a jute.maxbuffer-sized payload.
 const OUTPUT_SLACK: usize = 64 * 1024;
+
+/// ZooKeeper's Prometheus metrics provider class (`metricsProvider.className`).
+pub const PROMETHEUS_PROVIDER_CLASS: &str =
+    "org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider";
+/// ZooKeeper's default metrics provider: no metrics endpoint.
+const NULL_PROVIDER_CLASS: &str = "org.apache.zookeeper.metrics.impl.NullMetricsProvider";
+/// `metricsProvider.httpPort` default (ZooKeeper's PrometheusMetricsProvider).
+pub const DEFAULT_METRICS_PORT: u16 = 7000;
+/// `admin.serverPort` default (ZooKeeper's JettyAdminServer).
+pub const DEFAULT_ADMIN_PORT: u16 = 8080;
+/// `admin.commandURL` default.
+pub const DEFAULT_ADMIN_COMMAND_URL: &str = "/commands";
 
 /// Keys of zoo.cfg that rookery understands.
 const KNOWN_KEYS: &[&str] = &[
@@ -383,6 +424,14 @@ const KNOWN_KEYS: &[&str] = &[
     "initLimit",
     "syncLimit",
     "admin.enableServer",
+    "admin.serverPort",
+    "admin.serverAddress",
+    "admin.commandURL",
+    "admin.idleTimeout",
+    "metricsProvider.className",
+    "metricsProvider.httpPort",
+    "metricsProvider.httpHost",
+    "metricsProvider.exportJvmInfo",
     "peerType",
     "reconfigEnabled",
     "standaloneEnabled",
@@ -394,6 +443,24 @@ const KNOWN_KEYS: &[&str] = &[
     "serverCnxnFactory",
     "zookeeper.serverCnxnFactory",
 ];
+
+/// An HTTP endpoint after the flags: a port or an address flag turns it on (the other part
+/// coming from the file, else the default port or 0.0.0.0).
+fn flag_endpoint(
+    from_file: Option<SocketAddr>,
+    port: Option<u16>,
+    address: Option<IpAddr>,
+    default_port: u16,
+) -> Option<SocketAddr> {
+    if port.is_none() && address.is_none() {
+        return from_file;
+    }
+    let port = port.or(from_file.map(|a| a.port())).unwrap_or(default_port);
+    let address = address
+        .or(from_file.map(|a| a.ip()))
+        .unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    Some(SocketAddr::new(address, port))
+}
 
 /// The X509AuthenticationProvider class name of `authProvider.N` lines.
 pub const X509_PROVIDER_CLASS: &str = "org.apache.zookeeper.server.auth.X509AuthenticationProvider";
@@ -597,6 +664,10 @@ impl Config {
                         tracing::warn!(key = other, value = %value, "unsupported authProvider ignored");
                     }
                 }
+                // Read together below: they only mean something as a group.
+                other
+                    if (other.starts_with("admin.") || other.starts_with("metricsProvider."))
+                        && KNOWN_KEYS.contains(&other) => {}
                 other if KNOWN_KEYS.contains(&other) => {
                     tracing::info!(
                         key = other,
@@ -606,6 +677,7 @@ impl Config {
                 other => tracing::warn!(key = other, file = %origin, "unknown config key ignored"),
             }
         }
+        self.apply_http_keys(&origin, &entries)?;
         // secureClientPort without clientPort: TLS only.
         if entries.contains_key("secureClientPort") && !entries.contains_key("clientPort") {
             self.plain_port_enabled = false;
@@ -618,6 +690,71 @@ impl Config {
             self.max_session_timeout = self.tick_time * 20;
         }
         self.source = origin;
+        Ok(())
+    }
+
+    /// The metrics provider's and the AdminServer's keys (ZooKeeper's `metricsProvider.*`
+    /// and `admin.*`), which only mean something together.
+    fn apply_http_keys(
+        &mut self,
+        origin: &str,
+        entries: &BTreeMap<String, String>,
+    ) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: &str, reason: &str| ConfigError::InvalidValue {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        let get = |key: &str| entries.get(key).map(String::as_str);
+        let port = |key: &str, default: u16| match get(key) {
+            None => Ok(default),
+            Some(v) => v.parse::<u16>().map_err(|_| bad(key, v, "not a port")),
+        };
+        // ZooKeeper resolves the host (an IP address or a name) when it binds.
+        let host = |key: &str, port: u16| -> Result<SocketAddr, ConfigError> {
+            let host = get(key).unwrap_or("0.0.0.0");
+            (host, port)
+                .to_socket_addrs()
+                .ok()
+                .and_then(|mut addrs| addrs.next())
+                .ok_or_else(|| bad(key, host, "not an address this host can bind"))
+        };
+        match get("metricsProvider.className") {
+            Some(PROMETHEUS_PROVIDER_CLASS) => {
+                let port = port("metricsProvider.httpPort", DEFAULT_METRICS_PORT)?;
+                self.metrics = Some(host("metricsProvider.httpHost", port)?);
+            }
+            None | Some(NULL_PROVIDER_CLASS) => {}
+            Some(other) => {
+                tracing::warn!(
+                    class = other,
+                    "unsupported metricsProvider.className ignored"
+                )
+            }
+        }
+        if let Some(v) = get("metricsProvider.exportJvmInfo") {
+            parse_bool(v).map_err(|r| bad("metricsProvider.exportJvmInfo", v, &r))?;
+        }
+        let enabled = match get("admin.enableServer") {
+            Some(v) => parse_bool(v).map_err(|r| bad("admin.enableServer", v, &r))?,
+            None => false,
+        };
+        if enabled {
+            let port = port("admin.serverPort", DEFAULT_ADMIN_PORT)?;
+            self.admin_server = Some(host("admin.serverAddress", port)?);
+        }
+        if let Some(url) = get("admin.commandURL") {
+            let trimmed = url.trim_end_matches('/');
+            if !trimmed.starts_with('/') {
+                return Err(bad(
+                    "admin.commandURL",
+                    url,
+                    "must be a path starting with /",
+                ));
+            }
+            self.admin_command_url = trimmed.to_string();
+        }
         Ok(())
     }
 
@@ -749,6 +886,18 @@ impl Config {
         if flags.read_only_mode {
             self.read_only_enabled = true;
         }
+        self.metrics = flag_endpoint(
+            self.metrics,
+            flags.metrics_port,
+            flags.metrics_address,
+            DEFAULT_METRICS_PORT,
+        );
+        self.admin_server = flag_endpoint(
+            self.admin_server,
+            flags.admin_port,
+            flags.admin_address,
+            DEFAULT_ADMIN_PORT,
+        );
         if let Some(n) = flags.snap_count {
             if n == 0 {
                 return Err(flag_error("--snap-count", "0", "must be positive"));
@@ -1530,6 +1679,79 @@ mod tests {
             .apply_file(Path::new("zoo.cfg"), "tickTime\n")
             .unwrap_err();
         assert!(err.to_string().contains("key=value"), "{err}");
+    }
+
+    #[test]
+    fn metrics_and_admin_server_keys_follow_zookeeper() {
+        let mut config = Config::default();
+        assert_eq!(config.metrics, None, "NullMetricsProvider by default");
+        assert_eq!(config.admin_server, None, "off unless enabled");
+        assert_eq!(config.admin_command_url, "/commands");
+        config
+            .apply_file(
+                Path::new("zoo.cfg"),
+                &format!("metricsProvider.className={PROMETHEUS_PROVIDER_CLASS}\nadmin.enableServer=true\n"),
+            )
+            .unwrap();
+        // ZooKeeper's defaults: 0.0.0.0:7000 and 0.0.0.0:8080.
+        assert_eq!(config.metrics, Some(SocketAddr::from(([0, 0, 0, 0], 7000))));
+        assert_eq!(
+            config.admin_server,
+            Some(SocketAddr::from(([0, 0, 0, 0], 8080)))
+        );
+
+        let mut config = Config::default();
+        let text = format!(
+            "metricsProvider.className={PROMETHEUS_PROVIDER_CLASS}\nmetricsProvider.httpHost=127.0.0.1\n\
+             metricsProvider.httpPort=7001\nmetricsProvider.exportJvmInfo=false\n\
+             admin.enableServer=true\nadmin.serverAddress=127.0.0.1\nadmin.serverPort=9090\n\
+             admin.commandURL=/zk/\n"
+        );
+        config.apply_file(Path::new("zoo.cfg"), &text).unwrap();
+        assert_eq!(
+            config.metrics,
+            Some(SocketAddr::from(([127, 0, 0, 1], 7001)))
+        );
+        assert_eq!(
+            config.admin_server,
+            Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+        );
+        assert_eq!(config.admin_command_url, "/zk");
+
+        // The port alone does nothing without the provider class / enableServer.
+        let mut config = Config::default();
+        config
+            .apply_file(
+                Path::new("zoo.cfg"),
+                "metricsProvider.httpPort=7001\nadmin.serverPort=9090\nadmin.enableServer=false\n",
+            )
+            .unwrap();
+        assert_eq!((config.metrics, config.admin_server), (None, None));
+
+        for bad in [
+            format!("metricsProvider.className={PROMETHEUS_PROVIDER_CLASS}\nmetricsProvider.httpPort=x\n"),
+            "admin.enableServer=maybe\n".to_string(),
+            "admin.commandURL=commands\n".to_string(),
+        ] {
+            let err = Config::default()
+                .apply_file(Path::new("zoo.cfg"), &bad)
+                .unwrap_err();
+            assert!(err.to_string().contains("Provider") || err.to_string().contains("admin"), "{err}");
+        }
+
+        // Flags: a port or an address turns an endpoint on and overrides the file.
+        let flags = Flags {
+            metrics_port: Some(0),
+            admin_address: Some(IpAddr::from([127, 0, 0, 1])),
+            ..Flags::default()
+        };
+        let mut config = Config::default();
+        config.apply_flags(&flags).unwrap();
+        assert_eq!(config.metrics, Some(SocketAddr::from(([0, 0, 0, 0], 0))));
+        assert_eq!(
+            config.admin_server,
+            Some(SocketAddr::from(([127, 0, 0, 1], 8080)))
+        );
     }
 
     #[test]

@@ -212,6 +212,15 @@ impl SessionTracker {
         }
     }
 
+    /// Every tracked session and when it expires unless heard from (the AdminServer's `dump`).
+    pub fn deadlines(&self) -> Vec<(i64, Instant)> {
+        self.sessions
+            .lock()
+            .iter()
+            .map(|(id, live)| (*id, live.deadline))
+            .collect()
+    }
+
     /// A session became known (created, or restored after a restart): it gets a full timeout
     /// from now, so a restart or an election never causes an expiry storm.
     pub fn add(&self, session_id: i64, timeout: Duration) {

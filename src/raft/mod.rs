@@ -66,6 +66,7 @@ pub use raft::SnapshotStatus;
 pub use barrier::{ReadBarrier, READ_RESEND};
 pub use quorum::{PeerProgress, ProposalSizes, QuorumStatus};
 
+use crate::histogram::{AtomicHistogram, HistogramSnapshot};
 use crate::storage::{LogError, SnapshotError, StorageStats};
 
 /// Default [`RaftOptions::max_batch_bytes`]: big enough that small writes are still batched by
@@ -505,6 +506,10 @@ struct Shared {
     /// How long the raft thread was stopped by the newest snapshot it took, in µs (the
     /// serialize, or the fork of the child that serializes).
     snapshot_pause_us: AtomicU64,
+    /// Raft-thread pauses of every snapshot taken (the `snapshot_pause_us` of each).
+    snapshot_pauses: AtomicHistogram,
+    /// Time from starting a snapshot to its file being durable, per snapshot written.
+    snapshot_durations: AtomicHistogram,
     /// LMDB counters (write transactions, entries) for group-commit metrics.
     storage: Arc<StorageStats>,
     /// Set while a write failed for lack of space and is being retried; proposals are refused
@@ -547,6 +552,21 @@ struct Shared {
     /// The leader's view of the other members and of its proposals (empty unless leader);
     /// refreshed with every status update ([`quorum::publish`]).
     quorum: parking_lot::Mutex<QuorumStatus>,
+}
+
+/// The raft thread's histograms as a scrape reads them ([`RaftHandle::histograms`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaftHistograms {
+    /// Log entries per LMDB write transaction (group-commit batch size).
+    pub batch_entries: HistogramSnapshot,
+    /// LMDB write-transaction commit time (page writes + fdatasync), seconds.
+    pub commit_latency: HistogramSnapshot,
+    /// Explicit log flush time (one fdatasync), seconds.
+    pub flush_latency: HistogramSnapshot,
+    /// Raft-thread pause per snapshot taken, seconds.
+    pub snapshot_pauses: HistogramSnapshot,
+    /// Snapshot start to durable file, seconds.
+    pub snapshot_durations: HistogramSnapshot,
 }
 
 /// Counters for metrics and tests.
@@ -847,6 +867,17 @@ impl RaftHandle {
     /// Index of the newest durable snapshot (0 if none).
     pub fn snapshot_index(&self) -> u64 {
         self.shared.snapshot_index.load(Ordering::Acquire)
+    }
+
+    /// The raft thread's histograms, for `/metrics`.
+    pub fn histograms(&self) -> RaftHistograms {
+        RaftHistograms {
+            batch_entries: self.shared.storage.batch_entries.snapshot(),
+            commit_latency: self.shared.storage.commit_latency.snapshot(),
+            flush_latency: self.shared.storage.flush_latency.snapshot(),
+            snapshot_pauses: self.shared.snapshot_pauses.snapshot(),
+            snapshot_durations: self.shared.snapshot_durations.snapshot(),
+        }
     }
 
     /// Counters for metrics (`mntr`) and tests.

@@ -1497,6 +1497,7 @@ impl Node {
         self.shared
             .snapshot_pause_us
             .store(pause_us, Ordering::Relaxed);
+        self.shared.snapshot_pauses.observe(pause_us);
         tracing::info!(index, pause_us, how, "raft thread paused for a snapshot");
     }
 
@@ -1642,6 +1643,9 @@ impl Node {
         self.snapshot_failed_at = None;
         self.shared.snapshot_index.store(index, Ordering::Release);
         self.shared.snapshots_taken.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .snapshot_durations
+            .observe_duration(started.elapsed());
         tracing::info!(
             index,
             term,

@@ -39,6 +39,9 @@ pub struct PeerProgress {
     /// Synced, in the sense of the module docs: active, and `Replicate` (or probed but
     /// holding every entry).
     pub synced: bool,
+    /// Highest log index the leader knows this member holds (raft-rs `matched`); the
+    /// member's replication lag is [`QuorumStatus::last_index`] minus this.
+    pub matched: u64,
 }
 
 /// ZooKeeper's `BufferStats` over the leader's proposals: -1 until the first one.
@@ -93,6 +96,8 @@ pub struct QuorumStatus {
     /// Sizes of the entries proposed in this leadership (the encoded transactions, as
     /// ZooKeeper counts its serialized proposal packets); the leader's empty no-op is not one.
     pub proposals: ProposalSizes,
+    /// The leader's last log index when this was published (0 unless leader).
+    pub last_index: u64,
     /// Highest log index already counted in `proposals`.
     sized_up_to: u64,
     /// When each member was last seen `recent_active`.
@@ -145,9 +150,11 @@ pub(super) fn publish<T: Storage>(raft: &Raft<T>, shared: &Shared, caught_up: bo
                     ProgressState::Probe => pr.matched >= last_index,
                     ProgressState::Snapshot => false,
                 },
+            matched: pr.matched,
         });
     }
     status.peers.sort_by_key(|p| p.id);
+    status.last_index = last_index;
     // Members removed from the configuration are forgotten.
     let peers = &status.peers;
     status

@@ -17,8 +17,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::config::PeerRole;
-use crate::raft::{NodeRole, QuorumStatus, RaftHandle, TransferError};
+use crate::raft::{NodeRole, RaftHandle, TransferError};
+use crate::server::monitor;
 use crate::server::registry::ConnRegistry;
 use crate::state::Shared;
 
@@ -69,7 +69,7 @@ pub async fn four_letter_word(
         FourLetterWord::Stat => server_summary(shared, conns, raft, true),
         FourLetterWord::Mntr => monitor(shared, conns, raft),
         FourLetterWord::Conf => configuration(shared),
-        FourLetterWord::Cons => connections(conns),
+        FourLetterWord::Cons => connections(shared, conns),
         FourLetterWord::Envi => environment(shared),
         FourLetterWord::Wchs => {
             let summary = shared.watches().lock().summary();
@@ -136,22 +136,6 @@ fn session_of(conns: &ConnRegistry, conn_id: u64) -> i64 {
         .unwrap_or(0)
 }
 
-fn latency(shared: &Shared) -> (f64, f64, f64) {
-    let stats = shared.stats();
-    let count = stats.latency_count.load(Ordering::Relaxed);
-    let sum = stats.latency_sum_us.load(Ordering::Relaxed);
-    let avg = if count == 0 {
-        0.0
-    } else {
-        sum as f64 / count as f64 / 1000.0
-    };
-    (
-        stats.latency_min_us.load(Ordering::Relaxed) as f64 / 1000.0,
-        avg,
-        stats.latency_max_us.load(Ordering::Relaxed) as f64 / 1000.0,
-    )
-}
-
 fn server_summary(
     shared: &Shared,
     conns: &ConnRegistry,
@@ -161,10 +145,10 @@ fn server_summary(
     let mut out = format!("Zookeeper version: {VERSION}, built by rookery\n");
     if with_clients {
         out.push_str("Clients:\n");
-        out.push_str(&connections(conns));
+        out.push_str(&connections(shared, conns));
         out.push('\n');
     }
-    let (min, avg, max) = latency(shared);
+    let (min, avg, max) = monitor::latency(shared);
     let stats = shared.stats();
     let node_count = shared.state().read().tree.node_count();
     let connections = conns.lock().by_id.len();
@@ -194,178 +178,10 @@ fn server_summary(
 }
 
 fn monitor(shared: &Shared, conns: &ConnRegistry, raft: &RaftHandle) -> String {
-    let raft_stats = raft.stats();
-    let (min, avg, max) = latency(shared);
-    let stats = shared.stats();
-    let (node_count, data_size, ephemerals) = {
-        let state = shared.state().read();
-        let ephemerals: usize = state
-            .tree
-            .session_ids_with_ephemerals()
-            .into_iter()
-            .map(|id| state.tree.ephemerals_of(id).len())
-            .sum();
-        (
-            state.tree.node_count(),
-            state.tree.approximate_data_size(),
-            ephemerals,
-        )
-    };
-    let watch_count = shared.watches().lock().summary().total_watches;
-    let connections = conns.lock().by_id.len();
-    let mut rows: Vec<(&str, String)> = vec![
-        ("zk_version", VERSION.to_string()),
-        (
-            "zk_server_state",
-            server_state(shared, conns, raft).to_string(),
-        ),
-        ("zk_avg_latency", format!("{avg:.4}")),
-        ("zk_max_latency", format!("{max:.0}")),
-        ("zk_min_latency", format!("{min:.0}")),
-        (
-            "zk_packets_received",
-            stats.packets_received.load(Ordering::Relaxed).to_string(),
-        ),
-        (
-            "zk_packets_sent",
-            stats.packets_sent.load(Ordering::Relaxed).to_string(),
-        ),
-        ("zk_num_alive_connections", connections.to_string()),
-        (
-            "zk_outstanding_requests",
-            stats.outstanding.load(Ordering::Relaxed).to_string(),
-        ),
-        ("zk_znode_count", node_count.to_string()),
-        ("zk_watch_count", watch_count.to_string()),
-        ("zk_ephemerals_count", ephemerals.to_string()),
-        ("zk_approximate_data_size", data_size.to_string()),
-        ("zk_global_sessions", shared.tracker().len().to_string()),
-        // Local sessions exist only in read-only mode (ZooKeeper's local session tracker).
-        ("zk_local_sessions", conns.local_session_count().to_string()),
-        ("zk_last_zxid", shared.last_zxid().to_string()),
-        ("zk_uptime", shared.uptime().as_millis().to_string()),
-        ("rookery_raft_write_txns", raft_stats.write_txns.to_string()),
-        ("rookery_raft_syncs", raft_stats.syncs.to_string()),
-        (
-            "rookery_raft_entries",
-            raft_stats.entries_appended.to_string(),
-        ),
-        (
-            "rookery_raft_snapshots",
-            raft_stats.snapshots_taken.to_string(),
-        ),
-        (
-            "rookery_raft_applied_ahead",
-            raft_stats.applied_ahead.to_string(),
-        ),
-        (
-            "rookery_raft_applied_index",
-            raft.applied_index().to_string(),
-        ),
-        // 1 while writes are refused for lack of disk space (retried until space is freed).
-        (
-            "rookery_storage_full",
-            u8::from(raft.storage_full()).to_string(),
-        ),
-        (
-            "rookery_snapshot_failures",
-            raft_stats.snapshot_failures.to_string(),
-        ),
-        (
-            "rookery_snapshots_installed",
-            raft_stats.snapshots_installed.to_string(),
-        ),
-        (
-            "rookery_snapshot_pause_us",
-            raft_stats.snapshot_pause_us.to_string(),
-        ),
-    ];
-    if shared.config().is_ensemble() {
-        ensemble_rows(shared, raft, &mut rows);
-    }
-    rows.into_iter()
-        .map(|(key, value)| format!("{key}\t{value}\n"))
+    monitor::rows(shared, conns, raft)
+        .into_iter()
+        .map(|row| format!("{}\t{}\n", row.mntr_key(), row.mntr_value()))
         .collect()
-}
-
-/// mntr's ensemble rows: `zk_quorum_size` (the number of voting members) everywhere; on the leader only (as ZooKeeper, whose
-/// `LeaderZooKeeperServer` alone registers them) the learner counts from Raft progress, pending
-/// syncs, leader uptime and proposal sizes. "Synced" is defined in [`crate::raft::QuorumStatus`]
-/// (Replicate state and heard from within an election timeout).
-fn ensemble_rows(shared: &Shared, raft: &RaftHandle, rows: &mut Vec<(&str, String)>) {
-    let config = shared.config();
-    let participants = config
-        .servers
-        .iter()
-        .filter(|s| s.role == PeerRole::Participant)
-        .count();
-    // ZooKeeper's `QuorumPeer.getQuorumSize()` is the size of the voting view (3 for three
-    // participants, observers not counted), not the majority needed.
-    rows.push(("zk_quorum_size", participants.to_string()));
-    if raft.role() == NodeRole::Leader {
-        let quorum = raft.quorum_status();
-        let counts = LeaderCounts::of(&quorum, |id| {
-            config
-                .servers
-                .iter()
-                .any(|s| s.id == id && s.role == PeerRole::Observer)
-        });
-        rows.push(("zk_learners", counts.learners.to_string()));
-        rows.push(("zk_synced_followers", counts.followers.to_string()));
-        rows.push((
-            "zk_synced_non_voting_followers",
-            counts.non_voting.to_string(),
-        ));
-        rows.push(("zk_synced_observers", counts.observers.to_string()));
-        rows.push(("zk_pending_syncs", quorum.pending_reads.to_string()));
-        rows.push(("zk_leader_uptime", leader_uptime_ms(&quorum).to_string()));
-        rows.push(("zk_last_proposal_size", quorum.proposals.last.to_string()));
-        rows.push(("zk_max_proposal_size", quorum.proposals.max.to_string()));
-        rows.push(("zk_min_proposal_size", quorum.proposals.min.to_string()));
-    }
-    rows.push(("rookery_raft_term", raft.term().to_string()));
-    rows.push(("rookery_raft_leader_id", raft.leader_id().to_string()));
-    rows.push(("rookery_raft_commit_index", raft.commit_index().to_string()));
-}
-
-/// ms since this leader started serving, 0 before (ZooKeeper's `Leader.getUptime`).
-fn leader_uptime_ms(quorum: &QuorumStatus) -> u128 {
-    quorum
-        .serving_since
-        .map(|since| since.elapsed().as_millis())
-        .unwrap_or(0)
-}
-
-/// The leader's learner counts, ZooKeeper's way: `learners` = members connected to the leader
-/// (its LearnerHandlers, synced or not), then the synced ones split into voting followers,
-/// non-voting followers (Raft learners that zoo.cfg lists as participants: being caught up
-/// before a promotion) and observers.
-#[derive(Debug, Default, PartialEq, Eq)]
-struct LeaderCounts {
-    learners: usize,
-    followers: usize,
-    non_voting: usize,
-    observers: usize,
-}
-
-impl LeaderCounts {
-    fn of(quorum: &QuorumStatus, is_observer: impl Fn(u64) -> bool) -> LeaderCounts {
-        let mut counts = LeaderCounts::default();
-        for peer in &quorum.peers {
-            counts.learners += usize::from(peer.active);
-            if !peer.synced {
-                continue;
-            }
-            if peer.voter {
-                counts.followers += 1;
-            } else if is_observer(peer.id) {
-                counts.observers += 1;
-            } else {
-                counts.non_voting += 1;
-            }
-        }
-        counts
-    }
 }
 
 fn configuration(shared: &Shared) -> String {
@@ -402,26 +218,25 @@ fn server_lines(config: &crate::config::Config) -> String {
     out
 }
 
-fn connections(conns: &ConnRegistry) -> String {
-    // Copy out under the lock, format after.
-    let rows: Vec<_> = conns
-        .lock()
-        .by_id
-        .values()
-        .map(|conn| {
-            (
-                conn.peer,
-                conn.outstanding.load(Ordering::Relaxed),
-                conn.session_id,
-            )
-        })
-        .collect();
-    let mut lines: Vec<String> = rows
-        .into_iter()
-        .map(|(peer, queued, sid)| format!(" /{peer}[1](queued={queued},sid={sid:#x})\n"))
-        .collect();
-    lines.sort();
-    lines.concat()
+fn connections(shared: &Shared, conns: &ConnRegistry) -> String {
+    // ZooKeeper's field order (`ServerCnxn.dumpConnectionInfo`), with the fields rookery keeps.
+    let mut out = String::new();
+    for row in monitor::connection_rows(shared, conns) {
+        let _ = write!(
+            out,
+            " /{}[1](queued={},recved={},sent={}",
+            row.peer, row.queued, row.received, row.sent
+        );
+        // As ZooKeeper, the session's fields only once it has one.
+        if row.session_id != 0 {
+            let _ = write!(out, ",sid={:#x},est={}", row.session_id, row.established_ms);
+            if let Some(to) = row.timeout_ms {
+                let _ = write!(out, ",to={to}");
+            }
+        }
+        out.push_str(")\n");
+    }
+    out
 }
 
 fn environment(shared: &Shared) -> String {
@@ -475,7 +290,8 @@ fn dump(shared: &Shared) -> String {
     out
 }
 
-fn dir_size(dir: &std::path::Path) -> u64 {
+/// Bytes of the files under `dir` (blocking: run it on the blocking pool).
+pub(crate) fn dir_size(dir: &std::path::Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
@@ -487,44 +303,6 @@ fn dir_size(dir: &std::path::Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::raft::PeerProgress;
-
-    fn peer(id: u64, voter: bool, active: bool, synced: bool) -> PeerProgress {
-        PeerProgress {
-            id,
-            voter,
-            active,
-            synced,
-        }
-    }
-
-    #[test]
-    fn leader_counts_split_synced_members_by_role() {
-        let mut quorum = QuorumStatus::default();
-        quorum.peers = vec![
-            peer(2, true, true, true),
-            peer(3, true, true, false), // connected, still probing: a learner, not synced
-            peer(4, true, false, false), // gone
-            peer(5, false, true, true), // observer
-            peer(6, false, true, true), // participant being caught up as a Raft learner
-        ];
-        let counts = LeaderCounts::of(&quorum, |id| id == 5);
-        assert_eq!(
-            counts,
-            LeaderCounts {
-                learners: 4,
-                followers: 1,
-                non_voting: 1,
-                observers: 1,
-            }
-        );
-        assert_eq!(leader_uptime_ms(&quorum), 0);
-    }
 }
 
 /// File name of the control socket in the data dir.

@@ -42,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::raft::RaftHandle;
-use crate::server::registry::{ConnHandle, ConnRegistry, Outbound, OutputBudget};
+use crate::server::registry::{ConnCounters, ConnHandle, ConnRegistry, Outbound, OutputBudget};
 use crate::server::{admin, request};
 use crate::state::Shared;
 pub use crate::txn::now_ms;
@@ -165,6 +165,8 @@ pub struct Connection {
     outstanding_limit: usize,
     /// `queue.len()`, published for `cons`.
     outstanding: Arc<AtomicUsize>,
+    /// This connection's packet counts, published for `cons`.
+    counters: Arc<ConnCounters>,
     /// Writes, syncs and session creations in flight; a leader change closes the connection
     /// while this is non-zero.
     in_doubt: Arc<AtomicUsize>,
@@ -252,6 +254,7 @@ impl Connection {
             pause_bytes,
             outstanding_limit,
             outstanding: Arc::default(),
+            counters: Arc::default(),
             in_doubt: Arc::default(),
             sync_wait: None,
             read_only: false,
@@ -690,6 +693,7 @@ impl Connection {
             peer: self.peer,
             auth: self.auth.clone(),
             outstanding: Arc::clone(&self.outstanding),
+            counters: Arc::clone(&self.counters),
             in_doubt: Arc::clone(&self.in_doubt),
             read_only,
         }
@@ -867,6 +871,7 @@ impl Connection {
         };
         let stats = self.shared.stats();
         stats.packets_received.fetch_add(1, Ordering::Relaxed);
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
         if !self.read_only {
             // A local session is unknown to the tracker and the leader.
             self.shared.tracker().touch(self.session_id);
@@ -1251,6 +1256,7 @@ impl Connection {
             .stats()
             .packets_sent
             .fetch_add(1, Ordering::Relaxed);
+        self.counters.sent.fetch_add(1, Ordering::Relaxed);
     }
 
     fn write_event(&mut self, zxid: i64, event: &WatcherEvent) {

@@ -23,10 +23,10 @@ use tracing::{debug, error, info, warn};
 use crate::config::{check_cluster_id_of, Config, PeerRole};
 use crate::peer::{PeerConfig, PeerNetwork, RaftInbound};
 use crate::raft::{GroupOptions, RaftError, RaftHandle, RaftOptions};
-use crate::server::admin;
 use crate::server::connection::{ClientSocket, Connection};
 use crate::server::registry::{ConnRegistry, ServerSink};
 use crate::server::tls::{PeerTls, TlsAcceptor, TlsError};
+use crate::server::{admin, admin_http, prometheus};
 use crate::state::{Applier, ReplySink, Shared};
 use crate::txn::{now_ms, Origin, Txn, TxnBody};
 
@@ -96,6 +96,10 @@ pub struct Server {
     listener: Option<TcpListener>,
     /// The TLS client port (`secureClientPort`) and its certificates.
     secure: Option<(TcpListener, Arc<TlsAcceptor>)>,
+    /// The Prometheus `/metrics` port, when configured.
+    metrics_listener: Option<TcpListener>,
+    /// The AdminServer's port, when enabled.
+    admin_listener: Option<TcpListener>,
     /// Flipped to true to make every task stop.
     shutdown_tx: watch::Sender<bool>,
     /// Held for the life of the server: two processes on one data directory would both act
@@ -219,6 +223,23 @@ impl Server {
             None
         };
         let secure = bound.next().zip(tls);
+        // Bound before serving, so a taken port stops start-up as ZooKeeper's provider and
+        // AdminServer do, instead of running without the endpoint.
+        let mut http = Vec::new();
+        for address in [config.metrics, config.admin_server] {
+            http.push(match address {
+                None => None,
+                Some(address) => match TcpListener::bind(address).await {
+                    Ok(listener) => Some(listener),
+                    Err(source) => {
+                        raft.shutdown();
+                        return Err(ServerError::Bind { address, source });
+                    }
+                },
+            });
+        }
+        let admin_listener = http.pop().flatten();
+        let metrics_listener = http.pop().flatten();
         let (shutdown_tx, _) = watch::channel(false);
         Ok(Server {
             shared,
@@ -228,6 +249,8 @@ impl Server {
             raft_thread: Some(raft_thread),
             listener,
             secure,
+            metrics_listener,
+            admin_listener,
             shutdown_tx,
             _data_dir_lock: data_dir_lock,
         })
@@ -243,6 +266,51 @@ impl Server {
         self.secure.as_ref()?.0.local_addr().ok()
     }
 
+    /// The bound `/metrics` address, if metrics are on.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref()?.local_addr().ok()
+    }
+
+    /// The bound AdminServer address, if it is enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener.as_ref()?.local_addr().ok()
+    }
+
+    /// Starts the HTTP endpoints (Prometheus `/metrics`, the AdminServer) as tokio tasks.
+    fn spawn_http(&mut self) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut tasks = Vec::new();
+        if let Some(listener) = self.metrics_listener.take() {
+            info!(address = ?listener.local_addr().ok(), "serving Prometheus metrics at /metrics");
+            let registry = prometheus::registry(
+                Arc::clone(&self.shared),
+                Arc::clone(&self.conns),
+                self.raft.clone(),
+            );
+            tasks.push(tokio::spawn(prometheus::serve(
+                listener,
+                registry,
+                self.raft.clone(),
+                self.shutdown_tx.subscribe(),
+            )));
+        }
+        if let Some(listener) = self.admin_listener.take() {
+            let url = self.shared.config().admin_command_url.clone();
+            info!(address = ?listener.local_addr().ok(), command_url = %url, "AdminServer started");
+            let ctx = admin_http::AdminContext {
+                shared: Arc::clone(&self.shared),
+                conns: Arc::clone(&self.conns),
+                raft: self.raft.clone(),
+            };
+            tasks.push(tokio::spawn(admin_http::serve(
+                listener,
+                ctx,
+                url,
+                self.shutdown_tx.subscribe(),
+            )));
+        }
+        tasks
+    }
+
     /// Serves until `stop` resolves, then closes connections and stops Raft. If the raft thread
     /// stops for good meanwhile (storage fault, panic), it closes connections the same way and
     /// returns [`ServerError::Fatal`]: the process must then exit non-zero (fail-stop).
@@ -251,6 +319,7 @@ impl Server {
         stop: impl std::future::Future<Output = ()>,
     ) -> Result<(), ServerError> {
         let per_ip = Arc::new(PerIp::default());
+        let http = self.spawn_http();
         let housekeeping = tokio::spawn(housekeeping(
             Arc::clone(&self.shared),
             self.raft.clone(),
@@ -363,6 +432,16 @@ impl Server {
             tasks.abort_all();
         }
         housekeeping.abort();
+        for task in http {
+            // Graceful: requests in flight finish; bounded, a stuck client cannot hold us.
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+            }
+        }
         if let Some(reloader) = reloader {
             reloader.abort();
         }

@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -218,6 +218,9 @@ pub struct ConnHandle {
     pub auth: Vec<Id>,
     /// Requests received and not answered yet, for `cons` (`queued=`).
     pub outstanding: Arc<AtomicUsize>,
+    /// Packets in and out and when the connection was accepted, for `cons` and the
+    /// AdminServer's `connections`.
+    pub counters: Arc<ConnCounters>,
     /// Writes, syncs and session creations this connection has in flight (proposed, not yet
     /// answered): their fate is unknown after a leader change, so the connection is closed
     /// then ([`ReplySink::leader_changed`]).
@@ -225,6 +228,28 @@ pub struct ConnHandle {
     /// Admitted while this server was in read-only mode: closed when the server leaves it,
     /// so its client looks for a read-write server ([`ConnRegistry::leave_read_only`]).
     pub read_only: bool,
+}
+
+/// One connection's traffic, as ZooKeeper's per-connection `ServerCnxn` stats count it:
+/// bumped by the connection's own task only, read by admin commands.
+#[derive(Debug)]
+pub struct ConnCounters {
+    /// Packets read from the client (requests and pings): `recved=`, `packets_received`.
+    pub received: AtomicU64,
+    /// Replies and notifications written: `sent=`, `packets_sent`.
+    pub sent: AtomicU64,
+    /// When the connection was accepted, in ms since the epoch: `est=`, `established`.
+    pub established_ms: i64,
+}
+
+impl Default for ConnCounters {
+    fn default() -> Self {
+        ConnCounters {
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            established_ms: crate::txn::now_ms(),
+        }
+    }
 }
 
 impl ConnHandle {
@@ -606,6 +631,7 @@ mod tests {
             peer: SocketAddr::from(([127, 0, 0, 1], 1)),
             auth: vec![],
             outstanding: Arc::default(),
+            counters: Arc::default(),
             in_doubt: Arc::default(),
             read_only: false,
         };

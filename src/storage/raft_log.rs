@@ -46,6 +46,7 @@ use raft::eraftpb::{ConfState, Entry, HardState, Snapshot, SnapshotMetadata};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 
 use super::snapshot::SnapshotDir;
+use crate::histogram::AtomicHistogram;
 
 /// Virtual address space reserved for the map; LMDB only uses disk for pages actually written.
 const INITIAL_MAP_SIZE: usize = 64 << 30;
@@ -211,7 +212,7 @@ impl From<LogError> for raft::Error {
 }
 
 /// Counters shared with [`crate::raft::RaftHandle`] for tests and metrics.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct StorageStats {
     /// Committed LMDB write transactions (each one fdatasyncs once, and makes the previous
     /// transaction durable); compared with `entries_appended` it shows how well proposals are
@@ -225,6 +226,26 @@ pub struct StorageStats {
     /// Explicit flushes ([`LmdbStorage::sync`]) that made the newest transaction durable
     /// because no later transaction was coming soon; ≪ `write_txns` under load.
     pub syncs: AtomicU64,
+    /// Log entries per write transaction that carried any (the group-commit batch size).
+    pub batch_entries: AtomicHistogram,
+    /// How long each write transaction's commit took: page writes plus its fdatasync.
+    pub commit_latency: AtomicHistogram,
+    /// How long each explicit flush ([`LmdbStorage::sync`], one fdatasync) took.
+    pub flush_latency: AtomicHistogram,
+}
+
+impl Default for StorageStats {
+    fn default() -> Self {
+        StorageStats {
+            write_txns: AtomicU64::new(0),
+            entries_appended: AtomicU64::new(0),
+            bytes_appended: AtomicU64::new(0),
+            syncs: AtomicU64::new(0),
+            batch_entries: AtomicHistogram::counts(),
+            commit_latency: AtomicHistogram::durations(),
+            flush_latency: AtomicHistogram::durations(),
+        }
+    }
 }
 
 /// Two typed views of LMDB's main database; `Copy` so a write closure can take them without
@@ -578,13 +599,16 @@ impl LmdbStorage {
     {
         let dbs = self.dbs;
         let env = &self.env;
+        let stats = &self.stats;
         let attempt = |f: &mut F| -> Result<(), LogError> {
             crate::failpoint!("raft-log-write", |arg| Err(LogError::Lmdb(
                 heed::Error::Io(super::injected_io_error(arg))
             )));
             let mut txn = env.write_txn()?;
             f(&mut txn, dbs)?;
+            let committing = std::time::Instant::now();
             txn.commit()?;
+            stats.commit_latency.observe_duration(committing.elapsed());
             Ok(())
         };
         let mut result = attempt(&mut f);
@@ -653,7 +677,11 @@ impl LmdbStorage {
         crate::failpoint!("raft-log-fsync", |arg| Err(LogError::Sync(
             heed::Error::Io(super::injected_io_error(arg))
         )));
+        let flushing = std::time::Instant::now();
         self.env.force_sync().map_err(LogError::Sync)?;
+        self.stats
+            .flush_latency
+            .observe_duration(flushing.elapsed());
         self.durable_txn = self.written_txn;
         self.durable_index = self.written_index;
         self.stats.syncs.fetch_add(1, Ordering::Relaxed);
@@ -794,6 +822,9 @@ impl LmdbStorage {
         self.stats
             .entries_appended
             .fetch_add(encoded.len() as u64, Ordering::Relaxed);
+        if !encoded.is_empty() {
+            self.stats.batch_entries.observe(encoded.len() as u64);
+        }
         self.hard_state_dirty = if hs_bytes.is_some() {
             false
         } else {

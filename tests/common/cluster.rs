@@ -126,6 +126,11 @@ pub struct ClusterOpts {
     pub extra_cfg: Vec<String>,
     /// ZooKeeper heap per member.
     pub zk_heap: String,
+    /// rookery only: each member serves Prometheus `/metrics` on a port of its own
+    /// ([`Cluster::metrics_port`]; ZooKeeper's Debian jar has no Prometheus provider).
+    pub metrics: bool,
+    /// Each member runs the AdminServer on a port of its own ([`Cluster::admin_port`]).
+    pub admin: bool,
 }
 
 impl Default for ClusterOpts {
@@ -139,6 +144,8 @@ impl Default for ClusterOpts {
             proxied: false,
             extra_cfg: vec![],
             zk_heap: "256m".to_string(),
+            metrics: false,
+            admin: false,
         }
     }
 }
@@ -189,6 +196,10 @@ struct Member {
     client_port: u16,
     peer_port: u16,
     election_port: u16,
+    /// `/metrics` port when `ClusterOpts::metrics`.
+    metrics_port: u16,
+    /// AdminServer port when `ClusterOpts::admin`.
+    admin_port: u16,
     dir: PathBuf,
     child: Mutex<Option<(Child, Child)>>,
     stopped: AtomicBool,
@@ -272,7 +283,7 @@ impl Cluster {
             .prefix("rookery-ens-")
             .tempdir()
             .expect("tempdir");
-        let ports = free_ports(3 * n);
+        let ports = free_ports(5 * n);
         let members: Vec<Member> = (0..n)
             .map(|i| {
                 let dir = tmp.path().join(format!("m{}", i + 1));
@@ -284,6 +295,8 @@ impl Cluster {
                     client_port: ports[3 * i],
                     peer_port: ports[3 * i + 1],
                     election_port: ports[3 * i + 2],
+                    metrics_port: ports[3 * n + i],
+                    admin_port: ports[4 * n + i],
                     dir,
                     child: Mutex::new(None),
                     stopped: AtomicBool::new(false),
@@ -379,6 +392,16 @@ impl Cluster {
         self.m(i).client_port
     }
 
+    /// Member `i`'s AdminServer port (with `ClusterOpts::admin`).
+    pub fn admin_port(&self, i: usize) -> u16 {
+        self.m(i).admin_port
+    }
+
+    /// Member `i`'s Prometheus `/metrics` port (with `ClusterOpts::metrics`).
+    pub fn metrics_port(&self, i: usize) -> u16 {
+        self.m(i).metrics_port
+    }
+
     /// Client address of member `i`.
     pub fn addr(&self, i: usize) -> String {
         format!("127.0.0.1:{}", self.m(i).client_port)
@@ -471,6 +494,21 @@ impl Cluster {
             cfg.push_str(l);
             cfg.push('\n');
         }
+        if o.admin {
+            // After the admin.enableServer=false above: the last one wins, for ZooKeeper too
+            // (it turns the key into the zookeeper.admin.enableServer property).
+            cfg.push_str(&format!(
+                "admin.enableServer=true\nadmin.serverAddress=127.0.0.1\nadmin.serverPort={}\n",
+                m.admin_port
+            ));
+        }
+        if o.metrics {
+            cfg.push_str(&format!(
+                "metricsProvider.className=org.apache.zookeeper.metrics.prometheus.PrometheusMetricsProvider\n\
+                 metricsProvider.httpHost=127.0.0.1\nmetricsProvider.httpPort={}\n",
+                m.metrics_port
+            ));
+        }
         std::fs::write(self.config_path(i), cfg).unwrap();
         if is_zk() {
             std::fs::write(
@@ -514,8 +552,9 @@ impl Cluster {
                     ))
                     .arg("-cp")
                     .arg(
+                        // servlet-api: the AdminServer's Jetty, with ClusterOpts::admin.
                         "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:\
-                         /usr/share/java/log4j-1.2.jar",
+                         /usr/share/java/log4j-1.2.jar:/usr/share/java/servlet-api.jar",
                     )
                     .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
                     .arg(self.config_path(i));

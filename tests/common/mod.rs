@@ -102,6 +102,8 @@ pub fn free_port() -> u16 {
 
 pub struct TestServer {
     pub opts: ServerOpts,
+    /// Which server this is (E2E_TARGET's, unless started with `start_as`).
+    pub target: Target,
     pub port: u16,
     data_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -117,6 +119,11 @@ fn rookery_bin() -> String {
 impl TestServer {
     /// Starts a fresh server (own data dir, free port) and waits until it serves.
     pub fn start(opts: ServerOpts) -> TestServer {
+        TestServer::start_as(target(), opts)
+    }
+
+    /// [`TestServer::start`] of a given target, whatever E2E_TARGET says (side-by-side tests).
+    pub fn start_as(target: Target, opts: ServerOpts) -> TestServer {
         let tmp = tempfile::Builder::new()
             .prefix("rookery-e2e-")
             .tempdir()
@@ -125,6 +132,7 @@ impl TestServer {
         std::fs::create_dir_all(&data_dir).unwrap();
         let server = TestServer {
             opts,
+            target,
             port: free_port(),
             data_dir,
             _tmp: Some(tmp),
@@ -149,6 +157,7 @@ impl TestServer {
             std::fs::create_dir_all(&data_dir).unwrap();
             let server = TestServer {
                 opts: ServerOpts::default(),
+                target: target(),
                 port: free_port(),
                 data_dir,
                 _tmp: None,
@@ -178,7 +187,7 @@ impl TestServer {
 
     fn command(&self) -> Command {
         let o = &self.opts;
-        match target() {
+        match self.target {
             Target::Rookery => {
                 let mut c = Command::new(rookery_bin());
                 c.arg("--port")
@@ -271,8 +280,10 @@ impl TestServer {
                 }
                 c.arg("-cp")
                     .arg(
+                        // servlet-api: the AdminServer's Jetty needs it when a test enables
+                        // it (admin.enableServer=true in extra_cfg).
                         "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:\
-                         /usr/share/java/log4j-1.2.jar",
+                         /usr/share/java/log4j-1.2.jar:/usr/share/java/servlet-api.jar",
                     )
                     .arg("org.apache.zookeeper.server.quorum.QuorumPeerMain")
                     .arg(&cfg);
@@ -297,7 +308,7 @@ impl TestServer {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot spawn server ({:?}): {e}", target()));
+            .unwrap_or_else(|e| panic!("cannot spawn server ({:?}): {e}", self.target));
         let rm = if remove_dir_on_exit {
             format!("rm -rf '{}'", self.base_dir().display())
         } else {
@@ -306,7 +317,8 @@ impl TestServer {
         let watchdog = spawn_watchdog(child.id(), &rm);
         // Wait until it serves: `ruok` -> `imok` (plus `srvr` shows a Mode for ZooKeeper, whose
         // `ruok` answers before the database is loaded).
-        let limit = if is_zk() {
+        let zk = self.target == Target::ZooKeeper;
+        let limit = if zk {
             Duration::from_secs(60)
         } else {
             Duration::from_secs(30)
@@ -322,10 +334,9 @@ impl TestServer {
             }
             let ready = match four_letter_word(self.port, "ruok") {
                 Ok(s) if s == "imok" => {
-                    !is_zk()
-                        || four_letter_word(self.port, "srvr")
-                            .map(|s| s.contains("Mode:"))
-                            .unwrap_or(false)
+                    !zk || four_letter_word(self.port, "srvr")
+                        .map(|s| s.contains("Mode:"))
+                        .unwrap_or(false)
                 }
                 _ => false,
             };
@@ -417,7 +428,7 @@ impl Drop for TestServer {
         if std::thread::panicking() {
             eprintln!(
                 "---- server log tail ({:?}, port {}) ----\n{}\n----",
-                target(),
+                self.target,
                 self.port,
                 self.log_tail(40)
             );
@@ -585,4 +596,30 @@ pub fn spawn_watchdog(pid: u32, then: &str) -> std::process::Child {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn watchdog")
+}
+
+/// GET over HTTP/1.0 (no chunking, the server closes): (status, content type, body).
+pub fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw)?;
+    let (head, body) = raw
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no header end in {raw:?}")))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("no status in {head:?}")))?;
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-type")
+                .then(|| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    Ok((status, content_type, body.to_string()))
 }
