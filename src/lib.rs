@@ -31,6 +31,7 @@ macro_rules! failpoint {
 }
 
 pub mod config;
+pub mod migrate;
 pub mod peer;
 pub mod raft;
 pub mod server;

@@ -1,7 +1,9 @@
 //! The `rookery` binary: a standalone server or, with `server.N` lines, an ensemble member;
 //! configured by defaults, a zoo.cfg and flags. `rookery admin ...` instead talks to a running
 //! member through its control socket (`dataDir/admin.sock`), e.g.
-//! `rookery admin --config zoo.cfg transfer-leader --to 2`.
+//! `rookery admin --config zoo.cfg transfer-leader --to 2`. `rookery import zookeeper ...` and
+//! `rookery export zookeeper ...` move a data dir from and to Apache ZooKeeper
+//! ([`rookery::migrate`]).
 
 use clap::Parser;
 use rookery::config::{Config, Flags};
@@ -22,6 +24,12 @@ fn main() -> std::process::ExitCode {
     let _failpoints = fail::FailScenario::setup();
     if std::env::args_os().nth(1).is_some_and(|a| a == "admin") {
         return admin_main();
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "import" || a == "export")
+    {
+        return migrate_main();
     }
     let flags = Flags::parse();
     let config = match Config::load(&flags) {
@@ -158,6 +166,108 @@ fn admin_main() -> std::process::ExitCode {
         Err(error) => {
             eprintln!("rookery admin: cannot reach {}: {error}", path.display());
             std::process::ExitCode::from(2)
+        }
+    }
+}
+
+/// `rookery import|export zookeeper ...`.
+#[derive(Parser, Debug)]
+#[command(name = "rookery")]
+struct MigrateCli {
+    /// import or export.
+    #[command(subcommand)]
+    command: MigrateCommand,
+}
+
+/// Which way.
+#[derive(clap::Subcommand, Debug)]
+enum MigrateCommand {
+    /// Move data from Apache ZooKeeper into rookery.
+    Import {
+        /// The source.
+        #[command(subcommand)]
+        from: ImportSource,
+    },
+    /// Write rookery's data as Apache ZooKeeper's.
+    Export {
+        /// The target.
+        #[command(subcommand)]
+        to: ExportTarget,
+    },
+}
+
+/// Where an import reads from.
+#[derive(clap::Subcommand, Debug)]
+enum ImportSource {
+    /// A stopped ZooKeeper 3.8 server's data dir (snapshot + transaction logs), written as a
+    /// new standalone rookery data dir that `rookery --data-dir DIR` then serves.
+    Zookeeper {
+        /// ZooKeeper's dataDir (holding version-2/snapshot.*), or version-2 itself.
+        #[arg(long, value_name = "ZK_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+        /// ZooKeeper's dataLogDir, if the logs are not in the dataDir.
+        #[arg(long, value_name = "ZK_DATALOG_DIR")]
+        log_dir: Option<std::path::PathBuf>,
+        /// The rookery data dir to create (must be missing or empty).
+        #[arg(long, value_name = "ROOKERY_DATA_DIR")]
+        to: std::path::PathBuf,
+    },
+}
+
+/// Where an export writes to.
+#[derive(clap::Subcommand, Debug)]
+enum ExportTarget {
+    /// A ZooKeeper 3.8 snapshot in ZK_DATA_DIR/version-2 that Apache ZooKeeper loads.
+    Zookeeper {
+        /// A stopped rookery server's data dir.
+        #[arg(long, value_name = "ROOKERY_DATA_DIR")]
+        data_dir: std::path::PathBuf,
+        /// ZooKeeper's dataDir to write (its version-2 must be missing or empty).
+        #[arg(long, value_name = "ZK_DATA_DIR")]
+        to: std::path::PathBuf,
+    },
+}
+
+/// Runs `rookery import` / `rookery export`: exit 0 on success, 1 on failure.
+fn migrate_main() -> std::process::ExitCode {
+    let cli = MigrateCli::parse();
+    let started = std::time::Instant::now();
+    let result = match cli.command {
+        MigrateCommand::Import {
+            from:
+                ImportSource::Zookeeper {
+                    data_dir,
+                    log_dir,
+                    to,
+                },
+        } => rookery::migrate::import::import(&data_dir, log_dir.as_deref(), &to).map(|report| {
+            print!("{report}");
+            println!(
+                "wrote {} in {:.2?}; start it with: rookery --data-dir {}",
+                to.display(),
+                started.elapsed(),
+                to.display()
+            );
+        }),
+        MigrateCommand::Export {
+            to: ExportTarget::Zookeeper { data_dir, to },
+        } => rookery::migrate::export::export(&data_dir, &to).map(|(path, state)| {
+            println!(
+                "wrote {} ({} znodes, {} sessions, last zxid {:#x}, {} log entries replayed) in {:.2?}",
+                path.display(),
+                state.tree.znode_count(),
+                state.sessions.len(),
+                state.last_zxid,
+                state.replayed,
+                started.elapsed()
+            );
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("rookery: {error}");
+            std::process::ExitCode::FAILURE
         }
     }
 }

@@ -53,6 +53,12 @@ impl SessionTable {
         id
     }
 
+    /// Adds a session under a given id (an import from ZooKeeper, whose ids and passwords
+    /// the clients already hold); replaces one with the same id.
+    pub fn insert(&mut self, session_id: i64, info: SessionInfo) {
+        self.sessions.insert(session_id, info);
+    }
+
     /// Removes a session at apply time; false if it did not exist.
     pub fn remove(&mut self, session_id: i64) -> bool {
         self.sessions.remove(&session_id).is_some()

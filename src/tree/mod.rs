@@ -14,6 +14,7 @@ mod acl;
 mod node;
 mod path;
 mod quota;
+mod replay;
 mod snapshot;
 mod write;
 
@@ -38,7 +39,8 @@ pub use path::{validate_path, SPECIAL_PATHS};
 pub use snapshot::TreeError;
 
 use acl::{mask_digest, AclCache};
-use node::{NewNode, Node, NodeId, NodeStore, PersistedStat, ROOT};
+use node::{NewNode, Node, NodeId, NodeStore, ROOT};
+pub(crate) use node::PersistedStat;
 
 /// What an operation needs to know about the request besides its body.
 #[derive(Debug, Clone, Copy)]
