@@ -232,12 +232,15 @@ mod tests {
 
     #[test]
     fn java_random_passwd() {
-        // new Random(0 ^ 0xB3415C00L).nextBytes(16 bytes), computed with OpenJDK 17.
-        let p = zk_session_passwd(0);
-        assert_eq!(p.len(), 16);
-        // Deterministic and different per id.
-        assert_eq!(p, zk_session_passwd(0));
-        assert_ne!(p, zk_session_passwd(1));
+        // new Random(id ^ 0xB3415C00L).nextBytes(new byte[16]), printed by OpenJDK 17.
+        assert_eq!(
+            zk_session_passwd(0),
+            [242, 42, 205, 74, 151, 230, 157, 109, 32, 164, 155, 182, 56, 234, 219, 56]
+        );
+        assert_eq!(
+            zk_session_passwd(0x10_0000_abcd),
+            [6, 48, 158, 210, 218, 110, 158, 196, 106, 49, 141, 135, 77, 93, 40, 221]
+        );
     }
 
     #[test]
