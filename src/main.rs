@@ -27,7 +27,7 @@ fn main() -> std::process::ExitCode {
     }
     if std::env::args_os()
         .nth(1)
-        .is_some_and(|a| a == "import" || a == "export")
+        .is_some_and(|a| a == "import" || a == "export" || a == "verify")
     {
         return migrate_main();
     }
@@ -194,23 +194,62 @@ enum MigrateCommand {
         #[command(subcommand)]
         to: ExportTarget,
     },
+    /// Compare a rookery server's tree with a ZooKeeper server's through the client
+    /// protocol, node by node; exit 1 on any difference (each printed with path and field).
+    Verify {
+        /// The source server (ZooKeeper), host:port[,host:port...].
+        #[arg(long, value_name = "HOST:PORT")]
+        source: String,
+        /// The target server (rookery).
+        #[arg(long, value_name = "HOST:PORT")]
+        target: String,
+        /// Credentials for both sessions, SCHEME:AUTH (e.g. digest:user:password); repeatable.
+        #[arg(long, value_name = "SCHEME:AUTH")]
+        auth: Vec<String>,
+        /// A field not to compare (data, acl, children, czxid, mzxid, ctime, mtime, version,
+        /// cversion, aversion, ephemeralOwner, dataLength, numChildren, pzxid); repeatable.
+        #[arg(long, value_name = "FIELD")]
+        ignore: Vec<String>,
+        /// Compare only what a live copy preserves: data, ACLs, children, dataLength and
+        /// numChildren (not zxids, times, versions, owners).
+        #[arg(long)]
+        ignore_stat: bool,
+        /// A subtree not to compare (e.g. /zookeeper); repeatable.
+        #[arg(long, value_name = "PATH")]
+        skip: Vec<String>,
+    },
 }
 
 /// Where an import reads from.
 #[derive(clap::Subcommand, Debug)]
 enum ImportSource {
-    /// A stopped ZooKeeper 3.8 server's data dir (snapshot + transaction logs), written as a
-    /// new standalone rookery data dir that `rookery --data-dir DIR` then serves.
+    /// Offline: a stopped ZooKeeper 3.8 server's data dir (snapshot + transaction logs),
+    /// written as a new standalone rookery data dir that `rookery --data-dir DIR` serves
+    /// (`--data-dir ... --to ...`). Live: a copy from a running ZooKeeper into a running
+    /// rookery through the client protocol, then following changes until SIGINT
+    /// (`--from ... --server ... [--once]`).
     Zookeeper {
         /// ZooKeeper's dataDir (holding version-2/snapshot.*), or version-2 itself.
-        #[arg(long, value_name = "ZK_DATA_DIR")]
-        data_dir: std::path::PathBuf,
+        #[arg(long, value_name = "ZK_DATA_DIR", requires = "to", conflicts_with = "from")]
+        data_dir: Option<std::path::PathBuf>,
         /// ZooKeeper's dataLogDir, if the logs are not in the dataDir.
-        #[arg(long, value_name = "ZK_DATALOG_DIR")]
+        #[arg(long, value_name = "ZK_DATALOG_DIR", requires = "data_dir")]
         log_dir: Option<std::path::PathBuf>,
         /// The rookery data dir to create (must be missing or empty).
-        #[arg(long, value_name = "ROOKERY_DATA_DIR")]
-        to: std::path::PathBuf,
+        #[arg(long, value_name = "ROOKERY_DATA_DIR", requires = "data_dir")]
+        to: Option<std::path::PathBuf>,
+        /// Live copy: the running ZooKeeper to read.
+        #[arg(long, value_name = "ZK_HOST:PORT", requires = "server")]
+        from: Option<String>,
+        /// Live copy: the running rookery to write.
+        #[arg(long, value_name = "ROOKERY_HOST:PORT", requires = "from")]
+        server: Option<String>,
+        /// Live copy: stop after the first full pass instead of following changes.
+        #[arg(long, requires = "from")]
+        once: bool,
+        /// Live copy: credentials for both sessions, SCHEME:AUTH; repeatable.
+        #[arg(long, value_name = "SCHEME:AUTH", requires = "from")]
+        auth: Vec<String>,
     },
 }
 
@@ -236,9 +275,31 @@ fn migrate_main() -> std::process::ExitCode {
         MigrateCommand::Import {
             from:
                 ImportSource::Zookeeper {
-                    data_dir,
+                    from: Some(from),
+                    server: Some(server),
+                    once,
+                    auth,
+                    ..
+                },
+        } => {
+            let opts = rookery::migrate::live::LiveOptions {
+                from,
+                server,
+                auth: parse_auth(&auth),
+                once,
+            };
+            block_on(async move {
+                rookery::migrate::live::live_copy(&opts, shutdown_signal()).await
+            })
+            .map(|report| print!("{report}"))
+        }
+        MigrateCommand::Import {
+            from:
+                ImportSource::Zookeeper {
+                    data_dir: Some(data_dir),
                     log_dir,
-                    to,
+                    to: Some(to),
+                    ..
                 },
         } => rookery::migrate::import::import(&data_dir, log_dir.as_deref(), &to).map(|report| {
             print!("{report}");
@@ -262,6 +323,62 @@ fn migrate_main() -> std::process::ExitCode {
                 started.elapsed()
             );
         }),
+        MigrateCommand::Import { .. } => {
+            eprintln!(
+                "rookery import zookeeper: give --data-dir and --to (offline), or --from and \
+                 --server (live)"
+            );
+            return std::process::ExitCode::from(2);
+        }
+        MigrateCommand::Verify {
+            source,
+            target,
+            auth,
+            mut ignore,
+            ignore_stat,
+            skip,
+        } => {
+            if ignore_stat {
+                ignore.extend(
+                    rookery::migrate::verify::UNPRESERVABLE
+                        .iter()
+                        .map(|f| f.to_string()),
+                );
+            }
+            if let Some(bad) = ignore
+                .iter()
+                .find(|f| !rookery::migrate::verify::FIELDS.contains(&f.as_str()))
+            {
+                eprintln!("rookery verify: unknown field {bad:?}");
+                return std::process::ExitCode::from(2);
+            }
+            let opts = rookery::migrate::verify::VerifyOptions {
+                source,
+                target,
+                auth: parse_auth(&auth),
+                ignore,
+                skip,
+                concurrency: 64,
+            };
+            match block_on(async move { rookery::migrate::verify::verify(&opts).await }) {
+                Ok(report) => {
+                    for d in &report.differences {
+                        println!("{d}");
+                    }
+                    println!(
+                        "compared {} znodes: {} differences ({:.2?})",
+                        report.nodes,
+                        report.differences.len(),
+                        started.elapsed()
+                    );
+                    if report.differences.is_empty() {
+                        return std::process::ExitCode::SUCCESS;
+                    }
+                    return std::process::ExitCode::FAILURE;
+                }
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -270,4 +387,26 @@ fn migrate_main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// `SCHEME:AUTH` strings as (scheme, auth bytes).
+fn parse_auth(auth: &[String]) -> Vec<(String, Vec<u8>)> {
+    auth.iter()
+        .map(|a| match a.split_once(':') {
+            Some((scheme, cred)) => (scheme.to_string(), cred.as_bytes().to_vec()),
+            None => (a.clone(), Vec::new()),
+        })
+        .collect()
+}
+
+/// Runs a migration future on a fresh runtime.
+fn block_on<T>(
+    f: impl std::future::Future<Output = Result<T, rookery::migrate::MigrateError>>,
+) -> Result<T, rookery::migrate::MigrateError> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| rookery::migrate::MigrateError::Client(format!("async runtime: {e}")))?
+        .block_on(f)
 }

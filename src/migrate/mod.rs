@@ -7,6 +7,8 @@
 //! * [`import`]: `rookery import zookeeper`: newest valid snapshot + every later
 //!   transaction, replayed as `DataTree.processTxn` does, written as a rookery data dir.
 //! * [`export`]: `rookery export zookeeper`: a rookery data dir as a ZooKeeper snapshot.
+//! * [`live`]: `rookery import zookeeper --from ... --server ...`: a live copy through the
+//!   client protocol, following changes with a persistent recursive watch.
 //! * [`verify`]: compares a rookery server's tree with a ZooKeeper server's through the
 //!   client protocol, node by node and Stat field by Stat field.
 //!
@@ -22,6 +24,8 @@
 
 pub mod export;
 pub mod import;
+pub mod live;
+pub mod verify;
 pub mod zk_snapshot;
 pub mod zk_txnlog;
 
