@@ -230,7 +230,12 @@ enum ImportSource {
     /// (`--from ... --server ... [--once]`).
     Zookeeper {
         /// ZooKeeper's dataDir (holding version-2/snapshot.*), or version-2 itself.
-        #[arg(long, value_name = "ZK_DATA_DIR", requires = "to", conflicts_with = "from")]
+        #[arg(
+            long,
+            value_name = "ZK_DATA_DIR",
+            requires = "to",
+            conflicts_with = "from"
+        )]
         data_dir: Option<std::path::PathBuf>,
         /// ZooKeeper's dataLogDir, if the logs are not in the dataDir.
         #[arg(long, value_name = "ZK_DATALOG_DIR", requires = "data_dir")]

@@ -340,8 +340,7 @@ pub fn write_rookery(to: &Path, db: ZkDatabase) -> Result<(), MigrateError> {
         })
         .map_err(|e| rookery(&e))?;
     let mut log = LmdbStorage::open(&to.join("raft"), Some(snaps)).map_err(|e| rookery(&e))?;
-    log.bootstrap(conf_state.clone())
-        .map_err(|e| rookery(&e))?;
+    log.bootstrap(conf_state.clone()).map_err(|e| rookery(&e))?;
     let mut meta = SnapshotMetadata {
         index,
         term,
@@ -422,7 +421,10 @@ mod tests {
             encode(&hdr(7, 3, op::CREATE), &create_body("/app", b"v", false, 1)),
             encode(&hdr(8, 4, op::CREATE_SESSION), &timeout),
             encode(&hdr(8, 5, op::CREATE), &create_body("/app/e", b"", true, 1)),
-            encode(&hdr(7, 6, op::CREATE), &create_body("/app/s0000000001", b"", false, 2)),
+            encode(
+                &hdr(7, 6, op::CREATE),
+                &create_body("/app/s0000000001", b"", false, 2),
+            ),
             encode(&hdr(7, 7, op::DELETE), &path_body("/app/s0000000001")),
             // A replayed create of a node the snapshot already has: the parent fix-up.
             encode(&hdr(7, 8, op::CREATE), &create_body("/app", b"v", false, 4)),

@@ -250,10 +250,7 @@ mod tests {
     #[test]
     fn file_names() {
         assert_eq!(zxid_from_name("snapshot.1a", "snapshot"), Some(0x1a));
-        assert_eq!(
-            zxid_from_name("log.100000001", "log"),
-            Some(0x1_0000_0001)
-        );
+        assert_eq!(zxid_from_name("log.100000001", "log"), Some(0x1_0000_0001));
         assert_eq!(zxid_from_name("snapshot.2.gz", "snapshot"), Some(2));
         assert_eq!(zxid_from_name("snapshot.x", "snapshot"), None);
         assert_eq!(zxid_from_name("logs.1", "log"), None);

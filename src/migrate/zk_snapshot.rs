@@ -53,11 +53,14 @@ pub fn list_snapshots(dir: &Path) -> Result<Vec<(i64, PathBuf)>, MigrateError> {
     for entry in std::fs::read_dir(dir).map_err(MigrateError::io(dir))? {
         let entry = entry.map_err(MigrateError::io(dir))?;
         let name = entry.file_name();
-        if let Some(zxid) = name.to_str().and_then(|n| zxid_from_name(n, SNAPSHOT_PREFIX)) {
+        if let Some(zxid) = name
+            .to_str()
+            .and_then(|n| zxid_from_name(n, SNAPSHOT_PREFIX))
+        {
             found.push((zxid, entry.path()));
         }
     }
-    found.sort_by(|a, b| b.0.cmp(&a.0));
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
     Ok(found)
 }
 
@@ -92,7 +95,10 @@ pub fn read_snapshot(path: &Path) -> Result<ZkSnapshot, MigrateError> {
     let bytes = std::fs::read(path).map_err(MigrateError::io(path))?;
     // SnapStream.isValidCheckedStream: at least 10 bytes, ending in the ustring "/".
     if bytes.len() < 10 || bytes[bytes.len() - 5..] != [0, 0, 0, 1, b'/'] {
-        return Err(MigrateError::corrupt(path, "incomplete snapshot (no end mark)"));
+        return Err(MigrateError::corrupt(
+            path,
+            "incomplete snapshot (no end mark)",
+        ));
     }
     parse(path, zxid, &bytes)
 }
@@ -151,7 +157,12 @@ fn parse(path: &Path, zxid: i64, bytes: &[u8]) -> Result<ZkSnapshot, MigrateErro
                         .map_err(|e| MigrateError::corrupt(path, e))?,
                 );
             }
-            None => return Err(MigrateError::corrupt(path, "the first node is not the root")),
+            None => {
+                return Err(MigrateError::corrupt(
+                    path,
+                    "the first node is not the root",
+                ))
+            }
             Some(tree) => tree
                 .zk_load_node(&node_path, data.as_deref(), acl, stat)
                 .map_err(|e| MigrateError::corrupt(path, format!("{node_path}: {e}")))?,
@@ -190,7 +201,10 @@ fn check_seal(path: &Path, bytes: &[u8], r: &mut Reader<'_>) -> Result<(), Migra
     let val = r.read_i64().map_err(bad)?;
     let slash = r.read_string().map_err(bad)?;
     if val != expected {
-        return Err(MigrateError::corrupt(path, "CRC corruption (Adler32 mismatch)"));
+        return Err(MigrateError::corrupt(
+            path,
+            "CRC corruption (Adler32 mismatch)",
+        ));
     }
     if slash != "/" {
         return Err(MigrateError::corrupt(path, "seal not followed by \"/\""));
@@ -229,10 +243,9 @@ pub fn write_snapshot(
         let mut numbering: Vec<(Vec<Acl>, i64)> = Vec::new();
         let mut index_of = std::collections::HashMap::<Vec<u8>, i64>::new();
         tree.visit_persisted(&mut |_, _, acl, _| {
-            let key = acl_key(acl);
-            if !index_of.contains_key(&key) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = index_of.entry(acl_key(acl)) {
                 let n = numbering.len() as i64 + 1;
-                index_of.insert(key, n);
+                slot.insert(n);
                 numbering.push((acl.to_vec(), n));
             }
             Ok(())
@@ -321,7 +334,8 @@ mod tests {
                 id: "u:x".into(),
             },
         }];
-        tree.zk_create("/a", Some(b"x"), &acl, 0, -1, 5, 100).unwrap();
+        tree.zk_create("/a", Some(b"x"), &acl, 0, -1, 5, 100)
+            .unwrap();
         tree.zk_create("/a/b", None, &open_acl_unsafe(), 77, -1, 6, 101)
             .unwrap();
         let sessions = BTreeMap::from([(77, 30000)]);

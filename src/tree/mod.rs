@@ -39,8 +39,8 @@ pub use path::{validate_path, SPECIAL_PATHS};
 pub use snapshot::TreeError;
 
 use acl::{mask_digest, AclCache};
-use node::{NewNode, Node, NodeId, NodeStore, ROOT};
 pub(crate) use node::PersistedStat;
+use node::{NewNode, Node, NodeId, NodeStore, ROOT};
 
 /// What an operation needs to know about the request besides its body.
 #[derive(Debug, Clone, Copy)]

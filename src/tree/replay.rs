@@ -16,6 +16,11 @@ use super::{java_len, DataTree, TreeError};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+/// What [`DataTree::visit_persisted`] calls for each node: path, data (`None` if null),
+/// ACL list, persisted stat.
+pub(crate) type PersistedVisitor<'a> =
+    dyn FnMut(&str, Option<&[u8]>, &[Acl], PersistedStat) -> std::io::Result<()> + 'a;
+
 /// Why a ZooKeeper snapshot's node cannot be loaded.
 fn invalid(what: &'static str) -> TreeError {
     TreeError::Invalid(what)
@@ -71,10 +76,7 @@ impl DataTree {
             return Err(invalid("node listed twice"));
         }
         let acl = self.acls.intern(acl).ok_or(invalid("too many ACL lists"))?;
-        if self
-            .attach(parent, path, name, data, acl, stat)
-            .is_none()
-        {
+        if self.attach(parent, path, name, data, acl, stat).is_none() {
             self.acls.release(acl);
             return Err(invalid("too many nodes"));
         }
@@ -263,16 +265,18 @@ impl DataTree {
 
     /// Every znode in pre-order (parents before children, children sorted by name) with
     /// its data, ACL list and persisted stat: what a ZooKeeper snapshot holds.
-    pub(crate) fn visit_persisted(
-        &self,
-        f: &mut dyn FnMut(&str, Option<&[u8]>, &[Acl], PersistedStat) -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    pub(crate) fn visit_persisted(&self, f: &mut PersistedVisitor<'_>) -> std::io::Result<()> {
         let mut stack: Vec<(NodeId, String)> = vec![(ROOT, String::new())];
         while let Some((id, path)) = stack.pop() {
             let Some(node) = self.nodes.get(id) else {
                 continue;
             };
-            f(&path, node.data_opt(), self.acls.get(node.acl), node.persisted())?;
+            f(
+                &path,
+                node.data_opt(),
+                self.acls.get(node.acl),
+                node.persisted(),
+            )?;
             let mut children: Vec<(&str, NodeId)> = node
                 .children()
                 .iter()

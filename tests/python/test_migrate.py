@@ -133,7 +133,7 @@ def fill(zk_hosts):
     live.create("/app/live/e1", b"one", ephemeral=True)
     live.create("/app/live/e-", b"seq", ephemeral=True, sequence=True)
     # A session nobody resumes: it expires on rookery, with a fresh timeout.
-    doomed = connect(zk_hosts, timeout=10.0)
+    doomed = connect(zk_hosts, timeout=20.0)
     doomed.create("/app/doomed", b"", ephemeral=True)
     # Many small writes, so several snapshots and log files are involved.
     for i in range(60):
@@ -231,6 +231,50 @@ def run_rookery(*args):
     return r.stdout
 
 
+def live_copy_checks(tmp_path, zk):
+    """`rookery import zookeeper --from --server`: once, then following changes."""
+    auth = f"digest:{DIGEST_USER}:{DIGEST_PW}"
+    rk = start_rookery(tmp_path / "rk-live")
+    try:
+        out = run_rookery("import", "zookeeper", "--from", zk.hosts, "--server", rk.hosts,
+                          "--once", "--auth", auth)
+        assert "ephemerals skipped" in out, out
+        r = subprocess.run([str(rookery_binary()), "verify", "--source", zk.hosts, "--target",
+                            rk.hosts, "--auth", auth, "--ignore-stat", "--skip", "/zookeeper"],
+                           capture_output=True, text=True, timeout=120)
+        # What a client-protocol copy cannot carry, and nothing else: ephemerals (and so
+        # their parents' children), null data.
+        allowed = re.compile(
+            r"^(/app/(live/e1|live/e-\d+|doomed): exists: source present != target missing"
+            r"|/app(/live)?: (children|numChildren): .*"
+            r"|/app/(null|set_null): data: source null != target \"\")$")
+        lines = [l for l in r.stdout.splitlines() if not l.startswith("compared ")]
+        assert lines and all(allowed.match(l) for l in lines), r.stdout
+        # Following: changes made on ZooKeeper arrive on rookery until SIGINT.
+        follow = subprocess.Popen([str(rookery_binary()), "import", "zookeeper", "--from",
+                                   zk.hosts, "--server", rk.hosts, "--auth", auth],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            src = connect(zk.hosts)
+            dst = connect(rk.hosts)
+            deepest = "/app/deep" + "".join(f"/d{i}" for i in range(25))
+            wait_until("the follower's first pass", lambda: dst.exists(deepest) is not None)
+            src.create("/app/followed", b"new")
+            src.set("/app/wide/w002", b"changed live")
+            src.delete("/app/wide/w003")
+            wait_until("the changes on rookery", lambda: dst.exists("/app/followed") is not None
+                       and dst.get("/app/wide/w002")[0] == b"changed live"
+                       and dst.exists("/app/wide/w003") is None)
+            src.stop(); src.close(); dst.stop(); dst.close()
+        finally:
+            follow.send_signal(2)
+            stdout, stderr = follow.communicate(timeout=30)
+        assert follow.returncode == 0, stdout + stderr
+        assert re.search(r"then applied [1-9]\d* changes", stdout), stdout
+    finally:
+        rk.stop()
+
+
 def wait_until(what, predicate, timeout=30.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -302,6 +346,13 @@ def test_import_from_zookeeper(tmp_path, stop):
             print(out)
             zk2 = start_zookeeper(zk2_dir)
             servers.append(zk2)
+            rk = start_rookery(rk_dir)
+            servers.append(rk)
+            # rookery verify: ZooKeeper on the exported snapshot vs rookery on the import.
+            out = run_rookery("verify", "--source", zk2.hosts, "--target", rk.hosts,
+                              "--auth", f"digest:{DIGEST_USER}:{DIGEST_PW}")
+            assert re.search(r"compared (\d+) znodes: 0 differences", out), out
+            assert int(re.search(r"compared (\d+)", out).group(1)) == len(expected)
             reader = connect(zk2.hosts)
             back = walk(reader)
             reader.stop()
@@ -312,11 +363,18 @@ def test_import_from_zookeeper(tmp_path, stop):
             n_zk = (seq["cversion"] + seq["numChildren"]) // 2
             c = connect(zk2.hosts)
             assert c.create("/app/seq/n-", b"", sequence=True) == f"/app/seq/n-{n_zk:010d}"
+            # ... which verify now reports, naming the path and the fields.
+            r = subprocess.run([str(rookery_binary()), "verify", "--source", zk2.hosts,
+                                "--target", rk.hosts, "--auth",
+                                f"digest:{DIGEST_USER}:{DIGEST_PW}"],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 1, r.stdout + r.stderr
+            assert f"/app/seq/n-{n_zk:010d}: exists: source present != target missing" in r.stdout
+            assert re.search(r"^/app/seq: numChildren: ", r.stdout, re.M), r.stdout
             c.stop()
             c.close()
+            live_copy_checks(tmp_path, zk2)
             zk2.stop()
-            rk = start_rookery(rk_dir)
-            servers.append(rk)
 
         # The open session resumes with its id and password and still owns its ephemerals.
         resumed = connect(rk.hosts, client_id=(live_id, live_pw), auth=False)
@@ -328,15 +386,15 @@ def test_import_from_zookeeper(tmp_path, stop):
             seq = expected["/app/seq"]
             n = (seq["cversion"] + seq["numChildren"]) // 2
             assert resumed.create("/app/seq/n-", b"", sequence=True) == f"/app/seq/n-{n:010d}"
-            # The session nobody resumed expires with its fresh timeout; its ephemeral goes.
-            wait_until("the doomed session's expiry", lambda: resumed.exists("/app/doomed") is None)
-            assert resumed.exists("/app/live/e1") is not None
             # TTL and container nodes kept their kinds: once childless, the reaper takes them.
             resumed.delete("/app/ttl/keep")
             resumed.delete("/app/container/keep")
             wait_until("the TTL node's reaping", lambda: resumed.exists("/app/ttl") is None)
             wait_until("the container's reaping", lambda: resumed.exists("/app/container") is None)
             assert resumed.exists("/app/quota") is not None
+            # The session nobody resumed expires with its fresh timeout; its ephemeral goes.
+            wait_until("the doomed session's expiry", lambda: resumed.exists("/app/doomed") is None)
+            assert resumed.exists("/app/live/e1") is not None
         finally:
             resumed.stop()
             resumed.close()
