@@ -58,6 +58,30 @@ pub struct RookeryState {
 /// entries after it. The server must not be running (LMDB allows one writer process).
 pub fn load_rookery(data_dir: &Path) -> Result<RookeryState, MigrateError> {
     let rookery = |e: &dyn std::fmt::Display| MigrateError::Rookery(e.to_string());
+    if !data_dir.join("raft").is_dir() {
+        return Err(MigrateError::Rookery(format!(
+            "{} is not a rookery data dir (no raft/)",
+            data_dir.display()
+        )));
+    }
+    // The lock the server holds while it runs: never read a data dir under a live server.
+    let lock_path = data_dir.join("rookery.lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(MigrateError::io(&lock_path))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            return Err(MigrateError::Rookery(format!(
+                "a rookery server is running on {}: stop it first",
+                data_dir.display()
+            )))
+        }
+        Err(std::fs::TryLockError::Error(e)) => return Err(MigrateError::io(&lock_path)(e)),
+    }
     let snaps = SnapshotDir::open(data_dir.join("snapshots")).map_err(|e| rookery(&e))?;
     let log =
         LmdbStorage::open(&data_dir.join("raft"), Some(snaps.clone())).map_err(|e| rookery(&e))?;

@@ -454,6 +454,7 @@ mod tests {
         assert_eq!(db.tree.ephemerals_of(8), vec!["/app/e".to_string()]);
 
         // Written out, then read back the way the server restores it.
+        let (tree, sessions) = (db.tree.clone(), db.sessions.clone());
         let to = dir.path().join("rookery");
         write_rookery(&to, db).unwrap();
         let snaps = SnapshotDir::open(to.join("snapshots")).unwrap();
@@ -462,6 +463,21 @@ mod tests {
         let log = LmdbStorage::open(&to.join("raft"), Some(snaps)).unwrap();
         assert_eq!(log.first_index_cached(), 9);
         assert_eq!(log.hard_state().commit, 8);
+        drop(log);
+        // What export reads back is what was imported.
+        let back = super::super::export::load_rookery(&to).unwrap();
+        assert!(
+            back.tree == tree,
+            "the tree changed on its way through rookery's files"
+        );
+        assert_eq!(back.sessions, sessions);
+        assert_eq!((back.last_zxid, back.replayed), (8, 0));
+        // A held lock (a running server) is refused.
+        let lock = std::fs::File::open(to.join("rookery.lock")).unwrap();
+        lock.lock().unwrap();
+        let err = super::super::export::load_rookery(&to).unwrap_err();
+        assert!(err.to_string().contains("running"), "{err}");
+        drop(lock);
         // A second import into the same place is refused.
         assert!(matches!(
             import(dir.path(), None, &to),
