@@ -498,6 +498,88 @@ mod tests {
         assert_eq!(db.tree.stat("/").unwrap().pzxid, 2);
     }
 
+    fn acl_bytes() -> Vec<u8> {
+        let mut b = BytesMut::new();
+        open_acl_unsafe().write(&mut b);
+        b.to_vec()
+    }
+
+    fn entry(client_id: i64, zxid: i64, op: i32, body: &[u8]) -> TxnEntry {
+        super::super::zk_txnlog::decode_entry(&encode(&hdr(client_id, zxid, op), body))
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn multi_ttl_container_and_close_session() {
+        let mut db = ZkDatabase {
+            tree: DataTree::new(),
+            sessions: BTreeMap::from([(5, 4000)]),
+            last_zxid: 0,
+        };
+        // createTTL and createContainer bodies: path, data, acl, parentCVersion (, ttl).
+        let mut ttl = BytesMut::new();
+        "/t".to_string().write(&mut ttl);
+        Some(b"d".to_vec()).write(&mut ttl);
+        ttl.extend_from_slice(&acl_bytes());
+        ttl.put_i32(1);
+        ttl.put_i64(60_000);
+        process_transaction(&mut db, &entry(5, 1, op::CREATE_TTL, &ttl)).unwrap();
+        let mut container = BytesMut::new();
+        "/c".to_string().write(&mut container);
+        None::<Vec<u8>>.write(&mut container);
+        container.extend_from_slice(&acl_bytes());
+        container.put_i32(2);
+        process_transaction(&mut db, &entry(5, 2, op::CREATE_CONTAINER, &container)).unwrap();
+        assert_eq!(db.tree.reapable_nodes(6000), Vec::<String>::new());
+        // A child makes the container reapable once it goes; the TTL node is reapable later.
+        let sub = |kind: i32, body: Vec<u8>| {
+            let mut b = BytesMut::new();
+            b.put_i32(kind);
+            body.write(&mut b);
+            b.to_vec()
+        };
+        let mut multi = BytesMut::new();
+        multi.put_i32(2);
+        multi.extend_from_slice(&sub(op::CREATE, create_body("/c/x", b"", true, 1)));
+        multi.extend_from_slice(&sub(op::CREATE, create_body("/c/y", b"", false, 2)));
+        process_transaction(&mut db, &entry(5, 3, op::MULTI, &multi)).unwrap();
+        assert_eq!(db.tree.stat("/c").unwrap().num_children, 2);
+        // A failed multi (an ErrorTxn among its subs) applies nothing.
+        let mut err = BytesMut::new();
+        err.put_i32(-110);
+        let mut failed = BytesMut::new();
+        failed.put_i32(2);
+        failed.extend_from_slice(&sub(op::DELETE, path_body("/c/y")));
+        failed.extend_from_slice(&sub(op::ERROR, err.to_vec()));
+        assert!(process_transaction(&mut db, &entry(5, 4, op::MULTI, &failed)).is_err());
+        assert!(db.tree.stat("/c/y").is_some());
+        // CloseSession: its listed paths and its ephemerals go, the session too.
+        let mut close = BytesMut::new();
+        close.put_i32(1);
+        "/c/x".to_string().write(&mut close);
+        process_transaction(&mut db, &entry(5, 5, op::CLOSE_SESSION, &close)).unwrap();
+        assert!(db.tree.stat("/c/x").is_none());
+        assert!(db.sessions.is_empty());
+        assert_eq!(db.tree.stat("/c").unwrap().pzxid, 5);
+        process_transaction(&mut db, &entry(5, 6, op::DELETE, &path_body("/c/y"))).unwrap();
+        assert_eq!(
+            db.tree.reapable_nodes(i64::MAX),
+            vec!["/c".to_string(), "/t".to_string()]
+        );
+        // setData and setACL take the versions the transaction carries.
+        let mut set = BytesMut::new();
+        "/t".to_string().write(&mut set);
+        None::<Vec<u8>>.write(&mut set);
+        set.put_i32(7);
+        process_transaction(&mut db, &entry(5, 7, op::SET_DATA, &set)).unwrap();
+        let st = db.tree.stat("/t").unwrap();
+        assert_eq!(
+            (st.version, st.mzxid, st.mtime, st.data_length),
+            (7, 7, 5007, 0)
+        );
+    }
+
     #[test]
     fn zxid_mapping() {
         assert_eq!(raft_position(0), (1, 1));
