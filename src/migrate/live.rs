@@ -15,12 +15,11 @@
 //! offline import.
 
 use std::collections::VecDeque;
-use std::time::Duration;
 
 use rookery_client::{Acl, AddWatchMode, Client, CreateOptions, Error, EventType};
 use tracing::{info, warn};
 
-use super::MigrateError;
+use super::{connect_client, MigrateError};
 
 /// How to copy.
 #[derive(Debug, Clone)]
@@ -69,19 +68,6 @@ impl std::fmt::Display for LiveReport {
 
 fn client_err(what: &str) -> impl FnOnce(Error) -> MigrateError + '_ {
     move |e| MigrateError::Client(format!("{what}: {e}"))
-}
-
-async fn connect(hosts: &str, auth: &[(String, Vec<u8>)]) -> Result<Client, MigrateError> {
-    let mut builder = Client::builder(hosts)
-        .session_timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(10));
-    for (scheme, cred) in auth {
-        builder = builder.auth(scheme.clone(), cred.clone());
-    }
-    builder
-        .connect()
-        .await
-        .map_err(|e| MigrateError::Client(format!("connecting to {hosts}: {e}")))
 }
 
 /// Whether the copy leaves `path` alone.
@@ -197,8 +183,8 @@ pub async fn live_copy(
     opts: &LiveOptions,
     stop: impl std::future::Future<Output = ()>,
 ) -> Result<LiveReport, MigrateError> {
-    let source = connect(&opts.from, &opts.auth).await?;
-    let target = connect(&opts.server, &opts.auth).await?;
+    let source = connect_client(&opts.from, &opts.auth).await?;
+    let target = connect_client(&opts.server, &opts.auth).await?;
     let mut report = LiveReport::default();
     // Armed before the first pass, so no change made during it is missed.
     let mut watch = source

@@ -88,6 +88,41 @@ impl MigrateError {
     }
 }
 
+/// A client session to `hosts` with `auth` credentials (scheme, auth), for verify and the
+/// live copy.
+pub(crate) async fn connect_client(
+    hosts: &str,
+    auth: &[(String, Vec<u8>)],
+) -> Result<rookery_client::Client, MigrateError> {
+    let mut builder = rookery_client::Client::builder(hosts)
+        .session_timeout(std::time::Duration::from_secs(30))
+        .connect_timeout(std::time::Duration::from_secs(10));
+    for (scheme, cred) in auth {
+        builder = builder.auth(scheme.clone(), cred.clone());
+    }
+    builder
+        .connect()
+        .await
+        .map_err(|e| MigrateError::Client(format!("connecting to {hosts}: {e}")))
+}
+
+/// The files in `dir` named `<prefix>.<hex zxid>`, by zxid, ascending.
+pub(crate) fn list_zk_files(
+    dir: &std::path::Path,
+    prefix: &str,
+) -> Result<Vec<(i64, PathBuf)>, MigrateError> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(MigrateError::io(dir))? {
+        let entry = entry.map_err(MigrateError::io(dir))?;
+        let name = entry.file_name();
+        if let Some(zxid) = name.to_str().and_then(|n| zxid_from_name(n, prefix)) {
+            found.push((zxid, entry.path()));
+        }
+    }
+    found.sort_by_key(|f| f.0);
+    Ok(found)
+}
+
 /// `java.util.zip.Adler32`, which both ZooKeeper file formats use.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Adler32 {

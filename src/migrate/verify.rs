@@ -4,30 +4,14 @@
 //! (NoAuth) are compared by that answer; `--auth` gives both sessions credentials.
 
 use std::collections::BTreeSet;
-use std::time::Duration;
 
 use futures::stream::{self, StreamExt};
 use rookery_client::{Acl, Client, Error, Stat};
 
-use super::MigrateError;
+use super::{connect_client, MigrateError};
 
-/// Every field `verify` compares, by name (for `--ignore`).
-pub const FIELDS: &[&str] = &[
-    "data",
-    "acl",
-    "children",
-    "czxid",
-    "mzxid",
-    "ctime",
-    "mtime",
-    "version",
-    "cversion",
-    "aversion",
-    "ephemeralOwner",
-    "dataLength",
-    "numChildren",
-    "pzxid",
-];
+/// The fields a copy through the client protocol preserves.
+pub const PRESERVABLE: &[&str] = &["data", "acl", "children", "dataLength", "numChildren"];
 
 /// The Stat fields a copy through the client protocol cannot preserve (zxids, times,
 /// versions, owners): what `--ignore-stat` leaves out.
@@ -43,6 +27,11 @@ pub const UNPRESERVABLE: &[&str] = &[
     "pzxid",
 ];
 
+/// Whether `name` is a field `verify` compares (for `--ignore`).
+pub fn is_field(name: &str) -> bool {
+    PRESERVABLE.contains(&name) || UNPRESERVABLE.contains(&name)
+}
+
 /// How to verify.
 #[derive(Debug, Clone)]
 pub struct VerifyOptions {
@@ -52,7 +41,7 @@ pub struct VerifyOptions {
     pub target: String,
     /// Credentials both sessions add: (scheme, auth), e.g. ("digest", b"user:pw").
     pub auth: Vec<(String, Vec<u8>)>,
-    /// Field names (of [`FIELDS`]) not compared.
+    /// Field names (see [`is_field`]) not compared.
     pub ignore: Vec<String>,
     /// Subtrees (exact path and below) not compared, e.g. `/zookeeper/config`.
     pub skip: Vec<String>,
@@ -65,7 +54,7 @@ pub struct VerifyOptions {
 pub struct Difference {
     /// The znode.
     pub path: String,
-    /// The field (one of [`FIELDS`], or "exists").
+    /// The field (see [`is_field`]), or "exists".
     pub field: &'static str,
     /// The source's value.
     pub source: String,
@@ -226,23 +215,10 @@ fn compare(path: &str, a: &View, b: &View, ignore: &[String], out: &mut Vec<Diff
     }
 }
 
-async fn connect(hosts: &str, auth: &[(String, Vec<u8>)]) -> Result<Client, MigrateError> {
-    let mut builder = Client::builder(hosts)
-        .session_timeout(Duration::from_secs(30))
-        .connect_timeout(Duration::from_secs(10));
-    for (scheme, cred) in auth {
-        builder = builder.auth(scheme.clone(), cred.clone());
-    }
-    builder
-        .connect()
-        .await
-        .map_err(|e| MigrateError::Client(format!("connecting to {hosts}: {e}")))
-}
-
 /// Walks both trees from "/" and compares every node.
 pub async fn verify(opts: &VerifyOptions) -> Result<VerifyReport, MigrateError> {
-    let source = connect(&opts.source, &opts.auth).await?;
-    let target = connect(&opts.target, &opts.auth).await?;
+    let source = connect_client(&opts.source, &opts.auth).await?;
+    let target = connect_client(&opts.target, &opts.auth).await?;
     let mut report = VerifyReport::default();
     let mut level = vec!["/".to_string()];
     let skipped = |p: &str| {

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use bytes::{BufMut, BytesMut};
 use rookery_protocol::{Acl, Reader, Record};
 
-use super::{open_acl_unsafe, read_acl_list, zxid_from_name, Adler32, MigrateError};
+use super::{list_zk_files, open_acl_unsafe, read_acl_list, zxid_from_name, Adler32, MigrateError};
 use crate::tree::{DataTree, PersistedStat};
 
 /// `FileSnap.SNAP_MAGIC`: "ZKSN" as a big-endian int.
@@ -49,18 +49,8 @@ pub struct ZkSnapshot {
 
 /// The snapshot files in `dir`, newest (highest zxid) first.
 pub fn list_snapshots(dir: &Path) -> Result<Vec<(i64, PathBuf)>, MigrateError> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(MigrateError::io(dir))? {
-        let entry = entry.map_err(MigrateError::io(dir))?;
-        let name = entry.file_name();
-        if let Some(zxid) = name
-            .to_str()
-            .and_then(|n| zxid_from_name(n, SNAPSHOT_PREFIX))
-        {
-            found.push((zxid, entry.path()));
-        }
-    }
-    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    let mut found = list_zk_files(dir, SNAPSHOT_PREFIX)?;
+    found.reverse();
     Ok(found)
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use rookery_protocol::{Acl, DecodeError, Reader};
 
-use super::{read_acl_list, zxid_from_name, Adler32, MigrateError};
+use super::{list_zk_files, read_acl_list, Adler32, MigrateError};
 
 /// `FileTxnLog.TXNLOG_MAGIC`: "ZKLG".
 pub const TXNLOG_MAGIC: i32 = i32::from_be_bytes(*b"ZKLG");
@@ -267,16 +267,7 @@ pub struct LogFile {
 
 /// The log files in `dir`, by first zxid, ascending.
 pub fn list_logs(dir: &Path) -> Result<Vec<(i64, PathBuf)>, MigrateError> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(MigrateError::io(dir))? {
-        let entry = entry.map_err(MigrateError::io(dir))?;
-        let name = entry.file_name();
-        if let Some(zxid) = name.to_str().and_then(|n| zxid_from_name(n, LOG_PREFIX)) {
-            found.push((zxid, entry.path()));
-        }
-    }
-    found.sort_by_key(|f| f.0);
-    Ok(found)
+    list_zk_files(dir, LOG_PREFIX)
 }
 
 /// The files `FileTxnIterator(dir, start)` reads: every file whose first zxid is >= `start`,

@@ -10,16 +10,28 @@
 
 use rookery_protocol::{Acl, ErrorCode};
 
-use super::node::{NewNode, NodeId, NodeStore, PersistedStat, ROOT};
+use super::node::{NewNode, Node, NodeId, NodeStore, PersistedStat, ROOT};
 use super::quota::{QUOTA_ROOT, STAT_NODE};
-use super::{java_len, DataTree, TreeError};
-
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use super::{DataTree, TreeError};
 
 /// What [`DataTree::visit_persisted`] calls for each node: path, data (`None` if null),
 /// ACL list, persisted stat.
 pub(crate) type PersistedVisitor<'a> =
     dyn FnMut(&str, Option<&[u8]>, &[Acl], PersistedStat) -> std::io::Result<()> + 'a;
+
+/// Sets a node's (persisted) cversion to `cversion` (-1: its own + 1) and its pzxid to `zxid`,
+/// but only if that raises the cversion (`createNode`, `setCversionPzxid`).
+fn raise_cversion(node: &mut Node, cversion: i32, zxid: i64) {
+    let cversion = if cversion == -1 {
+        node.cversion.wrapping_add(1)
+    } else {
+        cversion
+    };
+    if cversion > node.cversion {
+        node.cversion = cversion;
+        node.pzxid = zxid;
+    }
+}
 
 /// Why a ZooKeeper snapshot's node cannot be loaded.
 fn invalid(what: &'static str) -> TreeError {
@@ -42,15 +54,11 @@ impl DataTree {
             stat,
         })
         .ok_or(invalid("root"))?;
-        Ok(DataTree {
+        Ok(DataTree::from_root(
             nodes,
             acls,
-            ephemerals: HashMap::new(),
-            containers: BTreeSet::new(),
-            ttls: BTreeSet::new(),
-            quotas: BTreeMap::new(),
-            data_size: java_len("/") + data.map_or(0, <[u8]>::len) as u64,
-        })
+            data.map_or(0, <[u8]>::len),
+        ))
     }
 
     /// `DataTree.deserialize`'s step for one node: `path`'s parent must already be loaded
@@ -147,18 +155,9 @@ impl DataTree {
             self.acls.release(acl);
             return Err(ErrorCode::SystemError);
         }
-        let pnode = self.node_mut(parent)?;
-        let new_cversion = if parent_cversion == -1 {
-            pnode.cversion.wrapping_add(1)
-        } else {
-            parent_cversion
-        };
         // Replaying a create of a node that a fuzzy snapshot already saw deleted must not
         // move the parent's cversion and pzxid back.
-        if new_cversion > pnode.cversion {
-            pnode.cversion = new_cversion;
-            pnode.pzxid = zxid;
-        }
+        raise_cversion(self.node_mut(parent)?, parent_cversion, zxid);
         self.quota_init_stats(parent_path, name);
         self.quota_adjust(path, data.map_or(0, <[u8]>::len) as i64, 1);
         Ok(())
@@ -239,16 +238,7 @@ impl DataTree {
     ) -> Result<(), ErrorCode> {
         let path = path.strip_suffix('/').unwrap_or(path);
         let id = self.nodes.lookup(path).ok_or(ErrorCode::NoNode)?;
-        let node = self.node_mut(id)?;
-        let cversion = if cversion == -1 {
-            node.cversion.wrapping_add(1)
-        } else {
-            cversion
-        };
-        if cversion > node.cversion {
-            node.cversion = cversion;
-            node.pzxid = zxid;
-        }
+        raise_cversion(self.node_mut(id)?, cversion, zxid);
         Ok(())
     }
 
