@@ -14,7 +14,7 @@ N=${1:-1000000}
 VALUE_SIZE=${VALUE_SIZE:-100}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 ROOKERY=${ROOKERY:-$ROOT/target/release/rookery}
-LOAD=${LOAD:-$ROOT/target/release/rookery-bench}
+LOAD=${LOAD:-$ROOT/target/release/rookery-load}
 ZK_HEAP=${ZK_HEAP:-2g}
 ZK_CP=/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
 for b in "$ROOKERY" "$LOAD"; do
