@@ -581,6 +581,23 @@ mod tests {
     }
 
     #[test]
+    fn logs_in_a_separate_data_log_dir() {
+        let (data, logs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (d2, l2) = (data.path().join("version-2"), logs.path().join("version-2"));
+        std::fs::create_dir(&d2).unwrap();
+        std::fs::create_dir(&l2).unwrap();
+        write_snapshot(&d2, 0, &BTreeMap::new(), &DataTree::new()).unwrap();
+        let e = encode(&hdr(1, 1, op::CREATE), &create_body("/x", b"1", false, 1));
+        std::fs::write(l2.join("log.1"), log_file(&[e], &[])).unwrap();
+        let (db, report) = load_zookeeper(data.path(), Some(logs.path())).unwrap();
+        assert_eq!((report.txns, db.last_zxid), (1, 1));
+        assert!(db.tree.stat("/x").is_some());
+        // Without --log-dir the log is not found: only the snapshot.
+        let (db, _) = load_zookeeper(data.path(), None).unwrap();
+        assert!(db.tree.stat("/x").is_none());
+    }
+
+    #[test]
     fn zxid_mapping() {
         assert_eq!(raft_position(0), (1, 1));
         assert_eq!(raft_position(0x3_0000_0005), (0x3_0000_0005, 3));
