@@ -33,7 +33,8 @@ from kazoo.client import KazooClient
 from kazoo.protocol.serialization import Create, int_struct, long_struct
 from kazoo.security import ACL, Id, make_digest_acl
 
-from conftest import CLIENT_TIMEOUT, four_letter, rookery_binary, start_rookery, start_zookeeper
+from conftest import (CLIENT_TIMEOUT, four_letter, recv_exact, rookery_binary, start_rookery,
+                      start_zookeeper)
 
 DIGEST_USER, DIGEST_PW = "migr", "secret"
 
@@ -230,19 +231,10 @@ def raw_connect(port, last_zxid_seen):
     body = struct.pack("!iqiq", 0, last_zxid_seen, 10000, 0) + int_struct.pack(16) + bytes(16)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.sendall(int_struct.pack(len(body)) + body)
-        head = b""
-        while len(head) < 4:
-            chunk = s.recv(4 - len(head))
-            if not chunk:
-                return None
-            head += chunk
-        (n,) = int_struct.unpack(head)
-        resp = b""
-        while len(resp) < n:
-            chunk = s.recv(n - len(resp))
-            if not chunk:
-                return None
-            resp += chunk
+        head = recv_exact(s, 4)
+        resp = head and recv_exact(s, int_struct.unpack(head)[0])
+    if not resp:
+        return None
     _, timeout, session = struct.unpack("!iiq", resp[:16])
     return timeout, session
 
