@@ -9,8 +9,8 @@
 //! seal          long Adler32 of every byte before it, ustring "/"
 //! digest (3.6+) long zxid, int digestVersion, long digest, then a second seal
 //! ```
-//! An ACL reference of -1 is `OPEN_ACL_UNSAFE`. Compressed snapshots (`.gz`, `.snappy`)
-//! are refused.
+//! An ACL reference of -1 is `OPEN_ACL_UNSAFE`. A `.gz` snapshot (compression method gz)
+//! is the same stream gzipped; `.snappy` ones are refused.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -76,13 +76,22 @@ pub fn read_snapshot(path: &Path) -> Result<ZkSnapshot, MigrateError> {
         .unwrap_or_default();
     let zxid = zxid_from_name(name, SNAPSHOT_PREFIX)
         .ok_or_else(|| MigrateError::corrupt(path, "not a snapshot.<zxid> file name"))?;
-    if name.ends_with(".gz") || name.ends_with(".snappy") {
+    if name.ends_with(".snappy") {
         return Err(MigrateError::corrupt(
             path,
-            "compressed snapshots (zookeeper.snapshot.compression.method) are not supported",
+            "snappy-compressed snapshots are not supported (gz and uncompressed are)",
         ));
     }
-    let bytes = std::fs::read(path).map_err(MigrateError::io(path))?;
+    let raw = std::fs::read(path).map_err(MigrateError::io(path))?;
+    let bytes = if name.ends_with(".gz") {
+        // SnapStream GZIP mode: the same stream, gzipped; the seal covers the plain bytes.
+        let mut plain = Vec::new();
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&raw[..]), &mut plain)
+            .map_err(|e| MigrateError::corrupt(path, format!("gzip: {e}")))?;
+        plain
+    } else {
+        raw
+    };
     // SnapStream.isValidCheckedStream: at least 10 bytes, ending in the ustring "/".
     if bytes.len() < 10 || bytes[bytes.len() - 5..] != [0, 0, 0, 1, b'/'] {
         return Err(MigrateError::corrupt(
@@ -347,6 +356,13 @@ mod tests {
         // A truncated file has no end mark.
         std::fs::write(&bad, &bytes[..bytes.len() - 3]).unwrap();
         assert!(read_snapshot(&bad).is_err());
+        // The same stream gzipped (SnapStream GZIP mode) reads the same.
+        let gz = dir.path().join("snapshot.6.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&std::fs::read(&path).unwrap()).unwrap();
+        std::fs::write(&gz, enc.finish().unwrap()).unwrap();
+        assert!(read_snapshot(&gz).unwrap().tree == tree);
+        std::fs::remove_file(&gz).unwrap();
         let listed = list_snapshots(dir.path()).unwrap();
         assert_eq!(listed.iter().map(|s| s.0).collect::<Vec<_>>(), vec![7, 6]);
     }
