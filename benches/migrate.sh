@@ -6,6 +6,7 @@
 #   cargo build --release -p rookery -p rookery-bench
 #   benches/migrate.sh            # 1,000,000 znodes (a few minutes, ~1.5 GB of disk in /tmp)
 #   benches/migrate.sh 100000     # quicker
+#   VERIFY=1 benches/migrate.sh   # also `rookery verify` of ZooKeeper (restarted) against rookery
 #
 # Everything runs on loopback; the servers are stopped by PID and the work dir is removed.
 set -euo pipefail
@@ -80,6 +81,19 @@ ROOK_PID=$!
 wait_for "$ROOK_PORT" ruok imok
 serve_s=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
 znodes=$(echo mntr | nc -w 2 127.0.0.1 "$ROOK_PORT" | awk '/zk_znode_count/ {print $2}')
+verify_s=-
+if [ -n "${VERIFY:-}" ]; then
+    # ZooKeeper again on its own data dir, then `rookery verify` node by node.
+    java -Xmx"$ZK_HEAP" -XX:+UseG1GC -Dzookeeper.admin.enableServer=false \
+        -Dlog4j.configuration="file:$WORK/log4j.properties" \
+        -cp "$ZK_CP" org.apache.zookeeper.server.quorum.QuorumPeerMain "$WORK/zoo.cfg" >>"$WORK/zk.out" 2>&1 &
+    ZK_PID=$!
+    wait_for "$ZK_PORT" srvr "Mode: standalone"
+    start=$(date +%s.%N)
+    "$ROOKERY" verify --source "127.0.0.1:$ZK_PORT" --target "127.0.0.1:$ROOK_PORT" | tail -3
+    verify_s=$(python3 -c "print(round($(date +%s.%N) - $start, 2))")
+    kill "$ZK_PID"; wait "$ZK_PID" 2>/dev/null || true; ZK_PID=""
+fi
 kill "$ROOK_PID"; wait "$ROOK_PID" 2>/dev/null || true; ROOK_PID=""
 
 /usr/bin/time -v "$ROOKERY" export zookeeper --data-dir "$WORK/rk" --to "$WORK/zk-back" \
@@ -89,7 +103,7 @@ read -r exp_s exp_rss < <(measure "$WORK/export.time")
 cat <<EOF
 $(grep -E '^(snapshot|transactions|last zxid)' "$WORK/import.out")
 
-| znodes | ZK data dir MiB | ZK snapshot MiB | import s | import max RSS MiB | rookery data dir MiB | rookery serving after s | zk_znode_count | export s | export max RSS MiB |
-|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
-| $N | $zk_mib | $snap_mib | $imp_s | $imp_rss | $rk_mib | $serve_s | $znodes | $exp_s | $exp_rss |
+| znodes | ZK data dir MiB | ZK snapshot MiB | import s | import max RSS MiB | rookery data dir MiB | rookery serving after s | zk_znode_count | verify s | export s | export max RSS MiB |
+|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|
+| $N | $zk_mib | $snap_mib | $imp_s | $imp_rss | $rk_mib | $serve_s | $znodes | $verify_s | $exp_s | $exp_rss |
 EOF

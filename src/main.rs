@@ -363,7 +363,7 @@ fn migrate_main() -> std::process::ExitCode {
                 auth: parse_auth(&auth),
                 ignore,
                 skip,
-                concurrency: 64,
+                concurrency: 128,
             };
             match block_on(async move { rookery::migrate::verify::verify(&opts).await }) {
                 Ok(report) => {

@@ -103,22 +103,26 @@ enum View {
 
 async fn read(client: &Client, path: &str) -> Result<View, MigrateError> {
     let fail = |e: Error| MigrateError::Client(format!("reading {path}: {e}"));
-    let (data, stat) = match client.get_data_opt(path).await {
+    // The three reads in flight together.
+    let (data, acl, children) = tokio::join!(
+        client.get_data_opt(path),
+        client.get_acl(path),
+        client.get_children(path)
+    );
+    let (data, stat) = match data {
         Ok(r) => r,
         Err(Error::NoNode) => return Ok(View::Missing),
-        Err(Error::NoAuth) => {
-            // It exists (exists checks no ACL); its children still count.
-            return Ok(View::Unreadable("NoAuth".into()));
-        }
+        // It exists (exists checks no ACL) but this session may not read it.
+        Err(Error::NoAuth) => return Ok(View::Unreadable("NoAuth".into())),
         Err(e) => return Err(fail(e)),
     };
-    let acl = match client.get_acl(path).await {
+    let acl = match acl {
         Ok((acl, _)) => acl,
         Err(Error::NoNode) => return Ok(View::Missing),
         Err(Error::NoAuth) => Vec::new(),
         Err(e) => return Err(fail(e)),
     };
-    let mut children = match client.get_children(path).await {
+    let mut children = match children {
         Ok(c) => c,
         Err(Error::NoNode) => return Ok(View::Missing),
         Err(e) => return Err(fail(e)),
