@@ -101,7 +101,7 @@ kill "$ROOK_PID"; wait "$ROOK_PID" 2>/dev/null || true; ROOK_PID=""
 read -r exp_s exp_rss < <(measure "$WORK/export.time")
 
 cat <<EOF
-$(grep -E '^(snapshot|transactions|last zxid)' "$WORK/import.out")
+$(grep -E '^(snapshot|transactions|last zxid|digest)' "$WORK/import.out")
 
 | znodes | ZK data dir MiB | ZK snapshot MiB | import s | import max RSS MiB | rookery data dir MiB | rookery serving after s | zk_znode_count | verify s | export s | export max RSS MiB |
 |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|

@@ -68,6 +68,28 @@ pub struct ImportReport {
     pub ephemerals: usize,
     /// Sessions that owned ephemerals but were no longer live (their ephemerals deleted).
     pub dead_sessions: usize,
+    /// The imported tree's digest against the one ZooKeeper recorded.
+    pub digest: DigestCheck,
+}
+
+/// ZooKeeper records its tree digest (see `DataTree::zk_digest`) after every logged
+/// transaction and in each snapshot; the import recomputes it over the tree it built.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub enum DigestCheck {
+    /// Nothing to compare with (digests off, or an older format), with why.
+    #[default]
+    NotChecked,
+    /// The digests agree at this zxid: every node's path, data and stat are ZooKeeper's.
+    Matches(i64),
+    /// They differ.
+    Mismatch {
+        /// The zxid the recorded digest is for.
+        zxid: i64,
+        /// ZooKeeper's digest.
+        zookeeper: i64,
+        /// The imported tree's.
+        imported: i64,
+    },
 }
 
 impl std::fmt::Display for ImportReport {
@@ -95,7 +117,21 @@ impl std::fmt::Display for ImportReport {
             f,
             "last zxid: {:#x}; znodes: {}; sessions: {}; ephemerals: {}; dead sessions cleaned: {}",
             self.last_zxid, self.znodes, self.sessions, self.ephemerals, self.dead_sessions
-        )
+        )?;
+        match self.digest {
+            DigestCheck::NotChecked => writeln!(f, "digest: not checked (none recorded)"),
+            DigestCheck::Matches(zxid) => {
+                writeln!(f, "digest: matches ZooKeeper's at zxid {zxid:#x}")
+            }
+            DigestCheck::Mismatch {
+                zxid,
+                zookeeper,
+                imported,
+            } => writeln!(
+                f,
+                "digest: MISMATCH at zxid {zxid:#x}: ZooKeeper recorded {zookeeper:#x}, the import has {imported:#x}"
+            ),
+        }
     }
 }
 
@@ -133,6 +169,7 @@ pub fn load_zookeeper(
     info!(path = %path.display(), zxid = snap.zxid, nodes = snap.nodes, "loaded ZooKeeper snapshot");
     report.snapshot = path;
     report.snapshot_zxid = snap.zxid;
+    let snapshot_digest = snap.digest;
     let mut db = ZkDatabase {
         tree: snap.tree,
         sessions: snap.sessions,
@@ -144,6 +181,8 @@ pub fn load_zookeeper(
     let logs = logs_from(&list_logs(&log_dir)?, start);
     let mut started = false;
     let mut highest = snap.zxid;
+    // The digest logged with the last transaction applied (the tree's after it).
+    let mut last_digest = None;
     for (_, path) in logs {
         let log = read_log(&path)?;
         report.logs_read.push(path.clone());
@@ -171,7 +210,33 @@ pub fn load_zookeeper(
                 report.txn_errors += 1;
             }
             db.last_zxid = db.last_zxid.max(entry.hdr.zxid);
+            last_digest = entry
+                .digest
+                .map(|(version, d)| (entry.hdr.zxid, version, d));
         }
+    }
+    // DigestCalculator version 2; compared before the dead-session clean-up, which
+    // ZooKeeper does after its own check.
+    let recorded = match (report.txns, last_digest, snapshot_digest) {
+        (1.., Some((zxid, 2, d)), _) => Some((zxid, d)),
+        (0, _, Some((zxid, 2, d))) if zxid == report.snapshot_zxid => Some((zxid, d)),
+        _ => None,
+    };
+    if let Some((zxid, zookeeper)) = recorded {
+        let imported = db.tree.zk_digest();
+        report.digest = if imported == zookeeper {
+            DigestCheck::Matches(zxid)
+        } else {
+            warn!(
+                zxid,
+                zookeeper, imported, "the imported tree's digest differs from ZooKeeper's"
+            );
+            DigestCheck::Mismatch {
+                zxid,
+                zookeeper,
+                imported,
+            }
+        };
     }
 
     // ZooKeeperServer.loadData: ephemerals of sessions that are not live go.
@@ -436,6 +501,8 @@ mod tests {
         std::fs::write(v2.join("log.1"), log_file(&entries, &torn)).unwrap();
 
         let (db, report) = load_zookeeper(dir.path(), None).unwrap();
+        // The fixture logs no digests.
+        assert_eq!(report.digest, DigestCheck::NotChecked);
         assert_eq!(report.snapshot_zxid, 3);
         assert_eq!(report.rejected_snapshots.len(), 1);
         assert_eq!(report.txns, 5);
@@ -595,6 +662,25 @@ mod tests {
         // Without --log-dir the log is not found: only the snapshot.
         let (db, _) = load_zookeeper(data.path(), None).unwrap();
         assert!(db.tree.stat("/x").is_none());
+    }
+
+    #[test]
+    fn digest_covers_stats_but_not_the_zookeeper_subtree() {
+        let mut tree = DataTree::new();
+        let base = tree.zk_digest();
+        tree.zk_create("/zookeeper/x", None, &open_acl_unsafe(), 0, -1, 1, 1)
+            .unwrap();
+        // /zookeeper itself counts (its cversion and pzxid moved), what is below it does not.
+        let after_quota = tree.zk_digest();
+        assert_ne!(after_quota, base);
+        tree.zk_set_data("/zookeeper/x", Some(b"d"), 1, 2, 2)
+            .unwrap();
+        assert_eq!(tree.zk_digest(), after_quota);
+        tree.zk_create("/a", Some(b"x"), &open_acl_unsafe(), 0, -1, 3, 3)
+            .unwrap();
+        let with_a = tree.zk_digest();
+        tree.zk_set_acl("/a", &[], 1).unwrap();
+        assert_ne!(tree.zk_digest(), with_a, "aversion is part of the digest");
     }
 
     #[test]

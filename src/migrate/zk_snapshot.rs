@@ -45,6 +45,8 @@ pub struct ZkSnapshot {
     pub nodes: usize,
     /// Whether a 3.6+ digest section followed the tree.
     pub had_digest: bool,
+    /// That section, if of version 2: (zxid, digest version, the tree's digest at that zxid).
+    pub digest: Option<(i64, i32, i64)>,
 }
 
 /// The snapshot files in `dir`, newest (highest zxid) first.
@@ -171,13 +173,15 @@ fn parse(path: &Path, zxid: i64, bytes: &[u8]) -> Result<ZkSnapshot, MigrateErro
     check_seal(path, bytes, &mut r)?;
     // 3.6+: a digest section with a seal of its own (absent when digests are disabled).
     let mut had_digest = false;
+    let mut digest = None;
     if !r.is_empty() {
-        let _digest_zxid = r.read_i64().map_err(bad)?;
+        let digest_zxid = r.read_i64().map_err(bad)?;
         let digest_version = r.read_i32().map_err(bad)?;
         if digest_version < 2 {
             r.read_string().map_err(bad)?;
         } else {
-            r.read_i64().map_err(bad)?;
+            let value = r.read_i64().map_err(bad)?;
+            digest = Some((digest_zxid, digest_version, value));
         }
         check_seal(path, bytes, &mut r)?;
         had_digest = true;
@@ -189,6 +193,7 @@ fn parse(path: &Path, zxid: i64, bytes: &[u8]) -> Result<ZkSnapshot, MigrateErro
         tree,
         nodes,
         had_digest,
+        digest,
     })
 }
 

@@ -143,6 +143,9 @@ pub struct TxnEntry {
     pub hdr: TxnHeader,
     /// Its body.
     pub txn: Txn,
+    /// The `TxnDigest` logged after it (3.6+ with digests on): (digest version, the tree's
+    /// digest once this transaction is applied).
+    pub digest: Option<(i32, i64)>,
 }
 
 fn create(r: &mut Reader<'_>, kind: i32) -> Result<CreateTxn, DecodeError> {
@@ -184,15 +187,19 @@ fn body(r: &mut Reader<'_>, kind: i32) -> Result<Option<Txn>, DecodeError> {
             // Absent in logs written before CloseSessionTxn existed (or with it disabled).
             // If what follows does not parse as one, it is a digest (a log with
             // closeSessionTxn disabled): ZooKeeper then kills the session's ephemerals alone.
+            let mut probe = r.clone();
             let paths = (|| -> Result<Vec<String>, DecodeError> {
-                let n = r.read_vec_len(4)?;
+                let n = probe.read_vec_len(4)?;
                 let mut paths = Vec::with_capacity(n);
                 for _ in 0..n {
-                    paths.push(r.read_string()?);
+                    paths.push(probe.read_string()?);
                 }
                 Ok(paths)
             })()
             .ok();
+            if paths.is_some() {
+                *r = probe;
+            }
             Txn::CloseSession { paths }
         }
         op::CREATE | op::CREATE2 | op::CREATE_TTL | op::CREATE_CONTAINER => {
@@ -253,7 +260,15 @@ pub fn decode_entry(bytes: &[u8]) -> Result<Option<TxnEntry>, DecodeError> {
         time: r.read_i64()?,
         op: r.read_i32()?,
     };
-    Ok(body(&mut r, hdr.op)?.map(|txn| TxnEntry { hdr, txn }))
+    let Some(txn) = body(&mut r, hdr.op)? else {
+        return Ok(None);
+    };
+    let digest = if r.remaining() >= 12 {
+        Some((r.read_i32()?, r.read_i64()?))
+    } else {
+        None
+    };
+    Ok(Some(TxnEntry { hdr, txn, digest }))
 }
 
 /// What reading one log file found.

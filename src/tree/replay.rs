@@ -253,6 +253,35 @@ impl DataTree {
         }
     }
 
+    /// ZooKeeper's tree digest (`DigestCalculator` version 2, summed as `AdHash`): over every
+    /// node not under `/zookeeper/`, the CRC32 of its path ("" for the root), its data and
+    /// its persisted stat (czxid, mzxid, pzxid, ctime, mtime, version, cversion, aversion,
+    /// ephemeralOwner, big-endian). ZooKeeper logs it after each transaction.
+    pub(crate) fn zk_digest(&self) -> i64 {
+        let mut sum = 0i64;
+        let _ = self.visit_persisted(&mut |path, data, _, st| {
+            if path.starts_with("/zookeeper/") {
+                return Ok(());
+            }
+            let mut crc = crc32fast::Hasher::new();
+            crc.update(path.as_bytes());
+            crc.update(data.unwrap_or_default());
+            let mut b = [0u8; 60];
+            let longs = [st.czxid, st.mzxid, st.pzxid, st.ctime, st.mtime];
+            for (i, v) in longs.iter().enumerate() {
+                b[i * 8..i * 8 + 8].copy_from_slice(&v.to_be_bytes());
+            }
+            for (i, v) in [st.version, st.cversion, st.aversion].iter().enumerate() {
+                b[40 + i * 4..44 + i * 4].copy_from_slice(&v.to_be_bytes());
+            }
+            b[52..60].copy_from_slice(&st.ephemeral_owner.to_be_bytes());
+            crc.update(&b);
+            sum = sum.wrapping_add(i64::from(crc.finalize()));
+            Ok(())
+        });
+        sum
+    }
+
     /// Every znode in pre-order (parents before children, children sorted by name) with
     /// its data, ACL list and persisted stat: what a ZooKeeper snapshot holds.
     pub(crate) fn visit_persisted(&self, f: &mut PersistedVisitor<'_>) -> std::io::Result<()> {

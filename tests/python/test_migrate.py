@@ -354,6 +354,8 @@ def test_import_from_zookeeper(tmp_path, stop):
         print(report)
         replayed = int(re.search(r"transactions replayed: (\d+)", report).group(1))
         assert replayed > 0, report
+        # ZooKeeper's own tree digest (logged with each txn) agrees with the imported tree.
+        assert "digest: matches ZooKeeper's" in report, report
         if stop == "sigkill":
             assert "partial last record dropped" in report, report
         # A second import over the result is refused.
