@@ -8,8 +8,10 @@
 //! 2. Every logged transaction after the snapshot's zxid, in log order, applied as
 //!    `DataTree.processTxn` applies it, errors ignored (a fuzzy snapshot may already hold
 //!    some of them); a partial last record is dropped.
-//! 3. Ephemerals whose session is not live are deleted (`loadData`'s dead-session cleanup).
-//! 4. A rookery snapshot at index = the last zxid (see [`super`] for the zxid mapping) with
+//! 3. ZooKeeper's tree digest, logged with the last transaction (or stored in the snapshot),
+//!    is recomputed over the result and compared (reported, as ZooKeeper reports it).
+//! 4. Ephemerals whose session is not live are deleted (`loadData`'s dead-session cleanup).
+//! 5. A rookery snapshot at index = the last zxid (see [`super`] for the zxid mapping) with
 //!    the tree and the live sessions (ZooKeeper's derived passwords, so their clients can
 //!    resume them; their timeouts start afresh when rookery starts), and an LMDB Raft log
 //!    compacted through that index, for a standalone server (voters `[1]`).
