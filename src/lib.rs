@@ -32,6 +32,7 @@ macro_rules! failpoint {
 
 pub mod config;
 pub mod histogram;
+pub mod migrate;
 pub mod peer;
 pub mod raft;
 pub mod server;

@@ -47,10 +47,20 @@ impl SessionTable {
                 self.next_session_id = 1;
             }
         }
+        // Never reuse a live id (one imported from ZooKeeper could lie ahead of the counter).
+        while self.sessions.contains_key(&self.next_session_id) {
+            self.next_session_id = self.next_session_id.wrapping_add(1);
+        }
         let id = self.next_session_id;
         self.next_session_id = self.next_session_id.wrapping_add(1);
         self.sessions.insert(id, info);
         id
+    }
+
+    /// Adds a session under a given id (an import from ZooKeeper, whose ids and passwords
+    /// the clients already hold); replaces one with the same id.
+    pub fn insert(&mut self, session_id: i64, info: SessionInfo) {
+        self.sessions.insert(session_id, info);
     }
 
     /// Removes a session at apply time; false if it did not exist.
@@ -458,6 +468,10 @@ mod tests {
         assert_eq!(ids_a, ids_b);
         assert_eq!(ids_a[1], ids_a[0] + 1);
         assert!(ids_a.iter().all(|id| *id > 0));
+        // An inserted (imported) session's id is skipped, never handed out again.
+        a.insert(ids_a[2] + 1, info.clone());
+        let next = a.create(1, 1000, info.clone());
+        assert_eq!(next, ids_a[2] + 2);
     }
 
     #[test]

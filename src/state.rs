@@ -240,7 +240,10 @@ const SNAPSHOT_MAGIC_V1: &[u8; 8] = b"RKSTATE1";
 
 /// Writes an `RKSTATE3` snapshot of `state` to `w`, the tree streamed in bounded pieces.
 /// Only reads `state`: no lock, no logging (it may run in a forked child).
-fn write_snapshot(state: &ReplicatedState, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+pub(crate) fn write_snapshot(
+    state: &ReplicatedState,
+    w: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let mut head = BytesMut::new();
     head.extend_from_slice(SNAPSHOT_MAGIC_V3);
     state.last_zxid.write(&mut head);

@@ -523,18 +523,34 @@ impl Client {
         Ok((data, stat, watcher))
     }
 
+    /// Like [`Client::get_data`], but keeps null data (`None`, as ZooKeeper stores data
+    /// created or set as null) apart from empty data.
+    pub async fn get_data_opt(&self, path: &str) -> Result<(Option<Vec<u8>>, Stat)> {
+        let server_path = self.server_path(path, false)?;
+        self.get_data_raw(server_path, None).await
+    }
+
     async fn get_data_inner(
         &self,
         path: String,
         watch: Option<WatchRegistration>,
     ) -> Result<(Vec<u8>, Stat)> {
+        // This client's API has no null data: null reads as empty.
+        let (data, stat) = self.get_data_raw(path, watch).await?;
+        Ok((data.unwrap_or_default(), stat))
+    }
+
+    async fn get_data_raw(
+        &self,
+        path: String,
+        watch: Option<WatchRegistration>,
+    ) -> Result<(Option<Vec<u8>>, Stat)> {
         let request = Request::GetData(GetDataRequest {
             path,
             watch: watch.is_some(),
         });
         match self.call(request, watch, AfterReply::Nothing).await? {
-            // This client's API has no null data: null reads as empty.
-            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat)),
+            Response::GetData(r) => Ok((r.data, r.stat)),
             other => Err(unexpected(other)),
         }
     }

@@ -14,6 +14,7 @@ mod acl;
 mod node;
 mod path;
 mod quota;
+mod replay;
 mod snapshot;
 mod write;
 
@@ -39,7 +40,8 @@ pub use path::{validate_path, SPECIAL_PATHS};
 pub use snapshot::TreeError;
 
 use acl::{mask_digest, AclCache};
-use node::{NewNode, Node, NodeId, NodeStore, PersistedStat, ROOT};
+pub(crate) use node::PersistedStat;
+use node::{NewNode, Node, NodeId, NodeStore, ROOT};
 
 /// What an operation needs to know about the request besides its body.
 #[derive(Debug, Clone, Copy)]
@@ -144,19 +146,25 @@ impl DataTree {
             stat: PersistedStat::default(),
         })
         .expect("a one-node store always fits");
-        let mut tree = DataTree {
+        let mut tree = DataTree::from_root(nodes, acls, 0);
+        let zk = tree.attach_special(ROOT, "/zookeeper", open_acl(), 0);
+        tree.attach_special(zk, "/zookeeper/quota", open_acl(), 0);
+        tree.attach_special(zk, "/zookeeper/config", read_acl(), -1);
+        tree
+    }
+
+    /// A tree of `nodes` (holding only its root, whose data is `root_data_len` bytes) and
+    /// `acls`, with empty indexes.
+    fn from_root(nodes: NodeStore, acls: AclCache, root_data_len: usize) -> DataTree {
+        DataTree {
             nodes,
             acls,
             ephemerals: HashMap::new(),
             containers: BTreeSet::new(),
             ttls: BTreeSet::new(),
             quotas: BTreeMap::new(),
-            data_size: java_len("/"),
-        };
-        let zk = tree.attach_special(ROOT, "/zookeeper", open_acl(), 0);
-        tree.attach_special(zk, "/zookeeper/quota", open_acl(), 0);
-        tree.attach_special(zk, "/zookeeper/config", read_acl(), -1);
-        tree
+            data_size: java_len("/") + root_data_len as u64,
+        }
     }
 
     fn attach_special(

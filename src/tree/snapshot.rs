@@ -15,7 +15,7 @@
 //! ACL lists are numbered in order of first use by the nodes, and every list is used once
 //! at least, so that decoding then encoding reproduces the input byte for byte.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 
 use rookery_protocol::{ephemeral_owner, Acl, Id};
@@ -23,7 +23,7 @@ use rookery_protocol::{ephemeral_owner, Acl, Id};
 use super::acl::AclCache;
 use super::node::{NewNode, NodeId, NodeStore, PersistedStat, ROOT};
 use super::path::is_valid_path;
-use super::{java_len, DataTree};
+use super::DataTree;
 
 const MAGIC: &[u8; 8] = b"RKTREE\0\0";
 /// Encoded bytes buffered before they go to the writer.
@@ -559,15 +559,7 @@ impl DataTree {
             stat: root_stat,
         })
         .ok_or(TreeError::Invalid("root"))?;
-        let mut tree = DataTree {
-            nodes,
-            acls,
-            ephemerals: HashMap::new(),
-            containers: BTreeSet::new(),
-            ttls: BTreeSet::new(),
-            quotas: BTreeMap::new(),
-            data_size: java_len("/") + root_data.map_or(0, <[u8]>::len) as u64,
-        };
+        let mut tree = DataTree::from_root(nodes, acls, root_data.map_or(0, <[u8]>::len));
 
         /// A node whose children are still being read.
         struct Frame {

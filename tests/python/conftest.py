@@ -118,6 +118,17 @@ def four_letter(port, word, timeout=2.0):
         return None
 
 
+def recv_exact(s, n):
+    """n bytes from socket s, or None if it reaches EOF first."""
+    data = b""
+    while len(data) < n:
+        chunk = s.recv(n - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
 def _tail(path, n=60):
     try:
         lines = Path(path).read_text(errors="replace").splitlines()

@@ -21,7 +21,7 @@ from kazoo.protocol.serialization import int_struct, read_string
 from kazoo.protocol.states import KazooState, KeeperState
 from kazoo.security import ACL, Id, Permissions
 
-from conftest import SASL_USERS, check_alive
+from conftest import SASL_USERS, check_alive, recv_exact
 
 TIMEOUT = 15.0
 ZKCLI = "/usr/share/zookeeper/bin/zkCli.sh"
@@ -133,15 +133,6 @@ def raw_sasl(server, user, password, max_steps=3, extra_token=False):
 
     def frame(b):
         return struct.pack(">i", len(b)) + b
-
-    def recv_exact(s, n):
-        data = b""
-        while len(data) < n:
-            chunk = s.recv(n - len(data))
-            if not chunk:
-                return None
-            data += chunk
-        return data
 
     def recv_frame(s):
         head = recv_exact(s, 4)
