@@ -79,14 +79,14 @@ def certs(tmp_path_factory):
     return c
 
 
-def tls_cfg(certs, secure_port, key_store=None):
+def tls_cfg(certs, secure_port, key_store=None, client_auth="need"):
     return [
         f"secureClientPort={secure_port}",
         f"ssl.keyStore.location={key_store or certs['server'][2]}",
         "ssl.keyStore.type=PEM",
         f"ssl.trustStore.location={certs['ca']}",
         "ssl.trustStore.type=PEM",
-        "ssl.clientAuth=need",
+        f"ssl.clientAuth={client_auth}",
         f"authProvider.x509={X509_PROVIDER}",
     ]
 
@@ -101,9 +101,9 @@ class TlsServer:
         return f"127.0.0.1:{self.secure_port}"
 
 
-def start_tls(kind, workdir: Path, certs, key_store=None):
+def start_tls(kind, workdir: Path, certs, key_store=None, client_auth="need"):
     secure_port = free_port()
-    lines = tls_cfg(certs, secure_port, key_store)
+    lines = tls_cfg(certs, secure_port, key_store, client_auth)
     if kind == "zk":
         srv = start_zookeeper(
             workdir, ["serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
@@ -223,6 +223,34 @@ def test_zkcli_over_tls(tls_server, certs):
                     f"delete {path}\nquit\n")
     assert f"Created {path}" in out, out
     assert "\nhi\n" in out, out
+    assert f"x509: {BOB_DN}" in out, out
+
+
+@pytest.fixture(scope="module", params=targets())
+def tls_want_server(request, tmp_path_factory, certs):
+    s = start_tls(request.param, tmp_path_factory.mktemp(f"tls-want-{request.param}"), certs,
+                  client_auth="want")
+    yield s
+    s.srv.stop()
+
+
+def test_client_auth_want(tls_want_server, certs):
+    """ssl.clientAuth=want: a client without a certificate connects, unauthenticated beyond
+    its address; one with a certificate is x509-authenticated."""
+    path = f"/tls-want-{os.getpid()}"
+    anonymous = started(kazoo_tls(tls_want_server, None, certs))
+    alice = started(kazoo_tls(tls_want_server, "alice", certs))
+    try:
+        alice.create(path, b"mine", acl=[ACL(Permissions.ALL, Id("x509", ALICE_DN))])
+        with pytest.raises(NoAuthError):
+            anonymous.get(path)
+        assert alice.get(path)[0] == b"mine"
+        alice.delete(path)
+    finally:
+        for c in (anonymous, alice):
+            c.stop()
+            c.close()
+    out = zkcli_tls(tls_want_server, certs, "bob", stdin="whoami\nquit\n")
     assert f"x509: {BOB_DN}" in out, out
 
 
