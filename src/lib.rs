@@ -33,6 +33,7 @@ macro_rules! failpoint {
 pub mod config;
 pub mod peer;
 pub mod raft;
+pub mod reconfig;
 pub mod server;
 pub mod session;
 pub mod state;

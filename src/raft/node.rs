@@ -12,6 +12,7 @@ use raft::eraftpb::{
 };
 use raft::{Config, RawNode, StateRole, Storage as _};
 
+use super::reconfig::Orchestrator;
 use super::{
     barrier, Command, GroupOptions, NodeRole, RaftError, RaftOptions, Shared, StateMachine,
     Transport,
@@ -108,6 +109,8 @@ pub(super) struct Node {
     /// index is capped at what it acknowledged, so it looks up to date while the leader has
     /// moved on, and expired its sessions, without it.
     probe_ok_at: Option<Instant>,
+    /// Membership changes this node carries out as leader (reconfig).
+    reconfig: Orchestrator,
     /// Set by `Command::Crash`: leave the loop without the orderly shutdown.
     #[cfg(test)]
     crashed: bool,
@@ -327,6 +330,7 @@ impl Node {
             snapshot_in_flight: false,
             unpersisted: VecDeque::new(),
             peeked: None,
+            reconfig: Orchestrator::new(group.catch_up_timeout),
             #[cfg(test)]
             crashed: false,
         })
@@ -397,6 +401,10 @@ impl Node {
                 .and_then(|()| self.settle(txn_at_start));
             match turn {
                 Ok(()) => {
+                    let caught_up = self.shared.caught_up.load(Ordering::Acquire);
+                    if self.reconfig.drive(&mut self.raw, self.sm.as_mut(), caught_up) {
+                        snapshot_requested = true;
+                    }
                     // A step without a Ready (rare) can still move freshness.
                     self.publish_status();
                     if std::mem::take(&mut self.barrier_force) {
@@ -1231,7 +1239,14 @@ impl Node {
                 source,
             })?;
         let cs = self.raw.apply_conf_change(&cc)?;
-        tracing::info!(index = e.index, term = e.term, voters = ?cs.voters, "applied conf change");
+        tracing::info!(
+            index = e.index,
+            term = e.term,
+            voters = ?cs.voters,
+            outgoing = ?cs.voters_outgoing,
+            learners = ?cs.learners,
+            "applied conf change"
+        );
         self.retry_while_full(
             "conf state",
             |node| {
@@ -1242,6 +1257,9 @@ impl Node {
             },
             |_| {},
         )?;
+        let context = cc.as_v2().context.to_vec();
+        self.sm
+            .apply_membership(e.index, e.term, &context, &cs.voters, &cs.learners);
         Ok(())
     }
 
@@ -1336,6 +1354,10 @@ impl Node {
                             index: e.index,
                             reason,
                         });
+                    }
+                    if let Some(change) = self.sm.take_membership_change() {
+                        self.reconfig
+                            .requested(&mut self.raw, self.sm.as_mut(), change);
                     }
                     failpoint!("raft-after-apply");
                 }

@@ -1496,6 +1496,7 @@ fn group_options_are_validated_and_a_joiner_starts_empty() {
             election_tick: 20,
             heartbeat_tick: 3,
             learners: vec![5],
+            ..GroupOptions::default()
         },
         "timing",
     )

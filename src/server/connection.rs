@@ -869,7 +869,9 @@ impl Connection {
                 return Ok(next);
             }
         }
-        let pending = if request::is_write(&request) {
+        let pending = if request::is_write(&request)
+            || request::is_replicated_reconfig(&request, self.shared.config())
+        {
             if matches!(request, Request::CloseSession) {
                 self.closing = true;
             }
