@@ -148,6 +148,11 @@ pub struct Shared {
     removed: std::sync::atomic::AtomicBool,
 }
 
+/// Peer id → peer address of `servers`.
+fn book_of(servers: &[crate::config::ServerSpec]) -> std::collections::BTreeMap<u64, String> {
+    servers.iter().map(|s| (s.id, s.peer_address())).collect()
+}
+
 /// A weak link to the peer network: the listener owns it and shuts it down.
 struct PeerLink(std::sync::Weak<crate::peer::PeerNetwork>);
 
@@ -231,31 +236,27 @@ impl Shared {
         self.removed.load(Ordering::Acquire)
     }
 
-    /// Points the peer network's address book at `servers` (all of them when `replace`, else
-    /// only adding or updating these). No-op before the network is started or when
-    /// standalone.
-    pub fn update_peers(&self, servers: &[crate::config::ServerSpec], replace: bool) {
-        let Some(net) = self.peer_net.get().and_then(|link| link.0.upgrade()) else {
-            return;
-        };
-        let book = servers
-            .iter()
-            .map(|s| (s.id, s.peer_address()))
-            .collect::<std::collections::BTreeMap<u64, String>>();
-        if replace {
-            net.set_peers(book);
-        } else {
-            net.add_peers(book);
+    /// Adds (or updates) `servers` in the peer network's address book (a reconfig's
+    /// joiners, before the leader adds them as learners). No-op before the network is
+    /// started or when standalone.
+    pub fn add_peers(&self, servers: &[crate::config::ServerSpec]) {
+        if let Some(net) = self.peer_net.get().and_then(|link| link.0.upgrade()) {
+            net.add_peers(book_of(servers));
         }
     }
 
-    /// Points the address book at the servers of `/zookeeper/config` (after start-up replay
-    /// or a snapshot install), keeping zoo.cfg's when the node is empty.
-    pub fn peers_from_tree(&self) {
+    /// Points the address book at the servers of `/zookeeper/config` (after start-up replay,
+    /// a snapshot install or a conf change), keeping the peers of `keep` too: the Raft
+    /// members (the outgoing half of a joint configuration, learners being added) must stay
+    /// reachable until the membership drops them. zoo.cfg's stays when the node is empty.
+    pub fn peers_from_tree(&self, keep: &[u64]) {
+        let Some(net) = self.peer_net.get().and_then(|link| link.0.upgrade()) else {
+            return;
+        };
         let text = self.state.read().tree.config_data();
         let (servers, _) = crate::reconfig::parse_config(&String::from_utf8_lossy(&text));
         if !servers.is_empty() {
-            self.update_peers(&servers, true);
+            net.set_peers_keeping(book_of(&servers), keep);
         }
     }
 
@@ -427,15 +428,23 @@ impl Applier {
                     crate::reconfig::Outcome::Reply(result, triggers) => {
                         Self::fire(&shared, sink, &state.tree, zxid, &triggers, &[]);
                         if result.is_ok() {
+                            // Only addresses moved (the membership is the same).
                             drop(state);
-                            shared.peers_from_tree();
+                            let ids: Vec<u64> = crate::reconfig::parse_config(&String::from_utf8_lossy(
+                                &shared.state.read().tree.config_data(),
+                            ))
+                            .0
+                            .iter()
+                            .map(|s| s.id)
+                            .collect();
+                            shared.peers_from_tree(&ids);
                         }
                         sink.write_applied(txn.origin, zxid, &result);
                     }
                     crate::reconfig::Outcome::Change(change, joining) => {
                         info!(zxid, voters = ?change.voters, learners = ?change.learners, "reconfig accepted; membership change handed to the leader");
                         drop(state);
-                        shared.update_peers(&joining, false);
+                        shared.add_peers(&joining);
                         self.membership_change = Some(change);
                     }
                 }
@@ -576,6 +585,7 @@ impl StateMachine for Applier {
         context: &[u8],
         voters: &[u64],
         learners: &[u64],
+        outgoing: &[u64],
     ) {
         let zxid = index as i64;
         let shared = Arc::clone(&self.shared);
@@ -593,11 +603,10 @@ impl StateMachine for Applier {
             };
             info!(zxid, voters = ?voters, learners = ?learners, "reconfig applied; /zookeeper/config rewritten");
             self.sink.write_applied(ctx.origin, zxid, &result);
-            drop(state);
-            shared.update_peers(&ctx.servers, true);
-        } else {
-            drop(state);
         }
+        drop(state);
+        let members: Vec<u64> = voters.iter().chain(learners).chain(outgoing).copied().collect();
+        shared.peers_from_tree(&members);
         if let Some((me, _)) = self.ensemble {
             let member = voters.contains(&me) || learners.contains(&me);
             // A joiner not yet added sees conf changes before its own: only a member that
@@ -737,7 +746,7 @@ impl StateMachine for Applier {
             "state restored from snapshot"
         );
         drop(state);
-        self.shared.peers_from_tree();
+        self.shared.peers_from_tree(&[]);
         self.sink.state_replaced(index);
         Ok(())
     }

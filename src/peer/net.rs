@@ -625,21 +625,29 @@ impl PeerNetwork {
     /// dialers start for new peers and for peers whose address changed, and stop for peers
     /// no longer listed (which may then no longer connect to us). Any thread.
     pub fn set_peers(&self, book: BTreeMap<u64, String>) {
-        self.update_peers(book, true);
+        self.update_peers(book, Some(&[]));
+    }
+
+    /// Like [`PeerNetwork::set_peers`], but peers in `keep` stay even when `book` does not
+    /// list them (the outgoing half of a joint configuration, learners being added).
+    pub fn set_peers_keeping(&self, book: BTreeMap<u64, String>, keep: &[u64]) {
+        self.update_peers(book, Some(keep));
     }
 
     /// Adds or updates the peers of `book`, keeping the others (the joiners of a reconfig
     /// that is not committed yet: the leader must reach them to add them as learners).
     pub fn add_peers(&self, book: BTreeMap<u64, String>) {
-        self.update_peers(book, false);
+        self.update_peers(book, None);
     }
 
-    fn update_peers(&self, book: BTreeMap<u64, String>, replace: bool) {
+    /// Adds or updates `book`'s peers; with `replace_keeping`, also drops every other peer
+    /// not in that list.
+    fn update_peers(&self, book: BTreeMap<u64, String>, replace_keeping: Option<&[u64]>) {
         let inner = &self.inner;
         let mut peers = inner.peers.write();
-        if replace {
+        if let Some(also) = replace_keeping {
             peers.retain(|id, q| {
-                let keep = book.contains_key(id);
+                let keep = book.contains_key(id) || also.contains(id);
                 if !keep {
                     tracing::info!(my_id = inner.my_id, peer = *id, "peer left the address book");
                     q.stop.cancel();

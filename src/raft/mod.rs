@@ -315,7 +315,8 @@ pub trait StateMachine: Send + 'static {
     /// A conf change entry applied at `index` (on every member, in log order, replays
     /// included): `context` is what [`MembershipChange::context`] carried (empty for the
     /// learner step and for leaving a joint configuration); `voters`/`learners` is the
-    /// membership now in force (the incoming half while joint). Default no-op.
+    /// membership now in force (the incoming half while joint) and `outgoing` the outgoing
+    /// voters while joint (empty otherwise). Default no-op.
     fn apply_membership(
         &mut self,
         _index: u64,
@@ -323,6 +324,7 @@ pub trait StateMachine: Send + 'static {
         _context: &[u8],
         _voters: &[u64],
         _learners: &[u64],
+        _outgoing: &[u64],
     ) {
     }
 }

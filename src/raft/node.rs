@@ -402,7 +402,11 @@ impl Node {
             match turn {
                 Ok(()) => {
                     let caught_up = self.shared.caught_up.load(Ordering::Acquire);
-                    if self.reconfig.drive(&mut self.raw, self.sm.as_mut(), caught_up) {
+                    let snapshot_index = self.newest_snapshot.as_ref().map_or(0, |m| m.index);
+                    if self
+                        .reconfig
+                        .drive(&mut self.raw, self.sm.as_mut(), caught_up, snapshot_index)
+                    {
                         snapshot_requested = true;
                     }
                     // A step without a Ready (rare) can still move freshness.
@@ -1258,8 +1262,14 @@ impl Node {
             |_| {},
         )?;
         let context = cc.as_v2().context.to_vec();
-        self.sm
-            .apply_membership(e.index, e.term, &context, &cs.voters, &cs.learners);
+        self.sm.apply_membership(
+            e.index,
+            e.term,
+            &context,
+            &cs.voters,
+            &cs.learners,
+            &cs.voters_outgoing,
+        );
         Ok(())
     }
 

@@ -56,9 +56,9 @@ pub enum MembershipRefusal {
 /// Where the change in progress stands.
 #[derive(Debug)]
 enum Stage {
-    /// The log still starts at index 1: a joiner replaying it would miss the bootstrap
-    /// membership (it is no entry), so the leader first snapshots and compacts, and joiners
-    /// get a snapshot carrying the whole membership.
+    /// The log still starts at index 1, so the leader would send a joiner entries from there
+    /// (without the bootstrap membership, which is no entry): compact first (two snapshots),
+    /// so that a joiner can only be sent a snapshot.
     Compacting {
         /// The servers to add as learners next.
         joining: Vec<u64>,
@@ -69,8 +69,13 @@ enum Stage {
     CatchingUp {
         /// The learners that must catch up.
         joining: Vec<u64>,
-        /// Commit index they must reach; fixed when the learner change applied (0 before).
+        /// Commit index they must reach; fixed once the learner change applied and a snapshot
+        /// that includes them exists (0 before).
         target: u64,
+        /// Applied index once the learner change was applied (0 before): the snapshot a
+        /// joiner installs must be at least this new, or it would not list the joiner (raft-rs
+        /// refuses such a snapshot).
+        learners_at: u64,
         /// Give up (NoQuorum) after this.
         deadline: Instant,
     },
@@ -186,6 +191,7 @@ impl Orchestrator {
             stage: Stage::CatchingUp {
                 joining,
                 target: 0,
+                learners_at: 0,
                 deadline,
             },
         });
@@ -245,15 +251,19 @@ impl Orchestrator {
     }
 
     /// Called every loop turn: moves the change in progress on, and leaves a joint
-    /// configuration that a previous leader left behind. True when the raft thread should
-    /// take a snapshot now (to compact the log for joiners).
+    /// configuration that a previous leader left behind. `snapshot_index`: the newest
+    /// snapshot's. True when the raft thread should take a snapshot now: a joiner's log must
+    /// start with a snapshot that lists it (its log from index 1 would miss the bootstrap
+    /// membership, which is no entry), so the leader snapshots after adding the learners, and
+    /// until its log no longer starts at index 1 (compaction keeps the previous snapshot).
     pub(super) fn drive(
         &mut self,
         raw: &mut RawNode<LmdbStorage>,
         sm: &mut dyn StateMachine,
         caught_up: bool,
+        snapshot_index: u64,
     ) -> bool {
-        self.step(raw, sm, caught_up) == Some(true)
+        self.step(raw, sm, caught_up, snapshot_index) == Some(true)
     }
 
     fn step(
@@ -261,6 +271,7 @@ impl Orchestrator {
         raw: &mut RawNode<LmdbStorage>,
         sm: &mut dyn StateMachine,
         caught_up: bool,
+        snapshot_index: u64,
     ) -> Option<bool> {
         if raw.raft.state != StateRole::Leader {
             if let Some(f) = self.in_flight.take() {
@@ -296,27 +307,28 @@ impl Orchestrator {
                     tracing::warn!("reconfig failed: the log could not be compacted in time");
                     refuse(raw, sm, &f.change.context, MembershipRefusal::NoQuorum);
                 } else {
-                    // Two snapshots compact the log to the first; an empty entry makes sure
-                    // there is something new to snapshot when the ensemble is idle.
-                    if raw.raft.raft_log.last_index() == raw.raft.raft_log.applied {
-                        let _ = raw.propose(Vec::new(), Vec::new());
-                    }
+                    poke(raw);
                     return Some(true);
                 }
             }
             Stage::CatchingUp {
                 joining,
                 target,
+                learners_at,
                 deadline,
             } => {
+                let mut want_snapshot = false;
                 if *target == 0 {
-                    if raw.raft.has_pending_conf() || is_joint(raw) {
-                        // The learner change is not applied yet (or its joint not left).
-                        if Instant::now() < *deadline {
-                            return Some(false);
+                    if *learners_at == 0 && !raw.raft.has_pending_conf() && !is_joint(raw) {
+                        *learners_at = raw.raft.raft_log.applied;
+                    }
+                    if *learners_at > 0 {
+                        if snapshot_index >= *learners_at && raw.raft.raft_log.first_index() > 1 {
+                            *target = raw.raft.raft_log.committed;
+                        } else {
+                            want_snapshot = true;
+                            poke(raw);
                         }
-                    } else {
-                        *target = raw.raft.raft_log.committed;
                     }
                 }
                 let prs = raw.raft.prs();
@@ -343,7 +355,9 @@ impl Orchestrator {
                         }
                     }
                     refuse(raw, sm, &f.change.context, MembershipRefusal::NoQuorum);
+                    return Some(false);
                 }
+                return Some(want_snapshot);
             }
             Stage::Committing => {
                 if raw.raft.has_pending_conf() || is_joint(raw) {
@@ -375,6 +389,14 @@ fn joining_of(f: &InFlight) -> Vec<u64> {
     match &f.stage {
         Stage::Compacting { joining, .. } | Stage::CatchingUp { joining, .. } => joining.clone(),
         Stage::Committing => Vec::new(),
+    }
+}
+
+/// Proposes an empty entry when everything is applied, so that an idle ensemble still has
+/// something new to snapshot (a snapshot needs applied > the newest snapshot's index).
+fn poke(raw: &mut RawNode<LmdbStorage>) {
+    if raw.raft.raft_log.last_index() == raw.raft.raft_log.applied {
+        let _ = raw.propose(Vec::new(), Vec::new());
     }
 }
 

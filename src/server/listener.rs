@@ -540,7 +540,7 @@ async fn start_ensemble(
     let net = Arc::new(net);
     shared_for_net.set_peer_net(&net);
     // The membership replayed from the log or a snapshot may differ from zoo.cfg's.
-    shared_for_net.peers_from_tree();
+    shared_for_net.peers_from_tree(&[]);
     Ok((raft, raft_thread, net))
 }
 
