@@ -71,9 +71,17 @@ fn split_version(data: &[u8]) -> (String, i64) {
     (body.to_string(), i64::from_str_radix(version.trim(), 16).unwrap())
 }
 
+/// A super client on member `i`. A reconfig waits up to initLimit × tickTime for joiners,
+/// and pings queue behind it, so the session (and the client's read timeout, 2/3 of it)
+/// must be longer than that.
 async fn admin(c: &Cluster, i: usize) -> zk::Client {
-    c.client_with(i, zk::Client::connector().with_auth("digest", b"super:test"))
-        .await
+    c.client_with(
+        i,
+        zk::Client::connector()
+            .with_auth("digest", b"super:test")
+            .with_session_timeout(Duration::from_secs(15)),
+    )
+    .await
 }
 
 /// Waits until member `i` answers `srvr` with this mode.

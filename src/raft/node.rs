@@ -1366,8 +1366,7 @@ impl Node {
                         });
                     }
                     if let Some(change) = self.sm.take_membership_change() {
-                        self.reconfig
-                            .requested(&mut self.raw, self.sm.as_mut(), change);
+                        self.reconfig.request(change);
                     }
                     failpoint!("raft-after-apply");
                 }

@@ -102,6 +102,9 @@ pub(super) struct Orchestrator {
     /// Term in which this node last proposed the empty "leave joint" change, so it proposes
     /// it once per term.
     left_joint_in: u64,
+    /// Changes handed over by entries applied this turn, acted on by the next
+    /// [`Orchestrator::drive`]: proposing while a Ready is being handled would break raft-rs.
+    requested: Vec<MembershipChange>,
 }
 
 fn single(node_id: u64, change_type: ConfChangeType) -> ConfChangeSingle {
@@ -123,11 +126,17 @@ impl Orchestrator {
             catch_up_timeout,
             in_flight: None,
             left_joint_in: 0,
+            requested: Vec::new(),
         }
     }
 
-    /// A membership change asked for by an entry just applied.
-    pub(super) fn requested(
+    /// A membership change asked for by an entry just applied (acted on by the next
+    /// [`Orchestrator::drive`], once the Ready is done).
+    pub(super) fn request(&mut self, change: MembershipChange) {
+        self.requested.push(change);
+    }
+
+    fn requested(
         &mut self,
         raw: &mut RawNode<LmdbStorage>,
         sm: &mut dyn StateMachine,
@@ -263,6 +272,9 @@ impl Orchestrator {
         caught_up: bool,
         snapshot_index: u64,
     ) -> bool {
+        for change in std::mem::take(&mut self.requested) {
+            self.requested(raw, sm, change);
+        }
         self.step(raw, sm, caught_up, snapshot_index) == Some(true)
     }
 
