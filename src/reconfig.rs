@@ -187,8 +187,9 @@ pub fn plan(
     req: &ReconfigRequest,
     standalone_enabled: bool,
 ) -> Result<Vec<ServerSpec>, ErrorCode> {
-    // Jute nulls decode as empty strings.
-    let given = |s: &String| (!s.is_empty()).then(|| s.clone());
+    // ZooKeeper: a null list is absent; "" joins or removes nothing (and as `newMembers` it
+    // is an empty, hence invalid, member list).
+    let given = |s: &Option<String>| s.clone();
     let mut next: Vec<ServerSpec> = match given(&req.new_members) {
         Some(members) => {
             let mut out: Vec<ServerSpec> = Vec::new();
@@ -313,9 +314,9 @@ mod tests {
 
     fn req(joining: Option<&str>, leaving: Option<&str>, members: Option<&str>) -> ReconfigRequest {
         ReconfigRequest {
-            joining_servers: joining.unwrap_or_default().to_string(),
-            leaving_servers: leaving.unwrap_or_default().to_string(),
-            new_members: members.unwrap_or_default().to_string(),
+            joining_servers: joining.map(str::to_string),
+            leaving_servers: leaving.map(str::to_string),
+            new_members: members.map(str::to_string),
             cur_config_id: -1,
         }
     }

@@ -733,9 +733,9 @@ impl Client {
         from_config: Option<i64>,
     ) -> Result<(Vec<u8>, Stat)> {
         let request = Request::Reconfig(ReconfigRequest {
-            joining_servers: joining.unwrap_or_default().to_string(),
-            leaving_servers: leaving.unwrap_or_default().to_string(),
-            new_members: members.unwrap_or_default().to_string(),
+            joining_servers: joining.map(str::to_string),
+            leaving_servers: leaving.map(str::to_string),
+            new_members: members.map(str::to_string),
             cur_config_id: from_config.unwrap_or(-1),
         });
         match self.call(request, None, AfterReply::Nothing).await? {
