@@ -88,7 +88,9 @@ pub fn config_applied(
     zxid: i64,
 ) -> Result<(Response, Vec<WatchTrigger>), ErrorCode> {
     let text = config_text(&context.servers, u64::try_from(zxid).unwrap_or(0));
-    let (stat, triggers) = state.tree.set_config(text.as_bytes(), zxid, context.time_ms)?;
+    let (stat, triggers) = state
+        .tree
+        .set_config(text.as_bytes(), zxid, context.time_ms)?;
     Ok((
         Response::GetData(GetDataResponse {
             data: Some(text.into_bytes()),
@@ -350,7 +352,10 @@ mod tests {
             None,
             Some("server.1=127.0.0.1:2001:3001:participant;127.0.0.1:4001,server.5=127.0.0.1:2005:3005:participant;127.0.0.1:4005"),
         );
-        assert_eq!(membership(&plan(&three(), &members, false).unwrap()).0, vec![1, 5]);
+        assert_eq!(
+            membership(&plan(&three(), &members, false).unwrap()).0,
+            vec![1, 5]
+        );
         // Two ports only, a bad id, a duplicate address, no participant left.
         for bad in [
             req(Some("server.4=127.0.0.1:2004"), None, None),
@@ -358,7 +363,11 @@ mod tests {
             req(Some("server.4=127.0.0.1:2001:3004;4004"), None, None),
             req(None, Some("1,2,3"), None),
         ] {
-            assert_eq!(plan(&three(), &bad, false), Err(ErrorCode::BadArguments), "{bad:?}");
+            assert_eq!(
+                plan(&three(), &bad, false),
+                Err(ErrorCode::BadArguments),
+                "{bad:?}"
+            );
         }
         // standaloneEnabled needs two participants.
         assert_eq!(

@@ -430,9 +430,9 @@ impl Applier {
                         if result.is_ok() {
                             // Only addresses moved (the membership is the same).
                             drop(state);
-                            let ids: Vec<u64> = crate::reconfig::parse_config(&String::from_utf8_lossy(
-                                &shared.state.read().tree.config_data(),
-                            ))
+                            let ids: Vec<u64> = crate::reconfig::parse_config(
+                                &String::from_utf8_lossy(&shared.state.read().tree.config_data()),
+                            )
                             .0
                             .iter()
                             .map(|s| s.id)
@@ -596,7 +596,14 @@ impl StateMachine for Applier {
             let result = crate::reconfig::config_applied(&mut state, &ctx, zxid);
             let result = match result {
                 Ok((response, triggers)) => {
-                    Self::fire(&shared, self.sink.as_mut(), &state.tree, zxid, &triggers, &[]);
+                    Self::fire(
+                        &shared,
+                        self.sink.as_mut(),
+                        &state.tree,
+                        zxid,
+                        &triggers,
+                        &[],
+                    );
                     Ok(response)
                 }
                 Err(code) => Err(code),
@@ -605,7 +612,12 @@ impl StateMachine for Applier {
             self.sink.write_applied(ctx.origin, zxid, &result);
         }
         drop(state);
-        let members: Vec<u64> = voters.iter().chain(learners).chain(outgoing).copied().collect();
+        let members: Vec<u64> = voters
+            .iter()
+            .chain(learners)
+            .chain(outgoing)
+            .copied()
+            .collect();
         shared.peers_from_tree(&members);
         if let Some((me, _)) = self.ensemble {
             let member = voters.contains(&me) || learners.contains(&me);
@@ -616,7 +628,11 @@ impl StateMachine for Applier {
                 warn!(zxid, server_id = me, "this server was removed from the ensemble by a reconfig; it stops serving clients");
                 shared.removed.store(true, Ordering::Release);
             } else if member && !was {
-                info!(zxid, server_id = me, "this server is a member of the ensemble again");
+                info!(
+                    zxid,
+                    server_id = me,
+                    "this server is a member of the ensemble again"
+                );
                 shared.removed.store(false, Ordering::Release);
             }
         }

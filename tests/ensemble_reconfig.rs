@@ -42,7 +42,11 @@ type Update<'a> = zk::EnsembleUpdate<'a, std::vec::IntoIter<&'a str>>;
 
 fn add(specs: &[String]) -> Update<'_> {
     zk::EnsembleUpdate::Incremental {
-        joinings: specs.iter().map(String::as_str).collect::<Vec<_>>().into_iter(),
+        joinings: specs
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .into_iter(),
         leavings: Vec::new().into_iter(),
     }
 }
@@ -50,7 +54,11 @@ fn add(specs: &[String]) -> Update<'_> {
 fn remove(ids: &[String]) -> Update<'_> {
     zk::EnsembleUpdate::Incremental {
         joinings: Vec::new().into_iter(),
-        leavings: ids.iter().map(String::as_str).collect::<Vec<_>>().into_iter(),
+        leavings: ids
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>()
+            .into_iter(),
     }
 }
 
@@ -68,7 +76,10 @@ fn config_of(c: &Cluster, members: &[usize]) -> String {
 fn split_version(data: &[u8]) -> (String, i64) {
     let text = String::from_utf8(data.to_vec()).unwrap();
     let (body, version) = text.rsplit_once("version=").expect("a version line");
-    (body.to_string(), i64::from_str_radix(version.trim(), 16).unwrap())
+    (
+        body.to_string(),
+        i64::from_str_radix(version.trim(), 16).unwrap(),
+    )
 }
 
 /// A super client on member `i`. A reconfig waits up to initLimit × tickTime for joiners,
@@ -161,10 +172,8 @@ async fn add_remove_and_restart_under_load() {
         let (body, version) = split_version(&data);
         assert_eq!(body, config_of(&c, &[0, 1, 2, 3]));
         assert_eq!(version, stat.mzxid, "version = the reconfig's zxid");
-        c.blocking(|c| {
-            wait_mode(c, 3, |m| m == Some(Mode::Follower), 60, "the joiner serves")
-        })
-        .await;
+        c.blocking(|c| wait_mode(c, 3, |m| m == Some(Mode::Follower), 60, "the joiner serves"))
+            .await;
         let installed: u64 = c.mntr(3)["rookery_snapshots_installed"].parse().unwrap();
         assert!(installed >= 1, "the joiner caught up without a snapshot");
         ledger::wait_progress(&acks, 50, 60, "load after the add").await;
@@ -199,10 +208,19 @@ async fn add_remove_and_restart_under_load() {
         let follower = [0, 1, 2].into_iter().find(|i| *i != leader).unwrap();
         let gone = vec![(follower + 1).to_string()];
         let (data, _) = su2.update_ensemble(remove(&gone), None).await.unwrap();
-        let mut left: Vec<usize> = [0, 1, 2, 3].into_iter().filter(|i| *i != follower).collect();
+        let mut left: Vec<usize> = [0, 1, 2, 3]
+            .into_iter()
+            .filter(|i| *i != follower)
+            .collect();
         assert_eq!(split_version(&data).0, config_of(&c, &left));
         c.blocking(move |c| {
-            wait_mode(c, follower, |m| m != Some(Mode::Follower) && m != Some(Mode::Leader), 30, "a removed follower stops serving")
+            wait_mode(
+                c,
+                follower,
+                |m| m != Some(Mode::Follower) && m != Some(Mode::Leader),
+                30,
+                "a removed follower stops serving",
+            )
         })
         .await;
         ledger::wait_progress(&acks, 50, 60, "load after removing a follower").await;
@@ -219,7 +237,13 @@ async fn add_remove_and_restart_under_load() {
         };
         assert_ne!(new_leader, leader);
         c.blocking(move |c| {
-            wait_mode(c, leader, |m| m != Some(Mode::Follower) && m != Some(Mode::Leader), 30, "the removed leader stops serving")
+            wait_mode(
+                c,
+                leader,
+                |m| m != Some(Mode::Follower) && m != Some(Mode::Leader),
+                30,
+                "the removed leader stops serving",
+            )
         })
         .await;
         ledger::wait_progress(&acks, 50, 60, "load after removing the leader").await;
@@ -229,7 +253,11 @@ async fn add_remove_and_restart_under_load() {
         let dumps = c.dump_children(&left, "/rc").await;
         let checked = ledger::assert_ledgers_hold(&ledgers, &dumps);
         for (m, d) in &dumps {
-            assert_eq!(d, &dumps[0].1, "member {m} differs from member {}", dumps[0].0);
+            assert_eq!(
+                d, &dumps[0].1,
+                "member {m} differs from member {}",
+                dumps[0].0
+            );
         }
         let (acked, unknown) = ledger::totals(&ledgers);
         assert!(holder.check_stat("/rc-eph").await.unwrap().is_some());
@@ -240,7 +268,10 @@ async fn add_remove_and_restart_under_load() {
             cl.sync("/").await.unwrap();
             configs.push(cl.get_config().await.unwrap().0);
         }
-        assert!(configs.iter().all(|d| *d == configs[0]), "configs differ: {configs:?}");
+        assert!(
+            configs.iter().all(|d| *d == configs[0]),
+            "configs differ: {configs:?}"
+        );
         eprintln!(
             "reconfig under load ({:?}): {acked} acknowledged / {unknown} failed-or-unknown ops, \
              {checked} values checked on members {left:?}",
@@ -264,7 +295,10 @@ async fn add_remove_and_restart_under_load() {
         })
         .await;
         let after = c.client(left[0]).await;
-        after.create("/rc/after-restart", b"x", &anyone()).await.unwrap();
+        after
+            .create("/rc/after-restart", b"x", &anyone())
+            .await
+            .unwrap();
         assert_eq!(after.get_config().await.unwrap().0, configs[0]);
     })
     .await

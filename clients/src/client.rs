@@ -8,9 +8,9 @@ use rookery_protocol::{
     Acl, AddWatchMode, AddWatchRequest, CheckVersionRequest, CheckWatchesRequest, ClientInfo,
     CreateMode, CreateRequest, CreateTtlRequest, DeleteRequest, ExistsRequest, GetAclRequest,
     GetAllChildrenNumberRequest, GetChildren2Request, GetChildrenRequest, GetDataRequest,
-    GetEphemeralsRequest, MultiOp, MultiResult, OpCode, ReconfigRequest, RemoveWatchesRequest, Request,
-    Response,
-    SetAclRequest, SetDataRequest, Stat, SyncRequest, WatcherType, DEFAULT_MAX_FRAME,
+    GetEphemeralsRequest, MultiOp, MultiResult, OpCode, ReconfigRequest, RemoveWatchesRequest,
+    Request, Response, SetAclRequest, SetDataRequest, Stat, SyncRequest, WatcherType,
+    DEFAULT_MAX_FRAME,
 };
 use tokio::sync::{mpsc, oneshot};
 

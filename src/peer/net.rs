@@ -649,7 +649,11 @@ impl PeerNetwork {
             peers.retain(|id, q| {
                 let keep = book.contains_key(id) || also.contains(id);
                 if !keep {
-                    tracing::info!(my_id = inner.my_id, peer = *id, "peer left the address book");
+                    tracing::info!(
+                        my_id = inner.my_id,
+                        peer = *id,
+                        "peer left the address book"
+                    );
                     q.stop.cancel();
                 }
                 keep

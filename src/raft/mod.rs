@@ -309,7 +309,11 @@ pub trait StateMachine: Send + 'static {
     /// The leader did not carry out the change with `context`: the bytes of a normal entry
     /// to propose so that every replica learns it and the origin gets its answer (`None`:
     /// nothing to propose). Default: none.
-    fn membership_refused(&mut self, _context: &[u8], _reason: MembershipRefusal) -> Option<Vec<u8>> {
+    fn membership_refused(
+        &mut self,
+        _context: &[u8],
+        _reason: MembershipRefusal,
+    ) -> Option<Vec<u8>> {
         None
     }
     /// A conf change entry applied at `index` (on every member, in log order, replays

@@ -403,10 +403,12 @@ impl Node {
                 Ok(()) => {
                     let caught_up = self.shared.caught_up.load(Ordering::Acquire);
                     let snapshot_index = self.newest_snapshot.as_ref().map_or(0, |m| m.index);
-                    if self
-                        .reconfig
-                        .drive(&mut self.raw, self.sm.as_mut(), caught_up, snapshot_index)
-                    {
+                    if self.reconfig.drive(
+                        &mut self.raw,
+                        self.sm.as_mut(),
+                        caught_up,
+                        snapshot_index,
+                    ) {
                         snapshot_requested = true;
                     }
                     // A step without a Ready (rare) can still move freshness.

@@ -147,7 +147,10 @@ impl Orchestrator {
             return;
         }
         if self.in_flight.is_some() || raw.raft.has_pending_conf() || is_joint(raw) {
-            tracing::info!(term = raw.raft.term, "reconfig refused: another one is in progress");
+            tracing::info!(
+                term = raw.raft.term,
+                "reconfig refused: another one is in progress"
+            );
             refuse(raw, sm, &change.context, MembershipRefusal::InProgress);
             return;
         }
@@ -287,7 +290,10 @@ impl Orchestrator {
     ) -> Option<bool> {
         if raw.raft.state != StateRole::Leader {
             if let Some(f) = self.in_flight.take() {
-                tracing::info!(term = f.change.term, "reconfig abandoned: no longer the leader");
+                tracing::info!(
+                    term = f.change.term,
+                    "reconfig abandoned: no longer the leader"
+                );
             }
             return None;
         }
@@ -360,7 +366,8 @@ impl Orchestrator {
                         let mut cc = ConfChangeV2::default();
                         cc.set_transition(ConfChangeTransition::Implicit);
                         for id in &joining {
-                            cc.mut_changes().push(single(*id, ConfChangeType::RemoveNode));
+                            cc.mut_changes()
+                                .push(single(*id, ConfChangeType::RemoveNode));
                         }
                         if let Err(error) = raw.propose_conf_change(Vec::new(), cc) {
                             tracing::warn!(%error, "cannot remove the learners again");

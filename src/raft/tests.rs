@@ -28,10 +28,13 @@ struct Observed {
     /// `on_caught_up` notifications: terms.
     caught_up: Vec<u64>,
     /// `apply_membership` calls: (index, context, voters, outgoing).
-    memberships: Vec<(u64, Vec<u8>, Vec<u64>, Vec<u64>)>,
+    memberships: Vec<Applied>,
     /// `membership_refused` calls.
     refusals: Vec<(Vec<u8>, MembershipRefusal)>,
 }
+
+/// One `apply_membership` call: (index, context, voters, outgoing).
+type Applied = (u64, Vec<u8>, Vec<u64>, Vec<u64>);
 
 /// Blocks `apply` of an entry whose data is `b"gate"` until opened (group-commit test).
 #[derive(Default)]
@@ -1836,7 +1839,11 @@ fn a_membership_change_enters_and_leaves_joint_and_one_at_a_time() {
     let ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
     wait_until("a leader", || leader_of(&ms).is_some());
     let l = leader_of(&ms).unwrap();
-    let keep: Vec<u64> = ms.iter().map(|m| m.id).filter(|id| *id != ms[(l + 1) % 3].id).collect();
+    let keep: Vec<u64> = ms
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| *id != ms[(l + 1) % 3].id)
+        .collect();
     let change = format!("member:{},{}", keep[0], keep[1]);
     // Two changes back to back: the second finds the first pending and is refused.
     ms[l].h.propose(change.clone().into_bytes()).unwrap();
@@ -1847,7 +1854,11 @@ fn a_membership_change_enters_and_leaves_joint_and_one_at_a_time() {
         });
         let o = m.obs.lock().unwrap();
         // Entered joint with the context, then left it with an empty one.
-        let joint = o.memberships.iter().find(|(_, c, _, _)| !c.is_empty()).unwrap();
+        let joint = o
+            .memberships
+            .iter()
+            .find(|(_, c, _, _)| !c.is_empty())
+            .unwrap();
         assert_eq!(joint.1, change.as_bytes());
         assert_eq!(joint.2, keep);
         assert_eq!(joint.3.len(), 3);
@@ -1874,7 +1885,8 @@ fn a_joint_config_left_behind_by_a_dead_leader_is_left_by_the_next() {
     let keep: Vec<u64> = ms.iter().map(|m| m.id).filter(|id| *id != old).collect();
     // The leader removes itself; it parks (dies) as soon as it applied the joint config,
     // before raft-rs could append the entry that leaves it.
-    ms[l].h
+    ms[l]
+        .h
         .propose(format!("member:{},{}", keep[0], keep[1]).into_bytes())
         .unwrap();
     wait_until("the old leader entered joint", || {
@@ -1884,18 +1896,25 @@ fn a_joint_config_left_behind_by_a_dead_leader_is_left_by_the_next() {
     // Survivors also park on the joint entry when they apply it: let them through.
     gate.open();
     let survivors: Vec<&Member> = ms.iter().filter(|m| m.id != old).collect();
-    wait_until("a new leader", || survivors.iter().any(|m| m.h.is_caught_up_leader()));
+    wait_until("a new leader", || {
+        survivors.iter().any(|m| m.h.is_caught_up_leader())
+    });
     for m in &survivors {
         wait_until("joint left by the new leader", || {
             last_membership(m) == Some((keep.clone(), vec![]))
         });
     }
     // Still available.
-    let n = survivors.iter().find(|m| m.h.is_caught_up_leader()).unwrap();
+    let n = survivors
+        .iter()
+        .find(|m| m.h.is_caught_up_leader())
+        .unwrap();
     let before = applied_count(&n.obs);
     propose_n(&n.h, "after", 3);
     for m in &survivors {
-        wait_until("replicated after the failover", || applied_count(&m.obs) >= before + 3);
+        wait_until("replicated after the failover", || {
+            applied_count(&m.obs) >= before + 3
+        });
     }
     stop_members(&net, ms);
 }

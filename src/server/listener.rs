@@ -473,8 +473,15 @@ async fn start_ensemble(
     // `/zookeeper/config` of the configured server list until the log or a snapshot says
     // otherwise (both replace it).
     let initial = crate::reconfig::initial_config(config);
-    if let Err(code) = shared.state().write().tree.set_config(initial.as_bytes(), 0, 0) {
-        return Err(ServerError::Ensemble(format!("cannot set /zookeeper/config: {code}")));
+    if let Err(code) = shared
+        .state()
+        .write()
+        .tree
+        .set_config(initial.as_bytes(), 0, 0)
+    {
+        return Err(ServerError::Ensemble(format!(
+            "cannot set /zookeeper/config: {code}"
+        )));
     }
     let mut voters: Vec<u64> = config
         .servers

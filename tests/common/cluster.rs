@@ -639,7 +639,11 @@ impl Cluster {
             m.id,
             m.peer_port,
             m.election_port,
-            if m.observer { "observer" } else { "participant" },
+            if m.observer {
+                "observer"
+            } else {
+                "participant"
+            },
             m.client_port
         )
     }

@@ -624,43 +624,15 @@ pub async fn children_of(client: &Client, path: &str) -> Vec<String> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokenizes() {
-        assert_eq!(tokenize("ls  /").unwrap(), vec!["ls", "/"]);
-        assert_eq!(
-            tokenize("create /a \"hello world\" 'x y'").unwrap(),
-            vec!["create", "/a", "hello world", "x y"]
-        );
-        assert_eq!(tokenize("set /a \"\"").unwrap(), vec!["set", "/a", ""]);
-        assert!(tokenize("get \"/a").is_err());
-    }
-
-    #[test]
-    fn parses_flags() {
-        let w: Vec<String> = ["-s", "-v", "3", "/a", "data"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-        let a = Args::parse("set", &w, &["-s"], &["-v"]).unwrap();
-        assert!(a.has("-s"));
-        assert_eq!(a.int("-v").unwrap(), Some(3));
-        assert_eq!(a.positional, vec!["/a", "data"]);
-        // zkCli also accepts flags after the path.
-        let w: Vec<String> = ["/a", "-c"].iter().map(|s| s.to_string()).collect();
-        let a = Args::parse("removewatches", &w, &["-c"], &[]).unwrap();
-        assert!(a.has("-c"));
-        assert!(Args::parse("ls", &["-x".to_string()], &["-s"], &[]).is_err());
-    }
-}
-
 /// zkCli's `ReconfigCommand`: `-add`/`-remove` (incremental) or `-members`/`-file`
 /// (non-incremental, not mixed), `-v` the hex config version to replace, `-s` the Stat.
 async fn reconfig(shell: &Shell, cmd: &str, rest: &[String]) -> Result<(), CliError> {
-    let a = Args::parse(cmd, rest, &["-s"], &["-v", "-add", "-remove", "-members", "-file"])?;
+    let a = Args::parse(
+        cmd,
+        rest,
+        &["-s"],
+        &["-v", "-add", "-remove", "-members", "-file"],
+    )?;
     let incremental = a.has("-add") || a.has("-remove");
     let whole = a.has("-members") || a.has("-file");
     if !incremental && !whole {
@@ -722,4 +694,37 @@ async fn reconfig(shell: &Shell, cmd: &str, rest: &[String]) -> Result<(), CliEr
         println!("{}", format::stat(&stat));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizes() {
+        assert_eq!(tokenize("ls  /").unwrap(), vec!["ls", "/"]);
+        assert_eq!(
+            tokenize("create /a \"hello world\" 'x y'").unwrap(),
+            vec!["create", "/a", "hello world", "x y"]
+        );
+        assert_eq!(tokenize("set /a \"\"").unwrap(), vec!["set", "/a", ""]);
+        assert!(tokenize("get \"/a").is_err());
+    }
+
+    #[test]
+    fn parses_flags() {
+        let w: Vec<String> = ["-s", "-v", "3", "/a", "data"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let a = Args::parse("set", &w, &["-s"], &["-v"]).unwrap();
+        assert!(a.has("-s"));
+        assert_eq!(a.int("-v").unwrap(), Some(3));
+        assert_eq!(a.positional, vec!["/a", "data"]);
+        // zkCli also accepts flags after the path.
+        let w: Vec<String> = ["/a", "-c"].iter().map(|s| s.to_string()).collect();
+        let a = Args::parse("removewatches", &w, &["-c"], &[]).unwrap();
+        assert!(a.has("-c"));
+        assert!(Args::parse("ls", &["-x".to_string()], &["-s"], &[]).is_err());
+    }
 }
