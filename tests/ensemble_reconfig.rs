@@ -109,6 +109,20 @@ fn wait_mode(c: &Cluster, i: usize, pred: impl Fn(Option<Mode>) -> bool, secs: u
     }
 }
 
+/// Waits until removed member `i` no longer serves as leader or follower.
+async fn stops_serving(c: &Cluster, i: usize, what: &'static str) {
+    c.blocking(move |c| {
+        wait_mode(
+            c,
+            i,
+            |m| m != Some(Mode::Follower) && m != Some(Mode::Leader),
+            30,
+            what,
+        )
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_remove_and_restart_under_load() {
     let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
@@ -213,16 +227,7 @@ async fn add_remove_and_restart_under_load() {
             .filter(|i| *i != follower)
             .collect();
         assert_eq!(split_version(&data).0, config_of(&c, &left));
-        c.blocking(move |c| {
-            wait_mode(
-                c,
-                follower,
-                |m| m != Some(Mode::Follower) && m != Some(Mode::Leader),
-                30,
-                "a removed follower stops serving",
-            )
-        })
-        .await;
+        stops_serving(&c, follower, "a removed follower stops serving").await;
         ledger::wait_progress(&acks, 50, 60, "load after removing a follower").await;
 
         let survivor = left.iter().copied().find(|i| *i != leader).unwrap();
@@ -236,16 +241,7 @@ async fn add_remove_and_restart_under_load() {
             c.blocking(move |c| c.wait_leader_among(&left, 30)).await
         };
         assert_ne!(new_leader, leader);
-        c.blocking(move |c| {
-            wait_mode(
-                c,
-                leader,
-                |m| m != Some(Mode::Follower) && m != Some(Mode::Leader),
-                30,
-                "the removed leader stops serving",
-            )
-        })
-        .await;
+        stops_serving(&c, leader, "the removed leader stops serving").await;
         ledger::wait_progress(&acks, 50, 60, "load after removing the leader").await;
 
         // 6. Nothing acknowledged was lost; the session lived; everyone agrees on the config.
