@@ -7,9 +7,9 @@
 //!
 //! 1. a change while another one (or a joint configuration) is pending is refused
 //!    ([`MembershipRefusal::InProgress`]);
-//! 2. new participants that are not members yet first join as learners (one ConfChangeV2) and
-//!    must replicate up to the commit index of the moment they were added before the
-//!    catch-up timeout ([`MembershipRefusal::NoQuorum`] otherwise, and the learners are removed
+//! 2. new servers (participants and observers) first join as learners (one ConfChangeV2),
+//!    from a snapshot that lists them, and must replicate up to the commit index of the
+//!    moment they were added before the catch-up timeout ([`MembershipRefusal::NoQuorum`] otherwise, and the learners are removed
 //!    again);
 //! 3. then one ConfChangeV2 with `ConfChangeTransition::Implicit` (joint consensus, left
 //!    automatically by raft-rs) carries the whole change and the state machine's context
@@ -155,9 +155,12 @@ impl Orchestrator {
             return;
         }
         let cs = raw.store().conf_state().clone();
+        // New servers, participants and observers alike, first join as learners: each must
+        // start from a snapshot that lists it.
         let joining: Vec<u64> = change
             .voters
             .iter()
+            .chain(&change.learners)
             .copied()
             .filter(|id| !cs.voters.contains(id) && !cs.learners.contains(id))
             .collect();
@@ -231,6 +234,13 @@ impl Orchestrator {
         for id in &change.learners {
             if !cs.learners.contains(id) {
                 changes.push(single(*id, ConfChangeType::AddLearnerNode));
+            }
+        }
+        if changes.is_empty() {
+            // Only new observers, already added as learners: the entry still has to carry the
+            // new configuration, so it re-adds a voter (a no-op for raft-rs).
+            if let Some(voter) = change.voters.first() {
+                changes.push(single(*voter, ConfChangeType::AddNode));
             }
         }
         let mut cc = ConfChangeV2::default();
@@ -325,7 +335,7 @@ impl Orchestrator {
                     tracing::warn!("reconfig failed: the log could not be compacted in time");
                     refuse(raw, sm, &f.change.context, MembershipRefusal::NoQuorum);
                 } else {
-                    poke(raw);
+                    poke(raw, snapshot_index);
                     return Some(true);
                 }
             }
@@ -339,13 +349,19 @@ impl Orchestrator {
                 if *target == 0 {
                     if *learners_at == 0 && !raw.raft.has_pending_conf() && !is_joint(raw) {
                         *learners_at = raw.raft.raft_log.applied;
+                        tracing::debug!(learners_at = *learners_at, "reconfig: learners added");
                     }
                     if *learners_at > 0 {
                         if snapshot_index >= *learners_at && raw.raft.raft_log.first_index() > 1 {
                             *target = raw.raft.raft_log.committed;
+                            tracing::debug!(
+                                target = *target,
+                                snapshot_index,
+                                "reconfig: a snapshot lists the learners; waiting for them"
+                            );
                         } else {
                             want_snapshot = true;
-                            poke(raw);
+                            poke(raw, snapshot_index);
                         }
                     }
                 }
@@ -411,10 +427,12 @@ fn joining_of(f: &InFlight) -> Vec<u64> {
     }
 }
 
-/// Proposes an empty entry when everything is applied, so that an idle ensemble still has
-/// something new to snapshot (a snapshot needs applied > the newest snapshot's index).
-fn poke(raw: &mut RawNode<LmdbStorage>) {
-    if raw.raft.raft_log.last_index() == raw.raft.raft_log.applied {
+/// Proposes an empty entry when there is nothing new to snapshot (a snapshot needs applied >
+/// the newest snapshot's index) and nothing in flight, so that an idle ensemble still gets
+/// its next snapshot; one entry per snapshot, not one per loop turn.
+fn poke(raw: &mut RawNode<LmdbStorage>, snapshot_index: u64) {
+    let log = &raw.raft.raft_log;
+    if log.applied <= snapshot_index && log.last_index() == log.applied {
         let _ = raw.propose(Vec::new(), Vec::new());
     }
 }
