@@ -19,8 +19,15 @@
 //! 7. after a full restart (members restart from their snapshots + logs with zoo.cfg files
 //!    that do not list the joiner) the new membership forms a quorum and serves writes.
 //!
+//! `add_a_server_behind_a_large_snapshot` (`#[ignore]`d, by hand): the time a reconfig takes
+//! to add a server that must catch up from a snapshot of `RECONFIG_ZNODES` (default 200,000)
+//! znodes of ~100 bytes: from the request to its reply (snapshots, learner catch-up, the
+//! joint change) and to the joiner serving.
+//!
 //! ```text
 //! cargo test --test ensemble_reconfig -- --nocapture
+//! cargo test --release --test ensemble_reconfig -- --ignored --nocapture
+//! RECONFIG_ZNODES=1000000 cargo test --release --test ensemble_reconfig -- --ignored --nocapture
 //! ```
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
@@ -30,6 +37,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::bulk::{data_of, path_of, populate};
 use common::cluster::{exclusive, Cluster, ClusterOpts, Mode};
 use common::ledger::{self, Acks};
 use common::*;
@@ -296,6 +304,81 @@ async fn add_remove_and_restart_under_load() {
             .await
             .unwrap();
         assert_eq!(after.get_config().await.unwrap().0, configs[0]);
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "measurement: run by hand with --ignored (see the module docs)"]
+async fn add_a_server_behind_a_large_snapshot() {
+    let znodes: usize = std::env::var("RECONFIG_ZNODES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
+    within(1800, "add a server behind a large snapshot", async {
+        let cluster_opts = ClusterOpts {
+            voters: 3,
+            joiners: 1,
+            tick_time_ms: 200,
+            // Catch-up timeout initLimit × tickTime = 5 min.
+            init_limit: 1500,
+            extra_cfg: vec![
+                "reconfigEnabled=true".to_string(),
+                "snapCount=1000".to_string(),
+                format!("DigestAuthenticationProvider.superDigest={SUPER_DIGEST}"),
+                "maxSessionTimeout=600000".to_string(),
+            ],
+            ..ClusterOpts::default()
+        };
+        let c = Cluster::start_async(cluster_opts).await;
+        let leader = c.blocking(|c| c.wait_leader_among(&[0, 1, 2], 60)).await;
+        let writer = c.client(leader).await;
+        writer.create("/big", b"", &anyone()).await.unwrap();
+        let started = std::time::Instant::now();
+        populate(&writer, "/big", 0, znodes).await;
+        let populated = started.elapsed();
+        let su = c
+            .client_with(
+                leader,
+                zk::Client::connector()
+                    .with_auth("digest", b"super:test")
+                    .with_session_timeout(Duration::from_secs(600)),
+            )
+            .await;
+        c.blocking(|c| c.start_joiner(3)).await;
+        let joining = vec![c.server_spec(3)];
+        let t0 = std::time::Instant::now();
+        su.update_ensemble(add(&joining), None).await.unwrap();
+        let replied = t0.elapsed();
+        c.blocking(|c| {
+            wait_mode(
+                c,
+                3,
+                |m| m == Some(Mode::Follower),
+                600,
+                "the joiner serves",
+            )
+        })
+        .await;
+        let serving = t0.elapsed();
+        let reader = c.client(3).await;
+        for i in [0, znodes / 2, znodes - 1] {
+            let (data, _) = reader.get_data(&path_of("/big", i)).await.unwrap();
+            assert_eq!(data, data_of(i), "node {i} on the joiner");
+        }
+        let m = c.mntr(3);
+        eprintln!(
+            "reconfig add behind a large snapshot ({:?}): {znodes} znodes (populated in {:.1}s), \
+             joiner zk_znode_count {}, snapshots installed {}; reply after {:.2}s, joiner \
+             serving after {:.2}s",
+            common::target(),
+            populated.as_secs_f64(),
+            m["zk_znode_count"],
+            m["rookery_snapshots_installed"],
+            replied.as_secs_f64(),
+            serving.as_secs_f64(),
+        );
     })
     .await
 }
