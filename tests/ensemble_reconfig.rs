@@ -8,8 +8,9 @@
 //! 1. `/zookeeper/config` holds zoo.cfg's servers in ZooKeeper's format (`version=0`);
 //! 2. NoAuth without the super digest, BadVersion with a wrong `fromConfig`;
 //! 3. a fourth server started from an empty data dir (`initialClusterState=existing`) is
-//!    added: the reply is the new config and its Stat (`version` = mzxid), the joiner
-//!    installs a snapshot and serves;
+//!    added: the reply is the new config and its Stat (`version` = mzxid), a watch on
+//!    `/zookeeper/config` on another member gets NodeDataChanged, the joiner installs a
+//!    snapshot and serves;
 //! 4. while a reconfig waits for a joiner that never comes (NewConfigNoQuorum after the
 //!    catch-up timeout), a second one is ReconfigInProgress;
 //! 5. a follower is removed, then the leader (which hands leadership over); removed servers
@@ -187,10 +188,16 @@ async fn add_remove_and_restart_under_load() {
         let writers = ledger::spawn_writers(2, "/rc", |_| cs.clone(), &stop, &acks);
         ledger::wait_progress(&acks, 150, 60, "load before the reconfig").await;
 
-        // 3. Add server 4 from an empty data dir.
+        // 3. Add server 4 from an empty data dir; a config watch on another member fires.
+        let (_, _, config_watch) = plain.get_and_watch_config().await.unwrap();
         c.blocking(|c| c.start_joiner(3)).await;
         let joining = vec![c.server_spec(3)];
         let (data, stat) = su.update_ensemble(add(&joining), None).await.unwrap();
+        let event = within(30, "the config watch", config_watch.changed()).await;
+        assert_eq!(
+            (event.event_type, event.path.as_str()),
+            (zk::EventType::NodeDataChanged, "/zookeeper/config")
+        );
         let (body, version) = split_version(&data);
         assert_eq!(body, config_of(&c, &[0, 1, 2, 3]));
         assert_eq!(version, stat.mzxid, "version = the reconfig's zxid");
