@@ -283,6 +283,12 @@ async fn add_remove_and_restart_under_load() {
             configs.iter().all(|d| *d == configs[0]),
             "configs differ: {configs:?}"
         );
+        // `conf` shows the current membership too.
+        let conf = c.four_letter(left[0], "conf").unwrap();
+        assert!(
+            conf.contains(&config_of(&c, &left)) && !conf.contains(&c.server_spec(leader)),
+            "{conf}"
+        );
         eprintln!(
             "reconfig under load ({:?}): {acked} acknowledged / {unknown} failed-or-unknown ops, \
              {checked} values checked on members {left:?}",
