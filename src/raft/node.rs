@@ -408,7 +408,8 @@ impl Node {
                         self.sm.as_mut(),
                         caught_up,
                         snapshot_index,
-                    ) {
+                    ) || self.snapshot_misses_a_member()
+                    {
                         snapshot_requested = true;
                     }
                     // A step without a Ready (rare) can still move freshness.
@@ -450,6 +451,34 @@ impl Node {
             return;
         }
         self.stop();
+    }
+
+    /// On a leader: whether the newest snapshot leaves out a current member (one added since,
+    /// e.g. by a reconfig whose leader died before it snapshotted). raft-rs sends that
+    /// snapshot to a member that needs one, which refuses it for not listing it, forever; so a
+    /// new snapshot is due (with an empty entry when there is nothing new to snapshot).
+    fn snapshot_misses_a_member(&mut self) -> bool {
+        if self.raw.raft.state != StateRole::Leader {
+            return false;
+        }
+        let Some(newest) = &self.newest_snapshot else {
+            return false;
+        };
+        let listed = newest.get_conf_state();
+        let cs = self.raw.store().conf_state();
+        let missing = cs.voters.iter().chain(&cs.learners).any(|id| {
+            !listed.voters.contains(id)
+                && !listed.learners.contains(id)
+                && !listed.voters_outgoing.contains(id)
+                && !listed.learners_next.contains(id)
+        });
+        if missing {
+            let log = &self.raw.raft.raft_log;
+            if log.applied <= newest.index && log.last_index() == log.applied {
+                let _ = self.raw.propose(Vec::new(), Vec::new());
+            }
+        }
+        missing
     }
 
     /// Fails every proposal still queued (peeked, deferred or in the channel) so its client
