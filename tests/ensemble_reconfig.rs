@@ -118,6 +118,25 @@ fn wait_mode(c: &Cluster, i: usize, pred: impl Fn(Option<Mode>) -> bool, secs: u
     }
 }
 
+/// 3 members and a joiner, tickTime 200, reconfig enabled, the super digest, this initLimit
+/// and snapCount, and one more zoo.cfg line.
+fn reconfig_opts(init_limit: u32, snap_count: u32, extra: &str) -> ClusterOpts {
+    ClusterOpts {
+        voters: 3,
+        joiners: 1,
+        tick_time_ms: 200,
+        init_limit,
+        extra_cfg: vec![
+            "reconfigEnabled=true".to_string(),
+            format!("snapCount={snap_count}"),
+            format!("DigestAuthenticationProvider.superDigest={SUPER_DIGEST}"),
+            "maxSessionTimeout=600000".to_string(),
+            extra.to_string(),
+        ],
+        ..ClusterOpts::default()
+    }
+}
+
 /// Waits until removed member `i` no longer serves as leader or follower.
 async fn stops_serving(c: &Cluster, i: usize, what: &'static str) {
     c.blocking(move |c| {
@@ -136,22 +155,8 @@ async fn stops_serving(c: &Cluster, i: usize, what: &'static str) {
 async fn add_remove_and_restart_under_load() {
     let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
     within(240, "reconfig under load", async {
-        let cluster_opts = ClusterOpts {
-            voters: 3,
-            joiners: 1,
-            tick_time_ms: 200,
-            // Catch-up timeout initLimit × tickTime = 5 s.
-            init_limit: 25,
-            extra_cfg: vec![
-                "reconfigEnabled=true".to_string(),
-                "snapCount=100".to_string(),
-                format!("DigestAuthenticationProvider.superDigest={SUPER_DIGEST}"),
-                "minSessionTimeout=2000".to_string(),
-                "maxSessionTimeout=20000".to_string(),
-            ],
-            ..ClusterOpts::default()
-        };
-        let c = Cluster::start_async(cluster_opts).await;
+        // Catch-up timeout initLimit × tickTime = 5 s.
+        let c = Cluster::start_async(reconfig_opts(25, 100, "minSessionTimeout=2000")).await;
         let su = admin(&c, 0).await;
 
         // 1. The start-up config, in ZooKeeper's format.
@@ -330,21 +335,8 @@ async fn add_a_server_behind_a_large_snapshot() {
         .unwrap_or(200_000);
     let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
     within(1800, "add a server behind a large snapshot", async {
-        let cluster_opts = ClusterOpts {
-            voters: 3,
-            joiners: 1,
-            tick_time_ms: 200,
-            // Catch-up timeout initLimit × tickTime = 5 min.
-            init_limit: 1500,
-            extra_cfg: vec![
-                "reconfigEnabled=true".to_string(),
-                "snapCount=1000".to_string(),
-                format!("DigestAuthenticationProvider.superDigest={SUPER_DIGEST}"),
-                "maxSessionTimeout=600000".to_string(),
-            ],
-            ..ClusterOpts::default()
-        };
-        let c = Cluster::start_async(cluster_opts).await;
+        // Catch-up timeout initLimit × tickTime = 5 min.
+        let c = Cluster::start_async(reconfig_opts(1500, 1000, "maxSessionTimeout=600000")).await;
         let leader = c.blocking(|c| c.wait_leader_among(&[0, 1, 2], 60)).await;
         let writer = c.client(leader).await;
         writer.create("/big", b"", &anyone()).await.unwrap();

@@ -1835,6 +1835,16 @@ fn leader_only_proposals_of_an_earlier_term_are_dropped() {
     stop(h, j);
 }
 
+/// Voters 1, 2, 3 on a fresh in-memory net, once one leads: (dir, net, members, leader).
+fn group_of_three() -> (tempfile::TempDir, Net, Vec<Member>, usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    (tmp, net, ms, l)
+}
+
 /// The membership a member last applied: (voters, outgoing).
 fn last_membership(m: &Member) -> Option<(Vec<u64>, Vec<u64>)> {
     m.obs
@@ -1853,11 +1863,7 @@ fn last_membership(m: &Member) -> Option<(Vec<u64>, Vec<u64>)> {
 
 #[test]
 fn a_membership_change_enters_and_leaves_joint_and_one_at_a_time() {
-    let tmp = tempfile::tempdir().unwrap();
-    let net = Net::default();
-    let ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
-    wait_until("a leader", || leader_of(&ms).is_some());
-    let l = leader_of(&ms).unwrap();
+    let (_tmp, net, ms, l) = group_of_three();
     let keep: Vec<u64> = ms
         .iter()
         .map(|m| m.id)
@@ -1942,11 +1948,7 @@ fn a_joint_config_left_behind_by_a_dead_leader_is_left_by_the_next() {
 
 #[test]
 fn a_joiner_catches_up_from_a_snapshot_that_lists_it_then_votes() {
-    let tmp = tempfile::tempdir().unwrap();
-    let net = Net::default();
-    let mut ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
-    wait_until("a leader", || leader_of(&ms).is_some());
-    let l = leader_of(&ms).unwrap();
+    let (tmp, net, mut ms, l) = group_of_three();
     propose_n(&ms[l].h, "before", 30);
     // Server 4 and observer 5 start empty: no membership of their own.
     ms.push(start_member(&net, tmp.path(), 4, &[], &[]));
