@@ -1387,15 +1387,7 @@ fn a_learner_applies_reports_its_role_and_never_votes() {
     assert_ne!(ms[l].id, 3);
     propose_n(&ms[l].h, "b", 5);
     let learner = ms.iter().find(|m| m.id == 3).unwrap();
-    wait_until("learner applied", || {
-        learner
-            .obs
-            .lock()
-            .unwrap()
-            .entries
-            .iter()
-            .any(|(_, d)| d == b"b-4")
-    });
+    wait_until("learner applied", || has_applied(learner, b"b-4"));
     stop_members(&net, ms);
 }
 
@@ -1835,6 +1827,11 @@ fn leader_only_proposals_of_an_earlier_term_are_dropped() {
     stop(h, j);
 }
 
+/// Whether member `m` applied an entry with this data.
+fn has_applied(m: &Member, data: &[u8]) -> bool {
+    m.obs.lock().unwrap().entries.iter().any(|(_, d)| d == data)
+}
+
 /// Voters 1, 2, 3 on a fresh in-memory net, once one leads: (dir, net, members, leader).
 fn group_of_three() -> (tempfile::TempDir, Net, Vec<Member>, usize) {
     let tmp = tempfile::tempdir().unwrap();
@@ -1990,12 +1987,7 @@ fn a_joiner_catches_up_from_a_snapshot_that_lists_it_then_votes() {
     propose_n(&ms[l].h, "after", 5);
     for m in &ms {
         wait_until("replicated to the new members", || {
-            m.obs
-                .lock()
-                .unwrap()
-                .entries
-                .iter()
-                .any(|(_, d)| d == b"after-4")
+            has_applied(m, b"after-4")
         });
     }
     stop_members(&net, ms);
