@@ -295,6 +295,12 @@ pub struct Config {
     pub peer_type: PeerRole,
     /// `reconfigEnabled`: whether the reconfig request may change membership.
     pub reconfig_enabled: bool,
+    /// `initialClusterState=existing` (rookery, as etcd): this server joins a running
+    /// ensemble, so a fresh data dir bootstraps no membership of its own (it waits for the
+    /// leader's snapshot after a reconfig added it) and its `cluster-id` file, copied from a
+    /// member, names the ensemble instead of the server list. `new` (the default) bootstraps
+    /// the server list.
+    pub join_existing: bool,
     /// `standaloneEnabled`: whether one participant runs as a standalone server.
     pub standalone_enabled: bool,
     /// `readonlymode.enabled`: whether a server cut off from the quorum serves reads.
@@ -366,6 +372,7 @@ impl Default for Config {
             sync_limit: 5,
             peer_type: PeerRole::Participant,
             reconfig_enabled: false,
+            join_existing: false,
             standalone_enabled: true,
             read_only_enabled: false,
             metrics: None,
@@ -434,6 +441,7 @@ const KNOWN_KEYS: &[&str] = &[
     "metricsProvider.exportJvmInfo",
     "peerType",
     "reconfigEnabled",
+    "initialClusterState",
     "standaloneEnabled",
     "readonlymode.enabled",
     "zookeeper.readonlymode.enabled",
@@ -615,6 +623,13 @@ impl Config {
                 "peerType" => self.peer_type = PeerRole::parse(value).map_err(|r| bad(&r))?,
                 "reconfigEnabled" => {
                     self.reconfig_enabled = parse_bool(value).map_err(|r| bad(&r))?
+                }
+                "initialClusterState" => {
+                    self.join_existing = match value.trim() {
+                        "new" => false,
+                        "existing" => true,
+                        _ => return Err(bad("expected new or existing")),
+                    }
                 }
                 "standaloneEnabled" => {
                     self.standalone_enabled = parse_bool(value).map_err(|r| bad(&r))?
@@ -1517,6 +1532,29 @@ pub fn check_cluster_id_of(config: &Config) -> Result<ClusterIdCheck, ConfigErro
         }
         other => other,
     }
+}
+
+/// The cluster id a server runs with: a joiner's (`initialClusterState=existing`) is the one
+/// in its `cluster-id` file, copied from a member of the ensemble it joins (its own server
+/// list, which includes itself, names no ensemble); anyone else's is checked by
+/// [`check_cluster_id_of`].
+pub fn effective_cluster_id(config: &Config) -> Result<u64, ConfigError> {
+    if !config.join_existing {
+        check_cluster_id_of(config)?;
+        return Ok(config.cluster_id());
+    }
+    let path = config.data_dir.join(CLUSTER_ID_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::ClusterIdFile {
+        path: path.clone(),
+        reason: format!(
+            "initialClusterState=existing needs the cluster-id file of a member of the ensemble \
+             to join (copy it from that member's dataDir): {e}"
+        ),
+    })?;
+    u64::from_str_radix(text.trim(), 16).map_err(|_| ConfigError::ClusterIdFile {
+        path,
+        reason: format!("expected 16 hex digits, found {:?}", text.trim()),
+    })
 }
 
 /// What [`check_cluster_id`] found.

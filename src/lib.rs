@@ -35,6 +35,7 @@ pub mod histogram;
 pub mod migrate;
 pub mod peer;
 pub mod raft;
+pub mod reconfig;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -141,8 +141,16 @@ pub struct Shared {
     /// Connection ids start from a per-boot base so that entries replayed from an earlier run
     /// never match a connection of this run.
     next_conn_id: AtomicU64,
-    /// The ensemble's peer network, once started (for `mntr`'s learner counts).
+    /// The ensemble's peer network, once started (for `mntr`'s learner counts, and to keep
+    /// its address book in step with `/zookeeper/config`).
     peer_net: std::sync::OnceLock<PeerLink>,
+    /// A reconfig removed this server from the ensemble: it serves no clients any more.
+    removed: std::sync::atomic::AtomicBool,
+}
+
+/// Peer id → peer address of `servers`.
+fn book_of(servers: &[crate::config::ServerSpec]) -> std::collections::BTreeMap<u64, String> {
+    servers.iter().map(|s| (s.id, s.peer_address())).collect()
 }
 
 /// A weak link to the peer network: the listener owns it and shuts it down.
@@ -171,6 +179,7 @@ impl Shared {
             started: Instant::now(),
             next_conn_id: AtomicU64::new(boot << 20),
             peer_net: std::sync::OnceLock::new(),
+            removed: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -222,6 +231,35 @@ impl Shared {
             .is_some_and(|net| net.is_connected(id))
     }
 
+    /// Whether a reconfig removed this server from the ensemble.
+    pub fn is_removed(&self) -> bool {
+        self.removed.load(Ordering::Acquire)
+    }
+
+    /// Adds (or updates) `servers` in the peer network's address book (a reconfig's
+    /// joiners, before the leader adds them as learners). No-op before the network is
+    /// started or when standalone.
+    pub fn add_peers(&self, servers: &[crate::config::ServerSpec]) {
+        if let Some(net) = self.peer_net.get().and_then(|link| link.0.upgrade()) {
+            net.add_peers(book_of(servers));
+        }
+    }
+
+    /// Points the address book at the servers of `/zookeeper/config` (after start-up replay,
+    /// a snapshot install or a conf change), keeping the peers of `keep` too: the Raft
+    /// members (the outgoing half of a joint configuration, learners being added) must stay
+    /// reachable until the membership drops them. zoo.cfg's stays when the node is empty.
+    pub fn peers_from_tree(&self, keep: &[u64]) {
+        let Some(net) = self.peer_net.get().and_then(|link| link.0.upgrade()) else {
+            return;
+        };
+        let text = self.state.read().tree.config_data();
+        let (servers, _) = crate::reconfig::parse_config(&String::from_utf8_lossy(&text));
+        if !servers.is_empty() {
+            net.set_peers_keeping(book_of(&servers), keep);
+        }
+    }
+
     /// A fresh connection id (also the connection's watcher id).
     pub fn next_conn_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
@@ -267,6 +305,9 @@ pub struct Applier {
     /// In an ensemble: this server's id and the election timeout (the session extension a
     /// new leader grants). `None` when standalone: the tracker expires from the start.
     ensemble: Option<(u64, Duration)>,
+    /// The membership the last applied reconfig entry asks for, until the raft thread takes
+    /// it ([`StateMachine::take_membership_change`]).
+    membership_change: Option<crate::raft::MembershipChange>,
 }
 
 impl Applier {
@@ -277,6 +318,7 @@ impl Applier {
             sink,
             fatal: None,
             ensemble: None,
+            membership_change: None,
         }
     }
 
@@ -326,7 +368,7 @@ impl Applier {
     }
 
     /// Applies one decoded entry at `zxid` under the apply semantics `txn.semantics`.
-    fn apply_txn(&mut self, zxid: i64, txn: &Txn) {
+    fn apply_txn(&mut self, zxid: i64, term: u64, txn: &Txn) {
         let shared = Arc::clone(&self.shared);
         let sink = self.sink.as_mut();
         let mut state = shared.state.write();
@@ -376,6 +418,44 @@ impl Applier {
                 }
                 sink.write_applied(txn.origin, zxid, &Ok(Response::Empty));
                 sink.session_closed(session_id, txn.origin);
+            }
+            TxnBody::Request(Request::Reconfig(req)) => {
+                let outcome = if txn.session_id != 0 && !state.sessions.contains(txn.session_id) {
+                    crate::reconfig::Outcome::Reply(Err(ErrorCode::SessionExpired), Vec::new())
+                } else if Self::moved(&state, txn, txn.session_id) {
+                    crate::reconfig::Outcome::Reply(Err(ErrorCode::SessionMoved), Vec::new())
+                } else {
+                    crate::reconfig::on_request(&mut state, &shared.config, txn, req, zxid, term)
+                };
+                match outcome {
+                    crate::reconfig::Outcome::Reply(result, triggers) => {
+                        Self::fire(&shared, sink, &state.tree, zxid, &triggers, &[]);
+                        if result.is_ok() {
+                            // Only addresses moved (the membership is the same).
+                            drop(state);
+                            let ids: Vec<u64> = crate::reconfig::parse_config(
+                                &String::from_utf8_lossy(&shared.state.read().tree.config_data()),
+                            )
+                            .0
+                            .iter()
+                            .map(|s| s.id)
+                            .collect();
+                            shared.peers_from_tree(&ids);
+                        }
+                        sink.write_applied(txn.origin, zxid, &result);
+                    }
+                    crate::reconfig::Outcome::Change(change, joining) => {
+                        info!(zxid, voters = ?change.voters, learners = ?change.learners, "reconfig accepted; membership change handed to the leader");
+                        drop(state);
+                        shared.add_peers(&joining);
+                        self.membership_change = Some(change);
+                    }
+                }
+            }
+            TxnBody::ReconfigRefused { code } => {
+                let code = ErrorCode::from_wire(*code).unwrap_or(ErrorCode::SystemError);
+                info!(zxid, %code, "reconfig refused by the leader");
+                sink.write_applied(txn.origin, zxid, &Err(code));
             }
             TxnBody::Request(request) => {
                 // Created-and-deleted nodes first: a node existing before the entry wins.
@@ -449,7 +529,7 @@ impl Applier {
 }
 
 impl StateMachine for Applier {
-    fn apply(&mut self, index: u64, _term: u64, data: &[u8]) {
+    fn apply(&mut self, index: u64, term: u64, data: &[u8]) {
         let zxid = index as i64;
         let txn = match Txn::decode(data) {
             Ok(txn) => txn,
@@ -475,7 +555,90 @@ impl StateMachine for Applier {
             ));
             return;
         }
-        self.apply_txn(zxid, &txn);
+        self.apply_txn(zxid, term, &txn);
+    }
+
+    fn take_membership_change(&mut self) -> Option<crate::raft::MembershipChange> {
+        self.membership_change.take()
+    }
+
+    fn membership_refused(
+        &mut self,
+        context: &[u8],
+        reason: crate::raft::MembershipRefusal,
+    ) -> Option<Vec<u8>> {
+        let ctx = crate::reconfig::Context::decode(context)?;
+        let code = match reason {
+            crate::raft::MembershipRefusal::InProgress => ErrorCode::ReconfigInProgress,
+            crate::raft::MembershipRefusal::NoQuorum => ErrorCode::NewConfigNoQuorum,
+        };
+        let txn = Txn::new(
+            ctx.origin,
+            0,
+            Vec::new(),
+            TxnBody::ReconfigRefused { code: code.wire() },
+        );
+        Some(txn.encode())
+    }
+
+    fn apply_membership(
+        &mut self,
+        index: u64,
+        _term: u64,
+        context: &[u8],
+        voters: &[u64],
+        learners: &[u64],
+        outgoing: &[u64],
+    ) {
+        let zxid = index as i64;
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.state.write();
+        state.last_zxid = state.last_zxid.max(zxid);
+        shared.last_zxid.store(state.last_zxid, Ordering::Release);
+        if let Some(ctx) = crate::reconfig::Context::decode(context) {
+            let result = crate::reconfig::config_applied(&mut state, &ctx, zxid);
+            let result = match result {
+                Ok((response, triggers)) => {
+                    Self::fire(
+                        &shared,
+                        self.sink.as_mut(),
+                        &state.tree,
+                        zxid,
+                        &triggers,
+                        &[],
+                    );
+                    Ok(response)
+                }
+                Err(code) => Err(code),
+            };
+            info!(zxid, voters = ?voters, learners = ?learners, "reconfig applied; /zookeeper/config rewritten");
+            self.sink.write_applied(ctx.origin, zxid, &result);
+        }
+        drop(state);
+        let members: Vec<u64> = voters
+            .iter()
+            .chain(learners)
+            .chain(outgoing)
+            .copied()
+            .collect();
+        shared.peers_from_tree(&members);
+        if let Some((me, _)) = self.ensemble {
+            let member = voters.contains(&me) || learners.contains(&me);
+            // A joiner not yet added sees conf changes before its own: only a member that
+            // leaves counts as removed.
+            let was = !shared.removed.load(Ordering::Acquire);
+            if !member && was && context_names_removal(context, me) {
+                warn!(zxid, server_id = me, "this server was removed from the ensemble by a reconfig; it stops serving clients");
+                shared.removed.store(true, Ordering::Release);
+            } else if member && !was {
+                info!(
+                    zxid,
+                    server_id = me,
+                    "this server is a member of the ensemble again"
+                );
+                shared.removed.store(false, Ordering::Release);
+            }
+        }
     }
 
     fn take_fatal(&mut self) -> Option<String> {
@@ -584,6 +747,13 @@ impl StateMachine for Applier {
         }
         let mut state = self.shared.state.write();
         state.tree = tree;
+        if self.ensemble.is_some() && state.tree.config_data().is_empty() {
+            // A snapshot from before `/zookeeper/config` was kept: zoo.cfg's servers.
+            let initial = crate::reconfig::initial_config(&self.shared.config);
+            if let Err(code) = state.tree.set_config(initial.as_bytes(), 0, 0) {
+                warn!(%code, "cannot set /zookeeper/config after a restore");
+            }
+        }
         state.sessions = sessions;
         state.last_zxid = last_zxid.max(index as i64);
         self.shared
@@ -595,6 +765,7 @@ impl StateMachine for Applier {
             "state restored from snapshot"
         );
         drop(state);
+        self.shared.peers_from_tree(&[]);
         self.sink.state_replaced(index);
         Ok(())
     }
@@ -632,6 +803,12 @@ impl StateMachine for Applier {
             self.shared.tracker.promote(Instant::now(), extension);
         }
     }
+}
+
+/// Whether the reconfig `context` leaves server `me` out (a conf change without context, such
+/// as a joiner's learner step, never removes it).
+fn context_names_removal(context: &[u8], me: u64) -> bool {
+    crate::reconfig::Context::decode(context).is_some_and(|c| !c.servers.iter().any(|s| s.id == me))
 }
 
 /// Paths a write may delete, whose ACLs must be captured before applying it.

@@ -61,6 +61,12 @@ pub enum TxnBody {
         /// The timeout negotiated by the resume, in ms.
         timeout_ms: i32,
     },
+    /// The leader did not carry out the reconfig proposed through the entry's origin: the
+    /// origin answers `code` (ReconfigInProgress, NewConfigNoQuorum).
+    ReconfigRefused {
+        /// The ZooKeeper error code.
+        code: i32,
+    },
 }
 
 /// The apply-semantics version this build stamps and understands (see the module docs).
@@ -110,6 +116,7 @@ const KIND_CREATE_SESSION: i32 = 1;
 const KIND_CLOSE_SESSION: i32 = 2;
 const KIND_REQUEST: i32 = 3;
 const KIND_REATTACH: i32 = 4;
+const KIND_RECONFIG_REFUSED: i32 = 5;
 /// The original layout, without a semantics number (decoded as semantics 1).
 const FORMAT_V1: i32 = 1;
 /// The layout written today: the format version, then the apply-semantics version.
@@ -162,6 +169,10 @@ impl Txn {
                 out.put_i64(*session_id);
                 out.put_i32(*timeout_ms);
             }
+            TxnBody::ReconfigRefused { code } => {
+                out.put_i32(KIND_RECONFIG_REFUSED);
+                out.put_i32(*code);
+            }
         }
         out.to_vec()
     }
@@ -201,6 +212,9 @@ impl Txn {
             KIND_REATTACH => TxnBody::Reattach {
                 session_id: input.read_i64()?,
                 timeout_ms: input.read_i32()?,
+            },
+            KIND_RECONFIG_REFUSED => TxnBody::ReconfigRefused {
+                code: input.read_i32()?,
             },
             other => {
                 return Err(DecodeError::InvalidValue {
@@ -289,6 +303,18 @@ mod tests {
                     session_id: 9,
                     timeout_ms: 3000,
                 },
+            },
+            Txn {
+                semantics: 2,
+                origin: Origin {
+                    server_id: 3,
+                    conn_id: 6,
+                    xid: 11,
+                },
+                session_id: 0,
+                time_ms: 5,
+                auth: vec![],
+                body: TxnBody::ReconfigRefused { code: -14 },
             },
         ];
         for txn in txns {

@@ -8,8 +8,9 @@ use rookery_protocol::{
     Acl, AddWatchMode, AddWatchRequest, CheckVersionRequest, CheckWatchesRequest, ClientInfo,
     CreateMode, CreateRequest, CreateTtlRequest, DeleteRequest, ExistsRequest, GetAclRequest,
     GetAllChildrenNumberRequest, GetChildren2Request, GetChildrenRequest, GetDataRequest,
-    GetEphemeralsRequest, MultiOp, MultiResult, OpCode, RemoveWatchesRequest, Request, Response,
-    SetAclRequest, SetDataRequest, Stat, SyncRequest, WatcherType, DEFAULT_MAX_FRAME,
+    GetEphemeralsRequest, MultiOp, MultiResult, OpCode, ReconfigRequest, RemoveWatchesRequest,
+    Request, Response, SetAclRequest, SetDataRequest, Stat, SyncRequest, WatcherType,
+    DEFAULT_MAX_FRAME,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -731,6 +732,32 @@ impl Client {
     /// The ensemble configuration (`/zookeeper/config`, outside any chroot).
     pub async fn get_config(&self) -> Result<(Vec<u8>, Stat)> {
         self.get_data_inner(CONFIG_NODE.to_string(), None).await
+    }
+
+    /// ZooKeeper's `ZooKeeperAdmin.reconfigure`: changes the ensemble's membership and answers
+    /// the new `/zookeeper/config` and its Stat. Incremental with `joining`
+    /// (`server.N=host:quorumPort:electionPort[:participant|observer];[clientHost:]clientPort`,
+    /// comma-separated) and/or `leaving` (ids, comma-separated), or non-incremental with
+    /// `members` (the whole new list). `from_config`: the config version it must replace
+    /// (`None` for any). Needs `reconfigEnabled=true` and the superuser (or WRITE on
+    /// `/zookeeper/config`).
+    pub async fn reconfig(
+        &self,
+        joining: Option<&str>,
+        leaving: Option<&str>,
+        members: Option<&str>,
+        from_config: Option<i64>,
+    ) -> Result<(Vec<u8>, Stat)> {
+        let request = Request::Reconfig(ReconfigRequest {
+            joining_servers: joining.map(str::to_string),
+            leaving_servers: leaving.map(str::to_string),
+            new_members: members.map(str::to_string),
+            cur_config_id: from_config.unwrap_or(-1),
+        });
+        match self.call(request, None, AfterReply::Nothing).await? {
+            Response::GetData(r) => Ok((r.data.unwrap_or_default(), r.stat)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// The identities this session is authenticated as.

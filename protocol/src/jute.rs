@@ -216,6 +216,35 @@ impl Record for String {
     }
 }
 
+/// A nullable length-prefixed value: the value, or length -1 (Java's `null`).
+fn write_nullable<T: Record>(value: &Option<T>, out: &mut BytesMut) {
+    match value {
+        Some(v) => v.write(out),
+        None => out.put_i32(-1),
+    }
+}
+
+/// A nullable jute `ustring`: `None` is written as length -1 (Java's `null`), which
+/// ZooKeeper keeps apart from "" where it matters (a reconfig's `newMembers`: null means an
+/// incremental change, "" an empty member list).
+impl Record for Option<String> {
+    const MIN_SIZE: usize = 4;
+    fn write(&self, out: &mut BytesMut) {
+        write_nullable(self, out);
+    }
+    fn read(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        match input.read_len(1)? {
+            None => Ok(None),
+            Some(n) => {
+                let bytes = input.take(n)?;
+                std::str::from_utf8(bytes)
+                    .map(|s| Some(s.to_owned()))
+                    .map_err(|_| DecodeError::InvalidUtf8)
+            }
+        }
+    }
+}
+
 /// `Vec<u8>` is a jute `buffer`, not a vector of bytes.
 impl Record for Vec<u8> {
     const MIN_SIZE: usize = 4;
@@ -233,10 +262,7 @@ impl Record for Vec<u8> {
 impl Record for Option<Vec<u8>> {
     const MIN_SIZE: usize = 4;
     fn write(&self, out: &mut BytesMut) {
-        match self {
-            Some(bytes) => bytes.write(out),
-            None => out.put_i32(-1),
-        }
+        write_nullable(self, out);
     }
     fn read(input: &mut Reader<'_>) -> Result<Self, DecodeError> {
         input.read_opt_buffer()

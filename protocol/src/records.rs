@@ -100,10 +100,11 @@ jute_record! {
     SetDataRequest { path: String, data: Option<Vec<u8>>, version: i32 }
 }
 jute_record! {
+    /// The server lists are nullable: `None` (Java `null`) is not "" for `new_members`.
     ReconfigRequest {
-        joining_servers: String,
-        leaving_servers: String,
-        new_members: String,
+        joining_servers: Option<String>,
+        leaving_servers: Option<String>,
+        new_members: Option<String>,
         cur_config_id: i64,
     }
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use protobuf::Message as _;
 use raft::eraftpb::MessageType;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -348,9 +348,22 @@ struct PeerQueue {
     state: Mutex<QueueState>,
     /// Wakes the writer when something was queued.
     wake: Notify,
+    /// Stops this peer's dialer: the network's shutdown, or the peer left the address book.
+    stop: CancellationToken,
 }
 
 impl PeerQueue {
+    /// The queue of peer `id` at `addr`, stopped with `parent`.
+    fn new(id: u64, addr: &str, parent: &CancellationToken) -> Arc<PeerQueue> {
+        Arc::new(PeerQueue {
+            id,
+            addr: addr.to_string(),
+            state: Mutex::new(QueueState::default()),
+            wake: Notify::new(),
+            stop: parent.child_token(),
+        })
+    }
+
     /// Never blocks beyond a short lock: called on the raft thread.
     fn push(&self, item: Outgoing, limits: &PeerLimits) -> Result<(), Refusal> {
         let size = item.size();
@@ -399,8 +412,9 @@ struct Inner {
     cluster_id: u64,
     /// Bounds and timings.
     limits: PeerLimits,
-    /// Outbound queues by peer id; fixed at start.
-    peers: HashMap<u64, Arc<PeerQueue>>,
+    /// Outbound queues by peer id: zoo.cfg's at start, then kept in step with the replicated
+    /// `/zookeeper/config` ([`PeerNetwork::set_peers`]).
+    peers: RwLock<HashMap<u64, Arc<PeerQueue>>>,
     /// Raft feedback, set by [`PeerNetwork::attach`].
     feedback: OnceLock<Arc<dyn Feedback>>,
     /// Inbound delivery.
@@ -459,8 +473,12 @@ impl Inner {
         n
     }
 
+    fn peer(&self, id: u64) -> Option<Arc<PeerQueue>> {
+        self.peers.read().get(&id).cloned()
+    }
+
     fn enqueue(&self, to: u64, item: Outgoing) -> Result<(), PeerError> {
-        let Some(peer) = self.peers.get(&to) else {
+        let Some(peer) = self.peer(to) else {
             if item.is_snapshot() {
                 self.snapshot(to, SnapshotStatus::Failure);
             }
@@ -549,19 +567,12 @@ impl PeerNetwork {
     ) -> Result<PeerNetwork, PeerError> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| PeerError::NoRuntime)?;
         let local_addr = listener.local_addr().map_err(PeerError::Io)?;
+        let cancel = CancellationToken::new();
         let peers = config
             .peers
             .iter()
             .filter(|(id, _)| **id != config.my_id)
-            .map(|(id, addr)| {
-                let q = PeerQueue {
-                    id: *id,
-                    addr: addr.clone(),
-                    state: Mutex::new(QueueState::default()),
-                    wake: Notify::new(),
-                };
-                (*id, Arc::new(q))
-            })
+            .map(|(id, addr)| (*id, PeerQueue::new(*id, addr, &cancel)))
             .collect::<HashMap<_, _>>();
         let senders = config.limits.snapshot_senders.max(1);
         let inner = Arc::new(Inner {
@@ -574,15 +585,15 @@ impl PeerNetwork {
             my_id: config.my_id,
             cluster_id: config.cluster_id,
             limits: config.limits,
-            peers,
+            peers: RwLock::new(peers),
             feedback: OnceLock::new(),
             inbound,
-            cancel: CancellationToken::new(),
+            cancel,
             counters: Counters::default(),
             tls: config.tls,
         });
         let mut tasks = JoinSet::new();
-        for peer in inner.peers.values() {
+        for peer in inner.peers.read().values() {
             tasks.spawn_on(dial_loop(inner.clone(), peer.clone()), &runtime);
         }
         tasks.spawn_on(accept_loop(inner.clone(), listener), &runtime);
@@ -641,9 +652,69 @@ impl PeerNetwork {
     /// Whether an outbound connection to `peer` is up (handshake accepted).
     pub fn is_connected(&self, peer: u64) -> bool {
         self.inner
-            .peers
-            .get(&peer)
+            .peer(peer)
             .is_some_and(|q| q.state.lock().connected)
+    }
+
+    /// Replaces the address book (reconfig applied, snapshot installed, start-up replay):
+    /// dialers start for new peers and for peers whose address changed, and stop for peers
+    /// no longer listed (which may then no longer connect to us). Any thread.
+    pub fn set_peers(&self, book: BTreeMap<u64, String>) {
+        self.update_peers(book, Some(&[]));
+    }
+
+    /// Like [`PeerNetwork::set_peers`], but peers in `keep` stay even when `book` does not
+    /// list them (the outgoing half of a joint configuration, learners being added).
+    pub fn set_peers_keeping(&self, book: BTreeMap<u64, String>, keep: &[u64]) {
+        self.update_peers(book, Some(keep));
+    }
+
+    /// Adds or updates the peers of `book`, keeping the others (the joiners of a reconfig
+    /// that is not committed yet: the leader must reach them to add them as learners).
+    pub fn add_peers(&self, book: BTreeMap<u64, String>) {
+        self.update_peers(book, None);
+    }
+
+    /// Adds or updates `book`'s peers; with `replace_keeping`, also drops every other peer
+    /// not in that list.
+    fn update_peers(&self, book: BTreeMap<u64, String>, replace_keeping: Option<&[u64]>) {
+        let inner = &self.inner;
+        let mut peers = inner.peers.write();
+        if let Some(also) = replace_keeping {
+            peers.retain(|id, q| {
+                let keep = book.contains_key(id) || also.contains(id);
+                if !keep {
+                    tracing::info!(
+                        my_id = inner.my_id,
+                        peer = *id,
+                        "peer left the address book"
+                    );
+                    q.stop.cancel();
+                }
+                keep
+            });
+        }
+        for (id, addr) in book {
+            if id == inner.my_id || peers.get(&id).is_some_and(|q| q.addr == addr) {
+                continue;
+            }
+            let q = PeerQueue::new(id, &addr, &inner.cancel);
+            if let Some(old) = peers.insert(id, q.clone()) {
+                old.stop.cancel();
+            }
+            tracing::info!(my_id = inner.my_id, peer = id, %addr, "peer added to the address book");
+            inner.runtime.spawn(dial_loop(inner.clone(), q));
+        }
+    }
+
+    /// The address book: peer id → address (tests, `conf`).
+    pub fn peers(&self) -> BTreeMap<u64, String> {
+        self.inner
+            .peers
+            .read()
+            .iter()
+            .map(|(id, q)| (*id, q.addr.clone()))
+            .collect()
     }
 
     /// The address the accept loop listens on.
@@ -760,7 +831,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<PeerQueue>) {
     let mut last_error = String::new();
     loop {
         let attempt = tokio::select! {
-            _ = inner.cancel.cancelled() => return,
+            _ = peer.stop.cancelled() => return,
             r = dial(&inner, &peer) => r,
         };
         match attempt {
@@ -771,7 +842,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<PeerQueue>) {
                 bump(&inner.counters.connects, 1);
                 tracing::info!(my_id = inner.my_id, peer = peer.id, addr = %peer.addr, "connected to peer");
                 let error = tokio::select! {
-                    _ = inner.cancel.cancelled() => {
+                    _ = peer.stop.cancelled() => {
                         peer.disconnect();
                         return;
                     }
@@ -799,7 +870,7 @@ async fn dial_loop(inner: Arc<Inner>, peer: Arc<PeerQueue>) {
             }
         }
         tokio::select! {
-            _ = inner.cancel.cancelled() => return,
+            _ = peer.stop.cancelled() => return,
             _ = tokio::time::sleep(jitter(backoff)) => {}
         }
         backoff = (backoff * 2).min(limits.backoff_max);
@@ -1039,7 +1110,7 @@ fn check_hello(inner: &Inner, hello: &Hello) -> Result<(), String> {
             inner.my_id, hello.to
         ));
     }
-    if hello.from == inner.my_id || !inner.peers.contains_key(&hello.from) {
+    if hello.from == inner.my_id || !inner.peers.read().contains_key(&hello.from) {
         return Err(format!(
             "server {} is not a member of this ensemble",
             hello.from
@@ -1245,7 +1316,7 @@ fn start_snapshot_stream(inner: &Arc<Inner>, msg: Message) -> Option<Message> {
     let Some(r) = SnapshotRef::decode(&msg.get_snapshot().data) else {
         return fail("damaged snapshot descriptor".into());
     };
-    let Some(peer) = inner.peers.get(&to).cloned() else {
+    let Some(peer) = inner.peer(to) else {
         return fail(format!("unknown peer {to}"));
     };
     if !inner.sending.lock().insert(to) {

@@ -48,6 +48,7 @@ mod barrier;
 mod logger;
 mod node;
 mod quorum;
+mod reconfig;
 
 #[cfg(test)]
 mod tests;
@@ -65,6 +66,7 @@ pub use raft::SnapshotStatus;
 
 pub use barrier::{ReadBarrier, READ_RESEND};
 pub use quorum::{PeerProgress, ProposalSizes, QuorumStatus};
+pub use reconfig::{MembershipChange, MembershipRefusal};
 
 use crate::histogram::{AtomicHistogram, HistogramSnapshot};
 use crate::storage::{LogError, SnapshotError, StorageStats};
@@ -162,7 +164,13 @@ pub struct GroupOptions {
     /// `data_dir` is initialized. Learners replicate and apply but never vote or count for a
     /// quorum. Ignored once the data dir holds a membership.
     pub learners: Vec<u64>,
+    /// How long new participants of a reconfig may take to catch up as learners before the
+    /// change is refused (ZooKeeper: initLimit × tickTime; NewConfigNoQuorum).
+    pub catch_up_timeout: Duration,
 }
+
+/// Default [`GroupOptions::catch_up_timeout`]: ZooKeeper's default initLimit 10 × tickTime 2 s.
+pub const DEFAULT_CATCH_UP_TIMEOUT: Duration = Duration::from_secs(20);
 
 impl Default for GroupOptions {
     fn default() -> Self {
@@ -170,6 +178,7 @@ impl Default for GroupOptions {
             election_tick: DEFAULT_ELECTION_TICK,
             heartbeat_tick: DEFAULT_HEARTBEAT_TICK,
             learners: Vec::new(),
+            catch_up_timeout: DEFAULT_CATCH_UP_TIMEOUT,
         }
     }
 }
@@ -182,6 +191,7 @@ impl GroupOptions {
             election_tick: timing.election_ticks,
             heartbeat_tick: timing.heartbeat_ticks,
             learners,
+            catch_up_timeout: DEFAULT_CATCH_UP_TIMEOUT,
         }
     }
 }
@@ -292,6 +302,36 @@ pub trait StateMachine: Send + 'static {
     /// or a new leader that has not committed in its term yet), so callers need a timeout.
     /// Answers to [`ReadBarrier`] requests are consumed by the barrier and never come here.
     fn on_read_index(&mut self, _ctx: &[u8], _index: u64) {}
+    /// Checked after every applied entry: the membership a reconfig entry asks for (see
+    /// `reconfig`). Only the leader of the entry's term carries it out. Default: none.
+    fn take_membership_change(&mut self) -> Option<MembershipChange> {
+        None
+    }
+    /// The leader did not carry out the change with `context`: the bytes of a normal entry
+    /// to propose so that every replica learns it and the origin gets its answer (`None`:
+    /// nothing to propose). Default: none.
+    fn membership_refused(
+        &mut self,
+        _context: &[u8],
+        _reason: MembershipRefusal,
+    ) -> Option<Vec<u8>> {
+        None
+    }
+    /// A conf change entry applied at `index` (on every member, in log order, replays
+    /// included): `context` is what [`MembershipChange::context`] carried (empty for the
+    /// learner step and for leaving a joint configuration); `voters`/`learners` is the
+    /// membership now in force (the incoming half while joint) and `outgoing` the outgoing
+    /// voters while joint (empty otherwise). Default no-op.
+    fn apply_membership(
+        &mut self,
+        _index: u64,
+        _term: u64,
+        _context: &[u8],
+        _voters: &[u64],
+        _learners: &[u64],
+        _outgoing: &[u64],
+    ) {
+    }
 }
 
 /// Outbound Raft messages to peers. Called on the raft thread; must not block for long.

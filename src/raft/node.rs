@@ -12,6 +12,7 @@ use raft::eraftpb::{
 };
 use raft::{Config, RawNode, StateRole, Storage as _};
 
+use super::reconfig::Orchestrator;
 use super::{
     barrier, Command, GroupOptions, NodeRole, RaftError, RaftOptions, Shared, StateMachine,
     Transport,
@@ -108,6 +109,8 @@ pub(super) struct Node {
     /// index is capped at what it acknowledged, so it looks up to date while the leader has
     /// moved on, and expired its sessions, without it.
     probe_ok_at: Option<Instant>,
+    /// Membership changes this node carries out as leader (reconfig).
+    reconfig: Orchestrator,
     /// Set by `Command::Crash`: leave the loop without the orderly shutdown.
     #[cfg(test)]
     crashed: bool,
@@ -327,6 +330,7 @@ impl Node {
             snapshot_in_flight: false,
             unpersisted: VecDeque::new(),
             peeked: None,
+            reconfig: Orchestrator::new(group.catch_up_timeout),
             #[cfg(test)]
             crashed: false,
         })
@@ -397,6 +401,17 @@ impl Node {
                 .and_then(|()| self.settle(txn_at_start));
             match turn {
                 Ok(()) => {
+                    let caught_up = self.shared.caught_up.load(Ordering::Acquire);
+                    let snapshot_index = self.newest_snapshot.as_ref().map_or(0, |m| m.index);
+                    if self.reconfig.drive(
+                        &mut self.raw,
+                        self.sm.as_mut(),
+                        caught_up,
+                        snapshot_index,
+                    ) || self.snapshot_misses_a_member()
+                    {
+                        snapshot_requested = true;
+                    }
                     // A step without a Ready (rare) can still move freshness.
                     self.publish_status();
                     if std::mem::take(&mut self.barrier_force) {
@@ -436,6 +451,34 @@ impl Node {
             return;
         }
         self.stop();
+    }
+
+    /// On a leader: whether the newest snapshot leaves out a current member (one added since,
+    /// e.g. by a reconfig whose leader died before it snapshotted). raft-rs sends that
+    /// snapshot to a member that needs one, which refuses it for not listing it, forever; so a
+    /// new snapshot is due (with an empty entry when there is nothing new to snapshot).
+    fn snapshot_misses_a_member(&mut self) -> bool {
+        if self.raw.raft.state != StateRole::Leader {
+            return false;
+        }
+        let Some(newest) = &self.newest_snapshot else {
+            return false;
+        };
+        let listed = newest.get_conf_state();
+        let cs = self.raw.store().conf_state();
+        let missing = cs.voters.iter().chain(&cs.learners).any(|id| {
+            !listed.voters.contains(id)
+                && !listed.learners.contains(id)
+                && !listed.voters_outgoing.contains(id)
+                && !listed.learners_next.contains(id)
+        });
+        if missing {
+            let log = &self.raw.raft.raft_log;
+            if log.applied <= newest.index && log.last_index() == log.applied {
+                let _ = self.raw.propose(Vec::new(), Vec::new());
+            }
+        }
+        missing
     }
 
     /// Fails every proposal still queued (peeked, deferred or in the channel) so its client
@@ -1231,7 +1274,14 @@ impl Node {
                 source,
             })?;
         let cs = self.raw.apply_conf_change(&cc)?;
-        tracing::info!(index = e.index, term = e.term, voters = ?cs.voters, "applied conf change");
+        tracing::info!(
+            index = e.index,
+            term = e.term,
+            voters = ?cs.voters,
+            outgoing = ?cs.voters_outgoing,
+            learners = ?cs.learners,
+            "applied conf change"
+        );
         self.retry_while_full(
             "conf state",
             |node| {
@@ -1242,6 +1292,15 @@ impl Node {
             },
             |_| {},
         )?;
+        let context = cc.as_v2().context.to_vec();
+        self.sm.apply_membership(
+            e.index,
+            e.term,
+            &context,
+            &cs.voters,
+            &cs.learners,
+            &cs.voters_outgoing,
+        );
         Ok(())
     }
 
@@ -1336,6 +1395,9 @@ impl Node {
                             index: e.index,
                             reason,
                         });
+                    }
+                    if let Some(change) = self.sm.take_membership_change() {
+                        self.reconfig.request(change);
                     }
                     failpoint!("raft-after-apply");
                 }

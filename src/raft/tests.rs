@@ -27,7 +27,14 @@ struct Observed {
     leaders: Vec<(u64, u64)>,
     /// `on_caught_up` notifications: terms.
     caught_up: Vec<u64>,
+    /// `apply_membership` calls: (index, context, voters, outgoing).
+    memberships: Vec<Applied>,
+    /// `membership_refused` calls.
+    refusals: Vec<(Vec<u8>, MembershipRefusal)>,
 }
+
+/// One `apply_membership` call: (index, context, voters, outgoing).
+type Applied = (u64, Vec<u8>, Vec<u64>, Vec<u64>);
 
 /// Blocks `apply` of an entry whose data is `b"gate"` until opened (group-commit test).
 #[derive(Default)]
@@ -58,6 +65,11 @@ struct TestSm {
     gate: Option<Arc<Gate>>,
     /// Set by an entry `fatal`, returned by `take_fatal`.
     fatal: Option<String>,
+    /// Set by an entry `member:<ids>` (voters, comma-separated), for the raft thread.
+    membership: Option<MembershipChange>,
+    /// Parks the raft thread when a conf change with a context applies (a leader dying
+    /// between entering and leaving a joint configuration).
+    joint_gate: Option<Arc<Gate>>,
 }
 
 impl TestSm {
@@ -68,6 +80,8 @@ impl TestSm {
                 obs: obs.clone(),
                 gate: None,
                 fatal: None,
+                membership: None,
+                joint_gate: None,
             }),
             obs,
         )
@@ -91,6 +105,23 @@ impl StateMachine for TestSm {
             if let Some(g) = &self.gate {
                 g.wait();
             }
+        }
+        if let Some(ids) = data.strip_prefix(b"member:") {
+            // `member:<voters>[/<learners>]`, comma-separated ids.
+            let text = std::str::from_utf8(ids).unwrap();
+            let (voters, learners) = text.split_once('/').unwrap_or((text, ""));
+            let parse = |list: &str| -> Vec<u64> {
+                list.split(',')
+                    .filter(|i| !i.is_empty())
+                    .map(|i| i.parse().unwrap())
+                    .collect()
+            };
+            self.membership = Some(MembershipChange {
+                voters: parse(voters),
+                learners: parse(learners),
+                context: data.to_vec(),
+                term: _term,
+            });
         }
         let mut o = self.obs.lock().unwrap();
         if let Some((last, _)) = o.entries.last() {
@@ -145,6 +176,41 @@ impl StateMachine for TestSm {
 
     fn on_caught_up(&mut self, term: u64) {
         self.obs.lock().unwrap().caught_up.push(term);
+    }
+
+    fn take_membership_change(&mut self) -> Option<MembershipChange> {
+        self.membership.take()
+    }
+
+    fn membership_refused(&mut self, context: &[u8], reason: MembershipRefusal) -> Option<Vec<u8>> {
+        self.obs
+            .lock()
+            .unwrap()
+            .refusals
+            .push((context.to_vec(), reason));
+        None
+    }
+
+    fn apply_membership(
+        &mut self,
+        index: u64,
+        _term: u64,
+        context: &[u8],
+        voters: &[u64],
+        _learners: &[u64],
+        outgoing: &[u64],
+    ) {
+        self.obs.lock().unwrap().memberships.push((
+            index,
+            context.to_vec(),
+            voters.to_vec(),
+            outgoing.to_vec(),
+        ));
+        if !context.is_empty() {
+            if let Some(g) = &self.joint_gate {
+                g.wait();
+            }
+        }
     }
 }
 
@@ -519,6 +585,8 @@ fn group_commit_batches_queued_proposals() {
         obs: obs.clone(),
         gate: Some(gate.clone()),
         fatal: None,
+        membership: None,
+        joint_gate: None,
     });
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
     wait_until("leadership", || h.is_leader());
@@ -618,6 +686,8 @@ fn start_gated(
         obs: obs.clone(),
         gate: Some(gate.clone()),
         fatal: None,
+        membership: None,
+        joint_gate: None,
     });
     let (h, j) = RaftHandle::start(o, sm).unwrap();
     wait_until("leadership", || h.is_caught_up_leader());
@@ -756,8 +826,17 @@ impl Transport for Net {
             {
                 continue;
             }
-            if let Some(p) = peers.get(&m.to) {
+            let (from, to) = (m.from, m.to);
+            let snapshot = m.get_msg_type() == ::raft::eraftpb::MessageType::MsgSnapshot;
+            if let Some(p) = peers.get(&to) {
                 let _ = p.step(m);
+                // As the peer network does once a snapshot was handed over: without a report
+                // raft-rs never sends that peer anything again (a refused snapshot included).
+                if snapshot {
+                    if let Some(sender) = peers.get(&from) {
+                        let _ = sender.report_snapshot(to, SnapshotStatus::Finish);
+                    }
+                }
             }
         }
     }
@@ -1047,7 +1126,20 @@ struct Member {
 /// Starts node `id` of a group with these voters and learners on `net` (10 ms ticks, an
 /// election timeout of 10 ticks).
 fn start_member(net: &Net, root: &Path, id: u64, voters: &[u64], learners: &[u64]) -> Member {
-    let (sm, obs) = TestSm::new();
+    start_member_gated(net, root, id, voters, learners, None)
+}
+
+/// [`start_member`] whose state machine parks at a joint conf change with `joint_gate`.
+fn start_member_gated(
+    net: &Net,
+    root: &Path,
+    id: u64,
+    voters: &[u64],
+    learners: &[u64],
+    joint_gate: Option<Arc<Gate>>,
+) -> Member {
+    let (mut sm, obs) = TestSm::new();
+    sm.joint_gate = joint_gate;
     let o = RaftOptions {
         node_id: id,
         voters: voters.to_vec(),
@@ -1295,15 +1387,7 @@ fn a_learner_applies_reports_its_role_and_never_votes() {
     assert_ne!(ms[l].id, 3);
     propose_n(&ms[l].h, "b", 5);
     let learner = ms.iter().find(|m| m.id == 3).unwrap();
-    wait_until("learner applied", || {
-        learner
-            .obs
-            .lock()
-            .unwrap()
-            .entries
-            .iter()
-            .any(|(_, d)| d == b"b-4")
-    });
+    wait_until("learner applied", || has_applied(learner, b"b-4"));
     stop_members(&net, ms);
 }
 
@@ -1496,6 +1580,7 @@ fn group_options_are_validated_and_a_joiner_starts_empty() {
             election_tick: 20,
             heartbeat_tick: 3,
             learners: vec![5],
+            ..GroupOptions::default()
         },
         "timing",
     )
@@ -1740,4 +1825,170 @@ fn leader_only_proposals_of_an_earlier_term_are_dropped() {
         0
     );
     stop(h, j);
+}
+
+/// Whether member `m` applied an entry with this data.
+fn has_applied(m: &Member, data: &[u8]) -> bool {
+    m.obs.lock().unwrap().entries.iter().any(|(_, d)| d == data)
+}
+
+/// Voters 1, 2, 3 on a fresh in-memory net, once one leads: (dir, net, members, leader).
+fn group_of_three() -> (tempfile::TempDir, Net, Vec<Member>, usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let ms = start_members(&net, tmp.path(), &[1, 2, 3], &[]);
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    (tmp, net, ms, l)
+}
+
+/// The membership a member last applied: (voters, outgoing).
+fn last_membership(m: &Member) -> Option<(Vec<u64>, Vec<u64>)> {
+    m.obs
+        .lock()
+        .unwrap()
+        .memberships
+        .last()
+        .map(|(_, _, v, o)| {
+            // raft-rs lists ids in hash order.
+            let (mut v, mut o) = (v.clone(), o.clone());
+            v.sort_unstable();
+            o.sort_unstable();
+            (v, o)
+        })
+}
+
+#[test]
+fn a_membership_change_enters_and_leaves_joint_and_one_at_a_time() {
+    let (_tmp, net, ms, l) = group_of_three();
+    let keep: Vec<u64> = ms
+        .iter()
+        .map(|m| m.id)
+        .filter(|id| *id != ms[(l + 1) % 3].id)
+        .collect();
+    let change = format!("member:{},{}", keep[0], keep[1]);
+    // Two changes back to back: the second finds the first pending and is refused.
+    ms[l].h.propose(change.clone().into_bytes()).unwrap();
+    ms[l].h.propose(b"member:1,2,3".to_vec()).unwrap();
+    for m in ms.iter().filter(|m| keep.contains(&m.id)) {
+        wait_until("joint left", || {
+            last_membership(m) == Some((keep.clone(), vec![]))
+        });
+        let o = m.obs.lock().unwrap();
+        // Entered joint with the context, then left it with an empty one.
+        let joint = o
+            .memberships
+            .iter()
+            .find(|(_, c, _, _)| !c.is_empty())
+            .unwrap();
+        assert_eq!(joint.1, change.as_bytes());
+        let mut voters = joint.2.clone();
+        voters.sort_unstable();
+        assert_eq!(voters, keep);
+        assert_eq!(joint.3.len(), 3);
+    }
+    assert_eq!(
+        ms[l].obs.lock().unwrap().refusals,
+        vec![(b"member:1,2,3".to_vec(), MembershipRefusal::InProgress)]
+    );
+    stop_members(&net, ms);
+}
+
+#[test]
+fn a_joint_config_left_behind_by_a_dead_leader_is_left_by_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let gate = Arc::new(Gate::default());
+    let ms: Vec<Member> = [1, 2, 3]
+        .iter()
+        .map(|id| start_member_gated(&net, tmp.path(), *id, &[1, 2, 3], &[], Some(gate.clone())))
+        .collect();
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    let old = ms[l].id;
+    let keep: Vec<u64> = ms.iter().map(|m| m.id).filter(|id| *id != old).collect();
+    // The leader removes itself; it parks (dies) as soon as it applied the joint config,
+    // before raft-rs could append the entry that leaves it.
+    ms[l]
+        .h
+        .propose(format!("member:{},{}", keep[0], keep[1]).into_bytes())
+        .unwrap();
+    wait_until("the old leader entered joint", || {
+        last_membership(&ms[l]).is_some_and(|(_, out)| !out.is_empty())
+    });
+    net.isolated.lock().unwrap().insert(old);
+    // Survivors also park on the joint entry when they apply it: let them through.
+    gate.open();
+    let survivors: Vec<&Member> = ms.iter().filter(|m| m.id != old).collect();
+    wait_until("a new leader", || {
+        survivors.iter().any(|m| m.h.is_caught_up_leader())
+    });
+    for m in &survivors {
+        wait_until("joint left by the new leader", || {
+            last_membership(m) == Some((keep.clone(), vec![]))
+        });
+    }
+    // Still available.
+    let n = survivors
+        .iter()
+        .find(|m| m.h.is_caught_up_leader())
+        .unwrap();
+    let before = applied_count(&n.obs);
+    propose_n(&n.h, "after", 3);
+    for m in &survivors {
+        wait_until("replicated after the failover", || {
+            applied_count(&m.obs) >= before + 3
+        });
+    }
+    stop_members(&net, ms);
+}
+
+#[test]
+fn a_joiner_catches_up_from_a_snapshot_that_lists_it_then_votes() {
+    let (tmp, net, mut ms, l) = group_of_three();
+    propose_n(&ms[l].h, "before", 30);
+    // Server 4 and observer 5 start empty: no membership of their own.
+    ms.push(start_member(&net, tmp.path(), 4, &[], &[]));
+    ms.push(start_member(&net, tmp.path(), 5, &[], &[]));
+    ms[l].h.propose(b"member:1,2,3,4/5".to_vec()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ms
+        .iter()
+        .all(|m| last_membership(m) == Some((vec![1, 2, 3, 4], vec![])))
+    {
+        let seen: Vec<_> = ms.iter().map(|m| (m.id, last_membership(m))).collect();
+        assert!(
+            Instant::now() < deadline,
+            "the new membership not applied everywhere: {seen:?}"
+        );
+        thread::sleep(Duration::from_millis(5));
+    }
+    for m in &ms[3..] {
+        // The log from index 1 lacks the bootstrap membership: they started from a snapshot.
+        assert!(m.obs.lock().unwrap().restored_from.is_some());
+        let applied: Vec<Vec<u8>> = m
+            .obs
+            .lock()
+            .unwrap()
+            .entries
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect();
+        assert!(
+            applied.contains(&b"before-29".to_vec()),
+            "{} misses the history",
+            m.id
+        );
+    }
+    assert_eq!(ms[3].h.role(), NodeRole::Follower);
+    assert_eq!(ms[4].h.role(), NodeRole::Learner);
+    // The group goes on committing, to the new members too.
+    let l = leader_of(&ms).unwrap();
+    propose_n(&ms[l].h, "after", 5);
+    for m in &ms {
+        wait_until("replicated to the new members", || {
+            has_applied(m, b"after-4")
+        });
+    }
+    stop_members(&net, ms);
 }

@@ -205,13 +205,21 @@ fn configuration(shared: &Shared) -> String {
         config.snap_count,
         config.container_check_interval.as_millis(),
         config.four_letter_whitelist.join(","),
-    ) + &server_lines(config)
+    ) + &server_lines(shared)
 }
 
-/// The `server.N` lines of an ensemble, as ZooKeeper's `conf` shows them.
-fn server_lines(config: &crate::config::Config) -> String {
+/// The `server.N` lines of an ensemble, as ZooKeeper's `conf` shows them: the current
+/// membership (`/zookeeper/config`, which a reconfig rewrites) and its `version=` line; zoo.cfg's
+/// list when that node is empty.
+fn server_lines(shared: &Shared) -> String {
+    let current = shared.state().read().tree.config_data();
+    if !current.is_empty() {
+        let mut text = String::from_utf8_lossy(&current).into_owned();
+        text.push('\n');
+        return text;
+    }
     let mut out = String::new();
-    for server in &config.servers {
+    for server in &shared.config().servers {
         out.push_str(&server.zk_line());
         out.push('\n');
     }

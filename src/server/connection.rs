@@ -89,6 +89,8 @@ enum Pending {
         proposed: bool,
         /// When it went to Raft: the start of its deadline in an ensemble.
         proposed_at: Option<tokio::time::Instant>,
+        /// A reconfig: its deadline also covers the joiners' catch-up (initLimit × tickTime).
+        reconfig: bool,
         /// For latency stats.
         received: Instant,
     },
@@ -901,12 +903,15 @@ impl Connection {
                 return Ok(next);
             }
         }
-        let pending = if request::is_write(&request) {
+        let pending = if request::is_write(&request)
+            || request::is_replicated_reconfig(&request, self.shared.config())
+        {
             if matches!(request, Request::CloseSession) {
                 self.closing = true;
             }
             Pending::Write {
                 xid: header.xid,
+                reconfig: matches!(request, Request::Reconfig(_)),
                 request: Some(request),
                 proposed: false,
                 proposed_at: None,
@@ -1131,12 +1136,19 @@ impl Connection {
 
     /// When the oldest write or sync in flight must have been answered (ensemble only).
     fn op_deadline(&self) -> Option<tokio::time::Instant> {
-        let limit = self.op_timeout(self.timeout_ms)?;
+        let mut limit = self.op_timeout(self.timeout_ms)?;
         let since = match self.queue.front()? {
             Pending::Write {
                 proposed_at: Some(at),
+                reconfig,
                 ..
-            } => *at,
+            } => {
+                if *reconfig {
+                    // The leader answers NewConfigNoQuorum once the catch-up timeout passed.
+                    limit = self.shared.config().catch_up_timeout() + limit;
+                }
+                *at
+            }
             Pending::Sync {
                 started: Some(at), ..
             } => *at,

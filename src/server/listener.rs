@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use crate::config::{check_cluster_id_of, Config, PeerRole};
+use crate::config::{effective_cluster_id, Config, PeerRole};
 use crate::peer::{PeerConfig, PeerNetwork, RaftInbound};
 use crate::raft::{GroupOptions, RaftError, RaftHandle, RaftOptions};
 use crate::server::connection::{ClientSocket, Connection};
@@ -651,23 +651,44 @@ async fn start_ensemble(
     shared: Arc<Shared>,
     sink: Box<dyn ReplySink>,
 ) -> Result<(RaftHandle, std::thread::JoinHandle<()>, Arc<PeerNetwork>), ServerError> {
-    check_cluster_id_of(config).map_err(|e| ServerError::Ensemble(e.to_string()))?;
-    let voters: Vec<u64> = config
+    let cluster_id =
+        effective_cluster_id(config).map_err(|e| ServerError::Ensemble(e.to_string()))?;
+    // `/zookeeper/config` of the configured server list until the log or a snapshot says
+    // otherwise (both replace it).
+    let initial = crate::reconfig::initial_config(config);
+    if let Err(code) = shared
+        .state()
+        .write()
+        .tree
+        .set_config(initial.as_bytes(), 0, 0)
+    {
+        return Err(ServerError::Ensemble(format!(
+            "cannot set /zookeeper/config: {code}"
+        )));
+    }
+    let mut voters: Vec<u64> = config
         .servers
         .iter()
         .filter(|s| s.role == PeerRole::Participant)
         .map(|s| s.id)
         .collect();
-    let learners: Vec<u64> = config
+    let mut learners: Vec<u64> = config
         .servers
         .iter()
         .filter(|s| s.role == PeerRole::Observer)
         .map(|s| s.id)
         .collect();
+    if config.join_existing {
+        // A joiner never bootstraps a membership: the leader's snapshot brings it.
+        voters.clear();
+        learners.clear();
+    }
     let timing = config.raft_timing();
-    let group = GroupOptions::from_timing(&timing, learners);
+    let mut group = GroupOptions::from_timing(&timing, learners);
+    group.catch_up_timeout = config.catch_up_timeout();
     let mut peer_config = PeerConfig::from_config(config)
         .ok_or_else(|| ServerError::Ensemble("no servers configured".into()))?;
+    peer_config.cluster_id = cluster_id;
     if config.ssl_quorum {
         let (settings, verify) = (
             config.quorum_tls.clone(),
@@ -718,6 +739,8 @@ async fn start_ensemble(
     );
     let net = Arc::new(net);
     shared_for_net.set_peer_net(&net);
+    // The membership replayed from the log or a snapshot may differ from zoo.cfg's.
+    shared_for_net.peers_from_tree(&[]);
     Ok((raft, raft_thread, net))
 }
 
@@ -757,6 +780,13 @@ async fn ensemble_duties(
                 }
             }
             _ = gate.tick() => {
+                if shared.is_removed() {
+                    let closed = conns.close_all();
+                    if closed > 0 {
+                        warn!(closed, "removed from the ensemble by a reconfig; closed every client connection");
+                    }
+                    continue;
+                }
                 if raft.is_fresh() {
                     unfresh_since = None;
                     if let Some(closed) = conns.leave_read_only() {

@@ -28,6 +28,13 @@ pub fn is_write(request: &Request) -> bool {
     )
 }
 
+/// Whether `request` is a reconfig that goes through the log: with `reconfigEnabled` on an
+/// ensemble (otherwise it is answered locally: ReconfigDisabled, or Unimplemented standalone
+/// as ZooKeeper's non-leader `ZooKeeperServer`).
+pub fn is_replicated_reconfig(request: &Request, config: &crate::config::Config) -> bool {
+    matches!(request, Request::Reconfig(_)) && config.reconfig_enabled && config.is_ensemble()
+}
+
 /// What a locally answered request needs from its connection.
 pub struct LocalContext<'a> {
     /// The server's shared state (tree, watches, connections).
@@ -131,8 +138,16 @@ pub fn execute_local(ctx: &mut LocalContext<'_>, request: &Request) -> LocalOutc
             )
         }
         Request::Sasl(req) => sasl_step(ctx, &req.token, last_zxid()),
-        // A standalone server with reconfig disabled, like ZooKeeper's default.
-        Request::Reconfig(_) => LocalOutcome::new(Err(ErrorCode::ReconfigDisabled), last_zxid()),
+        // Disabled (ZooKeeper's default), or enabled on a standalone server, which ZooKeeper
+        // answers Unimplemented; on an ensemble an enabled reconfig goes through the log.
+        Request::Reconfig(_) => {
+            let code = if ctx.shared.config().reconfig_enabled {
+                ErrorCode::Unimplemented
+            } else {
+                ErrorCode::ReconfigDisabled
+            };
+            LocalOutcome::new(Err(code), last_zxid())
+        }
         Request::Exists(_)
         | Request::GetData(_)
         | Request::GetChildren(_)

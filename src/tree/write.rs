@@ -5,15 +5,18 @@
 use std::fmt::Write as _;
 
 use rookery_protocol::{
-    ephemeral_owner, perms, Acl, Create2Response, CreateMode, CreateResponse, ErrorCode, MultiOp,
-    MultiResult, OpCode, Request, Response, Stat,
+    ephemeral_owner, perms, Acl, Create2Response, CreateMode, CreateResponse, ErrorCode, Id,
+    MultiOp, MultiResult, OpCode, Request, Response, Stat,
 };
 
-use super::acl::{check_acl, fixup_acl_with};
+use super::acl::{check_acl, fixup_acl_with, AuthProviders};
 use super::node::{Node, NodeId, PersistedStat};
 use super::path::{display_parent, is_valid_path, parent_for_create, parent_for_delete};
 use super::quota::QuotaChange;
 use super::{check_version, DataTree, OpContext};
+
+/// ZooKeeper's `ZooDefs.CONFIG_NODE`.
+pub const CONFIG_NODE: &str = "/zookeeper/config";
 use crate::watch::WatchTrigger;
 
 /// How to undo one applied step of a multi.
@@ -276,6 +279,65 @@ impl DataTree {
                 // Single ops check before mutating; this only guards against a bug.
                 self.rollback(undo);
                 (Err(code), Vec::new())
+            }
+        }
+    }
+
+    /// The data of `/zookeeper/config` (the ensemble's dynamic configuration text).
+    pub fn config_data(&self) -> Vec<u8> {
+        self.nodes
+            .lookup(CONFIG_NODE)
+            .and_then(|id| self.nodes.get(id))
+            .map(|n| n.data().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Whether `auth` may reconfig: ZooKeeper checks WRITE on `/zookeeper/config`'s ACL
+    /// (world:anyone READ), so only the superuser may, unless the ACL was changed.
+    pub fn may_reconfig(&self, auth: &[Id]) -> Result<(), ErrorCode> {
+        let id = self.nodes.lookup(CONFIG_NODE).ok_or(ErrorCode::NoNode)?;
+        let node = self.node(id)?;
+        check_acl(self.acls.get(node.acl), perms::WRITE, auth)
+    }
+
+    /// Replaces `/zookeeper/config`'s data as ZooKeeper's reconfig SetDataTxn does (version
+    /// +1, mzxid, mtime; no ACL check: the reconfig checked it), returning the new Stat and
+    /// the NodeDataChanged trigger. `zxid` 0 only sets the data (the start-up config).
+    pub fn set_config(
+        &mut self,
+        data: &[u8],
+        zxid: i64,
+        time_ms: i64,
+    ) -> Result<(Stat, Vec<WatchTrigger>), ErrorCode> {
+        if zxid == 0 {
+            let id = self.nodes.lookup(CONFIG_NODE).ok_or(ErrorCode::NoNode)?;
+            let old = self.node_mut(id)?.replace_data(Some(data));
+            let old_len = old.as_ref().map_or(0, Vec::len) as u64;
+            self.data_size = (self.data_size + data.len() as u64).saturating_sub(old_len);
+            return Ok((self.node(id)?.stat(), Vec::new()));
+        }
+        let auth = [Id {
+            scheme: "super".to_string(),
+            id: String::new(),
+        }];
+        let ctx = OpContext {
+            zxid,
+            time_ms,
+            session_id: 0,
+            auth: &auth,
+            ttl_enabled: false,
+            providers: AuthProviders::default(),
+        };
+        let mut undo = Vec::new();
+        let mut triggers = Vec::new();
+        match self.set_data(&ctx, CONFIG_NODE, Some(data), -1, &mut undo, &mut triggers)? {
+            Done::SetData(stat) => {
+                self.commit(undo);
+                Ok((stat, triggers))
+            }
+            _ => {
+                self.rollback(undo);
+                Err(ErrorCode::SystemError)
             }
         }
     }

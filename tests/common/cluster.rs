@@ -117,6 +117,12 @@ pub struct ClusterOpts {
     pub voters: usize,
     /// Observers (ZooKeeper observers, rookery learners), numbered after the voters.
     pub observers: usize,
+    /// Participants that are not members yet, numbered last: not listed in the others'
+    /// configs and not started by [`Cluster::start`]; each one's own config lists the whole
+    /// ensemble plus itself (ZooKeeper's dynamic-config style; for rookery also
+    /// `initialClusterState=existing`). Start one with [`Cluster::start_joiner`], then add it
+    /// with a reconfig.
+    pub joiners: usize,
     pub tick_time_ms: u64,
     pub init_limit: u32,
     pub sync_limit: u32,
@@ -138,6 +144,7 @@ impl Default for ClusterOpts {
         ClusterOpts {
             voters: 3,
             observers: 0,
+            joiners: 0,
             tick_time_ms: 500,
             init_limit: 10,
             sync_limit: 5,
@@ -193,6 +200,8 @@ struct Link {
 struct Member {
     id: u32,
     observer: bool,
+    /// See [`ClusterOpts::joiners`].
+    joiner: bool,
     client_port: u16,
     peer_port: u16,
     election_port: u16,
@@ -249,7 +258,9 @@ impl Cluster {
     pub fn start(opts: ClusterOpts) -> Cluster {
         let c = Cluster::create(opts);
         for i in 0..c.len() {
-            c.spawn(i);
+            if !c.m(i).joiner {
+                c.spawn(i);
+            }
         }
         c.wait_ready(120);
         c
@@ -277,7 +288,7 @@ impl Cluster {
 
     /// Configs and proxies only; no process is started.
     fn create(opts: ClusterOpts) -> Cluster {
-        let n = opts.voters + opts.observers;
+        let n = opts.voters + opts.observers + opts.joiners;
         assert!(n >= 1 && opts.voters >= 1, "an ensemble needs voters");
         let tmp = tempfile::Builder::new()
             .prefix("rookery-ens-")
@@ -291,7 +302,8 @@ impl Cluster {
                 std::fs::write(dir.join("data").join("myid"), format!("{}\n", i + 1)).unwrap();
                 Member {
                     id: (i + 1) as u32,
-                    observer: i >= opts.voters,
+                    observer: i >= opts.voters && i < opts.voters + opts.observers,
+                    joiner: i >= opts.voters + opts.observers,
                     client_port: ports[3 * i],
                     peer_port: ports[3 * i + 1],
                     election_port: ports[3 * i + 2],
@@ -486,7 +498,13 @@ impl Cluster {
         if m.observer {
             cfg.push_str("peerType=observer\n");
         }
+        if m.joiner && !is_zk() {
+            cfg.push_str("initialClusterState=existing\n");
+        }
         for j in 0..self.len() {
+            if self.m(j).joiner && !m.joiner {
+                continue;
+            }
             cfg.push_str(&self.server_line(i, j));
             cfg.push('\n');
         }
@@ -635,6 +653,38 @@ impl Cluster {
             let _ = kill_child(child);
             let _ = kill_child(watchdog);
         }
+    }
+
+    /// Starts joiner `i` ([`ClusterOpts::joiners`]) without waiting: a rookery joiner gets the
+    /// ensemble's `cluster-id` file from member 0, as an operator copies it.
+    pub fn start_joiner(&self, i: usize) {
+        assert!(self.m(i).joiner, "member {i} is not a joiner");
+        if !is_zk() {
+            std::fs::copy(
+                self.data_dir(0).join("cluster-id"),
+                self.data_dir(i).join("cluster-id"),
+            )
+            .expect("copy cluster-id");
+        }
+        self.spawn(i);
+    }
+
+    /// The `server.N=host:quorumPort:electionPort:participant|observer;host:clientPort`
+    /// spec of member `i`, as a reconfig names it (unproxied ports).
+    pub fn server_spec(&self, i: usize) -> String {
+        let m = self.m(i);
+        format!(
+            "server.{}=127.0.0.1:{}:{}:{};127.0.0.1:{}",
+            m.id,
+            m.peer_port,
+            m.election_port,
+            if m.observer {
+                "observer"
+            } else {
+                "participant"
+            },
+            m.client_port
+        )
     }
 
     /// Starts a stopped or killed member's process again (same data dir and ports) without

@@ -17,6 +17,7 @@
 //! through a `static` (never dropped) or left behind by an aborted test do not leak.
 #![allow(dead_code)]
 
+pub mod bulk;
 pub mod cluster;
 pub mod ledger;
 pub mod proxy;

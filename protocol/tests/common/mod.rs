@@ -144,9 +144,9 @@ record_strategy!(
 record_strategy!(
     reconfig_request,
     ReconfigRequest {
-        joining_servers: ustring(),
-        leaving_servers: ustring(),
-        new_members: ustring(),
+        joining_servers: prop::option::of(ustring()),
+        leaving_servers: prop::option::of(ustring()),
+        new_members: prop::option::of(ustring()),
         cur_config_id: any::<i64>(),
     }
 );

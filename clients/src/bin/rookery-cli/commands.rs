@@ -25,6 +25,7 @@ pub const COMMANDS: &[(&str, &str)] = &[
     ("help", "help"),
     ("ls", "ls [-s] [-w] [-R] path"),
     ("quit", "quit"),
+    ("reconfig", "reconfig [-s] [-v version] [[-file path] | [-members serverID=host:port1:port2;port3[,...]*]] | [-add serverId=host:port1:port2;port3[,...]]* [-remove serverId[,...]*]"),
     ("removewatches", "removewatches path [-c|-d|-a] [-l]"),
     ("set", "set [-s] [-v version] path data"),
     ("setAcl", "setAcl [-s] [-v version] [-R] path acl"),
@@ -592,6 +593,7 @@ pub async fn execute(shell: &Shell, words: &[String]) -> Result<Outcome, CliErro
                 out(format::stat(&stat));
             }
         }
+        "reconfig" => reconfig(shell, cmd, rest).await?,
         other => {
             return Err(CliError(format!(
                 "Command not found: Command not found {other}"
@@ -620,6 +622,78 @@ pub async fn children_of(client: &Client, path: &str) -> Vec<String> {
         }
         _ => Vec::new(),
     }
+}
+
+/// zkCli's `ReconfigCommand`: `-add`/`-remove` (incremental) or `-members`/`-file`
+/// (non-incremental, not mixed), `-v` the hex config version to replace, `-s` the Stat.
+async fn reconfig(shell: &Shell, cmd: &str, rest: &[String]) -> Result<(), CliError> {
+    let a = Args::parse(
+        cmd,
+        rest,
+        &["-s"],
+        &["-v", "-add", "-remove", "-members", "-file"],
+    )?;
+    let incremental = a.has("-add") || a.has("-remove");
+    let whole = a.has("-members") || a.has("-file");
+    if !incremental && !whole {
+        return Err(usage(cmd));
+    }
+    if incremental && whole {
+        return Err(CliError(
+            "Can't use -file or -members together with -add or -remove (mixing incremental and non-incremental modes is not allowed)".into(),
+        ));
+    }
+    if a.has("-members") && a.has("-file") {
+        return Err(CliError(
+            "Can't use -file and -members together (conflicting non-incremental modes)".into(),
+        ));
+    }
+    let version = match a.value("-v") {
+        None => None,
+        Some(v) => Some(i64::from_str_radix(v, 16).map_err(|_| {
+            CliError("-v must be followed by a long (configuration version)".into())
+        })?),
+    };
+    // zkCli lower-cases the server lists.
+    let lower = |flag: &str| a.value(flag).map(str::to_lowercase);
+    let members = match a.value("-file") {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| CliError(format!("Error processing {path}{e}")))?;
+            let lines: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| l.starts_with("server."))
+                .collect();
+            Some(lines.join("\n"))
+        }
+        None => lower("-members"),
+    };
+    let (joining, leaving) = (lower("-add"), lower("-remove"));
+    let (data, stat) = shell
+        .client()?
+        .reconfig(
+            joining.as_deref(),
+            leaving.as_deref(),
+            members.as_deref(),
+            version,
+        )
+        .await
+        .map_err(|e| match e {
+            Error::BadVersion | Error::NoAuth => describe(&e, ""),
+            other => match other.code() {
+                Some(code) => CliError(format!("KeeperErrorCode = {code:?}")),
+                None => describe(&other, ""),
+            },
+        })?;
+    println!(
+        "Committed new configuration:\n{}",
+        String::from_utf8_lossy(&data)
+    );
+    if a.has("-s") {
+        println!("{}", format::stat(&stat));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
