@@ -242,6 +242,11 @@ pub fn run(
         sleep_until(at, stop_at);
         let t0 = now_ns();
         let hold_until = Instant::now() + Duration::from_millis(step.hold_ms);
+        // The network and disk faults end alike: hold (never far past the run), then undo all.
+        let hold_then_heal = || {
+            sleep_until(hold_until, stop_at + Duration::from_secs(5));
+            links.heal_all();
+        };
         let what = match step.fault {
             Fault::KillRestart(w) => {
                 let i = resolve(c, w, None);
@@ -271,8 +276,7 @@ pub fn run(
                 let i = resolve(c, w, None);
                 let role = c.mode(i);
                 links.isolate(i);
-                sleep_until(hold_until, stop_at + Duration::from_secs(5));
-                links.heal_all();
+                hold_then_heal();
                 format!(
                     "isolate member {i} ({role:?}) for {} ms, heal",
                     step.hold_ms
@@ -284,8 +288,7 @@ pub fn run(
                 let (ri, rj) = (c.mode(i), c.mode(j));
                 links.isolate(i);
                 links.isolate(j);
-                sleep_until(hold_until, stop_at + Duration::from_secs(5));
-                links.heal_all();
+                hold_then_heal();
                 format!(
                     "isolate members {i} ({ri:?}) and {j} ({rj:?}) for {} ms, heal",
                     step.hold_ms
@@ -296,8 +299,7 @@ pub fn run(
                 let j = resolve(c, b, Some(i));
                 let (ri, rj) = (c.mode(i), c.mode(j));
                 links.cut_one_way(i, j);
-                sleep_until(hold_until, stop_at + Duration::from_secs(5));
-                links.heal_all();
+                hold_then_heal();
                 format!(
                     "one-way cut {i} ({ri:?}) -> {j} ({rj:?}) for {} ms, heal",
                     step.hold_ms
@@ -307,8 +309,7 @@ pub fn run(
                 let i = resolve(c, w, None);
                 let role = c.mode(i);
                 links.slow(i, ms);
-                sleep_until(hold_until, stop_at + Duration::from_secs(5));
-                links.heal_all();
+                hold_then_heal();
                 format!(
                     "slow links of member {i} ({role:?}) by {ms} ms for {} ms, heal",
                     step.hold_ms
@@ -326,8 +327,7 @@ pub fn run(
                     // A member that stopped serving answers no mntr.
                     None => format!("now {:?}", c.mode(i)),
                 };
-                sleep_until(hold_until, stop_at + Duration::from_secs(5));
-                links.heal_all();
+                hold_then_heal();
                 format!(
                     "disk of member {i} ({role:?}) full ({} MiB of ballast; {noticed}) for {} ms, freed",
                     bytes >> 20,
@@ -340,8 +340,7 @@ pub fn run(
                 let (left, right) = rest.split_at(rest.len() / 2);
                 let rb = c.mode(b);
                 links.bridge(left, right);
-                sleep_until(hold_until, stop_at + Duration::from_secs(5));
-                links.heal_all();
+                hold_then_heal();
                 format!(
                     "bridge: {left:?} | {right:?} joined only by {b} ({rb:?}) for {} ms, heal",
                     step.hold_ms
