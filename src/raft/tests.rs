@@ -235,6 +235,16 @@ fn applied_count(obs: &Arc<Mutex<Observed>>) -> usize {
     obs.lock().unwrap().entries.len()
 }
 
+/// The payloads applied so far, in order.
+fn applied_data(obs: &Arc<Mutex<Observed>>) -> Vec<Vec<u8>> {
+    obs.lock()
+        .unwrap()
+        .entries
+        .iter()
+        .map(|(_, d)| d.clone())
+        .collect()
+}
+
 /// Requests a snapshot, waits until it covers everything applied, and returns its index.
 fn snapshot_now(h: &RaftHandle) -> u64 {
     h.request_snapshot().unwrap();
@@ -1809,13 +1819,7 @@ fn leader_only_proposals_of_an_earlier_term_are_dropped() {
     h.propose_as_leader(term + 1, b"future".to_vec()).unwrap();
     propose_n(&h, "after", 2);
     wait_until("applied", || applied_count(&obs) == 3);
-    let datas: Vec<Vec<u8>> = obs
-        .lock()
-        .unwrap()
-        .entries
-        .iter()
-        .map(|(_, d)| d.clone())
-        .collect();
+    let datas = applied_data(&obs);
     assert_eq!(datas[0], b"now");
     assert!(!datas.contains(&b"stale".to_vec()) && !datas.contains(&b"future".to_vec()));
     assert_eq!(
@@ -1966,14 +1970,7 @@ fn a_joiner_catches_up_from_a_snapshot_that_lists_it_then_votes() {
     for m in &ms[3..] {
         // The log from index 1 lacks the bootstrap membership: they started from a snapshot.
         assert!(m.obs.lock().unwrap().restored_from.is_some());
-        let applied: Vec<Vec<u8>> = m
-            .obs
-            .lock()
-            .unwrap()
-            .entries
-            .iter()
-            .map(|(_, d)| d.clone())
-            .collect();
+        let applied = applied_data(&m.obs);
         assert!(
             applied.contains(&b"before-29".to_vec()),
             "{} misses the history",
