@@ -1,8 +1,10 @@
 //! `rookery import zookeeper --from ZK_HOST:PORT --server ROOKERY_HOST:PORT [--once]`: a
 //! live copy through the client protocol. It arms a persistent recursive watch on the
-//! source's "/" first, then copies every node (parents first: data and ACL), then applies
+//! source's "/" first, then copies every node (parents first: data and ACL), then follows
 //! the watch's events (created, deleted, data changed) until SIGINT, or stops after the
-//! first pass with `--once`.
+//! first pass with `--once`. An event is not replayed but answered by reading the source's
+//! node as it is by then (see [`reconcile`]), so a copy that lags a busy writer still
+//! converges.
 //!
 //! What the client protocol cannot carry, and so is not preserved (the summary counts it):
 //! zxids, times, versions (czxid, mzxid, pzxid, ctime, mtime, version, cversion, aversion:
@@ -75,8 +77,21 @@ fn excluded(path: &str) -> bool {
     path == "/zookeeper" || path.starts_with("/zookeeper/")
 }
 
+/// What [`copy_node`] found on the source and did on the target.
+enum Copied {
+    /// Created or updated on the target; the node's children on the source.
+    Node(Vec<String>),
+    /// The source has no such node (any more).
+    Gone,
+    /// An ephemeral on the source: not copied.
+    Ephemeral,
+    /// The source would not let us read it (NoAuth): left alone.
+    Unreadable,
+    /// The target lacks the parent (its events are still queued, or it was deleted there).
+    ParentMissing,
+}
+
 /// Copies one node from `source` to `target` (create, or set data and ACL if it exists).
-/// Returns its children on the source, or None if it is gone or skipped.
 /// With `deferred_acl`, the node is created open and its ACL returned for the caller to set
 /// once its children are copied (an ACL without CREATE for us would stop them).
 async fn copy_node(
@@ -85,23 +100,23 @@ async fn copy_node(
     path: &str,
     report: &mut LiveReport,
     deferred_acl: Option<&mut Vec<(String, Vec<Acl>)>>,
-) -> Result<Option<Vec<String>>, MigrateError> {
+) -> Result<Copied, MigrateError> {
     let (data, stat) = match source.get_data_opt(path).await {
         Ok(r) => r,
-        Err(Error::NoNode) => return Ok(None),
+        Err(Error::NoNode) => return Ok(Copied::Gone),
         Err(Error::NoAuth) => {
             report.unreadable += 1;
-            return Ok(None);
+            return Ok(Copied::Unreadable);
         }
         Err(e) => return Err(client_err(path)(e)),
     };
     if stat.ephemeral_owner != 0 {
         report.ephemerals_skipped += 1;
-        return Ok(None);
+        return Ok(Copied::Ephemeral);
     }
     let acl = match source.get_acl(path).await {
         Ok((acl, _)) => acl,
-        Err(Error::NoNode) => return Ok(None),
+        Err(Error::NoNode) => return Ok(Copied::Gone),
         Err(e) => return Err(client_err(path)(e)),
     };
     if data.is_none() {
@@ -121,12 +136,14 @@ async fn copy_node(
         };
         match target.create(path, &data, &options).await {
             Ok(_) => {}
-            Err(Error::NodeExists) => {
-                target
-                    .set_data(path, &data, None)
-                    .await
-                    .map_err(client_err(path))?;
-            }
+            Err(Error::NodeExists) => match target.set_data(path, &data, None).await {
+                Ok(_) => {}
+                // Deleted on the target meanwhile (no other writer there but us: only in a
+                // test); the next event for it brings it back.
+                Err(Error::NoNode) => return Ok(Copied::ParentMissing),
+                Err(e) => return Err(client_err(path)(e)),
+            },
+            Err(Error::NoNode) => return Ok(Copied::ParentMissing),
             Err(e) => return Err(client_err(path)(e)),
         }
     }
@@ -143,8 +160,60 @@ async fn copy_node(
         Err(Error::NoNode) => Vec::new(),
         Err(e) => return Err(client_err(path)(e)),
     };
-    Ok(Some(children))
+    Ok(Copied::Node(children))
 }
+
+/// The parent of a path other than "/".
+fn parent_of(path: &str) -> &str {
+    match path.rfind('/') {
+        Some(0) | None => "/",
+        Some(i) => &path[..i],
+    }
+}
+
+/// Makes the target's `path` what the source's is *now*. Watch events carry no data, and by
+/// the time one is handled the source may have moved on (deleted the node, deleted and
+/// re-created its parent, ...), so an event is not replayed but answered by reading the
+/// source: a node the source has is copied, after its missing ancestors; a node it lacks (or
+/// holds as an ephemeral) is removed from the target with everything under it. Every change
+/// on the source queues an event, so the last event of each path is handled after its last
+/// change and the copy converges.
+async fn reconcile(
+    source: &Client,
+    target: &Client,
+    path: &str,
+    report: &mut LiveReport,
+) -> Result<(), MigrateError> {
+    // Paths still to copy, deepest last: `path`, then whichever ancestors the target lacks.
+    let mut pending = vec![path.to_string()];
+    while let Some(p) = pending.last().cloned() {
+        match copy_node(source, target, &p, report, None).await? {
+            Copied::Node(_) | Copied::Unreadable => {
+                pending.pop();
+            }
+            Copied::ParentMissing if p != "/" && pending.len() <= MAX_DEPTH => {
+                pending.push(parent_of(&p).to_string());
+            }
+            Copied::ParentMissing => {
+                return Err(MigrateError::Client(format!(
+                    "{path}: cannot create its ancestors on the target"
+                )))
+            }
+            Copied::Gone | Copied::Ephemeral => {
+                // Then the source has nothing below `p` either, `path` included.
+                match target.delete_all(&p).await {
+                    Ok(()) | Err(Error::NoNode) => {}
+                    Err(e) => warn!(path = %p, error = %e, "could not delete"),
+                }
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Deeper than any path the client protocol can carry (1 MB requests, 2-byte components).
+const MAX_DEPTH: usize = 1 << 19;
 
 /// The first pass: every node below "/", parents first.
 async fn copy_tree(
@@ -158,7 +227,9 @@ async fn copy_tree(
         if excluded(&path) {
             continue;
         }
-        if let Some(children) = copy_node(source, target, &path, report, Some(&mut acls)).await? {
+        if let Copied::Node(children) =
+            copy_node(source, target, &path, report, Some(&mut acls)).await?
+        {
             report.copied += 1;
             for c in children {
                 queue.push_back(if path == "/" {
@@ -209,22 +280,13 @@ pub async fn live_copy(
                 continue;
             }
             match event.event_type {
-                EventType::NodeCreated | EventType::NodeDataChanged => {
+                EventType::NodeCreated | EventType::NodeDataChanged | EventType::NodeDeleted => {
                     let mut scratch = LiveReport::default();
-                    if copy_node(&source, &target, &event.path, &mut scratch, None)
-                        .await?
-                        .is_some()
-                    {
-                        report.events_applied += 1;
-                    }
+                    reconcile(&source, &target, &event.path, &mut scratch).await?;
+                    report.events_applied += 1;
                     report.ephemerals_skipped += scratch.ephemerals_skipped;
                     report.null_as_empty += scratch.null_as_empty;
                 }
-                EventType::NodeDeleted => match target.delete(&event.path, None).await {
-                    Ok(()) => report.events_applied += 1,
-                    Err(Error::NoNode) => {}
-                    Err(e) => warn!(path = %event.path, error = %e, "could not delete"),
-                },
                 _ => {}
             }
         }

@@ -24,12 +24,14 @@ import re
 import shutil
 import struct
 import subprocess
+import threading
 import time
 from collections import namedtuple
 from pathlib import Path
 
 import pytest
 from kazoo.client import KazooClient
+from kazoo.exceptions import NoNodeError, NodeExistsError, NotEmptyError
 from kazoo.protocol.serialization import Create, int_struct, long_struct
 from kazoo.security import ACL, Id, make_digest_acl
 
@@ -272,18 +274,13 @@ def live_copy_checks(tmp_path, zk, expected):
         r = subprocess.run([str(rookery_binary()), "verify", "--source", zk.hosts, "--target",
                             rk.hosts, "--auth", auth, "--ignore-stat", "--skip", "/zookeeper"],
                            capture_output=True, text=True, timeout=120)
-        # What a client-protocol copy cannot carry, and nothing else: ephemerals (and so
-        # their parents' children), null data.
-        ephemerals = {p for p, n in expected.items() if n["ephemeralOwner"]}
-        parents = {p.rsplit("/", 1)[0] or "/" for p in ephemerals}
-        allowed = {f"{p}: exists: source present != target missing" for p in ephemerals}
-        allowed |= {f'{p}: data: source null != target ""'
-                    for p, n in expected.items() if n["data"] is None}
+        allowed, parents = allowed_live_differences(expected)
         lines = [l for l in r.stdout.splitlines() if not l.startswith("compared ")]
         unexplained = [l for l in lines if l not in allowed
                        and not any(l.startswith(f"{q}: {f}: ") for q in parents
                                    for f in ("children", "numChildren"))]
         assert lines and not unexplained, r.stdout
+        live_copy_under_writer(tmp_path, zk, auth)
         # Following: changes made on ZooKeeper arrive on rookery until SIGINT.
         follow = subprocess.Popen([str(rookery_binary()), "import", "zookeeper", "--from",
                                    zk.hosts, "--server", rk.hosts, "--auth", auth],
@@ -305,6 +302,132 @@ def live_copy_checks(tmp_path, zk, expected):
             stdout, stderr = follow.communicate(timeout=30)
         assert follow.returncode == 0, stdout + stderr
         assert re.search(r"then applied [1-9]\d* changes", stdout), stdout
+    finally:
+        rk.stop()
+
+
+def allowed_live_differences(tree):
+    """What a client-protocol copy cannot carry, and nothing else, as `rookery verify` words
+    it: ephemerals (skipped, and so missing from their parents' children), null data (copied
+    as empty)."""
+    ephemerals = {p for p, n in tree.items() if n["ephemeralOwner"]}
+    parents = {p.rsplit("/", 1)[0] or "/" for p in ephemerals}
+    allowed = {f"{p}: exists: source present != target missing" for p in ephemerals}
+    allowed |= {f'{p}: data: source null != target ""'
+                for p, n in tree.items() if n["data"] is None}
+    return allowed, parents
+
+
+def concurrent_writer(hosts, stop, done_ops, seed):
+    """Seeded random writes on ZooKeeper until `stop` is set (bounded: 5000 ops, 120 s):
+    creates (nested, sequential, and re-creates of deleted paths), setData, deletes of
+    leaves and of whole small subtrees, multis, and setData on nodes of the filled tree.
+    Counts acknowledged writes in done_ops[0]."""
+    rng = random.Random(seed)
+    c = connect(hosts)
+    base = "/live-churn"
+    c.ensure_path(base)
+    names = [f"{base}/n{i}" for i in range(20)]
+    deadline = time.monotonic() + 120
+    try:
+        for _ in range(5000):
+            if stop.is_set() or time.monotonic() > deadline:
+                break
+            p = rng.choice(names)
+            r = rng.random()
+            try:
+                if r < 0.3:
+                    c.create(p + ("/s-" if rng.random() < 0.4 else f"/x{rng.randrange(3)}"),
+                             rng.randbytes(rng.randrange(8)), sequence=rng.random() < 0.4,
+                             makepath=True)
+                elif r < 0.45:
+                    c.create(p, rng.randbytes(4))
+                elif r < 0.65:
+                    c.set(p, rng.randbytes(rng.randrange(1, 10)))
+                elif r < 0.8:
+                    kids = c.get_children(p)
+                    if kids:
+                        c.delete(f"{p}/{rng.choice(kids)}")
+                    else:
+                        c.delete(p)
+                elif r < 0.88:
+                    c.delete(p, recursive=True)
+                elif r < 0.95:
+                    c.set(f"/app/wide/w{rng.randrange(10, 100):03d}", rng.randbytes(6))
+                else:
+                    t = c.transaction()
+                    t.create(f"{p}-m{rng.randrange(5)}", b"multi")
+                    t.set_data(base, rng.randbytes(2))
+                    if not all(not isinstance(x, Exception) for x in t.commit()):
+                        continue
+                done_ops[0] += 1
+            except (NoNodeError, NodeExistsError, NotEmptyError):
+                pass
+    finally:
+        c.stop()
+        c.close()
+
+
+def live_copy_under_writer(tmp_path, zk, auth):
+    """The live copy, with a writer changing ZooKeeper before, during and after its first
+    pass, converges to the source: `rookery verify` finds only what the protocol cannot
+    carry."""
+    rk = start_rookery(tmp_path / "rk-live-writer")
+    stop, done_ops = threading.Event(), [0]
+    writer = threading.Thread(target=concurrent_writer, args=(zk.hosts, stop, done_ops, 11))
+    writer.start()
+    follow = None
+    try:
+        wait_until("the writer's first writes", lambda: done_ops[0] >= 50)
+        # Output to files, not pipes: nobody drains a pipe while the copy runs.
+        out_path, err_path = tmp_path / "follow.out", tmp_path / "follow.err"
+        with open(out_path, "w") as out, open(err_path, "w") as err:
+            follow = subprocess.Popen([str(rookery_binary()), "import", "zookeeper", "--from",
+                                       zk.hosts, "--server", rk.hosts, "--auth", auth],
+                                      stdout=out, stderr=err, text=True)
+        dst = connect(rk.hosts)
+        # The deep chain is among the last nodes of the breadth-first pass.
+        deepest = "/app/deep" + "".join(f"/d{i}" for i in range(25))
+        wait_until("the follower's first pass", lambda: dst.exists(deepest) is not None)
+        during_first_pass = done_ops[0]
+        # The writer goes on while the copy follows.
+        wait_until("writes while following", lambda: done_ops[0] >= during_first_pass + 300,
+                   timeout=60)
+        stop.set()
+        writer.join(timeout=60)
+        assert not writer.is_alive()
+        # Events arrive in zxid order: once the marker is on rookery, so is everything before.
+        src = connect(zk.hosts)
+        src.create("/live-marker", b"last")
+        wait_until("the marker on rookery", lambda: dst.exists("/live-marker") is not None)
+        final = walk(src)
+        src.stop(); src.close(); dst.stop(); dst.close()
+    finally:
+        stop.set()
+        writer.join(timeout=60)
+        if follow is not None:
+            follow.send_signal(2)
+            follow.wait(timeout=30)
+            stdout, stderr = out_path.read_text(), err_path.read_text()
+            print(f"live copy follower stderr (tail): {stderr[-2000:]}")
+    try:
+        assert follow.returncode == 0, stdout + stderr
+        applied = int(re.search(r"then applied (\d+) changes", stdout).group(1))
+        assert applied >= 300, stdout
+        r = subprocess.run([str(rookery_binary()), "verify", "--source", zk.hosts, "--target",
+                            rk.hosts, "--auth", auth, "--ignore-stat", "--skip", "/zookeeper"],
+                           capture_output=True, text=True, timeout=120)
+        allowed, parents = allowed_live_differences(final)
+        compared = int(re.search(r"compared (\d+) znodes", r.stdout).group(1))
+        assert compared >= len(final) - len([p for p in final if p.startswith("/zookeeper")])
+        lines = [l for l in r.stdout.splitlines() if not l.startswith("compared ")]
+        unexplained = [l for l in lines if l not in allowed
+                       and not any(l.startswith(f"{q}: {f}: ") for q in parents
+                                   for f in ("children", "numChildren"))]
+        assert not unexplained, r.stdout
+        print(f"live copy under a writer: {during_first_pass} writes before the first pass "
+              f"ended, {done_ops[0]} in all, {applied} changes applied while following, "
+              f"{compared} znodes verified, {len(lines)} expected differences")
     finally:
         rk.stop()
 
