@@ -17,6 +17,8 @@
 
 mod common;
 
+#[path = "faults/clock.rs"]
+mod clock;
 #[path = "faults/disks.rs"]
 mod disks;
 #[path = "faults/history.rs"]
@@ -83,12 +85,20 @@ fn all_faults() -> FaultMix {
             false
         }
     };
+    let clock = match clock::available() {
+        Ok(()) => true,
+        Err(reason) => {
+            eprintln!("fault suite: no clock jumps here ({reason})");
+            false
+        }
+    };
     FaultMix {
         kills: true,
         pauses: true,
         partitions: true,
         slow: true,
         disk,
+        clock,
     }
 }
 
@@ -168,6 +178,48 @@ async fn fault_schedule_ci_five_servers() {
             vec![lin_opts(seed, secs, 5)],
             "fault_schedule_ci_five_servers",
         ),
+    )
+    .await;
+}
+
+/// Wall-clock jumps of the leader and of a follower, forward and back, from a couple of
+/// seconds to a day (libfaketime; `clock.rs`): nothing that decides sessions, leadership or
+/// reads may follow the wall clock, so every check must still pass. A fixed schedule, so the
+/// CI always runs each kind of jump; the long run draws them at random among the other faults.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clock_jumps_change_nothing_but_timestamps() {
+    use nemesis::{Fault, Who};
+    apply_fault_target();
+    if let Err(reason) = clock::available() {
+        // ZooKeeper is not a target of this test; on rookery a missing library is a setup
+        // failure, never a silent pass.
+        assert!(common::is_zk(), "clock jumps unavailable: {reason}");
+        eprintln!("skipped for ZooKeeper: {reason}");
+        return;
+    }
+    let _one = exclusive();
+    let seed = 10;
+    let steps = [
+        (2_000, Fault::ClockJump(Who::Leader, 86_400), 4_000),
+        (8_000, Fault::ClockJump(Who::Follower(0), -3_600), 4_000),
+        (14_000, Fault::ClockJump(Who::Leader, -86_400), 4_000),
+        (20_000, Fault::ClockJump(Who::Follower(1), 30), 3_000),
+    ]
+    .map(|(at_ms, fault, hold_ms)| nemesis::Step {
+        at_ms,
+        fault,
+        hold_ms,
+    });
+    let mut opts = lin_opts(seed, 28, 3);
+    opts.mix.clock = true;
+    opts.schedule = Some(nemesis::Schedule {
+        seed,
+        steps: steps.to_vec(),
+    });
+    common::within(
+        300,
+        "clock_jumps_change_nothing_but_timestamps",
+        run_and_judge(vec![opts], "clock_jumps_change_nothing_but_timestamps"),
     )
     .await;
 }
@@ -402,6 +454,7 @@ async fn stale_follower_reads_are_flagged() {
                 partitions: true,
                 slow: false,
                 disk: false,
+                clock: false,
             };
             let r = runner::run(o).await;
             eprintln!("RESULT {}", r.summary());

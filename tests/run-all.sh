@@ -23,8 +23,9 @@ missing=()
 # strace: tests/dir_fsync.rs checks directory fsyncs on the real binary; libzookeeper-mt-dev
 # and gcc: tests/python/test_null_data.py compiles a C client program; prometheus:
 # tests/e2e_metrics.rs runs promtool on /metrics and a Prometheus server that scrapes it;
-# zktop and tmux: tests/python/test_zktop.py.
-for p in zookeeper zookeeper-bin netcat-openbsd strace libzookeeper-mt-dev gcc openssl prometheus zktop tmux; do
+# zktop and tmux: tests/python/test_zktop.py; faketime: the fault suite's wall-clock jumps
+# (tests/faults/clock.rs).
+for p in zookeeper zookeeper-bin netcat-openbsd strace libzookeeper-mt-dev gcc openssl prometheus zktop tmux faketime; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ "${#missing[@]}" -gt 0 ]; then

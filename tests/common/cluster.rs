@@ -137,6 +137,10 @@ pub struct ClusterOpts {
     pub metrics: bool,
     /// Each member runs the AdminServer on a port of its own ([`Cluster::admin_port`]).
     pub admin: bool,
+    /// Extra environment of every member's process, on every start and restart. `{dir}` in a
+    /// value becomes the member's own directory ([`Cluster::member_dir`]), so that one setting
+    /// can name a file per member (the fault suite's per-member fake clock).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -153,6 +157,7 @@ impl Default for ClusterOpts {
             zk_heap: "256m".to_string(),
             metrics: false,
             admin: false,
+            env: vec![],
         }
     }
 }
@@ -440,6 +445,11 @@ impl Cluster {
         self.m(i).dir.join("zoo.cfg")
     }
 
+    /// Member `i`'s own directory (config, log, data dir).
+    pub fn member_dir(&self, i: usize) -> PathBuf {
+        self.m(i).dir.clone()
+    }
+
     pub fn data_dir(&self, i: usize) -> PathBuf {
         self.m(i).dir.join("data")
     }
@@ -541,6 +551,19 @@ impl Cluster {
     }
 
     fn command(&self, i: usize) -> Command {
+        let mut c = self.target_command(i);
+        let dir = self.member_dir(i).display().to_string();
+        c.envs(
+            self.inner
+                .opts
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.replace("{dir}", &dir))),
+        );
+        c
+    }
+
+    fn target_command(&self, i: usize) -> Command {
         let m = self.m(i);
         match target() {
             Target::Rookery => {

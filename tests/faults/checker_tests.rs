@@ -563,6 +563,7 @@ fn schedules_replay_from_their_seed() {
         partitions: true,
         slow: true,
         disk: true,
+        clock: true,
     };
     let a = super::nemesis::Schedule::generate(99, 60, 5, 6000, mix);
     let b = super::nemesis::Schedule::generate(99, 60, 5, 6000, mix);

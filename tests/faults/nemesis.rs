@@ -64,6 +64,9 @@ pub enum Fault {
     /// One member's data disk (a tmpfs of its own, `disks.rs`) filled to the last byte, then
     /// freed.
     DiskFull(Who),
+    /// One member's wall clock stepped by the given seconds (forward or back; `clock.rs`),
+    /// then stepped back to real time. Its monotonic clock does not move.
+    ClockJump(Who, i64),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,6 +106,9 @@ pub struct FaultMix {
     pub slow: bool,
     /// Full disks (`Fault::DiskFull`; needs root for the tmpfs mounts).
     pub disk: bool,
+    /// Wall-clock jumps (`Fault::ClockJump`; needs libfaketime, rookery only). Off, the
+    /// generator draws exactly what it drew before clock jumps existed, so older seeds replay.
+    pub clock: bool,
 }
 
 impl Schedule {
@@ -135,6 +141,9 @@ impl Schedule {
         }
         if mix.disk {
             kinds.push(10u8);
+        }
+        if mix.clock {
+            kinds.push(11u8);
         }
         if kinds.is_empty() {
             return Schedule { seed, steps };
@@ -177,6 +186,20 @@ impl Schedule {
                     rng.range(2_000, 8_000),
                 ),
                 10 => (Fault::DiskFull(who(&mut rng)), rng.range(2_000, 6_000)),
+                // From a small NTP-like step to a day, either way.
+                11 => {
+                    const STEPS_SECS: [i64; 5] = [2, 30, 600, 3_600, 86_400];
+                    let magnitude = STEPS_SECS[rng.range(0, STEPS_SECS.len() as u64 - 1) as usize];
+                    let secs = if rng.next_u64().is_multiple_of(2) {
+                        magnitude
+                    } else {
+                        -magnitude
+                    };
+                    (
+                        Fault::ClockJump(who(&mut rng), secs),
+                        rng.range(2_000, 8_000),
+                    )
+                }
                 _ => {
                     let a = who(&mut rng);
                     let mut b = Who::Follower(rng.range(0, servers as u64 - 2) as usize);
@@ -334,6 +357,17 @@ pub fn run(
                     step.hold_ms
                 )
             }
+            Fault::ClockJump(w, secs) => {
+                let i = resolve(c, w, None);
+                let role = c.mode(i);
+                crate::clock::set_offset(c, i, secs);
+                sleep_until(hold_until, stop_at + Duration::from_secs(5));
+                crate::clock::set_offset(c, i, 0);
+                format!(
+                    "wall clock of member {i} ({role:?}) {secs:+} s for {} ms, back",
+                    step.hold_ms
+                )
+            }
             Fault::Bridge(w) => {
                 let b = resolve(c, w, None);
                 let rest: Vec<usize> = (0..c.len()).filter(|&x| x != b).collect();
@@ -365,6 +399,7 @@ pub fn run(
 /// Undoes everything (SIGCONT, heal, start dead members) and waits for a serving ensemble.
 pub fn recover(c: &Cluster, links: &Links, secs: u64) {
     links.heal_all();
+    crate::clock::reset_all(c);
     for i in 0..c.len() {
         c.sigcont(i);
     }

@@ -119,6 +119,37 @@ async fn setup(c: &Cluster, ctx: &Ctx, keys: &[String]) {
     mk(ctx.lock_parent(), b"").await;
 }
 
+/// Proves that a clock jump bites (so clock faults are never silently no-ops): with member 0's
+/// wall clock a day ahead, a node created through it has a ctime a day ahead (the member that
+/// takes a write stamps its time).
+async fn clock_self_test(c: &Cluster, ctx: &Ctx) {
+    const DAY_MS: i64 = 86_400_000;
+    c.blocking(|c| crate::clock::set_offset(c, 0, DAY_MS / 1000))
+        .await;
+    let cl = connect_bounded(&c.addr(0), ctx.session_ms).await;
+    let path = format!("{}/clock-probe", ctx.root);
+    let (stat, _) = cl
+        .create(&path, b"", &anyone())
+        .await
+        .unwrap_or_else(|e| panic!("clock self-test create {path}: {e}"));
+    let real_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    c.blocking(|c| crate::clock::set_offset(c, 0, 0)).await;
+    let ahead_ms = stat.ctime - real_ms;
+    assert!(
+        (DAY_MS - 60_000..DAY_MS + 60_000).contains(&ahead_ms),
+        "clock self-test: member 0 was set a day ahead, but a node created through it has \
+         ctime {} ms from real time (is libfaketime preloaded?)",
+        ahead_ms
+    );
+    cl.delete(&path, None)
+        .await
+        .unwrap_or_else(|e| panic!("clock self-test delete {path}: {e}"));
+    eprintln!("clock self-test: member 0 a day ahead stamped ctime {ahead_ms} ms ahead");
+}
+
 async fn connect_bounded(cs: &str, session_ms: u64) -> zk::Client {
     for _ in 0..60 {
         let conn = zk::Client::connector().with_session_timeout(Duration::from_millis(session_ms));
@@ -154,6 +185,11 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let cluster = Cluster::start_async(ClusterOpts {
         voters: opts.servers,
         proxied: false,
+        env: if opts.mix.clock {
+            crate::clock::env()
+        } else {
+            vec![]
+        },
         ..ClusterOpts::default()
     })
     .await;
@@ -166,6 +202,9 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let ctx = Ctx::new(root, opts.session_ms);
     let keys: Vec<String> = (0..opts.keys).map(|k| format!("k{k}")).collect();
     setup(&cluster, &ctx, &keys).await;
+    if opts.mix.clock {
+        clock_self_test(&cluster, &ctx).await;
+    }
     let leader = cluster.blocking(|c| c.wait_ready(60)).await;
 
     let mut tasks = vec![];
