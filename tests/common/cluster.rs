@@ -137,6 +137,9 @@ pub struct ClusterOpts {
     pub metrics: bool,
     /// Each member runs the AdminServer on a port of its own ([`Cluster::admin_port`]).
     pub admin: bool,
+    /// Extra environment of every member's process (e.g. `FAILPOINTS` for a rookery built
+    /// with the `failpoints` feature), on every start and restart.
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ClusterOpts {
@@ -153,6 +156,7 @@ impl Default for ClusterOpts {
             zk_heap: "256m".to_string(),
             metrics: false,
             admin: false,
+            env: vec![],
         }
     }
 }
@@ -541,6 +545,12 @@ impl Cluster {
     }
 
     fn command(&self, i: usize) -> Command {
+        let mut c = self.target_command(i);
+        c.envs(self.inner.opts.env.iter().map(|(k, v)| (k, v)));
+        c
+    }
+
+    fn target_command(&self, i: usize) -> Command {
         let m = self.m(i);
         match target() {
             Target::Rookery => {
