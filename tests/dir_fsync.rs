@@ -268,6 +268,7 @@ fn normal_build_has_no_failpoints() {
         "raft-log-fsync",
         "raft-before-apply",
         "snapshot-file-write",
+        "sync-skip-barrier",
     ] {
         assert!(
             !bin.windows(name.len()).any(|w| w == name.as_bytes()),

@@ -12,6 +12,9 @@
 //!   seconds on `FAULT_SERVERS` members of `FAULT_TARGET` (rookery|zk) from `FAULT_SEED`.
 //! * `stale_follower_reads_are_flagged` (`#[ignore]`): plain reads on followers must be found
 //!   non-linearizable (the checker can fail on a real system).
+//! * `broken_sync_is_caught` (only with `--features failpoints`): a broken build (`sync`
+//!   without its barrier) must be found non-linearizable (tests/faults/README.md, "Validation
+//!   against a broken build").
 //! * `recheck_history` (`#[ignore]`): re-checks a JSON-lines history, `FAULT_RECHECK=<file>`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
@@ -117,6 +120,7 @@ fn lin_opts(seed: u64, secs: u64, servers: usize) -> RunOpts {
         lock_clients: true,
         mix: all_faults(),
         schedule: None,
+        server_env: vec![],
     }
 }
 
@@ -426,6 +430,52 @@ async fn leader_pause_must_not_expire_sessions_served_by_followers() {
     }
 }
 
+/// Runs `tries` schedules made by `opts(i)` until the checker reports a register anomaly
+/// (printing its witness); panics if none ever does. The validation runs: what they run is
+/// not linearizable, and the checker must say so.
+async fn expect_flagged(tries: u64, test_name: &str, what: &str, opts: impl Fn(u64) -> RunOpts) {
+    let mut summaries = vec![];
+    for i in 0..tries {
+        let r = runner::run(opts(i)).await;
+        eprintln!("RESULT {}", r.summary());
+        summaries.push(r.summary());
+        if !r.report.anomalies.is_empty() {
+            eprintln!(
+                "flagged as expected in try {} of {tries}:\n{}",
+                i + 1,
+                invariants::render(&r.history, &r.report, &r.schedule.to_string(), test_name)
+            );
+            return;
+        }
+    }
+    panic!(
+        "{what} were never flagged as non-linearizable in {tries} runs:\n{}",
+        summaries.join("\n")
+    );
+}
+
+/// Writers on the leader, one key, `readers_per_follower` readers per follower in `read_mode`,
+/// no sequential or lock clients.
+fn follower_reads_opts(
+    seed: u64,
+    secs: u64,
+    read_mode: workload::ReadMode,
+    mix: FaultMix,
+) -> RunOpts {
+    RunOpts {
+        keys: 1,
+        registers: RegisterPlan::FollowerReads {
+            writers: 3,
+            readers_per_follower: 3,
+            read_mode,
+        },
+        seq_clients: false,
+        lock_clients: false,
+        mix,
+        ..lin_opts(seed, secs, 3)
+    }
+}
+
 /// Plain (unsynced) reads on followers while writers hit the leader, with follower partitions:
 /// ZooKeeper only promises sequential consistency for them, so stale reads are expected, and
 /// the checker must report them. Tries up to `FAULT_STALE_TRIES` schedules (default 3).
@@ -437,46 +487,83 @@ async fn stale_follower_reads_are_flagged() {
     let seed = env_u64("FAULT_SEED", default_seed());
     let tries = env_u64("FAULT_STALE_TRIES", 3);
     let secs = env_u64("FAULT_SECS", 30);
-    common::within(tries * (secs + 240), "stale reads", async {
-        let mut summaries = vec![];
-        for i in 0..tries {
-            let mut o = lin_opts(seed + i, secs, 3);
-            o.keys = 1;
-            o.registers = RegisterPlan::FollowerPlainReads {
-                writers: 3,
-                readers_per_follower: 3,
-            };
-            o.seq_clients = false;
-            o.lock_clients = false;
-            o.mix = FaultMix {
-                kills: false,
-                pauses: true,
-                partitions: true,
-                slow: false,
-                disk: false,
-                clock: false,
-            };
-            let r = runner::run(o).await;
-            eprintln!("RESULT {}", r.summary());
-            summaries.push(r.summary());
-            if !r.report.anomalies.is_empty() {
-                eprintln!(
-                    "flagged as expected:\n{}",
-                    invariants::render(
-                        &r.history,
-                        &r.report,
-                        &r.schedule.to_string(),
-                        "stale_follower_reads_are_flagged"
-                    )
-                );
-                return;
-            }
-        }
-        panic!(
-            "plain follower reads were never flagged as non-linearizable in {tries} runs:\n{}",
-            summaries.join("\n")
-        );
-    })
+    let mix = FaultMix {
+        kills: false,
+        pauses: true,
+        partitions: true,
+        slow: false,
+        disk: false,
+        clock: false,
+    };
+    common::within(
+        tries * (secs + 240),
+        "stale reads",
+        expect_flagged(
+            tries,
+            "stale_follower_reads_are_flagged",
+            "plain follower reads",
+            |i| follower_reads_opts(seed + i, secs, workload::ReadMode::Plain, mix),
+        ),
+    )
+    .await;
+}
+
+/// The default broken switch of [`broken_sync_is_caught`]: `sync` passes at once, without its
+/// ReadIndex barrier (src/server/connection.rs, `start_sync`).
+#[cfg(feature = "failpoints")]
+const BROKEN_SYNC_FAILPOINTS: &str = "sync-skip-barrier=return";
+
+/// Validation against a deliberately broken build (issue 9): rookery built with the
+/// `failpoints` feature and started with `FAILPOINTS=sync-skip-barrier=return` answers `sync`
+/// without its barrier, so sync+read on a follower is no longer linearizable. Writers on the
+/// leader, sync+read clients on the followers, no faults: the checker must report a violation.
+/// `FAULT_BROKEN_FAILPOINTS` overrides the switch; set it empty for the control run (the same
+/// workload on an intact server, where this test must fail). Up to `FAULT_BROKEN_TRIES` runs
+/// (default 3) of `FAULT_BROKEN_SECS` (default 20) seconds.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_sync_is_caught() {
+    apply_fault_target();
+    if common::target() != common::Target::Rookery {
+        // The switch is rookery's; ZooKeeper has no such failpoint, so there is nothing to
+        // validate (said loudly: this is not a pass of the validation).
+        eprintln!("broken_sync_is_caught: SKIPPED, the target is not rookery");
+        return;
+    }
+    let _one = exclusive();
+    let seed = env_u64("FAULT_SEED", default_seed());
+    let tries = env_u64("FAULT_BROKEN_TRIES", 3);
+    let secs = env_u64("FAULT_BROKEN_SECS", 20);
+    let failpoints = std::env::var("FAULT_BROKEN_FAILPOINTS")
+        .unwrap_or_else(|_| BROKEN_SYNC_FAILPOINTS.to_string());
+    // The fail crate rejects an empty FAILPOINTS: the control run sets none at all.
+    let server_env: Vec<(String, String)> = if failpoints.is_empty() {
+        vec![]
+    } else {
+        vec![("FAILPOINTS".to_string(), failpoints.clone())]
+    };
+    eprintln!("broken build: FAILPOINTS={failpoints:?}");
+    let none = FaultMix {
+        kills: false,
+        pauses: false,
+        partitions: false,
+        slow: false,
+        disk: false,
+        clock: false,
+    };
+    common::within(
+        tries * (secs + 120),
+        "broken sync",
+        expect_flagged(
+            tries,
+            "broken_sync_is_caught",
+            "sync+read on followers of a server whose sync skips its barrier",
+            |i| RunOpts {
+                server_env: server_env.clone(),
+                ..follower_reads_opts(seed + i, secs, workload::ReadMode::SyncThenRead, none)
+            },
+        ),
+    )
     .await;
 }
 

@@ -1101,6 +1101,18 @@ impl Connection {
             return;
         };
         *started = Some(tokio::time::Instant::now());
+        // Test-only broken build (issue 9: the fault suite's checker must catch it): with
+        // `FAILPOINTS=sync-skip-barrier=return` the barrier is skipped and `sync` passes at
+        // once at this server's own applied index, so a follower answers sync+read from
+        // whatever it has applied: not linearizable. Compiled only with the `failpoints`
+        // feature (the macro is empty otherwise).
+        crate::failpoint!("sync-skip-barrier", |_| {
+            let (tx, rx) = oneshot::channel();
+            // The receiver is held just below; a send to it cannot fail.
+            let _ = tx.send(self.raft.applied_index());
+            self.in_doubt.fetch_add(1, Ordering::AcqRel);
+            self.sync_wait = Some(rx);
+        });
         match self.raft.read_barrier().wait() {
             Ok(rx) => {
                 self.in_doubt.fetch_add(1, Ordering::AcqRel);

@@ -137,9 +137,10 @@ pub struct ClusterOpts {
     pub metrics: bool,
     /// Each member runs the AdminServer on a port of its own ([`Cluster::admin_port`]).
     pub admin: bool,
-    /// Extra environment of every member's process, on every start and restart. `{dir}` in a
-    /// value becomes the member's own directory ([`Cluster::member_dir`]), so that one setting
-    /// can name a file per member (the fault suite's per-member fake clock).
+    /// Extra environment of every member's process (e.g. `FAILPOINTS` for a rookery built
+    /// with the `failpoints` feature), on every start and restart. `{dir}` in a value becomes
+    /// the member's own directory ([`Cluster::member_dir`]), so that one setting can name a
+    /// file per member (the fault suite's per-member fake clock).
     pub env: Vec<(String, String)>,
 }
 

@@ -27,11 +27,13 @@ pub enum RegisterPlan {
     /// `roaming` clients with the whole connect string, whose sessions move to another member
     /// on a connection loss (recorded with member = number of servers, "any").
     Linearizable { per_member: usize, roaming: usize },
-    /// Writers on the leader, plain readers on the followers: the stale-read probe that the
-    /// checker must flag.
-    FollowerPlainReads {
+    /// Writers on the leader, readers on the followers. With plain reads: the stale-read
+    /// probe that the checker must flag. With sync+read: the validation against a broken
+    /// build (`sync` without its barrier), which it must flag too.
+    FollowerReads {
         writers: usize,
         readers_per_follower: usize,
+        read_mode: ReadMode,
     },
 }
 
@@ -48,6 +50,8 @@ pub struct RunOpts {
     pub mix: FaultMix,
     /// A fixed schedule (a kept regression) instead of one generated from the seed.
     pub schedule: Option<Schedule>,
+    /// Extra environment of the server processes ([`ClusterOpts::env`]).
+    pub server_env: Vec<(String, String)>,
 }
 
 /// What a run produced.
@@ -185,10 +189,12 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let cluster = Cluster::start_async(ClusterOpts {
         voters: opts.servers,
         proxied: false,
-        env: if opts.mix.clock {
-            crate::clock::env()
-        } else {
-            vec![]
+        env: {
+            let mut env = opts.server_env.clone();
+            if opts.mix.clock {
+                env.extend(crate::clock::env());
+            }
+            env
         },
         ..ClusterOpts::default()
     })
@@ -237,9 +243,10 @@ pub async fn run(opts: RunOpts) -> RunResult {
                 )));
             }
         }
-        RegisterPlan::FollowerPlainReads {
+        RegisterPlan::FollowerReads {
             writers,
             readers_per_follower,
+            read_mode,
         } => {
             for _ in 0..writers {
                 let id = next_client();
@@ -261,7 +268,7 @@ pub async fn run(opts: RunOpts) -> RunResult {
                         id,
                         Session::new(cluster.addr(m), m, opts.session_ms),
                         keys.clone(),
-                        ReadMode::Plain,
+                        read_mode,
                         100,
                         opts.seed ^ (id as u64) << 20,
                     )));
@@ -454,7 +461,14 @@ pub async fn run(opts: RunOpts) -> RunResult {
         opts.seed,
         match opts.registers {
             RegisterPlan::Linearizable { .. } => "lin",
-            RegisterPlan::FollowerPlainReads { .. } => "stale",
+            RegisterPlan::FollowerReads {
+                read_mode: ReadMode::Plain,
+                ..
+            } => "stale",
+            RegisterPlan::FollowerReads {
+                read_mode: ReadMode::SyncThenRead,
+                ..
+            } => "followers",
         }
     ));
     history
