@@ -515,6 +515,9 @@ async fn persistent_and_recursive_watches() {
         .create(&sub, b"", &CreateOptions::persistent())
         .await
         .unwrap();
+    // In ensemble mode `c` may sit on another member than the writer: until that member has
+    // applied the create, a watch added there would still see it as a NodeCreated.
+    c.sync(&sub).await.unwrap();
     let mut persistent = c.add_watch(&sub, AddWatchMode::Persistent).await.unwrap();
     c.check_watches(&base, WatcherType::Any).await.unwrap();
 
