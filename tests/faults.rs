@@ -79,29 +79,27 @@ fn default_seed() -> u64 {
 
 const SESSION_MS: u64 = 6_000;
 
-/// Every fault; disk faults only where tmpfs can be mounted (root), said once per run.
+/// Every fault; disk faults only where tmpfs can be mounted (root) and clock jumps only where
+/// libfaketime is installed, said once per run.
 fn all_faults() -> FaultMix {
-    let disk = match disks::available() {
-        Ok(()) => true,
-        Err(reason) => {
-            eprintln!("fault suite: no disk-full faults here ({reason})");
-            false
-        }
-    };
-    let clock = match clock::available() {
-        Ok(()) => true,
-        Err(reason) => {
-            eprintln!("fault suite: no clock jumps here ({reason})");
-            false
-        }
-    };
     FaultMix {
         kills: true,
         pauses: true,
         partitions: true,
         slow: true,
-        disk,
-        clock,
+        disk: usable("disk-full faults", disks::available()),
+        clock: usable("clock jumps", clock::available()),
+    }
+}
+
+/// Whether a fault kind that needs something of the machine can be used; says why not.
+fn usable(kind: &str, available: Result<(), String>) -> bool {
+    match available {
+        Ok(()) => true,
+        Err(reason) => {
+            eprintln!("fault suite: no {kind} here ({reason})");
+            false
+        }
     }
 }
 
