@@ -42,6 +42,10 @@ pub trait ReplySink: Send {
     /// owned by `origin`'s connection, and every other connection carrying it must close),
     /// false if it had ended meanwhile. Default no-op.
     fn session_reattached(&mut self, _origin: Origin, _session_id: i64, _ok: bool) {}
+    /// The reconfig entry from `origin` was applied and accepted: its answer comes from the log
+    /// (the change's conf change entry, or a refusal), whichever leader carries it out, so a
+    /// leader change no longer leaves it in doubt. Default no-op.
+    fn reconfig_accepted(&mut self, _origin: Origin) {}
     /// Raft dropped the proposal from `origin`: its waiter will never get a reply.
     fn proposal_dropped(&mut self, origin: Origin);
     /// The known leader or the term moved (ensemble only): every write, sync or session
@@ -308,6 +312,11 @@ pub struct Applier {
     /// The membership the last applied reconfig entry asks for, until the raft thread takes
     /// it ([`StateMachine::take_membership_change`]).
     membership_change: Option<crate::raft::MembershipChange>,
+    /// Membership changes accepted by an applied reconfig entry and not yet settled by their
+    /// conf change or refusal, oldest first, with their origins
+    /// ([`StateMachine::unsettled_membership_changes`]). Deterministic from the log since the
+    /// last snapshot restore (which clears it).
+    unsettled: Vec<(Origin, crate::raft::MembershipChange)>,
 }
 
 impl Applier {
@@ -319,6 +328,7 @@ impl Applier {
             fatal: None,
             ensemble: None,
             membership_change: None,
+            unsettled: Vec::new(),
         }
     }
 
@@ -448,6 +458,8 @@ impl Applier {
                         info!(zxid, voters = ?change.voters, learners = ?change.learners, "reconfig accepted; membership change handed to the leader");
                         drop(state);
                         shared.add_peers(&joining);
+                        self.unsettled.push((txn.origin, change.clone()));
+                        sink.reconfig_accepted(txn.origin);
                         self.membership_change = Some(change);
                     }
                 }
@@ -455,6 +467,7 @@ impl Applier {
             TxnBody::ReconfigRefused { code } => {
                 let code = ErrorCode::from_wire(*code).unwrap_or(ErrorCode::SystemError);
                 info!(zxid, %code, "reconfig refused by the leader");
+                self.unsettled.retain(|(origin, _)| *origin != txn.origin);
                 sink.write_applied(txn.origin, zxid, &Err(code));
             }
             TxnBody::Request(request) => {
@@ -562,6 +575,10 @@ impl StateMachine for Applier {
         self.membership_change.take()
     }
 
+    fn unsettled_membership_changes(&self) -> Vec<crate::raft::MembershipChange> {
+        self.unsettled.iter().map(|(_, c)| c.clone()).collect()
+    }
+
     fn membership_refused(
         &mut self,
         context: &[u8],
@@ -596,6 +613,7 @@ impl StateMachine for Applier {
         state.last_zxid = state.last_zxid.max(zxid);
         shared.last_zxid.store(state.last_zxid, Ordering::Release);
         if let Some(ctx) = crate::reconfig::Context::decode(context) {
+            self.unsettled.retain(|(origin, _)| *origin != ctx.origin);
             let result = crate::reconfig::config_applied(&mut state, &ctx, zxid);
             let result = match result {
                 Ok((response, triggers)) => {
@@ -683,6 +701,8 @@ impl StateMachine for Applier {
         r: &mut dyn std::io::Read,
     ) -> Result<(), String> {
         let io = |e: std::io::Error| format!("reading state snapshot: {e}");
+        // What was unsettled before the snapshot is unknown now (it is not in the snapshot).
+        self.unsettled.clear();
         let mut magic = [0u8; 8];
         r.read_exact(&mut magic).map_err(io)?;
         let (last_zxid, sessions, tree) = if &magic == SNAPSHOT_MAGIC_V3 {

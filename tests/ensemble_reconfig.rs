@@ -13,8 +13,10 @@
 //!    snapshot and serves;
 //! 4. while a reconfig waits for a joiner that never comes (NewConfigNoQuorum after the
 //!    catch-up timeout), a second one is ReconfigInProgress;
-//! 5. a follower is removed, then the leader (which hands leadership over); removed servers
-//!    stop serving clients;
+//! 5. a follower is removed, then the leader: it hands leadership over first (its log and the
+//!    new leader's say so) and the new leader carries the change out; the reply still comes
+//!    (the client's connection is not dropped at the leader change); removed servers stop
+//!    serving clients;
 //! 6. no acknowledged write is lost (every remaining member holds every acked write), the
 //!    ephemeral's session never expired, and every member shows the same config;
 //! 7. after a full restart (members restart from their snapshots + logs with zoo.cfg files
@@ -261,6 +263,29 @@ async fn add_remove_and_restart_under_load() {
             c.blocking(move |c| c.wait_leader_among(&left, 30)).await
         };
         assert_ne!(new_leader, leader);
+        // It handed leadership over before the change (the new leader carried it out), not
+        // after leading the joint phase itself (the fallback when no handover happens).
+        let log = std::fs::read_to_string(c.log_path(leader)).unwrap_or_default();
+        assert!(
+            log.contains("handing leadership over before the change"),
+            "the removed leader did not hand over first:\n{}",
+            c.log_tail(leader, 40)
+        );
+        assert!(
+            !log.contains("this leader carries the change out itself"),
+            "the handover failed and the removed leader led the change:\n{}",
+            c.log_tail(leader, 40)
+        );
+        let taken_over = left.iter().any(|i| {
+            std::fs::read_to_string(c.log_path(*i))
+                .unwrap_or_default()
+                .contains("taking over a membership change an earlier leader accepted")
+        });
+        assert!(
+            taken_over,
+            "no remaining member carried the change out:\n{}",
+            c.log_tail(new_leader, 40)
+        );
         stops_serving(&c, leader, "the removed leader stops serving").await;
         ledger::wait_progress(&acks, 50, 60, "load after removing the leader").await;
 

@@ -307,6 +307,14 @@ pub trait StateMachine: Send + 'static {
     fn take_membership_change(&mut self) -> Option<MembershipChange> {
         None
     }
+    /// Membership changes whose reconfig entry applied but that neither a conf change nor a
+    /// refusal settled yet, oldest first. A new leader, once caught up, carries them out: the
+    /// leader that accepted one may have handed leadership over before the joint change (a
+    /// leader removing itself) or died. Kept in memory only, so a member that restored a
+    /// snapshot knows none from before it (their clients then time out). Default: none.
+    fn unsettled_membership_changes(&self) -> Vec<MembershipChange> {
+        Vec::new()
+    }
     /// The leader did not carry out the change with `context`: the bytes of a normal entry
     /// to propose so that every replica learns it and the origin gets its answer (`None`:
     /// nothing to propose). Default: none.

@@ -330,7 +330,11 @@ impl Node {
             snapshot_in_flight: false,
             unpersisted: VecDeque::new(),
             peeked: None,
-            reconfig: Orchestrator::new(group.catch_up_timeout),
+            reconfig: Orchestrator::new(
+                group.catch_up_timeout,
+                opts.tick_interval
+                    .saturating_mul(u32::try_from(2 * group.election_tick).unwrap_or(u32::MAX)),
+            ),
             #[cfg(test)]
             crashed: false,
         })
@@ -1301,7 +1305,37 @@ impl Node {
             &cs.learners,
             &cs.voters_outgoing,
         );
+        self.step_down_if_removed(&cs);
         Ok(())
+    }
+
+    /// A leader that just applied a configuration without itself stops leading at once, before
+    /// this Ready is advanced: raft-rs cannot lead without its own progress entry (its
+    /// `maybe_commit` and `on_persist_entries` unwrap it, and `post_conf_change` leaves this
+    /// case as a TODO), so the next append response or persisted entry would panic. It asks
+    /// the most caught-up remaining voter to campaign now (MsgTimeoutNow), so no election
+    /// timeout is waited out, and stays a follower in the same term (its vote is kept, so no
+    /// second leader of the term can come from it). Normally a leader removing itself has
+    /// handed over before the change ([`super::reconfig`]); this is the fallback.
+    fn step_down_if_removed(&mut self, cs: &raft::eraftpb::ConfState) {
+        let me = self.raw.raft.id;
+        if self.raw.raft.state != StateRole::Leader
+            || cs.voters.contains(&me)
+            || cs.voters_outgoing.contains(&me)
+        {
+            return;
+        }
+        let to = super::reconfig::handover_target(&self.raw, &cs.voters);
+        tracing::warn!(
+            term = self.raw.raft.term,
+            to = ?to,
+            "this leader is no longer a voter; stepping down and asking a remaining voter to campaign"
+        );
+        if let Some(to) = to {
+            self.raw.raft.send_timeout_now(to);
+        }
+        let term = self.raw.raft.term;
+        self.raw.raft.become_follower(term, raft::INVALID_ID);
     }
 
     /// Applies entries the group committed that this node has not yet made durable itself, as

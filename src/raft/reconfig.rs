@@ -15,8 +15,16 @@
 //!    automatically by raft-rs) carries the whole change and the state machine's context
 //!    (the new `/zookeeper/config`), which every replica gets back in
 //!    [`super::StateMachine::apply_membership`] when the entry applies;
-//! 4. a leader that is not a voter of the configuration it just left transfers leadership to
-//!    the best remaining voter.
+//! 4. a leader that removes itself first hands leadership to the most caught-up voter that
+//!    stays ([`Stage::HandingOver`]); that voter, once it leads, carries the change out.
+//!    Only if the handover does not happen in time does the old leader carry it out itself;
+//!    it then steps down as it applies the configuration without itself
+//!    (`Node::step_down_if_removed`).
+//!
+//! Every replica's state machine remembers the changes accepted and not yet settled
+//! ([`super::StateMachine::unsettled_membership_changes`]); a new leader, once caught up,
+//! carries out those an earlier leader left (after a handover, or a crash), so a committed
+//! reconfig always gets its answer from the log.
 //!
 //! raft-rs leaves a joint configuration automatically only on the leader that entered it; a
 //! new leader that finds one left behind proposes the empty ConfChangeV2 itself
@@ -62,13 +70,19 @@ enum Stage {
     Compacting {
         /// The servers to add as learners next.
         joining: Vec<u64>,
+        /// Learners already there that must catch up too ([`Stage::CatchingUp`]).
+        promoting: Vec<u64>,
         /// Give up (NoQuorum) after this.
         deadline: Instant,
     },
     /// New participants were proposed as learners; waiting for them to catch up.
     CatchingUp {
-        /// The learners that must catch up.
+        /// The learners this change added, that must catch up (removed again if they fail).
         joining: Vec<u64>,
+        /// Learners that were there before (observers to promote, or joiners an earlier
+        /// leader added before it handed over or died): they must catch up as well before
+        /// they vote, or the joint configuration could lack a quorum.
+        promoting: Vec<u64>,
         /// Commit index they must reach; fixed once the learner change applied and a snapshot
         /// that includes them exists (0 before).
         target: u64,
@@ -77,6 +91,15 @@ enum Stage {
         /// refuses such a snapshot).
         learners_at: u64,
         /// Give up (NoQuorum) after this.
+        deadline: Instant,
+    },
+    /// This leader is not a voter of the change's configuration: it asked `to` to take over
+    /// (raft-rs's leadership transfer), which then carries the change out. Past the deadline,
+    /// still leading, it carries it out itself.
+    HandingOver {
+        /// The voter asked to take over.
+        to: u64,
+        /// When to stop waiting for the handover.
         deadline: Instant,
     },
     /// The joint change was proposed; waiting until it applied and the joint config was left.
@@ -97,6 +120,12 @@ struct InFlight {
 pub(super) struct Orchestrator {
     /// How long new participants may take to catch up (initLimit × tickTime).
     catch_up_timeout: Duration,
+    /// How long a leader removing itself waits for its handover (two election timeouts: raft-rs
+    /// gives a transfer up after one).
+    handover_timeout: Duration,
+    /// Term in which this node, as caught-up leader, last looked for changes an earlier leader
+    /// accepted and did not settle (once per term).
+    adopted_in: u64,
     /// The change in progress, if this node leads one.
     in_flight: Option<InFlight>,
     /// Term in which this node last proposed the empty "leave joint" change, so it proposes
@@ -121,9 +150,11 @@ fn is_joint(raw: &RawNode<LmdbStorage>) -> bool {
 }
 
 impl Orchestrator {
-    pub(super) fn new(catch_up_timeout: Duration) -> Self {
+    pub(super) fn new(catch_up_timeout: Duration, handover_timeout: Duration) -> Self {
         Orchestrator {
             catch_up_timeout,
+            handover_timeout,
+            adopted_in: 0,
             in_flight: None,
             left_joint_in: 0,
             requested: Vec::new(),
@@ -136,14 +167,17 @@ impl Orchestrator {
         self.requested.push(change);
     }
 
+    /// Acts on `change` as the leader of its term. `may_hand_over`: false for a change taken
+    /// over from an earlier leader, and once a handover did not happen (no second one).
     fn requested(
         &mut self,
         raw: &mut RawNode<LmdbStorage>,
         sm: &mut dyn StateMachine,
         change: MembershipChange,
+        may_hand_over: bool,
     ) {
         if raw.raft.state != StateRole::Leader || raw.raft.term != change.term {
-            // Not ours to carry out; its client saw the leader change (ConnectionLoss).
+            // An earlier leader's: the next caught-up leader takes it over (`adopt`).
             return;
         }
         if self.in_flight.is_some() || raw.raft.has_pending_conf() || is_joint(raw) {
@@ -154,6 +188,35 @@ impl Orchestrator {
             refuse(raw, sm, &change.context, MembershipRefusal::InProgress);
             return;
         }
+        let me = raw.raft.id;
+        if may_hand_over && !change.voters.contains(&me) {
+            if let Some(to) = handover_target(raw, &change.voters) {
+                tracing::info!(
+                    to,
+                    term = raw.raft.term,
+                    "reconfig removes this leader: handing leadership over before the change"
+                );
+                raw.transfer_leader(to);
+                self.in_flight = Some(InFlight {
+                    change,
+                    stage: Stage::HandingOver {
+                        to,
+                        deadline: Instant::now() + self.handover_timeout,
+                    },
+                });
+                return;
+            }
+        }
+        self.carry_out(raw, sm, change);
+    }
+
+    /// Carries `change` out as this leader: joiners first, then the joint change.
+    fn carry_out(
+        &mut self,
+        raw: &mut RawNode<LmdbStorage>,
+        sm: &mut dyn StateMachine,
+        change: MembershipChange,
+    ) {
         let cs = raw.store().conf_state().clone();
         // New servers, participants and observers alike, first join as learners: each must
         // start from a snapshot that lists it.
@@ -164,20 +227,47 @@ impl Orchestrator {
             .copied()
             .filter(|id| !cs.voters.contains(id) && !cs.learners.contains(id))
             .collect();
+        let promoting: Vec<u64> = change
+            .voters
+            .iter()
+            .copied()
+            .filter(|id| cs.learners.contains(id))
+            .collect();
+        let deadline = Instant::now() + self.catch_up_timeout;
         if joining.is_empty() {
-            self.propose_joint(raw, sm, change);
+            if promoting.is_empty() {
+                self.propose_joint(raw, sm, change);
+            } else {
+                // Already learners, so already past their snapshot: they only need the log
+                // up to the commit index of now.
+                let target = raw.raft.raft_log.committed;
+                tracing::info!(promoting = ?promoting, target, "reconfig: waiting for the learners to promote to catch up");
+                self.in_flight = Some(InFlight {
+                    change,
+                    stage: Stage::CatchingUp {
+                        joining,
+                        promoting,
+                        target,
+                        learners_at: raw.raft.raft_log.applied,
+                        deadline,
+                    },
+                });
+            }
             return;
         }
-        let deadline = Instant::now() + self.catch_up_timeout;
         if raw.raft.raft_log.first_index() <= 1 {
             tracing::info!("reconfig: compacting the log first, so that joiners get a snapshot");
             self.in_flight = Some(InFlight {
                 change,
-                stage: Stage::Compacting { joining, deadline },
+                stage: Stage::Compacting {
+                    joining,
+                    promoting,
+                    deadline,
+                },
             });
             return;
         }
-        self.add_learners(raw, sm, change, joining, deadline);
+        self.add_learners(raw, sm, change, joining, promoting, deadline);
     }
 
     /// Proposes the joiners as learners (the first step of a change that adds servers).
@@ -187,6 +277,7 @@ impl Orchestrator {
         sm: &mut dyn StateMachine,
         change: MembershipChange,
         joining: Vec<u64>,
+        promoting: Vec<u64>,
         deadline: Instant,
     ) {
         let mut cc = ConfChangeV2::default();
@@ -205,6 +296,7 @@ impl Orchestrator {
             change,
             stage: Stage::CatchingUp {
                 joining,
+                promoting,
                 target: 0,
                 learners_at: 0,
                 deadline,
@@ -285,10 +377,44 @@ impl Orchestrator {
         caught_up: bool,
         snapshot_index: u64,
     ) -> bool {
+        // Earlier leaders' changes first: they were accepted before this term's.
+        if caught_up {
+            self.adopt(raw, sm);
+        }
         for change in std::mem::take(&mut self.requested) {
-            self.requested(raw, sm, change);
+            self.requested(raw, sm, change, true);
         }
         self.step(raw, sm, caught_up, snapshot_index) == Some(true)
+    }
+
+    /// Once per term, as caught-up leader: takes over the changes earlier leaders accepted
+    /// and did not settle. The first is carried out, any later one refused (one at a time).
+    fn adopt(&mut self, raw: &mut RawNode<LmdbStorage>, sm: &mut dyn StateMachine) {
+        let term = raw.raft.term;
+        if raw.raft.state != StateRole::Leader || self.adopted_in == term {
+            return;
+        }
+        if raw.raft.has_pending_conf() || is_joint(raw) {
+            // Most likely the earlier leader's own step of the change (its learners, or a
+            // joint configuration to leave): let it apply first, then look again.
+            return;
+        }
+        self.adopted_in = term;
+        for mut change in sm.unsettled_membership_changes() {
+            if change.term >= term {
+                // Accepted in this term: `request` brings it.
+                continue;
+            }
+            tracing::info!(
+                accepted_in = change.term,
+                term,
+                voters = ?change.voters,
+                learners = ?change.learners,
+                "taking over a membership change an earlier leader accepted"
+            );
+            change.term = term;
+            self.requested(raw, sm, change, false);
+        }
     }
 
     fn step(
@@ -299,11 +425,21 @@ impl Orchestrator {
         snapshot_index: u64,
     ) -> Option<bool> {
         if raw.raft.state != StateRole::Leader {
-            if let Some(f) = self.in_flight.take() {
-                tracing::info!(
+            match self.in_flight.take() {
+                Some(InFlight {
+                    stage: Stage::Committing,
+                    ..
+                }) => {
+                    // The joint change is in the log: whoever leads now finishes it.
+                    tracing::info!(
+                        "no longer the leader; the next one leaves the joint configuration"
+                    );
+                }
+                Some(f) => tracing::info!(
                     term = f.change.term,
-                    "reconfig abandoned: no longer the leader"
-                );
+                    "no longer the leader; the next one takes the membership change over"
+                ),
+                None => {}
             }
             return None;
         }
@@ -325,11 +461,29 @@ impl Orchestrator {
         }
         let f = self.in_flight.as_mut()?;
         match &mut f.stage {
-            Stage::Compacting { joining, deadline } => {
-                let (joining, deadline) = (joining.clone(), *deadline);
+            Stage::HandingOver { to, deadline } => {
+                // raft-rs clears the transferee when it gives the transfer up.
+                if raw.raft.lead_transferee.is_none() || Instant::now() >= *deadline {
+                    let to = *to;
+                    let f = self.in_flight.take()?;
+                    tracing::warn!(
+                        to,
+                        "the handover did not happen; this leader carries the change out itself"
+                    );
+                    raw.raft.abort_leader_transfer();
+                    self.requested(raw, sm, f.change, false);
+                }
+            }
+            Stage::Compacting {
+                joining,
+                promoting,
+                deadline,
+            } => {
+                let (joining, promoting, deadline) =
+                    (joining.clone(), promoting.clone(), *deadline);
                 if raw.raft.raft_log.first_index() > 1 {
                     let f = self.in_flight.take()?;
-                    self.add_learners(raw, sm, f.change, joining, deadline);
+                    self.add_learners(raw, sm, f.change, joining, promoting, deadline);
                 } else if Instant::now() >= deadline {
                     let f = self.in_flight.take()?;
                     tracing::warn!("reconfig failed: the log could not be compacted in time");
@@ -341,6 +495,7 @@ impl Orchestrator {
             }
             Stage::CatchingUp {
                 joining,
+                promoting,
                 target,
                 learners_at,
                 deadline,
@@ -369,6 +524,7 @@ impl Orchestrator {
                 let ready = *target > 0
                     && joining
                         .iter()
+                        .chain(promoting.iter())
                         .all(|id| prs.get(*id).is_some_and(|p| p.matched >= *target));
                 if ready {
                     let f = self.in_flight.take()?;
@@ -398,22 +554,9 @@ impl Orchestrator {
                 if raw.raft.has_pending_conf() || is_joint(raw) {
                     return Some(false);
                 }
+                // Done. A leader that left the voters has stepped down as it applied the
+                // change (`Node::step_down_if_removed`), so it is not here any more.
                 self.in_flight = None;
-                let me = raw.raft.id;
-                if !raw.store().conf_state().voters.contains(&me) {
-                    let best = raw
-                        .raft
-                        .prs()
-                        .iter()
-                        .filter(|(id, _)| **id != me)
-                        .filter(|(id, _)| raw.raft.prs().conf().voters().contains(**id))
-                        .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
-                        .map(|(id, _)| *id);
-                    if let Some(to) = best {
-                        tracing::info!(to, "this leader left the voters; transferring leadership");
-                        raw.transfer_leader(to);
-                    }
-                }
             }
         }
         Some(false)
@@ -423,8 +566,20 @@ impl Orchestrator {
 fn joining_of(f: &InFlight) -> Vec<u64> {
     match &f.stage {
         Stage::Compacting { joining, .. } | Stage::CatchingUp { joining, .. } => joining.clone(),
-        Stage::Committing => Vec::new(),
+        Stage::HandingOver { .. } | Stage::Committing => Vec::new(),
     }
+}
+
+/// The voter to hand leadership to before a change that removes this leader: among the
+/// current voters that stay voters, the one with the most of the log (the lowest id on a tie).
+pub(super) fn handover_target(raw: &RawNode<LmdbStorage>, staying: &[u64]) -> Option<u64> {
+    let me = raw.raft.id;
+    let prs = raw.raft.prs();
+    prs.iter()
+        .filter(|(id, _)| **id != me && staying.contains(id))
+        .filter(|(id, _)| prs.conf().voters().contains(**id))
+        .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+        .map(|(id, _)| *id)
 }
 
 /// Proposes an empty entry when there is nothing new to snapshot (a snapshot needs applied >

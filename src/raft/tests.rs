@@ -31,6 +31,10 @@ struct Observed {
     memberships: Vec<Applied>,
     /// `membership_refused` calls.
     refusals: Vec<(Vec<u8>, MembershipRefusal)>,
+    /// Terms of the applied `member:` entries: (data, term).
+    request_terms: Vec<(Vec<u8>, u64)>,
+    /// Terms of the applied conf changes with a context: (context, term).
+    joint_terms: Vec<(Vec<u8>, u64)>,
 }
 
 /// One `apply_membership` call: (index, context, voters, outgoing).
@@ -70,6 +74,8 @@ struct TestSm {
     /// Parks the raft thread when a conf change with a context applies (a leader dying
     /// between entering and leaving a joint configuration).
     joint_gate: Option<Arc<Gate>>,
+    /// Changes of applied `member:` entries not settled by their conf change yet.
+    unsettled: Vec<MembershipChange>,
 }
 
 impl TestSm {
@@ -82,6 +88,7 @@ impl TestSm {
                 fatal: None,
                 membership: None,
                 joint_gate: None,
+                unsettled: Vec::new(),
             }),
             obs,
         )
@@ -116,12 +123,19 @@ impl StateMachine for TestSm {
                     .map(|i| i.parse().unwrap())
                     .collect()
             };
-            self.membership = Some(MembershipChange {
+            let change = MembershipChange {
                 voters: parse(voters),
                 learners: parse(learners),
                 context: data.to_vec(),
                 term: _term,
-            });
+            };
+            self.unsettled.push(change.clone());
+            self.membership = Some(change);
+            self.obs
+                .lock()
+                .unwrap()
+                .request_terms
+                .push((data.to_vec(), _term));
         }
         let mut o = self.obs.lock().unwrap();
         if let Some((last, _)) = o.entries.last() {
@@ -182,6 +196,10 @@ impl StateMachine for TestSm {
         self.membership.take()
     }
 
+    fn unsettled_membership_changes(&self) -> Vec<MembershipChange> {
+        self.unsettled.clone()
+    }
+
     fn membership_refused(&mut self, context: &[u8], reason: MembershipRefusal) -> Option<Vec<u8>> {
         self.obs
             .lock()
@@ -207,6 +225,12 @@ impl StateMachine for TestSm {
             outgoing.to_vec(),
         ));
         if !context.is_empty() {
+            self.unsettled.retain(|c| c.context != context);
+            self.obs
+                .lock()
+                .unwrap()
+                .joint_terms
+                .push((context.to_vec(), _term));
             if let Some(g) = &self.joint_gate {
                 g.wait();
             }
@@ -597,6 +621,7 @@ fn group_commit_batches_queued_proposals() {
         fatal: None,
         membership: None,
         joint_gate: None,
+        unsettled: Vec::new(),
     });
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
     wait_until("leadership", || h.is_leader());
@@ -698,6 +723,7 @@ fn start_gated(
         fatal: None,
         membership: None,
         joint_gate: None,
+        unsettled: Vec::new(),
     });
     let (h, j) = RaftHandle::start(o, sm).unwrap();
     wait_until("leadership", || h.is_caught_up_leader());
@@ -1136,17 +1162,20 @@ struct Member {
 /// Starts node `id` of a group with these voters and learners on `net` (10 ms ticks, an
 /// election timeout of 10 ticks).
 fn start_member(net: &Net, root: &Path, id: u64, voters: &[u64], learners: &[u64]) -> Member {
-    start_member_gated(net, root, id, voters, learners, None)
+    let catch_up = GroupOptions::default().catch_up_timeout;
+    start_member_with(net, root, id, voters, learners, None, catch_up)
 }
 
-/// [`start_member`] whose state machine parks at a joint conf change with `joint_gate`.
-fn start_member_gated(
+/// [`start_member`] whose state machine parks at a joint conf change with `joint_gate`, and
+/// whose joiners get `catch_up_timeout` to catch up.
+fn start_member_with(
     net: &Net,
     root: &Path,
     id: u64,
     voters: &[u64],
     learners: &[u64],
     joint_gate: Option<Arc<Gate>>,
+    catch_up_timeout: Duration,
 ) -> Member {
     let (mut sm, obs) = TestSm::new();
     sm.joint_gate = joint_gate;
@@ -1157,6 +1186,7 @@ fn start_member_gated(
     };
     let group = GroupOptions {
         learners: learners.to_vec(),
+        catch_up_timeout,
         ..GroupOptions::default()
     };
     let (h, j) = RaftHandle::start_group(o, group, sm, Box::new(net.clone())).unwrap();
@@ -1900,50 +1930,170 @@ fn a_membership_change_enters_and_leaves_joint_and_one_at_a_time() {
 
 #[test]
 fn a_joint_config_left_behind_by_a_dead_leader_is_left_by_the_next() {
+    // Five voters, so that the survivors of a dead leader that removed a follower still hold
+    // a majority of both halves of the joint configuration.
     let tmp = tempfile::tempdir().unwrap();
     let net = Net::default();
     let gate = Arc::new(Gate::default());
-    let ms: Vec<Member> = [1, 2, 3]
+    let ids = [1, 2, 3, 4, 5];
+    let ms: Vec<Member> = ids
         .iter()
-        .map(|id| start_member_gated(&net, tmp.path(), *id, &[1, 2, 3], &[], Some(gate.clone())))
+        .map(|id| {
+            let catch_up = GroupOptions::default().catch_up_timeout;
+            start_member_with(
+                &net,
+                tmp.path(),
+                *id,
+                &ids,
+                &[],
+                Some(gate.clone()),
+                catch_up,
+            )
+        })
         .collect();
     wait_until("a leader", || leader_of(&ms).is_some());
     let l = leader_of(&ms).unwrap();
     let old = ms[l].id;
-    let keep: Vec<u64> = ms.iter().map(|m| m.id).filter(|id| *id != old).collect();
-    // The leader removes itself; it parks (dies) as soon as it applied the joint config,
+    let removed = ms.iter().map(|m| m.id).find(|id| *id != old).unwrap();
+    let keep: Vec<u64> = ids.iter().copied().filter(|id| *id != removed).collect();
+    let list: Vec<String> = keep.iter().map(u64::to_string).collect();
+    // The leader removes a follower; it parks (dies) as soon as it applied the joint config,
     // before raft-rs could append the entry that leaves it.
     ms[l]
         .h
-        .propose(format!("member:{},{}", keep[0], keep[1]).into_bytes())
+        .propose(format!("member:{}", list.join(",")).into_bytes())
         .unwrap();
-    wait_until("the old leader entered joint", || {
+    wait_until("the leader entered joint", || {
         last_membership(&ms[l]).is_some_and(|(_, out)| !out.is_empty())
     });
     net.isolated.lock().unwrap().insert(old);
-    // Survivors also park on the joint entry when they apply it: let them through.
+    // The others also park on the joint entry when they apply it: let them through.
     gate.open();
     let survivors: Vec<&Member> = ms.iter().filter(|m| m.id != old).collect();
     wait_until("a new leader", || {
         survivors.iter().any(|m| m.h.is_caught_up_leader())
     });
-    for m in &survivors {
+    for m in survivors.iter().filter(|m| m.id != removed) {
         wait_until("joint left by the new leader", || {
             last_membership(m) == Some((keep.clone(), vec![]))
         });
     }
-    // Still available.
-    let n = survivors
+    // Still available, without the removed follower.
+    let staying: Vec<&Member> = survivors.into_iter().filter(|m| m.id != removed).collect();
+    commits_among(&staying, "after the failover");
+    stop_members(&net, ms);
+}
+
+/// Waits for a caught-up leader among `ms`, has it commit three entries and waits until every
+/// one of `ms` applied them.
+fn commits_among(ms: &[&Member], what: &str) {
+    wait_until("a leader among them", || {
+        ms.iter().any(|m| m.h.is_caught_up_leader())
+    });
+    let n = ms.iter().find(|m| m.h.is_caught_up_leader()).unwrap();
+    let prefix = what.replace(' ', "-");
+    propose_n(&n.h, &prefix, 3);
+    let last = format!("{prefix}-2").into_bytes();
+    for m in ms {
+        wait_until(what, || has_applied(m, &last));
+    }
+}
+
+/// The leader of `term` as `m` saw it (from `on_leader_change`).
+fn leader_in(m: &Member, term: u64) -> Option<u64> {
+    let o = m.obs.lock().unwrap();
+    o.leaders
         .iter()
-        .find(|m| m.h.is_caught_up_leader())
-        .unwrap();
-    let before = applied_count(&n.obs);
-    propose_n(&n.h, "after", 3);
+        .rev()
+        .find(|(id, t)| *t == term && *id != 0)
+        .map(|(id, _)| *id)
+}
+
+#[test]
+fn a_leader_removing_itself_hands_over_before_the_joint_change() {
+    let (_tmp, net, ms, l) = group_of_three();
+    let old = ms[l].id;
+    let keep: Vec<u64> = ms.iter().map(|m| m.id).filter(|id| *id != old).collect();
+    let change = format!("member:{},{}", keep[0], keep[1]).into_bytes();
+    ms[l].h.propose(change.clone()).unwrap();
+    let survivors: Vec<&Member> = ms.iter().filter(|m| m.id != old).collect();
     for m in &survivors {
-        wait_until("replicated after the failover", || {
-            applied_count(&m.obs) >= before + 3
+        wait_until("the new membership", || {
+            last_membership(m) == Some((keep.clone(), vec![]))
         });
     }
+    for m in &survivors {
+        let (request_term, joint_term) = {
+            let o = m.obs.lock().unwrap();
+            let request = o
+                .request_terms
+                .iter()
+                .find(|(d, _)| *d == change)
+                .unwrap()
+                .1;
+            let joint = o.joint_terms.iter().find(|(c, _)| *c == change).unwrap().1;
+            (request, joint)
+        };
+        // The joint change was proposed in a later term, by a leader that stays.
+        assert!(
+            joint_term > request_term,
+            "joint in term {joint_term}, request in {request_term}"
+        );
+        let proposer = leader_in(m, joint_term).expect("a known leader of the joint term");
+        assert_ne!(proposer, old, "the removed leader led the joint change");
+        assert!(keep.contains(&proposer));
+    }
+    // The removed leader was not the one to refuse or abandon anything, and the rest goes on.
+    assert!(ms[l].obs.lock().unwrap().refusals.is_empty());
+    commits_among(&survivors, "after the change");
+    stop_members(&net, ms);
+}
+
+#[test]
+fn a_change_an_earlier_leader_accepted_is_carried_on_by_the_next() {
+    let tmp = tempfile::tempdir().unwrap();
+    let net = Net::default();
+    let catch_up = Duration::from_secs(3);
+    let ms: Vec<Member> = [1, 2, 3]
+        .iter()
+        .map(|id| start_member_with(&net, tmp.path(), *id, &[1, 2, 3], &[], None, catch_up))
+        .collect();
+    wait_until("a leader", || leader_of(&ms).is_some());
+    let l = leader_of(&ms).unwrap();
+    let old = ms[l].id;
+    // Server 4 never starts: the change waits for it to catch up, and the leader dies first.
+    let change = b"member:1,2,3,4".to_vec();
+    ms[l].h.propose(change.clone()).unwrap();
+    let survivors: Vec<&Member> = ms.iter().filter(|m| m.id != old).collect();
+    for m in &survivors {
+        wait_until("the request applied", || has_applied(m, &change));
+    }
+    net.isolated.lock().unwrap().insert(old);
+    wait_until("a new leader", || {
+        survivors.iter().any(|m| m.h.is_caught_up_leader())
+    });
+    // The next leader takes the change over, waits for server 4 in vain, and refuses it:
+    // the origin gets an answer instead of nothing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let refused = survivors.iter().any(|m| {
+            m.obs
+                .lock()
+                .unwrap()
+                .refusals
+                .contains(&(change.clone(), MembershipRefusal::NoQuorum))
+        });
+        if refused {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no later leader settled the change"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Nothing joint, nothing pending: the survivors still commit.
+    commits_among(&survivors, "after the refusal");
     stop_members(&net, ms);
 }
 

@@ -172,6 +172,9 @@ pub struct Connection {
     /// Writes, syncs and session creations in flight; a leader change closes the connection
     /// while this is non-zero.
     in_doubt: Arc<AtomicUsize>,
+    /// Of those, reconfigs whose entry applied and whose answer the log will bring (the
+    /// registry counts them; [`ConnHandle::awaiting_log`]).
+    awaiting_log: Arc<AtomicUsize>,
     /// The barrier of the `sync` at the head of the queue, while it runs.
     sync_wait: Option<oneshot::Receiver<u64>>,
     /// Admitted in read-only mode: reads only; writes, sync and reconfig get NotReadOnly.
@@ -258,6 +261,7 @@ impl Connection {
             outstanding: Arc::default(),
             counters: Arc::default(),
             in_doubt: Arc::default(),
+            awaiting_log: Arc::default(),
             sync_wait: None,
             read_only: false,
             session_id: 0,
@@ -697,6 +701,7 @@ impl Connection {
             outstanding: Arc::clone(&self.outstanding),
             counters: Arc::clone(&self.counters),
             in_doubt: Arc::clone(&self.in_doubt),
+            awaiting_log: Arc::clone(&self.awaiting_log),
             read_only,
         }
     }

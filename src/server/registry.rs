@@ -225,6 +225,11 @@ pub struct ConnHandle {
     /// answered): their fate is unknown after a leader change, so the connection is closed
     /// then ([`ReplySink::leader_changed`]).
     pub in_doubt: Arc<AtomicUsize>,
+    /// Of those, reconfigs whose entry was applied and accepted: their answer comes from the
+    /// log whichever leader carries them out ([`ReplySink::reconfig_accepted`]), so they
+    /// alone do not make the connection close at a leader change. (If no leader ever
+    /// settles one, the connection's own op deadline closes it.)
+    pub awaiting_log: Arc<AtomicUsize>,
     /// Admitted while this server was in read-only mode: closed when the server leaves it,
     /// so its client looks for a read-write server ([`ConnRegistry::leave_read_only`]).
     pub read_only: bool,
@@ -405,12 +410,13 @@ impl ConnTables {
         }
     }
 
-    /// Closes every connection that has a write, sync or session creation in flight; returns
-    /// how many.
+    /// Closes every connection that has a write, sync or session creation in flight (other
+    /// than accepted reconfigs, see [`ConnHandle::awaiting_log`]); returns how many.
     pub fn close_in_doubt(&self) -> usize {
         let mut closed = 0;
         for conn in self.by_id.values() {
-            if conn.in_doubt.load(Ordering::Acquire) > 0 && !conn.budget.is_closed() {
+            let in_doubt = conn.in_doubt.load(Ordering::Acquire);
+            if in_doubt > conn.awaiting_log.load(Ordering::Acquire) && !conn.budget.is_closed() {
                 conn.budget.close();
                 closed += 1;
             }
@@ -495,12 +501,18 @@ pub struct ServerSink {
     server_id: u64,
     /// Where the connections are.
     conns: Arc<ConnRegistry>,
+    /// Accepted reconfigs of our connections, counted in their `awaiting_log` until answered.
+    awaiting_log: std::collections::HashSet<Origin>,
 }
 
 impl ServerSink {
     /// A sink for the server `server_id`.
     pub fn new(server_id: u64, conns: Arc<ConnRegistry>) -> Self {
-        ServerSink { server_id, conns }
+        ServerSink {
+            server_id,
+            conns,
+            awaiting_log: std::collections::HashSet::new(),
+        }
     }
 
     /// The connection waiting on `origin`, if it is one of ours.
@@ -525,7 +537,13 @@ impl ReplySink for ServerSink {
     fn write_applied(&mut self, origin: Origin, zxid: i64, result: &Result<Response, ErrorCode>) {
         if let Some(conn_id) = self.ours(&origin) {
             let frame = reply_frame(origin.xid, zxid, result);
-            self.conns.lock().send(
+            let tables = self.conns.lock();
+            if self.awaiting_log.remove(&origin) {
+                if let Some(conn) = tables.by_id.get(&conn_id) {
+                    conn.awaiting_log.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            tables.send(
                 conn_id,
                 Outbound::Reply {
                     xid: origin.xid,
@@ -586,6 +604,15 @@ impl ReplySink for ServerSink {
         }
     }
 
+    fn reconfig_accepted(&mut self, origin: Origin) {
+        if let Some(conn_id) = self.ours(&origin) {
+            if let Some(conn) = self.conns.lock().by_id.get(&conn_id) {
+                conn.awaiting_log.fetch_add(1, Ordering::AcqRel);
+                self.awaiting_log.insert(origin);
+            }
+        }
+    }
+
     fn proposal_dropped(&mut self, origin: Origin) {
         if let Some(conn_id) = self.ours(&origin) {
             warn!(conn = conn_id, "proposal dropped; closing the connection");
@@ -633,6 +660,7 @@ mod tests {
             outstanding: Arc::default(),
             counters: Arc::default(),
             in_doubt: Arc::default(),
+            awaiting_log: Arc::default(),
             read_only: false,
         };
         (handle, rx)
@@ -780,6 +808,49 @@ mod tests {
         assert!(!busy.budget.overflowed());
         assert_eq!(conns.close_all(), 1);
         assert!(idle.budget.is_closed());
+    }
+
+    #[test]
+    fn an_accepted_reconfig_alone_does_not_close_its_connection_at_a_leader_change() {
+        let conns = Arc::new(ConnRegistry::default());
+        let (waiting, _rx_waiting) = handle(1 << 20, 10);
+        let (also_writing, _rx_also) = handle(1 << 20, 11);
+        conns.lock().by_id.insert(1, waiting.clone());
+        conns.lock().by_id.insert(2, also_writing.clone());
+        let mut sink = ServerSink::new(5, Arc::clone(&conns));
+        let reconfig = |conn_id, xid| Origin {
+            server_id: 5,
+            conn_id,
+            xid,
+        };
+        // Both have a reconfig in flight whose entry applied and was accepted; the second
+        // also has a write in flight.
+        waiting.in_doubt.store(1, Ordering::Release);
+        also_writing.in_doubt.store(2, Ordering::Release);
+        sink.reconfig_accepted(reconfig(1, 7));
+        sink.reconfig_accepted(reconfig(2, 8));
+        // Another server's origin is not ours to count.
+        sink.reconfig_accepted(Origin {
+            server_id: 6,
+            conn_id: 1,
+            xid: 9,
+        });
+        assert_eq!(waiting.awaiting_log.load(Ordering::Acquire), 1);
+        sink.leader_changed(3, 8);
+        assert!(
+            !waiting.budget.is_closed(),
+            "its answer comes from the log: kept"
+        );
+        assert!(
+            also_writing.budget.is_closed(),
+            "a write in doubt as well: closed"
+        );
+        // The answer settles the count; after it, a new write in doubt closes it again.
+        sink.write_applied(reconfig(1, 7), 42, &Err(ErrorCode::NewConfigNoQuorum));
+        assert_eq!(waiting.awaiting_log.load(Ordering::Acquire), 0);
+        // (The connection's own task drops in_doubt with the reply; here it stays 1.)
+        sink.leader_changed(1, 9);
+        assert!(waiting.budget.is_closed());
     }
 
     #[test]
