@@ -22,6 +22,10 @@
 //! 7. after a full restart (members restart from their snapshots + logs with zoo.cfg files
 //!    that do not list the joiner) the new membership forms a quorum and serves writes.
 //!
+//! `leader_killed_between_entering_and_leaving_joint` (only with `--features failpoints`, in
+//! the failpoint step of tests/run-all.sh): SIGKILL of the leader right after it applied the
+//! joint configuration that adds server 4; the survivors leave it and stay available.
+//!
 //! `add_a_server_behind_a_large_snapshot` (`#[ignore]`d, by hand): the time a reconfig takes
 //! to add a server that must catch up from a snapshot of `RECONFIG_ZNODES` (default 200,000)
 //! znodes of ~100 bytes: from the request to its reply (snapshots, learner catch-up, the
@@ -29,6 +33,7 @@
 //!
 //! ```text
 //! cargo test --test ensemble_reconfig -- --nocapture
+//! cargo test --features failpoints --test ensemble_reconfig leader_killed -- --nocapture
 //! cargo test --release --test ensemble_reconfig -- --ignored --nocapture
 //! RECONFIG_ZNODES=1000000 cargo test --release --test ensemble_reconfig -- --ignored --nocapture
 //! ```
@@ -349,6 +354,123 @@ async fn add_remove_and_restart_under_load() {
         assert_eq!(after.get_config().await.unwrap().0, configs[0]);
     })
     .await
+}
+
+/// The voter count of each `applied conf change` log line of member `i` that left no joint
+/// configuration behind (`outgoing=[]`).
+fn settled_conf_changes(c: &Cluster, i: usize) -> Vec<usize> {
+    std::fs::read_to_string(c.log_path(i))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("applied conf change") && l.contains("outgoing=[]"))
+        .filter_map(|l| {
+            let voters = l.split("voters=[").nth(1)?.split(']').next()?;
+            Some(voters.split(',').filter(|v| !v.trim().is_empty()).count())
+        })
+        .collect()
+}
+
+/// Built only with `--features failpoints` (run by tests/run-all.sh's failpoint step): the
+/// leader adding server 4 is SIGKILLed right after it applied the joint configuration, before
+/// the entry that leaves it was sent (`reconfig-leader-in-joint`, a sleep on its raft thread).
+/// The survivors must leave the joint configuration, stay available under write load, answer
+/// the reconfig, and lose no acknowledged write; the killed leader rejoins as a follower.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_killed_between_entering_and_leaving_joint() {
+    let _guard = tokio::task::spawn_blocking(exclusive).await.unwrap();
+    within(240, "leader killed while joint", async {
+        let mut o = reconfig_opts(25, 100, "minSessionTimeout=2000");
+        o.env = vec![(
+            "FAILPOINTS".to_string(),
+            "reconfig-leader-in-joint=1*sleep(10000)".to_string(),
+        )];
+        let c = Cluster::start_async(o).await;
+        let leader = c.blocking(|c| c.wait_leader_among(&[0, 1, 2], 30)).await;
+        let origin = (0..3).find(|i| *i != leader).unwrap();
+        let plain = c.client(origin).await;
+        plain.create("/jk", b"", &anyone()).await.unwrap();
+        let cs = c.connect_string_of(&[0, 1, 2]);
+        let stop = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(Acks::default());
+        let writers = ledger::spawn_writers(2, "/jk", |_| cs.clone(), &stop, &acks);
+        ledger::wait_progress(&acks, 100, 60, "load before the reconfig").await;
+
+        c.blocking(|c| c.start_joiner(3)).await;
+        let su = admin(&c, origin).await;
+        let joining = vec![c.server_spec(3)];
+        let request = tokio::spawn(async move { su.update_ensemble(add(&joining), None).await });
+        c.blocking(move |c| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !std::fs::read_to_string(c.log_path(leader))
+                .unwrap_or_default()
+                .contains("failpoint reconfig-leader-in-joint reached")
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the leader never entered the joint configuration:\n{}",
+                    c.log_tail(leader, 40)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            c.kill9(leader);
+        })
+        .await;
+
+        // The survivors elect a leader, leave the joint configuration and go on.
+        let survivors: Vec<usize> = (0..4).filter(|i| *i != leader).collect();
+        let voters: Vec<usize> = survivors.iter().copied().filter(|i| *i < 3).collect();
+        c.blocking(move |c| c.wait_leader_among(&voters, 60)).await;
+        for &i in &survivors {
+            c.blocking(move |c| {
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while !settled_conf_changes(c, i).contains(&4) {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "member {i} never left the joint configuration:\n{}",
+                        c.log_tail(i, 40)
+                    );
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+            .await;
+        }
+        let (data, _) = within(60, "the reconfig's answer", request)
+            .await
+            .unwrap()
+            .expect("the reconfig committed: its origin answers once the joint entry applies");
+        assert_eq!(split_version(&data).0, config_of(&c, &[0, 1, 2, 3]));
+        ledger::wait_progress(&acks, 100, 60, "load after the leader's death").await;
+
+        // The killed leader comes back as a follower of the new membership.
+        c.blocking(move |c| {
+            c.start_again(leader, 60);
+            wait_mode(
+                c,
+                leader,
+                |m| m == Some(Mode::Follower),
+                60,
+                "the old leader follows",
+            );
+        })
+        .await;
+        let ledgers = ledger::finish(&stop, writers).await;
+        let all: Vec<usize> = (0..4).collect();
+        let dumps = c.dump_children(&all, "/jk").await;
+        let checked = ledger::assert_ledgers_hold(&ledgers, &dumps);
+        let mut configs = vec![];
+        for &i in &all {
+            let cl = c.client(i).await;
+            cl.sync("/").await.unwrap();
+            configs.push(split_version(&cl.get_config().await.unwrap().0).0);
+        }
+        assert!(
+            configs.iter().all(|d| *d == config_of(&c, &all)),
+            "configs differ: {configs:?}"
+        );
+        eprintln!("leader killed while joint: {checked} values checked on all four members");
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

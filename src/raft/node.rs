@@ -1305,6 +1305,24 @@ impl Node {
             &cs.learners,
             &cs.voters_outgoing,
         );
+        // Test-only (issue 8: "kill the leader between entering and leaving a joint
+        // configuration"): with FAILPOINTS=reconfig-leader-in-joint=1*sleep(N) the leader's
+        // raft thread stops for N ms right after it applied a joint configuration it proposed
+        // itself (not one a predecessor left behind), before
+        // raft-rs's "leave joint" entry (appended by `apply_conf_change`) is sent, so a test
+        // can SIGKILL it there. Compiled only with the `failpoints` feature.
+        #[cfg(feature = "failpoints")]
+        if self.raw.raft.state == StateRole::Leader
+            && e.term == self.raw.raft.term
+            && !context.is_empty()
+            && !cs.voters_outgoing.is_empty()
+        {
+            tracing::warn!(
+                index = e.index,
+                "failpoint reconfig-leader-in-joint reached"
+            );
+            failpoint!("reconfig-leader-in-joint");
+        }
         self.step_down_if_removed(&cs);
         Ok(())
     }
