@@ -356,6 +356,7 @@ async fn add_remove_and_restart_under_load() {
     .await
 }
 
+#[cfg(feature = "failpoints")]
 /// The voter count of each `applied conf change` log line of member `i` that left no joint
 /// configuration behind (`outgoing=[]`).
 fn settled_conf_changes(c: &Cluster, i: usize) -> Vec<usize> {
