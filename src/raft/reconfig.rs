@@ -335,6 +335,18 @@ impl Orchestrator {
                 changes.push(single(*voter, ConfChangeType::AddNode));
             }
         }
+        if !quorum_in_touch(raw, &change.voters) {
+            // ZooKeeper's leader refuses a reconfig unless a quorum of the new configuration
+            // is connected and synced (`Leader.isQuorumSynced`). Entering a joint
+            // configuration whose incoming half cannot commit would stop the ensemble until
+            // enough of it came back.
+            tracing::warn!(
+                voters = ?change.voters,
+                "reconfig refused: a quorum of the new configuration is not in touch with the leader"
+            );
+            refuse(raw, sm, &change.context, MembershipRefusal::NoQuorum);
+            return;
+        }
         let mut cc = ConfChangeV2::default();
         cc.set_transition(ConfChangeTransition::Implicit);
         cc.set_changes(changes.into());
@@ -568,6 +580,25 @@ fn joining_of(f: &InFlight) -> Vec<u64> {
         Stage::Compacting { joining, .. } | Stage::CatchingUp { joining, .. } => joining.clone(),
         Stage::HandingOver { .. } | Stage::Committing => Vec::new(),
     }
+}
+
+/// Whether a majority of `voters` (the new configuration's) is in touch with this leader:
+/// itself, and the peers it heard from since its last quorum check (raft-rs's `recent_active`,
+/// cleared every election timeout) or that hold everything committed.
+fn quorum_in_touch(raw: &RawNode<LmdbStorage>, voters: &[u64]) -> bool {
+    let me = raw.raft.id;
+    let committed = raw.raft.raft_log.committed;
+    let prs = raw.raft.prs();
+    let in_touch = voters
+        .iter()
+        .filter(|id| {
+            **id == me
+                || prs
+                    .get(**id)
+                    .is_some_and(|p| p.recent_active || p.matched >= committed)
+        })
+        .count();
+    in_touch > voters.len() / 2
 }
 
 /// The voter to hand leadership to before a change that removes this leader: among the

@@ -2098,6 +2098,38 @@ fn a_change_an_earlier_leader_accepted_is_carried_on_by_the_next() {
 }
 
 #[test]
+fn a_change_whose_new_quorum_is_out_of_touch_is_refused() {
+    let (_tmp, net, ms, l) = group_of_three();
+    let leader = ms[l].id;
+    let others: Vec<u64> = ms.iter().map(|m| m.id).filter(|id| *id != leader).collect();
+    let (cut_off, removed) = (others[0], others[1]);
+    // The one follower that would stay is cut off for longer than an election timeout; the
+    // leader keeps its quorum with the follower that is to be removed.
+    net.isolated.lock().unwrap().insert(cut_off);
+    thread::sleep(Duration::from_millis(600));
+    assert!(ms[l].h.is_leader());
+    let change = format!("member:{leader},{cut_off}").into_bytes();
+    ms[l].h.propose(change.clone()).unwrap();
+    wait_until("the refusal", || {
+        ms[l]
+            .obs
+            .lock()
+            .unwrap()
+            .refusals
+            .contains(&(change.clone(), MembershipRefusal::NoQuorum))
+    });
+    // Nothing changed: the leader and the follower to be removed still commit.
+    let serving: Vec<&Member> = ms.iter().filter(|m| m.id != cut_off).collect();
+    commits_among(&serving, "after the refusal");
+    assert!(serving
+        .iter()
+        .all(|m| m.obs.lock().unwrap().joint_terms.is_empty()));
+    assert!(ms.iter().any(|m| m.id == removed));
+    net.isolated.lock().unwrap().clear();
+    stop_members(&net, ms);
+}
+
+#[test]
 fn a_joiner_catches_up_from_a_snapshot_that_lists_it_then_votes() {
     let (tmp, net, mut ms, l) = group_of_three();
     propose_n(&ms[l].h, "before", 30);
