@@ -46,14 +46,7 @@ WATCHDOG=""
 
 log() { echo "[observer $(date +%H:%M:%S)] $*" >&2; }
 die() { log "FATAL: $*"; exit 1; }
-alive() { [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] && ! awk '{exit !($3 == "Z")}' "/proc/$1/stat" 2>/dev/null; }
-stop_pid() { # TERM, KILL after 20 s
-    local pid=${1:-}
-    alive "$pid" || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for _ in $(seq 200); do alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 0
-}
+# alive, stop_pid: scripts/lib-ensemble.sh
 cleanup() {
     local rc=$?
     for i in $(seq "$MEMBERS"); do stop_pid "${PID[$i]:-}"; done

@@ -1,4 +1,4 @@
-# Shared by scripts/ensemble-fg.sh and benches/ensemble.sh (source it; it runs nothing itself):
+# Shared by scripts/ensemble-fg.sh, benches/ensemble.sh and benches/observer.sh (source it; it runs nothing itself):
 # ports, zoo.cfg + myid, starting a member and asking its mode, for a loopback ensemble of
 # ZooKeeper 3.8 or rookery members. The zoo.cfg is the one tests/common/cluster.rs writes:
 #   server.N=127.0.0.1:peer:election;127.0.0.1:client, myid in each dataDir.
@@ -66,4 +66,16 @@ ens_start_member() {
 # What member $1's `srvr` says after `Mode:` (empty if it does not answer or is not serving).
 ens_mode_of() {
     echo srvr | timeout 3 nc -w 2 127.0.0.1 "${CPORT[$1]}" 2>/dev/null | awk '/^Mode:/{print $2}'
+}
+
+# Whether pid $1 runs (and is no zombie).
+alive() { [ -n "${1:-}" ] && [ -r "/proc/$1/stat" ] && ! awk '{exit !($3 == "Z")}' "/proc/$1/stat" 2>/dev/null; }
+
+# Stops pid $1: TERM, KILL after 20 s.
+stop_pid() {
+    local pid=${1:-}
+    alive "$pid" || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 200); do alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 0
 }
