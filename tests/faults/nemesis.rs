@@ -11,6 +11,7 @@ use crate::common::cluster::{Cluster, Mode};
 
 use super::history::{now_ns, NemesisRecord};
 use super::links::Links;
+use super::membership::{self, Alongside};
 
 /// SplitMix64: small, seedable, and the same on every machine (the schedule must replay).
 #[derive(Clone, Debug)]
@@ -67,6 +68,11 @@ pub enum Fault {
     /// One member's wall clock stepped by the given seconds (forward or back; `clock.rs`),
     /// then stepped back to real time. Its monotonic clock does not move.
     ClockJump(Who, i64),
+    /// A membership change under another fault (`membership.rs`, rookery only): the first
+    /// member removed by a reconfig while the second (resolved among the others; `None`: the
+    /// removed member itself) suffers the other fault, re-added halfway through the hold (the
+    /// fault still on), then the fault ends and the full membership is restored.
+    Membership(Who, Option<Who>, Alongside),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +115,9 @@ pub struct FaultMix {
     /// Wall-clock jumps (`Fault::ClockJump`; needs libfaketime, rookery only). Off, the
     /// generator draws exactly what it drew before clock jumps existed, so older seeds replay.
     pub clock: bool,
+    /// Membership changes under faults (`Fault::Membership`; rookery, root). Off, as for
+    /// `clock`, the generator draws what it drew before.
+    pub membership: bool,
 }
 
 impl Schedule {
@@ -144,6 +153,9 @@ impl Schedule {
         }
         if mix.clock {
             kinds.push(11u8);
+        }
+        if mix.membership {
+            kinds.push(12u8);
         }
         if kinds.is_empty() {
             return Schedule { seed, steps };
@@ -198,6 +210,26 @@ impl Schedule {
                     (
                         Fault::ClockJump(who(&mut rng), secs),
                         rng.range(2_000, 8_000),
+                    )
+                }
+                12 => {
+                    let removed = who(&mut rng);
+                    // A third of the time the other fault hits the removed member itself (an
+                    // operator removing a dead or slow server).
+                    let other = if rng.range(0, 2) == 0 {
+                        None
+                    } else {
+                        Some(who(&mut rng))
+                    };
+                    let along = match rng.range(0, 3) {
+                        0 => Alongside::Pause,
+                        1 => Alongside::Isolate,
+                        2 => Alongside::Slow(rng.range(50, 500)),
+                        _ => Alongside::Kill,
+                    };
+                    (
+                        Fault::Membership(removed, other, along),
+                        rng.range(4_000, 10_000),
                     )
                 }
                 _ => {
@@ -368,6 +400,11 @@ pub fn run(
                     step.hold_ms
                 )
             }
+            Fault::Membership(removed, other, along) => {
+                let r = resolve(c, removed, None);
+                let k = other.map_or(r, |o| resolve(c, o, Some(r)));
+                membership::step(c, links, r, k, along, hold_until)
+            }
             Fault::Bridge(w) => {
                 let b = resolve(c, w, None);
                 let rest: Vec<usize> = (0..c.len()).filter(|&x| x != b).collect();
@@ -406,6 +443,13 @@ pub fn recover(c: &Cluster, links: &Links, secs: u64) {
     for i in 0..c.len() {
         if !c.is_running(i) {
             c.start_member(i);
+        }
+    }
+    if links.specs().is_some() {
+        // A membership step that could not restore every member: try again (a removed member
+        // never serves again otherwise).
+        if let Err(e) = membership::ensure_all(c, links, secs / 2) {
+            panic!("recovery: {e}");
         }
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
