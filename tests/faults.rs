@@ -453,16 +453,20 @@ async fn regression_seed_303_one_way_cut_follower_serves_expired_sessions() {
     .await;
 }
 
+/// One targeted probe on `FAULT_TARGET`, alone on the machine, bounded by 2 min.
+async fn probe<T>(what: &str, run: impl std::future::Future<Output = T>) -> T {
+    apply_fault_target();
+    let _one = exclusive();
+    common::within(120, what, run).await
+}
+
 /// Finding 2 in isolation (deterministic): a one-way cut follower -> leader longer than the
 /// session timeout. The follower's client must not be served after the leader expired its
 /// session (ZooKeeper's follower drops its clients within syncLimit × tickTime).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "targeted reproduction (3 servers, about 30 s): cargo test --test faults one_way_cut -- --ignored --nocapture"]
 async fn one_way_cut_follower_must_not_serve_an_expired_session() {
-    apply_fault_target();
-    let _one = exclusive();
-    let o = common::within(
-        120,
+    let o = probe(
         "one-way probe",
         targeted::one_way_cut_probe(SESSION_MS, 15_000),
     )
@@ -497,6 +501,26 @@ async fn leader_pause_must_not_expire_sessions_served_by_followers() {
             problems.join("\n")
         );
     }
+}
+
+/// Finding 3 in isolation (rookery's reconfig; tests/faults/README.md): removing a follower
+/// while the other follower of 3 is paused leaves a new configuration with one live member.
+/// Either reconfig refuses it (ZooKeeper: NewConfigNoQuorum) or the ensemble must go on
+/// serving writes; an "ok" after which the leader cannot commit is the finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targeted reproduction (3 servers, about 25 s): cargo test --test faults removal_must_not -- --ignored --nocapture"]
+async fn removal_must_not_leave_the_new_config_without_a_live_quorum() {
+    let o = probe(
+        "removal probe",
+        targeted::removal_without_a_live_new_quorum_probe(6_000),
+    )
+    .await;
+    eprintln!("removal probe: {o:?}");
+    assert!(
+        !o.answer.starts_with("ok") || o.writes_ok > 0,
+        "reconfig accepted a removal that left the new configuration without a live quorum, \
+         and the ensemble stopped serving writes: {o:?}"
+    );
 }
 
 /// Runs `tries` schedules made by `opts(i)` until the checker reports a register anomaly

@@ -155,7 +155,8 @@ impl Schedule {
             kinds.push(11u8);
         }
         if mix.membership {
-            kinds.push(12u8);
+            // Twice the weight of a single fault: it is two at once (and rare enough still).
+            kinds.extend([12u8, 12]);
         }
         if kinds.is_empty() {
             return Schedule { seed, steps };

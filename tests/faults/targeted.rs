@@ -236,3 +236,79 @@ pub async fn leader_pause_probe(
     }
     problems
 }
+
+/// What the removal probe saw.
+#[derive(Debug)]
+pub struct RemovalOutcome {
+    /// What reconfig answered to removing a follower while the other follower was paused.
+    pub answer: String,
+    /// Creates through the leader that succeeded in the window after the answer (the paused
+    /// follower still paused), and how many were tried.
+    pub writes_ok: usize,
+    pub writes_tried: usize,
+    /// The leader's mode at the end of the window.
+    pub leader_mode_after: Option<crate::common::cluster::Mode>,
+}
+
+/// A membership change that leaves the new configuration without a live quorum: on 3 servers,
+/// follower `k` is paused (for longer than syncLimit × tickTime, so a ZooKeeper leader no
+/// longer counts it as synced), then the other follower is removed through the leader. The
+/// new configuration {leader, k} has one live member. ZooKeeper's leader refuses such a change
+/// (NewConfigNoQuorum: `PrepRequestProcessor` asks `Leader.isQuorumSynced` of the new
+/// configuration) and keeps serving; the probe then writes through the leader for
+/// `window_ms` while `k` stays paused.
+pub async fn removal_without_a_live_new_quorum_probe(window_ms: u64) -> RemovalOutcome {
+    let c = Cluster::start_async(ClusterOpts {
+        voters: 3,
+        extra_cfg: super::membership::extra_cfg(),
+        ..ClusterOpts::default()
+    })
+    .await;
+    let leader = c.blocking(|c| c.wait_ready(60)).await;
+    let others = c.others(leader);
+    let (removed, paused) = (others[0], others[1]);
+    let writer = c
+        .client_with(
+            leader,
+            zk::Client::connector().with_session_timeout(Duration::from_secs(10)),
+        )
+        .await;
+    let base = crate::common::unique("removal");
+    writer
+        .create(&base, b"", &anyone())
+        .await
+        .expect("create base");
+    c.blocking(move |c| c.sigstop(paused)).await;
+    // Longer than syncLimit × tickTime (2.5 s): the paused follower is no longer synced.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let id = c.id(removed).to_string();
+    let cs = c.addr(leader);
+    let answer = c
+        .blocking(move |_| {
+            super::membership::reconfig(
+                &cs,
+                &super::membership::Change::Remove(vec![id]),
+                Duration::from_secs(15),
+            )
+        })
+        .await;
+    let (mut writes_ok, mut writes_tried) = (0, 0);
+    let until = Instant::now() + Duration::from_millis(window_ms);
+    while Instant::now() < until {
+        writes_tried += 1;
+        let path = format!("{base}/w-{writes_tried}");
+        let create = writer.create(&path, b"", &anyone());
+        match tokio::time::timeout(Duration::from_secs(2), create).await {
+            Ok(Ok(_)) => writes_ok += 1,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let leader_mode_after = c.blocking(move |c| c.mode(leader)).await;
+    c.blocking(move |c| c.sigcont(paused)).await;
+    RemovalOutcome {
+        answer,
+        writes_ok,
+        writes_tried,
+        leader_mode_after,
+    }
+}
