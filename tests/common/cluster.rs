@@ -659,6 +659,15 @@ impl Cluster {
         }
     }
 
+    /// How member `i`'s process ended, if it exited on its own (not killed or stopped by
+    /// [`Cluster::kill9`] or [`Cluster::stop`], which forget the process).
+    pub fn exited(&self, i: usize) -> Option<std::process::ExitStatus> {
+        match self.m(i).child.lock().unwrap().as_mut() {
+            Some((c, _)) => c.try_wait().ok().flatten(),
+            None => None,
+        }
+    }
+
     /// Running and not SIGSTOPped: the members whose four-letter words can be asked.
     pub fn live(&self) -> Vec<usize> {
         (0..self.len())

@@ -296,10 +296,12 @@ pub fn step(
         std::thread::sleep(half - now);
     }
     // What the removed member did meanwhile (rookery: a removed member stops serving).
-    let mode_before_readd = if c.live().contains(&r) {
-        format!("{:?}", c.mode(r))
+    let mode_before_readd = if !c.is_running(r) {
+        "down".to_string()
+    } else if !c.live().contains(&r) {
+        "paused".to_string()
     } else {
-        "not running".to_string()
+        format!("{:?}", c.mode(r))
     };
     let spec = links.spec(r).expect("named layout").to_string();
     // Under the fault, bounded by what is left of the hold (at least 2 s).
@@ -323,10 +325,13 @@ pub fn step(
             }
         }
     }
+    // A member that crashed meanwhile can never catch up: start it again first (reported).
+    let mut crashed = super::nemesis::restart_crashed(c);
     let restored = match ensure_all(c, links, 60) {
         Ok(s) => s,
         Err(e) => format!("NOT RESTORED: {e}"),
     };
+    crashed.extend(super::nemesis::restart_crashed(c));
     let serving = serving_again(c, r, 30);
     let on = if k == r {
         "itself".to_string()
@@ -336,8 +341,9 @@ pub fn step(
     format!(
         "membership: remove member {r} (id {}, {role_r:?}) while {along:?} on {on} -> \
          {removed}; removed member {mode_before_readd} at half-time; re-add under the fault \
-         -> {readd}; fault ended after {fault_ms} ms; after it: {restored}; {serving}",
+         -> {readd}; fault ended after {fault_ms} ms; {crashes}after it: {restored}; {serving}",
         c.id(r),
+        crashes = crashed.iter().map(|n| format!("{n}; ")).collect::<String>(),
     )
 }
 

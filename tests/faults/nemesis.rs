@@ -419,6 +419,11 @@ pub fn run(
                 )
             }
         };
+        let mut what = what;
+        for note in restart_crashed(c) {
+            what.push_str("; ");
+            what.push_str(&note);
+        }
         let rec = NemesisRecord {
             start_ns: t0,
             end_ns: now_ns(),
@@ -434,9 +439,41 @@ pub fn run(
     done
 }
 
+/// Members whose process exited on its own (a crash, not a kill of the nemesis): each is
+/// reported (exit status and the log's last fatal or panic line) and started again, so that
+/// the run goes on and the report says what happened. Any such note is a violation
+/// (`runner.rs`).
+pub fn restart_crashed(c: &Cluster) -> Vec<String> {
+    let mut notes = vec![];
+    for i in 0..c.len() {
+        let Some(status) = c.exited(i) else {
+            continue;
+        };
+        let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
+        let why = log
+            .lines()
+            .rev()
+            .find(|l| l.contains("fatal") || l.contains("panicked"))
+            .unwrap_or("")
+            .to_string();
+        c.kill9(i);
+        c.start_member(i);
+        notes.push(format!(
+            "{CRASHED} member {i} (id {}) with {status}: {why}; started again",
+            c.id(i)
+        ));
+    }
+    notes
+}
+
+/// The mark of a crash note in a nemesis record.
+pub const CRASHED: &str = "EXITED ON ITS OWN:";
+
 /// Undoes everything (SIGCONT, heal, start dead members) and waits for a serving ensemble.
-pub fn recover(c: &Cluster, links: &Links, secs: u64) {
+/// Returns the crash notes of [`restart_crashed`].
+pub fn recover(c: &Cluster, links: &Links, secs: u64) -> Vec<String> {
     links.heal_all();
+    let crashed = restart_crashed(c);
     crate::clock::reset_all(c);
     for i in 0..c.len() {
         c.sigcont(i);
@@ -462,7 +499,7 @@ pub fn recover(c: &Cluster, links: &Links, secs: u64) {
             )
         });
         if all_serving && c.leader().is_some() {
-            return;
+            return crashed;
         }
         assert!(
             Instant::now() < deadline,

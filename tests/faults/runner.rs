@@ -344,7 +344,14 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let nemesis_events = cluster
         .blocking(move |c| {
             let mut ev = nemesis::run(c, &l, &sched, run_start, stop_at);
-            nemesis::recover(c, &l, 120);
+            let crashed = nemesis::recover(c, &l, 120);
+            if !crashed.is_empty() {
+                ev.push(super::history::NemesisRecord {
+                    start_ns: now_ns(),
+                    end_ns: now_ns(),
+                    what: format!("recovery: {}", crashed.join("; ")),
+                });
+            }
             if ev.iter().any(|e| e.what.starts_with("membership:")) {
                 // The proof that the reconfigs (which rewrote every member's address book
                 // from /zookeeper/config) left the proxies in the path: isolating the leader
@@ -381,6 +388,13 @@ pub async fn run(opts: RunOpts) -> RunResult {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // A server that exited on its own during the run (restarted by the nemesis) is a failure.
+    online.extend(
+        nemesis_events
+            .iter()
+            .filter(|e| e.what.contains(nemesis::CRASHED))
+            .map(|e| format!("server crash: {}", e.what)),
+    );
     if links.specs().is_some() {
         // After every membership change: one membership, shown alike by every member.
         online.extend(super::membership::agreement(&cluster, &links).await);
