@@ -523,6 +523,26 @@ async fn removal_must_not_leave_the_new_config_without_a_live_quorum() {
     );
 }
 
+/// Finding 4 (rookery's reconfig; tests/faults/README.md): a leader that a reconfig removes
+/// must hand over and keep running; seen crashing in raft-rs twice in the 5-server batch of
+/// seed 7100. The leader of 3 servers removed and re-added `FAULT_REPEAT` (default 10) times
+/// under write load; no member may exit on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targeted reproduction (3 servers, about 5 s per round): cargo test --test faults removed_leader_must_not_crash -- --ignored --nocapture"]
+async fn removed_leader_must_not_crash() {
+    apply_fault_target();
+    let _one = exclusive();
+    let rounds = env_u64("FAULT_REPEAT", 10) as usize;
+    let (problems, acked) = common::within(
+        60 + 30 * rounds as u64,
+        "leader removal probe",
+        targeted::leader_removal_probe(rounds),
+    )
+    .await;
+    eprintln!("leader removal probe: {rounds} rounds, {acked} creates acknowledged");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 /// Runs `tries` schedules made by `opts(i)` until the checker reports a register anomaly
 /// (printing its witness); panics if none ever does. The validation runs: what they run is
 /// not linearizable, and the checker must say so.

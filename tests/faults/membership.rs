@@ -193,15 +193,11 @@ fn read_config(cs: &str) -> Result<(BTreeSet<String>, Option<i64>), String> {
     })
 }
 
-/// Re-adds every member `/zookeeper/config` lacks until it lists all of them (and no other),
-/// within `secs`. Returns what it did; `Err` if the membership is still not the full one.
-pub fn ensure_all(c: &Cluster, links: &Links, secs: u64) -> Result<String, String> {
-    let want: BTreeSet<String> = links
-        .specs()
-        .expect("membership changes need the named layout")
-        .iter()
-        .cloned()
-        .collect();
+/// Re-adds every server of `specs` that `/zookeeper/config` lacks until it lists all of them
+/// (and no other), within `secs`. Returns what it did; `Err` if the membership is still not
+/// the full one.
+pub fn ensure_all(c: &Cluster, specs: &[String], secs: u64) -> Result<String, String> {
+    let want: BTreeSet<String> = specs.iter().cloned().collect();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut log = vec![];
     loop {
@@ -327,7 +323,8 @@ pub fn step(
     }
     // A member that crashed meanwhile can never catch up: start it again first (reported).
     let mut crashed = super::nemesis::restart_crashed(c);
-    let restored = match ensure_all(c, links, 60) {
+    let specs = links.specs().expect("named layout");
+    let restored = match ensure_all(c, specs, 60) {
         Ok(s) => s,
         Err(e) => format!("NOT RESTORED: {e}"),
     };

@@ -450,12 +450,16 @@ pub fn restart_crashed(c: &Cluster) -> Vec<String> {
             continue;
         };
         let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
-        let why = log
-            .lines()
-            .rev()
-            .find(|l| l.contains("fatal") || l.contains("panicked"))
-            .unwrap_or("")
-            .to_string();
+        // Where it panicked, if it did, and its last fatal line.
+        let last = |pat: &str| {
+            log.lines()
+                .rev()
+                .find(|l| l.contains(pat))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        let why = format!("{} {}", last("panicked at"), last("fatal"));
         c.kill9(i);
         c.start_member(i);
         notes.push(format!(
@@ -483,10 +487,10 @@ pub fn recover(c: &Cluster, links: &Links, secs: u64) -> Vec<String> {
             c.start_member(i);
         }
     }
-    if links.specs().is_some() {
+    if let Some(specs) = links.specs() {
         // A membership step that could not restore every member: try again (a removed member
         // never serves again otherwise).
-        if let Err(e) = membership::ensure_all(c, links, secs / 2) {
+        if let Err(e) = membership::ensure_all(c, specs, secs / 2) {
             panic!("recovery: {e}");
         }
     }
