@@ -15,6 +15,10 @@
 //! * `broken_sync_is_caught` (only with `--features failpoints`): a broken build (`sync`
 //!   without its barrier) must be found non-linearizable (tests/faults/README.md, "Validation
 //!   against a broken build").
+//! * `membership_changes_during_faults` (`#[ignore]`, rookery only): a fixed schedule of
+//!   reconfig removals and re-adds under pauses, isolation, slow links and kills
+//!   (`faults/membership.rs`); `removal_must_not_leave_the_new_config_without_a_live_quorum`
+//!   and `removed_leader_must_not_crash` (`#[ignore]`): probes of findings 3 and 4.
 //! * `recheck_history` (`#[ignore]`): re-checks a JSON-lines history, `FAULT_RECHECK=<file>`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
