@@ -15,6 +15,10 @@
 //! * `broken_sync_is_caught` (only with `--features failpoints`): a broken build (`sync`
 //!   without its barrier) must be found non-linearizable (tests/faults/README.md, "Validation
 //!   against a broken build").
+//! * `membership_changes_during_faults` (`#[ignore]`, rookery only): a fixed schedule of
+//!   reconfig removals and re-adds under pauses, isolation, slow links and kills
+//!   (`faults/membership.rs`); `removal_must_not_leave_the_new_config_without_a_live_quorum`
+//!   and `removed_leader_must_not_crash` (`#[ignore]`): probes of findings 3 and 4.
 //! * `recheck_history` (`#[ignore]`): re-checks a JSON-lines history, `FAULT_RECHECK=<file>`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
@@ -32,6 +36,8 @@ mod invariants;
 mod linearizability;
 #[path = "faults/links.rs"]
 mod links;
+#[path = "faults/membership.rs"]
+mod membership;
 #[path = "faults/nemesis.rs"]
 mod nemesis;
 #[path = "faults/runner.rs"]
@@ -89,6 +95,7 @@ fn all_faults() -> FaultMix {
         slow: true,
         disk: usable("disk-full faults", disks::available()),
         clock: usable("clock jumps", clock::available()),
+        membership: usable("membership changes", membership::available()),
     }
 }
 
@@ -120,6 +127,14 @@ fn lin_opts(seed: u64, secs: u64, servers: usize) -> RunOpts {
         schedule: None,
         server_env: vec![],
     }
+}
+
+/// The CI's fixed schedules, as they were drawn before membership changes existed (those have
+/// a test of their own, [`membership_changes_during_faults`], and are in the long run's mix).
+fn ci_opts(seed: u64, secs: u64, servers: usize) -> RunOpts {
+    let mut o = lin_opts(seed, secs, servers);
+    o.mix.membership = false;
+    o
 }
 
 /// Runs every schedule (a failure does not stop the batch: the long run should report all it
@@ -160,7 +175,7 @@ async fn fault_schedule_ci() {
     common::within(
         400,
         "fault_schedule_ci",
-        run_and_judge(vec![lin_opts(seed, secs, 3)], "fault_schedule_ci"),
+        run_and_judge(vec![ci_opts(seed, secs, 3)], "fault_schedule_ci"),
     )
     .await;
 }
@@ -177,7 +192,7 @@ async fn fault_schedule_ci_five_servers() {
         400,
         "fault_schedule_ci_five_servers",
         run_and_judge(
-            vec![lin_opts(seed, secs, 5)],
+            vec![ci_opts(seed, secs, 5)],
             "fault_schedule_ci_five_servers",
         ),
     )
@@ -191,39 +206,106 @@ async fn fault_schedule_ci_five_servers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clock_jumps_change_nothing_but_timestamps() {
     use nemesis::{Fault, Who};
-    apply_fault_target();
-    if let Err(reason) = clock::available() {
-        // ZooKeeper is not a target of this test; on rookery a missing library is a setup
-        // failure, never a silent pass.
-        assert!(common::is_zk(), "clock jumps unavailable: {reason}");
-        eprintln!("skipped for ZooKeeper: {reason}");
+    let Some(_one) = runs_here("clock jumps", clock::available) else {
         return;
-    }
-    let _one = exclusive();
-    let seed = 10;
+    };
     let steps = [
         (2_000, Fault::ClockJump(Who::Leader, 86_400), 4_000),
         (8_000, Fault::ClockJump(Who::Follower(0), -3_600), 4_000),
         (14_000, Fault::ClockJump(Who::Leader, -86_400), 4_000),
         (20_000, Fault::ClockJump(Who::Follower(1), 30), 3_000),
-    ]
-    .map(|(at_ms, fault, hold_ms)| nemesis::Step {
-        at_ms,
-        fault,
-        hold_ms,
-    });
-    let mut opts = lin_opts(seed, 28, 3);
+    ];
+    let mut opts = ci_opts(10, 28, 3);
     opts.mix.clock = true;
-    opts.schedule = Some(nemesis::Schedule {
-        seed,
-        steps: steps.to_vec(),
-    });
-    common::within(
-        300,
+    run_fixed(
         "clock_jumps_change_nothing_but_timestamps",
-        run_and_judge(vec![opts], "clock_jumps_change_nothing_but_timestamps"),
+        opts,
+        &steps,
+        300,
     )
     .await;
+}
+
+/// Whether a fixed-schedule test of a fault kind that needs something of the machine runs
+/// (`FAULT_TARGET` applied; the exclusive guard while it does): ZooKeeper, not a target of
+/// these tests, skips (said); on rookery a missing prerequisite is a setup failure, never a
+/// silent pass.
+fn runs_here(
+    kind: &str,
+    available: impl FnOnce() -> Result<(), String>,
+) -> Option<common::cluster::ExclusiveGuard> {
+    apply_fault_target();
+    match available() {
+        Ok(()) => Some(exclusive()),
+        Err(reason) => {
+            assert!(common::is_zk(), "{kind} unavailable: {reason}");
+            eprintln!("skipped for ZooKeeper: {reason}");
+            None
+        }
+    }
+}
+
+/// `(at_ms, fault, hold_ms)` as schedule steps.
+fn steps_of(steps: &[(u64, nemesis::Fault, u64)]) -> Vec<nemesis::Step> {
+    steps
+        .iter()
+        .map(|&(at_ms, fault, hold_ms)| nemesis::Step {
+            at_ms,
+            fault,
+            hold_ms,
+        })
+        .collect()
+}
+
+/// One run of `opts` on the fixed schedule `steps`, judged as `name`, bounded by `secs`.
+async fn run_fixed(name: &str, mut opts: RunOpts, steps: &[(u64, nemesis::Fault, u64)], secs: u64) {
+    opts.schedule = Some(nemesis::Schedule {
+        seed: opts.seed,
+        steps: steps_of(steps),
+    });
+    common::within(secs, name, run_and_judge(vec![opts], name)).await;
+}
+
+/// Membership changes (reconfig) under other faults, a fixed schedule (rookery only;
+/// `membership.rs`): a follower removed while the leader is paused, the leader removed while a
+/// follower is isolated, a follower removed while its own links are slow, the leader removed
+/// after it was killed; each re-added halfway (the fault still on) and the full membership
+/// restored after the fault. Every checker must pass, every member must show one
+/// `/zookeeper/config` listing every member, and the links self-test is repeated after the
+/// reconfigs. `FAULT_SERVERS` (3) members.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "membership changes under faults (about 75 s): cargo test --test faults membership_changes_during_faults -- --ignored --exact --nocapture"]
+async fn membership_changes_during_faults() {
+    use membership::Alongside;
+    use nemesis::{Fault, Who};
+    let Some(_one) = runs_here("membership changes", membership::available) else {
+        return;
+    };
+    let steps = [
+        (
+            2_000,
+            Fault::Membership(Who::Follower(0), Some(Who::Leader), Alongside::Pause),
+            8_000,
+        ),
+        (
+            13_000,
+            Fault::Membership(Who::Leader, Some(Who::Follower(0)), Alongside::Isolate),
+            6_000,
+        ),
+        (
+            22_000,
+            Fault::Membership(Who::Follower(1), None, Alongside::Slow(300)),
+            5_000,
+        ),
+        (
+            30_000,
+            Fault::Membership(Who::Leader, None, Alongside::Kill),
+            5_000,
+        ),
+    ];
+    let mut opts = lin_opts(11, 40, env_u64("FAULT_SERVERS", 3) as usize);
+    opts.mix.membership = true;
+    run_fixed("membership_changes_during_faults", opts, &steps, 400).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,14 +338,7 @@ async fn run_regression(
 ) {
     apply_fault_target();
     let _one = exclusive();
-    let steps: Vec<nemesis::Step> = steps
-        .iter()
-        .map(|&(at_ms, fault, hold_ms)| nemesis::Step {
-            at_ms,
-            fault,
-            hold_ms,
-        })
-        .collect();
+    let steps = steps_of(steps);
     let repeat = env_u64("FAULT_REPEAT", 3);
     let opts = (0..repeat)
         .map(|_| RunOpts {
@@ -382,16 +457,20 @@ async fn regression_seed_303_one_way_cut_follower_serves_expired_sessions() {
     .await;
 }
 
+/// One targeted probe on `FAULT_TARGET`, alone on the machine, bounded by 2 min.
+async fn probe<T>(what: &str, run: impl std::future::Future<Output = T>) -> T {
+    apply_fault_target();
+    let _one = exclusive();
+    common::within(120, what, run).await
+}
+
 /// Finding 2 in isolation (deterministic): a one-way cut follower -> leader longer than the
 /// session timeout. The follower's client must not be served after the leader expired its
 /// session (ZooKeeper's follower drops its clients within syncLimit × tickTime).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "targeted reproduction (3 servers, about 30 s): cargo test --test faults one_way_cut -- --ignored --nocapture"]
 async fn one_way_cut_follower_must_not_serve_an_expired_session() {
-    apply_fault_target();
-    let _one = exclusive();
-    let o = common::within(
-        120,
+    let o = probe(
         "one-way probe",
         targeted::one_way_cut_probe(SESSION_MS, 15_000),
     )
@@ -426,6 +505,46 @@ async fn leader_pause_must_not_expire_sessions_served_by_followers() {
             problems.join("\n")
         );
     }
+}
+
+/// Finding 3 in isolation (rookery's reconfig; tests/faults/README.md): removing a follower
+/// while the other follower of 3 is paused leaves a new configuration with one live member.
+/// Either reconfig refuses it (ZooKeeper: NewConfigNoQuorum) or the ensemble must go on
+/// serving writes; an "ok" after which the leader cannot commit is the finding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targeted reproduction (3 servers, about 25 s): cargo test --test faults removal_must_not -- --ignored --nocapture"]
+async fn removal_must_not_leave_the_new_config_without_a_live_quorum() {
+    let o = probe(
+        "removal probe",
+        targeted::removal_without_a_live_new_quorum_probe(6_000),
+    )
+    .await;
+    eprintln!("removal probe: {o:?}");
+    assert!(
+        !o.answer.starts_with("ok") || o.writes_ok > 0,
+        "reconfig accepted a removal that left the new configuration without a live quorum, \
+         and the ensemble stopped serving writes: {o:?}"
+    );
+}
+
+/// Finding 4 (rookery's reconfig; tests/faults/README.md): a leader that a reconfig removes
+/// must hand over and keep running; seen crashing in raft-rs twice in the 5-server batch of
+/// seed 7100. The leader of 3 servers removed and re-added `FAULT_REPEAT` (default 10) times
+/// under write load; no member may exit on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "targeted reproduction (3 servers, about 5 s per round): cargo test --test faults removed_leader_must_not_crash -- --ignored --nocapture"]
+async fn removed_leader_must_not_crash() {
+    apply_fault_target();
+    let _one = exclusive();
+    let rounds = env_u64("FAULT_REPEAT", 10) as usize;
+    let (problems, acked) = common::within(
+        60 + 30 * rounds as u64,
+        "leader removal probe",
+        targeted::leader_removal_probe(rounds),
+    )
+    .await;
+    eprintln!("leader removal probe: {rounds} rounds, {acked} creates acknowledged");
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
 
 /// Runs `tries` schedules made by `opts(i)` until the checker reports a register anomaly
@@ -492,6 +611,7 @@ async fn stale_follower_reads_are_flagged() {
         slow: false,
         disk: false,
         clock: false,
+        membership: false,
     };
     common::within(
         tries * (secs + 240),
@@ -548,6 +668,7 @@ async fn broken_sync_is_caught() {
         slow: false,
         disk: false,
         clock: false,
+        membership: false,
     };
     common::within(
         tries * (secs + 120),

@@ -142,6 +142,11 @@ pub struct ClusterOpts {
     /// the member's own directory ([`Cluster::member_dir`]), so that one setting can name a
     /// file per member (the fault suite's per-member fake clock).
     pub env: Vec<(String, String)>,
+    /// A command prefix for every member's process (empty: none): the member runs as
+    /// `wrap[0] wrap[1..] <program> <args>`, `{dir}` replaced as in [`ClusterOpts::env`]. The
+    /// prefix must end in an `exec` of the program, so that the member's pid stays the one the
+    /// harness signals (the fault suite's per-member mount namespace, `unshare -m`).
+    pub wrap: Vec<String>,
 }
 
 impl Default for ClusterOpts {
@@ -159,6 +164,7 @@ impl Default for ClusterOpts {
             metrics: false,
             admin: false,
             env: vec![],
+            wrap: vec![],
         }
     }
 }
@@ -554,6 +560,13 @@ impl Cluster {
     fn command(&self, i: usize) -> Command {
         let mut c = self.target_command(i);
         let dir = self.member_dir(i).display().to_string();
+        if let Some((first, rest)) = self.inner.opts.wrap.split_first() {
+            let mut w = Command::new(first.replace("{dir}", &dir));
+            w.args(rest.iter().map(|a| a.replace("{dir}", &dir)))
+                .arg(c.get_program())
+                .args(c.get_args());
+            c = w;
+        }
         c.envs(
             self.inner
                 .opts
@@ -643,6 +656,15 @@ impl Cluster {
         match self.m(i).child.lock().unwrap().as_mut() {
             Some((c, _)) => matches!(c.try_wait(), Ok(None)),
             None => false,
+        }
+    }
+
+    /// How member `i`'s process ended, if it exited on its own (not killed or stopped by
+    /// [`Cluster::kill9`] or [`Cluster::stop`], which forget the process).
+    pub fn exited(&self, i: usize) -> Option<std::process::ExitStatus> {
+        match self.m(i).child.lock().unwrap().as_mut() {
+            Some((c, _)) => c.try_wait().ok().flatten(),
+            None => None,
         }
     }
 

@@ -59,8 +59,15 @@ async fn pump(
 
 impl Proxy {
     pub async fn start(upstream: String) -> Proxy {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy bind");
-        let port = listener.local_addr().unwrap().port();
+        Proxy::start_on("127.0.0.1:0", upstream)
+            .await
+            .expect("proxy bind")
+    }
+
+    /// A proxy listening on `bind` (e.g. a loopback address of its own with a given port).
+    pub async fn start_on(bind: &str, upstream: String) -> std::io::Result<Proxy> {
+        let listener = TcpListener::bind(bind).await?;
+        let port = listener.local_addr()?.port();
         let blocked = Arc::new(AtomicBool::new(false));
         let delay_ms = Arc::new(AtomicU64::new(0));
         let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Default::default();
@@ -90,13 +97,13 @@ impl Proxy {
                 c.push(h);
             }
         });
-        Proxy {
+        Ok(Proxy {
             port,
             blocked,
             delay_ms,
             conns,
             acceptor,
-        }
+        })
     }
 
     pub fn addr(&self) -> String {

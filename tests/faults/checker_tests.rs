@@ -564,6 +564,7 @@ fn schedules_replay_from_their_seed() {
         slow: true,
         disk: true,
         clock: true,
+        membership: true,
     };
     let a = super::nemesis::Schedule::generate(99, 60, 5, 6000, mix);
     let b = super::nemesis::Schedule::generate(99, 60, 5, 6000, mix);

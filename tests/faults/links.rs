@@ -30,6 +30,37 @@ pub struct Links {
     links: Vec<Link>,
     /// Every member's tmpfs data disk, for `Fault::DiskFull` (None: no disk faults).
     disks: Option<Arc<Mutex<Disks>>>,
+    /// The named layout ([`Links::install_named`]): every member's `reconfig` spec, by member.
+    specs: Option<Vec<String>>,
+}
+
+/// The command prefix of every member in the named layout (`ClusterOpts::wrap`): a mount
+/// namespace of its own (`unshare -m`, root only) in which its directory's `hosts` file, once
+/// [`Links::install_named`] wrote it, is bind-mounted over `/etc/hosts`; then `exec` of the
+/// server, so the pid the harness signals stays the server's.
+pub fn named_wrap() -> Vec<String> {
+    [
+        "unshare",
+        "-m",
+        "sh",
+        "-c",
+        "if [ -f '{dir}/hosts' ]; then mount --bind '{dir}/hosts' /etc/hosts || exit 97; fi; \
+         exec \"$0\" \"$@\"",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The peer host name of member `j` in the named layout.
+pub fn host_name(c: &Cluster, j: usize) -> String {
+    format!("rk-{}", c.id(j))
+}
+
+/// The loopback address at which dialler `d` reaches member `j` in the named layout: one of
+/// its own per (dialler, target) (all of 127.0.0.0/8 reaches `lo`), where the proxies of that
+/// link listen on `j`'s real peer and election ports.
+fn proxy_ip(d: usize, j: usize) -> String {
+    format!("127.{}.{}.1", 10 + d, 10 + j)
 }
 
 /// The `server.N` line of member `j` from its own config (its real ports).
@@ -141,7 +172,116 @@ impl Links {
             }
         })
         .await;
-        Links { links, disks }
+        Links {
+            links,
+            disks,
+            specs: None,
+        }
+    }
+
+    /// The named layout, for membership changes (rookery only; the members must run under
+    /// [`named_wrap`]). A reconfig writes one address per server into `/zookeeper/config`,
+    /// and rookery's peer address book follows that node, so per-dialler ports (what
+    /// [`Links::install`] writes) would be replaced by the real ones after the first reconfig
+    /// and every partition would silently stop working. Here every `server.N` line, in every
+    /// config and in every reconfig, names the host `rk-N` with member N's real ports: the
+    /// same text for everyone. Each member resolves the names through its own `hosts` file
+    /// (bind-mounted in its own mount namespace): `rk-j` is `127.0.0.1` for `j` itself and,
+    /// for any other dialler `d`, an address of the link `d -> j` alone ([`proxy_ip`]), where
+    /// that link's proxies listen on `j`'s peer and election ports. Every member is stopped,
+    /// its config rewritten, and the ensemble started again (all at once, so that no member
+    /// learns another's old `127.0.0.1` lines from a snapshot).
+    pub async fn install_named(c: &Cluster, disks: bool) -> Links {
+        let n = c.len();
+        let real: Vec<(u16, u16)> = (0..n)
+            .map(|j| {
+                let (_, line) = own_line(c, j);
+                let (p, e, _) = split_ports(&line);
+                (p, e)
+            })
+            .collect();
+        let mut links = vec![];
+        for d in 0..n {
+            for (j, &(pp, ep)) in real.iter().enumerate() {
+                if d == j {
+                    continue;
+                }
+                for port in [pp, ep] {
+                    let bind = format!("{}:{port}", proxy_ip(d, j));
+                    let proxy = Proxy::start_on(&bind, format!("127.0.0.1:{port}"))
+                        .await
+                        .unwrap_or_else(|e| panic!("proxy for link {d} -> {j} on {bind}: {e}"));
+                    links.push(Link {
+                        from: d,
+                        to: j,
+                        proxy,
+                    });
+                }
+            }
+        }
+        let etc_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+        for d in 0..n {
+            let mut hosts = format!("{etc_hosts}\n# fault suite: member {d}'s view of its peers\n");
+            for j in 0..n {
+                let ip = if d == j {
+                    "127.0.0.1".to_string()
+                } else {
+                    proxy_ip(d, j)
+                };
+                hosts.push_str(&format!("{ip} {}\n", host_name(c, j)));
+            }
+            std::fs::write(c.member_dir(d).join("hosts"), hosts).expect("write hosts");
+            let cfg = std::fs::read_to_string(c.config_path(d)).expect("config");
+            let mut out = String::new();
+            for line in cfg.lines() {
+                let named = (0..n).find_map(|j| {
+                    line.strip_prefix(&format!("server.{}=127.0.0.1:", c.id(j)))
+                        .map(|rest| format!("server.{}={}:{rest}", c.id(j), host_name(c, j)))
+                });
+                out.push_str(named.as_deref().unwrap_or(line));
+                out.push('\n');
+            }
+            std::fs::write(c.config_path(d), out).expect("rewrite config");
+        }
+        let specs = (0..n)
+            .map(|j| {
+                c.server_spec(j)
+                    .replacen("=127.0.0.1:", &format!("={}:", host_name(c, j)), 1)
+            })
+            .collect();
+        let disks = disks.then(|| Arc::new(Mutex::new(Disks::new())));
+        let d = disks.clone();
+        c.blocking(move |c| {
+            for i in 0..c.len() {
+                c.stop(i, 10);
+            }
+            for i in 0..c.len() {
+                if let Some(d) = &d {
+                    d.lock()
+                        .unwrap()
+                        .mount_member(c, i)
+                        .unwrap_or_else(|e| panic!("tmpfs for member {i}: {e}"));
+                }
+                c.start_member(i);
+            }
+            c.wait_ready(90);
+        })
+        .await;
+        Links {
+            links,
+            disks,
+            specs: Some(specs),
+        }
+    }
+
+    /// Member `j`'s `server.N` spec as a reconfig names it (the named layout only).
+    pub fn spec(&self, j: usize) -> Option<&str> {
+        self.specs.as_ref().map(|s| s[j].as_str())
+    }
+
+    /// Every member's spec (the full membership) in the named layout.
+    pub fn specs(&self) -> Option<&[String]> {
+        self.specs.as_deref()
     }
 
     fn each(&self, mut f: impl FnMut(&Link) -> bool, cut: bool) {
@@ -208,7 +348,7 @@ impl Links {
 
     /// Self-test: isolating the leader must make the others elect another one (otherwise the
     /// members do not use the rewritten addresses and every partition would be a no-op).
-    pub fn self_test(&self, c: &Cluster) {
+    pub fn self_test(&self, c: &Cluster) -> String {
         let leader = c.wait_ready(60);
         self.isolate(leader);
         let others = c.others(leader);
@@ -216,10 +356,11 @@ impl Links {
         let new = c.wait_leader_among(&others, 60);
         self.heal_all();
         assert_ne!(new, leader);
-        eprintln!(
-            "links: isolating leader {leader} made {new} leader in {:?}",
-            t.elapsed()
+        let what = format!(
+            "isolating leader {leader} made {new} leader in {} ms",
+            t.elapsed().as_millis()
         );
+        eprintln!("links: {what}");
         let deadline = Instant::now() + Duration::from_secs(60);
         while c.leader().is_none() {
             assert!(
@@ -229,5 +370,6 @@ impl Links {
             std::thread::sleep(Duration::from_millis(100));
         }
         c.wait_ready(60);
+        what
     }
 }

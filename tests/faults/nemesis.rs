@@ -11,6 +11,7 @@ use crate::common::cluster::{Cluster, Mode};
 
 use super::history::{now_ns, NemesisRecord};
 use super::links::Links;
+use super::membership::{self, Alongside};
 
 /// SplitMix64: small, seedable, and the same on every machine (the schedule must replay).
 #[derive(Clone, Debug)]
@@ -67,6 +68,11 @@ pub enum Fault {
     /// One member's wall clock stepped by the given seconds (forward or back; `clock.rs`),
     /// then stepped back to real time. Its monotonic clock does not move.
     ClockJump(Who, i64),
+    /// A membership change under another fault (`membership.rs`, rookery only): the first
+    /// member removed by a reconfig while the second (resolved among the others; `None`: the
+    /// removed member itself) suffers the other fault, re-added halfway through the hold (the
+    /// fault still on), then the fault ends and the full membership is restored.
+    Membership(Who, Option<Who>, Alongside),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -109,6 +115,9 @@ pub struct FaultMix {
     /// Wall-clock jumps (`Fault::ClockJump`; needs libfaketime, rookery only). Off, the
     /// generator draws exactly what it drew before clock jumps existed, so older seeds replay.
     pub clock: bool,
+    /// Membership changes under faults (`Fault::Membership`; rookery, root). Off, as for
+    /// `clock`, the generator draws what it drew before.
+    pub membership: bool,
 }
 
 impl Schedule {
@@ -144,6 +153,10 @@ impl Schedule {
         }
         if mix.clock {
             kinds.push(11u8);
+        }
+        if mix.membership {
+            // Twice the weight of a single fault: it is two at once (and rare enough still).
+            kinds.extend([12u8, 12]);
         }
         if kinds.is_empty() {
             return Schedule { seed, steps };
@@ -198,6 +211,26 @@ impl Schedule {
                     (
                         Fault::ClockJump(who(&mut rng), secs),
                         rng.range(2_000, 8_000),
+                    )
+                }
+                12 => {
+                    let removed = who(&mut rng);
+                    // A third of the time the other fault hits the removed member itself (an
+                    // operator removing a dead or slow server).
+                    let other = if rng.range(0, 2) == 0 {
+                        None
+                    } else {
+                        Some(who(&mut rng))
+                    };
+                    let along = match rng.range(0, 3) {
+                        0 => Alongside::Pause,
+                        1 => Alongside::Isolate,
+                        2 => Alongside::Slow(rng.range(50, 500)),
+                        _ => Alongside::Kill,
+                    };
+                    (
+                        Fault::Membership(removed, other, along),
+                        rng.range(4_000, 10_000),
                     )
                 }
                 _ => {
@@ -368,6 +401,11 @@ pub fn run(
                     step.hold_ms
                 )
             }
+            Fault::Membership(removed, other, along) => {
+                let r = resolve(c, removed, None);
+                let k = other.map_or(r, |o| resolve(c, o, Some(r)));
+                membership::step(c, links, r, k, along, hold_until)
+            }
             Fault::Bridge(w) => {
                 let b = resolve(c, w, None);
                 let rest: Vec<usize> = (0..c.len()).filter(|&x| x != b).collect();
@@ -381,6 +419,11 @@ pub fn run(
                 )
             }
         };
+        let mut what = what;
+        for note in restart_crashed(c) {
+            what.push_str("; ");
+            what.push_str(&note);
+        }
         let rec = NemesisRecord {
             start_ns: t0,
             end_ns: now_ns(),
@@ -396,9 +439,45 @@ pub fn run(
     done
 }
 
+/// Members whose process exited on its own (a crash, not a kill of the nemesis): each is
+/// reported (exit status and the log's last fatal or panic line) and started again, so that
+/// the run goes on and the report says what happened. Any such note is a violation
+/// (`runner.rs`).
+pub fn restart_crashed(c: &Cluster) -> Vec<String> {
+    let mut notes = vec![];
+    for i in 0..c.len() {
+        let Some(status) = c.exited(i) else {
+            continue;
+        };
+        let log = std::fs::read_to_string(c.log_path(i)).unwrap_or_default();
+        // Where it panicked, if it did, and its last fatal line.
+        let last = |pat: &str| {
+            log.lines()
+                .rev()
+                .find(|l| l.contains(pat))
+                .unwrap_or("")
+                .trim()
+                .to_string()
+        };
+        let why = format!("{} {}", last("panicked at"), last("fatal"));
+        c.kill9(i);
+        c.start_member(i);
+        notes.push(format!(
+            "{CRASHED} member {i} (id {}) with {status}: {why}; started again",
+            c.id(i)
+        ));
+    }
+    notes
+}
+
+/// The mark of a crash note in a nemesis record.
+pub const CRASHED: &str = "EXITED ON ITS OWN:";
+
 /// Undoes everything (SIGCONT, heal, start dead members) and waits for a serving ensemble.
-pub fn recover(c: &Cluster, links: &Links, secs: u64) {
+/// Returns the crash notes of [`restart_crashed`].
+pub fn recover(c: &Cluster, links: &Links, secs: u64) -> Vec<String> {
     links.heal_all();
+    let crashed = restart_crashed(c);
     crate::clock::reset_all(c);
     for i in 0..c.len() {
         c.sigcont(i);
@@ -406,6 +485,13 @@ pub fn recover(c: &Cluster, links: &Links, secs: u64) {
     for i in 0..c.len() {
         if !c.is_running(i) {
             c.start_member(i);
+        }
+    }
+    if let Some(specs) = links.specs() {
+        // A membership step that could not restore every member: try again (a removed member
+        // never serves again otherwise).
+        if let Err(e) = membership::ensure_all(c, specs, secs / 2) {
+            panic!("recovery: {e}");
         }
     }
     let deadline = Instant::now() + Duration::from_secs(secs);
@@ -417,7 +503,7 @@ pub fn recover(c: &Cluster, links: &Links, secs: u64) {
             )
         });
         if all_serving && c.leader().is_some() {
-            return;
+            return crashed;
         }
         assert!(
             Instant::now() < deadline,

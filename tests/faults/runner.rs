@@ -196,11 +196,27 @@ pub async fn run(opts: RunOpts) -> RunResult {
             }
             env
         },
+        // Membership changes: reconfig enabled, and every member in a mount namespace of its
+        // own that resolves the peers' names to its own proxies (links.rs, the named layout).
+        extra_cfg: if opts.mix.membership {
+            super::membership::extra_cfg()
+        } else {
+            vec![]
+        },
+        wrap: if opts.mix.membership {
+            super::links::named_wrap()
+        } else {
+            vec![]
+        },
         ..ClusterOpts::default()
     })
     .await;
-    let links = Arc::new(Links::install(&cluster, opts.mix.disk).await);
-    if opts.mix.partitions {
+    let links = Arc::new(if opts.mix.membership {
+        Links::install_named(&cluster, opts.mix.disk).await
+    } else {
+        Links::install(&cluster, opts.mix.disk).await
+    });
+    if opts.mix.partitions || opts.mix.membership {
         let l = links.clone();
         cluster.blocking(move |c| l.self_test(c)).await;
     }
@@ -327,8 +343,27 @@ pub async fn run(opts: RunOpts) -> RunResult {
     let l = links.clone();
     let nemesis_events = cluster
         .blocking(move |c| {
-            let ev = nemesis::run(c, &l, &sched, run_start, stop_at);
-            nemesis::recover(c, &l, 120);
+            let mut ev = nemesis::run(c, &l, &sched, run_start, stop_at);
+            let crashed = nemesis::recover(c, &l, 120);
+            if !crashed.is_empty() {
+                ev.push(super::history::NemesisRecord {
+                    start_ns: now_ns(),
+                    end_ns: now_ns(),
+                    what: format!("recovery: {}", crashed.join("; ")),
+                });
+            }
+            if ev.iter().any(|e| e.what.starts_with("membership:")) {
+                // The proof that the reconfigs (which rewrote every member's address book
+                // from /zookeeper/config) left the proxies in the path: isolating the leader
+                // must still make the others elect another one (panics otherwise).
+                let start_ns = now_ns();
+                let what = l.self_test(c);
+                ev.push(super::history::NemesisRecord {
+                    start_ns,
+                    end_ns: now_ns(),
+                    what: format!("links self-test after the membership changes: {what}"),
+                });
+            }
             ev
         })
         .await;
@@ -353,6 +388,17 @@ pub async fn run(opts: RunOpts) -> RunResult {
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
+    // A server that exited on its own during the run (restarted by the nemesis) is a failure.
+    online.extend(
+        nemesis_events
+            .iter()
+            .filter(|e| e.what.contains(nemesis::CRASHED))
+            .map(|e| format!("server crash: {}", e.what)),
+    );
+    if links.specs().is_some() {
+        // After every membership change: one membership, shown alike by every member.
+        online.extend(super::membership::agreement(&cluster, &links).await);
+    }
     for m in 0..opts.servers {
         let cl = connect_bounded(&cluster.addr(m), opts.session_ms).await;
         for k in &keys {

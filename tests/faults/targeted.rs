@@ -236,3 +236,170 @@ pub async fn leader_pause_probe(
     }
     problems
 }
+
+/// Removes member `i` by a reconfig through `cs` (bounded: 15 s); what reconfig answered.
+async fn remove_through(c: &Cluster, i: usize, cs: String) -> String {
+    let id = c.id(i).to_string();
+    c.blocking(move |_| {
+        super::membership::reconfig(
+            &cs,
+            &super::membership::Change::Remove(vec![id]),
+            Duration::from_secs(15),
+        )
+    })
+    .await
+}
+
+/// What the removal probe saw.
+#[derive(Debug)]
+pub struct RemovalOutcome {
+    /// What reconfig answered to removing a follower while the other follower was paused.
+    pub answer: String,
+    /// Creates through the leader that succeeded in the window after the answer (the paused
+    /// follower still paused), and how many were tried.
+    pub writes_ok: usize,
+    pub writes_tried: usize,
+    /// The leader's mode at the end of the window.
+    pub leader_mode_after: Option<crate::common::cluster::Mode>,
+}
+
+/// A membership change that leaves the new configuration without a live quorum: on 3 servers,
+/// follower `k` is paused (for longer than syncLimit × tickTime, so a ZooKeeper leader no
+/// longer counts it as synced), then the other follower is removed through the leader. The
+/// new configuration {leader, k} has one live member. ZooKeeper's leader refuses such a change
+/// (NewConfigNoQuorum: `PrepRequestProcessor` asks `Leader.isQuorumSynced` of the new
+/// configuration) and keeps serving; the probe then writes through the leader for
+/// `window_ms` while `k` stays paused.
+pub async fn removal_without_a_live_new_quorum_probe(window_ms: u64) -> RemovalOutcome {
+    let c = Cluster::start_async(ClusterOpts {
+        voters: 3,
+        extra_cfg: super::membership::extra_cfg(),
+        ..ClusterOpts::default()
+    })
+    .await;
+    let leader = c.blocking(|c| c.wait_ready(60)).await;
+    let others = c.others(leader);
+    let (removed, paused) = (others[0], others[1]);
+    let writer = c
+        .client_with(
+            leader,
+            zk::Client::connector().with_session_timeout(Duration::from_secs(10)),
+        )
+        .await;
+    let base = crate::common::unique("removal");
+    writer
+        .create(&base, b"", &anyone())
+        .await
+        .expect("create base");
+    c.blocking(move |c| c.sigstop(paused)).await;
+    // Longer than syncLimit × tickTime (2.5 s): the paused follower is no longer synced.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let answer = remove_through(&c, removed, c.addr(leader)).await;
+    let (mut writes_ok, mut writes_tried) = (0, 0);
+    let until = Instant::now() + Duration::from_millis(window_ms);
+    while Instant::now() < until {
+        writes_tried += 1;
+        let path = format!("{base}/w-{writes_tried}");
+        let create = writer.create(&path, b"", &anyone());
+        match tokio::time::timeout(Duration::from_secs(2), create).await {
+            Ok(Ok(_)) => writes_ok += 1,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let leader_mode_after = c.blocking(move |c| c.mode(leader)).await;
+    c.blocking(move |c| c.sigcont(paused)).await;
+    RemovalOutcome {
+        answer,
+        writes_ok,
+        writes_tried,
+        leader_mode_after,
+    }
+}
+
+/// Removes the leader of 3 servers by a reconfig under write load and adds it back, `rounds`
+/// times; after each removal and each re-add, every member's process must still run (a
+/// leader that removed itself must hand over, not crash). Returns the problems (empty: none)
+/// and how many creates were acknowledged.
+pub async fn leader_removal_probe(rounds: usize) -> (Vec<String>, u64) {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    let c = Cluster::start_async(ClusterOpts {
+        voters: 3,
+        extra_cfg: super::membership::extra_cfg(),
+        ..ClusterOpts::default()
+    })
+    .await;
+    let specs: Vec<String> = (0..c.len()).map(|i| c.server_spec(i)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let base = crate::common::unique("leader-removal");
+    let setup = c.client(0).await;
+    setup
+        .create(&base, b"", &anyone())
+        .await
+        .expect("create base");
+    let mut writers = vec![];
+    for w in 0..2 {
+        let (stop, acked, cs, base) = (
+            stop.clone(),
+            acked.clone(),
+            c.connect_string(),
+            base.clone(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while !stop.load(Ordering::SeqCst) {
+                let conn = zk::Client::connector().with_session_timeout(Duration::from_secs(6));
+                let Ok(Ok(cl)) =
+                    tokio::time::timeout(Duration::from_secs(5), conn.connect(&cs)).await
+                else {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                };
+                while !stop.load(Ordering::SeqCst) {
+                    n += 1;
+                    let path = format!("{base}/w{w}-{n}");
+                    let create = cl.create(&path, b"", &anyone());
+                    match tokio::time::timeout(Duration::from_secs(2), create).await {
+                        Ok(Ok(_)) => {
+                            acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }));
+    }
+    let mut problems = vec![];
+    for round in 0..rounds {
+        let leader = c.blocking(|c| c.wait_ready(60)).await;
+        let others = c.others(leader);
+        let answer = remove_through(&c, leader, c.connect_string_of(&others)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let crashed = c.blocking(super::nemesis::restart_crashed).await;
+        eprintln!("round {round}: removing leader {leader} -> {answer}; crashes: {crashed:?}");
+        problems.extend(
+            crashed
+                .into_iter()
+                .map(|n| format!("round {round}, after removing leader {leader}: {n}")),
+        );
+        let specs = specs.clone();
+        let restored = c
+            .blocking(move |c| super::membership::ensure_all(c, &specs, 60))
+            .await;
+        let crashed = c.blocking(super::nemesis::restart_crashed).await;
+        problems.extend(
+            crashed
+                .into_iter()
+                .map(|n| format!("round {round}, after re-adding {leader}: {n}")),
+        );
+        if let Err(e) = restored {
+            problems.push(format!("round {round}: {e}"));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    (problems, acked.load(Ordering::Relaxed))
+}
