@@ -102,6 +102,13 @@ enum Stage {
         /// When to stop waiting for the handover.
         deadline: Instant,
     },
+    /// A majority of the new configuration's voters was not in touch with this leader when
+    /// the joint change was due: it is tried again every turn until the deadline, then
+    /// refused ([`MembershipRefusal::NoQuorum`]).
+    AwaitingQuorum {
+        /// When to refuse.
+        deadline: Instant,
+    },
     /// The joint change was proposed; waiting until it applied and the joint config was left.
     Committing,
 }
@@ -311,6 +318,17 @@ impl Orchestrator {
         sm: &mut dyn StateMachine,
         change: MembershipChange,
     ) {
+        // A retry from [`Stage::AwaitingQuorum`] keeps its deadline; nothing else is in flight.
+        let waiting_until = match self.in_flight.take() {
+            Some(InFlight {
+                stage: Stage::AwaitingQuorum { deadline },
+                ..
+            }) => Some(deadline),
+            other => {
+                self.in_flight = other;
+                None
+            }
+        };
         let cs = raw.store().conf_state().clone();
         let mut changes = Vec::new();
         for id in cs.voters.iter().chain(cs.learners.iter()) {
@@ -337,14 +355,23 @@ impl Orchestrator {
         }
         if !quorum_in_touch(raw, &change.voters) {
             // ZooKeeper's leader refuses a reconfig unless a quorum of the new configuration
-            // is connected and synced (`Leader.isQuorumSynced`). Entering a joint
+            // is connected and synced (`Leader.isQuorumSynced`): entering a joint
             // configuration whose incoming half cannot commit would stop the ensemble until
-            // enough of it came back.
-            tracing::warn!(
-                voters = ?change.voters,
-                "reconfig refused: a quorum of the new configuration is not in touch with the leader"
-            );
-            refuse(raw, sm, &change.context, MembershipRefusal::NoQuorum);
+            // enough of it came back. A leader that just took over has not heard from its
+            // peers yet, so wait for them a little before refusing.
+            let deadline = waiting_until.unwrap_or_else(|| Instant::now() + self.handover_timeout);
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    voters = ?change.voters,
+                    "reconfig refused: a quorum of the new configuration is not in touch with the leader"
+                );
+                refuse(raw, sm, &change.context, MembershipRefusal::NoQuorum);
+            } else {
+                self.in_flight = Some(InFlight {
+                    change,
+                    stage: Stage::AwaitingQuorum { deadline },
+                });
+            }
             return;
         }
         let mut cc = ConfChangeV2::default();
@@ -473,6 +500,14 @@ impl Orchestrator {
         }
         let f = self.in_flight.as_mut()?;
         match &mut f.stage {
+            Stage::AwaitingQuorum { .. } => {
+                if quorum_in_touch(raw, &f.change.voters) {
+                    tracing::info!("reconfig: the new configuration's quorum is in touch now");
+                }
+                // Tries again, or refuses past the deadline (it keeps the stage meanwhile).
+                let change = f.change.clone();
+                self.propose_joint(raw, sm, change);
+            }
             Stage::HandingOver { to, deadline } => {
                 // raft-rs clears the transferee when it gives the transfer up.
                 if raw.raft.lead_transferee.is_none() || Instant::now() >= *deadline {
@@ -578,7 +613,7 @@ impl Orchestrator {
 fn joining_of(f: &InFlight) -> Vec<u64> {
     match &f.stage {
         Stage::Compacting { joining, .. } | Stage::CatchingUp { joining, .. } => joining.clone(),
-        Stage::HandingOver { .. } | Stage::Committing => Vec::new(),
+        Stage::HandingOver { .. } | Stage::AwaitingQuorum { .. } | Stage::Committing => Vec::new(),
     }
 }
 
