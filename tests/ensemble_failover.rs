@@ -370,6 +370,125 @@ async fn observer_serves_and_keeps_sessions_through_leader_kill() {
     .await
 }
 
+/// Whether a create of `path` through member `i` is acknowledged within 8 s, by a new session
+/// (the connect itself may be refused by a member without a quorum).
+async fn write_acknowledged(c: &Cluster, i: usize, path: &str) -> bool {
+    let addr = c.addr(i);
+    let attempt = tokio::time::timeout(Duration::from_secs(8), async {
+        let probe = connector(SESSION).connect(&addr).await?;
+        probe.create(path, b"", &anyone()).await.map(|_| ())
+    })
+    .await;
+    matches!(attempt, Ok(Ok(())))
+}
+
+/// 5 voters + 2 observers: the observers report `Mode: observer` (and the leader's mntr
+/// `zk_synced_observers` 2), take writes (forwarded) that every member then holds; with three
+/// voters dead the two left are a minority of the voters although four processes (a majority
+/// of all seven) still run: no write is acknowledged through an observer, which never counts
+/// for a quorum. Once the voters are back, writes work again everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "ensemble suite, run by hand (3+ servers, tens of seconds): cargo test --test <file> -- --ignored --test-threads=1"]
+async fn five_voters_two_observers_observers_never_count_for_a_quorum() {
+    if !ensemble_tests_enabled("five_voters_two_observers_observers_never_count_for_a_quorum") {
+        return;
+    }
+    let _one = exclusive();
+    within(BOUND_SECS, "five_voters_two_observers", async {
+        let c = Cluster::start_async(ClusterOpts {
+            voters: 5,
+            observers: 2,
+            ..ClusterOpts::default()
+        })
+        .await;
+        let leader = c.blocking(|c| c.wait_ready(90)).await;
+        let observers = [5, 6];
+        for o in observers {
+            assert_eq!(
+                c.mode(o),
+                Some(common::cluster::Mode::Observer),
+                "member {o}: {:?}",
+                c.srvr(o)
+            );
+        }
+        if common::target() == Target::Rookery {
+            let m = c.blocking(move |c| c.mntr(leader)).await;
+            assert_eq!(
+                m.get("zk_synced_observers").map(String::as_str),
+                Some("2"),
+                "{m:?}"
+            );
+        }
+        let base = unique("ens-5v2o");
+        let on_observer = c.client_with(observers[0], connector(SESSION)).await;
+        on_observer.create(&base, b"", &anyone()).await.unwrap();
+        on_observer
+            .create(&format!("{base}/via-observer"), b"1", &anyone())
+            .await
+            .unwrap();
+        let all: Vec<usize> = (0..c.len()).collect();
+        let dumps = c.dump_children(&all, &base).await;
+        for (m, children) in &dumps {
+            assert!(
+                children.contains_key(&format!("{base}/via-observer")),
+                "member {m} lacks the observer's write"
+            );
+        }
+
+        // Three voters dead, the leader among them: two voters and two observers remain.
+        let dead: Vec<usize> = std::iter::once(leader)
+            .chain((0..5).filter(|&v| v != leader).take(2))
+            .collect();
+        for &d in &dead {
+            c.kill9(d);
+        }
+        let path = format!("{base}/without-quorum");
+        assert!(
+            !write_acknowledged(&c, observers[1], &path).await,
+            "a write was acknowledged with 2 of 5 voters (observers counted for the quorum)"
+        );
+
+        // The voters come back: a write through the other observer works, and nobody has the
+        // write that had no quorum.
+        c.blocking(move |c| {
+            for d in dead {
+                c.start_again(d, 90);
+            }
+            c.wait_ready(90)
+        })
+        .await;
+        let second = c.client_with(observers[1], connector(SESSION)).await;
+        let after = format!("{base}/after");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match second.create(&after, b"", &anyone()).await {
+                Ok(_) | Err(zk::Error::NodeExists) => break,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("write after the restarts: {e}; retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no write after the voters came back: {e}"),
+            }
+        }
+        let dumps = c.dump_children(&all, &base).await;
+        for (m, children) in &dumps {
+            assert!(
+                children.contains_key(&after),
+                "member {m} lacks the write after the restarts"
+            );
+            assert!(
+                !children.contains_key(&path),
+                "member {m} holds the write that had no quorum"
+            );
+        }
+        eprintln!(
+            "5 voters + 2 observers ({:?}): observers served, never made a quorum",
+            common::target()
+        );
+    })
+    .await
+}
+
 /// A 5-server ensemble tolerates two dead servers (the leader among them) with no lost write
 /// and no lost session; with three dead, the remaining two (a minority) take no writes; once
 /// the dead servers are back every member holds every acknowledged write.
@@ -440,15 +559,9 @@ async fn five_servers_tolerate_two_failures_not_three() {
         c.kill9(new_leader);
         // A minority member stops serving: the connect itself may be refused; if it is
         // accepted (before the member noticed), the write must not be acknowledged.
-        let addr = c.addr(minority[0]);
         let minority_path = format!("{base}/minority");
-        let attempt = tokio::time::timeout(Duration::from_secs(8), async {
-            let probe = connector(SESSION).connect(&addr).await?;
-            probe.create(&minority_path, b"", &anyone()).await.map(|_| ())
-        })
-        .await;
         assert!(
-            !matches!(attempt, Ok(Ok(()))),
+            !write_acknowledged(&c, minority[0], &minority_path).await,
             "a write was acknowledged by two servers out of five"
         );
 
