@@ -784,8 +784,13 @@ impl StateMachine for Applier {
             sessions = state.sessions.len(),
             "state restored from snapshot"
         );
+        // Add the snapshot's servers and drop nobody: this state machine does not know the
+        // snapshot's Raft configuration, and a joint one still needs outgoing voters that
+        // `/zookeeper/config` no longer lists (the next conf change prunes the book).
+        let servers =
+            crate::reconfig::parse_config(&String::from_utf8_lossy(&state.tree.config_data())).0;
         drop(state);
-        self.shared.peers_from_tree(&[]);
+        self.shared.add_peers(&servers);
         self.sink.state_replaced(index);
         Ok(())
     }

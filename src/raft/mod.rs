@@ -600,6 +600,9 @@ struct Shared {
     /// The leader's view of the other members and of its proposals (empty unless leader);
     /// refreshed with every status update ([`quorum::publish`]).
     quorum: parking_lot::Mutex<QuorumStatus>,
+    /// Every member of the applied configuration: voters, outgoing voters while joint, and
+    /// learners ([`RaftHandle::members`]).
+    members: parking_lot::Mutex<Vec<u64>>,
 }
 
 /// The raft thread's histograms as a scrape reads them ([`RaftHandle::histograms`]).
@@ -910,6 +913,14 @@ impl RaftHandle {
     /// Highest log index handed to the state machine.
     pub fn applied_index(&self) -> u64 {
         self.shared.applied.load(Ordering::Acquire)
+    }
+
+    /// Every member of the applied configuration (voters, outgoing voters while a joint
+    /// configuration is in force, learners), as of the last conf change, snapshot or start.
+    /// The peer address book must keep them all: `/zookeeper/config` lists only the incoming
+    /// configuration, and a joint one still needs its outgoing voters.
+    pub fn members(&self) -> Vec<u64> {
+        self.shared.members.lock().clone()
     }
 
     /// Index of the newest durable snapshot (0 if none).

@@ -297,6 +297,7 @@ impl Node {
 
         shared.applied.store(applied, Ordering::Release);
         shared.snapshot_index.store(applied, Ordering::Release);
+        publish_members(&shared, raw.store().conf_state());
         Ok(Node {
             id: opts.node_id,
             last_leader,
@@ -1158,6 +1159,7 @@ impl Node {
             let snap = rd.snapshot();
             let m = snap.get_metadata().clone();
             self.install_snapshot(&m, &snap.data)?;
+            publish_members(&self.shared, m.get_conf_state());
             Some(m)
         };
 
@@ -1296,6 +1298,7 @@ impl Node {
             },
             |_| {},
         )?;
+        publish_members(&self.shared, &cs);
         let context = cc.as_v2().context.to_vec();
         self.sm.apply_membership(
             e.index,
@@ -1965,4 +1968,19 @@ fn proposal_bytes(cmd: &Command) -> usize {
         Command::Propose(data) | Command::ProposeAsLeader(_, data) => data.len(),
         _ => 0,
     }
+}
+
+/// Publishes every member of `cs` ([`super::RaftHandle::members`]).
+fn publish_members(shared: &super::Shared, cs: &raft::eraftpb::ConfState) {
+    let mut members: Vec<u64> = cs
+        .voters
+        .iter()
+        .chain(&cs.voters_outgoing)
+        .chain(&cs.learners)
+        .chain(&cs.learners_next)
+        .copied()
+        .collect();
+    members.sort_unstable();
+    members.dedup();
+    *shared.members.lock() = members;
 }

@@ -1967,6 +1967,8 @@ fn a_joint_config_left_behind_by_a_dead_leader_is_left_by_the_next() {
         last_membership(&ms[l]).is_some_and(|(_, out)| !out.is_empty())
     });
     net.isolated.lock().unwrap().insert(old);
+    // While joint, the members include the outgoing voter (the address book keeps it).
+    assert_eq!(ms[l].h.members(), ids.to_vec());
     // The others also park on the joint entry when they apply it: let them through.
     gate.open();
     let survivors: Vec<&Member> = ms.iter().filter(|m| m.id != old).collect();
@@ -1980,6 +1982,9 @@ fn a_joint_config_left_behind_by_a_dead_leader_is_left_by_the_next() {
     }
     // Still available, without the removed follower.
     let staying: Vec<&Member> = survivors.into_iter().filter(|m| m.id != removed).collect();
+    for m in &staying {
+        assert_eq!(m.h.members(), keep, "member {}", m.id);
+    }
     commits_among(&staying, "after the failover");
     stop_members(&net, ms);
 }

@@ -739,8 +739,9 @@ async fn start_ensemble(
     );
     let net = Arc::new(net);
     shared_for_net.set_peer_net(&net);
-    // The membership replayed from the log or a snapshot may differ from zoo.cfg's.
-    shared_for_net.peers_from_tree(&[]);
+    // The membership replayed from the log or a snapshot may differ from zoo.cfg's; a joint
+    // configuration's outgoing voters are not in `/zookeeper/config` but still needed.
+    shared_for_net.peers_from_tree(&raft.members());
     Ok((raft, raft_thread, net))
 }
 
