@@ -18,7 +18,8 @@
 //! * `membership_changes_during_faults` (`#[ignore]`, rookery only): a fixed schedule of
 //!   reconfig removals and re-adds under pauses, isolation, slow links and kills
 //!   (`faults/membership.rs`); `removal_must_not_leave_the_new_config_without_a_live_quorum`
-//!   and `removed_leader_must_not_crash` (`#[ignore]`): probes of findings 3 and 4.
+//!   and `removed_leader_must_not_crash` (in the CI set): regression probes of findings 3 and
+//!   4, both fixed.
 //! * `recheck_history` (`#[ignore]`): re-checks a JSON-lines history, `FAULT_RECHECK=<file>`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test code fails loudly
 
@@ -512,7 +513,7 @@ async fn leader_pause_must_not_expire_sessions_served_by_followers() {
 /// Either reconfig refuses it (ZooKeeper: NewConfigNoQuorum) or the ensemble must go on
 /// serving writes; an "ok" after which the leader cannot commit is the finding.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "targeted reproduction (3 servers, about 25 s): cargo test --test faults removal_must_not -- --ignored --nocapture"]
+// A regression test of finding 3 (fixed: NewConfigNoQuorum), in the CI set (about 12 s).
 async fn removal_must_not_leave_the_new_config_without_a_live_quorum() {
     let o = probe(
         "removal probe",
@@ -532,7 +533,8 @@ async fn removal_must_not_leave_the_new_config_without_a_live_quorum() {
 /// seed 7100. The leader of 3 servers removed and re-added `FAULT_REPEAT` (default 10) times
 /// under write load; no member may exit on its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "targeted reproduction (3 servers, about 5 s per round): cargo test --test faults removed_leader_must_not_crash -- --ignored --nocapture"]
+// A regression test of finding 4 (fixed: handover first, step-down on removal), in the CI
+// set (about 2 s per round).
 async fn removed_leader_must_not_crash() {
     apply_fault_target();
     let _one = exclusive();
