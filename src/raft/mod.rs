@@ -590,6 +590,11 @@ struct Shared {
     /// When the last MsgAppend/MsgHeartbeat/MsgSnapshot from the current leader arrived
     /// (followers and learners); `None` before any.
     leader_contact: parking_lot::Mutex<Option<Instant>>,
+    /// When the raft thread last finished a loop turn (it turns at least once a tick). A
+    /// leader whose raft thread has not turned for an election timeout is not fresh: the
+    /// followers may have elected another leader meanwhile, and it would keep serving reads
+    /// and accepting session touches that nobody else sees (fault suite, finding 5).
+    turned_at: parking_lot::Mutex<Option<Instant>>,
     /// `election_tick × tick_interval`: longest leader silence a fresh follower tolerates.
     election_timeout: Duration,
     /// Set when the raft thread stops (shutdown or fatal), before pending barrier waiters are
@@ -872,7 +877,10 @@ impl RaftHandle {
             return false;
         }
         if self.is_leader() {
-            return self.shared.caught_up.load(Ordering::Acquire);
+            return self.shared.caught_up.load(Ordering::Acquire)
+                && self
+                    .since_leader_contact()
+                    .is_some_and(|d| d <= self.shared.election_timeout);
         }
         self.since_leader_contact()
             .is_some_and(|d| d <= self.shared.election_timeout)
@@ -880,12 +888,15 @@ impl RaftHandle {
 
     /// Time since the last message (MsgAppend, MsgHeartbeat, MsgSnapshot) from a leader
     /// (right after a leader change, until the new leader's first message, that is the old
-    /// leader's); `Some(ZERO)` on the leader itself, `None` if this node never heard from one.
+    /// leader's); on the leader itself, the time since its raft thread last turned; `None` if
+    /// this node never heard from a leader.
     /// The server closes its clients once this exceeds [`RaftHandle::election_timeout`] (which
     /// [`RaftHandle::is_fresh`] already includes).
     pub fn since_leader_contact(&self) -> Option<Duration> {
         if self.is_leader() {
-            return Some(Duration::ZERO);
+            // The leader is its own contact, as long as its raft thread runs.
+            let turned = *self.shared.turned_at.lock();
+            return Some(turned.map_or(Duration::ZERO, |t| t.elapsed()));
         }
         let at = *self.shared.leader_contact.lock();
         at.map(|t| t.elapsed())

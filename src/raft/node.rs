@@ -842,6 +842,7 @@ impl Node {
 
     /// Publishes role, commit index and freshness, and reports leader/term moves.
     fn publish_status(&mut self) {
+        *self.shared.turned_at.lock() = Some(Instant::now());
         let raft = &self.raw.raft;
         let leader = (raft.leader_id, raft.term);
         let role = match raft.state {

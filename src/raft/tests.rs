@@ -646,6 +646,36 @@ fn group_commit_batches_queued_proposals() {
 }
 
 #[test]
+fn a_leader_whose_raft_thread_stalls_is_not_fresh() {
+    let tmp = tempfile::tempdir().unwrap();
+    let obs = Arc::new(Mutex::new(Observed::default()));
+    let gate = Arc::new(Gate::default());
+    let sm = Box::new(TestSm {
+        obs: obs.clone(),
+        gate: Some(gate.clone()),
+        fatal: None,
+        membership: None,
+        joint_gate: None,
+        unsettled: Vec::new(),
+    });
+    let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
+    wait_until("a fresh leader", || h.is_leader() && h.is_fresh());
+    // The raft thread parks inside apply: the published role still says leader, but past an
+    // election timeout this node must no longer count as fresh (it serves nothing then).
+    h.propose(b"gate".to_vec()).unwrap();
+    wait_until("unfresh while stalled", || !h.is_fresh());
+    assert!(
+        h.is_leader(),
+        "the stale role flag is what the check must not trust"
+    );
+    assert!(h.since_leader_contact().unwrap() > h.election_timeout());
+    gate.open();
+    wait_until("fresh again", || h.is_fresh());
+    assert!(applied_count(&obs) >= 1);
+    stop(h, j);
+}
+
+#[test]
 fn proposals_without_a_leader_are_dropped() {
     let tmp = tempfile::tempdir().unwrap();
     let (sm, obs) = TestSm::new();
