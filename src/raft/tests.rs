@@ -95,6 +95,20 @@ impl TestSm {
     }
 }
 
+impl TestSm {
+    /// A state machine reporting to `obs` whose `gate` entry parks the raft thread.
+    fn gated(obs: &Arc<Mutex<Observed>>, gate: &Arc<Gate>) -> Box<TestSm> {
+        Box::new(TestSm {
+            obs: obs.clone(),
+            gate: Some(gate.clone()),
+            fatal: None,
+            membership: None,
+            joint_gate: None,
+            unsettled: Vec::new(),
+        })
+    }
+}
+
 impl StateMachine for TestSm {
     fn take_fatal(&mut self) -> Option<String> {
         self.fatal.take()
@@ -615,14 +629,7 @@ fn group_commit_batches_queued_proposals() {
     let tmp = tempfile::tempdir().unwrap();
     let obs = Arc::new(Mutex::new(Observed::default()));
     let gate = Arc::new(Gate::default());
-    let sm = Box::new(TestSm {
-        obs: obs.clone(),
-        gate: Some(gate.clone()),
-        fatal: None,
-        membership: None,
-        joint_gate: None,
-        unsettled: Vec::new(),
-    });
+    let sm = TestSm::gated(&obs, &gate);
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
     wait_until("leadership", || h.is_leader());
     // The gate entry parks the raft thread inside apply while 1000 proposals queue up.
@@ -650,14 +657,7 @@ fn a_leader_whose_raft_thread_stalls_is_not_fresh() {
     let tmp = tempfile::tempdir().unwrap();
     let obs = Arc::new(Mutex::new(Observed::default()));
     let gate = Arc::new(Gate::default());
-    let sm = Box::new(TestSm {
-        obs: obs.clone(),
-        gate: Some(gate.clone()),
-        fatal: None,
-        membership: None,
-        joint_gate: None,
-        unsettled: Vec::new(),
-    });
+    let sm = TestSm::gated(&obs, &gate);
     let (h, j) = RaftHandle::start(opts(tmp.path(), 1_000_000), sm).unwrap();
     wait_until("a fresh leader", || h.is_leader() && h.is_fresh());
     // The raft thread parks inside apply: the published role still says leader, but past an
@@ -747,14 +747,7 @@ fn start_gated(
 ) {
     let obs = Arc::new(Mutex::new(Observed::default()));
     let gate = Arc::new(Gate::default());
-    let sm = Box::new(TestSm {
-        obs: obs.clone(),
-        gate: Some(gate.clone()),
-        fatal: None,
-        membership: None,
-        joint_gate: None,
-        unsettled: Vec::new(),
-    });
+    let sm = TestSm::gated(&obs, &gate);
     let (h, j) = RaftHandle::start(o, sm).unwrap();
     wait_until("leadership", || h.is_caught_up_leader());
     (h, j, obs, gate)
