@@ -42,10 +42,6 @@ pub trait ReplySink: Send {
     /// owned by `origin`'s connection, and every other connection carrying it must close),
     /// false if it had ended meanwhile. Default no-op.
     fn session_reattached(&mut self, _origin: Origin, _session_id: i64, _ok: bool) {}
-    /// The reconfig entry from `origin` was applied and accepted: its answer comes from the log
-    /// (the change's conf change entry, or a refusal), whichever leader carries it out, so a
-    /// leader change no longer leaves it in doubt. Default no-op.
-    fn reconfig_accepted(&mut self, _origin: Origin) {}
     /// Raft dropped the proposal from `origin`: its waiter will never get a reply.
     fn proposal_dropped(&mut self, origin: Origin);
     /// The known leader or the term moved (ensemble only): every write, sync or session
@@ -459,7 +455,6 @@ impl Applier {
                         drop(state);
                         shared.add_peers(&joining);
                         self.unsettled.push((txn.origin, change.clone()));
-                        sink.reconfig_accepted(txn.origin);
                         self.membership_change = Some(change);
                     }
                 }

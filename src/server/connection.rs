@@ -172,8 +172,8 @@ pub struct Connection {
     /// Writes, syncs and session creations in flight; a leader change closes the connection
     /// while this is non-zero.
     in_doubt: Arc<AtomicUsize>,
-    /// Of those, reconfigs whose entry applied and whose answer the log will bring (the
-    /// registry counts them; [`ConnHandle::awaiting_log`]).
+    /// Of those, reconfigs ([`ConnHandle::awaiting_log`]): a leader change does not close the
+    /// connection for them alone.
     awaiting_log: Arc<AtomicUsize>,
     /// The barrier of the `sync` at the head of the queue, while it runs.
     sync_wait: Option<oneshot::Receiver<u64>>,
@@ -1062,6 +1062,7 @@ impl Connection {
                     request,
                     proposed,
                     proposed_at,
+                    reconfig,
                     ..
                 } => {
                     // Taken, not cloned: the entry is the only copy of the body from now on.
@@ -1071,6 +1072,9 @@ impl Connection {
                     *proposed = true;
                     *proposed_at = Some(tokio::time::Instant::now());
                     self.in_doubt.fetch_add(1, Ordering::AcqRel);
+                    if *reconfig {
+                        self.awaiting_log.fetch_add(1, Ordering::AcqRel);
+                    }
                     let body = match request {
                         Request::CloseSession => TxnBody::CloseSession {
                             session_id: self.session_id,
@@ -1188,6 +1192,7 @@ impl Connection {
                     xid: expected,
                     received,
                     proposed: true,
+                    reconfig,
                     ..
                 }) = self.queue.front()
                 else {
@@ -1207,6 +1212,9 @@ impl Connection {
                     return Next::CloseAfterFlush;
                 }
                 let received = *received;
+                if *reconfig {
+                    self.awaiting_log.fetch_sub(1, Ordering::AcqRel);
+                }
                 self.dequeue();
                 self.in_doubt.fetch_sub(1, Ordering::AcqRel);
                 self.out.extend_from_slice(&frame);

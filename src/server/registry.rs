@@ -225,10 +225,12 @@ pub struct ConnHandle {
     /// answered): their fate is unknown after a leader change, so the connection is closed
     /// then ([`ReplySink::leader_changed`]).
     pub in_doubt: Arc<AtomicUsize>,
-    /// Of those, reconfigs whose entry was applied and accepted: their answer comes from the
-    /// log whichever leader carries them out ([`ReplySink::reconfig_accepted`]), so they
-    /// alone do not make the connection close at a leader change. (If no leader ever
-    /// settles one, the connection's own op deadline closes it.)
+    /// Of those, reconfigs: once committed, a reconfig's answer comes from the log whichever
+    /// leader carries it out (any new leader takes over an accepted change), so reconfigs
+    /// alone do not make the connection close at a leader change. The request may also reach
+    /// the origin's log only after the leader change (the leader hands over as soon as it
+    /// applies a change that removes it); if it is lost instead, the connection's own op
+    /// deadline closes the connection (ConnectionLoss).
     pub awaiting_log: Arc<AtomicUsize>,
     /// Admitted while this server was in read-only mode: closed when the server leaves it,
     /// so its client looks for a read-write server ([`ConnRegistry::leave_read_only`]).
@@ -501,18 +503,12 @@ pub struct ServerSink {
     server_id: u64,
     /// Where the connections are.
     conns: Arc<ConnRegistry>,
-    /// Accepted reconfigs of our connections, counted in their `awaiting_log` until answered.
-    awaiting_log: std::collections::HashSet<Origin>,
 }
 
 impl ServerSink {
     /// A sink for the server `server_id`.
     pub fn new(server_id: u64, conns: Arc<ConnRegistry>) -> Self {
-        ServerSink {
-            server_id,
-            conns,
-            awaiting_log: std::collections::HashSet::new(),
-        }
+        ServerSink { server_id, conns }
     }
 
     /// The connection waiting on `origin`, if it is one of ours.
@@ -537,13 +533,7 @@ impl ReplySink for ServerSink {
     fn write_applied(&mut self, origin: Origin, zxid: i64, result: &Result<Response, ErrorCode>) {
         if let Some(conn_id) = self.ours(&origin) {
             let frame = reply_frame(origin.xid, zxid, result);
-            let tables = self.conns.lock();
-            if self.awaiting_log.remove(&origin) {
-                if let Some(conn) = tables.by_id.get(&conn_id) {
-                    conn.awaiting_log.fetch_sub(1, Ordering::AcqRel);
-                }
-            }
-            tables.send(
+            self.conns.lock().send(
                 conn_id,
                 Outbound::Reply {
                     xid: origin.xid,
@@ -601,15 +591,6 @@ impl ReplySink for ServerSink {
         }
         if let Some(conn_id) = self.ours(&origin) {
             conns.send(conn_id, Outbound::SessionReattached { ok });
-        }
-    }
-
-    fn reconfig_accepted(&mut self, origin: Origin) {
-        if let Some(conn_id) = self.ours(&origin) {
-            if let Some(conn) = self.conns.lock().by_id.get(&conn_id) {
-                conn.awaiting_log.fetch_add(1, Ordering::AcqRel);
-                self.awaiting_log.insert(origin);
-            }
         }
     }
 
@@ -811,31 +792,19 @@ mod tests {
     }
 
     #[test]
-    fn an_accepted_reconfig_alone_does_not_close_its_connection_at_a_leader_change() {
+    fn a_reconfig_alone_does_not_close_its_connection_at_a_leader_change() {
         let conns = Arc::new(ConnRegistry::default());
         let (waiting, _rx_waiting) = handle(1 << 20, 10);
         let (also_writing, _rx_also) = handle(1 << 20, 11);
         conns.lock().by_id.insert(1, waiting.clone());
         conns.lock().by_id.insert(2, also_writing.clone());
         let mut sink = ServerSink::new(5, Arc::clone(&conns));
-        let reconfig = |conn_id, xid| Origin {
-            server_id: 5,
-            conn_id,
-            xid,
-        };
-        // Both have a reconfig in flight whose entry applied and was accepted; the second
-        // also has a write in flight.
+        // Both have a reconfig in flight (the connection counts it in `awaiting_log`); the
+        // second also has a write in flight.
         waiting.in_doubt.store(1, Ordering::Release);
+        waiting.awaiting_log.store(1, Ordering::Release);
         also_writing.in_doubt.store(2, Ordering::Release);
-        sink.reconfig_accepted(reconfig(1, 7));
-        sink.reconfig_accepted(reconfig(2, 8));
-        // Another server's origin is not ours to count.
-        sink.reconfig_accepted(Origin {
-            server_id: 6,
-            conn_id: 1,
-            xid: 9,
-        });
-        assert_eq!(waiting.awaiting_log.load(Ordering::Acquire), 1);
+        also_writing.awaiting_log.store(1, Ordering::Release);
         sink.leader_changed(3, 8);
         assert!(
             !waiting.budget.is_closed(),
@@ -845,10 +814,8 @@ mod tests {
             also_writing.budget.is_closed(),
             "a write in doubt as well: closed"
         );
-        // The answer settles the count; after it, a new write in doubt closes it again.
-        sink.write_applied(reconfig(1, 7), 42, &Err(ErrorCode::NewConfigNoQuorum));
-        assert_eq!(waiting.awaiting_log.load(Ordering::Acquire), 0);
-        // (The connection's own task drops in_doubt with the reply; here it stays 1.)
+        // Answered: a new write in doubt closes it again.
+        waiting.awaiting_log.store(0, Ordering::Release);
         sink.leader_changed(1, 9);
         assert!(waiting.budget.is_closed());
     }
