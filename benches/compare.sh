@@ -180,6 +180,21 @@ check_alive() { # $1 = name
     fi
 }
 
+# Writes the peak (KiB) of the summed PSS of pid $1 and its children to $2 every 100 ms,
+# until killed.
+sample_pss() { # $1 = pid, $2 = output file
+    local peak=0 total p kb
+    while alive "$1"; do
+        total=0
+        for p in "$1" $(pgrep -P "$1"); do
+            kb=$(awk '/^Pss:/{print $2; exit}' "/proc/$p/smaps_rollup" 2>/dev/null)
+            total=$((total + ${kb:-0}))
+        done
+        if [ "$total" -gt "$peak" ]; then peak=$total; echo "$peak" >"$2"; fi
+        sleep 0.1
+    done
+}
+
 port_of() { if [ "$1" = zk ]; then echo "$ZK_PORT"; else echo "$ROOK_PORT"; fi; }
 pid_of() { if [ "$1" = zk ]; then echo "$ZK_PID"; else echo "$ROOK_PID"; fi; }
 
@@ -257,12 +272,25 @@ if [ "$POPULATE" -gt 0 ]; then
             stop_pid "$ROOK_PID"; rm -rf "$WORK/rookery-data"; start_rookery "$WORK/rookery-data"; rook_ready
         fi
         check_alive "$name"
+        # Memory peak of the server and any child it forks (rookery's snapshot writer): the
+        # summed PSS, sampled every 100 ms, counts pages shared copy-on-write with a child once.
+        peak_file=$WORK/$name-pss-peak
+        log_from=$(($(wc -l <"$WORK/$name.out" 2>/dev/null || echo 0) + 1))
+        sample_pss "$(pid_of "$name")" "$peak_file" & sampler=$!
         pop=$(load "$name" --workload populate --count "$POPULATE" --sessions "$POP_SESSIONS" \
             --inflight "$POP_INFLIGHT" --value-size "$VALUE_SIZE" --prefix /populate --timeout 1800)
+        kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null
+        pss_peak=$(cat "$peak_file" 2>/dev/null || echo null)
+        pauses=null
+        if [ "$name" = rookery ]; then # every raft-thread pause for a snapshot, from the log
+            pauses=$(tail -n "+$log_from" "$WORK/rookery.out" | grep -a 'raft thread paused for a snapshot' \
+                | sed -n 's/.*pause_us=\([0-9]*\).*/\1/p' | paste -sd, -)
+            pauses="[${pauses}]"
+        fi
         last=$(echo "$pop" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("last_path",""))')
         if [ -z "$last" ]; then
             log "$name: populate failed; no restart measurement"
-            echo "{\"label\":\"$name\",\"populate\":$pop,\"probe\":{},\"restart_s\":null,\"disk_kb\":0,\"rss_after_restart_kb\":null}" >>"$POP_RAW"
+            echo "{\"label\":\"$name\",\"populate\":$pop,\"probe\":{},\"restart_s\":null,\"disk_kb\":0,\"rss_after_restart_kb\":null,\"pss_peak_kb\":${pss_peak:-null},\"snapshot_pauses_us\":$pauses}" >>"$POP_RAW"
             continue
         fi
         datadir=$WORK/$([ "$name" = zk ] && echo zk-data || echo rookery-data)
@@ -276,7 +304,7 @@ if [ "$POPULATE" -gt 0 ]; then
         t1=$(now)
         restart_s=$(python3 -c "print(round($t1 - $t0, 2))")
         rss_after=$(awk '/VmRSS/{print $2}' "/proc/$(pid_of "$name")/status" 2>/dev/null || echo null)
-        echo "{\"label\":\"$name\",\"populate\":$pop,\"probe\":$probe,\"restart_s\":$restart_s,\"disk_kb\":$disk_kb,\"rss_after_restart_kb\":${rss_after:-null}}" >>"$POP_RAW"
+        echo "{\"label\":\"$name\",\"populate\":$pop,\"probe\":$probe,\"restart_s\":$restart_s,\"disk_kb\":$disk_kb,\"rss_after_restart_kb\":${rss_after:-null},\"pss_peak_kb\":${pss_peak:-null},\"snapshot_pauses_us\":$pauses}" >>"$POP_RAW"
         log "$name: restart took ${restart_s}s"
     done
 fi
@@ -337,17 +365,25 @@ pops = [json.loads(l) for l in open(pop_raw) if l.strip()]
 if pops:
     print(f"## Populate {populate:,} znodes, memory and restart")
     print()
-    print("| server | populate s | creates/s | RSS after populate MiB | data dir MiB | restart s (TERM to first getData) | RSS after restart MiB |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| server | populate s | creates/s | p99 / p999 / max ms | RSS after populate MiB | peak RSS (VmHWM) MiB | peak PSS with children MiB | data dir MiB | restart s (TERM to first getData) | RSS after restart MiB |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    mib = lambda kb: "-" if kb in (None, "null") else f"{int(kb) / 1024:,.0f}"
+    ms = lambda us: "-" if us is None else f"{us / 1000:.1f}"
     for p in pops:
         d = p["populate"]
-        rss = d.get("server_rss_kb")
-        ra = p.get("rss_after_restart_kb")
-        mib = lambda kb: "-" if kb in (None, "null") else f"{int(kb) / 1024:,.0f}"
-        print(f"| {p['label']} | {d.get('elapsed_s', 'FAIL')} | {d.get('ops_per_sec', 0):,.0f} | {mib(rss)} | {p['disk_kb'] / 1024:,.0f} | {p['restart_s']} | {mib(ra)} |")
+        lat = f"{ms(d.get('p99_us'))} / {ms(d.get('p999_us'))} / {ms(d.get('max_us'))}"
+        print(f"| {p['label']} | {d.get('elapsed_s', 'FAIL')} | {d.get('ops_per_sec', 0):,.0f} | {lat} | {mib(d.get('server_rss_kb'))} | {mib(d.get('server_hwm_kb'))} | {mib(p.get('pss_peak_kb'))} | {p['disk_kb'] / 1024:,.0f} | {p['restart_s']} | {mib(p.get('rss_after_restart_kb'))} |")
     print()
-    print("ZooKeeper restarts with a cold JVM; its populate also pays JIT warm-up.")
+    print("ZooKeeper restarts with a cold JVM; its populate also pays JIT warm-up. Peak PSS sums the")
+    print("server's and its children's proportional set size, sampled every 100 ms: rookery's forked")
+    print("snapshot writer shares the tree copy-on-write, so only the pages copied meanwhile count twice.")
     print()
+    for p in pops:
+        pauses = p.get("snapshot_pauses_us")
+        if pauses:
+            print(f"{p['label']}: {len(pauses)} snapshots during the populate; raft-thread pause per snapshot "
+                  f"max {max(pauses) / 1000:.1f} ms, median {statistics.median(pauses) / 1000:.1f} ms.")
+            print()
 failed = [l for l in open(raw) if '"failed":true' in l]
 if failed:
     print(f"## Failed runs: {len(failed)}")

@@ -1,4 +1,4 @@
-# Shared by scripts/ensemble-fg.sh, benches/ensemble.sh and benches/observer.sh (source it; it runs nothing itself):
+# Shared by scripts/ensemble-fg.sh, benches/ensemble.sh, benches/observer.sh and benches/commit-io.sh (source it; it runs nothing itself):
 # ports, zoo.cfg + myid, starting a member and asking its mode, for a loopback ensemble of
 # ZooKeeper 3.8 or rookery members. The zoo.cfg is the one tests/common/cluster.rs writes:
 #   server.N=127.0.0.1:peer:election;127.0.0.1:client, myid in each dataDir.
@@ -78,4 +78,16 @@ stop_pid() {
     kill -TERM "$pid" 2>/dev/null
     for _ in $(seq 200); do alive "$pid" || { wait "$pid" 2>/dev/null; return 0; }; sleep 0.1; done
     kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; return 0
+}
+
+# Bounds the sourcing script in time: after $1 seconds, TERM to it (its traps clean up).
+# Prints the watchdog's pid, to kill on exit.
+start_watchdog() {
+    local limit=$1 script=$$
+    (
+        trap 'kill "$sp" 2>/dev/null; exit 0' TERM
+        sleep "$limit" & sp=$!
+        wait "$sp" && { echo "watchdog: $limit s exceeded" >&2; kill -TERM "$script"; }
+    ) >/dev/null &
+    echo $!
 }

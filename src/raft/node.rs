@@ -367,6 +367,8 @@ impl Node {
                 Some(cmd) => Ok(cmd),
                 None => self.rx.recv_timeout(timeout),
             };
+            let turn_started = Instant::now();
+            let mut idle = false;
             match first {
                 Ok(cmd) => {
                     let mut bytes = proposal_bytes(&cmd);
@@ -391,7 +393,7 @@ impl Node {
                         }
                     }
                 }
-                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Timeout) => idle = true,
                 Err(RecvTimeoutError::Disconnected) => stopping = true,
             }
             // A crash strikes right here, between two commits: nothing more gets written or
@@ -400,10 +402,25 @@ impl Node {
             if self.crashed {
                 return;
             }
+            let handled = turn_started.elapsed();
             let turn = self
                 .tick_if_due(&mut next_tick)
                 .and_then(|()| self.on_ready())
-                .and_then(|()| self.settle(txn_at_start));
+                .and_then(|()| {
+                    let readied = turn_started.elapsed();
+                    self.settle(txn_at_start).map(|()| readied)
+                })
+                .and_then(|readied| {
+                    // A log with nothing else to write deletes what a compaction left behind
+                    // a chunk per idle turn (busy, every transaction carries a chunk).
+                    if idle && !self.raw.has_ready() {
+                        self.raw.mut_store().purge_step()?;
+                    }
+                    Ok(readied)
+                });
+            let settled = turn_started.elapsed();
+            let readied = turn.as_ref().map_or(settled, |readied| *readied);
+            let turn = turn.map(|_| ());
             match turn {
                 Ok(()) => {
                     let caught_up = self.shared.caught_up.load(Ordering::Acquire);
@@ -443,10 +460,18 @@ impl Node {
                     return;
                 }
             }
+            let driven = turn_started.elapsed();
             if let Err(e) = self.maybe_snapshot(snapshot_requested) {
                 tracing::error!(error = %e, index = self.applied, "snapshot failed; will retry later");
                 self.snapshot_failed_at = Some(self.applied);
             }
+            self.note_slow_turn(TurnTimes {
+                handled,
+                readied,
+                settled,
+                driven,
+                total: turn_started.elapsed(),
+            });
             if stopping {
                 break;
             }
@@ -456,6 +481,27 @@ impl Node {
             return;
         }
         self.stop();
+    }
+
+    /// Logs a loop turn long enough to cost heartbeats (half an election timeout), with where
+    /// its time went: a stalled raft thread lets followers elect another leader while this
+    /// process goes on serving, so each one must be explainable from the log.
+    fn note_slow_turn(&self, times: TurnTimes) {
+        if times.total < self.shared.election_timeout / 2 {
+            return;
+        }
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        tracing::warn!(
+            total_ms = ms(times.total),
+            commands_ms = ms(times.handled),
+            ready_ms = ms(times.readied.saturating_sub(times.handled)),
+            flush_ms = ms(times.settled.saturating_sub(times.readied)),
+            reconfig_ms = ms(times.driven.saturating_sub(times.settled)),
+            snapshot_ms = ms(times.total.saturating_sub(times.driven)),
+            index = self.applied,
+            term = self.raw.raft.term,
+            "slow raft loop turn"
+        );
     }
 
     /// On a leader: whether the newest snapshot leaves out a current member (one added since,
@@ -1805,6 +1851,17 @@ impl Node {
             "raft thread stopped"
         );
     }
+}
+
+/// When each phase of one raft loop turn ended, measured from the turn's start: handling the
+/// commands, the tick and Ready (entries written, committed entries applied), the final flush,
+/// the reconfig driver and status, and the snapshot check.
+struct TurnTimes {
+    handled: Duration,
+    readied: Duration,
+    settled: Duration,
+    driven: Duration,
+    total: Duration,
 }
 
 /// Longest a forked snapshot writer may run before it is killed (and the snapshot retried):
