@@ -13,7 +13,11 @@
 //!   under load (nothing lost, sessions kept), then a third (no write acknowledged without a
 //!   quorum), then all come back (every acknowledged write on every member).
 //!
-//! **Run by hand**, not by the CI: each test starts three servers (JVMs for ZooKeeper) and runs
+//! * `a_leader_whose_raft_thread_stalls_hands_its_sessions_on` (only with `--features
+//!   failpoints`, in the failpoint step of tests/run-all.sh, so in the CI): the leader's raft
+//!   thread stalls for 16 s while its process serves; its session must move on, not expire.
+//!
+//! The others are **run by hand**, not by the CI: each test starts three servers (JVMs for ZooKeeper) and runs
 //! for tens of seconds on a shared 2-core machine, and rookery does not serve as an ensemble
 //! yet (issue 7), so against rookery they fail, by design, with "reports `Mode: standalone`".
 //! The tests are `#[ignore]`d in the normal run (the CI) and run with `--ignored`.
@@ -591,4 +595,121 @@ async fn five_servers_tolerate_two_failures_not_three() {
         );
     })
     .await
+}
+
+/// How long the leader's raft thread stalls in
+/// `a_leader_whose_raft_thread_stalls_hands_its_sessions_on`: well over a session timeout, so
+/// a session only the stalled leader touched would expire on the new leader.
+#[cfg(feature = "failpoints")]
+const STALL: Duration = Duration::from_secs(16);
+
+/// Finding 5 of the fault suite (tests/faults/README.md): the leader's raft thread stalls for
+/// longer than a session timeout while the rest of its process goes on serving (here the
+/// failpoint `raft-stall-while-file`, built only with `--features failpoints` and run by
+/// tests/run-all.sh's failpoint step). The followers must elect a new leader and take writes;
+/// the stalled member must stop holding its clients (it is not fresh), so that the session it
+/// served moves to a member the new leader hears and is **not** expired; a `sync` + read on
+/// the stalled member never returns the value a newer acknowledged write replaced; once the
+/// thread runs again, the old leader follows and has the write.
+#[cfg(feature = "failpoints")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_raft_thread_stalls_hands_its_sessions_on() {
+    let _one = exclusive();
+    within(BOUND_SECS, "raft thread stall", async {
+        let o = ClusterOpts {
+            env: vec![(
+                "FAILPOINTS".to_string(),
+                "raft-stall-while-file=return({dir}/stall-raft)".to_string(),
+            )],
+            ..ClusterOpts::default()
+        };
+        let c = Cluster::start_async(o).await;
+        let leader = c.blocking(|c| c.wait_ready(60)).await;
+        let followers = c.others(leader);
+        let base = unique("ens-stall");
+        let writer = c.client(followers[0]).await;
+        writer.create(&base, b"v0", &anyone()).await.unwrap();
+        let on_leader = c.client_placed(leader, || connector(SESSION)).await;
+        let eph = format!("{base}-eph");
+        on_leader
+            .create(&eph, b"", &opts(CreateMode::Ephemeral))
+            .await
+            .unwrap();
+        let sid = on_leader.session_id().0;
+        let pinned = c.client(leader).await;
+
+        let stall = c.member_dir(leader).join("stall-raft");
+        std::fs::write(&stall, b"").unwrap();
+        let t0 = Instant::now();
+        let fl = followers.clone();
+        let new_leader = c.blocking(move |c| c.wait_leader_among(&fl, 30)).await;
+        let elected = t0.elapsed();
+        // A write the new majority acknowledges (retried while the election settles).
+        let acked = loop {
+            match tokio::time::timeout(Duration::from_secs(2), writer.set_data(&base, b"v1", None))
+                .await
+            {
+                Ok(Ok(_)) => break t0.elapsed(),
+                _ => {
+                    assert!(t0.elapsed() < Duration::from_secs(30), "no write acknowledged after the stall began");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        // Until the stall ends: sync + read on the stalled member never gives v0 back; the
+        // session it served keeps working (wherever it went).
+        let (mut stale, mut fresh, mut refused) = (0, 0, 0);
+        let mut session_ok = 0;
+        while t0.elapsed() < STALL {
+            let read = async {
+                pinned.sync(&base).await?;
+                pinned.get_data(&base).await
+            };
+            match tokio::time::timeout(Duration::from_millis(500), read).await {
+                Ok(Ok((data, _))) if data == b"v0" => stale += 1,
+                Ok(Ok(_)) => fresh += 1,
+                _ => refused += 1,
+            }
+            if let Ok(Ok(Some(_))) =
+                tokio::time::timeout(Duration::from_millis(500), on_leader.check_stat(&eph)).await
+            {
+                session_ok += 1;
+            }
+            assert!(
+                !matches!(on_leader.state(), SessionState::Expired | SessionState::Closed),
+                "session {sid:#x} of the stalled leader ended after {:?}: {:?}",
+                t0.elapsed(),
+                on_leader.state()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "stall of member {leader}: member {new_leader} leads after {elected:?}, write acked after {acked:?}; \
+             sync+read on the stalled member: {stale} stale, {fresh} fresh, {refused} refused or timed out; \
+             the moved session answered {session_ok} checks"
+        );
+        assert_eq!(stale, 0, "sync + read on the stalled member returned the replaced value");
+        assert!(session_ok > 0, "the stalled leader's session never answered again");
+        // The session and its ephemeral are alive on the new leader, well past its timeout.
+        ephemeral_on_all(&c, &[new_leader], &eph, sid).await;
+
+        std::fs::remove_file(&stall).unwrap();
+        c.blocking(move |c| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while c.mode(leader) != Some(common::cluster::Mode::Follower) {
+                assert!(
+                    Instant::now() < deadline,
+                    "the old leader does not follow after the stall:\n{}",
+                    c.log_tail(leader, 40)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        })
+        .await;
+        let back = c.client(leader).await;
+        back.sync(&base).await.unwrap();
+        assert_eq!(back.get_data(&base).await.unwrap().0, b"v1");
+        ephemeral_on_all(&c, &[leader, new_leader], &eph, sid).await;
+    })
+    .await;
 }

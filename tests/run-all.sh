@@ -65,7 +65,7 @@ cargo_rc=${PIPESTATUS[0]}
 set -e
 [ "$cargo_rc" -eq 0 ] || failed+=("cargo test (exit $cargo_rc)")
 
-step "storage failpoint tests, the fault suite's broken-build validation and the leader killed while joint (cargo test --features failpoints --test failpoints; --test faults broken_sync_is_caught; --test ensemble_reconfig leader_killed_between_entering_and_leaving_joint)"
+step "storage failpoint tests, the fault suite's broken-build validation and the leader killed while joint (cargo test --features failpoints --test failpoints; --test faults broken_sync_is_caught; --test ensemble_reconfig leader_killed_between_entering_and_leaving_joint; --test ensemble_failover a_leader_whose_raft_thread_stalls_hands_its_sessions_on)"
 set +e
 cargo test --features failpoints --test failpoints 2>&1 | tee "$LOGDIR/failpoints.log"
 fp_rc=${PIPESTATUS[0]}
@@ -76,10 +76,14 @@ broken_rc=${PIPESTATUS[0]}
 # A leader SIGKILLed between entering and leaving a joint configuration (issue 8; ~10 s).
 cargo test --features failpoints --test ensemble_reconfig leader_killed_between_entering_and_leaving_joint -- --exact 2>&1 | tee -a "$LOGDIR/failpoints.log"
 joint_rc=${PIPESTATUS[0]}
+# The leader's raft thread stalls for 16 s while its process serves (fault suite finding 5).
+cargo test --features failpoints --test ensemble_failover a_leader_whose_raft_thread_stalls_hands_its_sessions_on -- --exact 2>&1 | tee -a "$LOGDIR/failpoints.log"
+stall_rc=${PIPESTATUS[0]}
 set -e
 [ "$fp_rc" -eq 0 ] || failed+=("failpoint tests (exit $fp_rc)")
 [ "$broken_rc" -eq 0 ] || failed+=("fault suite broken-build validation (exit $broken_rc)")
 [ "$joint_rc" -eq 0 ] || failed+=("leader killed while joint (exit $joint_rc)")
+[ "$stall_rc" -eq 0 ] || failed+=("leader raft thread stall (exit $stall_rc)")
 # The feature build replaced target/debug/rookery; rebuild the normal one for what follows.
 cargo build -p rookery --bins >/dev/null 2>&1 || failed+=("rebuild of the normal rookery binary")
 

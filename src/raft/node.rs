@@ -349,6 +349,18 @@ impl Node {
             if self.crashed {
                 return;
             }
+            // Failpoint builds only: the raft thread stalls while the named file exists, and
+            // the rest of the process goes on serving (the fault suite's finding 5; a test
+            // stalls one member with `raft-stall-while-file=return(<path>)`).
+            #[cfg(feature = "failpoints")]
+            if let Some(Some(path)) = fail::eval("raft-stall-while-file", |arg| arg) {
+                if std::path::Path::new(&path).exists() {
+                    tracing::warn!(path, "failpoint raft-stall-while-file: raft thread stalled");
+                    while std::path::Path::new(&path).exists() {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            }
             let mut snapshot_requested = false;
             // Transactions committed from here on make everything written before durable.
             let txn_at_start = self.raw.store().written_txn();
