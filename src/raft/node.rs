@@ -1025,7 +1025,25 @@ impl Node {
         }
     }
 
+    /// Handles one command, and logs it if it alone held the raft thread for half an election
+    /// timeout (which command stalled a slow turn: see [`Node::note_slow_turn`]).
     fn handle(&mut self, cmd: Command, stopping: &mut bool, snapshot_requested: &mut bool) {
+        let kind = command_kind(&cmd);
+        let started = Instant::now();
+        self.handle_command(cmd, stopping, snapshot_requested);
+        let took = started.elapsed();
+        if took >= self.shared.election_timeout / 2 {
+            tracing::warn!(
+                command = %kind,
+                took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+                index = self.applied,
+                term = self.raw.raft.term,
+                "slow raft command"
+            );
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command, stopping: &mut bool, snapshot_requested: &mut bool) {
         match cmd {
             Command::ProposeAsLeader(term, data) => {
                 let raft = &self.raw.raft;
@@ -1862,6 +1880,25 @@ impl Node {
             entries = stats.entries_appended.load(Ordering::Relaxed),
             "raft thread stopped"
         );
+    }
+}
+
+/// What a command is, for the slow-command log (a Step names its message type and sender).
+fn command_kind(cmd: &Command) -> String {
+    match cmd {
+        Command::Propose(_) => "Propose".into(),
+        Command::ProposeAsLeader(..) => "ProposeAsLeader".into(),
+        Command::Step(m) => format!("Step({:?} from {})", m.get_msg_type(), m.from),
+        Command::ReadIndex(_) => "ReadIndex".into(),
+        Command::Snapshot => "Snapshot".into(),
+        Command::SnapshotWritten { .. } => "SnapshotWritten".into(),
+        Command::ReportUnreachable(id) => format!("ReportUnreachable({id})"),
+        Command::ReportSnapshot(id, _) => format!("ReportSnapshot({id})"),
+        Command::PeerConnectionClosed(id) => format!("PeerConnectionClosed({id})"),
+        Command::TransferLeader { to, .. } => format!("TransferLeader({to})"),
+        Command::Shutdown => "Shutdown".into(),
+        #[cfg(test)]
+        Command::Crash => "Crash".into(),
     }
 }
 
