@@ -241,6 +241,29 @@ def raw_connect(port, last_zxid_seen):
     return timeout, session
 
 
+def newest_snapshot_zxid(version2: Path):
+    return max((int(p.name.split(".")[1], 16) for p in version2.glob("snapshot.*")), default=0)
+
+
+def leave_a_log_tail(zk, attempts=10):
+    """ZooKeeper snapshots after a random count of transactions (snapCount/2 plus a random
+    share): when the last one fell on the last write, no logged transaction lies beyond
+    the newest snapshot and an import has nothing to replay. A few more writes, until one
+    lands after the snapshot, make the replay path certain to run."""
+    version2 = zk.data_dir / "version-2"
+    c = connect(zk.hosts)
+    try:
+        for i in range(attempts):
+            c.set("/app/wide/w100", f"tail {i}".encode())
+            time.sleep(0.5)  # the snapshot thread names its file as it starts
+            if newest_snapshot_zxid(version2) < zxid_of(zk.port):
+                return
+        raise AssertionError(f"every write up to {zxid_of(zk.port):#x} was snapshotted")
+    finally:
+        c.stop()
+        c.close()
+
+
 def tear_last_log(version2: Path):
     """Writes a partial record right after the newest log's last complete one."""
     logs = sorted(version2.glob("log.*"), key=lambda p: int(p.name.split(".")[1], 16))
@@ -450,6 +473,7 @@ def test_import_from_zookeeper(tmp_path, stop):
         live, doomed = fill(zk.hosts)
         live_id, live_pw = live.client_id
         doomed_id = doomed.client_id[0]
+        leave_a_log_tail(zk)
         reader = connect(zk.hosts)
         expected = walk(reader)
         reader.stop()
